@@ -1,0 +1,43 @@
+'use strict';
+// The module surface: CommonJS and ESM named exports (Koatty's ESM build does
+// `import { NewServe } from 'koatty_serve'`, contract §1.1), the `koatty_serve/config` subpath,
+// and runtimeInfo().
+const { describe, it } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawnSync } = require('child_process');
+const path = require('path');
+
+const REPO_ROOT = path.join(__dirname, '..');
+
+describe('module exports', () => {
+  it('CommonJS: server classes, NewServe, ConfigHelper (root and koatty_serve/config), runtimeInfo', () => {
+    const serve = require('..');
+    for (const name of ['HttpServer', 'NewServe', 'ConfigHelper', 'runtimeInfo']) {
+      assert.ok(serve[name], `exports.${name}`);
+    }
+    assert.equal(typeof serve.HttpServer, 'function');
+    assert.equal(typeof serve.NewServe, 'function');
+    assert.equal(typeof serve.ConfigHelper.createHttpConfig, 'function');
+    const { ConfigHelper } = require('../config');
+    assert.equal(typeof ConfigHelper.createHttpConfig, 'function');
+  });
+
+  it('runtimeInfo() says native, with a build profile and worker threads', () => {
+    const info = require('..').runtimeInfo();
+    assert.equal(info.native, true);
+    assert.ok(['release', 'debug'].includes(info.buildProfile), `buildProfile ${info.buildProfile}`);
+    assert.ok(Number.isInteger(info.workerThreads) && info.workerThreads >= 1, `workerThreads ${info.workerThreads}`);
+  });
+
+  it('ESM: named imports from koatty_serve and koatty_serve/config work', () => {
+    const code = [
+      "import { NewServe, HttpServer, ConfigHelper } from 'koatty_serve';",
+      "import { ConfigHelper as FromConfig } from 'koatty_serve/config';",
+      'console.log(JSON.stringify([typeof NewServe, typeof HttpServer, typeof ConfigHelper.createHttpConfig, typeof FromConfig.createHttpConfig]));',
+    ].join('\n');
+    // cwd inside the package: 'koatty_serve' resolves to this repository by package self-reference.
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 20000 });
+    assert.equal(r.status, 0, `node exited ${r.status}\n${r.stderr}`);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()), ['function', 'function', 'function', 'function']);
+  });
+});

@@ -1,0 +1,5 @@
+'use strict';
+// `koatty_serve/config`
+const { ConfigHelper } = require('./js/config');
+
+exports.ConfigHelper = ConfigHelper;

@@ -1,0 +1,442 @@
+//! The request bridge: hands each request to a [`RequestSink`] (in the addon, one threadsafe
+//! function into JavaScript) with plain positional values, and takes the answer back through
+//! [`Bridge::respond`], [`Bridge::write`] and [`Bridge::end`], called from the JavaScript thread.
+//!
+//! Every request handed out lives in the pending map until it is answered, the client goes away, or
+//! its deadline passes; a [`PendingGuard`] owned by whoever is waiting on it removes the entry when
+//! that waiter is dropped, so no path can leak an entry. In-flight requests are capped by a
+//! semaphore: when it is full, connections stop reading new requests (backpressure).
+
+mod body;
+
+pub use body::{RequestBodyPump, ResponseBody};
+
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+/// Bodies whose declared length is at most this are read whole in Rust and handed over with the
+/// request head (one crossing instead of three); larger or chunked bodies are streamed on demand.
+pub const INLINE_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Queued response bytes above which `write` reports backpressure (`false`), like a Writable's
+/// highWaterMark; `drain` is signalled once the queue is empty again.
+pub const RESPONSE_HIGH_WATER_MARK: usize = 64 * 1024;
+
+/// How the request body reaches the handler.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// No body (no Content-Length and no Transfer-Encoding, or a length of 0).
+    Empty,
+    /// The whole body, read in Rust because it was small.
+    Inline(Bytes),
+    /// Streamed: the handler asks for chunks with [`Bridge::pull_body`].
+    Streamed,
+}
+
+/// What a handler is told about a request.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub id: u32,
+    pub method: String,
+    /// Request target as sent (path and query for origin-form).
+    pub url: String,
+    /// Flat `[name, value, name, value, …]`, names lower-case, in arrival order.
+    pub headers: Vec<String>,
+    /// 10 = HTTP/1.0, 11 = HTTP/1.1, 20 = HTTP/2.
+    pub http_version: u32,
+    pub remote: SocketAddr,
+    pub local_port: u16,
+    pub encrypted: bool,
+    pub body: RequestBody,
+}
+
+/// Events about an outstanding request, delivered to the handler side.
+#[derive(Debug)]
+pub enum BridgeEvent {
+    /// A chunk of a streamed request body (answers one `pull_body`).
+    BodyChunk(Bytes),
+    /// The streamed request body is complete.
+    BodyEnd,
+    /// The request body failed: a limit was exceeded, the deadline passed or the client broke off.
+    BodyError(String),
+    /// The response queue has room again after `write` reported backpressure.
+    Drain,
+    /// The request is gone before its response completed (client disconnect, timeout, reset).
+    Closed(CloseReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client went away (or the connection broke).
+    ClientGone = 1,
+    /// The request deadline (`requestTimeout`) passed.
+    TimedOut = 2,
+    /// The server could not deliver the request (shutting down).
+    Rejected = 3,
+}
+
+/// The handler side of the bridge (JavaScript in the addon, a closure in tests).
+pub trait RequestSink: Send + Sync + 'static {
+    /// Hands over a request. Returns `false` if it cannot be delivered (the sink is closing).
+    fn request(&self, head: RequestHead) -> bool;
+    /// Delivers an event about request `id`.
+    fn event(&self, id: u32, event: BridgeEvent);
+}
+
+/// Errors of the JavaScript-facing calls; the addon maps them to coded JS errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BridgeError {
+    #[error("ERR_REQUEST_GONE: request {0} is no longer pending (already answered, timed out or disconnected)")]
+    Gone(u32),
+    #[error("ERR_HTTP_HEADERS_SENT: headers of request {0} were already sent")]
+    HeadersSent(u32),
+    #[error("ERR_HTTP_HEADERS_NOT_SENT: request {0} has no response head yet")]
+    HeadersNotSent(u32),
+}
+
+impl BridgeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BridgeError::Gone(_) => "ERR_REQUEST_GONE",
+            BridgeError::HeadersSent(_) => "ERR_HTTP_HEADERS_SENT",
+            BridgeError::HeadersNotSent(_) => "ERR_HTTP_HEADERS_NOT_SENT",
+        }
+    }
+}
+
+enum Stage {
+    /// Waiting for the handler's response head.
+    AwaitingHead(oneshot::Sender<Response<ResponseBody>>),
+    /// Head sent; streaming the body.
+    Streaming(body::ResponseWriter),
+}
+
+struct Pending {
+    stage: Stage,
+    /// Wakes the request-body pump for one more chunk (streamed bodies only).
+    pull: Option<mpsc::Sender<()>>,
+}
+
+pub(crate) struct Shared {
+    sink: Arc<dyn RequestSink>,
+    pending: Mutex<HashMap<u32, Pending>>,
+    next_id: AtomicU32,
+    in_flight: Arc<Semaphore>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn take(&self, id: u32) -> Option<Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+    }
+
+    fn with<R>(&self, id: u32, f: impl FnOnce(&mut Pending) -> R) -> Option<R> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id).map(f)
+    }
+}
+
+/// Removes a pending entry when its waiter goes away without the response having completed, and
+/// tells the handler side. It also holds the in-flight permit.
+pub struct PendingGuard {
+    shared: Arc<Shared>,
+    id: u32,
+    reason: CloseReason,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PendingGuard {
+    fn set_reason(&mut self, reason: CloseReason) {
+        self.reason = reason;
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if self.shared.take(self.id).is_some() {
+            self.shared.metrics.request_aborted();
+            self.shared.sink.event(self.id, BridgeEvent::Closed(self.reason));
+        }
+    }
+}
+
+/// One server's bridge. Cheap to clone.
+#[derive(Clone)]
+pub struct Bridge {
+    shared: Arc<Shared>,
+}
+
+impl Bridge {
+    pub fn new(sink: Arc<dyn RequestSink>, max_in_flight: usize, metrics: Arc<Metrics>) -> Bridge {
+        Bridge {
+            shared: Arc::new(Shared {
+                sink,
+                pending: Mutex::new(HashMap::new()),
+                next_id: AtomicU32::new(1),
+                in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+                metrics,
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Requests handed to the handler and not finished.
+    pub fn pending_count(&self) -> usize {
+        self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn next_id(&self) -> u32 {
+        loop {
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// Hands a request to the sink and waits for the response head, within the request deadline.
+    /// `body` is the request body still to be read, if it is streamed.
+    pub async fn dispatch(
+        &self,
+        mut head: RequestHead,
+        streamed_body: Option<RequestBodyPump>,
+        limits: &Limits,
+        deadline: tokio::time::Instant,
+    ) -> Response<ResponseBody> {
+        let permit = match self.shared.in_flight.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return simple_response(StatusCode::SERVICE_UNAVAILABLE),
+        };
+        let id = self.next_id();
+        head.id = id;
+        let (head_tx, head_rx) = oneshot::channel();
+        let pull = streamed_body.as_ref().map(|_| mpsc::channel::<()>(1));
+        {
+            let mut map = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            map.insert(
+                id,
+                Pending { stage: Stage::AwaitingHead(head_tx), pull: pull.as_ref().map(|(tx, _)| tx.clone()) },
+            );
+        }
+        let mut guard =
+            PendingGuard { shared: self.shared.clone(), id, reason: CloseReason::ClientGone, _permit: permit };
+        self.shared.metrics.request_started();
+        if let (Some(pump), Some((_, pull_rx))) = (streamed_body, pull) {
+            tokio::spawn(pump.run(self.clone(), id, pull_rx, limits.max_body_size, deadline));
+        }
+        if !self.shared.sink.request(head) {
+            guard.set_reason(CloseReason::Rejected);
+            return simple_response(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        match tokio::time::timeout_at(deadline, head_rx).await {
+            Ok(Ok(mut response)) => {
+                if let ResponseBody::Stream(s) = response.body_mut() {
+                    s.attach(guard, deadline);
+                }
+                response
+            }
+            // The sender was dropped: the entry was destroyed by the handler side.
+            Ok(Err(_)) => simple_response(StatusCode::INTERNAL_SERVER_ERROR),
+            Err(_) => {
+                guard.set_reason(CloseReason::TimedOut);
+                drop(guard);
+                self.shared.metrics.request_timed_out();
+                simple_response(StatusCode::SERVICE_UNAVAILABLE)
+            }
+        }
+    }
+
+    /// Sends the response head, with the whole body when `end` is true. Returns whether more body
+    /// may be written without exceeding the high-water mark.
+    pub fn respond(
+        &self,
+        id: u32,
+        status: u16,
+        headers: &[String],
+        body: Option<Bytes>,
+        end: bool,
+    ) -> Result<bool, BridgeError> {
+        let response_builder = |b: ResponseBody| build_response(status, headers, b);
+        if end {
+            let pending = self.shared.take(id).ok_or(BridgeError::Gone(id))?;
+            match pending.stage {
+                Stage::AwaitingHead(tx) => {
+                    self.shared.metrics.request_finished(body.as_ref().map_or(0, |b| b.len()));
+                    let _ = tx.send(response_builder(ResponseBody::full(body)));
+                    Ok(true)
+                }
+                Stage::Streaming(w) => {
+                    // Put it back: this is a protocol error of the caller, not an end.
+                    self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                        id,
+                        Pending { stage: Stage::Streaming(w), pull: pending.pull },
+                    );
+                    Err(BridgeError::HeadersSent(id))
+                }
+            }
+        } else {
+            let (writer, stream) = body::channel(self.shared.clone(), id);
+            let sent = self.shared.with(id, |p| {
+                match std::mem::replace(&mut p.stage, Stage::Streaming(writer)) {
+                    Stage::AwaitingHead(tx) => Ok(tx),
+                    Stage::Streaming(old) => {
+                        p.stage = Stage::Streaming(old);
+                        Err(BridgeError::HeadersSent(id))
+                    }
+                }
+            });
+            let tx = sent.ok_or(BridgeError::Gone(id))??;
+            if tx.send(response_builder(ResponseBody::Stream(stream))).is_err() {
+                self.shared.take(id);
+                return Err(BridgeError::Gone(id));
+            }
+            match body {
+                Some(chunk) if !chunk.is_empty() => self.write(id, chunk),
+                _ => Ok(true),
+            }
+        }
+    }
+
+    /// Queues a body chunk. Returns `false` when the queue is above the high-water mark; a
+    /// [`BridgeEvent::Drain`] follows once it has emptied.
+    pub fn write(&self, id: u32, chunk: Bytes) -> Result<bool, BridgeError> {
+        self.shared
+            .with(id, |p| match &p.stage {
+                Stage::Streaming(w) => Ok(w.write(chunk)),
+                Stage::AwaitingHead(_) => Err(BridgeError::HeadersNotSent(id)),
+            })
+            .ok_or(BridgeError::Gone(id))?
+    }
+
+    /// Ends a streamed response, optionally with a last chunk.
+    pub fn end(&self, id: u32, chunk: Option<Bytes>) -> Result<(), BridgeError> {
+        let pending = self.shared.take(id).ok_or(BridgeError::Gone(id))?;
+        match pending.stage {
+            Stage::Streaming(w) => {
+                if let Some(c) = chunk.filter(|c| !c.is_empty()) {
+                    w.write(c);
+                }
+                self.shared.metrics.request_finished(w.bytes_written());
+                w.finish();
+                Ok(())
+            }
+            Stage::AwaitingHead(tx) => {
+                self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                    id,
+                    Pending { stage: Stage::AwaitingHead(tx), pull: pending.pull },
+                );
+                Err(BridgeError::HeadersNotSent(id))
+            }
+        }
+    }
+
+    /// Abandons a request from the handler side: an unanswered request gets a 500, a streaming
+    /// response is cut off (the connection is reset). No `Closed` event follows.
+    pub fn destroy(&self, id: u32) -> bool {
+        match self.shared.take(id) {
+            Some(Pending { stage: Stage::AwaitingHead(tx), .. }) => {
+                self.shared.metrics.request_failed();
+                let _ = tx.send(simple_response(StatusCode::INTERNAL_SERVER_ERROR));
+                true
+            }
+            Some(Pending { stage: Stage::Streaming(w), .. }) => {
+                self.shared.metrics.request_failed();
+                w.abort();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks for the next chunk of a streamed request body.
+    pub fn pull_body(&self, id: u32) -> bool {
+        let tx = self.shared.with(id, |p| p.pull.clone()).flatten();
+        match tx {
+            // A full channel means a pull is already outstanding; one is enough.
+            Some(tx) => {
+                let _ = tx.try_send(());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers a request whose head is still awaited (used when the body fails before the handler
+    /// answered, e.g. 413 or 408). Returns false if the handler already answered.
+    pub(crate) fn answer_if_waiting(&self, id: u32, status: StatusCode) -> bool {
+        let mut map = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(map.get(&id), Some(Pending { stage: Stage::AwaitingHead(_), .. })) {
+            if let Some(Pending { stage: Stage::AwaitingHead(tx), .. }) = map.remove(&id) {
+                drop(map);
+                self.shared.metrics.request_failed();
+                let mut r = simple_response(status);
+                r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                let _ = tx.send(r);
+                return true;
+            }
+        }
+        false
+    }
+
+    pub(crate) fn emit(&self, id: u32, event: BridgeEvent) {
+        self.shared.sink.event(id, event);
+    }
+}
+
+/// A response with the status's reason phrase as a plain-text body.
+pub fn simple_response(status: StatusCode) -> Response<ResponseBody> {
+    let text = status.canonical_reason().unwrap_or("Error");
+    let mut r = Response::new(ResponseBody::full(Some(Bytes::from_static(text.as_bytes()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn build_response(status: u16, flat_headers: &[String], body: ResponseBody) -> Response<ResponseBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *r.headers_mut() = header_map(flat_headers);
+    r
+}
+
+/// Converts `[name, value, …]` into a header map. Names and values were validated in JavaScript
+/// (node's own validators); anything still invalid is skipped rather than sent.
+pub fn header_map(flat: &[String]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(flat.len() / 2);
+    for pair in flat.chunks_exact(2) {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(pair[0].as_bytes()), HeaderValue::from_bytes(pair[1].as_bytes()))
+        {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// Turns a header map into the flat list handed to JavaScript.
+pub fn flat_headers(map: &HeaderMap) -> Vec<String> {
+    let mut out = Vec::with_capacity(map.len() * 2);
+    for (name, value) in map {
+        out.push(name.as_str().to_owned());
+        out.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    out
+}
+
+/// Time left until `deadline`, for logging and tests.
+pub fn remaining(deadline: tokio::time::Instant) -> Duration {
+    deadline.saturating_duration_since(tokio::time::Instant::now())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+//! The option names each server accepts, so that a typo is an error naming the key instead of a
+//! silently ignored setting.
+
+use super::{ConfigError, Protocol};
+use serde_json::{Map, Value};
+
+const BASE: &[&str] = &["hostname", "port", "protocol", "trace", "ext", "connectionPool", "reusePort", "ssl"];
+
+const POOL: &[&str] = &[
+    "maxConnections",
+    "connectionTimeout",
+    "keepAliveTimeout",
+    "requestTimeout",
+    "headersTimeout",
+    "maxInFlight",
+    "maxHeaderSize",
+    "maxBodySize",
+    "protocolSpecific",
+];
+
+const PROTOCOL_SPECIFIC: &[&str] = &[
+    "maxSessionMemory",
+    "maxHeaderListSize",
+    "maxConcurrentStreams",
+    "initialWindowSize",
+    "keepAliveTime",
+    "keepAliveTimeout",
+    "maxReceiveMessageLength",
+    "maxSendMessageLength",
+    "pingInterval",
+    "pongTimeout",
+    "heartbeatInterval",
+    "maxPayload",
+];
+
+const SSL1: &[&str] = &[
+    "mode",
+    "key",
+    "cert",
+    "ca",
+    "passphrase",
+    "ciphers",
+    "honorCipherOrder",
+    "secureProtocol",
+    "requestCert",
+    "rejectUnauthorized",
+];
+const SSL2_EXTRA: &[&str] = &["allowHTTP1"];
+const SSL_ENABLED: &[&str] = &[
+    "enabled",
+    "key",
+    "cert",
+    "ca",
+    "passphrase",
+    "ciphers",
+    "honorCipherOrder",
+    "secureProtocol",
+    "keyFile",
+    "certFile",
+    "caFile",
+    "clientCertRequired",
+];
+
+/// Keys valid under `ssl` for a protocol family (empty = no `ssl` section).
+pub fn known_keys(protocol: Protocol) -> Vec<&'static str> {
+    match protocol {
+        Protocol::Http => vec![],
+        Protocol::Https => SSL1.to_vec(),
+        Protocol::Http2 => SSL1.iter().chain(SSL2_EXTRA).copied().collect(),
+        Protocol::Grpc | Protocol::Ws | Protocol::Wss => SSL_ENABLED.to_vec(),
+    }
+}
+
+fn check(prefix: &str, map: &Map<String, Value>, allowed: &[&str]) -> Result<(), ConfigError> {
+    for key in map.keys() {
+        if !allowed.contains(&key.as_str()) {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            return Err(ConfigError::new(path, format!("unknown option (expected one of: {})", allowed.join(", "))));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn reject_unknown(protocol: Protocol, options: &Map<String, Value>) -> Result<(), ConfigError> {
+    check("", options, BASE)?;
+    if let Some(pool) = options.get("connectionPool") {
+        let pool = pool.as_object().ok_or_else(|| ConfigError::new("connectionPool", "must be an object"))?;
+        check("connectionPool", pool, POOL)?;
+        if let Some(ps) = pool.get("protocolSpecific") {
+            let ps = ps
+                .as_object()
+                .ok_or_else(|| ConfigError::new("connectionPool.protocolSpecific", "must be an object"))?;
+            check("connectionPool.protocolSpecific", ps, PROTOCOL_SPECIFIC)?;
+        }
+    }
+    if let Some(ssl) = options.get("ssl") {
+        let allowed = known_keys(protocol);
+        if allowed.is_empty() {
+            return Err(ConfigError::new("ssl", format!("not an option of the {} server", protocol.as_str())));
+        }
+        let ssl = ssl.as_object().ok_or_else(|| ConfigError::new("ssl", "must be an object"))?;
+        check("ssl", ssl, &allowed)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! Server options: the user-facing shape (as JSON, mirroring `index.d.ts`), strict validation for
+//! `ConfigHelper`, defaults, and the engine's own typed `ServerConfig`.
+//!
+//! Two entry points:
+//! - [`resolve_options`] validates strictly (unknown keys, ranges) and fills defaults; this is what
+//!   `ConfigHelper.create*Config` returns to JavaScript.
+//! - [`ServerConfig::from_options`] turns already-resolved options into engine settings; it is
+//!   lenient about what `NewServe` lets through (unknown protocol, absent host/port).
+
+mod keys;
+
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+pub use keys::known_keys;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the offending option, e.g. `connectionPool.keepAliveTimeout`.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Https,
+    Http2,
+    Ws,
+    Wss,
+    Grpc,
+}
+
+impl Protocol {
+    pub fn parse(name: &str) -> Option<Protocol> {
+        Some(match name {
+            "http" => Protocol::Http,
+            "https" => Protocol::Https,
+            "http2" => Protocol::Http2,
+            "ws" => Protocol::Ws,
+            "wss" => Protocol::Wss,
+            "grpc" => Protocol::Grpc,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Http2 => "http2",
+            Protocol::Ws => "ws",
+            Protocol::Wss => "wss",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// Environment values that influence defaults, passed in explicitly so tests need not touch the
+/// process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    pub ip: Option<String>,
+    pub port: Option<String>,
+    pub app_port: Option<String>,
+    pub node_env: Option<String>,
+}
+
+impl Environment {
+    pub fn is_production(&self) -> bool {
+        self.node_env.as_deref() == Some("production")
+    }
+}
+
+/// Limits and timeouts of one server (all durations already converted from milliseconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Open connections at most; `None` = unlimited.
+    pub max_connections: Option<usize>,
+    /// Requests handed to JavaScript and not yet answered, at most. When full, the server stops
+    /// reading new requests (backpressure) instead of queueing them.
+    pub max_in_flight: usize,
+    /// Idle time allowed between requests on a keep-alive connection.
+    pub keep_alive_timeout: Duration,
+    /// Time allowed for a request's headers to arrive (→ 408 and close).
+    pub headers_timeout: Duration,
+    /// Time allowed for the whole request, including the handler's answer (→ 503 if unanswered).
+    pub request_timeout: Duration,
+    /// Idle connection timeout; `None` = only keep-alive rules apply.
+    pub connection_timeout: Option<Duration>,
+    /// Request head (request line + headers) size limit in bytes (→ 431).
+    pub max_header_size: usize,
+    /// Request body size limit in bytes (→ 413); `None` = unlimited.
+    pub max_body_size: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: None,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            keep_alive_timeout: Duration::from_millis(DEFAULT_KEEP_ALIVE_TIMEOUT_MS),
+            headers_timeout: Duration::from_millis(DEFAULT_HEADERS_TIMEOUT_MS),
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
+            connection_timeout: None,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            max_body_size: None,
+        }
+    }
+}
+
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_HEADERS_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
+pub const DEFAULT_HOSTNAME: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 3000;
+
+/// Engine settings of one server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// `None` or empty = all interfaces (`::`, falling back to `0.0.0.0`).
+    pub hostname: Option<String>,
+    /// 0 = ephemeral.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub reuse_port: bool,
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    /// Engine settings from resolved options. Unknown protocols serve HTTP (as koatty_serve 2.3.0
+    /// does); absent host/port mean all interfaces / ephemeral.
+    pub fn from_options(options: &Value) -> Result<ServerConfig, ConfigError> {
+        let obj = options.as_object().ok_or_else(|| ConfigError::new("options", "must be an object"))?;
+        let hostname = match obj.get("hostname") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(ConfigError::new("hostname", "must be a string")),
+        };
+        let port = match obj.get("port") {
+            None | Some(Value::Null) => 0,
+            Some(v) => parse_port(v)?,
+        };
+        let protocol =
+            obj.get("protocol").and_then(Value::as_str).and_then(Protocol::parse).unwrap_or(Protocol::Http);
+        let reuse_port = obj.get("reusePort").and_then(Value::as_bool).unwrap_or(false);
+        let limits = match obj.get("connectionPool") {
+            None | Some(Value::Null) => Limits::default(),
+            Some(pool) => limits_from(pool)?,
+        };
+        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits })
+    }
+}
+
+fn ms(pool: &Map<String, Value>, key: &str) -> Result<Option<Duration>, ConfigError> {
+    match pool.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let n = non_negative(v, &format!("connectionPool.{key}"))?;
+            Ok(Some(Duration::from_millis(n)))
+        }
+    }
+}
+
+fn count(pool: &Map<String, Value>, key: &str) -> Result<Option<u64>, ConfigError> {
+    match pool.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => non_negative(v, &format!("connectionPool.{key}")).map(Some),
+    }
+}
+
+fn limits_from(pool: &Value) -> Result<Limits, ConfigError> {
+    let pool = pool.as_object().ok_or_else(|| ConfigError::new("connectionPool", "must be an object"))?;
+    let d = Limits::default();
+    let max_in_flight = count(pool, "maxInFlight")?.map(|n| n as usize).unwrap_or(d.max_in_flight);
+    if max_in_flight == 0 {
+        return Err(ConfigError::new("connectionPool.maxInFlight", "must be at least 1"));
+    }
+    let max_header_size = count(pool, "maxHeaderSize")?.map(|n| n as usize).unwrap_or(d.max_header_size);
+    if max_header_size < 1024 {
+        return Err(ConfigError::new("connectionPool.maxHeaderSize", "must be at least 1024 bytes"));
+    }
+    Ok(Limits {
+        max_connections: count(pool, "maxConnections")?.map(|n| n as usize),
+        max_in_flight,
+        keep_alive_timeout: ms(pool, "keepAliveTimeout")?.unwrap_or(d.keep_alive_timeout),
+        headers_timeout: ms(pool, "headersTimeout")?.unwrap_or(d.headers_timeout),
+        request_timeout: ms(pool, "requestTimeout")?.unwrap_or(d.request_timeout),
+        connection_timeout: ms(pool, "connectionTimeout")?,
+        max_header_size,
+        max_body_size: count(pool, "maxBodySize")?,
+    })
+}
+
+fn non_negative(v: &Value, key: &str) -> Result<u64, ConfigError> {
+    match v.as_f64() {
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9.007_199_254_740_991e15 => Ok(n as u64),
+        Some(_) => Err(ConfigError::new(key, format!("must be a non-negative integer, got {v}"))),
+        None => Err(ConfigError::new(key, format!("must be a number, got {v}"))),
+    }
+}
+
+fn parse_port(v: &Value) -> Result<u16, ConfigError> {
+    let n = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if (0.0..=65535.0).contains(&n) && n.fract() == 0.0 => Ok(n as u16),
+        _ => Err(ConfigError::new("port", format!("must be an integer from 0 to 65535, got {v}"))),
+    }
+}
+
+/// Strict validation plus defaults, for `ConfigHelper.create<Protocol>Config`.
+///
+/// `protocol` is the helper's protocol family (`http`, `https`, `http2`, `grpc`, `ws`); the options'
+/// own `protocol` key, when present, must belong to it (`ws`/`wss` for the WebSocket helper).
+pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -> Result<Value, ConfigError> {
+    let input = match options {
+        Value::Null => Map::new(),
+        Value::Object(m) => m.clone(),
+        _ => return Err(ConfigError::new("options", "must be an object")),
+    };
+    keys::reject_unknown(protocol, &input)?;
+
+    let mut out = input.clone();
+    // hostname: given, else IP, else 127.0.0.1
+    match input.get("hostname") {
+        None | Some(Value::Null) => {
+            let host = env.ip.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_HOSTNAME.into());
+            out.insert("hostname".into(), Value::String(host));
+        }
+        Some(Value::String(_)) => {}
+        Some(v) => return Err(ConfigError::new("hostname", format!("must be a string, got {v}"))),
+    }
+    // port: given (0 stays 0), else PORT, else APP_PORT, else 3000
+    let port = match input.get("port") {
+        None | Some(Value::Null) => {
+            let from_env = [&env.port, &env.app_port]
+                .into_iter()
+                .flatten()
+                .find(|s| !s.is_empty())
+                .map(|s| parse_port(&Value::String(s.clone())))
+                .transpose()?;
+            from_env.unwrap_or(DEFAULT_PORT)
+        }
+        Some(v) => parse_port(v)?,
+    };
+    out.insert("port".into(), Value::from(port));
+
+    let given = input.get("protocol");
+    let chosen = match given {
+        None | Some(Value::Null) => protocol.as_str().to_string(),
+        Some(Value::String(s)) => {
+            let p = Protocol::parse(s)
+                .ok_or_else(|| ConfigError::new("protocol", format!("unknown protocol '{s}'")))?;
+            let family_ok = p == protocol || (protocol == Protocol::Ws && p == Protocol::Wss);
+            if !family_ok {
+                return Err(ConfigError::new(
+                    "protocol",
+                    format!("'{s}' does not belong to the {} helper", protocol.as_str()),
+                ));
+            }
+            s.clone()
+        }
+        Some(v) => return Err(ConfigError::new("protocol", format!("must be a string, got {v}"))),
+    };
+    out.insert("protocol".into(), Value::String(chosen));
+
+    if let Some(t) = input.get("trace") {
+        if !t.is_boolean() && !t.is_null() {
+            return Err(ConfigError::new("trace", "must be a boolean"));
+        }
+    }
+    if let Some(r) = input.get("reusePort") {
+        if !r.is_boolean() && !r.is_null() {
+            return Err(ConfigError::new("reusePort", "must be a boolean"));
+        }
+    }
+
+    // connectionPool: validate through the engine's own parser, then write every default out.
+    let pool_in = input.get("connectionPool").cloned().unwrap_or(Value::Object(Map::new()));
+    let limits = limits_from(&pool_in)?;
+    let mut pool = pool_in.as_object().cloned().unwrap_or_default();
+    let production = env.is_production();
+    let set = |pool: &mut Map<String, Value>, key: &str, v: Value| {
+        if pool.get(key).is_none_or(Value::is_null) {
+            pool.insert(key.into(), v);
+        }
+    };
+    set(&mut pool, "maxConnections", Value::from(if production { 10_000 } else { 1_000 }));
+    set(&mut pool, "maxInFlight", Value::from(limits.max_in_flight));
+    set(&mut pool, "keepAliveTimeout", Value::from(limits.keep_alive_timeout.as_millis() as u64));
+    set(&mut pool, "headersTimeout", Value::from(limits.headers_timeout.as_millis() as u64));
+    set(&mut pool, "requestTimeout", Value::from(limits.request_timeout.as_millis() as u64));
+    set(&mut pool, "connectionTimeout", Value::from(if production { 30_000 } else { 60_000 }));
+    set(&mut pool, "maxHeaderSize", Value::from(limits.max_header_size));
+    out.insert("connectionPool".into(), Value::Object(pool));
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn from_options_is_lenient_like_new_serve() {
+        let c = ServerConfig::from_options(&json!({"hostname": null, "port": null, "protocol": "bogus"})).unwrap();
+        assert_eq!(c.hostname, None);
+        assert_eq!(c.port, 0);
+        assert_eq!(c.protocol, Protocol::Http);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn zero_stays_zero() {
+        let c = ServerConfig::from_options(&json!({"port": 0, "connectionPool": {"keepAliveTimeout": 0}})).unwrap();
+        assert_eq!(c.port, 0);
+        assert_eq!(c.limits.keep_alive_timeout, Duration::ZERO);
+        let r = resolve_options(Protocol::Http, &json!({"port": 0}), &Environment::default()).unwrap();
+        assert_eq!(r["port"], 0);
+    }
+
+    #[test]
+    fn string_ports_from_env_are_numbers() {
+        let env = Environment { port: Some("".into()), app_port: Some("4567".into()), ..Default::default() };
+        let r = resolve_options(Protocol::Http, &json!({}), &env).unwrap();
+        assert_eq!(r["port"], 4567);
+        assert_eq!(r["hostname"], "127.0.0.1");
+        let c = ServerConfig::from_options(&json!({"port": "8080"})).unwrap();
+        assert_eq!(c.port, 8080);
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let env = Environment::default();
+        let e = resolve_options(Protocol::Http, &json!({"port": 70000}), &env).unwrap_err();
+        assert_eq!(e.key, "port");
+        let e = resolve_options(Protocol::Http, &json!({"connectionPool": {"requestTimeout": -1}}), &env)
+            .unwrap_err();
+        assert_eq!(e.key, "connectionPool.requestTimeout");
+        let e = resolve_options(Protocol::Http, &json!({"connectionPool": {"maxConection": 1}}), &env)
+            .unwrap_err();
+        assert_eq!(e.key, "connectionPool.maxConection");
+        assert!(e.message.contains("unknown"), "{e}");
+        let e = resolve_options(Protocol::Http, &json!({"protocol": "grpc"}), &env).unwrap_err();
+        assert_eq!(e.key, "protocol");
+    }
+
+    #[test]
+    fn defaults_are_filled_and_given_values_kept() {
+        let env = Environment { node_env: Some("production".into()), ..Default::default() };
+        let r = resolve_options(
+            Protocol::Http,
+            &json!({"hostname": "0.0.0.0", "port": 8080, "connectionPool": {"maxConnections": 5}}),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(r["hostname"], "0.0.0.0");
+        assert_eq!(r["protocol"], "http");
+        assert_eq!(r["connectionPool"]["maxConnections"], 5);
+        assert_eq!(r["connectionPool"]["keepAliveTimeout"], 5000);
+        assert_eq!(r["connectionPool"]["requestTimeout"], 300000);
+        // the resolved options are accepted by the engine
+        let c = ServerConfig::from_options(&r).unwrap();
+        assert_eq!(c.limits.max_connections, Some(5));
+        assert_eq!(c.port, 8080);
+    }
+}

@@ -1,0 +1,17 @@
+//! koatty_serve core: everything the native server does that does not need Node.
+//!
+//! - [`config`]: options, validation and defaults
+//! - [`lifecycle`]: listener, accept loop, connection tracking and shutdown, shared by every protocol
+//! - [`protocol`]: the protocol parts plugged into the lifecycle (HTTP/1.1 so far)
+//! - [`bridge`]: how requests are handed to a handler outside Rust (JavaScript) and answered
+//! - [`metrics`]: counters kept without touching the JavaScript thread
+
+pub mod bridge;
+pub mod config;
+pub mod error;
+pub mod lifecycle;
+pub mod metrics;
+pub mod protocol;
+pub mod server;
+
+pub use error::{Result, ServeError};

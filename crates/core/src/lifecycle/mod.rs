@@ -1,0 +1,203 @@
+//! The one server lifecycle every protocol plugs into: bind → accept → serve connections →
+//! drain → force → stopped.
+//!
+//! A protocol supplies a [`ConnectionHandler`] (how to serve one accepted connection, and how to
+//! turn one away when `maxConnections` is reached); everything else — the listener, the accept
+//! loop with back-off, connection accounting, and shutdown by notification rather than polling —
+//! lives here once.
+
+mod listener;
+
+pub use listener::bind;
+
+use crate::config::ServerConfig;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What a connection is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running,
+    /// Finish what is in flight, accept no new requests, close when idle.
+    Draining,
+    /// Close now.
+    Forced,
+}
+
+/// A connection's view of the server phase.
+#[derive(Clone)]
+pub struct PhaseSignal(watch::Receiver<Phase>);
+
+impl PhaseSignal {
+    pub fn current(&self) -> Phase {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the phase is at least `phase` (immediately if it already is).
+    pub async fn reached(&mut self, phase: Phase) {
+        let _ = self.0.wait_for(|p| *p >= phase).await;
+    }
+}
+
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// The protocol-specific part of a server.
+pub trait ConnectionHandler: Send + Sync + 'static {
+    /// Serves one accepted connection until it closes, draining when the phase says so.
+    fn serve(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, phase: PhaseSignal) -> BoxFuture;
+
+    /// Turns a connection away because `maxConnections` is reached. The default just closes it.
+    fn reject(self: Arc<Self>, stream: TcpStream) -> BoxFuture {
+        Box::pin(async move { drop(stream) })
+    }
+}
+
+/// Counts open connections; waiters are woken by the last one closing (a watch channel).
+struct ConnectionCount {
+    open: watch::Sender<usize>,
+    metrics: Arc<Metrics>,
+}
+
+struct ConnectionSlot(Arc<ConnectionCount>);
+
+impl ConnectionCount {
+    fn open(self: &Arc<Self>) -> ConnectionSlot {
+        self.open.send_modify(|n| *n += 1);
+        self.metrics.connection_opened();
+        ConnectionSlot(self.clone())
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n -= 1);
+        self.0.metrics.connection_closed();
+    }
+}
+
+/// Outcome of a shutdown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections open when draining began.
+    pub connections_at_start: usize,
+    /// Connections that had to be closed by force after the timeout.
+    pub forced: usize,
+}
+
+/// A listening server.
+pub struct Server {
+    local_addr: SocketAddr,
+    phase: watch::Sender<Phase>,
+    stop_accepting: watch::Sender<bool>,
+    connections: Arc<ConnectionCount>,
+    accept_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Server {
+    /// Binds and starts accepting. Bind errors come back coded (`EADDRINUSE`, `EACCES`, …).
+    pub async fn start(config: &ServerConfig, handler: Arc<dyn ConnectionHandler>, metrics: Arc<Metrics>) -> Result<Server> {
+        let listener = bind(config.hostname.as_deref(), config.port, config.reuse_port).await?;
+        let local_addr = listener.local_addr()?;
+        let (phase, _) = watch::channel(Phase::Running);
+        let (stop_accepting, stop_rx) = watch::channel(false);
+        let connections = Arc::new(ConnectionCount { open: watch::channel(0).0, metrics });
+        let task = tokio::spawn(accept_loop(
+            listener,
+            handler,
+            stop_rx,
+            phase.subscribe(),
+            connections.clone(),
+            config.limits.max_connections,
+        ));
+        Ok(Server { local_addr, phase, stop_accepting, connections, accept_task: std::sync::Mutex::new(Some(task)) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn open_connections(&self) -> usize {
+        *self.connections.open.borrow()
+    }
+
+    /// Closes the listening socket; open connections are untouched.
+    pub async fn stop_accepting(&self) {
+        let _ = self.stop_accepting.send(true);
+        let task = self.accept_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops accepting, asks every connection to drain, waits up to `timeout` for them to close,
+    /// then closes the rest by force.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        self.stop_accepting().await;
+        let connections_at_start = self.open_connections();
+        self.phase.send_replace(Phase::Draining);
+        let mut open = self.connections.open.subscribe();
+        let drained = tokio::time::timeout(timeout, open.wait_for(|n| *n == 0)).await.is_ok();
+        let forced = if drained { 0 } else { self.open_connections() };
+        if !drained {
+            self.phase.send_replace(Phase::Forced);
+            // Forced connections close as soon as their tasks observe the phase.
+            let _ = tokio::time::timeout(Duration::from_secs(1), open.wait_for(|n| *n == 0)).await;
+        }
+        ShutdownReport { connections_at_start, forced }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    handler: Arc<dyn ConnectionHandler>,
+    mut stop: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
+    connections: Arc<ConnectionCount>,
+    max_connections: Option<usize>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            a = listener.accept() => a,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off instead of spinning, and keep serving.
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if max_connections.is_some_and(|max| *connections.open.borrow() >= max) {
+            connections.metrics.connection_rejected();
+            tokio::spawn(handler.clone().reject(stream));
+            continue;
+        }
+        let slot = connections.open();
+        let signal = PhaseSignal(phase.clone());
+        let serve = handler.clone().serve(stream, remote, signal);
+        tokio::spawn(async move {
+            serve.await;
+            drop(slot);
+        });
+    }
+}

@@ -1,0 +1,58 @@
+//! A running native server: the lifecycle with the protocol part chosen from the config, and the
+//! bridge its requests cross. This is what the addon holds per JavaScript server object.
+
+use crate::bridge::Bridge;
+use crate::config::{Protocol, ServerConfig};
+use crate::error::Result;
+use crate::lifecycle::{ConnectionHandler, Server, ShutdownReport};
+use crate::metrics::Metrics;
+use crate::protocol::Http1;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct ServeHandle {
+    bridge: Bridge,
+    server: Server,
+    protocol: Protocol,
+}
+
+impl ServeHandle {
+    /// Binds and starts serving `config.protocol`, handing requests to `bridge`.
+    /// `bridge` outlives listeners (a restart binds a new one on the same bridge), so request ids
+    /// stay unique for the JavaScript server object.
+    pub async fn start(config: &ServerConfig, bridge: Bridge) -> Result<ServeHandle> {
+        let metrics = bridge.metrics().clone();
+        let handler: Arc<dyn ConnectionHandler> = match config.protocol {
+            // Protocols without their own part yet are served as HTTP/1.1, like an unknown protocol.
+            _ => Arc::new(Http1::new(bridge.clone(), config.limits.clone())),
+        };
+        let server = Server::start(config, handler, metrics).await?;
+        Ok(ServeHandle { bridge, server, protocol: config.protocol })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    pub fn bridge(&self) -> &Bridge {
+        &self.bridge
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.bridge.metrics()
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.server.open_connections()
+    }
+
+    /// Stops accepting, drains open connections for up to `timeout`, then closes the rest.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        self.server.shutdown(timeout).await
+    }
+}

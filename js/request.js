@@ -1,0 +1,98 @@
+'use strict';
+// The request object handed to Koatty: node's own IncomingMessage (so every member Koa, raw-body,
+// formidable and inflation touch behaves as under node:http), fed from the native bridge.
+const { IncomingMessage } = require('node:http');
+const { NativeSocket } = require('./socket');
+
+const FLAG_ENCRYPTED = 1 << 8;
+const FLAG_STREAMED_BODY = 1 << 9;
+const kHeaders = Symbol('headers');
+const kBody = Symbol('inlineBody');
+
+class NativeRequest extends IncomingMessage {
+  constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort) {
+    super(null);
+    this.socket = new NativeSocket(remoteAddress, remotePort, (flags & FLAG_ENCRYPTED) !== 0);
+    const version = flags & 0xff;
+    this.httpVersionMajor = (version / 10) | 0;
+    this.httpVersionMinor = version % 10;
+    this.httpVersion = `${this.httpVersionMajor}.${this.httpVersionMinor}`;
+    this.method = method;
+    this.url = url;
+    this.rawHeaders = rawHeaders;
+    this[kHeaders] = null;
+    this._bridge = bridge;
+    this._id = id;
+    this._streamed = (flags & FLAG_STREAMED_BODY) !== 0;
+    this[kBody] = body;
+  }
+
+  // Built on first use with node's own header-line rules (set-cookie arrays, joined duplicates).
+  get headers() {
+    let h = this[kHeaders];
+    if (h === null) {
+      h = {};
+      const raw = this.rawHeaders;
+      for (let i = 0; i < raw.length; i += 2) this._addHeaderLine(raw[i], raw[i + 1], h);
+      this[kHeaders] = h;
+    }
+    return h;
+  }
+
+  set headers(value) {
+    this[kHeaders] = value;
+  }
+
+  get connection() {
+    return this.socket;
+  }
+
+  _read() {
+    if (!this._consuming) {
+      // IncomingMessage starts with readingMore set; node's own _read clears it on first use.
+      this._readableState.readingMore = false;
+      this._consuming = true;
+    }
+    if (this._streamed) {
+      this._bridge.native.pullBody(this._id);
+      return;
+    }
+    const body = this[kBody];
+    this[kBody] = null;
+    if (body) this.push(body);
+    this.complete = true;
+    this.push(null);
+  }
+
+  // Called by the bridge for a streamed body.
+  _onChunk(chunk) {
+    this.push(chunk);
+  }
+
+  _onEnd() {
+    this.complete = true;
+    this.push(null);
+  }
+
+  _onBodyError(message) {
+    const err = new Error(message);
+    err.code = message.split(':', 1)[0];
+    this.destroy(err);
+  }
+
+  // The client went away before the request completed.
+  _onAbort() {
+    this.socket._close();
+    if (!this.complete) this.destroy();
+  }
+
+  _destroy(err, cb) {
+    if (!this.readableEnded || !this.complete) {
+      this.aborted = true;
+      this.emit('aborted');
+    }
+    cb(err);
+  }
+}
+
+module.exports = { NativeRequest };

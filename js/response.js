@@ -1,0 +1,280 @@
+'use strict';
+// The response object handed to Koatty: the ServerResponse members Koa, cookies, on-finished and
+// `stream.pipe(res)` rely on (koatty-contract.md §3.3), writing through the native bridge. The
+// whole response goes out in one native call when the handler ends without streaming.
+const { Stream } = require('node:stream');
+const { STATUS_CODES, validateHeaderName, validateHeaderValue } = require('node:http');
+
+const kHeaders = Symbol('outHeaders');
+const kStarted = Symbol('nativeHeadSent');
+
+function codedError(code, message) {
+  const err = new Error(message);
+  err.code = code;
+  return err;
+}
+
+function toChunk(chunk, encoding) {
+  if (typeof chunk === 'string') {
+    return encoding && encoding !== 'utf8' && encoding !== 'utf-8' ? [Buffer.from(chunk, encoding), undefined] : [undefined, chunk];
+  }
+  if (chunk == null) return [undefined, undefined];
+  if (Buffer.isBuffer(chunk)) return [chunk, undefined];
+  if (chunk instanceof Uint8Array) return [Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength), undefined];
+  throw codedError('ERR_INVALID_ARG_TYPE', 'The "chunk" argument must be of type string or an instance of Buffer or Uint8Array');
+}
+
+class NativeResponse extends Stream {
+  constructor(bridge, id, req) {
+    super();
+    this._bridge = bridge;
+    this._id = id;
+    this.req = req;
+    this.statusCode = 200;
+    this._statusMessage = undefined;
+    this[kHeaders] = Object.create(null);
+    this[kStarted] = false;
+    this.headersSent = false;
+    this.writableEnded = false;
+    this.finished = false;
+    this.writableFinished = false;
+    this.writableNeedDrain = false;
+    this.writable = true;
+    this.destroyed = false;
+    this.sendDate = true;
+    this.chunkedEncoding = false;
+    this.shouldKeepAlive = true;
+  }
+
+  get socket() {
+    return this.req.socket;
+  }
+
+  get connection() {
+    return this.req.socket;
+  }
+
+  get statusMessage() {
+    return this._statusMessage ?? STATUS_CODES[this.statusCode] ?? 'unknown';
+  }
+
+  set statusMessage(value) {
+    this._statusMessage = value;
+  }
+
+  get writableLength() {
+    return 0;
+  }
+
+  get writableHighWaterMark() {
+    return 16384;
+  }
+
+  get writableCorked() {
+    return 0;
+  }
+
+  setHeader(name, value) {
+    if (this.headersSent) throw codedError('ERR_HTTP_HEADERS_SENT', 'Cannot set headers after they are sent to the client');
+    validateHeaderName(name);
+    validateHeaderValue(name, value);
+    this[kHeaders][name.toLowerCase()] = [name, value];
+    return this;
+  }
+
+  appendHeader(name, value) {
+    const key = name.toLowerCase();
+    const existing = this[kHeaders][key];
+    if (!existing) return this.setHeader(name, value);
+    if (this.headersSent) throw codedError('ERR_HTTP_HEADERS_SENT', 'Cannot append headers after they are sent to the client');
+    validateHeaderValue(name, value);
+    const prev = Array.isArray(existing[1]) ? existing[1] : [existing[1]];
+    existing[1] = prev.concat(value);
+    return this;
+  }
+
+  setHeaders(headers) {
+    for (const [name, value] of headers) this.setHeader(name, value);
+    return this;
+  }
+
+  getHeader(name) {
+    const entry = this[kHeaders][String(name).toLowerCase()];
+    return entry === undefined ? undefined : entry[1];
+  }
+
+  getHeaders() {
+    const out = Object.create(null);
+    const headers = this[kHeaders];
+    for (const key in headers) out[key] = headers[key][1];
+    return out;
+  }
+
+  getHeaderNames() {
+    return Object.keys(this[kHeaders]);
+  }
+
+  getRawHeaderNames() {
+    const headers = this[kHeaders];
+    return Object.keys(headers).map((k) => headers[k][0]);
+  }
+
+  hasHeader(name) {
+    return this[kHeaders][String(name).toLowerCase()] !== undefined;
+  }
+
+  removeHeader(name) {
+    if (this.headersSent) throw codedError('ERR_HTTP_HEADERS_SENT', 'Cannot remove headers after they are sent to the client');
+    delete this[kHeaders][String(name).toLowerCase()];
+  }
+
+  writeHead(statusCode, reason, headers) {
+    if (this.headersSent) throw codedError('ERR_HTTP_HEADERS_SENT', 'Cannot write headers after they are sent to the client');
+    if (typeof reason !== 'string') {
+      headers = reason;
+      reason = undefined;
+    }
+    const code = statusCode | 0;
+    if (code < 100 || code > 999) throw codedError('ERR_HTTP_INVALID_STATUS_CODE', `Invalid status code: ${statusCode}`);
+    this.statusCode = code;
+    if (reason !== undefined) this._statusMessage = reason;
+    if (Array.isArray(headers)) {
+      // [name, value, name, value, …] or [[name, value], …]
+      if (headers.length && Array.isArray(headers[0])) for (const [n, v] of headers) this.appendHeader(n, v);
+      else for (let i = 0; i < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
+    } else if (headers) {
+      for (const name of Object.keys(headers)) if (headers[name] !== undefined) this.setHeader(name, headers[name]);
+    }
+    this.headersSent = true;
+    return this;
+  }
+
+  flushHeaders() {
+    if (!this[kStarted]) this._start(undefined, undefined, false);
+  }
+
+  _flatHeaders() {
+    const flat = [];
+    const headers = this[kHeaders];
+    for (const key in headers) {
+      const [name, value] = headers[key];
+      if (Array.isArray(value)) for (const v of value) flat.push(name, String(v));
+      else flat.push(name, String(value));
+    }
+    return flat;
+  }
+
+  // Sends the head natively (with a first chunk, or the whole body when `end`).
+  _start(buf, text, end) {
+    this[kStarted] = true;
+    this.headersSent = true;
+    return this._bridge.native.respond(this._id, this.statusCode, this._flatHeaders(), buf, text, end);
+  }
+
+  write(chunk, encoding, callback) {
+    if (typeof encoding === 'function') {
+      callback = encoding;
+      encoding = undefined;
+    }
+    if (this.writableEnded) {
+      const err = codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
+      process.nextTick(() => {
+        if (typeof callback === 'function') callback(err);
+        this.emit('error', err);
+      });
+      return false;
+    }
+    const [buf, text] = toChunk(chunk, encoding);
+    const result = this[kStarted] ? this._bridge.native.write(this._id, buf, text) : this._start(buf, text, false);
+    if (typeof callback === 'function') process.nextTick(callback);
+    if (result === 0) {
+      this.writableNeedDrain = true;
+      return false;
+    }
+    return true;
+  }
+
+  end(chunk, encoding, callback) {
+    if (typeof chunk === 'function') {
+      callback = chunk;
+      chunk = undefined;
+    } else if (typeof encoding === 'function') {
+      callback = encoding;
+      encoding = undefined;
+    }
+    if (this.writableEnded) {
+      if (typeof callback === 'function') {
+        if (this.writableFinished) process.nextTick(callback, codedError('ERR_STREAM_ALREADY_FINISHED', 'Cannot call end after a stream was finished'));
+        else this.once('finish', callback);
+      }
+      return this;
+    }
+    const [buf, text] = toChunk(chunk, encoding);
+    if (this[kStarted]) this._bridge.native.end(this._id, buf, text);
+    else this._start(buf, text, true);
+    this.writableEnded = true;
+    this.finished = true;
+    this.writable = false;
+    if (typeof callback === 'function') this.once('finish', callback);
+    process.nextTick(finish, this);
+    return this;
+  }
+
+  destroy(err) {
+    if (this.destroyed) return this;
+    this.destroyed = true;
+    this.writable = false;
+    if (!this.writableEnded) this._bridge.native.destroy(this._id);
+    this._bridge.forget(this._id);
+    this.req.socket._close();
+    process.nextTick(() => {
+      if (err) this.emit('error', err);
+      this.emit('close');
+    });
+    return this;
+  }
+
+  // The native side lost the request (client gone, or request timeout).
+  _onClose() {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.writable = false;
+    this.req._onAbort();
+    process.nextTick(() => this.emit('close'));
+  }
+
+  _onDrain() {
+    if (!this.writableNeedDrain) return;
+    this.writableNeedDrain = false;
+    this.emit('drain');
+  }
+
+  // Present on node's ServerResponse; not meaningful here.
+  setTimeout(_ms, cb) {
+    if (typeof cb === 'function') this.once('timeout', cb);
+    return this;
+  }
+
+  cork() {}
+
+  uncork() {}
+
+  addTrailers() {}
+
+  writeContinue() {}
+
+  writeProcessing() {}
+
+  assignSocket() {}
+
+  detachSocket() {}
+}
+
+function finish(res) {
+  res.writableFinished = true;
+  res._bridge.forget(res._id);
+  res.emit('finish');
+  if (!res.destroyed) res.emit('close');
+}
+
+module.exports = { NativeResponse, codedError };

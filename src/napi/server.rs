@@ -1,0 +1,259 @@
+//! `NativeServer`: one per JavaScript server object. It owns the bridge (requests go to JavaScript
+//! through two threadsafe functions, answers come back through `respond`/`write`/`end`) and the
+//! listener of the moment.
+
+use bytes::Bytes;
+use koatty_serve_core::bridge::{Bridge, BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink};
+use koatty_serve_core::config::ServerConfig;
+use koatty_serve_core::server::ServeHandle;
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// (id, method, url, flatHeaders, body, flags, remoteAddress, remotePort)
+/// flags: bits 0–7 HTTP version (10, 11, 20), bit 8 encrypted, bit 9 body streamed.
+type RequestArgs = FnArgs<(u32, String, String, Vec<String>, Option<Buffer>, u32, String, u32)>;
+/// (id, kind, chunk, message) — kinds in `event_kind`.
+type EventArgs = FnArgs<(u32, u32, Option<Buffer>, Option<String>)>;
+/// (errorCode, errorMessage, address, port, family)
+type ListenArgs = FnArgs<(Option<String>, Option<String>, String, u32, String)>;
+/// (connectionsAtStart, forced)
+type CloseArgs = FnArgs<(u32, u32)>;
+
+const FLAG_ENCRYPTED: u32 = 1 << 8;
+const FLAG_STREAMED_BODY: u32 = 1 << 9;
+
+fn event_kind(e: &BridgeEvent) -> u32 {
+    match e {
+        BridgeEvent::BodyChunk(_) => 1,
+        BridgeEvent::BodyEnd => 2,
+        BridgeEvent::BodyError(_) => 3,
+        BridgeEvent::Drain => 4,
+        BridgeEvent::Closed(reason) => 10 + *reason as u32,
+    }
+}
+
+struct JsFunctions {
+    request: ThreadsafeFunction<RequestArgs, (), RequestArgs, Status, false>,
+    event: ThreadsafeFunction<EventArgs, (), EventArgs, Status, false>,
+}
+
+/// Delivers bridge calls to JavaScript. Holds the threadsafe functions only while listening, so an
+/// idle process can exit.
+#[derive(Default)]
+struct JsSink {
+    functions: RwLock<Option<JsFunctions>>,
+}
+
+impl JsSink {
+    fn set(&self, f: Option<JsFunctions>) {
+        *self.functions.write().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+}
+
+impl RequestSink for JsSink {
+    fn request(&self, head: RequestHead) -> bool {
+        let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = guard.as_ref() else { return false };
+        let mut flags = head.http_version;
+        if head.encrypted {
+            flags |= FLAG_ENCRYPTED;
+        }
+        let body = match head.body {
+            RequestBody::Empty => None,
+            RequestBody::Inline(b) => Some(Buffer::from(b.to_vec())),
+            RequestBody::Streamed => {
+                flags |= FLAG_STREAMED_BODY;
+                None
+            }
+        };
+        let args = (
+            head.id,
+            head.method,
+            head.url,
+            head.headers,
+            body,
+            flags,
+            head.remote.ip().to_canonical().to_string(),
+            head.remote.port() as u32,
+        );
+        f.request.call(args.into(), ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
+    }
+
+    fn event(&self, id: u32, event: BridgeEvent) {
+        let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = guard.as_ref() else { return };
+        let kind = event_kind(&event);
+        let (chunk, message) = match event {
+            BridgeEvent::BodyChunk(b) => (Some(Buffer::from(b.to_vec())), None),
+            BridgeEvent::BodyError(m) => (None, Some(m)),
+            _ => (None, None),
+        };
+        f.event.call((id, kind, chunk, message).into(), ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}
+
+#[napi(object)]
+pub struct NativeMetrics {
+    pub uptime_ms: f64,
+    pub active_connections: f64,
+    pub total_connections: f64,
+    pub rejected_connections: f64,
+    pub requests_total: f64,
+    pub requests_active: f64,
+    pub requests_failed: f64,
+    pub requests_timed_out: f64,
+    pub requests_aborted: f64,
+    pub bytes_out: f64,
+    pub connections_per_second: f64,
+    pub error_rate: f64,
+    pub pending_requests: f64,
+}
+
+/// Result codes of `respond`/`write`/`end` (cheaper than exceptions on the hot path; `js/` turns
+/// the negative ones into coded errors).
+fn code_of(r: std::result::Result<bool, BridgeError>) -> i32 {
+    match r {
+        Ok(true) => 1,
+        Ok(false) => 0,
+        Err(BridgeError::Gone(_)) => -1,
+        Err(BridgeError::HeadersSent(_)) => -2,
+        Err(BridgeError::HeadersNotSent(_)) => -3,
+    }
+}
+
+fn bytes_of(body: Option<Buffer>, text: Option<String>) -> Option<Bytes> {
+    match (body, text) {
+        (Some(b), _) => Some(Bytes::copy_from_slice(&b)),
+        (None, Some(t)) => Some(Bytes::from(t)),
+        (None, None) => None,
+    }
+}
+
+#[napi]
+pub struct NativeServer {
+    config: ServerConfig,
+    bridge: Bridge,
+    sink: Arc<JsSink>,
+    listener: Arc<Mutex<Option<Arc<ServeHandle>>>>,
+}
+
+#[napi]
+impl NativeServer {
+    /// `optionsJson`: the server's options (already resolved by the JS layer).
+    #[napi(constructor)]
+    pub fn new(options_json: String) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(&options_json)
+            .map_err(|e| Error::new(Status::InvalidArg, format!("ERR_INVALID_CONFIG: options: {e}")))?;
+        let config = ServerConfig::from_options(&value)
+            .map_err(|e| Error::new(Status::InvalidArg, format!("ERR_INVALID_CONFIG: {e}")))?;
+        let sink = Arc::new(JsSink::default());
+        let bridge = Bridge::new(sink.clone(), config.limits.max_in_flight, Default::default());
+        Ok(NativeServer { config, bridge, sink, listener: Default::default() })
+    }
+
+    /// Binds and starts serving. `onListening(errCode, errMessage, address, port, family)` is called
+    /// once, from the event loop; bind errors never throw here.
+    #[napi]
+    pub fn listen(
+        &self,
+        on_request: Function<RequestArgs, ()>,
+        on_event: Function<EventArgs, ()>,
+        on_listening: Function<ListenArgs, ()>,
+    ) -> Result<()> {
+        let request = on_request.build_threadsafe_function::<RequestArgs>().callee_handled::<false>().build()?;
+        let event = on_event.build_threadsafe_function::<EventArgs>().callee_handled::<false>().build()?;
+        let done = on_listening.build_threadsafe_function::<ListenArgs>().callee_handled::<false>().build()?;
+        self.sink.set(Some(JsFunctions { request, event }));
+        let config = self.config.clone();
+        let bridge = self.bridge.clone();
+        let sink = self.sink.clone();
+        let listener = self.listener.clone();
+        napi::bindgen_prelude::spawn(async move {
+            let args = match ServeHandle::start(&config, bridge).await {
+                Ok(handle) => {
+                    let addr = handle.local_addr();
+                    *listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handle));
+                    let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+                    (None, None, addr.ip().to_string(), addr.port() as u32, family.to_string())
+                }
+                Err(e) => {
+                    sink.set(None);
+                    (Some(e.code().to_string()), Some(e.to_string()), String::new(), 0, String::new())
+                }
+            };
+            done.call(args.into(), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(())
+    }
+
+    /// Stops accepting, drains for up to `timeoutMs`, closes what is left, then releases the
+    /// JavaScript callbacks. `onClosed(connectionsAtStart, forced)`.
+    #[napi]
+    pub fn close(&self, timeout_ms: u32, on_closed: Function<CloseArgs, ()>) -> Result<()> {
+        let done = on_closed.build_threadsafe_function::<CloseArgs>().callee_handled::<false>().build()?;
+        let listener = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let sink = self.sink.clone();
+        napi::bindgen_prelude::spawn(async move {
+            let report = match listener {
+                Some(l) => l.shutdown(Duration::from_millis(timeout_ms as u64)).await,
+                None => Default::default(),
+            };
+            sink.set(None);
+            done.call((report.connections_at_start as u32, report.forced as u32).into(), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(())
+    }
+
+    #[napi]
+    pub fn respond(&self, id: u32, status: u32, headers: Vec<String>, body: Option<Buffer>, text: Option<String>, end: bool) -> i32 {
+        code_of(self.bridge.respond(id, status.min(999) as u16, &headers, bytes_of(body, text), end))
+    }
+
+    #[napi]
+    pub fn write(&self, id: u32, body: Option<Buffer>, text: Option<String>) -> i32 {
+        match bytes_of(body, text) {
+            Some(b) => code_of(self.bridge.write(id, b)),
+            None => 1,
+        }
+    }
+
+    #[napi]
+    pub fn end(&self, id: u32, body: Option<Buffer>, text: Option<String>) -> i32 {
+        code_of(self.bridge.end(id, bytes_of(body, text)).map(|_| true))
+    }
+
+    /// Abandons a request: 500 if unanswered, connection reset if streaming.
+    #[napi]
+    pub fn destroy(&self, id: u32) -> bool {
+        self.bridge.destroy(id)
+    }
+
+    /// Asks for the next chunk of a streamed request body.
+    #[napi]
+    pub fn pull_body(&self, id: u32) -> bool {
+        self.bridge.pull_body(id)
+    }
+
+    #[napi]
+    pub fn metrics(&self) -> NativeMetrics {
+        let m = self.bridge.metrics().snapshot();
+        NativeMetrics {
+            uptime_ms: m.uptime_ms as f64,
+            active_connections: m.active_connections as f64,
+            total_connections: m.total_connections as f64,
+            rejected_connections: m.rejected_connections as f64,
+            requests_total: m.requests_total as f64,
+            requests_active: m.requests_active as f64,
+            requests_failed: m.requests_failed as f64,
+            requests_timed_out: m.requests_timed_out as f64,
+            requests_aborted: m.requests_aborted as f64,
+            bytes_out: m.bytes_out as f64,
+            connections_per_second: m.connections_per_second,
+            error_rate: m.error_rate,
+            pending_requests: self.bridge.pending_count() as f64,
+        }
+    }
+}
