@@ -168,7 +168,7 @@ class NativeResponse extends Stream {
   _start(buf, text, end) {
     this[kStarted] = true;
     this.headersSent = true;
-    return this._bridge.native.respond(this._id, this.statusCode, this._flatHeaders(), buf, text, end);
+    return this._bridge.native.respond(this._id, this.statusCode, this._statusMessage, this._flatHeaders(), buf, text, end);
   }
 
   write(chunk, encoding, callback) {

@@ -81,7 +81,7 @@ class BaseServer extends EventEmitter {
         // Emitted from its own tick so an unhandled 'error' is an uncaught exception, as with
         // node's servers (Koatty exits with 255 on EADDRINUSE).
         process.nextTick(() => {
-          this.server.emit('error', err);
+          if (this.server.listenerCount('error') > 0) this.server.emit('error', err);
           this.emit('error', err);
         });
         return;

@@ -208,8 +208,18 @@ impl NativeServer {
     }
 
     #[napi]
-    pub fn respond(&self, id: u32, status: u32, headers: Vec<String>, body: Option<Buffer>, text: Option<String>, end: bool) -> i32 {
-        code_of(self.bridge.respond(id, status.min(999) as u16, &headers, bytes_of(body, text), end))
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond(
+        &self,
+        id: u32,
+        status: u32,
+        reason: Option<String>,
+        headers: Vec<String>,
+        body: Option<Buffer>,
+        text: Option<String>,
+        end: bool,
+    ) -> i32 {
+        code_of(self.bridge.respond(id, status.min(999) as u16, reason.as_deref(), &headers, bytes_of(body, text), end))
     }
 
     #[napi]

@@ -43,12 +43,18 @@ impl ResponseWriter {
         self.state.written.fetch_add(len, Ordering::Relaxed);
         let queued = self.state.queued.fetch_add(len, Ordering::AcqRel) + len;
         let _ = self.tx.send(Chunk::Data(chunk));
-        if queued >= RESPONSE_HIGH_WATER_MARK {
-            self.state.want_drain.store(true, Ordering::Release);
-            false
-        } else {
-            true
+        if queued < RESPONSE_HIGH_WATER_MARK {
+            return true;
         }
+        self.state.want_drain.store(true, Ordering::SeqCst);
+        // The body may have emptied the queue between our add and the store above, without seeing
+        // `want_drain`: then nobody would send Drain. Re-check and take the flag back if so.
+        if self.state.queued.load(Ordering::SeqCst) < RESPONSE_HIGH_WATER_MARK
+            && self.state.want_drain.swap(false, Ordering::SeqCst)
+        {
+            return true;
+        }
+        false
     }
 
     pub(crate) fn bytes_written(&self) -> usize {
@@ -143,8 +149,8 @@ impl StreamBody {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Chunk::Data(b))) => {
-                let before = self.state.queued.fetch_sub(b.len(), Ordering::AcqRel);
-                if before == b.len() && self.state.want_drain.swap(false, Ordering::AcqRel) {
+                let before = self.state.queued.fetch_sub(b.len(), Ordering::SeqCst);
+                if before - b.len() < RESPONSE_HIGH_WATER_MARK && self.state.want_drain.swap(false, Ordering::SeqCst) {
                     self.shared.sink.event(self.id, BridgeEvent::Drain);
                 }
                 Poll::Ready(Some(Ok(Frame::data(b))))

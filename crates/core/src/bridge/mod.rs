@@ -262,11 +262,12 @@ impl Bridge {
         &self,
         id: u32,
         status: u16,
+        reason: Option<&str>,
         headers: &[String],
         body: Option<Bytes>,
         end: bool,
     ) -> Result<bool, BridgeError> {
-        let response_builder = |b: ResponseBody| build_response(status, headers, b);
+        let response_builder = |b: ResponseBody| build_response(status, reason, headers, b);
         if end {
             let pending = self.shared.take(id).ok_or(BridgeError::Gone(id))?;
             match pending.stage {
@@ -402,10 +403,17 @@ pub fn simple_response(status: StatusCode) -> Response<ResponseBody> {
     r
 }
 
-fn build_response(status: u16, flat_headers: &[String], body: ResponseBody) -> Response<ResponseBody> {
+fn build_response(status: u16, reason: Option<&str>, flat_headers: &[String], body: ResponseBody) -> Response<ResponseBody> {
     let mut r = Response::new(body);
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() = status;
     *r.headers_mut() = header_map(flat_headers);
+    // A custom reason phrase (node's statusMessage); HTTP/1 only, HTTP/2 has none.
+    if let Some(reason) = reason.filter(|r| Some(*r) != status.canonical_reason()) {
+        if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
+            r.extensions_mut().insert(phrase);
+        }
+    }
     r
 }
 

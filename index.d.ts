@@ -1,0 +1,240 @@
+// Type definitions for koatty_serve (native). Hand-written: the generated binding.d.ts describes the
+// internal addon surface only.
+import { EventEmitter } from 'events';
+import type { IncomingMessage, ServerResponse } from 'http';
+
+export type KoattyProtocol = 'http' | 'https' | 'http2' | 'grpc' | 'ws' | 'wss';
+
+/** What a server needs from the application: Koatty's `app` (koatty_core) satisfies it. */
+export interface KoattyApplication {
+  callback(protocol?: string, reqHandler?: (ctx: any) => Promise<any>): (req: any, res: any) => any;
+  config?(name?: string, type?: string): any;
+  [key: string]: any;
+}
+
+/** The options Koatty 3.11.8 passes to `NewServe` (koatty_serve 2.3.0's `ListeningOptions`). */
+export interface ListeningOptions {
+  hostname: string;
+  port: number;
+  protocol: KoattyProtocol;
+  trace?: boolean;
+  ext?: any;
+}
+
+export interface ConnectionPoolConfig {
+  /** Open connections at most (default 1000, 10000 when NODE_ENV=production). Over it: 503 + Retry-After. */
+  maxConnections?: number;
+  /** Idle connection timeout in ms. */
+  connectionTimeout?: number;
+  /** Idle time between requests on a keep-alive connection, ms (default 5000; 0 = no limit). */
+  keepAliveTimeout?: number;
+  /** Time for the whole request including the handler's answer, ms (default 300000; unanswered → 503). */
+  requestTimeout?: number;
+  /** Time for the request headers to arrive, ms (default 60000). */
+  headersTimeout?: number;
+  /** Requests handed to JavaScript and not yet answered, at most (default 4096); when full, reading pauses. */
+  maxInFlight?: number;
+  /** Request line + headers size limit in bytes (default 16384 → 431). */
+  maxHeaderSize?: number;
+  /** Request body size limit in bytes (default none → 413). */
+  maxBodySize?: number;
+  protocolSpecific?: {
+    maxSessionMemory?: number;
+    maxHeaderListSize?: number;
+    maxConcurrentStreams?: number;
+    initialWindowSize?: number;
+    keepAliveTime?: number;
+    keepAliveTimeout?: number;
+    maxReceiveMessageLength?: number;
+    maxSendMessageLength?: number;
+    pingInterval?: number;
+    pongTimeout?: number;
+    heartbeatInterval?: number;
+    maxPayload?: number;
+  };
+}
+
+export interface BaseServerOptions {
+  hostname: string;
+  port: number;
+  protocol: KoattyProtocol;
+  trace?: boolean;
+  ext?: Record<string, any>;
+  connectionPool?: ConnectionPoolConfig;
+  /** SO_REUSEPORT, so several processes can serve one port. */
+  reusePort?: boolean;
+}
+
+export interface BaseSSLConfig {
+  key?: string;
+  cert?: string;
+  ca?: string;
+  passphrase?: string;
+  ciphers?: string;
+  honorCipherOrder?: boolean;
+  secureProtocol?: string;
+}
+
+export interface SSLConfig extends BaseSSLConfig {
+  enabled: boolean;
+  keyFile?: string;
+  certFile?: string;
+  caFile?: string;
+  clientCertRequired?: boolean;
+}
+
+export interface SSL1Config extends BaseSSLConfig {
+  mode: 'auto' | 'manual' | 'mutual_tls';
+  requestCert?: boolean;
+  rejectUnauthorized?: boolean;
+}
+
+export interface SSL2Config extends SSL1Config {
+  allowHTTP1?: boolean;
+}
+
+export interface HttpServerOptions extends BaseServerOptions {}
+export interface HttpsServerOptions extends BaseServerOptions {
+  ssl?: SSL1Config;
+}
+export interface Http2ServerOptions extends BaseServerOptions {
+  ssl?: SSL2Config;
+}
+export interface GrpcServerOptions extends BaseServerOptions {
+  ssl?: SSLConfig;
+}
+export interface WebSocketServerOptions extends BaseServerOptions {
+  ssl?: SSLConfig;
+}
+
+/** Input of the ConfigHelper functions: everything optional, defaults filled in. */
+export type ServerOptionsInput<T extends BaseServerOptions> = Partial<T>;
+
+export interface ShutdownOptions {
+  /** Bound on the whole shutdown, ms (default 30000). */
+  timeout?: number;
+  drainDelay?: number;
+  stepTimeout?: number;
+  skipSteps?: string[];
+}
+
+export interface ShutdownReport {
+  connectionsAtStart: number;
+  forced: number;
+  duration: number;
+}
+
+export interface ConnectionMetrics {
+  activeConnections: number;
+  totalConnections: number;
+  connectionsPerSecond: number;
+  averageLatency: number;
+  errorRate: number;
+  /** Requests handed to the handler and not finished (0 when idle: nothing leaked). */
+  pendingRequests: number;
+  requestsTotal: number;
+  requestsActive: number;
+  requestsFailed: number;
+  requestsTimedOut: number;
+  requestsAborted: number;
+  rejectedConnections: number;
+  bytesOut: number;
+  uptime: number;
+}
+
+export type HealthStatus = 'healthy' | 'degraded' | 'overloaded';
+
+export interface ConnectionHealth {
+  status: HealthStatus;
+  utilisation: number;
+  activeConnections: number;
+  errorRate: number;
+}
+
+export interface ConnectionPool {
+  getMetrics(): ConnectionMetrics;
+  getHealth(): ConnectionHealth;
+}
+
+export interface ListenerAddress {
+  address: string;
+  family: string;
+  port: number;
+}
+
+/** `server.server` and `Start()`'s return value: a small handle shaped like node's net.Server. */
+export interface ListenerHandle extends EventEmitter {
+  readonly listening: boolean;
+  address(): ListenerAddress | null;
+  close(callback?: () => void): this;
+}
+
+/** The interface koatty_core's `KoattyServer` describes, as every server class implements it. */
+export interface KoattyServer {
+  options: any;
+  server: any;
+  status: number | undefined;
+  readonly Start: (listenCallback?: () => void) => any;
+  readonly Stop: (callback?: () => void) => void;
+  readonly RegisterService?: (impl: any) => void;
+}
+
+export declare class BaseServer<O extends BaseServerOptions = BaseServerOptions> extends EventEmitter implements KoattyServer {
+  constructor(app: KoattyApplication, options: O);
+  readonly app: KoattyApplication;
+  options: O;
+  protocol: KoattyProtocol | string;
+  /** `undefined` while running, 503 once shutdown has begun. */
+  status: number | undefined;
+  server: ListenerHandle;
+  listenCallback?: () => void;
+  readonly connectionPool: ConnectionPool;
+  /** Binds and serves; a bind failure is emitted as 'error' with `code` (never thrown). */
+  Start(listenCallback?: () => void): ListenerHandle;
+  /** Graceful shutdown with default options; `callback` is called once. */
+  Stop(callback?: () => void): void;
+  gracefulShutdown(options?: ShutdownOptions): Promise<ShutdownReport>;
+  on(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;
+  on(event: 'listening' | 'close', listener: () => void): this;
+  on(event: 'stopped', listener: (report: ShutdownReport) => void): this;
+  on(event: 'handlerError', listener: (err: unknown) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+export declare class HttpServer extends BaseServer<HttpServerOptions> {
+  constructor(app: KoattyApplication, options: HttpServerOptions | ListeningOptions);
+}
+
+/** Request and response types handlers receive (node-compatible). */
+export type NativeRequest = IncomingMessage;
+export type NativeResponse = ServerResponse;
+
+export declare const ConfigHelper: {
+  createHttpConfig(options?: ServerOptionsInput<HttpServerOptions>): HttpServerOptions;
+  createHttpsConfig(options?: ServerOptionsInput<HttpsServerOptions>): HttpsServerOptions;
+  createHttp2Config(options?: ServerOptionsInput<Http2ServerOptions>): Http2ServerOptions;
+  createGrpcConfig(options?: ServerOptionsInput<GrpcServerOptions>): GrpcServerOptions;
+  createWebSocketConfig(options?: ServerOptionsInput<WebSocketServerOptions>): WebSocketServerOptions;
+};
+
+/** koatty_serve 2.3.0's factory, as Koatty 3.11.8 calls it. */
+export declare function NewServe(app: KoattyApplication, opt?: Partial<ListeningOptions>): BaseServer;
+
+type processEvent = 'beforeExit' | 'exit' | NodeJS.Signals;
+
+export interface TerminusOptions {
+  timeout: number;
+  signals?: string[];
+  onSignal?: (event: string, server: KoattyServer, forceTimeout: number) => Promise<any>;
+}
+
+export declare function CreateTerminus(server: KoattyServer, options?: TerminusOptions): () => void;
+export declare function BindProcessEvent(event: EventEmitter, originEventName: string, targetEventName?: processEvent): void;
+
+export interface RuntimeInfo {
+  native: boolean;
+  buildProfile: 'release' | 'debug' | string;
+  workerThreads: number;
+  version: string;
+}
+export declare function runtimeInfo(): RuntimeInfo;
