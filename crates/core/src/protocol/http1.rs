@@ -12,12 +12,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Serves HTTP/1.1 connections for one server.
@@ -36,7 +34,7 @@ impl Http1 {
         b.timer(TokioTimer::new())
             .keep_alive(true)
             .max_header_size(self.limits.max_header_size)
-            .header_read_timeout(non_zero(self.limits.headers_timeout));
+            .header_read_timeout(header_read_timeout(&self.limits));
         b
     }
 
@@ -79,8 +77,12 @@ impl Http1 {
     }
 }
 
-fn non_zero(d: Duration) -> Option<Duration> {
-    (!d.is_zero()).then_some(d)
+/// hyper's header-read timer runs from the moment a connection waits for the next request head, so
+/// it bounds both idle keep-alive time and slow header senders (slowloris): the smaller of
+/// `keepAliveTimeout` and `headersTimeout` applies (0 = that limit is off). Doing the idle timer
+/// here rather than with a per-request activity signal keeps the hot path free of extra wake-ups.
+fn header_read_timeout(limits: &Limits) -> Option<Duration> {
+    [limits.keep_alive_timeout, limits.headers_timeout].into_iter().filter(|d| !d.is_zero()).min()
 }
 
 fn closing(status: StatusCode) -> Response<ResponseBody> {
@@ -89,71 +91,17 @@ fn closing(status: StatusCode) -> Response<ResponseBody> {
     r
 }
 
-/// Requests in progress on one connection, so the keep-alive timer runs only while it is idle.
-#[derive(Default)]
-struct Activity {
-    busy: AtomicUsize,
-    served: AtomicUsize,
-    changed: Notify,
-}
-
-impl Activity {
-    fn begin(&self) {
-        self.busy.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_waiters();
-    }
-
-    fn end(&self) {
-        self.served.fetch_add(1, Ordering::AcqRel);
-        self.busy.fetch_sub(1, Ordering::AcqRel);
-        self.changed.notify_waiters();
-    }
-
-    /// Resolves once the connection has been idle (after at least one request) for `timeout`.
-    async fn idle_for(&self, timeout: Duration) {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let idle = self.busy.load(Ordering::Acquire) == 0 && self.served.load(Ordering::Acquire) > 0;
-            if !idle {
-                changed.await;
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(timeout) => return,
-                _ = changed => {}
-            }
-        }
-    }
-}
-
-struct ActivityScope(Arc<Activity>);
-impl Drop for ActivityScope {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
-
 impl ConnectionHandler for Http1 {
     fn serve(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, phase: PhaseSignal) -> BoxFuture {
         Box::pin(async move {
-            let activity = Arc::new(Activity::default());
             let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
             let this = self.clone();
-            let act = activity.clone();
             let service = service_fn(move |req| {
                 let this = this.clone();
-                let act = act.clone();
-                async move {
-                    act.begin();
-                    let _scope = ActivityScope(act);
-                    Ok::<_, Infallible>(this.handle(req, remote, local_port).await)
-                }
+                async move { Ok::<_, Infallible>(this.handle(req, remote, local_port).await) }
             });
             let conn = self.builder().serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            let keep_alive = self.limits.keep_alive_timeout;
             let mut draining_signal = phase.clone();
             let mut forced_signal = phase;
             let mut draining = false;
@@ -161,10 +109,6 @@ impl ConnectionHandler for Http1 {
                 tokio::select! {
                     _ = conn.as_mut() => return,
                     _ = draining_signal.reached(Phase::Draining), if !draining => {
-                        draining = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    _ = activity.idle_for(keep_alive), if !draining && !keep_alive.is_zero() => {
                         draining = true;
                         conn.as_mut().graceful_shutdown();
                     }

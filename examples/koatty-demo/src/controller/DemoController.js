@@ -4,7 +4,11 @@
 require('reflect-metadata');
 const { Readable } = require('stream');
 const { Controller, GetMapping, PostMapping, PathVariable, RequestBody } = require('koatty');
-const { runtimeInfo } = require('koatty_serve');
+const serve = require('koatty_serve');
+
+// runtimeInfo() exists only in the native koatty_serve (the JS 2.x server has none).
+const runtimeInfo = () => (typeof serve.runtimeInfo === 'function'
+  ? serve.runtimeInfo() : { native: false, buildProfile: 'n/a', version: '2.x (JS)' });
 
 // Lines sent by GET /stream, one every STREAM_DELAY_MS, so `curl -N` shows them arriving one by one.
 const STREAM_LINES = [
