@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Bodies whose declared length is at most this are read whole in Rust and handed over with the
@@ -439,11 +438,6 @@ pub fn flat_headers(map: &HeaderMap) -> Vec<String> {
         out.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
     out
-}
-
-/// Time left until `deadline`, for logging and tests.
-pub fn remaining(deadline: tokio::time::Instant) -> Duration {
-    deadline.saturating_duration_since(tokio::time::Instant::now())
 }
 
 #[cfg(test)]
