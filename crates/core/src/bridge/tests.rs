@@ -5,6 +5,7 @@ use super::*;
 use crate::config::{Protocol, ServerConfig};
 use crate::server::ServeHandle;
 use std::sync::OnceLock;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
