@@ -137,6 +137,19 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
     }
 
+    /// Removes the entry only if its response head has (`streaming`) or has not been sent, checked
+    /// under the same lock: taking it and putting it back would let a guard dropped in between
+    /// miss it, and the entry would leak.
+    fn take_in_stage(&self, id: u32, streaming: bool) -> Result<Pending, BridgeError> {
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&id).map(|p| matches!(p.stage, Stage::Streaming(_))) {
+            None => Err(BridgeError::Gone(id)),
+            Some(is_streaming) if is_streaming == streaming => Ok(map.remove(&id).expect("entry present")),
+            Some(true) => Err(BridgeError::HeadersSent(id)),
+            Some(false) => Err(BridgeError::HeadersNotSent(id)),
+        }
+    }
+
     fn with<R>(&self, id: u32, f: impl FnOnce(&mut Pending) -> R) -> Option<R> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id).map(f)
     }
@@ -268,22 +281,10 @@ impl Bridge {
     ) -> Result<bool, BridgeError> {
         let response_builder = |b: ResponseBody| build_response(status, reason, headers, b);
         if end {
-            let pending = self.shared.take(id).ok_or(BridgeError::Gone(id))?;
-            match pending.stage {
-                Stage::AwaitingHead(tx) => {
-                    self.shared.metrics.request_finished(body.as_ref().map_or(0, |b| b.len()));
-                    let _ = tx.send(response_builder(ResponseBody::full(body)));
-                    Ok(true)
-                }
-                Stage::Streaming(w) => {
-                    // Put it back: this is a protocol error of the caller, not an end.
-                    self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                        id,
-                        Pending { stage: Stage::Streaming(w), pull: pending.pull },
-                    );
-                    Err(BridgeError::HeadersSent(id))
-                }
-            }
+            let Stage::AwaitingHead(tx) = self.shared.take_in_stage(id, false)?.stage else { unreachable!() };
+            self.shared.metrics.request_finished(body.as_ref().map_or(0, |b| b.len()));
+            let _ = tx.send(response_builder(ResponseBody::full(body)));
+            Ok(true)
         } else {
             let (writer, stream) = body::channel(self.shared.clone(), id);
             let sent = self.shared.with(id, |p| {
@@ -320,24 +321,13 @@ impl Bridge {
 
     /// Ends a streamed response, optionally with a last chunk.
     pub fn end(&self, id: u32, chunk: Option<Bytes>) -> Result<(), BridgeError> {
-        let pending = self.shared.take(id).ok_or(BridgeError::Gone(id))?;
-        match pending.stage {
-            Stage::Streaming(w) => {
-                if let Some(c) = chunk.filter(|c| !c.is_empty()) {
-                    w.write(c);
-                }
-                self.shared.metrics.request_finished(w.bytes_written());
-                w.finish();
-                Ok(())
-            }
-            Stage::AwaitingHead(tx) => {
-                self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                    id,
-                    Pending { stage: Stage::AwaitingHead(tx), pull: pending.pull },
-                );
-                Err(BridgeError::HeadersNotSent(id))
-            }
+        let Stage::Streaming(w) = self.shared.take_in_stage(id, true)?.stage else { unreachable!() };
+        if let Some(c) = chunk.filter(|c| !c.is_empty()) {
+            w.write(c);
         }
+        self.shared.metrics.request_finished(w.bytes_written());
+        w.finish();
+        Ok(())
     }
 
     /// Abandons a request from the handler side: an unanswered request gets a 500, a streaming
@@ -374,18 +364,14 @@ impl Bridge {
     /// Answers a request whose head is still awaited (used when the body fails before the handler
     /// answered, e.g. 413 or 408). Returns false if the handler already answered.
     pub(crate) fn answer_if_waiting(&self, id: u32, status: StatusCode) -> bool {
-        let mut map = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(map.get(&id), Some(Pending { stage: Stage::AwaitingHead(_), .. })) {
-            if let Some(Pending { stage: Stage::AwaitingHead(tx), .. }) = map.remove(&id) {
-                drop(map);
-                self.shared.metrics.request_failed();
-                let mut r = simple_response(status);
-                r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                let _ = tx.send(r);
-                return true;
-            }
-        }
-        false
+        let Ok(Pending { stage: Stage::AwaitingHead(tx), .. }) = self.shared.take_in_stage(id, false) else {
+            return false;
+        };
+        self.shared.metrics.request_failed();
+        let mut r = simple_response(status);
+        r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        let _ = tx.send(r);
+        true
     }
 
     pub(crate) fn emit(&self, id: u32, event: BridgeEvent) {

@@ -131,6 +131,23 @@ async fn streamed_response_is_chunked_and_reports_backpressure() {
 }
 
 #[tokio::test]
+async fn calls_in_the_wrong_stage_are_refused_and_keep_the_request_pending() {
+    let h = serve(
+        Limits::default(),
+        Box::new(|b, head| {
+            assert_eq!(b.end(head.id, None), Err(BridgeError::HeadersNotSent(head.id)));
+            assert_eq!(b.respond(head.id, 200, None, &[], None, false), Ok(true));
+            assert_eq!(b.respond(head.id, 200, None, &[], None, true), Err(BridgeError::HeadersSent(head.id)));
+            assert_eq!(b.end(head.id, Some(Bytes::from_static(b"ok"))), Ok(()));
+        }),
+    )
+    .await;
+    let resp = exchange(h.handle.local_addr(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200 OK") && resp.contains("ok"), "{resp}");
+    assert_eq!(h.bridge.pending_count(), 0);
+}
+
+#[tokio::test]
 async fn unanswered_request_gets_503_at_the_deadline_and_leaves_nothing_pending() {
     let limits = Limits { request_timeout: Duration::from_millis(150), ..Limits::default() };
     let mut h = serve(limits, Box::new(|_, _| {})).await;
@@ -182,18 +199,16 @@ async fn large_request_body_is_streamed_on_demand() {
         String::from_utf8_lossy(&out).into_owned()
     });
     let mut total = 0;
-    let mut id = 0;
-    loop {
+    let id = loop {
         let (rid, ev) = h.events.recv().await.unwrap();
-        id = rid;
         if let Some(n) = ev.strip_prefix("chunk:") {
             total += n.parse::<usize>().unwrap();
             h.bridge.pull_body(rid);
         } else {
             assert_eq!(ev, "end");
-            break;
+            break rid;
         }
-    }
+    };
     assert_eq!(total, 300_000);
     h.bridge.respond(id, 200, None, &[], Some(Bytes::from(total.to_string())), true).unwrap();
     let resp = client.await.unwrap();
