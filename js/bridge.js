@@ -25,8 +25,8 @@ class Bridge {
     this.onEvent = this.onEvent.bind(this);
   }
 
-  onRequest(id, method, url, headers, body, flags, remoteAddress, remotePort) {
-    const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort);
+  onRequest(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails) {
+    const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
     const res = new NativeResponse(this, id, req);
     this.open.set(id, res);
     try {

@@ -6,13 +6,14 @@ const { NativeSocket } = require('./socket');
 
 const FLAG_ENCRYPTED = 1 << 8;
 const FLAG_STREAMED_BODY = 1 << 9;
+const FLAG_AUTHORIZED = 1 << 10;
 const kHeaders = Symbol('headers');
 const kBody = Symbol('inlineBody');
 
 class NativeRequest extends IncomingMessage {
-  constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort) {
+  constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort, tlsDetails) {
     super(null);
-    this.socket = new NativeSocket(remoteAddress, remotePort, (flags & FLAG_ENCRYPTED) !== 0);
+    this.socket = new NativeSocket(remoteAddress, remotePort, (flags & FLAG_ENCRYPTED) !== 0, (flags & FLAG_AUTHORIZED) !== 0, tlsDetails);
     const version = flags & 0xff;
     this.httpVersionMajor = (version / 10) | 0;
     this.httpVersionMinor = version % 10;

@@ -31,8 +31,14 @@ class ListenerHandle extends EventEmitter {
 
 /** The options the native side needs (ext and TLS material stay in JS). */
 function nativeOptions(options) {
-  const { hostname, port, protocol, connectionPool, reusePort } = options;
-  return JSON.stringify({ hostname, port, protocol, connectionPool, reusePort });
+  const { hostname, port, protocol, connectionPool, reusePort, ssl, h2c } = options;
+  return JSON.stringify({ hostname, port, protocol, connectionPool, reusePort, ssl, h2c });
+}
+
+/** A native constructor error as a coded Error (`ERR_TLS_CONFIG: …` → code ERR_TLS_CONFIG). */
+function constructionError(e) {
+  const match = /^(ERR_[A-Z_]+):/.exec(e.message);
+  return codedError(match ? match[1] : 'ERR_INVALID_CONFIG', e.message);
 }
 
 class BaseServer extends EventEmitter {
@@ -49,15 +55,29 @@ class BaseServer extends EventEmitter {
     this.server = new ListenerHandle(this);
     let native;
     try {
-      native = new NativeServer(nativeOptions(options));
+      native = new NativeServer(nativeOptions(this.nativeOptionsOf(options)));
     } catch (e) {
-      throw codedError('ERR_INVALID_CONFIG', e.message);
+      throw constructionError(e);
+    }
+    if (native.generatedDevCertificate) {
+      logger.warn(`${this.constructor.name}: no ssl.key/ssl.cert given; serving a generated self-signed development certificate`);
     }
     const bridge = new Bridge(native, this.createRequestHandler(), (err) => this.emit('handlerError', err) || logger.error('request handler failed', err));
     Object.defineProperty(this, '_native', { value: native, enumerable: false });
     Object.defineProperty(this, '_bridge', { value: bridge, enumerable: false });
     Object.defineProperty(this, '_stopping', { value: null, writable: true, enumerable: false });
     this.connectionPool = createPoolView(native, options);
+  }
+
+  /** The options handed to the native side (protocols may derive some, e.g. ssl from ext). */
+  nativeOptionsOf(options) {
+    return options;
+  }
+
+  /** Re-reads the TLS key and certificate for new handshakes; open connections keep theirs. */
+  reloadCertificates() {
+    const failure = this._native.reloadCertificates();
+    if (failure) throw constructionError(new Error(failure));
   }
 
   /** The protocol part: what each request is handed to. */
@@ -158,13 +178,36 @@ function createPoolView(native, options) {
 
 /** HTTP/1.1: every request goes to `app.callback()`, taken per request as koatty_serve 2.3.0 does. */
 class HttpServer extends BaseServer {
-  constructor(app, options) {
-    super(app, options);
-  }
-
   createRequestHandler() {
     return (req, res) => this.app.callback()(req, res);
   }
 }
 
-module.exports = { BaseServer, HttpServer, ListenerHandle };
+/**
+ * The TLS key and certificate: `options.ssl`, else what NewServe read from Koatty's
+ * key_file/crt_file into `ext` (2.3.0 passes PEM text there), else auto mode.
+ */
+function withSsl(options) {
+  if (options.ssl || !options.ext || !options.ext.key || !options.ext.cert) return options;
+  return { ...options, ssl: { mode: 'manual', key: options.ext.key, cert: options.ext.cert } };
+}
+
+/** HTTP/1.1 over TLS (rustls). */
+class HttpsServer extends HttpServer {
+  nativeOptionsOf(options) {
+    return withSsl(options);
+  }
+}
+
+/**
+ * HTTP/2 over TLS with ALPN (`h2`, falling back to HTTP/1.1 unless `ssl.allowHTTP1` is false), or
+ * cleartext HTTP/2 with prior knowledge when `h2c: true`. Requests look as under node's http2
+ * compatibility API (`req.httpVersion` '2.0', pseudo-headers in `req.headers`).
+ */
+class Http2Server extends HttpServer {
+  nativeOptionsOf(options) {
+    return options.h2c ? options : withSsl(options);
+  }
+}
+
+module.exports = { BaseServer, HttpServer, HttpsServer, Http2Server, ListenerHandle };

@@ -1,19 +1,60 @@
 'use strict';
 // What `req.socket` / `res.socket` look like: the members Koa and on-finished read (remoteAddress,
-// encrypted, writable, 'close'/'error' events). The real socket lives in Rust.
+// encrypted, writable, 'close'/'error' events) and, over TLS, the tls.TLSSocket members handlers use
+// (authorized, getPeerCertificate, alpnProtocol, getCipher, getProtocol). The real socket lives in Rust.
 const { EventEmitter } = require('node:events');
 
+const kTls = Symbol('tlsDetails');
+
 class NativeSocket extends EventEmitter {
-  constructor(remoteAddress, remotePort, encrypted) {
+  constructor(remoteAddress, remotePort, encrypted, authorized, tlsDetails) {
     super();
     this.remoteAddress = remoteAddress;
     this.remotePort = remotePort;
     this.remoteFamily = remoteAddress.includes(':') ? 'IPv6' : 'IPv4';
     // net.Socket has no `encrypted`; tls.TLSSocket has `encrypted === true`.
-    if (encrypted) this.encrypted = true;
+    if (encrypted) {
+      this.encrypted = true;
+      this.authorized = authorized;
+      this[kTls] = tlsDetails;
+    }
     this.writable = true;
     this.readable = true;
     this.destroyed = false;
+  }
+
+  // TLS details arrive as JSON and are parsed only if a handler asks.
+  _tls() {
+    const raw = this[kTls];
+    if (typeof raw !== 'string') return raw ?? null;
+    const parsed = JSON.parse(raw);
+    this[kTls] = parsed;
+    return parsed;
+  }
+
+  get authorizationError() {
+    const t = this._tls();
+    return t && !t.authorized ? t.authorizationError : null;
+  }
+
+  get alpnProtocol() {
+    const t = this._tls();
+    return (t && t.alpnProtocol) || false;
+  }
+
+  getPeerCertificate() {
+    const t = this._tls();
+    return (t && t.certificate) || {};
+  }
+
+  getCipher() {
+    const t = this._tls();
+    return t ? { name: t.cipher, standardName: t.cipher, version: t.protocol } : null;
+  }
+
+  getProtocol() {
+    const t = this._tls();
+    return t ? t.protocol : null;
   }
 
   _close() {

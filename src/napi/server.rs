@@ -6,15 +6,17 @@ use bytes::Bytes;
 use koatty_serve_core::bridge::{Bridge, BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink};
 use koatty_serve_core::config::ServerConfig;
 use koatty_serve_core::server::ServeHandle;
+use koatty_serve_core::tls::TlsSource;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// (id, method, url, flatHeaders, body, flags, remoteAddress, remotePort)
-/// flags: bits 0–7 HTTP version (10, 11, 20), bit 8 encrypted, bit 9 body streamed.
-type RequestArgs = FnArgs<(u32, String, String, Vec<String>, Option<Buffer>, u32, String, u32)>;
+/// (id, method, url, flatHeaders, body, flags, remoteAddress, remotePort, tlsDetailsJson)
+/// flags: bits 0–7 HTTP version (10, 11, 20), bit 8 encrypted, bit 9 body streamed, bit 10 the
+/// client certificate verified (`socket.authorized`).
+type RequestArgs = FnArgs<(u32, String, String, Vec<String>, Option<Buffer>, u32, String, u32, Option<String>)>;
 /// (id, kind, chunk, message) — kinds in `event_kind`.
 type EventArgs = FnArgs<(u32, u32, Option<Buffer>, Option<String>)>;
 /// (errorCode, errorMessage, address, port, family)
@@ -24,6 +26,7 @@ type CloseArgs = FnArgs<(u32, u32)>;
 
 const FLAG_ENCRYPTED: u32 = 1 << 8;
 const FLAG_STREAMED_BODY: u32 = 1 << 9;
+const FLAG_AUTHORIZED: u32 = 1 << 10;
 
 fn event_kind(e: &BridgeEvent) -> u32 {
     match e {
@@ -61,6 +64,9 @@ impl RequestSink for JsSink {
         if head.encrypted {
             flags |= FLAG_ENCRYPTED;
         }
+        if head.peer.as_ref().is_some_and(|p| p.authorized) {
+            flags |= FLAG_AUTHORIZED;
+        }
         let body = match head.body {
             RequestBody::Empty => None,
             RequestBody::Inline(b) => Some(Buffer::from(b.to_vec())),
@@ -78,6 +84,7 @@ impl RequestSink for JsSink {
             flags,
             head.remote.ip().to_canonical().to_string(),
             head.remote.port() as u32,
+            head.peer.as_ref().map(|p| p.to_json()),
         );
         f.request.call(args.into(), ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
     }
@@ -135,6 +142,7 @@ fn bytes_of(body: Option<Buffer>, text: Option<String>) -> Option<Bytes> {
 #[napi]
 pub struct NativeServer {
     config: ServerConfig,
+    tls: Option<Arc<TlsSource>>,
     bridge: Bridge,
     sink: Arc<JsSink>,
     listener: Arc<Mutex<Option<Arc<ServeHandle>>>>,
@@ -149,9 +157,31 @@ impl NativeServer {
             .map_err(|e| Error::new(Status::InvalidArg, format!("ERR_INVALID_CONFIG: options: {e}")))?;
         let config = ServerConfig::from_options(&value)
             .map_err(|e| Error::new(Status::InvalidArg, format!("ERR_INVALID_CONFIG: {e}")))?;
+        // TLS is built here so a bad key, cert or cipher list throws from the constructor.
+        let tls = config
+            .tls_options()
+            .and_then(|o| o.map(TlsSource::new).transpose())
+            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?
+            .map(Arc::new);
         let sink = Arc::new(JsSink::default());
         let bridge = Bridge::new(sink.clone(), config.limits.max_in_flight, Default::default());
-        Ok(NativeServer { config, bridge, sink, listener: Default::default() })
+        Ok(NativeServer { config, tls, bridge, sink, listener: Default::default() })
+    }
+
+    /// Whether `auto` TLS mode generated a self-signed development certificate.
+    #[napi(getter)]
+    pub fn generated_dev_certificate(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.generated_dev_certificate())
+    }
+
+    /// Re-reads key and certificate for new handshakes (open connections keep theirs). Returns an
+    /// error message (`ERR_TLS_CONFIG: …`) instead of throwing, or null.
+    #[napi]
+    pub fn reload_certificates(&self) -> Option<String> {
+        match &self.tls {
+            Some(t) => t.reload().err().map(|e| e.to_string()),
+            None => Some("ERR_TLS_CONFIG: this server does not use TLS".to_string()),
+        }
     }
 
     /// Binds and starts serving. `onListening(errCode, errMessage, address, port, family)` is called
@@ -168,11 +198,12 @@ impl NativeServer {
         let done = on_listening.build_threadsafe_function::<ListenArgs>().callee_handled::<false>().build()?;
         self.sink.set(Some(JsFunctions { request, event }));
         let config = self.config.clone();
+        let tls = self.tls.clone();
         let bridge = self.bridge.clone();
         let sink = self.sink.clone();
         let listener = self.listener.clone();
         napi::bindgen_prelude::spawn(async move {
-            let args = match ServeHandle::start(&config, bridge).await {
+            let args = match ServeHandle::start(&config, bridge, tls).await {
                 Ok(handle) => {
                     let addr = handle.local_addr();
                     *listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handle));

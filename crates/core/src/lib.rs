@@ -13,5 +13,6 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 
 pub use error::{Result, ServeError};

@@ -6,7 +6,8 @@ use crate::config::{Protocol, ServerConfig};
 use crate::error::Result;
 use crate::lifecycle::{ConnectionHandler, Server, ShutdownReport};
 use crate::metrics::Metrics;
-use crate::protocol::Http1;
+use crate::protocol::HttpProtocol;
+use crate::tls::TlsSource;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +22,12 @@ impl ServeHandle {
     /// Binds and starts serving `config.protocol`, handing requests to `bridge`.
     /// `bridge` outlives listeners (a restart binds a new one on the same bridge), so request ids
     /// stay unique for the JavaScript server object.
-    pub async fn start(config: &ServerConfig, bridge: Bridge) -> Result<ServeHandle> {
+    /// `tls` is built by the caller (so configuration errors surface before binding).
+    pub async fn start(config: &ServerConfig, bridge: Bridge, tls: Option<Arc<TlsSource>>) -> Result<ServeHandle> {
         let metrics = bridge.metrics().clone();
         let handler: Arc<dyn ConnectionHandler> = match config.protocol {
-            // Protocols without their own part yet are served as HTTP/1.1, like an unknown protocol.
-            _ => Arc::new(Http1::new(bridge.clone(), config.limits.clone())),
+            // ws/grpc have no part of their own yet and, like an unknown protocol, are served as HTTP.
+            _ => Arc::new(HttpProtocol::new(bridge.clone(), config.limits.clone(), tls, config.http2.clone())),
         };
         let server = Server::start(config, handler, metrics).await?;
         Ok(ServeHandle { bridge, server, protocol: config.protocol })

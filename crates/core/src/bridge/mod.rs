@@ -54,6 +54,8 @@ pub struct RequestHead {
     pub remote: SocketAddr,
     pub local_port: u16,
     pub encrypted: bool,
+    /// TLS details of the connection (shared by its requests), when encrypted.
+    pub peer: Option<Arc<crate::tls::PeerInfo>>,
     pub body: RequestBody,
 }
 

@@ -52,8 +52,10 @@ async fn serve(limits: Limits, on_request: OnRequest) -> Harness {
         protocol: Protocol::Http,
         reuse_port: false,
         limits,
+        ssl: None,
+        http2: None,
     };
-    let handle = ServeHandle::start(&config, bridge.clone()).await.expect("bind");
+    let handle = ServeHandle::start(&config, bridge.clone(), None).await.expect("bind");
     Harness { handle, bridge, events }
 }
 
@@ -379,9 +381,11 @@ async fn bind_conflict_is_a_coded_error() {
         protocol: Protocol::Http,
         reuse_port: false,
         limits: Limits::default(),
+        ssl: None,
+        http2: None,
     };
     let bridge = Bridge::new(Arc::new(NullSink), 8, Default::default());
-    let err = ServeHandle::start(&config, bridge).await.err().expect("second bind fails");
+    let err = ServeHandle::start(&config, bridge, None).await.err().expect("second bind fails");
     assert_eq!(err.code(), "EADDRINUSE");
     assert!(err.to_string().contains("EADDRINUSE"), "{err}");
 }

@@ -4,7 +4,7 @@
 use super::{ConfigError, Protocol};
 use serde_json::{Map, Value};
 
-const BASE: &[&str] = &["hostname", "port", "protocol", "trace", "ext", "connectionPool", "reusePort", "ssl"];
+const BASE: &[&str] = &["hostname", "port", "protocol", "trace", "ext", "connectionPool", "reusePort", "ssl", "h2c"];
 
 const POOL: &[&str] = &[
     "maxConnections",
@@ -15,6 +15,7 @@ const POOL: &[&str] = &[
     "maxInFlight",
     "maxHeaderSize",
     "maxBodySize",
+    "handshakeTimeout",
     "protocolSpecific",
 ];
 

@@ -99,6 +99,8 @@ pub struct Limits {
     pub max_header_size: usize,
     /// Request body size limit in bytes (→ 413); `None` = unlimited.
     pub max_body_size: Option<u64>,
+    /// Time allowed for a TLS handshake (and the first bytes of a cleartext HTTP/2 detection).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -112,6 +114,7 @@ impl Default for Limits {
             connection_timeout: None,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             max_body_size: None,
+            handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
         }
     }
 }
@@ -121,6 +124,26 @@ pub const DEFAULT_KEEP_ALIVE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_HEADERS_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 250;
+pub const DEFAULT_H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+pub const DEFAULT_H2_MAX_SEND_BUFFER: usize = 400 * 1024;
+
+/// HTTP/2 settings (from `connectionPool.protocolSpecific` and the server kind).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Http2Settings {
+    /// Serve cleartext HTTP/2 with prior knowledge (`h2c: true`) instead of TLS.
+    pub cleartext: bool,
+    /// Over TLS, let clients without `h2` ALPN use HTTP/1.1 (`ssl.allowHTTP1`, default true).
+    pub allow_http1: bool,
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub initial_window_size: Option<u32>,
+    /// Bytes a stream may queue for sending; bounds session memory with the stream limit.
+    pub max_send_buffer_size: usize,
+    pub keep_alive_interval: Option<Duration>,
+    pub keep_alive_timeout: Duration,
+}
 pub const DEFAULT_HOSTNAME: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 3000;
 
@@ -134,9 +157,39 @@ pub struct ServerConfig {
     pub protocol: Protocol,
     pub reuse_port: bool,
     pub limits: Limits,
+    /// The raw `ssl` section (turned into TLS settings by [`ServerConfig::tls_options`]).
+    pub ssl: Option<Value>,
+    /// HTTP/2 settings, for the `http2` server.
+    pub http2: Option<Http2Settings>,
 }
 
 impl ServerConfig {
+    /// TLS settings for this server: `https`, `wss` and `http2` (unless `h2c`) always use TLS — with
+    /// a generated development certificate when `ssl` gives none; `grpc` when `ssl.enabled`.
+    pub fn tls_options(&self) -> Result<Option<crate::tls::TlsOptions>, crate::tls::TlsError> {
+        let needs_tls = match self.protocol {
+            Protocol::Https | Protocol::Wss => true,
+            Protocol::Http2 => !self.http2.as_ref().is_some_and(|h| h.cleartext),
+            Protocol::Grpc => self.ssl.is_some(),
+            Protocol::Http | Protocol::Ws => false,
+        };
+        if !needs_tls {
+            return Ok(None);
+        }
+        let parsed = crate::tls::TlsOptions::from_json(self.ssl.as_ref())?;
+        let mut options = match parsed {
+            Some(o) => o,
+            None if self.protocol == Protocol::Grpc => return Ok(None),
+            None => crate::tls::TlsOptions::from_json(Some(&serde_json::json!({ "mode": "auto" })))?.expect("auto"),
+        };
+        options.alpn = match &self.http2 {
+            Some(h2) if h2.allow_http1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Some(_) => vec![b"h2".to_vec()],
+            None => vec![b"http/1.1".to_vec()],
+        };
+        Ok(Some(options))
+    }
+
     /// Engine settings from resolved options. Unknown protocols serve HTTP (as koatty_serve 2.3.0
     /// does); absent host/port mean all interfaces / ephemeral.
     pub fn from_options(options: &Value) -> Result<ServerConfig, ConfigError> {
@@ -158,7 +211,12 @@ impl ServerConfig {
             None | Some(Value::Null) => Limits::default(),
             Some(pool) => limits_from(pool)?,
         };
-        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits })
+        let ssl = obj.get("ssl").filter(|v| !v.is_null()).cloned();
+        let http2 = match protocol {
+            Protocol::Http2 => Some(http2_from(obj, ssl.as_ref())?),
+            _ => None,
+        };
+        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits, ssl, http2 })
     }
 }
 
@@ -199,6 +257,49 @@ fn limits_from(pool: &Value) -> Result<Limits, ConfigError> {
         connection_timeout: ms(pool, "connectionTimeout")?,
         max_header_size,
         max_body_size: count(pool, "maxBodySize")?,
+        handshake_timeout: ms(pool, "handshakeTimeout")?.unwrap_or(d.handshake_timeout),
+    })
+}
+
+fn http2_from(obj: &Map<String, Value>, ssl: Option<&Value>) -> Result<Http2Settings, ConfigError> {
+    let cleartext = match obj.get("h2c") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(ConfigError::new("h2c", format!("must be a boolean, got {v}"))),
+    };
+    let allow_http1 = match ssl.and_then(|s| s.get("allowHTTP1")) {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(ConfigError::new("ssl.allowHTTP1", format!("must be a boolean, got {v}"))),
+    };
+    let empty = Map::new();
+    let specific = obj
+        .get("connectionPool")
+        .and_then(|p| p.get("protocolSpecific"))
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let num = |key: &str| -> Result<Option<u64>, ConfigError> {
+        match specific.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}")).map(Some),
+        }
+    };
+    let clamp = |n: u64| n.min(u32::MAX as u64) as u32;
+    let max_concurrent_streams = num("maxConcurrentStreams")?.map(clamp).unwrap_or(DEFAULT_H2_MAX_CONCURRENT_STREAMS);
+    let max_send_buffer_size = match num("maxSessionMemory")? {
+        // node's maxSessionMemory is in MiB for the whole session: share it among the streams.
+        Some(mib) => ((mib.max(1) << 20) / max_concurrent_streams.max(1) as u64).max(16 * 1024) as usize,
+        None => DEFAULT_H2_MAX_SEND_BUFFER,
+    };
+    Ok(Http2Settings {
+        cleartext,
+        allow_http1,
+        max_concurrent_streams,
+        max_header_list_size: num("maxHeaderListSize")?.map(clamp).unwrap_or(DEFAULT_H2_MAX_HEADER_LIST_SIZE),
+        initial_window_size: num("initialWindowSize")?.map(clamp),
+        max_send_buffer_size,
+        keep_alive_interval: num("keepAliveTime")?.filter(|n| *n > 0).map(Duration::from_millis),
+        keep_alive_timeout: Duration::from_millis(num("keepAliveTimeout")?.unwrap_or(20_000)),
     })
 }
 
@@ -283,6 +384,14 @@ pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -
             return Err(ConfigError::new("trace", "must be a boolean"));
         }
     }
+    if let Some(h) = input.get("h2c") {
+        if protocol != Protocol::Http2 {
+            return Err(ConfigError::new("h2c", "only the http2 server serves cleartext HTTP/2"));
+        }
+        if !h.is_boolean() && !h.is_null() {
+            return Err(ConfigError::new("h2c", "must be a boolean"));
+        }
+    }
     if let Some(r) = input.get("reusePort") {
         if !r.is_boolean() && !r.is_null() {
             return Err(ConfigError::new("reusePort", "must be a boolean"));
@@ -306,6 +415,7 @@ pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -
     set(&mut pool, "requestTimeout", Value::from(limits.request_timeout.as_millis() as u64));
     set(&mut pool, "connectionTimeout", Value::from(if production { 30_000 } else { 60_000 }));
     set(&mut pool, "maxHeaderSize", Value::from(limits.max_header_size));
+    set(&mut pool, "handshakeTimeout", Value::from(limits.handshake_timeout.as_millis() as u64));
     out.insert("connectionPool".into(), Value::Object(pool));
     Ok(Value::Object(out))
 }

@@ -1,6 +1,6 @@
 //! Protocol parts plugged into the shared lifecycle. Each implements
 //! [`crate::lifecycle::ConnectionHandler`] and hands requests to the [`crate::bridge::Bridge`].
 
-pub mod http1;
+pub mod http;
 
-pub use http1::Http1;
+pub use http::HttpProtocol;

@@ -1,0 +1,279 @@
+//! HTTP on hyper — HTTP/1.1, HTTP/2 over TLS (ALPN `h2`, with an `http/1.1` fallback) and
+//! cleartext HTTP/2 with prior knowledge — handing requests to the bridge. TLS handshakes run in
+//! the connection task under a timeout, never in the accept loop.
+
+use crate::bridge::{simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody, INLINE_BODY_LIMIT};
+use crate::config::{Http2Settings, Limits};
+use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
+use crate::tls::{PeerInfo, TlsSource};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// What a connection knows about itself, shared by its requests.
+struct ConnectionInfo {
+    remote: SocketAddr,
+    local_port: u16,
+    peer: Option<Arc<PeerInfo>>,
+}
+
+/// The same HTTP/2 settings on hyper's builder and on hyper-util's (different types, same methods).
+macro_rules! configure_http2 {
+    ($b:expr, $settings:expr) => {{
+        let settings: &Http2Settings = $settings;
+        $b.timer(TokioTimer::new())
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .max_header_list_size(settings.max_header_list_size)
+            .max_send_buf_size(settings.max_send_buffer_size);
+        if let Some(window) = settings.initial_window_size {
+            $b.initial_stream_window_size(window).initial_connection_window_size(window.saturating_mul(4));
+        }
+        if let Some(interval) = settings.keep_alive_interval {
+            $b.keep_alive_interval(interval).keep_alive_timeout(settings.keep_alive_timeout);
+        }
+    }};
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Http1,
+    Http2,
+    /// Cleartext port serving both: HTTP/2 when the client opens with the preface.
+    Detect,
+}
+
+/// Serves HTTP connections for one server: the protocol part of the lifecycle.
+pub struct HttpProtocol {
+    bridge: Bridge,
+    limits: Limits,
+    tls: Option<Arc<TlsSource>>,
+    /// `None`: HTTP/1.1 only.
+    http2: Option<Http2Settings>,
+}
+
+impl HttpProtocol {
+    pub fn new(bridge: Bridge, limits: Limits, tls: Option<Arc<TlsSource>>, http2: Option<Http2Settings>) -> Self {
+        HttpProtocol { bridge, limits, tls, http2 }
+    }
+
+    fn http1_builder(&self) -> http1::Builder {
+        let mut b = http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .keep_alive(true)
+            .max_header_size(self.limits.max_header_size)
+            .header_read_timeout(header_read_timeout(&self.limits));
+        b
+    }
+
+    fn http2_builder(&self, settings: &Http2Settings) -> http2::Builder<TokioExecutor> {
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        configure_http2!(b, settings);
+        b
+    }
+
+    /// HTTP/1.1 and HTTP/2 on one cleartext port, chosen by the first bytes (the h2 preface).
+    fn detecting_builder(&self, settings: &Http2Settings) -> auto::Builder<TokioExecutor> {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        // This builder has no header-size setting; its read buffer bounds the request head instead
+        // (hyper answers 431 past it; 8 KiB is hyper's minimum).
+        b.http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .max_buf_size(self.limits.max_header_size.max(8192))
+            .header_read_timeout(header_read_timeout(&self.limits));
+        let mut h2 = b.http2();
+        configure_http2!(h2, settings);
+        b
+    }
+
+    async fn handle(&self, req: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
+        let deadline = Instant::now() + self.limits.request_timeout;
+        let (parts, body) = req.into_parts();
+        let declared = body.size_hint().exact();
+        if let (Some(max), Some(len)) = (self.limits.max_body_size, declared) {
+            if len > max {
+                return closing(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+        }
+        let (body_kind, pump) = if body.is_end_stream() {
+            (RequestBody::Empty, None)
+        } else if declared.is_some_and(|len| len <= INLINE_BODY_LIMIT) {
+            match tokio::time::timeout_at(deadline, body.collect()).await {
+                Ok(Ok(collected)) => (RequestBody::Inline(collected.to_bytes()), None),
+                Ok(Err(_)) => return closing(StatusCode::BAD_REQUEST),
+                Err(_) => return closing(StatusCode::REQUEST_TIMEOUT),
+            }
+        } else {
+            (RequestBody::Streamed, Some(RequestBodyPump::new(body)))
+        };
+        let (http_version, url, headers) = if parts.version == Version::HTTP_2 {
+            (20, h2_path(&parts.uri), h2_headers(&parts, conn.peer.is_some()))
+        } else {
+            let version = match parts.version {
+                Version::HTTP_10 => 10,
+                Version::HTTP_09 => 9,
+                _ => 11,
+            };
+            (version, parts.uri.to_string(), crate::bridge::flat_headers(&parts.headers))
+        };
+        let head = RequestHead {
+            id: 0,
+            method: parts.method.as_str().to_owned(),
+            url,
+            headers,
+            http_version,
+            remote: conn.remote,
+            local_port: conn.local_port,
+            encrypted: conn.peer.is_some(),
+            peer: conn.peer.clone(),
+            body: body_kind,
+        };
+        self.bridge.dispatch(head, pump, &self.limits, deadline).await
+    }
+
+    /// Serves one connection (plain or TLS) with HTTP/1.1 or HTTP/2.
+    async fn serve_io<I>(self: Arc<Self>, io: I, info: ConnectionInfo, mode: Mode, phase: PhaseSignal)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let info = Arc::new(info);
+        let this = self.clone();
+        let service = service_fn(move |req| {
+            let this = this.clone();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, &info).await) }
+        });
+        let io = TokioIo::new(io);
+        match (mode, &self.http2) {
+            (Mode::Http2, Some(settings)) => drive(self.http2_builder(settings).serve_connection(io, service), phase).await,
+            (Mode::Detect, Some(settings)) => {
+                let builder = self.detecting_builder(settings);
+                drive(builder.serve_connection(io, service), phase).await
+            }
+            _ => drive(self.http1_builder().serve_connection(io, service), phase).await,
+        }
+    }
+}
+
+/// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
+/// flight, idle ones closed; HTTP/2: GOAWAY) when the phase says so, and drops it when forced.
+async fn drive<C>(conn: C, phase: PhaseSignal)
+where
+    C: GracefulConnection,
+    C: Future,
+{
+    let mut conn = pin!(conn);
+    let mut draining_signal = phase.clone();
+    let mut forced_signal = phase;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = draining_signal.reached(Phase::Draining), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = forced_signal.reached(Phase::Forced) => return,
+        }
+    }
+}
+
+/// node's http2 compatibility API shows the request target as `:path` (path and query).
+fn h2_path(uri: &http::Uri) -> String {
+    uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned())
+}
+
+/// Pseudo-headers first, as node's http2 compatibility API includes them in `req.headers`.
+fn h2_headers(parts: &http::request::Parts, encrypted: bool) -> Vec<String> {
+    let mut out = Vec::with_capacity(parts.headers.len() * 2 + 8);
+    out.push(":method".to_owned());
+    out.push(parts.method.as_str().to_owned());
+    if let Some(authority) = parts.uri.authority() {
+        out.push(":authority".to_owned());
+        out.push(authority.as_str().to_owned());
+    }
+    out.push(":scheme".to_owned());
+    out.push(parts.uri.scheme_str().unwrap_or(if encrypted { "https" } else { "http" }).to_owned());
+    out.push(":path".to_owned());
+    out.push(h2_path(&parts.uri));
+    out.extend(crate::bridge::flat_headers(&parts.headers));
+    out
+}
+
+/// hyper's header-read timer runs from the moment a connection waits for the next request head, so
+/// it bounds both idle keep-alive time and slow header senders (slowloris): the smaller of
+/// `keepAliveTimeout` and `headersTimeout` applies (0 = that limit is off). Doing the idle timer
+/// here rather than with a per-request activity signal keeps the hot path free of extra wake-ups.
+fn header_read_timeout(limits: &Limits) -> Option<Duration> {
+    [limits.keep_alive_timeout, limits.headers_timeout].into_iter().filter(|d| !d.is_zero()).min()
+}
+
+fn closing(status: StatusCode) -> Response<ResponseBody> {
+    let mut r = simple_response(status);
+    r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+impl ConnectionHandler for HttpProtocol {
+    fn serve(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, phase: PhaseSignal) -> BoxFuture {
+        Box::pin(async move {
+            let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+            let Some(tls) = self.tls.clone() else {
+                // Cleartext HTTP/2 (prior knowledge) is told apart from HTTP/1.1 by its preface.
+                let mode = if self.http2.as_ref().is_some_and(|s| s.cleartext) { Mode::Detect } else { Mode::Http1 };
+                let info = ConnectionInfo { remote, local_port, peer: None };
+                return self.serve_io(stream, info, mode, phase).await;
+            };
+            let handshake = tokio::time::timeout(self.limits.handshake_timeout, tls.acceptor().accept(stream));
+            let mut until_forced = phase.clone();
+            let tls_stream = tokio::select! {
+                r = handshake => match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = until_forced.reached(Phase::Draining) => return,
+            };
+            let peer = tls.peer_info(tls_stream.get_ref().1);
+            let mode = if peer.alpn.as_deref() == Some("h2") { Mode::Http2 } else { Mode::Http1 };
+            let info = ConnectionInfo { remote, local_port, peer: Some(Arc::new(peer)) };
+            self.serve_io(tls_stream, info, mode, phase).await
+        })
+    }
+
+    fn reject(self: Arc<Self>, mut stream: TcpStream) -> BoxFuture {
+        Box::pin(async move {
+            if self.tls.is_some() {
+                // Nothing readable can be said before a handshake; close at once.
+                return;
+            }
+            const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\nService Unavailable";
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = stream.write_all(BUSY).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
+        })
+    }
+}
