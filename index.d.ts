@@ -38,6 +38,8 @@ export interface ConnectionPoolConfig {
   maxHeaderSize?: number;
   /** Request body size limit in bytes (default none → 413). */
   maxBodySize?: number;
+  /** Time allowed for a TLS handshake, ms (default 10000); a silent client never stalls others. */
+  handshakeTimeout?: number;
   protocolSpecific?: {
     maxSessionMemory?: number;
     maxHeaderListSize?: number;
@@ -99,6 +101,8 @@ export interface HttpsServerOptions extends BaseServerOptions {
 }
 export interface Http2ServerOptions extends BaseServerOptions {
   ssl?: SSL2Config;
+  /** Serve cleartext HTTP/2 with prior knowledge (and HTTP/1.1 on the same port) instead of TLS. */
+  h2c?: boolean;
 }
 export interface GrpcServerOptions extends BaseServerOptions {
   ssl?: SSLConfig;
@@ -194,6 +198,8 @@ export declare class BaseServer<O extends BaseServerOptions = BaseServerOptions>
   /** Graceful shutdown with default options; `callback` is called once. */
   Stop(callback?: () => void): void;
   gracefulShutdown(options?: ShutdownOptions): Promise<ShutdownReport>;
+  /** Re-reads the TLS key and certificate for new handshakes (throws ERR_TLS_CONFIG; TLS servers only). */
+  reloadCertificates(): void;
   on(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;
   on(event: 'listening' | 'close', listener: () => void): this;
   on(event: 'stopped', listener: (report: ShutdownReport) => void): this;
@@ -201,8 +207,29 @@ export declare class BaseServer<O extends BaseServerOptions = BaseServerOptions>
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 }
 
-export declare class HttpServer extends BaseServer<HttpServerOptions> {
-  constructor(app: KoattyApplication, options: HttpServerOptions | ListeningOptions);
+export declare class HttpServer<O extends BaseServerOptions = HttpServerOptions> extends BaseServer<O> {
+  constructor(app: KoattyApplication, options: O | ListeningOptions);
+}
+
+/** HTTP/1.1 over TLS (rustls). Bad TLS settings throw `ERR_TLS_CONFIG` from the constructor. */
+export declare class HttpsServer extends HttpServer<HttpsServerOptions> {
+  constructor(app: KoattyApplication, options: HttpsServerOptions | ListeningOptions);
+}
+
+/** HTTP/2 over TLS (ALPN, HTTP/1.1 fallback unless `ssl.allowHTTP1` is false), or cleartext with `h2c`. */
+export declare class Http2Server extends HttpServer<Http2ServerOptions> {
+  constructor(app: KoattyApplication, options: Http2ServerOptions | ListeningOptions);
+}
+
+/** What `req.socket` offers over TLS (a subset of node's tls.TLSSocket). */
+export interface NativeTlsSocket {
+  encrypted: true;
+  authorized: boolean;
+  readonly authorizationError: string | null;
+  readonly alpnProtocol: string | false;
+  getPeerCertificate(): { subject?: Record<string, string>; issuer?: Record<string, string>; valid_from?: string; valid_to?: string; serialNumber?: string; fingerprint256?: string };
+  getCipher(): { name: string; standardName: string; version: string } | null;
+  getProtocol(): string | null;
 }
 
 /** Request and response types handlers receive (node-compatible). */
