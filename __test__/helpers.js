@@ -3,6 +3,8 @@
 // (decisions.md §3), talk to it over IPC, and make HTTP requests with node's own client.
 const { spawn } = require('child_process');
 const http = require('http');
+const http2 = require('http2');
+const https = require('https');
 const net = require('net');
 const path = require('path');
 
@@ -186,13 +188,38 @@ function keepAliveAgent(options = {}) {
  * Without `agent` each request gets its own connection (node 20's global agent keeps sockets alive,
  * which would make tests depend on one another); pass `keepAliveAgent()` to reuse connections.
  */
-function request({ port, host = '127.0.0.1', method = 'GET', path: p = '/', headers = {}, body, agent = false, timeout = 15000 } = {}) {
+function request(options = {}) {
+  return sendRequest(http, options, null);
+}
+
+/**
+ * Like `request`, over TLS with node's https client. `tls` holds tls.connect options (ca, cert, key,
+ * minVersion, maxVersion, ciphers, ALPNProtocols, rejectUnauthorized, servername, …). The result also
+ * has `tls`: { protocol, cipher, alpnProtocol, authorized, peerCertificate } read from the client socket.
+ */
+function httpsRequest({ tls = {}, ...options } = {}) {
+  return sendRequest(https, options, tls);
+}
+
+function tlsInfo(socket) {
+  if (!socket || typeof socket.getProtocol !== 'function') return null;
+  return {
+    protocol: socket.getProtocol(),
+    cipher: socket.getCipher(),
+    alpnProtocol: socket.alpnProtocol,
+    authorized: socket.authorized,
+    peerCertificate: socket.getPeerCertificate(),
+  };
+}
+
+function sendRequest(mod, { port, host = '127.0.0.1', method = 'GET', path: p = '/', headers = {}, body, agent = false, timeout = 15000 } = {}, tls) {
   return new Promise((resolve, reject) => {
     const hdrs = { ...headers };
     if (body !== undefined && !Array.isArray(body) && !Object.keys(hdrs).some((h) => h.toLowerCase() === 'content-length')) {
       hdrs['Content-Length'] = Buffer.byteLength(body);
     }
-    const req = http.request({ host, port, method, path: p, headers: hdrs, agent }, (res) => {
+    const req = mod.request({ ...(tls || {}), host, port, method, path: p, headers: hdrs, agent }, (res) => {
+      const tlsState = tls ? tlsInfo(res.socket) : undefined;
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('error', reject);
@@ -213,6 +240,7 @@ function request({ port, host = '127.0.0.1', method = 'GET', path: p = '/', head
           },
           reusedSocket: req.reusedSocket,
           localPort: res.socket && res.socket.localPort,
+          ...(tls ? { tls: tlsState } : {}),
         });
       });
     });
@@ -251,6 +279,143 @@ function occupyPort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// ---------------------------------------------------------------------------------------------------
+// HTTP/2 client helpers (node's http2 client)
+
+/** `http2.connect(authority, options)`, resolved once connected (rejects on an early error). */
+function h2connect(authority, options = {}, timeoutMs = 10000) {
+  return withTimeout(new Promise((resolve, reject) => {
+    const session = http2.connect(authority, options);
+    const onError = (err) => { session.destroy(); reject(err); };
+    session.once('error', onError);
+    session.once('connect', () => {
+      session.off('error', onError);
+      session.on('error', () => {}); // later session errors surface on the streams
+      resolve(session);
+    });
+  }), timeoutMs, `http2.connect ${authority}`);
+}
+
+/** Close an h2 session and wait for it (destroys it after `ms`). */
+function h2close(session, ms = 3000) {
+  if (!session || session.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { session.destroy(); resolve(); }, ms);
+    session.close(() => { clearTimeout(timer); resolve(); });
+  });
+}
+
+/**
+ * One request on an h2 session. Resolves with { status, headers, body (Buffer), text(), json(), stream }.
+ * `body`: Buffer/string (sent with content-length unless `contentLength: false`) or an array of chunks
+ * (no content-length). `headers` are extra request headers (lower-case names).
+ */
+function h2request(session, { method = 'GET', path: p = '/', headers = {}, body, contentLength = true, timeout = 15000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const hdrs = { ':method': method, ':path': p, ...headers };
+    const hasBody = body !== undefined;
+    if (hasBody && !Array.isArray(body) && contentLength && hdrs['content-length'] === undefined) {
+      hdrs['content-length'] = String(Buffer.byteLength(body));
+    }
+    let stream;
+    try {
+      stream = session.request(hdrs, { endStream: !hasBody });
+    } catch (err) {
+      reject(err);
+      return;
+    }
+    let responseHeaders = null;
+    const chunks = [];
+    stream.setTimeout(timeout, () => stream.close(http2.constants.NGHTTP2_CANCEL));
+    stream.on('response', (h) => { responseHeaders = h; });
+    stream.on('data', (c) => chunks.push(c));
+    stream.on('error', reject);
+    stream.on('end', () => {
+      const buf = Buffer.concat(chunks);
+      if (!responseHeaders) { reject(new Error(`h2 ${method} ${p}: stream ended without response headers`)); return; }
+      resolve({
+        status: responseHeaders[':status'],
+        headers: responseHeaders,
+        body: buf,
+        text: () => buf.toString('utf8'),
+        json: () => {
+          try { return JSON.parse(buf.toString('utf8')); } catch (err) {
+            throw new Error(`response is not JSON (${responseHeaders[':status']}): ${buf.toString('utf8').slice(0, 300)}`);
+          }
+        },
+        stream,
+      });
+    });
+    stream.on('close', () => {
+      if (!responseHeaders) reject(new Error(`h2 ${method} ${p}: stream closed (rstCode ${stream.rstCode}) before a response`));
+      else if (stream.rstCode && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
+        reject(new Error(`h2 ${method} ${p}: stream reset with code ${stream.rstCode}`));
+      }
+    });
+    if (hasBody) {
+      if (Array.isArray(body)) {
+        for (const c of body) stream.write(c);
+        stream.end();
+      } else {
+        stream.end(body);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Raw sockets and external tools
+
+/**
+ * A raw TCP connection that writes `send` (if any) and records when and how the peer closed it.
+ * Returns { socket, connected (Promise), closed (Promise<{ ms, bytes, data }>), destroy() }, `ms`
+ * counting from the connection.
+ */
+function rawConnection({ port, host = '127.0.0.1', send } = {}) {
+  const socket = net.connect({ port, host });
+  const chunks = [];
+  let t0 = Date.now();
+  const connected = new Promise((resolve, reject) => {
+    socket.once('connect', () => { t0 = Date.now(); if (send !== undefined) socket.write(send); resolve(); });
+    socket.once('error', reject);
+  });
+  socket.on('error', () => {});
+  socket.on('data', (d) => chunks.push(d));
+  const closed = new Promise((resolve) => {
+    socket.once('close', () => {
+      const data = Buffer.concat(chunks);
+      resolve({ ms: Date.now() - t0, bytes: data.length, data });
+    });
+  });
+  return { socket, connected, closed, destroy: () => socket.destroy() };
+}
+
+/** Run a program asynchronously (never execFileSync here: in-process servers need the event loop). */
+function runProgram(file, args, { timeoutMs = 30000, input } = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (err) => { clearTimeout(timer); resolve({ code: null, error: err, stdout, stderr }); });
+    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
+    if (input !== undefined) child.stdin.end(input);
+    else child.stdin.end();
+  });
+}
+
+/** Whether `file` is on PATH (and runs with `args`); `{ ok, output }`. */
+function probeProgram(file, args = ['--version']) {
+  const { spawnSync } = require('child_process');
+  const r = spawnSync(file, args, { encoding: 'utf8', timeout: 10000 });
+  if (r.error) return { ok: false, output: '' };
+  return { ok: true, output: `${r.stdout}${r.stderr}` };
+}
+
 module.exports = {
   REPO_ROOT,
   KOATTY_APP_DIR,
@@ -258,6 +423,13 @@ module.exports = {
   runKoattyAppToExit,
   keepAliveAgent,
   request,
+  httpsRequest,
+  h2connect,
+  h2close,
+  h2request,
+  rawConnection,
+  runProgram,
+  probeProgram,
   pollUntil,
   occupyPort,
   withTimeout,
