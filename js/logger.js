@@ -1,7 +1,7 @@
 'use strict';
 // Minimal leveled logger for the JS layer: Koatty's logger when the app has one, else stderr lines.
 const levels = { debug: 10, info: 20, warn: 30, error: 40 };
-let threshold = levels[process.env.KOATTY_SERVE_LOG_LEVEL] ?? levels.info;
+let threshold = levels[process.env.KOATTY_SERVE_LOG_LEVEL] ?? levels.warn;
 
 function write(level, message, err) {
   if (levels[level] < threshold) return;

@@ -8,7 +8,11 @@ const { Bridge } = require('./bridge');
 const { codedError } = require('./response');
 const logger = require('./logger');
 
-const DEFAULT_SHUTDOWN = { timeout: 30000, drainDelay: 5000, stepTimeout: 6000 };
+const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
+
+const DEFAULT_SHUTDOWN = { timeout: 30000 };
+/** Protocols one native server can switch between on restart. */
+const RESTARTABLE_PROTOCOLS = new Set(['http', 'https', 'http2']);
 
 /** What `server.server` is (and what Start returns): a small handle shaped like node's net.Server. */
 class ListenerHandle extends EventEmitter {
@@ -126,22 +130,61 @@ class BaseServer extends EventEmitter {
     );
   }
 
-  /** Stops accepting, lets in-flight requests finish within `timeout`, then closes what is left. */
+  /**
+   * The five-step graceful shutdown (see js/lifecycle.js): stop accepting, wait `drainDelay`,
+   * let in-flight requests finish within `timeout`, force-close the rest, release resources.
+   * Safe to call twice (the second call gets the first one's result).
+   */
   gracefulShutdown(options) {
     if (this._stopping) return this._stopping;
-    const opts = { ...DEFAULT_SHUTDOWN, ...options };
-    const started = Date.now();
-    this._stopping = new Promise((resolve) => {
-      this._native.close(Math.max(0, opts.timeout | 0), (connectionsAtStart, forced) => {
-        this.server.listening = false;
-        const report = { connectionsAtStart, forced, duration: Date.now() - started };
-        this.server.emit('close');
-        this.emit('close');
-        this.emit('stopped', report);
-        resolve(report);
-      });
+    this._stopping = runShutdown(this, this._native, options).then((report) => {
+      this.server.listening = false;
+      this.server.emit('close');
+      this.emit('close');
+      this.emit('stopped', report);
+      return report;
+    });
+    // Invalid options reject without marking the server as stopping.
+    this._stopping.catch(() => {
+      if (this.server.listening) this._stopping = null;
     });
     return this._stopping;
+  }
+
+  /**
+   * Applies changed options: pool limits, timeouts and a new TLS key/certificate in place; host,
+   * port, protocol and other ssl settings by a restart that binds the new listener first (or takes
+   * the old socket over on the same address), then drains the old one. On failure the old server
+   * keeps serving and the promise rejects with the coded error.
+   * @returns {Promise<{changedKeys: string[], requiresRestart: boolean, restarted: boolean}>}
+   */
+  async updateConfig(partial) {
+    const { next, changedKeys, requiresRestart } = analyzeConfigChanges(this.options, partial);
+    if (changedKeys.length === 0) return { changedKeys, requiresRestart: false, restarted: false };
+    const json = nativeOptions(this.nativeOptionsOf(next));
+    if (!requiresRestart) {
+      const failure = this._native.applyInPlace(json);
+      if (failure) throw constructionError(new Error(failure));
+      Object.assign(this.options, next);
+      return { changedKeys, requiresRestart: false, restarted: false };
+    }
+    if (!RESTARTABLE_PROTOCOLS.has(next.protocol ?? 'http')) {
+      throw codedError('ERR_PROTOCOL_NOT_SUPPORTED', `ERR_PROTOCOL_NOT_SUPPORTED: cannot switch to protocol '${next.protocol}'`);
+    }
+    if (!this.server.listening) {
+      throw codedError('ERR_SERVER_STATE', 'ERR_SERVER_STATE: a restart-requiring change needs a listening server (Start it first)');
+    }
+    const drainTimeout = Math.max(0, (this.options.connectionPool?.requestTimeout ?? DEFAULT_SHUTDOWN.timeout) | 0);
+    const address = await new Promise((resolve, reject) => {
+      this._native.restart(json, Math.min(drainTimeout, DEFAULT_SHUTDOWN.timeout), (code, message, host, port, family) => {
+        if (code) reject(codedError(code, message));
+        else resolve({ address: host, family, port });
+      });
+    });
+    this.server._address = address;
+    Object.assign(this.options, next);
+    this.protocol = this.options.protocol ?? 'http';
+    return { changedKeys, requiresRestart: true, restarted: true };
   }
 }
 

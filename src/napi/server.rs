@@ -8,6 +8,7 @@ use koatty_serve_core::config::ServerConfig;
 use koatty_serve_core::server::ServeHandle;
 use koatty_serve_core::tls::TlsSource;
 use napi::bindgen_prelude::*;
+use napi::bindgen_prelude::JsValuesTupleIntoVec;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, Mutex, RwLock};
@@ -139,49 +140,85 @@ fn bytes_of(body: Option<Buffer>, text: Option<String>) -> Option<Bytes> {
     }
 }
 
-#[napi]
-pub struct NativeServer {
+/// The configuration of the moment (a restart replaces it) and the TLS settings built from it.
+struct Current {
     config: ServerConfig,
     tls: Option<Arc<TlsSource>>,
+}
+
+/// Parses options JSON and builds TLS, so bad settings fail before anything binds.
+fn prepare(options_json: &str) -> std::result::Result<Current, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(options_json).map_err(|e| format!("ERR_INVALID_CONFIG: options: {e}"))?;
+    let config = ServerConfig::from_options(&value).map_err(|e| format!("ERR_INVALID_CONFIG: {e}"))?;
+    let tls = config
+        .tls_options()
+        .and_then(|o| o.map(TlsSource::new).transpose())
+        .map_err(|e| e.to_string())?
+        .map(Arc::new);
+    Ok(Current { config, tls })
+}
+
+fn listen_args(result: koatty_serve_core::Result<std::net::SocketAddr>) -> ListenArgs {
+    match result {
+        Ok(addr) => {
+            let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+            (None, None, addr.ip().to_string(), addr.port() as u32, family.to_string()).into()
+        }
+        Err(e) => (Some(e.code().to_string()), Some(e.to_string()), String::new(), 0, String::new()).into(),
+    }
+}
+
+type Callback<T> = ThreadsafeFunction<T, (), T, Status, false>;
+
+fn callback<T: 'static + JsValuesTupleIntoVec>(f: Function<T, ()>) -> Result<Callback<T>> {
+    f.build_threadsafe_function::<T>().callee_handled::<false>().build()
+}
+
+#[napi]
+pub struct NativeServer {
+    current: Arc<Mutex<Current>>,
     bridge: Bridge,
     sink: Arc<JsSink>,
     listener: Arc<Mutex<Option<Arc<ServeHandle>>>>,
 }
 
+impl NativeServer {
+    fn listener(&self) -> Option<Arc<ServeHandle>> {
+        self.listener.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn current<R>(&self, f: impl FnOnce(&Current) -> R) -> R {
+        f(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 #[napi]
 impl NativeServer {
-    /// `optionsJson`: the server's options (already resolved by the JS layer).
+    /// `optionsJson`: the server's options (already resolved by the JS layer). Bad TLS settings
+    /// throw here (`ERR_TLS_CONFIG: …`).
     #[napi(constructor)]
     pub fn new(options_json: String) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(&options_json)
-            .map_err(|e| Error::new(Status::InvalidArg, format!("ERR_INVALID_CONFIG: options: {e}")))?;
-        let config = ServerConfig::from_options(&value)
-            .map_err(|e| Error::new(Status::InvalidArg, format!("ERR_INVALID_CONFIG: {e}")))?;
-        // TLS is built here so a bad key, cert or cipher list throws from the constructor.
-        let tls = config
-            .tls_options()
-            .and_then(|o| o.map(TlsSource::new).transpose())
-            .map_err(|e| Error::new(Status::InvalidArg, e.to_string()))?
-            .map(Arc::new);
+        let current = prepare(&options_json).map_err(|m| Error::new(Status::InvalidArg, m))?;
         let sink = Arc::new(JsSink::default());
-        let bridge = Bridge::new(sink.clone(), config.limits.max_in_flight, Default::default());
-        Ok(NativeServer { config, tls, bridge, sink, listener: Default::default() })
+        let bridge = Bridge::new(sink.clone(), current.config.limits.max_in_flight, Default::default());
+        Ok(NativeServer { current: Arc::new(Mutex::new(current)), bridge, sink, listener: Default::default() })
     }
 
     /// Whether `auto` TLS mode generated a self-signed development certificate.
     #[napi(getter)]
     pub fn generated_dev_certificate(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.generated_dev_certificate())
+        self.current(|c| c.tls.as_ref().is_some_and(|t| t.generated_dev_certificate()))
     }
 
     /// Re-reads key and certificate for new handshakes (open connections keep theirs). Returns an
     /// error message (`ERR_TLS_CONFIG: …`) instead of throwing, or null.
     #[napi]
     pub fn reload_certificates(&self) -> Option<String> {
-        match &self.tls {
+        self.current(|c| match &c.tls {
             Some(t) => t.reload().err().map(|e| e.to_string()),
             None => Some("ERR_TLS_CONFIG: this server does not use TLS".to_string()),
-        }
+        })
     }
 
     /// Binds and starts serving. `onListening(errCode, errMessage, address, port, family)` is called
@@ -195,36 +232,176 @@ impl NativeServer {
     ) -> Result<()> {
         let request = on_request.build_threadsafe_function::<RequestArgs>().callee_handled::<false>().build()?;
         let event = on_event.build_threadsafe_function::<EventArgs>().callee_handled::<false>().build()?;
-        let done = on_listening.build_threadsafe_function::<ListenArgs>().callee_handled::<false>().build()?;
+        let done = callback(on_listening)?;
         self.sink.set(Some(JsFunctions { request, event }));
-        let config = self.config.clone();
-        let tls = self.tls.clone();
+        let (config, tls) = self.current(|c| (c.config.clone(), c.tls.clone()));
         let bridge = self.bridge.clone();
         let sink = self.sink.clone();
         let listener = self.listener.clone();
         napi::bindgen_prelude::spawn(async move {
-            let args = match ServeHandle::start(&config, bridge, tls).await {
-                Ok(handle) => {
-                    let addr = handle.local_addr();
-                    *listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handle));
-                    let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
-                    (None, None, addr.ip().to_string(), addr.port() as u32, family.to_string())
-                }
-                Err(e) => {
-                    sink.set(None);
-                    (Some(e.code().to_string()), Some(e.to_string()), String::new(), 0, String::new())
-                }
-            };
-            done.call(args.into(), ThreadsafeFunctionCallMode::NonBlocking);
+            let started = ServeHandle::start(&config, bridge, tls).await.map(|handle| {
+                let addr = handle.local_addr();
+                *listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handle));
+                addr
+            });
+            if started.is_err() {
+                sink.set(None);
+            }
+            done.call(listen_args(started), ThreadsafeFunctionCallMode::NonBlocking);
         });
         Ok(())
+    }
+
+    /// Applies new options in place, without a restart: `maxConnections` at the next accept,
+    /// timeouts and body limits to new requests, a new TLS key/certificate/passphrase to new
+    /// handshakes. Returns an error message, or null.
+    #[napi]
+    pub fn apply_in_place(&self, options_json: String) -> Option<String> {
+        let next = match prepare(&options_json) {
+            Ok(n) => n,
+            Err(m) => return Some(m),
+        };
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(now), Some(new_tls)) = (&current.tls, &next.tls) {
+            if now.needs_restart_for(&new_tls.options()) {
+                return Some("ERR_RESTART_REQUIRED: these ssl settings need a restart".to_string());
+            }
+            now.adopt(new_tls);
+        }
+        if let Some(l) = self.listener() {
+            l.update_limits(next.config.limits.clone());
+        }
+        let tls = current.tls.clone();
+        current.config = next.config;
+        current.tls = tls;
+        None
+    }
+
+    /// Restarts on new options with no refused connection: the new listener is bound first (or,
+    /// on the same address, takes the old socket over), then the old one drains for up to
+    /// `drainTimeoutMs` in the background. On failure the old server keeps running.
+    /// `onDone(errCode, errMessage, address, port, family)`.
+    #[napi]
+    pub fn restart(&self, options_json: String, drain_timeout_ms: u32, on_done: Function<ListenArgs, ()>) -> Result<()> {
+        let done = callback(on_done)?;
+        let next = match prepare(&options_json) {
+            Ok(n) => n,
+            Err(m) => {
+                let code = m.split(':').next().unwrap_or("ERR_INVALID_CONFIG").to_string();
+                done.call((Some(code), Some(m), String::new(), 0, String::new()).into(), ThreadsafeFunctionCallMode::NonBlocking);
+                return Ok(());
+            }
+        };
+        let old = self.listener();
+        let same_address = old.as_ref().is_some_and(|o| {
+            self.current(|c| c.config.hostname == next.config.hostname && c.config.port == next.config.port && next.config.port != 0)
+                && o.local_addr().port() == next.config.port
+        });
+        let bridge = self.bridge.clone();
+        let listener = self.listener.clone();
+        let current = self.current.clone();
+        napi::bindgen_prelude::spawn(async move {
+            let socket = match (&old, same_address) {
+                (Some(o), true) => o.lifecycle().take_listener().await,
+                _ => None,
+            };
+            let started = ServeHandle::start_on(&next.config, bridge, next.tls.clone(), socket).await;
+            let result = started.map(|handle| {
+                let addr = handle.local_addr();
+                *listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handle));
+                *current.lock().unwrap_or_else(|e| e.into_inner()) = next;
+                addr
+            });
+            let switched = result.is_ok();
+            done.call(listen_args(result), ThreadsafeFunctionCallMode::NonBlocking);
+            if let (true, Some(old)) = (switched, old) {
+                old.shutdown(Duration::from_millis(drain_timeout_ms as u64)).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Shutdown step 1: stop accepting (the listening socket closes). `onDone()`.
+    #[napi]
+    pub fn stop_accepting(&self, on_done: Function<(), ()>) -> Result<()> {
+        let done = callback(on_done)?;
+        let listener = self.listener();
+        napi::bindgen_prelude::spawn(async move {
+            if let Some(l) = listener {
+                l.lifecycle().stop_accepting().await;
+            }
+            done.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(())
+    }
+
+    /// Shutdown step 2: wait up to `timeoutMs` for the open connections to close by themselves
+    /// (nothing is asked of them). `onDone(allClosed)`.
+    #[napi]
+    pub fn wait_idle(&self, timeout_ms: u32, on_done: Function<FnArgs<(bool,)>, ()>) -> Result<()> {
+        let done = callback(on_done)?;
+        let listener = self.listener();
+        napi::bindgen_prelude::spawn(async move {
+            let closed = match listener {
+                Some(l) => l.lifecycle().wait_closed(Duration::from_millis(timeout_ms as u64)).await,
+                None => true,
+            };
+            done.call((closed,).into(), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(())
+    }
+
+    /// Shutdown step 3: ask connections to finish and close, wait up to `timeoutMs`.
+    /// `onDone(drained, openConnectionsAtStart, stillOpen)`.
+    #[napi]
+    pub fn drain(&self, timeout_ms: u32, on_done: Function<FnArgs<(bool, u32, u32)>, ()>) -> Result<()> {
+        let done = callback(on_done)?;
+        let listener = self.listener();
+        napi::bindgen_prelude::spawn(async move {
+            let (drained, at_start, left) = match listener {
+                Some(l) => {
+                    let server = l.lifecycle();
+                    let at_start = server.open_connections();
+                    server.begin_draining();
+                    let drained = server.wait_closed(Duration::from_millis(timeout_ms as u64)).await;
+                    (drained, at_start, server.open_connections())
+                }
+                None => (true, 0, 0),
+            };
+            done.call((drained, at_start as u32, left as u32).into(), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(())
+    }
+
+    /// Shutdown step 4: close every remaining connection now (waits up to `graceMs` for them).
+    /// `onDone(forced)`.
+    #[napi]
+    pub fn force_close(&self, grace_ms: u32, on_done: Function<FnArgs<(u32,)>, ()>) -> Result<()> {
+        let done = callback(on_done)?;
+        let listener = self.listener();
+        napi::bindgen_prelude::spawn(async move {
+            let forced = match listener {
+                Some(l) => l.lifecycle().force_close(Duration::from_millis(grace_ms as u64)).await,
+                None => 0,
+            };
+            done.call((forced as u32,).into(), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        Ok(())
+    }
+
+    /// Shutdown step 5: drop the listener and release the JavaScript callbacks, so an idle process
+    /// can exit.
+    #[napi]
+    pub fn release(&self) {
+        self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.sink.set(None);
     }
 
     /// Stops accepting, drains for up to `timeoutMs`, closes what is left, then releases the
     /// JavaScript callbacks. `onClosed(connectionsAtStart, forced)`.
     #[napi]
     pub fn close(&self, timeout_ms: u32, on_closed: Function<CloseArgs, ()>) -> Result<()> {
-        let done = on_closed.build_threadsafe_function::<CloseArgs>().callee_handled::<false>().build()?;
+        let done = callback(on_closed)?;
         let listener = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
         let sink = self.sink.clone();
         napi::bindgen_prelude::spawn(async move {

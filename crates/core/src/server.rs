@@ -2,7 +2,8 @@
 //! bridge its requests cross. This is what the addon holds per JavaScript server object.
 
 use crate::bridge::Bridge;
-use crate::config::{Protocol, ServerConfig};
+use crate::config::{Limits, LiveLimits, Protocol, ServerConfig};
+use arc_swap::ArcSwap;
 use crate::error::Result;
 use crate::lifecycle::{ConnectionHandler, Server, ShutdownReport};
 use crate::metrics::Metrics;
@@ -16,6 +17,7 @@ pub struct ServeHandle {
     bridge: Bridge,
     server: Server,
     protocol: Protocol,
+    limits: LiveLimits,
 }
 
 impl ServeHandle {
@@ -24,13 +26,24 @@ impl ServeHandle {
     /// stay unique for the JavaScript server object.
     /// `tls` is built by the caller (so configuration errors surface before binding).
     pub async fn start(config: &ServerConfig, bridge: Bridge, tls: Option<Arc<TlsSource>>) -> Result<ServeHandle> {
+        Self::start_on(config, bridge, tls, None).await
+    }
+
+    /// As [`ServeHandle::start`], taking over an already bound `listener` when given.
+    pub async fn start_on(
+        config: &ServerConfig,
+        bridge: Bridge,
+        tls: Option<Arc<TlsSource>>,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Result<ServeHandle> {
         let metrics = bridge.metrics().clone();
+        let limits: LiveLimits = Arc::new(ArcSwap::from_pointee(config.limits.clone()));
         let handler: Arc<dyn ConnectionHandler> = match config.protocol {
             // ws/grpc have no part of their own yet and, like an unknown protocol, are served as HTTP.
-            _ => Arc::new(HttpProtocol::new(bridge.clone(), config.limits.clone(), tls, config.http2.clone())),
+            _ => Arc::new(HttpProtocol::new(bridge.clone(), limits.clone(), tls, config.http2.clone())),
         };
-        let server = Server::start(config, handler, metrics).await?;
-        Ok(ServeHandle { bridge, server, protocol: config.protocol })
+        let server = Server::start(config, handler, metrics, limits.clone(), listener).await?;
+        Ok(ServeHandle { bridge, server, protocol: config.protocol, limits })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -51,6 +64,18 @@ impl ServeHandle {
 
     pub fn open_connections(&self) -> usize {
         self.server.open_connections()
+    }
+
+    /// Applies new limits: `maxConnections` at the next accept, timeouts and body limits to new
+    /// requests, header limits to new connections. Open connections are not touched.
+    pub fn update_limits(&self, limits: Limits) {
+        self.limits.store(Arc::new(limits));
+    }
+
+    /// The lifecycle, for the shutdown steps (`stop_accepting`, `begin_draining`, `wait_closed`,
+    /// `force_close`).
+    pub fn lifecycle(&self) -> &Server {
+        &self.server
     }
 
     /// Stops accepting, drains open connections for up to `timeout`, then closes the rest.

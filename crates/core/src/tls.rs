@@ -356,21 +356,25 @@ fn build(options: &TlsOptions) -> Result<(Built, bool), TlsError> {
 
 /// The TLS settings of one server: built once, read by each handshake, swapped by `reload`.
 pub struct TlsSource {
-    options: TlsOptions,
+    options: ArcSwap<TlsOptions>,
     current: ArcSwap<Built>,
     generated_dev_certificate: bool,
 }
 
 impl fmt::Debug for TlsSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsSource").field("mode", &self.options.mode).finish()
+        f.debug_struct("TlsSource").field("mode", &self.options.load().mode).finish()
     }
 }
 
 impl TlsSource {
     pub fn new(options: TlsOptions) -> Result<TlsSource, TlsError> {
         let (built, generated) = build(&options)?;
-        Ok(TlsSource { options, current: ArcSwap::from_pointee(built), generated_dev_certificate: generated })
+        Ok(TlsSource {
+            options: ArcSwap::from_pointee(options),
+            current: ArcSwap::from_pointee(built),
+            generated_dev_certificate: generated,
+        })
     }
 
     /// Whether `auto` mode generated a self-signed development certificate (the caller warns).
@@ -378,16 +382,31 @@ impl TlsSource {
         self.generated_dev_certificate
     }
 
-    pub fn options(&self) -> &TlsOptions {
-        &self.options
+    pub fn options(&self) -> Arc<TlsOptions> {
+        self.options.load_full()
     }
 
     /// Re-reads key and certificate (and the rest) for new handshakes; open connections keep theirs.
     /// On error the current settings stay.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let (built, _) = build(&self.options)?;
+        let (built, _) = build(&self.options.load())?;
         self.current.store(Arc::new(built));
         Ok(())
+    }
+
+    /// Takes over another source's settings (new key, certificate or passphrase) for new
+    /// handshakes, in place: the servers holding this source need no restart.
+    pub fn adopt(&self, other: &TlsSource) {
+        self.options.store(other.options.load_full());
+        self.current.store(other.current.load_full());
+    }
+
+    /// Whether changing from `self` to `next` needs a restart: everything but key, certificate and
+    /// passphrase does (node decides the same way which settings a secure context may swap).
+    pub fn needs_restart_for(&self, next: &TlsOptions) -> bool {
+        let now = self.options.load();
+        let strip = |o: &TlsOptions| TlsOptions { key: None, cert: None, passphrase: None, ..o.clone() };
+        strip(&now) != strip(next)
     }
 
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {

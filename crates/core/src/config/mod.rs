@@ -119,6 +119,10 @@ impl Default for Limits {
     }
 }
 
+/// Limits that a running server reads per connection or request, so they can change at run time
+/// (`updateConfig`) without touching open connections.
+pub type LiveLimits = std::sync::Arc<arc_swap::ArcSwap<Limits>>;
+
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_HEADERS_TIMEOUT_MS: u64 = 60_000;

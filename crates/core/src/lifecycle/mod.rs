@@ -10,7 +10,7 @@ mod listener;
 
 pub use listener::bind;
 
-use crate::config::ServerConfig;
+use crate::config::{LiveLimits, ServerConfig};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use std::future::Future;
@@ -98,13 +98,26 @@ pub struct Server {
     phase: watch::Sender<Phase>,
     stop_accepting: watch::Sender<bool>,
     connections: Arc<ConnectionCount>,
-    accept_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    accept_task: std::sync::Mutex<Option<JoinHandle<TcpListener>>>,
 }
 
 impl Server {
     /// Binds and starts accepting. Bind errors come back coded (`EADDRINUSE`, `EACCES`, …).
-    pub async fn start(config: &ServerConfig, handler: Arc<dyn ConnectionHandler>, metrics: Arc<Metrics>) -> Result<Server> {
-        let listener = bind(config.hostname.as_deref(), config.port, config.reuse_port).await?;
+    /// `limits` is read at each accept, so `maxConnections` changes apply at run time.
+    ///
+    /// `listener`: an already bound socket to take over (a restart on the same address hands the
+    /// old server's socket over, so not one connection is refused in between).
+    pub async fn start(
+        config: &ServerConfig,
+        handler: Arc<dyn ConnectionHandler>,
+        metrics: Arc<Metrics>,
+        limits: LiveLimits,
+        listener: Option<TcpListener>,
+    ) -> Result<Server> {
+        let listener = match listener {
+            Some(l) => l,
+            None => bind(config.hostname.as_deref(), config.port, config.reuse_port).await?,
+        };
         let local_addr = listener.local_addr()?;
         let (phase, _) = watch::channel(Phase::Running);
         let (stop_accepting, stop_rx) = watch::channel(false);
@@ -115,7 +128,7 @@ impl Server {
             stop_rx,
             phase.subscribe(),
             connections.clone(),
-            config.limits.max_connections,
+            limits,
         ));
         Ok(Server { local_addr, phase, stop_accepting, connections, accept_task: std::sync::Mutex::new(Some(task)) })
     }
@@ -128,29 +141,56 @@ impl Server {
         *self.connections.open.borrow()
     }
 
-    /// Closes the listening socket; open connections are untouched.
+    /// Stops accepting and closes the listening socket; open connections are untouched.
     pub async fn stop_accepting(&self) {
+        drop(self.take_listener().await);
+    }
+
+    /// Stops accepting and hands the listening socket over (still bound; pending connections stay
+    /// in its backlog for whoever accepts next). `None` if it was already stopped.
+    pub async fn take_listener(&self) -> Option<TcpListener> {
         let _ = self.stop_accepting.send(true);
         let task = self.accept_task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
+        match task {
+            Some(task) => task.await.ok(),
+            None => None,
         }
     }
 
-    /// Stops accepting, asks every connection to drain, waits up to `timeout` for them to close,
-    /// then closes the rest by force.
+    /// Asks every connection to finish what it has in flight and close (HTTP/1: `Connection:
+    /// close` on the response in flight and idle ones closed at once; HTTP/2: GOAWAY).
+    pub fn begin_draining(&self) {
+        self.phase.send_if_modified(|p| {
+            let changed = *p < Phase::Draining;
+            if changed {
+                *p = Phase::Draining;
+            }
+            changed
+        });
+    }
+
+    /// Waits up to `timeout` for every connection to close; true if they all did.
+    pub async fn wait_closed(&self, timeout: Duration) -> bool {
+        let mut open = self.connections.open.subscribe();
+        let closed = tokio::time::timeout(timeout, open.wait_for(|n| *n == 0)).await.is_ok();
+        closed
+    }
+
+    /// Closes every remaining connection now; waits up to `grace` for their tasks to end.
+    /// Returns how many were open when forced.
+    pub async fn force_close(&self, grace: Duration) -> usize {
+        let forced = self.open_connections();
+        self.phase.send_replace(Phase::Forced);
+        self.wait_closed(grace).await;
+        forced
+    }
+
+    /// The whole sequence: stop accepting, drain for up to `timeout`, then force what is left.
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         self.stop_accepting().await;
         let connections_at_start = self.open_connections();
-        self.phase.send_replace(Phase::Draining);
-        let mut open = self.connections.open.subscribe();
-        let drained = tokio::time::timeout(timeout, open.wait_for(|n| *n == 0)).await.is_ok();
-        let forced = if drained { 0 } else { self.open_connections() };
-        if !drained {
-            self.phase.send_replace(Phase::Forced);
-            // Forced connections close as soon as their tasks observe the phase.
-            let _ = tokio::time::timeout(Duration::from_secs(1), open.wait_for(|n| *n == 0)).await;
-        }
+        self.begin_draining();
+        let forced = if self.wait_closed(timeout).await { 0 } else { self.force_close(Duration::from_secs(1)).await };
         ShutdownReport { connections_at_start, forced }
     }
 }
@@ -161,13 +201,13 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     phase: watch::Receiver<Phase>,
     connections: Arc<ConnectionCount>,
-    max_connections: Option<usize>,
-) {
+    limits: LiveLimits,
+) -> TcpListener {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => return listener,
             a = listener.accept() => a,
         };
         let (stream, remote) = match accepted {
@@ -179,7 +219,7 @@ async fn accept_loop(
                 // EMFILE/ENFILE and friends: back off instead of spinning, and keep serving.
                 tracing::warn!(error = %e, "accept failed; backing off");
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.wait_for(|s| *s) => return listener,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -187,7 +227,7 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        if max_connections.is_some_and(|max| *connections.open.borrow() >= max) {
+        if limits.load().max_connections.is_some_and(|max| *connections.open.borrow() >= max) {
             connections.metrics.connection_rejected();
             tokio::spawn(handler.clone().reject(stream));
             continue;

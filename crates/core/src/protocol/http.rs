@@ -3,7 +3,7 @@
 //! the connection task under a timeout, never in the accept loop.
 
 use crate::bridge::{simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody, INLINE_BODY_LIMIT};
-use crate::config::{Http2Settings, Limits};
+use crate::config::{Http2Settings, Limits, LiveLimits};
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::{PeerInfo, TlsSource};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
@@ -60,23 +60,24 @@ enum Mode {
 /// Serves HTTP connections for one server: the protocol part of the lifecycle.
 pub struct HttpProtocol {
     bridge: Bridge,
-    limits: Limits,
+    limits: LiveLimits,
     tls: Option<Arc<TlsSource>>,
     /// `None`: HTTP/1.1 only.
     http2: Option<Http2Settings>,
 }
 
 impl HttpProtocol {
-    pub fn new(bridge: Bridge, limits: Limits, tls: Option<Arc<TlsSource>>, http2: Option<Http2Settings>) -> Self {
+    pub fn new(bridge: Bridge, limits: LiveLimits, tls: Option<Arc<TlsSource>>, http2: Option<Http2Settings>) -> Self {
         HttpProtocol { bridge, limits, tls, http2 }
     }
 
     fn http1_builder(&self) -> http1::Builder {
+        let limits = self.limits.load();
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
             .keep_alive(true)
-            .max_header_size(self.limits.max_header_size)
-            .header_read_timeout(header_read_timeout(&self.limits));
+            .max_header_size(limits.max_header_size)
+            .header_read_timeout(header_read_timeout(&limits));
         b
     }
 
@@ -88,24 +89,26 @@ impl HttpProtocol {
 
     /// HTTP/1.1 and HTTP/2 on one cleartext port, chosen by the first bytes (the h2 preface).
     fn detecting_builder(&self, settings: &Http2Settings) -> auto::Builder<TokioExecutor> {
+        let limits = self.limits.load();
         let mut b = auto::Builder::new(TokioExecutor::new());
         // This builder has no header-size setting; its read buffer bounds the request head instead
         // (hyper answers 431 past it; 8 KiB is hyper's minimum).
         b.http1()
             .timer(TokioTimer::new())
             .keep_alive(true)
-            .max_buf_size(self.limits.max_header_size.max(8192))
-            .header_read_timeout(header_read_timeout(&self.limits));
+            .max_buf_size(limits.max_header_size.max(8192))
+            .header_read_timeout(header_read_timeout(&limits));
         let mut h2 = b.http2();
         configure_http2!(h2, settings);
         b
     }
 
     async fn handle(&self, req: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
-        let deadline = Instant::now() + self.limits.request_timeout;
+        let limits = self.limits.load_full();
+        let deadline = Instant::now() + limits.request_timeout;
         let (parts, body) = req.into_parts();
         let declared = body.size_hint().exact();
-        if let (Some(max), Some(len)) = (self.limits.max_body_size, declared) {
+        if let (Some(max), Some(len)) = (limits.max_body_size, declared) {
             if len > max {
                 return closing(StatusCode::PAYLOAD_TOO_LARGE);
             }
@@ -143,7 +146,7 @@ impl HttpProtocol {
             peer: conn.peer.clone(),
             body: body_kind,
         };
-        self.bridge.dispatch(head, pump, &self.limits, deadline).await
+        self.bridge.dispatch(head, pump, &limits, deadline).await
     }
 
     /// Serves one connection (plain or TLS) with HTTP/1.1 or HTTP/2.
@@ -239,7 +242,7 @@ impl ConnectionHandler for HttpProtocol {
                 let info = ConnectionInfo { remote, local_port, peer: None };
                 return self.serve_io(stream, info, mode, phase).await;
             };
-            let handshake = tokio::time::timeout(self.limits.handshake_timeout, tls.acceptor().accept(stream));
+            let handshake = tokio::time::timeout(self.limits.load().handshake_timeout, tls.acceptor().accept(stream));
             let mut until_forced = phase.clone();
             let tls_stream = tokio::select! {
                 r = handshake => match r {
@@ -257,6 +260,11 @@ impl ConnectionHandler for HttpProtocol {
             };
             let peer = tls.peer_info(tls_stream.get_ref().1);
             let mode = if peer.alpn.as_deref() == Some("h2") { Mode::Http2 } else { Mode::Http1 };
+            if matches!(mode, Mode::Http1) && self.http2.as_ref().is_some_and(|h| !h.allow_http1) {
+                // HTTP/2 only (`allowHTTP1: false`) and the client did not choose h2: refuse it.
+                tracing::debug!(%remote, "client without h2 ALPN refused (allowHTTP1 is false)");
+                return;
+            }
             let info = ConnectionInfo { remote, local_port, peer: Some(Arc::new(peer)) };
             self.serve_io(tls_stream, info, mode, phase).await
         })

@@ -1,0 +1,145 @@
+'use strict';
+// The parts of the shared lifecycle that are sequencing rather than I/O: the five named shutdown
+// steps and config hot reload. Each step is one native primitive (src/napi/server.rs); waiting is
+// done on the native side's notifications, never by polling.
+const { randomUUID } = require('node:crypto');
+const { isDeepStrictEqual } = require('node:util');
+const logger = require('./logger');
+
+const SHUTDOWN_STEPS = [
+  'stopAcceptingNewConnections',
+  'waitDrainDelay',
+  'waitForConnectionCompletion',
+  'forceCloseRemainingConnections',
+  'stopMonitoringAndCleanup',
+];
+const SHUTDOWN_DEFAULTS = { timeout: 30000, drainDelay: 5000, stepTimeout: 6000, skipSteps: [] };
+
+function invalid(key, message) {
+  const err = new Error(`ERR_INVALID_CONFIG: ${key}: ${message}`);
+  err.code = 'ERR_INVALID_CONFIG';
+  err.key = key;
+  return err;
+}
+
+function shutdownOptions(options) {
+  const opts = { ...SHUTDOWN_DEFAULTS, ...options };
+  for (const key of ['timeout', 'drainDelay', 'stepTimeout']) {
+    const v = opts[key];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw invalid(key, `must be a non-negative number of ms, got ${v}`);
+  }
+  if (!Array.isArray(opts.skipSteps)) throw invalid('skipSteps', 'must be an array of step names');
+  for (const name of opts.skipSteps) {
+    if (!SHUTDOWN_STEPS.includes(name)) throw invalid('skipSteps', `unknown step '${name}' (steps: ${SHUTDOWN_STEPS.join(', ')})`);
+  }
+  return opts;
+}
+
+/** Resolves with the callback's arguments, or with `undefined` once `ms` pass (timer cleared). */
+function within(ms, start) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms);
+    start((...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    });
+  });
+}
+
+/**
+ * The seed's five steps, each bounded: 1, 4 and 5 by `stepTimeout`, 2 lasts `drainDelay` (ending
+ * early once no connection is open: nothing is left that a load balancer could still route to us),
+ * 3 waits for in-flight work up to what is left of `timeout`, which bounds the whole.
+ */
+async function runShutdown(server, native, options) {
+  const opts = shutdownOptions(options);
+  const traceId = randomUUID();
+  const started = Date.now();
+  const deadline = started + opts.timeout;
+  const left = () => Math.max(0, deadline - Date.now());
+  const report = { traceId, steps: [], connectionsAtStart: 0, drained: true, forced: 0, duration: 0 };
+  server.status = 503;
+
+  const step = async (name, bound, body) => {
+    const t0 = Date.now();
+    if (opts.skipSteps.includes(name)) {
+      report.steps.push({ name, status: 'skipped', duration: 0 });
+      logger.info(`[shutdown ${traceId}] ${name} skipped`);
+      return;
+    }
+    // The bound is at least 1 ms past the deadline so a step with its own timeout can answer first.
+    const result = await within(Math.min(bound, left() + 1), body);
+    const status = result === undefined ? 'timeout' : 'completed';
+    report.steps.push({ name, status, duration: Date.now() - t0 });
+    logger.info(`[shutdown ${traceId}] ${name} ${status} in ${Date.now() - t0} ms`);
+    return result;
+  };
+
+  await step('stopAcceptingNewConnections', opts.stepTimeout, (done) => native.stopAccepting(done));
+  // Steps 2 and 3 are bounded on the native side (their own timeout argument).
+  await step('waitDrainDelay', Number.MAX_SAFE_INTEGER, (done) => native.waitIdle(Math.min(opts.drainDelay, left()), done));
+  const drained = await step('waitForConnectionCompletion', Number.MAX_SAFE_INTEGER, (done) => native.drain(left(), done));
+  if (drained) {
+    report.drained = drained[0];
+    report.connectionsAtStart = drained[1];
+  }
+  const forced = await step('forceCloseRemainingConnections', opts.stepTimeout, (done) => native.forceClose(Math.min(opts.stepTimeout, 1000), done));
+  if (forced) {
+    report.forced = forced[0];
+    if (forced[0] > 0) report.drained = false;
+  }
+  await step('stopMonitoringAndCleanup', opts.stepTimeout, (done) => {
+    native.release();
+    done(true);
+  });
+  report.duration = Date.now() - started;
+  return report;
+}
+
+// --- config hot reload --------------------------------------------------------------------------
+
+/** Keys whose change needs a new listener. Everything else applies in place. */
+const RESTART_KEYS = ['hostname', 'port', 'protocol', 'h2c', 'reusePort', 'connectionPool.maxInFlight'];
+/** ssl keys that a running server swaps in place (new handshakes only); the rest restart. */
+const SSL_IN_PLACE = ['ssl.key', 'ssl.cert', 'ssl.passphrase'];
+
+function isPlainObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && !Buffer.isBuffer(v);
+}
+
+function merge(base, patch) {
+  const out = { ...base };
+  for (const [k, v] of Object.entries(patch)) {
+    out[k] = isPlainObject(v) && isPlainObject(base[k]) ? merge(base[k], v) : v;
+  }
+  return out;
+}
+
+function changedKeys(before, after, prefix = '') {
+  const keys = new Set([...Object.keys(before ?? {}), ...Object.keys(after ?? {})]);
+  const out = [];
+  for (const k of keys) {
+    const path = prefix ? `${prefix}.${k}` : k;
+    const a = before?.[k];
+    const b = after?.[k];
+    if (isPlainObject(a) && isPlainObject(b) && k !== 'ext') out.push(...changedKeys(a, b, path));
+    else if (!isDeepStrictEqual(a, b)) out.push(path);
+  }
+  return out;
+}
+
+function needsRestart(path) {
+  if (path === 'ext' || path.startsWith('ext.')) return false;
+  if (path === 'ssl' || path.startsWith('ssl.')) return !SSL_IN_PLACE.includes(path);
+  return RESTART_KEYS.some((k) => path === k || path.startsWith(`${k}.`));
+}
+
+/** What a change of options means: `{ next, changedKeys, requiresRestart }`. */
+function analyzeConfigChanges(current, partial) {
+  if (!isPlainObject(partial)) throw invalid('config', 'updateConfig expects an object of options');
+  const next = merge(current, partial);
+  const keys = changedKeys(current, next);
+  return { next, changedKeys: keys, requiresRestart: keys.some(needsRestart) };
+}
+
+module.exports = { SHUTDOWN_STEPS, runShutdown, analyzeConfigChanges };
