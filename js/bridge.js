@@ -16,8 +16,9 @@ class Bridge {
    * @param handler (req, res) => any; a throw or rejection becomes a 500
    * @param onHandlerError (err) => void, for logging
    */
-  constructor(native, handler, onHandlerError) {
+  constructor(native, handler, onHandlerError, trace = false) {
     this.native = native;
+    this.trace = trace === true;
     this.handler = handler;
     this.onHandlerError = onHandlerError;
     this.open = new Map();
@@ -29,6 +30,7 @@ class Bridge {
     const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
     const res = new NativeResponse(this, id, req);
     this.open.set(id, res);
+    if (this.trace) res.setHeader('X-Request-Id', req.traceId);
     try {
       const result = this.handler(req, res);
       if (result !== undefined && result !== null && typeof result.then === 'function') {

@@ -9,6 +9,19 @@ const FLAG_STREAMED_BODY = 1 << 9;
 const FLAG_AUTHORIZED = 1 << 10;
 const kHeaders = Symbol('headers');
 const kBody = Symbol('inlineBody');
+const kTraceId = Symbol('traceId');
+const { randomUUID } = require('node:crypto');
+
+function traceIdOf(req) {
+  const header = req.headers['x-request-id'];
+  if (Array.isArray(header) ? header.length : header) return Array.isArray(header) ? header.join('.') : header;
+  const q = req.url.indexOf('?');
+  if (q >= 0) {
+    const fromQuery = new URLSearchParams(req.url.slice(q + 1)).get('requestId');
+    if (fromQuery) return fromQuery;
+  }
+  return randomUUID();
+}
 
 class NativeRequest extends IncomingMessage {
   constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort, tlsDetails) {
@@ -46,6 +59,20 @@ class NativeRequest extends IncomingMessage {
 
   get connection() {
     return this.socket;
+  }
+
+  /**
+   * This request's trace id, by koatty_trace's rules: the `X-Request-Id` header (several values
+   * joined with '.'), else the `requestId` query parameter, else a new UUID. `traceparent`, when
+   * sent, is kept as `req.traceparent`.
+   */
+  get traceId() {
+    if (this[kTraceId] === undefined) this[kTraceId] = traceIdOf(this);
+    return this[kTraceId];
+  }
+
+  get traceparent() {
+    return this.headers.traceparent;
   }
 
   _read() {

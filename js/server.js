@@ -7,6 +7,7 @@ const { NativeServer } = require('./binding');
 const { Bridge } = require('./bridge');
 const { codedError } = require('./response');
 const logger = require('./logger');
+const { createConnectionPool } = require('./pool');
 
 const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
 
@@ -35,8 +36,8 @@ class ListenerHandle extends EventEmitter {
 
 /** The options the native side needs (ext and TLS material stay in JS). */
 function nativeOptions(options) {
-  const { hostname, port, protocol, connectionPool, reusePort, ssl, h2c } = options;
-  return JSON.stringify({ hostname, port, protocol, connectionPool, reusePort, ssl, h2c });
+  const { hostname, port, protocol, connectionPool, reusePort, ssl, h2c, nativeEndpoints } = options;
+  return JSON.stringify({ hostname, port, protocol, connectionPool, reusePort, ssl, h2c, nativeEndpoints });
 }
 
 /** A native constructor error as a coded Error (`ERR_TLS_CONFIG: …` → code ERR_TLS_CONFIG). */
@@ -66,11 +67,16 @@ class BaseServer extends EventEmitter {
     if (native.generatedDevCertificate) {
       logger.warn(`${this.constructor.name}: no ssl.key/ssl.cert given; serving a generated self-signed development certificate`);
     }
-    const bridge = new Bridge(native, this.createRequestHandler(), (err) => this.emit('handlerError', err) || logger.error('request handler failed', err));
+    const bridge = new Bridge(
+      native,
+      this.createRequestHandler(),
+      (err) => this.emit('handlerError', err) || logger.error('request handler failed', err),
+      options.trace,
+    );
     Object.defineProperty(this, '_native', { value: native, enumerable: false });
     Object.defineProperty(this, '_bridge', { value: bridge, enumerable: false });
     Object.defineProperty(this, '_stopping', { value: null, writable: true, enumerable: false });
-    this.connectionPool = createPoolView(native, options);
+    this.connectionPool = createConnectionPool(this.protocol, native, options);
   }
 
   /** The options handed to the native side (protocols may derive some, e.g. ssl from ext). */
@@ -112,6 +118,7 @@ class BaseServer extends EventEmitter {
       }
       this.server._address = { address, family, port };
       this.server.listening = true;
+      this.connectionPool.startMonitoring();
       this.server.emit('listening');
       this.emit('listening');
       if (typeof callback === 'function') callback();
@@ -138,6 +145,7 @@ class BaseServer extends EventEmitter {
   gracefulShutdown(options) {
     if (this._stopping) return this._stopping;
     this._stopping = runShutdown(this, this._native, options).then((report) => {
+      this.connectionPool.stopMonitoring();
       this.server.listening = false;
       this.server.emit('close');
       this.emit('close');
@@ -186,37 +194,6 @@ class BaseServer extends EventEmitter {
     this.protocol = this.options.protocol ?? 'http';
     return { changedKeys, requiresRestart: true, restarted: true };
   }
-}
-
-function createPoolView(native, options) {
-  return {
-    getMetrics() {
-      const m = native.metrics();
-      return {
-        activeConnections: m.activeConnections,
-        totalConnections: m.totalConnections,
-        connectionsPerSecond: m.connectionsPerSecond,
-        averageLatency: 0,
-        errorRate: m.errorRate,
-        pendingRequests: m.pendingRequests,
-        requestsTotal: m.requestsTotal,
-        requestsActive: m.requestsActive,
-        requestsFailed: m.requestsFailed,
-        requestsTimedOut: m.requestsTimedOut,
-        requestsAborted: m.requestsAborted,
-        rejectedConnections: m.rejectedConnections,
-        bytesOut: m.bytesOut,
-        uptime: m.uptimeMs,
-      };
-    },
-    getHealth() {
-      const m = native.metrics();
-      const max = options.connectionPool?.maxConnections;
-      const utilisation = max ? m.activeConnections / max : 0;
-      const status = utilisation >= 0.95 ? 'overloaded' : utilisation >= 0.8 || m.errorRate > 0.05 ? 'degraded' : 'healthy';
-      return { status, utilisation, activeConnections: m.activeConnections, errorRate: m.errorRate };
-    },
-  };
 }
 
 /** HTTP/1.1: every request goes to `app.callback()`, taken per request as koatty_serve 2.3.0 does. */

@@ -114,10 +114,27 @@ pub struct NativeMetrics {
     pub requests_failed: f64,
     pub requests_timed_out: f64,
     pub requests_aborted: f64,
+    pub responses_5xx: f64,
+    pub bytes_in: f64,
     pub bytes_out: f64,
     pub connections_per_second: f64,
     pub error_rate: f64,
+    pub average_latency_ms: f64,
+    pub p50_latency_ms: f64,
+    pub p90_latency_ms: f64,
+    pub p99_latency_ms: f64,
     pub pending_requests: f64,
+    pub accepting: bool,
+}
+
+#[napi(object)]
+pub struct NativeSecondSample {
+    /// Unix time of the second, in ms.
+    pub timestamp: f64,
+    pub requests: f64,
+    pub errors: f64,
+    pub connections: f64,
+    pub average_latency_ms: f64,
 }
 
 /// Result codes of `respond`/`write`/`end` (cheaper than exceptions on the hot path; `js/` turns
@@ -457,7 +474,8 @@ impl NativeServer {
 
     #[napi]
     pub fn metrics(&self) -> NativeMetrics {
-        let m = self.bridge.metrics().snapshot();
+        let metrics = self.bridge.metrics();
+        let m = metrics.snapshot();
         NativeMetrics {
             uptime_ms: m.uptime_ms as f64,
             active_connections: m.active_connections as f64,
@@ -468,10 +486,41 @@ impl NativeServer {
             requests_failed: m.requests_failed as f64,
             requests_timed_out: m.requests_timed_out as f64,
             requests_aborted: m.requests_aborted as f64,
+            responses_5xx: m.responses_5xx as f64,
+            bytes_in: m.bytes_in as f64,
             bytes_out: m.bytes_out as f64,
             connections_per_second: m.connections_per_second,
             error_rate: m.error_rate,
+            average_latency_ms: m.average_latency_ms,
+            p50_latency_ms: m.p50_latency_ms,
+            p90_latency_ms: m.p90_latency_ms,
+            p99_latency_ms: m.p99_latency_ms,
             pending_requests: self.bridge.pending_count() as f64,
+            accepting: metrics.accepting(),
         }
+    }
+
+    /// Per-second samples of the last `seconds` seconds (at most 300), oldest first.
+    #[napi]
+    pub fn metrics_history(&self, seconds: u32) -> Vec<NativeSecondSample> {
+        self.bridge
+            .metrics()
+            .history(seconds as usize)
+            .into_iter()
+            .map(|s| NativeSecondSample {
+                timestamp: s.second as f64 * 1000.0,
+                requests: s.requests as f64,
+                errors: s.errors as f64,
+                connections: s.connections as f64,
+                average_latency_ms: s.average_latency_ms,
+            })
+            .collect()
+    }
+
+    /// The counters in Prometheus text format (what `nativeEndpoints.metrics` serves).
+    #[napi]
+    pub fn prometheus(&self) -> String {
+        let metrics = self.bridge.metrics();
+        metrics.snapshot().prometheus(self.bridge.pending_count(), metrics.accepting())
     }
 }

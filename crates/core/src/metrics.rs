@@ -1,20 +1,176 @@
-//! Counters kept on the I/O threads with relaxed atomics, read on demand by `getMetrics()`.
+//! Counters kept on the I/O threads with relaxed atomics, read on demand by `getMetrics()`: no
+//! lock, no task and no JavaScript involved in counting.
+//!
+//! Latency goes into a fixed log-scale histogram (four buckets per power of two of microseconds,
+//! so a percentile is within ~19 % of the true value); the per-second history is a ring of slots
+//! keyed by the second they count, reset by the first event of a new second.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-#[derive(Debug)]
+const BUCKETS: usize = 128;
+/// Seconds of per-second history kept.
+pub const HISTORY_SECONDS: usize = 300;
+
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), count: AtomicU64::new(0), sum_us: AtomicU64::new(0) }
+    }
+
+    fn bucket_of(us: u64) -> usize {
+        if us < 2 {
+            return 0;
+        }
+        let log2_x4 = (us as f64).log2() * 4.0;
+        (log2_x4 as usize).min(BUCKETS - 1)
+    }
+
+    /// Upper bound of a bucket, in µs.
+    fn bucket_limit(i: usize) -> f64 {
+        2f64.powf((i + 1) as f64 / 4.0)
+    }
+
+    fn record(&self, latency: Duration) {
+        let us = latency.as_micros().min(u64::MAX as u128) as u64;
+        self.buckets[Self::bucket_of(us)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// The latency under which `q` of the requests finished, in ms (0 with no data).
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let target = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return Self::bucket_limit(i) / 1000.0;
+            }
+        }
+        Self::bucket_limit(BUCKETS - 1) / 1000.0
+    }
+
+    fn average_ms(&self) -> f64 {
+        let n = self.count.load(Relaxed);
+        if n == 0 {
+            0.0
+        } else {
+            self.sum_us.load(Relaxed) as f64 / n as f64 / 1000.0
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    second: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    connections: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+/// One second of history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecondSample {
+    /// Unix time of the second, in seconds.
+    pub second: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub connections: u64,
+    pub average_latency_ms: f64,
+}
+
+struct History {
+    slots: Vec<Slot>,
+}
+
+fn unix_second() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl History {
+    fn new() -> Self {
+        History { slots: (0..HISTORY_SECONDS).map(|_| Slot::default()).collect() }
+    }
+
+    /// The slot for this second, cleared if it still holds an older second.
+    fn slot(&self) -> &Slot {
+        let now = unix_second();
+        let slot = &self.slots[(now as usize) % HISTORY_SECONDS];
+        let held = slot.second.load(Relaxed);
+        if held != now && slot.second.compare_exchange(held, now, Relaxed, Relaxed).is_ok() {
+            // A few events of the new second may race with this reset; history is approximate.
+            slot.requests.store(0, Relaxed);
+            slot.errors.store(0, Relaxed);
+            slot.connections.store(0, Relaxed);
+            slot.latency_sum_us.store(0, Relaxed);
+        }
+        slot
+    }
+
+    fn samples(&self, last: usize) -> Vec<SecondSample> {
+        let now = unix_second();
+        let oldest = now.saturating_sub(last.min(HISTORY_SECONDS) as u64 - 1);
+        let mut out: Vec<SecondSample> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let second = s.second.load(Relaxed);
+                (second >= oldest && second <= now).then(|| {
+                    let requests = s.requests.load(Relaxed);
+                    SecondSample {
+                        second,
+                        requests,
+                        errors: s.errors.load(Relaxed),
+                        connections: s.connections.load(Relaxed),
+                        average_latency_ms: if requests == 0 {
+                            0.0
+                        } else {
+                            s.latency_sum_us.load(Relaxed) as f64 / requests as f64 / 1000.0
+                        },
+                    }
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| s.second);
+        out
+    }
+}
+
 pub struct Metrics {
     started: Instant,
     pub(crate) active_connections: AtomicU64,
     pub(crate) total_connections: AtomicU64,
     pub(crate) rejected_connections: AtomicU64,
+    /// Listeners accepting right now (a restart briefly has two); readiness needs one.
+    listeners: std::sync::atomic::AtomicI64,
     requests_total: AtomicU64,
     requests_active: AtomicU64,
     requests_failed: AtomicU64,
     requests_timed_out: AtomicU64,
     requests_aborted: AtomicU64,
+    responses_5xx: AtomicU64,
+    bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    latency: Histogram,
+    history: History,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("snapshot", &self.snapshot()).finish()
+    }
 }
 
 /// A point-in-time copy of the counters.
@@ -29,9 +185,16 @@ pub struct MetricsSnapshot {
     pub requests_failed: u64,
     pub requests_timed_out: u64,
     pub requests_aborted: u64,
+    pub responses_5xx: u64,
+    pub bytes_in: u64,
     pub bytes_out: u64,
     pub connections_per_second: f64,
+    /// (failed + timed out + 5xx answers) / requests.
     pub error_rate: f64,
+    pub average_latency_ms: f64,
+    pub p50_latency_ms: f64,
+    pub p90_latency_ms: f64,
+    pub p99_latency_ms: f64,
 }
 
 impl Default for Metrics {
@@ -41,12 +204,17 @@ impl Default for Metrics {
             active_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
+            listeners: std::sync::atomic::AtomicI64::new(0),
             requests_total: AtomicU64::new(0),
             requests_active: AtomicU64::new(0),
             requests_failed: AtomicU64::new(0),
             requests_timed_out: AtomicU64::new(0),
             requests_aborted: AtomicU64::new(0),
+            responses_5xx: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            latency: Histogram::new(),
+            history: History::new(),
         }
     }
 }
@@ -55,10 +223,24 @@ impl Metrics {
     pub(crate) fn connection_opened(&self) {
         self.total_connections.fetch_add(1, Relaxed);
         self.active_connections.fetch_add(1, Relaxed);
+        self.history.slot().connections.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn connection_closed(&self) {
         self.active_connections.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn listener_started(&self) {
+        self.listeners.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn listener_stopped(&self) {
+        self.listeners.fetch_sub(1, Relaxed);
+    }
+
+    /// Whether a listener is accepting (readiness): false from the first shutdown step on.
+    pub fn accepting(&self) -> bool {
+        self.listeners.load(Relaxed) > 0
     }
 
     pub(crate) fn connection_rejected(&self) {
@@ -70,14 +252,30 @@ impl Metrics {
         self.requests_active.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn request_finished(&self, bytes: usize) {
+    pub(crate) fn bytes_received(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Relaxed);
+    }
+
+    /// A response completed: its status, body bytes and time since the request was handed over.
+    pub(crate) fn request_finished(&self, status: u16, bytes: usize, latency: Duration) {
         self.requests_active.fetch_sub(1, Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Relaxed);
+        self.latency.record(latency);
+        let slot = self.history.slot();
+        slot.requests.fetch_add(1, Relaxed);
+        slot.latency_sum_us.fetch_add(latency.as_micros() as u64, Relaxed);
+        if status >= 500 {
+            self.responses_5xx.fetch_add(1, Relaxed);
+            slot.errors.fetch_add(1, Relaxed);
+        }
     }
 
     pub(crate) fn request_failed(&self) {
         self.requests_active.fetch_sub(1, Relaxed);
         self.requests_failed.fetch_add(1, Relaxed);
+        let slot = self.history.slot();
+        slot.requests.fetch_add(1, Relaxed);
+        slot.errors.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn request_aborted(&self) {
@@ -88,13 +286,21 @@ impl Metrics {
     /// Counted in addition to the abort that removes the entry.
     pub(crate) fn request_timed_out(&self) {
         self.requests_timed_out.fetch_add(1, Relaxed);
+        self.history.slot().errors.fetch_add(1, Relaxed);
+    }
+
+    /// Per-second samples of the last `seconds` seconds (at most [`HISTORY_SECONDS`]), oldest
+    /// first; seconds without any event are absent.
+    pub fn history(&self, seconds: usize) -> Vec<SecondSample> {
+        self.history.samples(seconds.max(1))
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
         let uptime = self.started.elapsed();
         let total_connections = self.total_connections.load(Relaxed);
         let requests_total = self.requests_total.load(Relaxed);
-        let failed = self.requests_failed.load(Relaxed) + self.requests_timed_out.load(Relaxed);
+        let responses_5xx = self.responses_5xx.load(Relaxed);
+        let failed = self.requests_failed.load(Relaxed) + self.requests_timed_out.load(Relaxed) + responses_5xx;
         MetricsSnapshot {
             uptime_ms: uptime.as_millis() as u64,
             active_connections: self.active_connections.load(Relaxed),
@@ -105,9 +311,89 @@ impl Metrics {
             requests_failed: self.requests_failed.load(Relaxed),
             requests_timed_out: self.requests_timed_out.load(Relaxed),
             requests_aborted: self.requests_aborted.load(Relaxed),
+            responses_5xx,
+            bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             connections_per_second: total_connections as f64 / uptime.as_secs_f64().max(1e-3),
-            error_rate: if requests_total == 0 { 0.0 } else { failed as f64 / requests_total as f64 },
+            error_rate: if requests_total == 0 { 0.0 } else { (failed as f64 / requests_total as f64).min(1.0) },
+            average_latency_ms: self.latency.average_ms(),
+            p50_latency_ms: self.latency.quantile_ms(0.50),
+            p90_latency_ms: self.latency.quantile_ms(0.90),
+            p99_latency_ms: self.latency.quantile_ms(0.99),
         }
+    }
+}
+
+impl MetricsSnapshot {
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(&self, pending_requests: usize, ready: bool) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+            out.push_str(&format!("# HELP koatty_serve_{name} {help}\n# TYPE koatty_serve_{name} {kind}\n"));
+            for (labels, value) in samples {
+                out.push_str(&format!("koatty_serve_{name}{labels} {value}\n"));
+            }
+        };
+        metric("up", "gauge", "1 while the server accepts connections.", &[("", if ready { 1.0 } else { 0.0 })]);
+        metric("uptime_seconds", "gauge", "Seconds since the server was created.", &[("", self.uptime_ms as f64 / 1000.0)]);
+        metric("connections_active", "gauge", "Open connections.", &[("", self.active_connections as f64)]);
+        metric("connections_total", "counter", "Connections accepted.", &[("", self.total_connections as f64)]);
+        metric("connections_rejected_total", "counter", "Connections turned away at maxConnections.", &[("", self.rejected_connections as f64)]);
+        metric("requests_total", "counter", "Requests handed to the application.", &[("", self.requests_total as f64)]);
+        metric("requests_active", "gauge", "Requests not finished.", &[("", self.requests_active as f64)]);
+        metric("requests_pending", "gauge", "Requests awaiting the application's answer or streaming it.", &[("", pending_requests as f64)]);
+        metric(
+            "request_errors_total",
+            "counter",
+            "Requests that failed, by kind.",
+            &[
+                ("{kind=\"failed\"}", self.requests_failed as f64),
+                ("{kind=\"timeout\"}", self.requests_timed_out as f64),
+                ("{kind=\"aborted\"}", self.requests_aborted as f64),
+                ("{kind=\"status_5xx\"}", self.responses_5xx as f64),
+            ],
+        );
+        metric("received_bytes_total", "counter", "Request body bytes received.", &[("", self.bytes_in as f64)]);
+        metric("sent_bytes_total", "counter", "Response body bytes sent.", &[("", self.bytes_out as f64)]);
+        metric(
+            "request_duration_milliseconds",
+            "summary",
+            "Time from handing a request over to its response completing.",
+            &[
+                ("{quantile=\"0.5\"}", self.p50_latency_ms),
+                ("{quantile=\"0.9\"}", self.p90_latency_ms),
+                ("{quantile=\"0.99\"}", self.p99_latency_ms),
+            ],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_follow_the_recorded_latencies() {
+        let m = Metrics::default();
+        for _ in 0..98 {
+            m.request_started();
+            m.request_finished(200, 10, Duration::from_millis(1));
+        }
+        for _ in 0..2 {
+            m.request_started();
+            m.request_finished(503, 10, Duration::from_millis(100));
+        }
+        let s = m.snapshot();
+        assert!((0.9..1.25).contains(&s.p50_latency_ms), "{s:?}");
+        assert!((0.9..1.25).contains(&s.p90_latency_ms), "{s:?}");
+        assert!((90.0..125.0).contains(&s.p99_latency_ms), "{s:?}");
+        assert!((2.9..3.1).contains(&s.average_latency_ms), "{s:?}");
+        assert_eq!(s.responses_5xx, 2);
+        assert!((s.error_rate - 0.02).abs() < 1e-9);
+        assert_eq!(s.bytes_out, 1000);
+        let h = m.history(10);
+        assert_eq!(h.iter().map(|x| x.requests).sum::<u64>(), 100);
+        assert_eq!(h.iter().map(|x| x.errors).sum::<u64>(), 2);
     }
 }

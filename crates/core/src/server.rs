@@ -40,7 +40,7 @@ impl ServeHandle {
         let limits: LiveLimits = Arc::new(ArcSwap::from_pointee(config.limits.clone()));
         let handler: Arc<dyn ConnectionHandler> = match config.protocol {
             // ws/grpc have no part of their own yet and, like an unknown protocol, are served as HTTP.
-            _ => Arc::new(HttpProtocol::new(bridge.clone(), limits.clone(), tls, config.http2.clone())),
+            _ => Arc::new(HttpProtocol::new(bridge.clone(), limits.clone(), tls, config.http2.clone(), config.endpoints.clone())),
         };
         let server = Server::start(config, handler, metrics, limits.clone(), listener).await?;
         Ok(ServeHandle { bridge, server, protocol: config.protocol, limits })

@@ -33,6 +33,7 @@ struct StreamState {
 pub(crate) struct ResponseWriter {
     tx: mpsc::UnboundedSender<Chunk>,
     state: Arc<StreamState>,
+    status: u16,
 }
 
 impl ResponseWriter {
@@ -57,6 +58,10 @@ impl ResponseWriter {
         false
     }
 
+    pub(crate) fn status(&self) -> u16 {
+        self.status
+    }
+
     pub(crate) fn bytes_written(&self) -> usize {
         self.state.written.load(Ordering::Relaxed)
     }
@@ -71,11 +76,11 @@ impl ResponseWriter {
     }
 }
 
-pub(crate) fn channel(shared: Arc<Shared>, id: u32) -> (ResponseWriter, StreamBody) {
+pub(crate) fn channel(shared: Arc<Shared>, id: u32, status: u16) -> (ResponseWriter, StreamBody) {
     let (tx, rx) = mpsc::unbounded_channel();
     let state = Arc::new(StreamState::default());
     (
-        ResponseWriter { tx, state: state.clone() },
+        ResponseWriter { tx, state: state.clone(), status },
         StreamBody { rx, state, shared, id, guard: None, deadline: None, done: false },
     )
 }
@@ -225,6 +230,7 @@ impl RequestBodyPump {
                     Some(Ok(frame)) => {
                         let Ok(data) = frame.into_data() else { continue };
                         received += data.len() as u64;
+                        bridge.metrics().bytes_received(data.len());
                         if max_body_size.is_some_and(|max| received > max) {
                             bridge.emit(id, BridgeEvent::BodyError("ERR_BODY_TOO_LARGE: request body too large".into()));
                             bridge.answer_if_waiting(id, StatusCode::PAYLOAD_TOO_LARGE);

@@ -122,6 +122,8 @@ enum Stage {
 
 struct Pending {
     stage: Stage,
+    /// When the request was handed over, for the latency figures.
+    started: std::time::Instant,
     /// Wakes the request-body pump for one more chunk (streamed bodies only).
     pull: Option<mpsc::Sender<()>>,
 }
@@ -239,7 +241,11 @@ impl Bridge {
             let mut map = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
             map.insert(
                 id,
-                Pending { stage: Stage::AwaitingHead(head_tx), pull: pull.as_ref().map(|(tx, _)| tx.clone()) },
+                Pending {
+                    stage: Stage::AwaitingHead(head_tx),
+                    pull: pull.as_ref().map(|(tx, _)| tx.clone()),
+                    started: std::time::Instant::now(),
+                },
             );
         }
         let mut guard =
@@ -283,12 +289,13 @@ impl Bridge {
     ) -> Result<bool, BridgeError> {
         let response_builder = |b: ResponseBody| build_response(status, reason, headers, b);
         if end {
-            let Stage::AwaitingHead(tx) = self.shared.take_in_stage(id, false)?.stage else { unreachable!() };
-            self.shared.metrics.request_finished(body.as_ref().map_or(0, |b| b.len()));
+            let pending = self.shared.take_in_stage(id, false)?;
+            let Stage::AwaitingHead(tx) = pending.stage else { unreachable!() };
+            self.shared.metrics.request_finished(status, body.as_ref().map_or(0, |b| b.len()), pending.started.elapsed());
             let _ = tx.send(response_builder(ResponseBody::full(body)));
             Ok(true)
         } else {
-            let (writer, stream) = body::channel(self.shared.clone(), id);
+            let (writer, stream) = body::channel(self.shared.clone(), id, status);
             let sent = self.shared.with(id, |p| {
                 match std::mem::replace(&mut p.stage, Stage::Streaming(writer)) {
                     Stage::AwaitingHead(tx) => Ok(tx),
@@ -323,11 +330,12 @@ impl Bridge {
 
     /// Ends a streamed response, optionally with a last chunk.
     pub fn end(&self, id: u32, chunk: Option<Bytes>) -> Result<(), BridgeError> {
-        let Stage::Streaming(w) = self.shared.take_in_stage(id, true)?.stage else { unreachable!() };
+        let pending = self.shared.take_in_stage(id, true)?;
+        let Stage::Streaming(w) = pending.stage else { unreachable!() };
         if let Some(c) = chunk.filter(|c| !c.is_empty()) {
             w.write(c);
         }
-        self.shared.metrics.request_finished(w.bytes_written());
+        self.shared.metrics.request_finished(w.status(), w.bytes_written(), pending.started.elapsed());
         w.finish();
         Ok(())
     }

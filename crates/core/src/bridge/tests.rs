@@ -54,6 +54,7 @@ async fn serve(limits: Limits, on_request: OnRequest) -> Harness {
         limits,
         ssl: None,
         http2: None,
+        endpoints: Default::default(),
     };
     let handle = ServeHandle::start(&config, bridge.clone(), None).await.expect("bind");
     Harness { handle, bridge, events }
@@ -383,6 +384,7 @@ async fn bind_conflict_is_a_coded_error() {
         limits: Limits::default(),
         ssl: None,
         http2: None,
+        endpoints: Default::default(),
     };
     let bridge = Bridge::new(Arc::new(NullSink), 8, Default::default());
     let err = ServeHandle::start(&config, bridge, None).await.err().expect("second bind fails");
@@ -396,4 +398,61 @@ impl RequestSink for NullSink {
         false
     }
     fn event(&self, _: u32, _: BridgeEvent) {}
+}
+
+#[tokio::test]
+async fn native_endpoints_answer_without_the_handler_and_readiness_follows_shutdown() {
+    let (tx, _events) = mpsc::unbounded_channel();
+    // The handler never answers: only native answers can come back.
+    let sink = Arc::new(TestSink { bridge: OnceLock::new(), on_request: Box::new(|_, _| {}), events: tx });
+    let bridge = Bridge::new(sink.clone(), 16, Default::default());
+    let _ = sink.bridge.set(bridge.clone());
+    let config = ServerConfig::from_options(&serde_json::json!({
+        "hostname": "127.0.0.1", "port": 0, "nativeEndpoints": { "metrics": "/prom" }
+    }))
+    .unwrap();
+    let handle = ServeHandle::start(&config, bridge.clone(), None).await.unwrap();
+    let addr = handle.local_addr();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let live = exchange(addr, &get("/healthz")).await;
+    assert!(live.starts_with("HTTP/1.1 200") && live.ends_with("ok"), "{live}");
+    let ready = exchange(addr, &get("/readyz")).await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let prom = exchange(addr, &get("/prom")).await;
+    assert!(prom.contains("# TYPE koatty_serve_connections_total counter"), "{prom}");
+    assert!(prom.contains("koatty_serve_up 1\n"), "{prom}");
+    // Every sample line is `name{labels} value` with a numeric value.
+    let body = prom.split("\r\n\r\n").nth(1).unwrap();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+    }
+    assert_eq!(bridge.pending_count(), 0, "native answers never reach the handler");
+    // A keep-alive connection opened before shutdown sees readiness turn 503 once accepting stops.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    handle.lifecycle().stop_accepting().await;
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 503"), "{}", String::from_utf8_lossy(&out));
+}
+
+#[tokio::test]
+async fn max_connections_changes_at_run_time() {
+    let h = serve(Limits::default(), hello()).await;
+    let addr = h.handle.local_addr();
+    let _held = TcpStream::connect(addr).await.unwrap();
+    while h.handle.open_connections() == 0 {
+        tokio::task::yield_now().await;
+    }
+    h.handle.update_limits(Limits { max_connections: Some(1), ..Limits::default() });
+    let refused = exchange(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    h.handle.update_limits(Limits::default());
+    let served = exchange(addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
 }

@@ -4,7 +4,7 @@
 use super::{ConfigError, Protocol};
 use serde_json::{Map, Value};
 
-const BASE: &[&str] = &["hostname", "port", "protocol", "trace", "ext", "connectionPool", "reusePort", "ssl", "h2c"];
+const BASE: &[&str] = &["hostname", "port", "protocol", "trace", "ext", "connectionPool", "reusePort", "ssl", "h2c", "nativeEndpoints"];
 
 const POOL: &[&str] = &[
     "maxConnections",
@@ -16,6 +16,7 @@ const POOL: &[&str] = &[
     "maxHeaderSize",
     "maxBodySize",
     "handshakeTimeout",
+    "health",
     "protocolSpecific",
 ];
 

@@ -165,6 +165,53 @@ pub struct ServerConfig {
     pub ssl: Option<Value>,
     /// HTTP/2 settings, for the `http2` server.
     pub http2: Option<Http2Settings>,
+    /// Paths answered in Rust without entering JavaScript (`nativeEndpoints`).
+    pub endpoints: Endpoints,
+}
+
+/// Health and metrics paths answered natively; `None` = off (the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Liveness: 200 while the process serves, even when the JavaScript thread is busy.
+    pub healthz: Option<String>,
+    /// Readiness: 200 while accepting, 503 once shutdown has begun.
+    pub readyz: Option<String>,
+    /// Prometheus text format.
+    pub metrics: Option<String>,
+}
+
+impl Endpoints {
+    pub fn any(&self) -> bool {
+        self.healthz.is_some() || self.readyz.is_some() || self.metrics.is_some()
+    }
+}
+
+fn endpoints_from(v: Option<&Value>) -> Result<Endpoints, ConfigError> {
+    let defaults = Endpoints {
+        healthz: Some("/healthz".into()),
+        readyz: Some("/readyz".into()),
+        metrics: Some("/metrics".into()),
+    };
+    let obj = match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(Endpoints::default()),
+        Some(Value::Bool(true)) => return Ok(defaults),
+        Some(Value::Object(m)) => m,
+        Some(v) => return Err(ConfigError::new("nativeEndpoints", format!("must be true, false or an object, got {v}"))),
+    };
+    let path = |key: &str, default: Option<String>| -> Result<Option<String>, ConfigError> {
+        match obj.get(key) {
+            None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(default),
+            Some(Value::Bool(false)) => Ok(None),
+            Some(Value::String(p)) if p.starts_with('/') => Ok(Some(p.clone())),
+            Some(v) => Err(ConfigError::new(format!("nativeEndpoints.{key}"), format!("must be a path starting with '/' or a boolean, got {v}"))),
+        }
+    };
+    for key in obj.keys() {
+        if !["healthz", "readyz", "metrics"].contains(&key.as_str()) {
+            return Err(ConfigError::new(format!("nativeEndpoints.{key}"), "unknown option (expected one of: healthz, readyz, metrics)"));
+        }
+    }
+    Ok(Endpoints { healthz: path("healthz", defaults.healthz)?, readyz: path("readyz", defaults.readyz)?, metrics: path("metrics", defaults.metrics)? })
 }
 
 impl ServerConfig {
@@ -220,7 +267,8 @@ impl ServerConfig {
             Protocol::Http2 => Some(http2_from(obj, ssl.as_ref())?),
             _ => None,
         };
-        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits, ssl, http2 })
+        let endpoints = endpoints_from(obj.get("nativeEndpoints"))?;
+        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits, ssl, http2, endpoints })
     }
 }
 
@@ -396,6 +444,7 @@ pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -
             return Err(ConfigError::new("h2c", "must be a boolean"));
         }
     }
+    endpoints_from(input.get("nativeEndpoints"))?;
     if let Some(r) = input.get("reusePort") {
         if !r.is_boolean() && !r.is_null() {
             return Err(ConfigError::new("reusePort", "must be a boolean"));

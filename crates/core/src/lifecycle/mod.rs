@@ -121,6 +121,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let (phase, _) = watch::channel(Phase::Running);
         let (stop_accepting, stop_rx) = watch::channel(false);
+        metrics.listener_started();
         let connections = Arc::new(ConnectionCount { open: watch::channel(0).0, metrics });
         let task = tokio::spawn(accept_loop(
             listener,
@@ -201,6 +202,19 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     phase: watch::Receiver<Phase>,
     connections: Arc<ConnectionCount>,
+    limits: LiveLimits,
+) -> TcpListener {
+    let listener = accept_until_stopped(listener, handler, &mut stop, phase, &connections, limits).await;
+    connections.metrics.listener_stopped();
+    listener
+}
+
+async fn accept_until_stopped(
+    listener: TcpListener,
+    handler: Arc<dyn ConnectionHandler>,
+    stop: &mut watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
+    connections: &Arc<ConnectionCount>,
     limits: LiveLimits,
 ) -> TcpListener {
     let mut backoff = Duration::from_millis(5);

@@ -3,7 +3,7 @@
 //! the connection task under a timeout, never in the accept loop.
 
 use crate::bridge::{simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody, INLINE_BODY_LIMIT};
-use crate::config::{Http2Settings, Limits, LiveLimits};
+use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits};
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::{PeerInfo, TlsSource};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
@@ -64,11 +64,47 @@ pub struct HttpProtocol {
     tls: Option<Arc<TlsSource>>,
     /// `None`: HTTP/1.1 only.
     http2: Option<Http2Settings>,
+    endpoints: Endpoints,
 }
 
 impl HttpProtocol {
-    pub fn new(bridge: Bridge, limits: LiveLimits, tls: Option<Arc<TlsSource>>, http2: Option<Http2Settings>) -> Self {
-        HttpProtocol { bridge, limits, tls, http2 }
+    pub fn new(
+        bridge: Bridge,
+        limits: LiveLimits,
+        tls: Option<Arc<TlsSource>>,
+        http2: Option<Http2Settings>,
+        endpoints: Endpoints,
+    ) -> Self {
+        HttpProtocol { bridge, limits, tls, http2, endpoints }
+    }
+
+    /// `/healthz`, `/readyz` and `/metrics` when enabled, answered here without JavaScript.
+    fn native_endpoint(&self, req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+        if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+            return None;
+        }
+        let path = req.uri().path();
+        let is = |p: &Option<String>| p.as_deref() == Some(path);
+        let metrics = self.bridge.metrics();
+        let (status, content_type, body) = if is(&self.endpoints.healthz) {
+            (StatusCode::OK, "text/plain; charset=utf-8", "ok".to_string())
+        } else if is(&self.endpoints.readyz) {
+            if metrics.accepting() {
+                (StatusCode::OK, "text/plain; charset=utf-8", "ready".to_string())
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "shutting down".to_string())
+            }
+        } else if is(&self.endpoints.metrics) {
+            let text = metrics.snapshot().prometheus(self.bridge.pending_count(), metrics.accepting());
+            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
+        } else {
+            return None;
+        };
+        let mut r = Response::new(ResponseBody::full(Some(bytes::Bytes::from(body))));
+        *r.status_mut() = status;
+        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Some(r)
     }
 
     fn http1_builder(&self) -> http1::Builder {
@@ -104,6 +140,11 @@ impl HttpProtocol {
     }
 
     async fn handle(&self, req: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
+        if self.endpoints.any() {
+            if let Some(answer) = self.native_endpoint(&req) {
+                return answer;
+            }
+        }
         let limits = self.limits.load_full();
         let deadline = Instant::now() + limits.request_timeout;
         let (parts, body) = req.into_parts();
@@ -117,7 +158,11 @@ impl HttpProtocol {
             (RequestBody::Empty, None)
         } else if declared.is_some_and(|len| len <= INLINE_BODY_LIMIT) {
             match tokio::time::timeout_at(deadline, body.collect()).await {
-                Ok(Ok(collected)) => (RequestBody::Inline(collected.to_bytes()), None),
+                Ok(Ok(collected)) => {
+                    let bytes = collected.to_bytes();
+                    self.bridge.metrics().bytes_received(bytes.len());
+                    (RequestBody::Inline(bytes), None)
+                }
                 Ok(Err(_)) => return closing(StatusCode::BAD_REQUEST),
                 Err(_) => return closing(StatusCode::REQUEST_TIMEOUT),
             }
