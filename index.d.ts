@@ -40,6 +40,8 @@ export interface ConnectionPoolConfig {
   maxBodySize?: number;
   /** Time allowed for a TLS handshake, ms (default 10000); a silent client never stalls others. */
   handshakeTimeout?: number;
+  /** Thresholds of `getHealth()`. */
+  health?: Partial<HealthThresholds>;
   protocolSpecific?: {
     maxSessionMemory?: number;
     maxHeaderListSize?: number;
@@ -65,6 +67,23 @@ export interface BaseServerOptions {
   connectionPool?: ConnectionPoolConfig;
   /** SO_REUSEPORT, so several processes can serve one port. */
   reusePort?: boolean;
+  /**
+   * Health and metrics paths answered in Rust without entering JavaScript (off by default):
+   * `true` for `/healthz`, `/readyz`, `/metrics` (Prometheus), or per-path settings.
+   */
+  nativeEndpoints?: boolean | { healthz?: string | boolean; readyz?: string | boolean; metrics?: string | boolean };
+}
+
+export interface HealthThresholds {
+  degradedUtilisation: number;
+  overloadedUtilisation: number;
+  degradedErrorRate: number;
+  overloadedErrorRate: number;
+  degradedLatencyMs: number;
+  overloadedLatencyMs: number;
+  degradedEventLoopLagMs: number;
+  overloadedEventLoopLagMs: number;
+  windowSeconds: number;
 }
 
 export interface BaseSSLConfig {
@@ -117,22 +136,45 @@ export type ServerOptionsInput<T extends BaseServerOptions> = Partial<T>;
 export interface ShutdownOptions {
   /** Bound on the whole shutdown, ms (default 30000). */
   timeout?: number;
+  /** Wait after refusing new connections so load balancers notice, ms (default 5000; ends early when no connection is open). */
   drainDelay?: number;
+  /** Bound on steps 1, 4 and 5, ms (default 6000). */
   stepTimeout?: number;
-  skipSteps?: string[];
+  skipSteps?: ShutdownStepName[];
 }
 
+export type ShutdownStepName =
+  | 'stopAcceptingNewConnections'
+  | 'waitDrainDelay'
+  | 'waitForConnectionCompletion'
+  | 'forceCloseRemainingConnections'
+  | 'stopMonitoringAndCleanup';
+
 export interface ShutdownReport {
+  traceId: string;
+  steps: Array<{ name: ShutdownStepName; status: 'completed' | 'skipped' | 'timeout'; duration: number }>;
   connectionsAtStart: number;
+  drained: boolean;
   forced: number;
   duration: number;
+}
+
+export interface ConfigUpdateResult {
+  changedKeys: string[];
+  requiresRestart: boolean;
+  restarted: boolean;
 }
 
 export interface ConnectionMetrics {
   activeConnections: number;
   totalConnections: number;
   connectionsPerSecond: number;
+  /** ms, since start */
   averageLatency: number;
+  p50Latency: number;
+  p90Latency: number;
+  p99Latency: number;
+  /** (failed + timed out + 5xx answers) / requests */
   errorRate: number;
   /** Requests handed to the handler and not finished (0 when idle: nothing leaked). */
   pendingRequests: number;
@@ -141,23 +183,45 @@ export interface ConnectionMetrics {
   requestsFailed: number;
   requestsTimedOut: number;
   requestsAborted: number;
+  responses5xx: number;
   rejectedConnections: number;
+  bytesIn: number;
   bytesOut: number;
   uptime: number;
+  /** false from the first shutdown step on (what /readyz reports) */
+  accepting: boolean;
+}
+
+export interface MetricsSample {
+  /** start of the second, ms since the epoch */
+  timestamp: number;
+  requests: number;
+  errors: number;
+  connections: number;
+  averageLatency: number;
 }
 
 export type HealthStatus = 'healthy' | 'degraded' | 'overloaded';
 
 export interface ConnectionHealth {
   status: HealthStatus;
+  reasons: string[];
   utilisation: number;
-  activeConnections: number;
   errorRate: number;
+  averageLatency: number;
+  eventLoopLag: number;
+  activeConnections: number;
+  accepting: boolean;
+  thresholds: HealthThresholds;
 }
 
 export interface ConnectionPool {
   getMetrics(): ConnectionMetrics;
+  /** Per-second samples of the last `seconds` (≤ 300), oldest first. */
+  getMetricsHistory(seconds?: number): MetricsSample[];
   getHealth(): ConnectionHealth;
+  /** The counters in Prometheus text format. */
+  getPrometheusMetrics(): string;
 }
 
 export interface ListenerAddress {
@@ -197,7 +261,13 @@ export declare class BaseServer<O extends BaseServerOptions = BaseServerOptions>
   Start(listenCallback?: () => void): ListenerHandle;
   /** Graceful shutdown with default options; `callback` is called once. */
   Stop(callback?: () => void): void;
+  /** Five named steps, each bounded; calling it twice returns the same promise. */
   gracefulShutdown(options?: ShutdownOptions): Promise<ShutdownReport>;
+  /**
+   * Pool limits, timeouts and a new TLS key/cert apply in place; hostname, port, protocol and other
+   * ssl settings restart with no refused connection. Rejects (old server kept) on failure.
+   */
+  updateConfig(partial: Partial<O> & Record<string, any>): Promise<ConfigUpdateResult>;
   /** Re-reads the TLS key and certificate for new handshakes (throws ERR_TLS_CONFIG; TLS servers only). */
   reloadCertificates(): void;
   on(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;
@@ -265,3 +335,16 @@ export interface RuntimeInfo {
   version: string;
 }
 export declare function runtimeInfo(): RuntimeInfo;
+
+/** `server.connectionPool`: one class per protocol, as the seed names them, over the same native counters. */
+export declare class ConnectionPoolManager implements ConnectionPool {
+  getMetrics(): ConnectionMetrics;
+  getMetricsHistory(seconds?: number): MetricsSample[];
+  getHealth(): ConnectionHealth;
+  getPrometheusMetrics(): string;
+}
+export declare class HttpConnectionPoolManager extends ConnectionPoolManager {}
+export declare class HttpsConnectionPoolManager extends ConnectionPoolManager {}
+export declare class Http2ConnectionPoolManager extends ConnectionPoolManager {}
+export declare class WebSocketConnectionPoolManager extends ConnectionPoolManager {}
+export declare class GrpcConnectionPoolManager extends ConnectionPoolManager {}

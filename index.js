@@ -6,6 +6,7 @@ const { HttpServer, HttpsServer, Http2Server, BaseServer } = require('./js/serve
 const { NewServe } = require('./js/serve');
 const { CreateTerminus, BindProcessEvent } = require('./js/terminus');
 const { ConfigHelper } = require('./js/config');
+const pools = require('./js/pool');
 
 exports.NewServe = NewServe;
 exports.HttpServer = HttpServer;
@@ -16,3 +17,9 @@ exports.ConfigHelper = ConfigHelper;
 exports.CreateTerminus = CreateTerminus;
 exports.BindProcessEvent = BindProcessEvent;
 exports.runtimeInfo = binding.runtimeInfo;
+exports.ConnectionPoolManager = pools.ConnectionPoolManager;
+exports.HttpConnectionPoolManager = pools.HttpConnectionPoolManager;
+exports.HttpsConnectionPoolManager = pools.HttpsConnectionPoolManager;
+exports.Http2ConnectionPoolManager = pools.Http2ConnectionPoolManager;
+exports.WebSocketConnectionPoolManager = pools.WebSocketConnectionPoolManager;
+exports.GrpcConnectionPoolManager = pools.GrpcConnectionPoolManager;
