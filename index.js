@@ -2,7 +2,7 @@
 // koatty_serve (native): Koatty's server layer on a Rust core. Named exports are assigned one by one
 // so that node's ESM loader can detect them (`import { NewServe } from 'koatty_serve'`).
 const binding = require('./js/binding');
-const { HttpServer, HttpsServer, Http2Server, BaseServer } = require('./js/server');
+const { HttpServer, HttpsServer, Http2Server, WsServer, BaseServer } = require('./js/server');
 const { NewServe } = require('./js/serve');
 const { CreateTerminus, BindProcessEvent } = require('./js/terminus');
 const { ConfigHelper } = require('./js/config');
@@ -12,6 +12,7 @@ exports.NewServe = NewServe;
 exports.HttpServer = HttpServer;
 exports.HttpsServer = HttpsServer;
 exports.Http2Server = Http2Server;
+exports.WsServer = WsServer;
 exports.BaseServer = BaseServer;
 exports.ConfigHelper = ConfigHelper;
 exports.CreateTerminus = CreateTerminus;

@@ -3,12 +3,30 @@
 // src/napi/server.rs) and routes them to the request/response objects.
 const { NativeRequest } = require('./request');
 const { NativeResponse } = require('./response');
+const { NativeWebSocket } = require('./websocket');
+
+const FLAG_WEBSOCKET = 1 << 11;
 
 const EVENT_BODY_CHUNK = 1;
 const EVENT_BODY_END = 2;
 const EVENT_BODY_ERROR = 3;
 const EVENT_DRAIN = 4;
 const EVENT_CLOSED_MIN = 10;
+const EVENT_CLOSED_MAX = 13;
+const EVENT_WS_TEXT = 20;
+const EVENT_WS_BINARY = 21;
+const EVENT_WS_PONG = 22;
+const EVENT_WS_CLOSED = 23;
+
+/** `X-Request-Id: <req.traceId>`; an id that is no valid header value is replaced by a new UUID. */
+function echoTraceId(req, res) {
+  try {
+    res.setHeader('X-Request-Id', req.traceId);
+  } catch {
+    req._replaceTraceId();
+    res.setHeader('X-Request-Id', req.traceId);
+  }
+}
 
 class Bridge {
   /**
@@ -16,8 +34,13 @@ class Bridge {
    * @param handler (req, res) => any; a throw or rejection becomes a 500
    * @param onHandlerError (err) => void, for logging
    */
-  constructor(native, handler, onHandlerError, trace = false) {
+  /**
+   * @param onUpgrade (req, client) => void, for WebSocket servers: a new connection
+   */
+  constructor(native, handler, onHandlerError, trace = false, onUpgrade = null) {
     this.native = native;
+    this.onUpgrade = onUpgrade;
+    this.sockets = new Map();
     this.trace = trace === true;
     this.handler = handler;
     this.onHandlerError = onHandlerError;
@@ -28,9 +51,20 @@ class Bridge {
 
   onRequest(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails) {
     const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
+    if ((flags & FLAG_WEBSOCKET) !== 0) {
+      const client = new NativeWebSocket(this, id, req);
+      this.sockets.set(id, client);
+      try {
+        this.onUpgrade(req, client);
+      } catch (err) {
+        this.onHandlerError(err);
+        client.terminate();
+      }
+      return;
+    }
     const res = new NativeResponse(this, id, req);
     this.open.set(id, res);
-    if (this.trace) res.setHeader('X-Request-Id', req.traceId);
+    if (this.trace) echoTraceId(req, res);
     try {
       const result = this.handler(req, res);
       if (result !== undefined && result !== null && typeof result.then === 'function') {
@@ -42,6 +76,7 @@ class Bridge {
   }
 
   onEvent(id, kind, chunk, message) {
+    if (kind >= EVENT_WS_TEXT) return this.onSocketEvent(id, kind, chunk, message);
     const res = this.open.get(id);
     if (res === undefined) return;
     switch (kind) {
@@ -58,10 +93,37 @@ class Bridge {
         res._onDrain();
         break;
       default:
-        if (kind >= EVENT_CLOSED_MIN) {
+        if (kind >= EVENT_CLOSED_MIN && kind <= EVENT_CLOSED_MAX) {
           this.open.delete(id);
           res._onClose();
         }
+    }
+  }
+
+  onSocketEvent(id, kind, chunk, message) {
+    const client = this.sockets.get(id);
+    if (client === undefined) return;
+    try {
+      switch (kind) {
+        case EVENT_WS_TEXT:
+          client._onMessage(chunk, false);
+          break;
+        case EVENT_WS_BINARY:
+          client._onMessage(chunk, true);
+          break;
+        case EVENT_WS_PONG:
+          client._onPong(chunk);
+          break;
+        case EVENT_WS_CLOSED: {
+          this.sockets.delete(id);
+          const space = message.indexOf(' ');
+          client._onClose(Number(message.slice(0, space)), message.slice(space + 1));
+          break;
+        }
+      }
+    } catch (err) {
+      // A throwing 'message' listener must not break the connection loop for others.
+      this.onHandlerError(err);
     }
   }
 
@@ -79,6 +141,7 @@ class Bridge {
     if (res.writableEnded || res.destroyed) return;
     if (!res.headersSent) {
       for (const name of res.getHeaderNames()) res.removeHeader(name);
+      if (this.trace) echoTraceId(res.req, res);
       res.statusCode = 500;
       res.setHeader('Content-Type', 'text/plain; charset=utf-8');
       res.end('Internal Server Error');

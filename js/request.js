@@ -71,6 +71,10 @@ class NativeRequest extends IncomingMessage {
     return this[kTraceId];
   }
 
+  _replaceTraceId() {
+    this[kTraceId] = randomUUID();
+  }
+
   get traceparent() {
     return this.headers.traceparent;
   }

@@ -2,7 +2,7 @@
 // NewServe: koatty_serve 2.3.0's lenient factory (koatty-contract.md §1.3), which Koatty 3.11.8 calls
 // with { hostname, port, protocol } straight from its config (values may be undefined).
 const fs = require('node:fs');
-const { HttpServer, HttpsServer, Http2Server } = require('./server');
+const { HttpServer, HttpsServer, Http2Server, WsServer } = require('./server');
 const { CreateTerminus } = require('./terminus');
 const { codedError } = require('./response');
 
@@ -13,6 +13,8 @@ const SERVERS = {
   http: HttpServer,
   https: HttpsServer,
   http2: Http2Server,
+  ws: WsServer,
+  wss: WsServer,
 };
 const PLANNED = new Set(['https', 'http2', 'ws', 'wss', 'grpc']);
 

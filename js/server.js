@@ -13,7 +13,8 @@ const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
 
 const DEFAULT_SHUTDOWN = { timeout: 30000 };
 /** Protocols one native server can switch between on restart. */
-const RESTARTABLE_PROTOCOLS = new Set(['http', 'https', 'http2']);
+const PROTOCOL_FAMILIES = [new Set(['http', 'https', 'http2']), new Set(['ws', 'wss'])];
+const sameFamily = (a, b) => PROTOCOL_FAMILIES.some((f) => f.has(a) && f.has(b));
 
 /** What `server.server` is (and what Start returns): a small handle shaped like node's net.Server. */
 class ListenerHandle extends EventEmitter {
@@ -72,6 +73,7 @@ class BaseServer extends EventEmitter {
       this.createRequestHandler(),
       (err) => this.emit('handlerError', err) || logger.error('request handler failed', err),
       options.trace,
+      (req, client) => this.onUpgrade(req, client),
     );
     Object.defineProperty(this, '_native', { value: native, enumerable: false });
     Object.defineProperty(this, '_bridge', { value: bridge, enumerable: false });
@@ -88,6 +90,11 @@ class BaseServer extends EventEmitter {
   reloadCertificates() {
     const failure = this._native.reloadCertificates();
     if (failure) throw constructionError(new Error(failure));
+  }
+
+  /** WebSocket servers: a new connection (its upgrade request and the socket). */
+  onUpgrade(_req, client) {
+    client.terminate();
   }
 
   /** The protocol part: what each request is handed to. */
@@ -176,7 +183,7 @@ class BaseServer extends EventEmitter {
       Object.assign(this.options, next);
       return { changedKeys, requiresRestart: false, restarted: false };
     }
-    if (!RESTARTABLE_PROTOCOLS.has(next.protocol ?? 'http')) {
+    if (!sameFamily(this.options.protocol ?? 'http', next.protocol ?? 'http')) {
       throw codedError('ERR_PROTOCOL_NOT_SUPPORTED', `ERR_PROTOCOL_NOT_SUPPORTED: cannot switch to protocol '${next.protocol}'`);
     }
     if (!this.server.listening) {
@@ -230,4 +237,38 @@ class Http2Server extends HttpServer {
   }
 }
 
-module.exports = { BaseServer, HttpServer, HttpsServer, Http2Server, ListenerHandle };
+/**
+ * WebSocket (`ws`, or `wss` when `ssl.enabled` or protocol 'wss'), the Koatty contract of
+ * koatty_serve 2.3.0: per message, `app.callback(protocol)(upgradeReq, client)` with
+ * `upgradeReq.data` set to the message Buffer. Ordinary HTTP requests on the same port go to
+ * `app.callback()` as with HttpServer. Emits 'connection' (client, req) like ws's server.
+ */
+class WsServer extends HttpServer {
+  nativeOptionsOf(options) {
+    if (options.ssl || options.protocol !== 'wss') return options;
+    const { key, cert } = options.ext ?? {};
+    return { ...options, ssl: key && cert ? { enabled: true, key, cert } : { enabled: true } };
+  }
+
+  onUpgrade(req, client) {
+    this.emit('connection', client, req);
+    const protocol = this.options.protocol ?? 'ws';
+    client.on('message', (data) => {
+      if (!Object.prototype.hasOwnProperty.call(req, 'data')) {
+        Object.defineProperty(req, 'data', { value: data, writable: true, enumerable: true, configurable: false });
+      } else {
+        req.data = data;
+      }
+      const result = this.app.callback(protocol)(req, client);
+      if (result && typeof result.then === 'function') {
+        result.then(undefined, (err) => this.emit('handlerError', err) || logger.error('websocket handler failed', err));
+      }
+    });
+    client.on('error', (err) => {
+      logger.error('websocket error', err);
+      client.close(1011);
+    });
+  }
+}
+
+module.exports = { BaseServer, HttpServer, HttpsServer, Http2Server, WsServer, ListenerHandle };

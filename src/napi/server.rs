@@ -3,7 +3,7 @@
 //! listener of the moment.
 
 use bytes::Bytes;
-use koatty_serve_core::bridge::{Bridge, BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink};
+use koatty_serve_core::bridge::{Bridge, BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink, WsOutbound};
 use koatty_serve_core::config::ServerConfig;
 use koatty_serve_core::server::ServeHandle;
 use koatty_serve_core::tls::TlsSource;
@@ -28,6 +28,7 @@ type CloseArgs = FnArgs<(u32, u32)>;
 const FLAG_ENCRYPTED: u32 = 1 << 8;
 const FLAG_STREAMED_BODY: u32 = 1 << 9;
 const FLAG_AUTHORIZED: u32 = 1 << 10;
+const FLAG_WEBSOCKET: u32 = 1 << 11;
 
 fn event_kind(e: &BridgeEvent) -> u32 {
     match e {
@@ -36,6 +37,10 @@ fn event_kind(e: &BridgeEvent) -> u32 {
         BridgeEvent::BodyError(_) => 3,
         BridgeEvent::Drain => 4,
         BridgeEvent::Closed(reason) => 10 + *reason as u32,
+        BridgeEvent::WsMessage { binary: false, .. } => 20,
+        BridgeEvent::WsMessage { binary: true, .. } => 21,
+        BridgeEvent::WsPong(_) => 22,
+        BridgeEvent::WsClosed { .. } => 23,
     }
 }
 
@@ -75,6 +80,10 @@ impl RequestSink for JsSink {
                 flags |= FLAG_STREAMED_BODY;
                 None
             }
+            RequestBody::Upgrade => {
+                flags |= FLAG_WEBSOCKET;
+                None
+            }
         };
         let args = (
             head.id,
@@ -95,8 +104,19 @@ impl RequestSink for JsSink {
         let Some(f) = guard.as_ref() else { return };
         let kind = event_kind(&event);
         let (chunk, message) = match event {
-            BridgeEvent::BodyChunk(b) => (Some(Buffer::from(b.to_vec())), None),
+            BridgeEvent::BodyChunk(b) | BridgeEvent::WsPong(b) => (Some(Buffer::from(b.to_vec())), None),
             BridgeEvent::BodyError(m) => (None, Some(m)),
+            BridgeEvent::WsClosed { code, reason } => (None, Some(format!("{code} {reason}"))),
+            BridgeEvent::WsMessage { data, permit, .. } => {
+                // The permit is released once the handler has taken the message (the callback runs
+                // on the JS thread after it returns), bounding each connection's queue.
+                let args = (id, kind, Some(Buffer::from(data.to_vec())), None::<String>).into();
+                f.event.call_with_return_value(args, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                    drop(permit);
+                    Ok(())
+                });
+                return;
+            }
             _ => (None, None),
         };
         f.event.call((id, kind, chunk, message).into(), ThreadsafeFunctionCallMode::NonBlocking);
@@ -146,6 +166,7 @@ fn code_of(r: std::result::Result<bool, BridgeError>) -> i32 {
         Err(BridgeError::Gone(_)) => -1,
         Err(BridgeError::HeadersSent(_)) => -2,
         Err(BridgeError::HeadersNotSent(_)) => -3,
+        Err(BridgeError::Backpressure(_)) => -4,
     }
 }
 
@@ -498,6 +519,43 @@ impl NativeServer {
             pending_requests: self.bridge.pending_count() as f64,
             accepting: metrics.accepting(),
         }
+    }
+
+    /// Sends a WebSocket message. Returns the bytes now queued (`bufferedAmount`), or -1 when the
+    /// connection is gone, -4 when it exceeded its buffer limit and was terminated.
+    #[napi]
+    pub fn ws_send(&self, id: u32, body: Option<Buffer>, text: Option<String>, binary: bool) -> f64 {
+        let Some(data) = bytes_of(body, text) else { return 0.0 };
+        let max = self.current(|c| c.config.websocket.as_ref().map(|w| w.max_buffered).unwrap_or(usize::MAX));
+        match self.bridge.ws_send(id, data, binary, max) {
+            Ok(queued) => queued as f64,
+            Err(BridgeError::Backpressure(_)) => -4.0,
+            Err(_) => -1.0,
+        }
+    }
+
+    /// Bytes queued and not yet written (`bufferedAmount`).
+    #[napi]
+    pub fn ws_buffered_amount(&self, id: u32) -> f64 {
+        self.bridge.ws_buffered_amount(id) as f64
+    }
+
+    /// Starts the closing handshake (code 1000–4999, reason ≤ 123 bytes, checked in JS).
+    #[napi]
+    pub fn ws_close(&self, id: u32, code: u32, reason: String) -> bool {
+        self.bridge.ws_control(id, WsOutbound::Close(code as u16, reason)).is_ok()
+    }
+
+    /// Drops the connection at once.
+    #[napi]
+    pub fn ws_terminate(&self, id: u32) -> bool {
+        self.bridge.ws_control(id, WsOutbound::Terminate).is_ok()
+    }
+
+    #[napi]
+    pub fn ws_ping(&self, id: u32, body: Option<Buffer>) -> bool {
+        let data = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
+        self.bridge.ws_control(id, WsOutbound::Ping(data)).is_ok()
     }
 
     /// Per-second samples of the last `seconds` seconds (at most 300), oldest first.

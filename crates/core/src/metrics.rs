@@ -161,6 +161,7 @@ pub struct Metrics {
     requests_timed_out: AtomicU64,
     requests_aborted: AtomicU64,
     responses_5xx: AtomicU64,
+    ws_dead_peers: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     latency: Histogram,
@@ -186,6 +187,8 @@ pub struct MetricsSnapshot {
     pub requests_timed_out: u64,
     pub requests_aborted: u64,
     pub responses_5xx: u64,
+    /// WebSocket peers terminated for missing a pong.
+    pub ws_dead_peers: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connections_per_second: f64,
@@ -211,6 +214,7 @@ impl Default for Metrics {
             requests_timed_out: AtomicU64::new(0),
             requests_aborted: AtomicU64::new(0),
             responses_5xx: AtomicU64::new(0),
+            ws_dead_peers: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             latency: Histogram::new(),
@@ -250,6 +254,10 @@ impl Metrics {
     pub(crate) fn request_started(&self) {
         self.requests_total.fetch_add(1, Relaxed);
         self.requests_active.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn ws_dead_peer(&self) {
+        self.ws_dead_peers.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn bytes_received(&self, n: usize) {
@@ -312,6 +320,7 @@ impl Metrics {
             requests_timed_out: self.requests_timed_out.load(Relaxed),
             requests_aborted: self.requests_aborted.load(Relaxed),
             responses_5xx,
+            ws_dead_peers: self.ws_dead_peers.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             connections_per_second: total_connections as f64 / uptime.as_secs_f64().max(1e-3),

@@ -39,8 +39,16 @@ impl ServeHandle {
         let metrics = bridge.metrics().clone();
         let limits: LiveLimits = Arc::new(ArcSwap::from_pointee(config.limits.clone()));
         let handler: Arc<dyn ConnectionHandler> = match config.protocol {
-            // ws/grpc have no part of their own yet and, like an unknown protocol, are served as HTTP.
-            _ => Arc::new(HttpProtocol::new(bridge.clone(), limits.clone(), tls, config.http2.clone(), config.endpoints.clone())),
+            // HTTP, HTTPS, HTTP/2 and WebSocket (an HTTP server whose upgrades become WebSockets);
+            // grpc has no part of its own yet and, like an unknown protocol, is served as HTTP.
+            _ => Arc::new(HttpProtocol::new(
+                bridge.clone(),
+                limits.clone(),
+                tls,
+                config.http2.clone(),
+                config.endpoints.clone(),
+                config.websocket.clone(),
+            )),
         };
         let server = Server::start(config, handler, metrics, limits.clone(), listener).await?;
         Ok(ServeHandle { bridge, server, protocol: config.protocol, limits })

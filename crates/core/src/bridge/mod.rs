@@ -38,6 +38,8 @@ pub enum RequestBody {
     Inline(Bytes),
     /// Streamed: the handler asks for chunks with [`Bridge::pull_body`].
     Streamed,
+    /// A WebSocket upgrade: the request opens a connection whose messages follow as events.
+    Upgrade,
 }
 
 /// What a handler is told about a request.
@@ -72,6 +74,27 @@ pub enum BridgeEvent {
     Drain,
     /// The request is gone before its response completed (client disconnect, timeout, reset).
     Closed(CloseReason),
+    /// A WebSocket message. The permit bounds the messages a connection has in the handler's
+    /// queue; the sink drops it once the handler has taken the message.
+    WsMessage { data: Bytes, binary: bool, permit: Option<OwnedSemaphorePermit> },
+    WsPong(Bytes),
+    /// The WebSocket connection ended (code 1006 when it ended without a close frame).
+    WsClosed { code: u16, reason: String },
+}
+
+/// What the handler asks of a WebSocket connection.
+#[derive(Debug)]
+pub enum WsOutbound {
+    /// A message and its payload length (for `bufferedAmount`).
+    Message(tokio_tungstenite::tungstenite::Message, usize),
+    Ping(Bytes),
+    Close(u16, String),
+    Terminate,
+}
+
+struct WsConnection {
+    tx: mpsc::UnboundedSender<WsOutbound>,
+    buffered: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +124,8 @@ pub enum BridgeError {
     HeadersSent(u32),
     #[error("ERR_HTTP_HEADERS_NOT_SENT: request {0} has no response head yet")]
     HeadersNotSent(u32),
+    #[error("ERR_WS_BACKPRESSURE: connection {0} has more unsent data queued than allowed; it was terminated")]
+    Backpressure(u32),
 }
 
 impl BridgeError {
@@ -109,6 +134,7 @@ impl BridgeError {
             BridgeError::Gone(_) => "ERR_REQUEST_GONE",
             BridgeError::HeadersSent(_) => "ERR_HTTP_HEADERS_SENT",
             BridgeError::HeadersNotSent(_) => "ERR_HTTP_HEADERS_NOT_SENT",
+            BridgeError::Backpressure(_) => "ERR_WS_BACKPRESSURE",
         }
     }
 }
@@ -131,6 +157,7 @@ struct Pending {
 pub(crate) struct Shared {
     sink: Arc<dyn RequestSink>,
     pending: Mutex<HashMap<u32, Pending>>,
+    websockets: Mutex<HashMap<u32, WsConnection>>,
     next_id: AtomicU32,
     in_flight: Arc<Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
@@ -195,6 +222,7 @@ impl Bridge {
             shared: Arc::new(Shared {
                 sink,
                 pending: Mutex::new(HashMap::new()),
+                websockets: Mutex::new(HashMap::new()),
                 next_id: AtomicU32::new(1),
                 in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
                 metrics,
@@ -211,7 +239,7 @@ impl Bridge {
         self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    fn next_id(&self) -> u32 {
+    pub(crate) fn next_id(&self) -> u32 {
         loop {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
             if id != 0 {
@@ -369,6 +397,83 @@ impl Bridge {
             }
             None => false,
         }
+    }
+
+    /// Announces an accepted WebSocket upgrade to the handler. Returns the connection id and the
+    /// queue of what the handler sends, or `None` if the handler side is closing.
+    pub fn open_websocket(&self, mut head: RequestHead) -> Option<(u32, mpsc::UnboundedReceiver<WsOutbound>)> {
+        let id = self.next_id();
+        head.id = id;
+        head.body = RequestBody::Upgrade;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, WsConnection { tx, buffered: Default::default() });
+        if self.shared.sink.request(head) {
+            Some((id, rx))
+        } else {
+            self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            None
+        }
+    }
+
+    pub(crate) fn ws_buffered(&self, id: u32) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|c| c.buffered.clone()).unwrap_or_default()
+    }
+
+    /// Queues a message; returns the bytes now queued (`bufferedAmount`). Past `max_buffered`
+    /// the connection is terminated and `Backpressure` returned.
+    pub fn ws_send(&self, id: u32, data: Bytes, binary: bool, max_buffered: usize) -> Result<usize, BridgeError> {
+        use std::sync::atomic::Ordering::AcqRel;
+        use tokio_tungstenite::tungstenite::Message;
+        let map = self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
+        let len = data.len();
+        let queued = conn.buffered.fetch_add(len, AcqRel) + len;
+        if queued > max_buffered {
+            let _ = conn.tx.send(WsOutbound::Terminate);
+            return Err(BridgeError::Backpressure(id));
+        }
+        let message = if binary {
+            Message::Binary(data)
+        } else {
+            match String::from_utf8(data.to_vec()) {
+                Ok(text) => Message::Text(text.into()),
+                Err(_) => Message::Binary(data),
+            }
+        };
+        conn.tx.send(WsOutbound::Message(message, len)).map_err(|_| BridgeError::Gone(id))?;
+        Ok(queued)
+    }
+
+    pub fn ws_buffered_amount(&self, id: u32) -> usize {
+        self.shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|c| c.buffered.load(std::sync::atomic::Ordering::Acquire))
+            .unwrap_or(0)
+    }
+
+    /// Sends a control request (ping, close, terminate) to a WebSocket connection.
+    pub fn ws_control(&self, id: u32, what: WsOutbound) -> Result<(), BridgeError> {
+        let map = self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
+        conn.tx.send(what).map_err(|_| BridgeError::Gone(id))
+    }
+
+    /// Open WebSocket connections.
+    pub fn websocket_count(&self) -> usize {
+        self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// A WebSocket connection ended: forget it and tell the handler.
+    pub(crate) fn ws_closed(&self, id: u32, code: u16, reason: String) {
+        self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.shared.sink.event(id, BridgeEvent::WsClosed { code, reason });
     }
 
     /// Answers a request whose head is still awaited (used when the body fails before the handler

@@ -30,6 +30,9 @@ impl RequestSink for TestSink {
             BridgeEvent::BodyError(m) => format!("error:{m}"),
             BridgeEvent::Drain => "drain".into(),
             BridgeEvent::Closed(r) => format!("closed:{r:?}"),
+            BridgeEvent::WsMessage { data, binary, .. } => format!("ws-message:{}:{binary}", data.len()),
+            BridgeEvent::WsPong(_) => "ws-pong".into(),
+            BridgeEvent::WsClosed { code, .. } => format!("ws-closed:{code}"),
         };
         let _ = self.events.send((id, text));
     }
@@ -55,6 +58,7 @@ async fn serve(limits: Limits, on_request: OnRequest) -> Harness {
         ssl: None,
         http2: None,
         endpoints: Default::default(),
+        websocket: None,
     };
     let handle = ServeHandle::start(&config, bridge.clone(), None).await.expect("bind");
     Harness { handle, bridge, events }
@@ -385,6 +389,7 @@ async fn bind_conflict_is_a_coded_error() {
         ssl: None,
         http2: None,
         endpoints: Default::default(),
+        websocket: None,
     };
     let bridge = Bridge::new(Arc::new(NullSink), 8, Default::default());
     let err = ServeHandle::start(&config, bridge, None).await.err().expect("second bind fails");

@@ -33,6 +33,7 @@ const PROTOCOL_SPECIFIC: &[&str] = &[
     "pongTimeout",
     "heartbeatInterval",
     "maxPayload",
+    "maxBufferedAmount",
 ];
 
 const SSL1: &[&str] = &[

@@ -167,6 +167,48 @@ pub struct ServerConfig {
     pub http2: Option<Http2Settings>,
     /// Paths answered in Rust without entering JavaScript (`nativeEndpoints`).
     pub endpoints: Endpoints,
+    /// WebSocket settings, for the `ws`/`wss` server.
+    pub websocket: Option<WsSettings>,
+}
+
+/// WebSocket settings (from `connectionPool.protocolSpecific`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WsSettings {
+    /// How often the server pings each connection (0 = never).
+    pub ping_interval: Duration,
+    /// How long a pong may take before the peer is terminated.
+    pub pong_timeout: Duration,
+    /// How often liveness is checked (each connection's pong deadline is checked as it falls due).
+    pub heartbeat_interval: Duration,
+    /// Largest message (and frame) accepted, bytes (→ close 1009).
+    pub max_payload: usize,
+    /// Largest amount of unsent data a connection may queue, bytes (past it: terminated).
+    pub max_buffered: usize,
+}
+
+pub const DEFAULT_WS_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+pub const DEFAULT_WS_MAX_BUFFERED: usize = 16 * 1024 * 1024;
+
+fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
+    let empty = Map::new();
+    let specific = obj
+        .get("connectionPool")
+        .and_then(|p| p.get("protocolSpecific"))
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let num = |key: &str| -> Result<Option<u64>, ConfigError> {
+        match specific.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}")).map(Some),
+        }
+    };
+    Ok(WsSettings {
+        ping_interval: Duration::from_millis(num("pingInterval")?.unwrap_or(30_000)),
+        pong_timeout: Duration::from_millis(num("pongTimeout")?.unwrap_or(10_000)),
+        heartbeat_interval: Duration::from_millis(num("heartbeatInterval")?.unwrap_or(30_000)),
+        max_payload: num("maxPayload")?.map(|n| n as usize).unwrap_or(DEFAULT_WS_MAX_PAYLOAD).max(1),
+        max_buffered: num("maxBufferedAmount")?.map(|n| n as usize).unwrap_or(DEFAULT_WS_MAX_BUFFERED).max(1),
+    })
 }
 
 /// Health and metrics paths answered natively; `None` = off (the default).
@@ -220,9 +262,11 @@ impl ServerConfig {
     pub fn tls_options(&self) -> Result<Option<crate::tls::TlsOptions>, crate::tls::TlsError> {
         let needs_tls = match self.protocol {
             Protocol::Https | Protocol::Wss => true,
+            // `ws` with `ssl.enabled` is wss.
+            Protocol::Ws => self.ssl.is_some(),
             Protocol::Http2 => !self.http2.as_ref().is_some_and(|h| h.cleartext),
             Protocol::Grpc => self.ssl.is_some(),
-            Protocol::Http | Protocol::Ws => false,
+            Protocol::Http => false,
         };
         if !needs_tls {
             return Ok(None);
@@ -230,7 +274,7 @@ impl ServerConfig {
         let parsed = crate::tls::TlsOptions::from_json(self.ssl.as_ref())?;
         let mut options = match parsed {
             Some(o) => o,
-            None if self.protocol == Protocol::Grpc => return Ok(None),
+            None if matches!(self.protocol, Protocol::Grpc | Protocol::Ws) => return Ok(None),
             None => crate::tls::TlsOptions::from_json(Some(&serde_json::json!({ "mode": "auto" })))?.expect("auto"),
         };
         options.alpn = match &self.http2 {
@@ -268,7 +312,11 @@ impl ServerConfig {
             _ => None,
         };
         let endpoints = endpoints_from(obj.get("nativeEndpoints"))?;
-        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits, ssl, http2, endpoints })
+        let websocket = match protocol {
+            Protocol::Ws | Protocol::Wss => Some(websocket_from(obj)?),
+            _ => None,
+        };
+        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits, ssl, http2, endpoints, websocket })
     }
 }
 

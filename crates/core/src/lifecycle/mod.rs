@@ -32,9 +32,11 @@ pub enum Phase {
     Forced,
 }
 
-/// A connection's view of the server phase.
+/// A connection's view of the server phase. It also holds the connection's place in the count:
+/// whatever carries a clone on (a WebSocket upgraded from an HTTP connection) stays counted and
+/// drained with the server.
 #[derive(Clone)]
-pub struct PhaseSignal(watch::Receiver<Phase>);
+pub struct PhaseSignal(watch::Receiver<Phase>, #[allow(dead_code)] Arc<ConnectionSlot>);
 
 impl PhaseSignal {
     pub fn current(&self) -> Phase {
@@ -246,12 +248,7 @@ async fn accept_until_stopped(
             tokio::spawn(handler.clone().reject(stream));
             continue;
         }
-        let slot = connections.open();
-        let signal = PhaseSignal(phase.clone());
-        let serve = handler.clone().serve(stream, remote, signal);
-        tokio::spawn(async move {
-            serve.await;
-            drop(slot);
-        });
+        let signal = PhaseSignal(phase.clone(), Arc::new(connections.open()));
+        tokio::spawn(handler.clone().serve(stream, remote, signal));
     }
 }

@@ -3,7 +3,8 @@
 //! the connection task under a timeout, never in the accept loop.
 
 use crate::bridge::{simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody, INLINE_BODY_LIMIT};
-use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits};
+use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, WsSettings};
+use super::ws;
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::{PeerInfo, TlsSource};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
@@ -14,7 +15,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +30,9 @@ struct ConnectionInfo {
     remote: SocketAddr,
     local_port: u16,
     peer: Option<Arc<PeerInfo>>,
+    /// The connection's phase (and its place in the connection count), which a WebSocket
+    /// upgraded from it carries on.
+    phase: PhaseSignal,
 }
 
 /// The same HTTP/2 settings on hyper's builder and on hyper-util's (different types, same methods).
@@ -65,6 +68,8 @@ pub struct HttpProtocol {
     /// `None`: HTTP/1.1 only.
     http2: Option<Http2Settings>,
     endpoints: Endpoints,
+    /// `Some`: upgrade requests become WebSocket connections (the `ws`/`wss` server).
+    websocket: Option<WsSettings>,
 }
 
 impl HttpProtocol {
@@ -74,8 +79,44 @@ impl HttpProtocol {
         tls: Option<Arc<TlsSource>>,
         http2: Option<Http2Settings>,
         endpoints: Endpoints,
+        websocket: Option<WsSettings>,
     ) -> Self {
-        HttpProtocol { bridge, limits, tls, http2, endpoints }
+        HttpProtocol { bridge, limits, tls, http2, endpoints, websocket }
+    }
+
+    /// Accepts a WebSocket upgrade: answers 101, announces the connection (with its upgrade
+    /// request) to the handler, and runs it in its own task once hyper hands the socket over.
+    fn upgrade(&self, req: Request<Incoming>, conn: &ConnectionInfo, settings: &WsSettings) -> Response<ResponseBody> {
+        let response = match ws::handshake_response(&req) {
+            Ok(r) => r,
+            Err(status) => return closing(status),
+        };
+        let head = RequestHead {
+            id: 0,
+            method: req.method().as_str().to_owned(),
+            url: req.uri().to_string(),
+            headers: crate::bridge::flat_headers(req.headers()),
+            http_version: 11,
+            remote: conn.remote,
+            local_port: conn.local_port,
+            encrypted: conn.peer.is_some(),
+            peer: conn.peer.clone(),
+            body: RequestBody::Upgrade,
+        };
+        let Some((id, outbound)) = self.bridge.open_websocket(head) else {
+            return closing(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let on_upgrade = hyper::upgrade::on(req);
+        let bridge = self.bridge.clone();
+        let settings = settings.clone();
+        let phase = conn.phase.clone();
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => ws::run(upgraded, bridge, id, settings, outbound, phase).await,
+                Err(e) => bridge.ws_closed(id, 1006, format!("upgrade failed: {e}")),
+            }
+        });
+        response
     }
 
     /// `/healthz`, `/readyz` and `/metrics` when enabled, answered here without JavaScript.
@@ -145,6 +186,11 @@ impl HttpProtocol {
                 return answer;
             }
         }
+        if let Some(settings) = &self.websocket {
+            if ws::is_upgrade(req.headers(), req.method()) {
+                return self.upgrade(req, conn, settings);
+            }
+        }
         let limits = self.limits.load_full();
         let deadline = Instant::now() + limits.request_timeout;
         let (parts, body) = req.into_parts();
@@ -199,7 +245,7 @@ impl HttpProtocol {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let info = Arc::new(info);
+        let info = Arc::new(ConnectionInfo { phase: phase.clone(), ..info });
         let this = self.clone();
         let service = service_fn(move |req| {
             let this = this.clone();
@@ -208,23 +254,25 @@ impl HttpProtocol {
         });
         let io = TokioIo::new(io);
         match (mode, &self.http2) {
-            (Mode::Http2, Some(settings)) => drive(self.http2_builder(settings).serve_connection(io, service), phase).await,
+            (Mode::Http2, Some(settings)) => {
+                drive(self.http2_builder(settings).serve_connection(io, service), phase, |c| c.graceful_shutdown()).await
+            }
             (Mode::Detect, Some(settings)) => {
                 let builder = self.detecting_builder(settings);
-                drive(builder.serve_connection(io, service), phase).await
+                drive(builder.serve_connection(io, service), phase, |c| c.graceful_shutdown()).await
             }
-            _ => drive(self.http1_builder().serve_connection(io, service), phase).await,
+            _ if self.websocket.is_some() => {
+                let conn = self.http1_builder().serve_connection(io, service).with_upgrades();
+                drive(conn, phase, |c| c.graceful_shutdown()).await
+            }
+            _ => drive(self.http1_builder().serve_connection(io, service), phase, |c| c.graceful_shutdown()).await,
         }
     }
 }
 
 /// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
 /// flight, idle ones closed; HTTP/2: GOAWAY) when the phase says so, and drops it when forced.
-async fn drive<C>(conn: C, phase: PhaseSignal)
-where
-    C: GracefulConnection,
-    C: Future,
-{
+async fn drive<C: Future>(conn: C, phase: PhaseSignal, drain: impl Fn(std::pin::Pin<&mut C>)) {
     let mut conn = pin!(conn);
     let mut draining_signal = phase.clone();
     let mut forced_signal = phase;
@@ -234,7 +282,7 @@ where
             _ = conn.as_mut() => return,
             _ = draining_signal.reached(Phase::Draining), if !draining => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                drain(conn.as_mut());
             }
             _ = forced_signal.reached(Phase::Forced) => return,
         }
@@ -284,7 +332,7 @@ impl ConnectionHandler for HttpProtocol {
             let Some(tls) = self.tls.clone() else {
                 // Cleartext HTTP/2 (prior knowledge) is told apart from HTTP/1.1 by its preface.
                 let mode = if self.http2.as_ref().is_some_and(|s| s.cleartext) { Mode::Detect } else { Mode::Http1 };
-                let info = ConnectionInfo { remote, local_port, peer: None };
+                let info = ConnectionInfo { remote, local_port, peer: None, phase: phase.clone() };
                 return self.serve_io(stream, info, mode, phase).await;
             };
             let handshake = tokio::time::timeout(self.limits.load().handshake_timeout, tls.acceptor().accept(stream));
@@ -310,7 +358,7 @@ impl ConnectionHandler for HttpProtocol {
                 tracing::debug!(%remote, "client without h2 ALPN refused (allowHTTP1 is false)");
                 return;
             }
-            let info = ConnectionInfo { remote, local_port, peer: Some(Arc::new(peer)) };
+            let info = ConnectionInfo { remote, local_port, peer: Some(Arc::new(peer)), phase: phase.clone() };
             self.serve_io(tls_stream, info, mode, phase).await
         })
     }

@@ -2,5 +2,6 @@
 //! [`crate::lifecycle::ConnectionHandler`] and hands requests to the [`crate::bridge::Bridge`].
 
 pub mod http;
+pub mod ws;
 
 pub use http::HttpProtocol;

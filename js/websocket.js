@@ -1,0 +1,134 @@
+'use strict';
+// The WebSocket handed to handlers (Koatty's `ctx.websocket`): the ws.WebSocket members handlers
+// use — send (text/binary, callback), close(code, reason), terminate, ping, readyState,
+// bufferedAmount, and the 'message' / 'close' / 'error' / 'pong' events. Frames, pings, limits and
+// the closing handshake are handled in Rust (crates/core/src/protocol/ws.rs).
+const { EventEmitter } = require('node:events');
+
+const CONNECTING = 0;
+const OPEN = 1;
+const CLOSING = 2;
+const CLOSED = 3;
+
+function codedError(code, message) {
+  const err = new Error(message);
+  err.code = code;
+  return err;
+}
+
+/** Payload as (buffer, text) for the native call; strings stay strings (sent as text frames). */
+function payload(data) {
+  if (typeof data === 'string') return [undefined, data];
+  if (Buffer.isBuffer(data)) return [data, undefined];
+  if (ArrayBuffer.isView(data)) return [Buffer.from(data.buffer, data.byteOffset, data.byteLength), undefined];
+  if (data instanceof ArrayBuffer) return [Buffer.from(data), undefined];
+  if (data === undefined || data === null) return [Buffer.alloc(0), undefined];
+  return [undefined, String(data)];
+}
+
+class NativeWebSocket extends EventEmitter {
+  constructor(bridge, id, req) {
+    super();
+    Object.defineProperty(this, '_bridge', { value: bridge });
+    Object.defineProperty(this, '_id', { value: id });
+    this.readyState = OPEN;
+    this.protocol = req.headers['sec-websocket-protocol']?.split(',')[0]?.trim() ?? '';
+    this.extensions = '';
+    this.binaryType = 'nodebuffer';
+    this.url = req.url;
+    this.isPaused = false;
+    Object.defineProperty(this, '_socket', { value: req.socket, enumerable: false });
+  }
+
+  get bufferedAmount() {
+    return this.readyState === CLOSED ? 0 : this._bridge.native.wsBufferedAmount(this._id);
+  }
+
+  /** `send(data[, options][, cb])`: strings go as text frames unless `options.binary`. */
+  send(data, options, cb) {
+    if (typeof options === 'function') {
+      cb = options;
+      options = undefined;
+    }
+    if (this.readyState !== OPEN) {
+      const err = codedError('ERR_WS_NOT_OPEN', `WebSocket is not open: readyState ${this.readyState}`);
+      if (typeof cb === 'function') process.nextTick(cb, err);
+      return;
+    }
+    let [buf, text] = payload(data);
+    const binary = options?.binary ?? buf !== undefined;
+    if (binary && text !== undefined) {
+      buf = Buffer.from(text);
+      text = undefined;
+    }
+    const queued = this._bridge.native.wsSend(this._id, buf, text, binary);
+    if (queued === -4) {
+      const err = codedError('ERR_WS_BACKPRESSURE', 'ERR_WS_BACKPRESSURE: too much unsent data queued for a slow peer; the connection was terminated');
+      if (typeof cb === 'function') process.nextTick(cb, err);
+      this.emit('error', err);
+      return;
+    }
+    if (typeof cb === 'function') process.nextTick(cb, queued < 0 ? codedError('ERR_WS_NOT_OPEN', 'WebSocket is closed') : undefined);
+  }
+
+  ping(data, _mask, cb) {
+    if (typeof data === 'function') {
+      cb = data;
+      data = undefined;
+    }
+    const [buf, text] = payload(data);
+    this._bridge.native.wsPing(this._id, buf ?? Buffer.from(text ?? ''));
+    if (typeof cb === 'function') process.nextTick(cb);
+  }
+
+  /** Pongs answer pings automatically (in Rust); kept for API compatibility. */
+  pong(_data, _mask, cb) {
+    if (typeof cb === 'function') process.nextTick(cb);
+  }
+
+  close(code = 1000, reason = '') {
+    if (this.readyState === CLOSED || this.readyState === CLOSING) return;
+    if (code !== 1000 && (code < 3000 || code > 4999) && ![1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014].includes(code)) {
+      throw codedError('ERR_WS_INVALID_CLOSE_CODE', `First argument must be a valid error code number, got ${code}`);
+    }
+    const text = String(reason ?? '');
+    if (Buffer.byteLength(text) > 123) throw codedError('ERR_WS_INVALID_CLOSE_REASON', 'The message must not be greater than 123 bytes');
+    this.readyState = CLOSING;
+    this._bridge.native.wsClose(this._id, code, text);
+  }
+
+  terminate() {
+    if (this.readyState === CLOSED) return;
+    this.readyState = CLOSING;
+    this._bridge.native.wsTerminate(this._id);
+  }
+
+  pause() {
+    this.isPaused = true;
+  }
+
+  resume() {
+    this.isPaused = false;
+  }
+
+  _onMessage(data, isBinary) {
+    this.emit('message', data, isBinary);
+  }
+
+  _onPong(data) {
+    this.emit('pong', data ?? Buffer.alloc(0));
+  }
+
+  _onClose(code, reason) {
+    this.readyState = CLOSED;
+    this._socket._close();
+    this.emit('close', code, Buffer.from(reason ?? ''));
+  }
+}
+
+for (const [name, value] of Object.entries({ CONNECTING, OPEN, CLOSING, CLOSED })) {
+  Object.defineProperty(NativeWebSocket, name, { value, enumerable: true });
+  Object.defineProperty(NativeWebSocket.prototype, name, { value, enumerable: true });
+}
+
+module.exports = { NativeWebSocket };
