@@ -2,7 +2,8 @@
 // koatty_serve (native): Koatty's server layer on a Rust core. Named exports are assigned one by one
 // so that node's ESM loader can detect them (`import { NewServe } from 'koatty_serve'`).
 const binding = require('./js/binding');
-const { HttpServer, HttpsServer, Http2Server, WsServer, BaseServer } = require('./js/server');
+const { HttpServer, HttpsServer, Http2Server, WsServer, GrpcServer, BaseServer } = require('./js/server');
+const { Metadata, Status } = require('./js/grpc');
 const { NewServe } = require('./js/serve');
 const { CreateTerminus, BindProcessEvent } = require('./js/terminus');
 const { ConfigHelper } = require('./js/config');
@@ -13,6 +14,9 @@ exports.HttpServer = HttpServer;
 exports.HttpsServer = HttpsServer;
 exports.Http2Server = Http2Server;
 exports.WsServer = WsServer;
+exports.GrpcServer = GrpcServer;
+exports.Metadata = Metadata;
+exports.GrpcStatus = Status;
 exports.BaseServer = BaseServer;
 exports.ConfigHelper = ConfigHelper;
 exports.CreateTerminus = CreateTerminus;

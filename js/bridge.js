@@ -6,6 +6,7 @@ const { NativeResponse } = require('./response');
 const { NativeWebSocket } = require('./websocket');
 
 const FLAG_WEBSOCKET = 1 << 11;
+const FLAG_GRPC = 1 << 12;
 
 const EVENT_BODY_CHUNK = 1;
 const EVENT_BODY_END = 2;
@@ -17,6 +18,11 @@ const EVENT_WS_TEXT = 20;
 const EVENT_WS_BINARY = 21;
 const EVENT_WS_PONG = 22;
 const EVENT_WS_CLOSED = 23;
+const EVENT_GRPC_MESSAGE = 30;
+const EVENT_GRPC_INPUT_END = 31;
+const EVENT_GRPC_INPUT_ERROR = 32;
+const EVENT_GRPC_CANCELLED = 33;
+const EVENT_GRPC_DRAIN = 34;
 
 /** `X-Request-Id: <req.traceId>`; an id that is no valid header value is replaced by a new UUID. */
 function echoTraceId(req, res) {
@@ -37,10 +43,12 @@ class Bridge {
   /**
    * @param onUpgrade (req, client) => void, for WebSocket servers: a new connection
    */
-  constructor(native, handler, onHandlerError, trace = false, onUpgrade = null) {
+  constructor(native, handler, onHandlerError, trace = false, onUpgrade = null, onGrpcCall = null) {
     this.native = native;
     this.onUpgrade = onUpgrade;
+    this.onGrpcCall = onGrpcCall;
     this.sockets = new Map();
+    this.calls = new Map();
     this.trace = trace === true;
     this.handler = handler;
     this.onHandlerError = onHandlerError;
@@ -50,6 +58,10 @@ class Bridge {
   }
 
   onRequest(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails) {
+    if ((flags & FLAG_GRPC) !== 0) {
+      this.calls.set(id, this.onGrpcCall(this, id, url, headers, remoteAddress, remotePort));
+      return;
+    }
     const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
     if ((flags & FLAG_WEBSOCKET) !== 0) {
       const client = new NativeWebSocket(this, id, req);
@@ -76,6 +88,7 @@ class Bridge {
   }
 
   onEvent(id, kind, chunk, message) {
+    if (kind >= EVENT_GRPC_MESSAGE) return this.onCallEvent(id, kind, chunk, message);
     if (kind >= EVENT_WS_TEXT) return this.onSocketEvent(id, kind, chunk, message);
     const res = this.open.get(id);
     if (res === undefined) return;
@@ -125,6 +138,37 @@ class Bridge {
       // A throwing 'message' listener must not break the connection loop for others.
       this.onHandlerError(err);
     }
+  }
+
+  onCallEvent(id, kind, chunk, message) {
+    const call = this.calls.get(id);
+    if (call === undefined) return;
+    try {
+      switch (kind) {
+        case EVENT_GRPC_MESSAGE:
+          call._onMessage(chunk);
+          break;
+        case EVENT_GRPC_INPUT_END:
+          call._onInputEnd();
+          break;
+        case EVENT_GRPC_INPUT_ERROR:
+          call._onInputError(message);
+          break;
+        case EVENT_GRPC_CANCELLED:
+          this.calls.delete(id);
+          call._onCancel(Number(message));
+          break;
+        case EVENT_GRPC_DRAIN:
+          call._onDrain();
+          break;
+      }
+    } catch (err) {
+      this.onHandlerError(err);
+    }
+  }
+
+  forgetCall(id) {
+    this.calls.delete(id);
   }
 
   forget(id) {

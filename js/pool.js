@@ -3,7 +3,51 @@
 // the same native counters (kept in Rust without touching this thread). Health combines
 // utilisation, recent error rate and latency (from the per-second history) and this thread's
 // event-loop lag, against thresholds that `connectionPool.health` may override.
-const { monitorEventLoopDelay } = require('node:perf_hooks');
+const { performance } = require('node:perf_hooks');
+
+const LAG_TICK_MS = 100;
+const LAG_HISTORY_SECONDS = 300;
+
+/**
+ * Event-loop lag as the largest timer drift seen in each second (a `LAG_TICK_MS` timer, unref'd),
+ * so a figure over a window does not depend on when, or by how many callers, it is read.
+ */
+class LagMonitor {
+  constructor() {
+    this.bySecond = new Map();
+    this.timer = null;
+  }
+
+  start() {
+    if (this.timer) return;
+    let last = performance.now();
+    this.timer = setInterval(() => {
+      const now = performance.now();
+      const lag = Math.max(0, now - last - LAG_TICK_MS);
+      last = now;
+      const second = Math.floor(Date.now() / 1000);
+      if (lag > (this.bySecond.get(second) ?? -1)) this.bySecond.set(second, lag);
+      for (const s of this.bySecond.keys()) {
+        if (s > second - LAG_HISTORY_SECONDS) break;
+        this.bySecond.delete(s);
+      }
+    }, LAG_TICK_MS);
+    this.timer.unref();
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Largest lag (ms) in the last `seconds`. */
+  maxOver(seconds) {
+    const from = Math.floor(Date.now() / 1000) - seconds;
+    let max = 0;
+    for (const [s, lag] of this.bySecond) if (s > from && lag > max) max = lag;
+    return max;
+  }
+}
 
 const HEALTH_DEFAULTS = {
   /** Share of maxConnections in use. */
@@ -15,7 +59,7 @@ const HEALTH_DEFAULTS = {
   /** Average latency over the window, ms. */
   degradedLatencyMs: 1000,
   overloadedLatencyMs: 5000,
-  /** p99 event-loop delay of the JavaScript thread, ms. */
+  /** Largest event-loop delay of the JavaScript thread over the window, ms. */
   degradedEventLoopLagMs: 100,
   overloadedEventLoopLagMs: 500,
   /** Seconds of history the rates are taken over. */
@@ -72,17 +116,14 @@ class ConnectionPoolManager {
     return this._native.prometheus();
   }
 
-  /** Starts sampling the event loop's delay (called when the server starts listening). */
+  /** Starts measuring the event loop's delay (called when the server starts listening). */
   startMonitoring() {
-    if (this._lag) return;
-    this._lag = monitorEventLoopDelay({ resolution: 20 });
-    this._lag.enable();
+    if (!this._lag) this._lag = new LagMonitor();
+    this._lag.start();
   }
 
   stopMonitoring() {
-    if (!this._lag) return;
-    this._lag.disable();
-    this._lag = null;
+    if (this._lag) this._lag.stop();
   }
 
   /** `{ status: 'healthy' | 'degraded' | 'overloaded', reasons, ...figures }`. */
@@ -103,9 +144,8 @@ class ConnectionPoolManager {
       utilisation: max ? m.activeConnections / max : 0,
       errorRate: requests ? errors / requests : 0,
       averageLatency: requests ? latencySum / requests : 0,
-      eventLoopLag: this._lag ? this._lag.percentile(99) / 1e6 : 0,
+      eventLoopLag: this._lag ? this._lag.maxOver(t.windowSeconds) : 0,
     };
-    if (this._lag) this._lag.reset();
     const checks = [
       ['utilisation', figures.utilisation, t.degradedUtilisation, t.overloadedUtilisation],
       ['errorRate', figures.errorRate, t.degradedErrorRate, t.overloadedErrorRate],

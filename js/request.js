@@ -62,8 +62,8 @@ class NativeRequest extends IncomingMessage {
   }
 
   /**
-   * This request's trace id, by koatty_trace's rules: the `X-Request-Id` header (several values
-   * joined with '.'), else the `requestId` query parameter, else a new UUID. `traceparent`, when
+   * This request's trace id, by koatty_trace's rules: the `X-Request-Id` header (repeated headers
+   * arrive joined by node's rules), else the `requestId` query parameter, else a new UUID. `traceparent`, when
    * sent, is kept as `req.traceparent`.
    */
   get traceId() {

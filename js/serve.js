@@ -2,21 +2,19 @@
 // NewServe: koatty_serve 2.3.0's lenient factory (koatty-contract.md §1.3), which Koatty 3.11.8 calls
 // with { hostname, port, protocol } straight from its config (values may be undefined).
 const fs = require('node:fs');
-const { HttpServer, HttpsServer, Http2Server, WsServer } = require('./server');
+const { HttpServer, HttpsServer, Http2Server, WsServer, GrpcServer } = require('./server');
 const { CreateTerminus } = require('./terminus');
-const { codedError } = require('./response');
 
 const TLS_PROTOCOLS = new Set(['https', 'http2', 'wss']);
 
-// Protocols whose native part has not landed yet; they fail loudly instead of serving the wrong thing.
 const SERVERS = {
   http: HttpServer,
   https: HttpsServer,
   http2: Http2Server,
   ws: WsServer,
   wss: WsServer,
+  grpc: GrpcServer,
 };
-const PLANNED = new Set(['https', 'http2', 'ws', 'wss', 'grpc']);
 
 function NewServe(app, opt) {
   const options = {
@@ -33,9 +31,6 @@ function NewServe(app, opt) {
     if (protocol !== 'wss' && options.port === 80) options.port = 443;
   } else if (protocol === 'grpc') {
     options.ext.protoFile = app.config('protoFile', 'router');
-  }
-  if (PLANNED.has(protocol) && !SERVERS[protocol]) {
-    throw codedError('ERR_PROTOCOL_NOT_SUPPORTED', `koatty_serve (native): protocol '${protocol}' is not available in this build yet`);
   }
   // Unknown protocols serve HTTP, as 2.3.0 does; options.protocol keeps the given value.
   const Server = SERVERS[protocol] ?? HttpServer;

@@ -8,12 +8,13 @@ const { Bridge } = require('./bridge');
 const { codedError } = require('./response');
 const logger = require('./logger');
 const { createConnectionPool } = require('./pool');
+const { GrpcDispatcher } = require('./grpc');
 
 const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
 
 const DEFAULT_SHUTDOWN = { timeout: 30000 };
 /** Protocols one native server can switch between on restart. */
-const PROTOCOL_FAMILIES = [new Set(['http', 'https', 'http2']), new Set(['ws', 'wss'])];
+const PROTOCOL_FAMILIES = [new Set(['http', 'https', 'http2']), new Set(['ws', 'wss']), new Set(['grpc'])];
 const sameFamily = (a, b) => PROTOCOL_FAMILIES.some((f) => f.has(a) && f.has(b));
 
 /** What `server.server` is (and what Start returns): a small handle shaped like node's net.Server. */
@@ -74,6 +75,7 @@ class BaseServer extends EventEmitter {
       (err) => this.emit('handlerError', err) || logger.error('request handler failed', err),
       options.trace,
       (req, client) => this.onUpgrade(req, client),
+      (bridge, id, path, headers, remoteAddress, remotePort) => this.onGrpcCall(bridge, id, path, headers, remoteAddress, remotePort),
     );
     Object.defineProperty(this, '_native', { value: native, enumerable: false });
     Object.defineProperty(this, '_bridge', { value: bridge, enumerable: false });
@@ -90,6 +92,11 @@ class BaseServer extends EventEmitter {
   reloadCertificates() {
     const failure = this._native.reloadCertificates();
     if (failure) throw constructionError(new Error(failure));
+  }
+
+  /** gRPC servers: a new call. */
+  onGrpcCall() {
+    throw codedError('ERR_NOT_IMPLEMENTED', `${this.constructor.name} does not serve gRPC`);
   }
 
   /** WebSocket servers: a new connection (its upgrade request and the socket). */
@@ -271,4 +278,36 @@ class WsServer extends HttpServer {
   }
 }
 
-module.exports = { BaseServer, HttpServer, HttpsServer, Http2Server, WsServer, ListenerHandle };
+/**
+ * gRPC over HTTP/2 (plaintext, or TLS with `ssl: { enabled: true, ... }`). Services are registered
+ * with `RegisterService({ service, implementation })` (grpc-js definitions), before or after Start;
+ * unknown methods get UNIMPLEMENTED without entering JavaScript. The standard health service
+ * `grpc.health.v1.Health/Check` is answered natively.
+ */
+class GrpcServer extends BaseServer {
+  constructor(app, options) {
+    super(app, options);
+    Object.defineProperty(this, '_grpc', {
+      value: new GrpcDispatcher((err) => this.emit('handlerError', err) || logger.error('gRPC handler failed', err)),
+    });
+  }
+
+  createRequestHandler() {
+    return (_req, res) => {
+      res.statusCode = 415;
+      res.end('gRPC server: use HTTP/2 with content-type application/grpc');
+    };
+  }
+
+  /** grpc-js `addService`: `{ service, implementation }`. */
+  RegisterService(impl) {
+    this._grpc.register(impl?.service, impl?.implementation);
+    this._native.setGrpcMethods(this._grpc.paths());
+  }
+
+  onGrpcCall(bridge, id, path, headers, remoteAddress, remotePort) {
+    return this._grpc.start(bridge, id, path, headers, remoteAddress, remotePort);
+  }
+}
+
+module.exports = { BaseServer, HttpServer, HttpsServer, Http2Server, WsServer, GrpcServer, ListenerHandle };

@@ -29,6 +29,7 @@ const FLAG_ENCRYPTED: u32 = 1 << 8;
 const FLAG_STREAMED_BODY: u32 = 1 << 9;
 const FLAG_AUTHORIZED: u32 = 1 << 10;
 const FLAG_WEBSOCKET: u32 = 1 << 11;
+const FLAG_GRPC: u32 = 1 << 12;
 
 fn event_kind(e: &BridgeEvent) -> u32 {
     match e {
@@ -41,6 +42,11 @@ fn event_kind(e: &BridgeEvent) -> u32 {
         BridgeEvent::WsMessage { binary: true, .. } => 21,
         BridgeEvent::WsPong(_) => 22,
         BridgeEvent::WsClosed { .. } => 23,
+        BridgeEvent::GrpcMessage { .. } => 30,
+        BridgeEvent::GrpcInputEnd => 31,
+        BridgeEvent::GrpcInputError(_) => 32,
+        BridgeEvent::GrpcCancelled(_) => 33,
+        BridgeEvent::GrpcDrain => 34,
     }
 }
 
@@ -84,6 +90,10 @@ impl RequestSink for JsSink {
                 flags |= FLAG_WEBSOCKET;
                 None
             }
+            RequestBody::GrpcCall => {
+                flags |= FLAG_GRPC;
+                None
+            }
         };
         let args = (
             head.id,
@@ -107,7 +117,9 @@ impl RequestSink for JsSink {
             BridgeEvent::BodyChunk(b) | BridgeEvent::WsPong(b) => (Some(Buffer::from(b.to_vec())), None),
             BridgeEvent::BodyError(m) => (None, Some(m)),
             BridgeEvent::WsClosed { code, reason } => (None, Some(format!("{code} {reason}"))),
-            BridgeEvent::WsMessage { data, permit, .. } => {
+            BridgeEvent::GrpcInputError(m) => (None, Some(m)),
+            BridgeEvent::GrpcCancelled(reason) => (None, Some((reason as u32).to_string())),
+            BridgeEvent::WsMessage { data, permit, .. } | BridgeEvent::GrpcMessage { data, permit } => {
                 // The permit is released once the handler has taken the message (the callback runs
                 // on the JS thread after it returns), bounding each connection's queue.
                 let args = (id, kind, Some(Buffer::from(data.to_vec())), None::<String>).into();
@@ -532,6 +544,30 @@ impl NativeServer {
             Err(BridgeError::Backpressure(_)) => -4.0,
             Err(_) => -1.0,
         }
+    }
+
+    /// The gRPC method paths (`/package.Service/Method`) served; others get UNIMPLEMENTED natively.
+    #[napi]
+    pub fn set_grpc_methods(&self, paths: Vec<String>) {
+        self.bridge.grpc_methods().store(Arc::new(paths.into_iter().collect()));
+    }
+
+    /// Sends a call's initial metadata (flat pairs; `-bin` values base64) now.
+    #[napi]
+    pub fn grpc_send_metadata(&self, id: u32, metadata: Vec<String>) -> bool {
+        self.bridge.grpc_send_metadata(id, metadata).is_ok()
+    }
+
+    /// Queues a serialised response message: 1 = room, 0 = wait for drain, -1 = call gone.
+    #[napi]
+    pub fn grpc_write(&self, id: u32, message: Buffer) -> i32 {
+        code_of(self.bridge.grpc_write(id, Bytes::copy_from_slice(&message)))
+    }
+
+    /// Ends a call with a status code (0 = OK), details and trailing metadata.
+    #[napi]
+    pub fn grpc_end(&self, id: u32, code: i32, details: String, trailers: Vec<String>) -> bool {
+        self.bridge.grpc_end(id, code, details, trailers).is_ok()
     }
 
     /// Bytes queued and not yet written (`bufferedAmount`).

@@ -294,7 +294,11 @@ impl Metrics {
     /// Counted in addition to the abort that removes the entry.
     pub(crate) fn request_timed_out(&self) {
         self.requests_timed_out.fetch_add(1, Relaxed);
-        self.history.slot().errors.fetch_add(1, Relaxed);
+        // A timed-out request is a request of its second too (its abort is not counted there), so
+        // a window where everything times out shows an error rate of 1, not 0.
+        let slot = self.history.slot();
+        slot.requests.fetch_add(1, Relaxed);
+        slot.errors.fetch_add(1, Relaxed);
     }
 
     /// Per-second samples of the last `seconds` seconds (at most [`HISTORY_SECONDS`]), oldest

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use crate::error::Result;
 use crate::lifecycle::{ConnectionHandler, Server, ShutdownReport};
 use crate::metrics::Metrics;
-use crate::protocol::HttpProtocol;
+use crate::protocol::{GrpcProtocol, HttpProtocol};
 use crate::tls::TlsSource;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,9 +38,15 @@ impl ServeHandle {
     ) -> Result<ServeHandle> {
         let metrics = bridge.metrics().clone();
         let limits: LiveLimits = Arc::new(ArcSwap::from_pointee(config.limits.clone()));
-        let handler: Arc<dyn ConnectionHandler> = match config.protocol {
-            // HTTP, HTTPS, HTTP/2 and WebSocket (an HTTP server whose upgrades become WebSockets);
-            // grpc has no part of its own yet and, like an unknown protocol, is served as HTTP.
+        let handler: Arc<dyn ConnectionHandler> = match (config.protocol, &config.grpc) {
+            (Protocol::Grpc, Some(settings)) => Arc::new(GrpcProtocol::new(
+                bridge.clone(),
+                limits.clone(),
+                tls,
+                settings.clone(),
+                bridge.grpc_methods().clone(),
+            )),
+            // HTTP, HTTPS, HTTP/2 and WebSocket (an HTTP server whose upgrades become WebSockets).
             _ => Arc::new(HttpProtocol::new(
                 bridge.clone(),
                 limits.clone(),

@@ -8,6 +8,7 @@
 //! semaphore: when it is full, connections stop reading new requests (backpressure).
 
 mod body;
+pub mod grpc;
 
 pub use body::{RequestBodyPump, ResponseBody};
 
@@ -40,6 +41,8 @@ pub enum RequestBody {
     Streamed,
     /// A WebSocket upgrade: the request opens a connection whose messages follow as events.
     Upgrade,
+    /// A gRPC call: request messages follow as events.
+    GrpcCall,
 }
 
 /// What a handler is told about a request.
@@ -80,6 +83,16 @@ pub enum BridgeEvent {
     WsPong(Bytes),
     /// The WebSocket connection ended (code 1006 when it ended without a close frame).
     WsClosed { code: u16, reason: String },
+    /// A gRPC request message (raw bytes; the permit as for WebSocket messages).
+    GrpcMessage { data: Bytes, permit: Option<OwnedSemaphorePermit> },
+    /// The client finished sending (half-close).
+    GrpcInputEnd,
+    /// The request stream failed (e.g. a message over the size limit).
+    GrpcInputError(String),
+    /// The call ended before the handler finished it.
+    GrpcCancelled(grpc::CallCancel),
+    /// The response queue has room again after `grpc_write` reported backpressure.
+    GrpcDrain,
 }
 
 /// What the handler asks of a WebSocket connection.
@@ -158,6 +171,8 @@ pub(crate) struct Shared {
     sink: Arc<dyn RequestSink>,
     pending: Mutex<HashMap<u32, Pending>>,
     websockets: Mutex<HashMap<u32, WsConnection>>,
+    grpc_calls: Mutex<HashMap<u32, grpc::GrpcCall>>,
+    grpc_methods: crate::protocol::grpc::MethodRegistry,
     next_id: AtomicU32,
     in_flight: Arc<Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
@@ -223,6 +238,8 @@ impl Bridge {
                 sink,
                 pending: Mutex::new(HashMap::new()),
                 websockets: Mutex::new(HashMap::new()),
+                grpc_calls: Mutex::new(HashMap::new()),
+                grpc_methods: Default::default(),
                 next_id: AtomicU32::new(1),
                 in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
                 metrics,
@@ -232,6 +249,11 @@ impl Bridge {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
+    }
+
+    /// gRPC method paths registered by the handler side (shared by every listener).
+    pub fn grpc_methods(&self) -> &crate::protocol::grpc::MethodRegistry {
+        &self.shared.grpc_methods
     }
 
     /// Requests handed to the handler and not finished.

@@ -33,6 +33,7 @@ impl RequestSink for TestSink {
             BridgeEvent::WsMessage { data, binary, .. } => format!("ws-message:{}:{binary}", data.len()),
             BridgeEvent::WsPong(_) => "ws-pong".into(),
             BridgeEvent::WsClosed { code, .. } => format!("ws-closed:{code}"),
+            other => format!("{other:?}"),
         };
         let _ = self.events.send((id, text));
     }
@@ -59,6 +60,7 @@ async fn serve(limits: Limits, on_request: OnRequest) -> Harness {
         http2: None,
         endpoints: Default::default(),
         websocket: None,
+        grpc: None,
     };
     let handle = ServeHandle::start(&config, bridge.clone(), None).await.expect("bind");
     Harness { handle, bridge, events }
@@ -390,6 +392,7 @@ async fn bind_conflict_is_a_coded_error() {
         http2: None,
         endpoints: Default::default(),
         websocket: None,
+        grpc: None,
     };
     let bridge = Bridge::new(Arc::new(NullSink), 8, Default::default());
     let err = ServeHandle::start(&config, bridge, None).await.err().expect("second bind fails");

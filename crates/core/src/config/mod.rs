@@ -169,6 +169,18 @@ pub struct ServerConfig {
     pub endpoints: Endpoints,
     /// WebSocket settings, for the `ws`/`wss` server.
     pub websocket: Option<WsSettings>,
+    /// gRPC settings, for the `grpc` server.
+    pub grpc: Option<GrpcSettings>,
+}
+
+/// gRPC settings (from `connectionPool.protocolSpecific`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcSettings {
+    /// Largest request message, bytes (→ RESOURCE_EXHAUSTED); grpc-js's default is 4 MiB.
+    pub max_receive_message_length: usize,
+    /// Largest response message, bytes.
+    pub max_send_message_length: usize,
+    pub http2: Http2Settings,
 }
 
 /// WebSocket settings (from `connectionPool.protocolSpecific`).
@@ -278,6 +290,7 @@ impl ServerConfig {
             None => crate::tls::TlsOptions::from_json(Some(&serde_json::json!({ "mode": "auto" })))?.expect("auto"),
         };
         options.alpn = match &self.http2 {
+            _ if self.protocol == Protocol::Grpc => vec![b"h2".to_vec()],
             Some(h2) if h2.allow_http1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Some(_) => vec![b"h2".to_vec()],
             None => vec![b"http/1.1".to_vec()],
@@ -316,7 +329,11 @@ impl ServerConfig {
             Protocol::Ws | Protocol::Wss => Some(websocket_from(obj)?),
             _ => None,
         };
-        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits, ssl, http2, endpoints, websocket })
+        let grpc = match protocol {
+            Protocol::Grpc => Some(grpc_from(obj)?),
+            _ => None,
+        };
+        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits, ssl, http2, endpoints, websocket, grpc })
     }
 }
 
@@ -400,6 +417,28 @@ fn http2_from(obj: &Map<String, Value>, ssl: Option<&Value>) -> Result<Http2Sett
         max_send_buffer_size,
         keep_alive_interval: num("keepAliveTime")?.filter(|n| *n > 0).map(Duration::from_millis),
         keep_alive_timeout: Duration::from_millis(num("keepAliveTimeout")?.unwrap_or(20_000)),
+    })
+}
+
+fn grpc_from(obj: &Map<String, Value>) -> Result<GrpcSettings, ConfigError> {
+    let empty = Map::new();
+    let specific = obj
+        .get("connectionPool")
+        .and_then(|p| p.get("protocolSpecific"))
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let size = |key: &str, default: usize| -> Result<usize, ConfigError> {
+        match specific.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            // grpc-js uses -1 for "unlimited".
+            Some(Value::Number(n)) if n.as_i64() == Some(-1) => Ok(usize::MAX),
+            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}")).map(|n| n as usize),
+        }
+    };
+    Ok(GrpcSettings {
+        max_receive_message_length: size("maxReceiveMessageLength", 4 * 1024 * 1024)?,
+        max_send_message_length: size("maxSendMessageLength", usize::MAX)?,
+        http2: http2_from(obj, None)?,
     })
 }
 

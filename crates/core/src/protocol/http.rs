@@ -272,7 +272,7 @@ impl HttpProtocol {
 
 /// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
 /// flight, idle ones closed; HTTP/2: GOAWAY) when the phase says so, and drops it when forced.
-async fn drive<C: Future>(conn: C, phase: PhaseSignal, drain: impl Fn(std::pin::Pin<&mut C>)) {
+pub(crate) async fn drive<C: Future>(conn: C, phase: PhaseSignal, drain: impl Fn(std::pin::Pin<&mut C>)) {
     let mut conn = pin!(conn);
     let mut draining_signal = phase.clone();
     let mut forced_signal = phase;
@@ -287,6 +287,42 @@ async fn drive<C: Future>(conn: C, phase: PhaseSignal, drain: impl Fn(std::pin::
             _ = forced_signal.reached(Phase::Forced) => return,
         }
     }
+}
+
+/// What a gRPC call knows about its connection.
+#[derive(Clone)]
+pub(crate) struct ConnectionParts {
+    pub(crate) remote: SocketAddr,
+    pub(crate) local_port: u16,
+    pub(crate) peer: Option<Arc<PeerInfo>>,
+}
+
+/// The TLS handshake, in the connection task, under `timeout`; abandoned when the server drains.
+pub(crate) async fn accept_tls(
+    tls: &TlsSource,
+    stream: TcpStream,
+    timeout: Duration,
+    remote: SocketAddr,
+    phase: &PhaseSignal,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, PeerInfo)> {
+    let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream));
+    let mut until_draining = phase.clone();
+    let tls_stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return None;
+            }
+        },
+        _ = until_draining.reached(Phase::Draining) => return None,
+    };
+    let peer = tls.peer_info(tls_stream.get_ref().1);
+    Some((tls_stream, peer))
 }
 
 /// node's http2 compatibility API shows the request target as `:path` (path and query).
@@ -335,23 +371,8 @@ impl ConnectionHandler for HttpProtocol {
                 let info = ConnectionInfo { remote, local_port, peer: None, phase: phase.clone() };
                 return self.serve_io(stream, info, mode, phase).await;
             };
-            let handshake = tokio::time::timeout(self.limits.load().handshake_timeout, tls.acceptor().accept(stream));
-            let mut until_forced = phase.clone();
-            let tls_stream = tokio::select! {
-                r = handshake => match r {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        return;
-                    }
-                },
-                _ = until_forced.reached(Phase::Draining) => return,
-            };
-            let peer = tls.peer_info(tls_stream.get_ref().1);
+            let handshake_timeout = self.limits.load().handshake_timeout;
+            let Some((tls_stream, peer)) = accept_tls(&tls, stream, handshake_timeout, remote, &phase).await else { return };
             let mode = if peer.alpn.as_deref() == Some("h2") { Mode::Http2 } else { Mode::Http1 };
             if matches!(mode, Mode::Http1) && self.http2.as_ref().is_some_and(|h| !h.allow_http1) {
                 // HTTP/2 only (`allowHTTP1: false`) and the client did not choose h2: refuse it.

@@ -1,0 +1,193 @@
+//! gRPC calls on the bridge: a call is announced with its path and metadata, request messages
+//! follow as events (each holding a permit until the handler took it), and the handler answers
+//! with initial metadata, messages and a final status through `grpc_*` calls. Every call in the
+//! map is owned by a guard that reports cancellation when the client resets it or its deadline
+//! passes, and removes it.
+
+use super::{Bridge, BridgeError, BridgeEvent, RequestHead, Shared};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+/// Queued response bytes above which `grpc_write` reports backpressure.
+pub const GRPC_HIGH_WATER_MARK: usize = 64 * 1024;
+
+/// What starts the response: initial metadata (flat header pairs), or an error before anything
+/// was sent (a trailers-only response).
+pub type CallHead = Result<Vec<String>, Status>;
+
+pub(crate) struct GrpcCall {
+    head: Option<oneshot::Sender<CallHead>>,
+    out: mpsc::UnboundedSender<Result<Bytes, Status>>,
+    pub(crate) out_state: Arc<OutState>,
+}
+
+#[derive(Default)]
+pub(crate) struct OutState {
+    pub(crate) queued: AtomicUsize,
+    pub(crate) want_drain: AtomicBool,
+}
+
+/// Why a call ended without the handler finishing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallCancel {
+    /// The client reset the stream or went away.
+    Client = 1,
+    /// `grpc-timeout` passed.
+    Deadline = 2,
+    /// The server is shutting down and the call was forced.
+    Shutdown = 3,
+}
+
+/// Removes a call when the request side goes away before the handler ended it.
+pub struct CallGuard {
+    shared: Arc<Shared>,
+    id: u32,
+    pub(crate) reason: CallCancel,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let removed = self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        if removed.is_some() {
+            self.shared.metrics.request_aborted();
+            self.shared.sink.event(self.id, BridgeEvent::GrpcCancelled(self.reason));
+        }
+    }
+}
+
+pub(crate) fn flat_metadata(map: &http::HeaderMap) -> Vec<String> {
+    super::flat_headers(map)
+}
+
+/// Response metadata from flat pairs; names and values that are not valid gRPC metadata (or are
+/// reserved for the transport) are left out.
+pub fn metadata_map(flat: &[String]) -> MetadataMap {
+    let mut headers = http::HeaderMap::new();
+    for pair in flat.chunks_exact(2) {
+        let name = pair[0].to_ascii_lowercase();
+        if name.starts_with(':')
+            || matches!(name.as_str(), "content-type" | "te" | "content-length" | "connection" | "host")
+            || (name.starts_with("grpc-") && name != "grpc-previous-rpc-attempts")
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&pair[1])) {
+            headers.append(n, v);
+        }
+    }
+    MetadataMap::from_headers(headers)
+}
+
+impl Bridge {
+    /// Announces a call. Returns its id, the receiver of the response head, the response message
+    /// stream, and the guard that cancels it if dropped; `None` when the handler side is closing.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn open_grpc_call(
+        &self,
+        mut head: RequestHead,
+    ) -> Option<(u32, oneshot::Receiver<CallHead>, mpsc::UnboundedReceiver<Result<Bytes, Status>>, Arc<OutState>, CallGuard)> {
+        let id = self.next_id();
+        head.id = id;
+        let (head_tx, head_rx) = oneshot::channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let out_state = Arc::new(OutState::default());
+        self.shared
+            .grpc_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, GrpcCall { head: Some(head_tx), out: out_tx, out_state: out_state.clone() });
+        let guard = CallGuard { shared: self.shared.clone(), id, reason: CallCancel::Client };
+        self.shared.metrics.request_started();
+        if self.shared.sink.request(head) {
+            Some((id, head_rx, out_rx, out_state, guard))
+        } else {
+            drop(guard);
+            None
+        }
+    }
+
+    fn with_call<R>(&self, id: u32, f: impl FnOnce(&mut GrpcCall) -> R) -> Result<R, BridgeError> {
+        let mut map = self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner());
+        map.get_mut(&id).map(f).ok_or(BridgeError::Gone(id))
+    }
+
+    /// Sends the response head (initial metadata) now; later calls are ignored.
+    pub fn grpc_send_metadata(&self, id: u32, metadata: Vec<String>) -> Result<(), BridgeError> {
+        self.with_call(id, |c| {
+            if let Some(tx) = c.head.take() {
+                let _ = tx.send(Ok(metadata));
+            }
+        })
+    }
+
+    /// Queues a response message (sending empty initial metadata first if none was sent).
+    /// Returns whether the queue is below the high-water mark.
+    pub fn grpc_write(&self, id: u32, message: Bytes) -> Result<bool, BridgeError> {
+        self.with_call(id, |c| {
+            if let Some(tx) = c.head.take() {
+                let _ = tx.send(Ok(Vec::new()));
+            }
+            let len = message.len();
+            let queued = c.out_state.queued.fetch_add(len, Ordering::SeqCst) + len;
+            let _ = c.out.send(Ok(message));
+            if queued < GRPC_HIGH_WATER_MARK {
+                return true;
+            }
+            c.out_state.want_drain.store(true, Ordering::SeqCst);
+            // The stream may have drained between the add and the flag: take the flag back then.
+            c.out_state.queued.load(Ordering::SeqCst) < GRPC_HIGH_WATER_MARK && c.out_state.want_drain.swap(false, Ordering::SeqCst)
+        })
+    }
+
+    /// Ends the call with a status (0 = OK) and trailing metadata.
+    pub fn grpc_end(&self, id: u32, code: i32, details: String, trailers: Vec<String>) -> Result<(), BridgeError> {
+        let call = self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&id).ok_or(BridgeError::Gone(id))?;
+        let status = Status::with_metadata(Code::from_i32(code), details, metadata_map(&trailers));
+        if code == 0 {
+            self.shared.metrics.request_finished(200, call.out_state.queued.load(Ordering::Relaxed), std::time::Duration::ZERO);
+        } else {
+            self.shared.metrics.request_failed();
+        }
+        match call.head {
+            // Nothing sent yet: OK still needs headers first; an error becomes trailers-only.
+            Some(tx) if code == 0 => {
+                let _ = tx.send(Ok(Vec::new()));
+                let _ = call.out.send(Err(status));
+            }
+            Some(tx) => {
+                let _ = tx.send(Err(status));
+            }
+            None => {
+                let _ = call.out.send(Err(status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the handler about an ended call (deadline or shutdown) and answers the client.
+    pub(crate) fn grpc_cancel(&self, id: u32, reason: CallCancel, status: Status) {
+        let call = self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        if let Some(call) = call {
+            self.shared.metrics.request_timed_out();
+            self.shared.metrics.request_aborted();
+            match call.head {
+                Some(tx) => {
+                    let _ = tx.send(Err(status));
+                }
+                None => {
+                    let _ = call.out.send(Err(status));
+                }
+            }
+            self.shared.sink.event(id, BridgeEvent::GrpcCancelled(reason));
+        }
+    }
+
+    /// Calls in progress.
+    pub fn grpc_call_count(&self) -> usize {
+        self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}

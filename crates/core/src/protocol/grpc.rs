@@ -1,0 +1,367 @@
+//! gRPC on HTTP/2 with tonic's server framing: Rust routes calls by path and moves raw message
+//! bytes (JavaScript deserialises with the service definition's own functions); tonic handles
+//! framing, gzip, message-size limits (RESOURCE_EXHAUSTED) and trailers. Deadlines
+//! (`grpc-timeout`), client cancellation and the standard health service are handled here.
+
+use super::http::{accept_tls, drive, ConnectionParts};
+use crate::bridge::grpc::{metadata_map, CallCancel, CallGuard, OutState, GRPC_HIGH_WATER_MARK};
+use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead};
+use crate::config::{GrpcSettings, LiveLimits};
+use crate::lifecycle::{BoxFuture, ConnectionHandler, PhaseSignal};
+use crate::tls::TlsSource;
+use arc_swap::ArcSwap;
+use bytes::{Buf, BufMut, Bytes};
+use futures_util::Stream;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::Grpc;
+use tonic::{Status, Streaming};
+
+/// Request messages of one call handed to JavaScript and not yet taken, at most.
+const MESSAGES_IN_FLIGHT: usize = 16;
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// Messages cross as raw bytes; JavaScript runs the definition's (de)serialisers.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// `grpc-timeout` (e.g. `100m`, `5S`) as a duration.
+pub fn parse_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The gRPC server part plugged into the lifecycle.
+pub struct GrpcProtocol {
+    bridge: Bridge,
+    limits: LiveLimits,
+    tls: Option<Arc<TlsSource>>,
+    settings: GrpcSettings,
+    /// Paths of registered methods (`/package.Service/Method`); others are UNIMPLEMENTED.
+    methods: Arc<ArcSwap<HashSet<String>>>,
+}
+
+/// Registered method paths, shared by every listener of a server (kept on the bridge).
+pub type MethodRegistry = Arc<ArcSwap<HashSet<String>>>;
+
+impl GrpcProtocol {
+    pub fn new(
+        bridge: Bridge,
+        limits: LiveLimits,
+        tls: Option<Arc<TlsSource>>,
+        settings: GrpcSettings,
+        methods: Arc<ArcSwap<HashSet<String>>>,
+    ) -> Self {
+        GrpcProtocol { bridge, limits, tls, settings, methods }
+    }
+
+    async fn call(&self, req: Request<Incoming>, conn: &ConnectionParts) -> Response<tonic::body::Body> {
+        let path = req.uri().path().to_owned();
+        if path == HEALTH_CHECK && !self.methods.load().contains(HEALTH_CHECK) {
+            return self.health(req).await;
+        }
+        if !self.methods.load().contains(&path) {
+            return Status::unimplemented(format!("method {path} is not implemented")).into_http();
+        }
+        let mut grpc = Grpc::new(RawCodec)
+            .max_decoding_message_size(self.settings.max_receive_message_length)
+            .max_encoding_message_size(self.settings.max_send_message_length)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        let deadline = req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout);
+        let call = JsCall { bridge: self.bridge.clone(), conn: conn.clone(), deadline };
+        grpc.streaming(call, req).await
+    }
+
+    /// `grpc.health.v1.Health/Check`: SERVING while accepting, NOT_SERVING once draining; any
+    /// named service must be registered.
+    async fn health(&self, req: Request<Incoming>) -> Response<tonic::body::Body> {
+        let metrics = self.bridge.metrics().clone();
+        let methods = self.methods.clone();
+        let service = tower_fn(move |request: tonic::Request<Streaming<Bytes>>| {
+            let metrics = metrics.clone();
+            let methods = methods.clone();
+            async move {
+                let mut input = request.into_inner();
+                let message = input.message().await?.unwrap_or_default();
+                let wanted = decode_health_request(&message);
+                // 1 = SERVING, 2 = NOT_SERVING, 3 = SERVICE_UNKNOWN
+                let status = match wanted {
+                    Some(name) if !name.is_empty() && !methods.load().iter().any(|p| p.starts_with(&format!("/{name}/"))) => 3u8,
+                    _ if metrics.accepting() => 1,
+                    _ => 2,
+                };
+                let reply: Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>> =
+                    Box::pin(futures_util::stream::iter([Ok(Bytes::from(vec![0x08, status]))]));
+                Ok(tonic::Response::new(reply))
+            }
+        });
+        Grpc::new(RawCodec).streaming(service, req).await
+    }
+}
+
+/// The `service` field (1, string) of a HealthCheckRequest.
+fn decode_health_request(bytes: &[u8]) -> Option<String> {
+    #[derive(prost::Message)]
+    struct HealthCheckRequest {
+        #[prost(string, tag = "1")]
+        service: String,
+    }
+    <HealthCheckRequest as prost::Message>::decode(bytes).ok().map(|r| r.service)
+}
+
+/// A tower service from a closure (tonic's `StreamingService` is implemented for tower services).
+#[derive(Clone)]
+struct TowerFn<F>(F);
+
+fn tower_fn<F>(f: F) -> TowerFn<F> {
+    TowerFn(f)
+}
+
+impl<F, Fut, Req, Res> tonic::codegen::Service<Req> for TowerFn<F>
+where
+    F: FnMut(Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Res, Status>>,
+{
+    type Response = Res;
+    type Error = Status;
+    type Future = Fut;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Req) -> Fut {
+        (self.0)(req)
+    }
+}
+
+/// One call handed to JavaScript.
+struct JsCall {
+    bridge: Bridge,
+    conn: ConnectionParts,
+    deadline: Option<Duration>,
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
+    type Response = tonic::Response<ResponseStream>;
+    type Error = Status;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Status>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::Request<Streaming<Bytes>>) -> Self::Future {
+        let bridge = self.bridge.clone();
+        let conn = self.conn.clone();
+        let deadline = self.deadline;
+        Box::pin(async move {
+            let (metadata, extensions, input) = request.into_parts();
+            let path = extensions.get::<CallPath>().map(|p| p.0.clone()).unwrap_or_default();
+            let head = RequestHead {
+                id: 0,
+                method: "POST".into(),
+                url: path,
+                headers: crate::bridge::grpc::flat_metadata(&metadata.into_headers()),
+                http_version: 20,
+                remote: conn.remote,
+                local_port: conn.local_port,
+                encrypted: conn.peer.is_some(),
+                peer: conn.peer.clone(),
+                body: RequestBody::GrpcCall,
+            };
+            let Some((id, head_rx, out_rx, out_state, guard)) = bridge.open_grpc_call(head) else {
+                return Err(Status::unavailable("server is shutting down"));
+            };
+            tokio::spawn(pump_requests(bridge.clone(), id, input));
+            if let Some(timeout) = deadline {
+                let bridge = bridge.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    bridge.grpc_cancel(id, CallCancel::Deadline, Status::deadline_exceeded("deadline exceeded"));
+                });
+            }
+            // The guard moves with the response: dropped early (client reset) it reports the cancel.
+            let head = head_rx.await.map_err(|_| Status::cancelled("call ended"))??;
+            let stream = OutStream { rx: out_rx, state: out_state, bridge, id, _guard: guard };
+            Ok(tonic::Response::from_parts(metadata_map(&head), Box::pin(stream) as ResponseStream, Default::default()))
+        })
+    }
+}
+
+/// The call's path, put into the request extensions before tonic takes the request apart.
+#[derive(Clone)]
+struct CallPath(String);
+
+/// Response messages from JavaScript; signals `drain` and owns the call's cancel guard.
+struct OutStream {
+    rx: mpsc::UnboundedReceiver<Result<Bytes, Status>>,
+    state: Arc<OutState>,
+    bridge: Bridge,
+    id: u32,
+    _guard: CallGuard,
+}
+
+impl Stream for OutStream {
+    type Item = Result<Bytes, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some(Ok(ref bytes))) = item {
+            let before = self.state.queued.fetch_sub(bytes.len(), Ordering::SeqCst);
+            if before - bytes.len() < GRPC_HIGH_WATER_MARK && self.state.want_drain.swap(false, Ordering::SeqCst) {
+                self.bridge.emit(self.id, BridgeEvent::GrpcDrain);
+            }
+        }
+        item
+    }
+}
+
+/// Hands request messages to JavaScript, at most `MESSAGES_IN_FLIGHT` at a time per call.
+async fn pump_requests(bridge: Bridge, id: u32, mut input: Streaming<Bytes>) {
+    let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        match input.message().await {
+            Ok(Some(data)) => bridge.emit(id, BridgeEvent::GrpcMessage { data, permit: Some(permit) }),
+            Ok(None) => return bridge.emit(id, BridgeEvent::GrpcInputEnd),
+            Err(status) => {
+                let message = format!("{}: {}", status.code() as i32, status.message());
+                bridge.emit(id, BridgeEvent::GrpcInputError(message));
+                return bridge.grpc_cancel(id, CallCancel::Client, status);
+            }
+        }
+    }
+}
+
+impl ConnectionHandler for GrpcProtocol {
+    fn serve(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, phase: PhaseSignal) -> BoxFuture {
+        Box::pin(async move {
+            let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+            let handshake_timeout = self.limits.load().handshake_timeout;
+            match self.tls.clone() {
+                None => {
+                    let conn = ConnectionParts { remote, local_port, peer: None };
+                    self.serve_h2(stream, conn, phase).await
+                }
+                Some(tls) => {
+                    let Some((io, peer)) = accept_tls(&tls, stream, handshake_timeout, remote, &phase).await else { return };
+                    let conn = ConnectionParts { remote, local_port, peer: Some(Arc::new(peer)) };
+                    self.serve_h2(io, conn, phase).await
+                }
+            }
+        })
+    }
+}
+
+impl GrpcProtocol {
+    async fn serve_h2<I>(self: Arc<Self>, io: I, conn: ConnectionParts, phase: PhaseSignal)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let this = self.clone();
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            let this = this.clone();
+            let conn = conn.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                req.extensions_mut().insert(CallPath(path));
+                Ok::<_, Infallible>(this.call(req, &conn).await)
+            }
+        });
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        let h2 = &self.settings.http2;
+        b.timer(TokioTimer::new())
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .max_header_list_size(h2.max_header_list_size)
+            .max_send_buf_size(h2.max_send_buffer_size);
+        if let Some(interval) = h2.keep_alive_interval {
+            b.keep_alive_interval(interval).keep_alive_timeout(h2.keep_alive_timeout);
+        }
+        drive(b.serve_connection(TokioIo::new(io), service), phase, |c| c.graceful_shutdown()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_timeout("7x"), None);
+        assert_eq!(parse_timeout(""), None);
+    }
+
+    #[test]
+    fn health_requests_decode() {
+        assert_eq!(decode_health_request(&[]), Some(String::new()));
+        assert_eq!(decode_health_request(&[0x0a, 0x03, b'a', b'.', b'B']), Some("a.B".into()));
+    }
+
+    #[test]
+    fn reserved_metadata_is_not_sent() {
+        let m = metadata_map(&["content-type".into(), "x".into(), "x-id".into(), "7".into(), "grpc-status".into(), "0".into()]);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.get("x-id").unwrap(), "7");
+    }
+}

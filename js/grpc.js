@@ -1,0 +1,344 @@
+'use strict';
+// gRPC on the native server: services registered from grpc-js style definitions (as
+// @grpc/proto-loader + loadPackageDefinition or koatty_router produce), call objects shaped like
+// grpc-js's for the four call kinds, and a Metadata class compatible with the members Koatty and
+// handlers use. Rust routes by path and moves raw bytes; (de)serialisation uses the definition's
+// own functions, here.
+const { EventEmitter } = require('node:events');
+const { Duplex } = require('node:stream');
+
+const Status = Object.freeze({
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+});
+
+/** grpc-js compatible metadata: lower-case keys, `-bin` keys hold Buffers. */
+class Metadata {
+  constructor() {
+    this.internalRepr = new Map();
+  }
+
+  static key(k) {
+    return String(k).toLowerCase();
+  }
+
+  set(key, value) {
+    this.internalRepr.set(Metadata.key(key), [value]);
+  }
+
+  add(key, value) {
+    const k = Metadata.key(key);
+    const existing = this.internalRepr.get(k);
+    if (existing) existing.push(value);
+    else this.internalRepr.set(k, [value]);
+  }
+
+  remove(key) {
+    this.internalRepr.delete(Metadata.key(key));
+  }
+
+  get(key) {
+    return this.internalRepr.get(Metadata.key(key)) ?? [];
+  }
+
+  getMap() {
+    const out = {};
+    for (const [k, v] of this.internalRepr) if (v.length > 0) out[k] = v[0];
+    return out;
+  }
+
+  clone() {
+    const copy = new Metadata();
+    for (const [k, v] of this.internalRepr) copy.internalRepr.set(k, v.slice());
+    return copy;
+  }
+
+  merge(other) {
+    for (const [k, v] of toEntries(other)) for (const value of v) this.add(k, value);
+  }
+
+  toJSON() {
+    const out = {};
+    for (const [k, v] of this.internalRepr) out[k] = v;
+    return out;
+  }
+
+  /** From the flat `[name, value, …]` list the server receives (`-bin` values base64). */
+  static fromFlat(flat) {
+    const md = new Metadata();
+    for (let i = 0; i < flat.length; i += 2) {
+      const name = flat[i];
+      if (name.startsWith(':') || name === 'content-type' || name === 'te' || name.startsWith('grpc-')) continue;
+      md.add(name, name.endsWith('-bin') ? Buffer.from(flat[i + 1], 'base64') : flat[i + 1]);
+    }
+    return md;
+  }
+}
+
+/** Entries of our Metadata, a grpc-js Metadata (internalRepr or toJSON), or a plain object. */
+function toEntries(md) {
+  if (!md) return [];
+  if (md.internalRepr instanceof Map) return [...md.internalRepr];
+  const json = typeof md.toJSON === 'function' ? md.toJSON() : md;
+  return Object.entries(json).map(([k, v]) => [k, Array.isArray(v) ? v : [v]]);
+}
+
+function toFlat(md) {
+  const flat = [];
+  for (const [k, values] of toEntries(md)) {
+    for (const v of values) flat.push(k, Buffer.isBuffer(v) ? v.toString('base64') : String(v));
+  }
+  return flat;
+}
+
+function statusError(code, details) {
+  const err = new Error(`${code} ${Object.keys(Status).find((k) => Status[k] === code) ?? ''}: ${details}`);
+  err.code = code;
+  err.details = details;
+  return err;
+}
+
+const CANCEL_REASONS = { 1: 'client cancelled', 2: 'deadline exceeded', 3: 'server shutting down' };
+
+/**
+ * One call. Streaming calls are object-mode Duplex streams (read: request messages, write:
+ * response messages), as grpc-js's are; unary calls carry `request`.
+ */
+class ServerCall extends Duplex {
+  constructor(bridge, id, path, method, flat, peer, deadline) {
+    super({ objectMode: true, allowHalfOpen: true });
+    Object.defineProperty(this, '_bridge', { value: bridge });
+    Object.defineProperty(this, '_id', { value: id });
+    Object.defineProperty(this, '_method', { value: method });
+    this.metadata = Metadata.fromFlat(flat);
+    this.request = undefined;
+    this.cancelled = false;
+    this._peer = peer;
+    this._path = path;
+    this._deadline = deadline;
+    this._headSent = false;
+    this._ended = false;
+    this._pendingWrite = null;
+    this.handler = { path, type: kindOf(method) };
+  }
+
+  getPeer() {
+    return this._peer;
+  }
+
+  getPath() {
+    return this._path;
+  }
+
+  getDeadline() {
+    return this._deadline;
+  }
+
+  getHost() {
+    return this.metadata.get(':authority')[0] ?? '';
+  }
+
+  sendMetadata(metadata) {
+    if (this._headSent || this._ended) return;
+    this._headSent = true;
+    this._bridge.native.grpcSendMetadata(this._id, toFlat(metadata));
+  }
+
+  /** Ends the call with a status (0 = OK). Later calls are ignored. */
+  _finish(code, details, trailers) {
+    if (this._ended) return;
+    this._ended = true;
+    this._bridge.forgetCall(this._id);
+    this._bridge.native.grpcEnd(this._id, code, details, toFlat(trailers));
+  }
+
+  _sendMessage(value, cb) {
+    let bytes;
+    try {
+      bytes = this._method.responseSerialize(value);
+    } catch (err) {
+      this._finish(Status.INTERNAL, `Error serializing response: ${err.message}`);
+      return cb && cb(err);
+    }
+    this._headSent = true;
+    const r = this._bridge.native.grpcWrite(this._id, bytes);
+    if (r === 0) this._pendingWrite = cb;
+    else if (cb) cb();
+  }
+
+  // Writable side (server and bidi streaming).
+  _write(value, _enc, cb) {
+    if (this._ended || this.cancelled) return cb();
+    this._sendMessage(value, cb);
+  }
+
+  _final(cb) {
+    this._finish(Status.OK, 'OK', this._trailer);
+    cb();
+  }
+
+  /** grpc-js: `call.end([metadata])` sends trailing metadata. */
+  end(metadataOrChunk, ...rest) {
+    if (metadataOrChunk && !Buffer.isBuffer(metadataOrChunk) && (metadataOrChunk instanceof Metadata || typeof metadataOrChunk.toJSON === 'function' || metadataOrChunk.internalRepr)) {
+      this._trailer = metadataOrChunk;
+      return super.end(...rest);
+    }
+    return super.end(metadataOrChunk, ...rest);
+  }
+
+  // Readable side (client and bidi streaming): messages are pushed as they arrive.
+  _read() {}
+
+  _onMessage(bytes) {
+    let value;
+    try {
+      value = this._method.requestDeserialize(bytes);
+    } catch (err) {
+      this._finish(Status.INTERNAL, `Error deserializing request: ${err.message}`);
+      return;
+    }
+    if (this._method.requestStream) this.push(value);
+    else this.request = value;
+  }
+
+  _onInputEnd() {
+    if (this._method.requestStream) this.push(null);
+    else this.emit('_unaryReady');
+  }
+
+  _onInputError(message) {
+    const [code, ...details] = message.split(': ');
+    const err = statusError(Number(code) || Status.INTERNAL, details.join(': '));
+    this._ended = true;
+    this.emit('error', err);
+  }
+
+  _onCancel(reason) {
+    if (this._ended) return;
+    this._ended = true;
+    this.cancelled = true;
+    this.emit('cancelled', CANCEL_REASONS[reason] ?? 'cancelled');
+    if (!this.destroyed) this.destroy();
+  }
+
+  _onDrain() {
+    const cb = this._pendingWrite;
+    this._pendingWrite = null;
+    if (cb) cb();
+  }
+
+  _destroy(err, cb) {
+    cb(this.cancelled ? null : err);
+  }
+}
+
+function kindOf(method) {
+  if (method.requestStream && method.responseStream) return 'bidi';
+  if (method.requestStream) return 'clientStream';
+  if (method.responseStream) return 'serverStream';
+  return 'unary';
+}
+
+/** `callback(err, value, trailer)` as grpc-js gives unary and client-streaming handlers. */
+function unaryCallback(call) {
+  return (err, value, trailer) => {
+    if (call._ended) return;
+    if (err) {
+      const code = Number.isInteger(err.code) && err.code > 0 && err.code <= 16 ? err.code : Status.UNKNOWN;
+      call._finish(code, err.details ?? err.message ?? String(err), err.metadata ?? trailer);
+      return;
+    }
+    call._sendMessage(value, () => call._finish(Status.OK, 'OK', trailer));
+  };
+}
+
+/** Routes calls to registered implementations. One per GrpcServer. */
+class GrpcDispatcher {
+  constructor(onError) {
+    this.methods = new Map();
+    this.onError = onError;
+  }
+
+  /** `{ service, implementation }` as grpc-js's addService takes them. Returns the paths added. */
+  register(service, implementation) {
+    if (!service || typeof service !== 'object') throw statusError(Status.INVALID_ARGUMENT, 'RegisterService needs { service, implementation }');
+    const added = [];
+    for (const [name, method] of Object.entries(service)) {
+      if (!method || typeof method.path !== 'string') continue;
+      const impl = implementation?.[name] ?? implementation?.[method.originalName];
+      if (typeof impl !== 'function') continue;
+      this.methods.set(method.path, { method, impl });
+      added.push(method.path);
+    }
+    return added;
+  }
+
+  paths() {
+    return [...this.methods.keys()];
+  }
+
+  /** A call arrived (Rust only announces registered paths). */
+  start(bridge, id, path, flat, remoteAddress, remotePort) {
+    const entry = this.methods.get(path);
+    const timeoutHeader = flatValue(flat, 'grpc-timeout');
+    const deadline = timeoutHeader ? new Date(Date.now() + timeoutMs(timeoutHeader)) : Infinity;
+    const peer = `${remoteAddress.includes(':') ? `[${remoteAddress}]` : remoteAddress}:${remotePort}`;
+    const call = new ServerCall(bridge, id, path, entry.method, flat, peer, deadline);
+    const run = (...args) => {
+      try {
+        const result = entry.impl.call(undefined, call, ...args);
+        if (result && typeof result.then === 'function') {
+          result.then(undefined, (err) => this.fail(call, err));
+        }
+      } catch (err) {
+        this.fail(call, err);
+      }
+    };
+    const kind = kindOf(entry.method);
+    if (kind === 'unary' || kind === 'serverStream') {
+      call.once('_unaryReady', () => (kind === 'unary' ? run(unaryCallback(call)) : run()));
+    } else if (kind === 'clientStream') {
+      run(unaryCallback(call));
+    } else {
+      run();
+    }
+    return call;
+  }
+
+  fail(call, err) {
+    try {
+      this.onError(err);
+    } catch {
+      // logging must not break the server
+    }
+    if (!call._ended) call._finish(Status.UNKNOWN, err && err.message ? err.message : String(err));
+  }
+}
+
+function flatValue(flat, name) {
+  for (let i = 0; i < flat.length; i += 2) if (flat[i] === name) return flat[i + 1];
+  return undefined;
+}
+
+function timeoutMs(value) {
+  const n = Number(value.slice(0, -1));
+  const unit = { H: 3600e3, M: 60e3, S: 1e3, m: 1, u: 1e-3, n: 1e-6 }[value.slice(-1)] ?? 0;
+  return n * unit;
+}
+
+module.exports = { Metadata, Status, ServerCall, GrpcDispatcher };
