@@ -14,6 +14,8 @@ const SHUTDOWN_STEPS = [
   'stopMonitoringAndCleanup',
 ];
 const SHUTDOWN_DEFAULTS = { timeout: 30000, drainDelay: 5000, stepTimeout: 6000, skipSteps: [] };
+/** A step bounded elsewhere (by its native timeout); setTimeout's largest delay. */
+const UNBOUNDED = 2 ** 31 - 1;
 
 function invalid(key, message) {
   const err = new Error(`ERR_INVALID_CONFIG: ${key}: ${message}`);
@@ -60,29 +62,28 @@ async function runShutdown(server, native, options) {
   const report = { traceId, steps: [], connectionsAtStart: 0, drained: true, forced: 0, duration: 0 };
   server.status = 503;
 
-  const step = async (name, bound, body) => {
+  // Steps 1, 4 and 5 are bounded by stepTimeout alone (even once `timeout` is spent: forcing and
+  // releasing must still happen); 2 and 3 by the native side's own timeout.
+  const step = async (name, bound, body, verdict = () => 'completed') => {
     const t0 = Date.now();
     if (opts.skipSteps.includes(name)) {
       report.steps.push({ name, status: 'skipped', duration: 0 });
       logger.info(`[shutdown ${traceId}] ${name} skipped`);
       return;
     }
-    // The bound is at least 1 ms past the deadline so a step with its own timeout can answer first.
-    const result = await within(Math.min(bound, left() + 1), body);
-    const status = result === undefined ? 'timeout' : 'completed';
+    const result = await within(bound, body);
+    const status = result === undefined ? 'timeout' : verdict(result);
     report.steps.push({ name, status, duration: Date.now() - t0 });
     logger.info(`[shutdown ${traceId}] ${name} ${status} in ${Date.now() - t0} ms`);
     return result;
   };
 
+  report.connectionsAtStart = native.metrics().activeConnections;
   await step('stopAcceptingNewConnections', opts.stepTimeout, (done) => native.stopAccepting(done));
   // Steps 2 and 3 are bounded on the native side (their own timeout argument).
-  await step('waitDrainDelay', Number.MAX_SAFE_INTEGER, (done) => native.waitIdle(Math.min(opts.drainDelay, left()), done));
-  const drained = await step('waitForConnectionCompletion', Number.MAX_SAFE_INTEGER, (done) => native.drain(left(), done));
-  if (drained) {
-    report.drained = drained[0];
-    report.connectionsAtStart = drained[1];
-  }
+  await step('waitDrainDelay', UNBOUNDED, (done) => native.waitIdle(Math.min(opts.drainDelay, left()), done));
+  const drained = await step('waitForConnectionCompletion', UNBOUNDED, (done) => native.drain(left(), done), (r) => (r[0] ? 'completed' : 'timeout'));
+  if (drained) report.drained = drained[0];
   const forced = await step('forceCloseRemainingConnections', opts.stepTimeout, (done) => native.forceClose(Math.min(opts.stepTimeout, 1000), done));
   if (forced) {
     report.forced = forced[0];
@@ -99,7 +100,7 @@ async function runShutdown(server, native, options) {
 // --- config hot reload --------------------------------------------------------------------------
 
 /** Keys whose change needs a new listener. Everything else applies in place. */
-const RESTART_KEYS = ['hostname', 'port', 'protocol', 'h2c', 'reusePort', 'connectionPool.maxInFlight'];
+const RESTART_KEYS = ['hostname', 'port', 'protocol', 'h2c', 'reusePort', 'nativeEndpoints'];
 /** ssl keys that a running server swaps in place (new handshakes only); the rest restart. */
 const SSL_IN_PLACE = ['ssl.key', 'ssl.cert', 'ssl.passphrase'];
 
@@ -122,8 +123,11 @@ function changedKeys(before, after, prefix = '') {
     const path = prefix ? `${prefix}.${k}` : k;
     const a = before?.[k];
     const b = after?.[k];
-    if (isPlainObject(a) && isPlainObject(b) && k !== 'ext') out.push(...changedKeys(a, b, path));
-    else if (!isDeepStrictEqual(a, b)) out.push(path);
+    // Recurse into groups (also one present on one side only), so keys are reported by their
+    // full path and classified one by one.
+    if ((isPlainObject(a) || isPlainObject(b)) && (isPlainObject(a) || a === undefined) && (isPlainObject(b) || b === undefined) && k !== 'ext') {
+      out.push(...changedKeys(a ?? {}, b ?? {}, path));
+    } else if (!isDeepStrictEqual(a, b)) out.push(path);
   }
   return out;
 }

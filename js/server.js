@@ -188,6 +188,7 @@ class BaseServer extends EventEmitter {
       const failure = this._native.applyInPlace(json);
       if (failure) throw constructionError(new Error(failure));
       Object.assign(this.options, next);
+      this._bridge.trace = this.options.trace === true;
       return { changedKeys, requiresRestart: false, restarted: false };
     }
     if (!sameFamily(this.options.protocol ?? 'http', next.protocol ?? 'http')) {
@@ -205,6 +206,7 @@ class BaseServer extends EventEmitter {
     });
     this.server._address = address;
     Object.assign(this.options, next);
+    this._bridge.trace = this.options.trace === true;
     this.protocol = this.options.protocol ?? 'http';
     return { changedKeys, requiresRestart: true, restarted: true };
   }

@@ -321,6 +321,7 @@ impl NativeServer {
         if let Some(l) = self.listener() {
             l.update_limits(next.config.limits.clone());
         }
+        self.bridge.set_max_in_flight(next.config.limits.max_in_flight);
         let tls = current.tls.clone();
         current.config = next.config;
         current.tls = tls;
@@ -343,10 +344,8 @@ impl NativeServer {
             }
         };
         let old = self.listener();
-        let same_address = old.as_ref().is_some_and(|o| {
-            self.current(|c| c.config.hostname == next.config.hostname && c.config.port == next.config.port && next.config.port != 0)
-                && o.local_addr().port() == next.config.port
-        });
+        // The same configured address (an ephemeral port included) keeps its socket: handed over.
+        let same_address = old.is_some() && self.current(|c| c.config.hostname == next.config.hostname && c.config.port == next.config.port);
         let bridge = self.bridge.clone();
         let listener = self.listener.clone();
         let current = self.current.clone();
@@ -355,18 +354,29 @@ impl NativeServer {
                 (Some(o), true) => o.lifecycle().take_listener().await,
                 _ => None,
             };
-            let started = ServeHandle::start_on(&next.config, bridge, next.tls.clone(), socket).await;
+            let max_in_flight = next.config.limits.max_in_flight;
+            let started = ServeHandle::start_on(&next.config, bridge.clone(), next.tls.clone(), socket).await;
+            if started.is_ok() {
+                bridge.set_max_in_flight(max_in_flight);
+            }
             let result = started.map(|handle| {
                 let addr = handle.local_addr();
                 *listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handle));
                 *current.lock().unwrap_or_else(|e| e.into_inner()) = next;
                 addr
             });
-            let switched = result.is_ok();
-            done.call(listen_args(result), ThreadsafeFunctionCallMode::NonBlocking);
-            if let (true, Some(old)) = (switched, old) {
-                old.shutdown(Duration::from_millis(drain_timeout_ms as u64)).await;
-            }
+            let retire = if result.is_ok() { old } else { None };
+            // The old listener is retired only once JavaScript has taken the new address (the
+            // callback below runs on its thread after `onDone` returned), so nothing started in
+            // between is refused.
+            done.call_with_return_value(listen_args(result), ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
+                if let Some(old) = retire {
+                    napi::bindgen_prelude::spawn(async move {
+                        old.shutdown(Duration::from_millis(drain_timeout_ms as u64)).await;
+                    });
+                }
+                Ok(())
+            });
         });
         Ok(())
     }

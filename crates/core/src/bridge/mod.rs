@@ -175,6 +175,10 @@ pub(crate) struct Shared {
     grpc_methods: crate::protocol::grpc::MethodRegistry,
     next_id: AtomicU32,
     in_flight: Arc<Semaphore>,
+    /// The in-flight cap now, and permits still to retire after it was lowered (they are
+    /// forgotten as the requests holding them finish).
+    max_in_flight: std::sync::atomic::AtomicUsize,
+    permits_to_retire: std::sync::atomic::AtomicUsize,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -207,7 +211,7 @@ pub struct PendingGuard {
     shared: Arc<Shared>,
     id: u32,
     reason: CloseReason,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl PendingGuard {
@@ -221,6 +225,11 @@ impl Drop for PendingGuard {
         if self.shared.take(self.id).is_some() {
             self.shared.metrics.request_aborted();
             self.shared.sink.event(self.id, BridgeEvent::Closed(self.reason));
+        }
+        use std::sync::atomic::Ordering::AcqRel;
+        let retire = self.shared.permits_to_retire.fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        if let (true, Some(permit)) = (retire, self.permit.take()) {
+            permit.forget();
         }
     }
 }
@@ -242,6 +251,8 @@ impl Bridge {
                 grpc_methods: Default::default(),
                 next_id: AtomicU32::new(1),
                 in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+                max_in_flight: std::sync::atomic::AtomicUsize::new(max_in_flight.max(1)),
+                permits_to_retire: std::sync::atomic::AtomicUsize::new(0),
                 metrics,
             }),
         }
@@ -249,6 +260,27 @@ impl Bridge {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
+    }
+
+    /// Changes the in-flight cap at run time: raising adds permits now; lowering retires idle
+    /// permits now and the rest as the requests holding them finish.
+    pub fn set_max_in_flight(&self, max: usize) {
+        use std::sync::atomic::Ordering::AcqRel;
+        let max = max.max(1);
+        let old = self.shared.max_in_flight.swap(max, AcqRel);
+        if max > old {
+            let mut add = max - old;
+            // Cancel retirements still owed before adding permits.
+            let owed = self.shared.permits_to_retire.swap(0, AcqRel);
+            let cancelled = owed.min(add);
+            add -= cancelled;
+            self.shared.permits_to_retire.fetch_add(owed - cancelled, AcqRel);
+            self.shared.in_flight.add_permits(add);
+        } else if max < old {
+            let cut = old - max;
+            let now = self.shared.in_flight.forget_permits(cut);
+            self.shared.permits_to_retire.fetch_add(cut - now, AcqRel);
+        }
     }
 
     /// gRPC method paths registered by the handler side (shared by every listener).
@@ -299,7 +331,7 @@ impl Bridge {
             );
         }
         let mut guard =
-            PendingGuard { shared: self.shared.clone(), id, reason: CloseReason::ClientGone, _permit: permit };
+            PendingGuard { shared: self.shared.clone(), id, reason: CloseReason::ClientGone, permit: Some(permit) };
         self.shared.metrics.request_started();
         if let (Some(pump), Some((_, pull_rx))) = (streamed_body, pull) {
             tokio::spawn(pump.run(self.clone(), id, pull_rx, limits.max_body_size, deadline));

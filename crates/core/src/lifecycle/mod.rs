@@ -85,6 +85,16 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// How the accept loop is asked to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    No,
+    /// Accept what is already queued, then close the socket.
+    Close,
+    /// Leave the queue to the socket's next owner.
+    Handover,
+}
+
 /// Outcome of a shutdown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -98,7 +108,7 @@ pub struct ShutdownReport {
 pub struct Server {
     local_addr: SocketAddr,
     phase: watch::Sender<Phase>,
-    stop_accepting: watch::Sender<bool>,
+    stop_accepting: watch::Sender<Stop>,
     connections: Arc<ConnectionCount>,
     accept_task: std::sync::Mutex<Option<JoinHandle<TcpListener>>>,
 }
@@ -122,7 +132,7 @@ impl Server {
         };
         let local_addr = listener.local_addr()?;
         let (phase, _) = watch::channel(Phase::Running);
-        let (stop_accepting, stop_rx) = watch::channel(false);
+        let (stop_accepting, stop_rx) = watch::channel(Stop::No);
         metrics.listener_started();
         let connections = Arc::new(ConnectionCount { open: watch::channel(0).0, metrics });
         let task = tokio::spawn(accept_loop(
@@ -144,15 +154,20 @@ impl Server {
         *self.connections.open.borrow()
     }
 
-    /// Stops accepting and closes the listening socket; open connections are untouched.
+    /// Stops accepting and closes the listening socket. Connections already waiting in its backlog
+    /// are accepted first (and then drain with the rest), so none is reset by the close.
     pub async fn stop_accepting(&self) {
-        drop(self.take_listener().await);
+        drop(self.stop(Stop::Close).await);
     }
 
     /// Stops accepting and hands the listening socket over (still bound; pending connections stay
     /// in its backlog for whoever accepts next). `None` if it was already stopped.
     pub async fn take_listener(&self) -> Option<TcpListener> {
-        let _ = self.stop_accepting.send(true);
+        self.stop(Stop::Handover).await
+    }
+
+    async fn stop(&self, how: Stop) -> Option<TcpListener> {
+        let _ = self.stop_accepting.send(how);
         let task = self.accept_task.lock().unwrap_or_else(|e| e.into_inner()).take();
         match task {
             Some(task) => task.await.ok(),
@@ -201,20 +216,30 @@ impl Server {
 async fn accept_loop(
     listener: TcpListener,
     handler: Arc<dyn ConnectionHandler>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     phase: watch::Receiver<Phase>,
     connections: Arc<ConnectionCount>,
     limits: LiveLimits,
 ) -> TcpListener {
-    let listener = accept_until_stopped(listener, handler, &mut stop, phase, &connections, limits).await;
+    let listener = accept_until_stopped(listener, handler.clone(), &mut stop, phase.clone(), &connections, limits).await;
     connections.metrics.listener_stopped();
+    if *stop.borrow() == Stop::Close {
+        // Connections the kernel already completed would be reset when the socket closes: take
+        // them in (they are served, and drain, like the others).
+        use futures_util::FutureExt;
+        while let Some(Ok((stream, remote))) = listener.accept().now_or_never() {
+            let _ = stream.set_nodelay(true);
+            let signal = PhaseSignal(phase.clone(), Arc::new(connections.open()));
+            tokio::spawn(handler.clone().serve(stream, remote, signal));
+        }
+    }
     listener
 }
 
 async fn accept_until_stopped(
     listener: TcpListener,
     handler: Arc<dyn ConnectionHandler>,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<Stop>,
     phase: watch::Receiver<Phase>,
     connections: &Arc<ConnectionCount>,
     limits: LiveLimits,
@@ -223,7 +248,7 @@ async fn accept_until_stopped(
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => return listener,
+            _ = stop.wait_for(|s| *s != Stop::No) => return listener,
             a = listener.accept() => a,
         };
         let (stream, remote) = match accepted {
@@ -235,7 +260,7 @@ async fn accept_until_stopped(
                 // EMFILE/ENFILE and friends: back off instead of spinning, and keep serving.
                 tracing::warn!(error = %e, "accept failed; backing off");
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return listener,
+                    _ = stop.wait_for(|s| *s != Stop::No) => return listener,
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(1));

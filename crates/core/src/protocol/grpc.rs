@@ -3,7 +3,7 @@
 //! framing, gzip, message-size limits (RESOURCE_EXHAUSTED) and trailers. Deadlines
 //! (`grpc-timeout`), client cancellation and the standard health service are handled here.
 
-use super::http::{accept_tls, drive, ConnectionParts};
+use super::http::{accept_tls, drive, ConnectionParts, FirstRequest};
 use crate::bridge::grpc::{metadata_map, CallCancel, CallGuard, OutState, GRPC_HIGH_WATER_MARK};
 use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead};
 use crate::config::{GrpcSettings, LiveLimits};
@@ -317,7 +317,10 @@ impl GrpcProtocol {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let this = self.clone();
+        let first = Arc::new(FirstRequest::default());
+        let begun = first.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
+            begun.mark();
             let this = this.clone();
             let conn = conn.clone();
             async move {
@@ -335,7 +338,7 @@ impl GrpcProtocol {
         if let Some(interval) = h2.keep_alive_interval {
             b.keep_alive_interval(interval).keep_alive_timeout(h2.keep_alive_timeout);
         }
-        drive(b.serve_connection(TokioIo::new(io), service), phase, |c| c.graceful_shutdown()).await
+        drive(b.serve_connection(TokioIo::new(io), service), phase, first, |c| c.graceful_shutdown()).await
     }
 }
 

@@ -246,8 +246,11 @@ impl HttpProtocol {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let info = Arc::new(ConnectionInfo { phase: phase.clone(), ..info });
+        let first = Arc::new(FirstRequest::default());
         let this = self.clone();
+        let begun = first.clone();
         let service = service_fn(move |req| {
+            begun.mark();
             let this = this.clone();
             let info = info.clone();
             async move { Ok::<_, Infallible>(this.handle(req, &info).await) }
@@ -255,36 +258,77 @@ impl HttpProtocol {
         let io = TokioIo::new(io);
         match (mode, &self.http2) {
             (Mode::Http2, Some(settings)) => {
-                drive(self.http2_builder(settings).serve_connection(io, service), phase, |c| c.graceful_shutdown()).await
+                drive(self.http2_builder(settings).serve_connection(io, service), phase, first, |c| c.graceful_shutdown()).await
             }
             (Mode::Detect, Some(settings)) => {
                 let builder = self.detecting_builder(settings);
-                drive(builder.serve_connection(io, service), phase, |c| c.graceful_shutdown()).await
+                drive(builder.serve_connection(io, service), phase, first, |c| c.graceful_shutdown()).await
             }
             _ if self.websocket.is_some() => {
                 let conn = self.http1_builder().serve_connection(io, service).with_upgrades();
-                drive(conn, phase, |c| c.graceful_shutdown()).await
+                drive(conn, phase, first, |c| c.graceful_shutdown()).await
             }
-            _ => drive(self.http1_builder().serve_connection(io, service), phase, |c| c.graceful_shutdown()).await,
+            _ => drive(self.http1_builder().serve_connection(io, service), phase, first, |c| c.graceful_shutdown()).await,
         }
     }
 }
 
 /// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
 /// flight, idle ones closed; HTTP/2: GOAWAY) when the phase says so, and drops it when forced.
-pub(crate) async fn drive<C: Future>(conn: C, phase: PhaseSignal, drain: impl Fn(std::pin::Pin<&mut C>)) {
+pub(crate) async fn drive<C: Future>(
+    conn: C,
+    phase: PhaseSignal,
+    first: Arc<FirstRequest>,
+    drain: impl Fn(std::pin::Pin<&mut C>),
+) {
     let mut conn = pin!(conn);
     let mut draining_signal = phase.clone();
     let mut forced_signal = phase;
     let mut draining = false;
+    let mut drained = false;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = draining_signal.reached(Phase::Draining), if !draining => {
-                draining = true;
+            _ = draining_signal.reached(Phase::Draining), if !draining => draining = true,
+            // A connection that has not begun a request yet may have one on the wire: give it a
+            // moment before draining (hyper would close such a connection at once).
+            _ = first.begun_or(FRESH_CONNECTION_GRACE), if draining && !drained => {
+                drained = true;
                 drain(conn.as_mut());
             }
             _ = forced_signal.reached(Phase::Forced) => return,
+        }
+    }
+}
+
+/// How long a draining connection that has not begun its first request waits for one.
+pub(crate) const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(1000);
+
+/// Whether a connection has begun its first request (set by the service, read when draining).
+#[derive(Default)]
+pub(crate) struct FirstRequest {
+    begun: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FirstRequest {
+    pub(crate) fn mark(&self) {
+        if !self.begun.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Resolves at once if a request has begun, else when one does or `grace` passes.
+    async fn begun_or(&self, grace: Duration) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.begun.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(grace) => {}
         }
     }
 }
@@ -306,7 +350,7 @@ pub(crate) async fn accept_tls(
     phase: &PhaseSignal,
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, PeerInfo)> {
     let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream));
-    let mut until_draining = phase.clone();
+    let mut until_forced = phase.clone();
     let tls_stream = tokio::select! {
         r = handshake => match r {
             Ok(Ok(s)) => s,
@@ -319,7 +363,9 @@ pub(crate) async fn accept_tls(
                 return None;
             }
         },
-        _ = until_draining.reached(Phase::Draining) => return None,
+        // A handshake under way when draining starts completes (its request is served with the
+        // drain); only a forced close abandons it.
+        _ = until_forced.reached(Phase::Forced) => return None,
     };
     let peer = tls.peer_info(tls_stream.get_ref().1);
     Some((tls_stream, peer))
