@@ -55,6 +55,8 @@ export interface ConnectionPoolConfig {
     pongTimeout?: number;
     heartbeatInterval?: number;
     maxPayload?: number;
+    /** WebSocket: unsent bytes a connection may queue before it is terminated (default 16 MiB). */
+    maxBufferedAmount?: number;
   };
 }
 
@@ -290,6 +292,69 @@ export declare class HttpsServer extends HttpServer<HttpsServerOptions> {
 export declare class Http2Server extends HttpServer<Http2ServerOptions> {
   constructor(app: KoattyApplication, options: Http2ServerOptions | ListeningOptions);
 }
+
+/**
+ * WebSocket (`ws`, or `wss` when protocol is 'wss' or `ssl.enabled`): the Koatty contract
+ * (per message `app.callback(protocol)(upgradeReq, client)` with `upgradeReq.data`); ordinary HTTP
+ * requests go to `app.callback()`. Emits 'connection' (client, upgradeReq).
+ */
+export declare class WsServer extends BaseServer<WebSocketServerOptions> {
+  constructor(app: KoattyApplication, options: WebSocketServerOptions | ListeningOptions);
+  on(event: 'connection', listener: (client: NativeWebSocket, req: IncomingMessage & { data?: Buffer }) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** The socket WebSocket handlers get (`ctx.websocket`): a subset of ws.WebSocket. */
+export interface NativeWebSocket extends EventEmitter {
+  readonly readyState: 0 | 1 | 2 | 3;
+  readonly bufferedAmount: number;
+  readonly protocol: string;
+  readonly url: string;
+  send(data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean } | null, cb?: (err?: Error) => void): void;
+  send(data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err?: Error) => void): void;
+  ping(data?: string | Buffer, mask?: boolean, cb?: () => void): void;
+  close(code?: number, reason?: string): void;
+  terminate(): void;
+  on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): this;
+  on(event: 'close', listener: (code: number, reason: Buffer) => void): this;
+  on(event: 'pong', listener: (data: Buffer) => void): this;
+  on(event: 'error', listener: (err: Error) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** A grpc-js style method definition (what proto-loader + loadPackageDefinition produce). */
+export interface GrpcMethodDefinition {
+  path: string;
+  requestStream: boolean;
+  responseStream: boolean;
+  requestDeserialize(bytes: Buffer): any;
+  responseSerialize(value: any): Buffer;
+  originalName?: string;
+  [key: string]: any;
+}
+
+/**
+ * gRPC over HTTP/2 (TLS with `ssl.enabled`). `RegisterService({ service, implementation })` with
+ * grpc-js definitions; all four call kinds; UNIMPLEMENTED and grpc.health.v1 answered natively.
+ */
+export declare class GrpcServer extends BaseServer<GrpcServerOptions> {
+  constructor(app: KoattyApplication, options: GrpcServerOptions | ListeningOptions);
+  RegisterService(impl: { service: Record<string, GrpcMethodDefinition>; implementation: Record<string, (...args: any[]) => any> }): void;
+}
+
+/** grpc-js compatible metadata (`-bin` keys hold Buffers). */
+export declare class Metadata {
+  set(key: string, value: string | Buffer): void;
+  add(key: string, value: string | Buffer): void;
+  remove(key: string): void;
+  get(key: string): Array<string | Buffer>;
+  getMap(): Record<string, string | Buffer>;
+  clone(): Metadata;
+  merge(other: Metadata): void;
+  toJSON(): Record<string, Array<string | Buffer>>;
+}
+
+export declare const GrpcStatus: Readonly<Record<'OK' | 'CANCELLED' | 'UNKNOWN' | 'INVALID_ARGUMENT' | 'DEADLINE_EXCEEDED' | 'NOT_FOUND' | 'ALREADY_EXISTS' | 'PERMISSION_DENIED' | 'RESOURCE_EXHAUSTED' | 'FAILED_PRECONDITION' | 'ABORTED' | 'OUT_OF_RANGE' | 'UNIMPLEMENTED' | 'INTERNAL' | 'UNAVAILABLE' | 'DATA_LOSS' | 'UNAUTHENTICATED', number>>;
 
 /** What `req.socket` offers over TLS (a subset of node's tls.TLSSocket). */
 export interface NativeTlsSocket {
