@@ -22,7 +22,11 @@ pub struct ResolvedConfig {
 
 #[napi]
 pub fn resolve_config(protocol: String, options_json: String, env: ConfigEnv) -> ResolvedConfig {
-    let fail = |key: String, message: String| ResolvedConfig { options: None, error_key: Some(key), error_message: Some(message) };
+    let fail = |key: String, message: String| ResolvedConfig {
+        options: None,
+        error_key: Some(key),
+        error_message: Some(message),
+    };
     let Some(protocol) = Protocol::parse(&protocol) else {
         return fail("protocol".into(), format!("unknown protocol '{protocol}'"));
     };
@@ -30,9 +34,18 @@ pub fn resolve_config(protocol: String, options_json: String, env: ConfigEnv) ->
         Ok(v) => v,
         Err(e) => return fail("options".into(), format!("not serialisable: {e}")),
     };
-    let env = Environment { ip: env.ip, port: env.port, app_port: env.app_port, node_env: env.node_env };
+    let env = Environment {
+        ip: env.ip,
+        port: env.port,
+        app_port: env.app_port,
+        node_env: env.node_env,
+    };
     match resolve_options(protocol, &value, &env) {
-        Ok(v) => ResolvedConfig { options: Some(v.to_string()), error_key: None, error_message: None },
+        Ok(v) => ResolvedConfig {
+            options: Some(v.to_string()),
+            error_key: None,
+            error_message: None,
+        },
         Err(e) => fail(e.key, e.message),
     }
 }

@@ -12,7 +12,13 @@ fn worker_threads() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .saturating_sub(1)
+                .max(1)
+        })
 }
 
 #[napi_derive::module_init]
@@ -46,7 +52,12 @@ pub struct RuntimeInfo {
 pub fn runtime_info() -> RuntimeInfo {
     RuntimeInfo {
         native: true,
-        build_profile: if cfg!(debug_assertions) { "debug" } else { "release" }.to_string(),
+        build_profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+        .to_string(),
         worker_threads: WORKERS.load(Ordering::Relaxed) as u32,
         version: env!("CARGO_PKG_VERSION").to_string(),
     }

@@ -3,12 +3,14 @@
 //! listener of the moment.
 
 use bytes::Bytes;
-use koatty_serve_core::bridge::{Bridge, BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink, WsOutbound};
+use koatty_serve_core::bridge::{
+    Bridge, BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink, WsOutbound,
+};
 use koatty_serve_core::config::ServerConfig;
 use koatty_serve_core::server::ServeHandle;
 use koatty_serve_core::tls::TlsSource;
-use napi::bindgen_prelude::*;
 use napi::bindgen_prelude::JsValuesTupleIntoVec;
+use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,7 +19,17 @@ use std::time::Duration;
 /// (id, method, url, flatHeaders, body, flags, remoteAddress, remotePort, tlsDetailsJson)
 /// flags: bits 0–7 HTTP version (10, 11, 20), bit 8 encrypted, bit 9 body streamed, bit 10 the
 /// client certificate verified (`socket.authorized`).
-type RequestArgs = FnArgs<(u32, String, String, Vec<String>, Option<Buffer>, u32, String, u32, Option<String>)>;
+type RequestArgs = FnArgs<(
+    u32,
+    String,
+    String,
+    Vec<String>,
+    Option<Buffer>,
+    u32,
+    String,
+    u32,
+    Option<String>,
+)>;
 /// (id, kind, chunk, message) — kinds in `event_kind`.
 type EventArgs = FnArgs<(u32, u32, Option<Buffer>, Option<String>)>;
 /// (errorCode, errorMessage, address, port, family)
@@ -71,7 +83,9 @@ impl JsSink {
 impl RequestSink for JsSink {
     fn request(&self, head: RequestHead) -> bool {
         let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
-        let Some(f) = guard.as_ref() else { return false };
+        let Some(f) = guard.as_ref() else {
+            return false;
+        };
         let mut flags = head.http_version;
         if head.encrypted {
             flags |= FLAG_ENCRYPTED;
@@ -106,7 +120,9 @@ impl RequestSink for JsSink {
             head.remote.port() as u32,
             head.peer.as_ref().map(|p| p.to_json()),
         );
-        f.request.call(args.into(), ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
+        f.request
+            .call(args.into(), ThreadsafeFunctionCallMode::NonBlocking)
+            == Status::Ok
     }
 
     fn event(&self, id: u32, event: BridgeEvent) {
@@ -114,24 +130,34 @@ impl RequestSink for JsSink {
         let Some(f) = guard.as_ref() else { return };
         let kind = event_kind(&event);
         let (chunk, message) = match event {
-            BridgeEvent::BodyChunk(b) | BridgeEvent::WsPong(b) => (Some(Buffer::from(b.to_vec())), None),
+            BridgeEvent::BodyChunk(b) | BridgeEvent::WsPong(b) => {
+                (Some(Buffer::from(b.to_vec())), None)
+            }
             BridgeEvent::BodyError(m) => (None, Some(m)),
             BridgeEvent::WsClosed { code, reason } => (None, Some(format!("{code} {reason}"))),
             BridgeEvent::GrpcInputError(m) => (None, Some(m)),
             BridgeEvent::GrpcCancelled(reason) => (None, Some((reason as u32).to_string())),
-            BridgeEvent::WsMessage { data, permit, .. } | BridgeEvent::GrpcMessage { data, permit } => {
+            BridgeEvent::WsMessage { data, permit, .. }
+            | BridgeEvent::GrpcMessage { data, permit } => {
                 // The permit is released once the handler has taken the message (the callback runs
                 // on the JS thread after it returns), bounding each connection's queue.
                 let args = (id, kind, Some(Buffer::from(data.to_vec())), None::<String>).into();
-                f.event.call_with_return_value(args, ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
-                    drop(permit);
-                    Ok(())
-                });
+                f.event.call_with_return_value(
+                    args,
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                    move |_, _| {
+                        drop(permit);
+                        Ok(())
+                    },
+                );
                 return;
             }
             _ => (None, None),
         };
-        f.event.call((id, kind, chunk, message).into(), ThreadsafeFunctionCallMode::NonBlocking);
+        f.event.call(
+            (id, kind, chunk, message).into(),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
     }
 }
 
@@ -198,9 +224,10 @@ struct Current {
 
 /// Parses options JSON and builds TLS, so bad settings fail before anything binds.
 fn prepare(options_json: &str) -> std::result::Result<Current, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(options_json).map_err(|e| format!("ERR_INVALID_CONFIG: options: {e}"))?;
-    let config = ServerConfig::from_options(&value).map_err(|e| format!("ERR_INVALID_CONFIG: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(options_json)
+        .map_err(|e| format!("ERR_INVALID_CONFIG: options: {e}"))?;
+    let config =
+        ServerConfig::from_options(&value).map_err(|e| format!("ERR_INVALID_CONFIG: {e}"))?;
     let tls = config
         .tls_options()
         .and_then(|o| o.map(TlsSource::new).transpose())
@@ -213,16 +240,32 @@ fn listen_args(result: koatty_serve_core::Result<std::net::SocketAddr>) -> Liste
     match result {
         Ok(addr) => {
             let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
-            (None, None, addr.ip().to_string(), addr.port() as u32, family.to_string()).into()
+            (
+                None,
+                None,
+                addr.ip().to_string(),
+                addr.port() as u32,
+                family.to_string(),
+            )
+                .into()
         }
-        Err(e) => (Some(e.code().to_string()), Some(e.to_string()), String::new(), 0, String::new()).into(),
+        Err(e) => (
+            Some(e.code().to_string()),
+            Some(e.to_string()),
+            String::new(),
+            0,
+            String::new(),
+        )
+            .into(),
     }
 }
 
 type Callback<T> = ThreadsafeFunction<T, (), T, Status, false>;
 
 fn callback<T: 'static + JsValuesTupleIntoVec>(f: Function<T, ()>) -> Result<Callback<T>> {
-    f.build_threadsafe_function::<T>().callee_handled::<false>().build()
+    f.build_threadsafe_function::<T>()
+        .callee_handled::<false>()
+        .build()
 }
 
 #[napi]
@@ -235,7 +278,10 @@ pub struct NativeServer {
 
 impl NativeServer {
     fn listener(&self) -> Option<Arc<ServeHandle>> {
-        self.listener.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn current<R>(&self, f: impl FnOnce(&Current) -> R) -> R {
@@ -251,14 +297,27 @@ impl NativeServer {
     pub fn new(options_json: String) -> Result<Self> {
         let current = prepare(&options_json).map_err(|m| Error::new(Status::InvalidArg, m))?;
         let sink = Arc::new(JsSink::default());
-        let bridge = Bridge::new(sink.clone(), current.config.limits.max_in_flight, Default::default());
-        Ok(NativeServer { current: Arc::new(Mutex::new(current)), bridge, sink, listener: Default::default() })
+        let bridge = Bridge::new(
+            sink.clone(),
+            current.config.limits.max_in_flight,
+            Default::default(),
+        );
+        Ok(NativeServer {
+            current: Arc::new(Mutex::new(current)),
+            bridge,
+            sink,
+            listener: Default::default(),
+        })
     }
 
     /// Whether `auto` TLS mode generated a self-signed development certificate.
     #[napi(getter)]
     pub fn generated_dev_certificate(&self) -> bool {
-        self.current(|c| c.tls.as_ref().is_some_and(|t| t.generated_dev_certificate()))
+        self.current(|c| {
+            c.tls
+                .as_ref()
+                .is_some_and(|t| t.generated_dev_certificate())
+        })
     }
 
     /// Re-reads key and certificate for new handshakes (open connections keep theirs). Returns an
@@ -280,8 +339,14 @@ impl NativeServer {
         on_event: Function<EventArgs, ()>,
         on_listening: Function<ListenArgs, ()>,
     ) -> Result<()> {
-        let request = on_request.build_threadsafe_function::<RequestArgs>().callee_handled::<false>().build()?;
-        let event = on_event.build_threadsafe_function::<EventArgs>().callee_handled::<false>().build()?;
+        let request = on_request
+            .build_threadsafe_function::<RequestArgs>()
+            .callee_handled::<false>()
+            .build()?;
+        let event = on_event
+            .build_threadsafe_function::<EventArgs>()
+            .callee_handled::<false>()
+            .build()?;
         let done = callback(on_listening)?;
         self.sink.set(Some(JsFunctions { request, event }));
         let (config, tls) = self.current(|c| (c.config.clone(), c.tls.clone()));
@@ -289,15 +354,20 @@ impl NativeServer {
         let sink = self.sink.clone();
         let listener = self.listener.clone();
         napi::bindgen_prelude::spawn(async move {
-            let started = ServeHandle::start(&config, bridge, tls).await.map(|handle| {
-                let addr = handle.local_addr();
-                *listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handle));
-                addr
-            });
+            let started = ServeHandle::start(&config, bridge, tls)
+                .await
+                .map(|handle| {
+                    let addr = handle.local_addr();
+                    *listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handle));
+                    addr
+                });
             if started.is_err() {
                 sink.set(None);
             }
-            done.call(listen_args(started), ThreadsafeFunctionCallMode::NonBlocking);
+            done.call(
+                listen_args(started),
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
         });
         Ok(())
     }
@@ -321,7 +391,8 @@ impl NativeServer {
         if let Some(l) = self.listener() {
             l.update_limits(next.config.limits.clone());
         }
-        self.bridge.set_max_in_flight(next.config.limits.max_in_flight);
+        self.bridge
+            .set_max_in_flight(next.config.limits.max_in_flight);
         let tls = current.tls.clone();
         current.config = next.config;
         current.tls = tls;
@@ -333,19 +404,34 @@ impl NativeServer {
     /// `drainTimeoutMs` in the background. On failure the old server keeps running.
     /// `onDone(errCode, errMessage, address, port, family)`.
     #[napi]
-    pub fn restart(&self, options_json: String, drain_timeout_ms: u32, on_done: Function<ListenArgs, ()>) -> Result<()> {
+    pub fn restart(
+        &self,
+        options_json: String,
+        drain_timeout_ms: u32,
+        on_done: Function<ListenArgs, ()>,
+    ) -> Result<()> {
         let done = callback(on_done)?;
         let next = match prepare(&options_json) {
             Ok(n) => n,
             Err(m) => {
-                let code = m.split(':').next().unwrap_or("ERR_INVALID_CONFIG").to_string();
-                done.call((Some(code), Some(m), String::new(), 0, String::new()).into(), ThreadsafeFunctionCallMode::NonBlocking);
+                let code = m
+                    .split(':')
+                    .next()
+                    .unwrap_or("ERR_INVALID_CONFIG")
+                    .to_string();
+                done.call(
+                    (Some(code), Some(m), String::new(), 0, String::new()).into(),
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
                 return Ok(());
             }
         };
         let old = self.listener();
         // The same configured address (an ephemeral port included) keeps its socket: handed over.
-        let same_address = old.is_some() && self.current(|c| c.config.hostname == next.config.hostname && c.config.port == next.config.port);
+        let same_address = old.is_some()
+            && self.current(|c| {
+                c.config.hostname == next.config.hostname && c.config.port == next.config.port
+            });
         let bridge = self.bridge.clone();
         let listener = self.listener.clone();
         let current = self.current.clone();
@@ -355,7 +441,8 @@ impl NativeServer {
                 _ => None,
             };
             let max_in_flight = next.config.limits.max_in_flight;
-            let started = ServeHandle::start_on(&next.config, bridge.clone(), next.tls.clone(), socket).await;
+            let started =
+                ServeHandle::start_on(&next.config, bridge.clone(), next.tls.clone(), socket).await;
             if started.is_ok() {
                 bridge.set_max_in_flight(max_in_flight);
             }
@@ -369,14 +456,19 @@ impl NativeServer {
             // The old listener is retired only once JavaScript has taken the new address (the
             // callback below runs on its thread after `onDone` returned), so nothing started in
             // between is refused.
-            done.call_with_return_value(listen_args(result), ThreadsafeFunctionCallMode::NonBlocking, move |_, _| {
-                if let Some(old) = retire {
-                    napi::bindgen_prelude::spawn(async move {
-                        old.shutdown(Duration::from_millis(drain_timeout_ms as u64)).await;
-                    });
-                }
-                Ok(())
-            });
+            done.call_with_return_value(
+                listen_args(result),
+                ThreadsafeFunctionCallMode::NonBlocking,
+                move |_, _| {
+                    if let Some(old) = retire {
+                        napi::bindgen_prelude::spawn(async move {
+                            old.shutdown(Duration::from_millis(drain_timeout_ms as u64))
+                                .await;
+                        });
+                    }
+                    Ok(())
+                },
+            );
         });
         Ok(())
     }
@@ -403,7 +495,11 @@ impl NativeServer {
         let listener = self.listener();
         napi::bindgen_prelude::spawn(async move {
             let closed = match listener {
-                Some(l) => l.lifecycle().wait_closed(Duration::from_millis(timeout_ms as u64)).await,
+                Some(l) => {
+                    l.lifecycle()
+                        .wait_closed(Duration::from_millis(timeout_ms as u64))
+                        .await
+                }
                 None => true,
             };
             done.call((closed,).into(), ThreadsafeFunctionCallMode::NonBlocking);
@@ -414,7 +510,11 @@ impl NativeServer {
     /// Shutdown step 3: ask connections to finish and close, wait up to `timeoutMs`.
     /// `onDone(drained, openConnectionsAtStart, stillOpen)`.
     #[napi]
-    pub fn drain(&self, timeout_ms: u32, on_done: Function<FnArgs<(bool, u32, u32)>, ()>) -> Result<()> {
+    pub fn drain(
+        &self,
+        timeout_ms: u32,
+        on_done: Function<FnArgs<(bool, u32, u32)>, ()>,
+    ) -> Result<()> {
         let done = callback(on_done)?;
         let listener = self.listener();
         napi::bindgen_prelude::spawn(async move {
@@ -423,12 +523,17 @@ impl NativeServer {
                     let server = l.lifecycle();
                     let at_start = server.open_connections();
                     server.begin_draining();
-                    let drained = server.wait_closed(Duration::from_millis(timeout_ms as u64)).await;
+                    let drained = server
+                        .wait_closed(Duration::from_millis(timeout_ms as u64))
+                        .await;
                     (drained, at_start, server.open_connections())
                 }
                 None => (true, 0, 0),
             };
-            done.call((drained, at_start as u32, left as u32).into(), ThreadsafeFunctionCallMode::NonBlocking);
+            done.call(
+                (drained, at_start as u32, left as u32).into(),
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
         });
         Ok(())
     }
@@ -441,10 +546,17 @@ impl NativeServer {
         let listener = self.listener();
         napi::bindgen_prelude::spawn(async move {
             let forced = match listener {
-                Some(l) => l.lifecycle().force_close(Duration::from_millis(grace_ms as u64)).await,
+                Some(l) => {
+                    l.lifecycle()
+                        .force_close(Duration::from_millis(grace_ms as u64))
+                        .await
+                }
                 None => 0,
             };
-            done.call((forced as u32,).into(), ThreadsafeFunctionCallMode::NonBlocking);
+            done.call(
+                (forced as u32,).into(),
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
         });
         Ok(())
     }
@@ -453,7 +565,10 @@ impl NativeServer {
     /// can exit.
     #[napi]
     pub fn release(&self) {
-        self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         self.sink.set(None);
     }
 
@@ -462,7 +577,11 @@ impl NativeServer {
     #[napi]
     pub fn close(&self, timeout_ms: u32, on_closed: Function<CloseArgs, ()>) -> Result<()> {
         let done = callback(on_closed)?;
-        let listener = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let sink = self.sink.clone();
         napi::bindgen_prelude::spawn(async move {
             let report = match listener {
@@ -470,7 +589,10 @@ impl NativeServer {
                 None => Default::default(),
             };
             sink.set(None);
-            done.call((report.connections_at_start as u32, report.forced as u32).into(), ThreadsafeFunctionCallMode::NonBlocking);
+            done.call(
+                (report.connections_at_start as u32, report.forced as u32).into(),
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
         });
         Ok(())
     }
@@ -487,7 +609,14 @@ impl NativeServer {
         text: Option<String>,
         end: bool,
     ) -> i32 {
-        code_of(self.bridge.respond(id, status.min(999) as u16, reason.as_deref(), &headers, bytes_of(body, text), end))
+        code_of(self.bridge.respond(
+            id,
+            status.min(999) as u16,
+            reason.as_deref(),
+            &headers,
+            bytes_of(body, text),
+            end,
+        ))
     }
 
     #[napi]
@@ -546,9 +675,23 @@ impl NativeServer {
     /// Sends a WebSocket message. Returns the bytes now queued (`bufferedAmount`), or -1 when the
     /// connection is gone, -4 when it exceeded its buffer limit and was terminated.
     #[napi]
-    pub fn ws_send(&self, id: u32, body: Option<Buffer>, text: Option<String>, binary: bool) -> f64 {
-        let Some(data) = bytes_of(body, text) else { return 0.0 };
-        let max = self.current(|c| c.config.websocket.as_ref().map(|w| w.max_buffered).unwrap_or(usize::MAX));
+    pub fn ws_send(
+        &self,
+        id: u32,
+        body: Option<Buffer>,
+        text: Option<String>,
+        binary: bool,
+    ) -> f64 {
+        let Some(data) = bytes_of(body, text) else {
+            return 0.0;
+        };
+        let max = self.current(|c| {
+            c.config
+                .websocket
+                .as_ref()
+                .map(|w| w.max_buffered)
+                .unwrap_or(usize::MAX)
+        });
         match self.bridge.ws_send(id, data, binary, max) {
             Ok(queued) => queued as f64,
             Err(BridgeError::Backpressure(_)) => -4.0,
@@ -559,7 +702,9 @@ impl NativeServer {
     /// The gRPC method paths (`/package.Service/Method`) served; others get UNIMPLEMENTED natively.
     #[napi]
     pub fn set_grpc_methods(&self, paths: Vec<String>) {
-        self.bridge.grpc_methods().store(Arc::new(paths.into_iter().collect()));
+        self.bridge
+            .grpc_methods()
+            .store(Arc::new(paths.into_iter().collect()));
     }
 
     /// Sends a call's initial metadata (flat pairs; `-bin` values base64) now.
@@ -589,7 +734,9 @@ impl NativeServer {
     /// Starts the closing handshake (code 1000–4999, reason ≤ 123 bytes, checked in JS).
     #[napi]
     pub fn ws_close(&self, id: u32, code: u32, reason: String) -> bool {
-        self.bridge.ws_control(id, WsOutbound::Close(code as u16, reason)).is_ok()
+        self.bridge
+            .ws_control(id, WsOutbound::Close(code as u16, reason))
+            .is_ok()
     }
 
     /// Drops the connection at once.
@@ -625,6 +772,8 @@ impl NativeServer {
     #[napi]
     pub fn prometheus(&self) -> String {
         let metrics = self.bridge.metrics();
-        metrics.snapshot().prometheus(self.bridge.pending_count(), metrics.accepting())
+        metrics
+            .snapshot()
+            .prometheus(self.bridge.pending_count(), metrics.accepting())
     }
 }

@@ -35,8 +35,15 @@ impl ServeError {
             io::ErrorKind::AddrNotAvailable => ("EADDRNOTAVAIL", "address not available"),
             _ => ("ERR_LISTEN", "listen failed"),
         };
-        let detail = if code == "ERR_LISTEN" { format!("{text} ({err})") } else { text.to_string() };
-        ServeError::Bind { code, message: format!("listen {code}: {detail} {addr}") }
+        let detail = if code == "ERR_LISTEN" {
+            format!("{text} ({err})")
+        } else {
+            text.to_string()
+        };
+        ServeError::Bind {
+            code,
+            message: format!("listen {code}: {detail} {addr}"),
+        }
     }
 }
 

@@ -20,7 +20,11 @@ struct Histogram {
 
 impl Histogram {
     fn new() -> Self {
-        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), count: AtomicU64::new(0), sum_us: AtomicU64::new(0) }
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
     }
 
     fn bucket_of(us: u64) -> usize {
@@ -96,12 +100,17 @@ struct History {
 }
 
 fn unix_second() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl History {
     fn new() -> Self {
-        History { slots: (0..HISTORY_SECONDS).map(|_| Slot::default()).collect() }
+        History {
+            slots: (0..HISTORY_SECONDS).map(|_| Slot::default()).collect(),
+        }
     }
 
     /// The slot for this second, cleared if it still holds an older second.
@@ -109,7 +118,12 @@ impl History {
         let now = unix_second();
         let slot = &self.slots[(now as usize) % HISTORY_SECONDS];
         let held = slot.second.load(Relaxed);
-        if held != now && slot.second.compare_exchange(held, now, Relaxed, Relaxed).is_ok() {
+        if held != now
+            && slot
+                .second
+                .compare_exchange(held, now, Relaxed, Relaxed)
+                .is_ok()
+        {
             // A few events of the new second may race with this reset; history is approximate.
             slot.requests.store(0, Relaxed);
             slot.errors.store(0, Relaxed);
@@ -170,7 +184,9 @@ pub struct Metrics {
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("snapshot", &self.snapshot()).finish()
+        f.debug_struct("Metrics")
+            .field("snapshot", &self.snapshot())
+            .finish()
     }
 }
 
@@ -271,7 +287,8 @@ impl Metrics {
         self.latency.record(latency);
         let slot = self.history.slot();
         slot.requests.fetch_add(1, Relaxed);
-        slot.latency_sum_us.fetch_add(latency.as_micros() as u64, Relaxed);
+        slot.latency_sum_us
+            .fetch_add(latency.as_micros() as u64, Relaxed);
         if status >= 500 {
             self.responses_5xx.fetch_add(1, Relaxed);
             slot.errors.fetch_add(1, Relaxed);
@@ -312,7 +329,9 @@ impl Metrics {
         let total_connections = self.total_connections.load(Relaxed);
         let requests_total = self.requests_total.load(Relaxed);
         let responses_5xx = self.responses_5xx.load(Relaxed);
-        let failed = self.requests_failed.load(Relaxed) + self.requests_timed_out.load(Relaxed) + responses_5xx;
+        let failed = self.requests_failed.load(Relaxed)
+            + self.requests_timed_out.load(Relaxed)
+            + responses_5xx;
         MetricsSnapshot {
             uptime_ms: uptime.as_millis() as u64,
             active_connections: self.active_connections.load(Relaxed),
@@ -328,7 +347,11 @@ impl Metrics {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             connections_per_second: total_connections as f64 / uptime.as_secs_f64().max(1e-3),
-            error_rate: if requests_total == 0 { 0.0 } else { (failed as f64 / requests_total as f64).min(1.0) },
+            error_rate: if requests_total == 0 {
+                0.0
+            } else {
+                (failed as f64 / requests_total as f64).min(1.0)
+            },
             average_latency_ms: self.latency.average_ms(),
             p50_latency_ms: self.latency.quantile_ms(0.50),
             p90_latency_ms: self.latency.quantile_ms(0.90),
@@ -342,19 +365,61 @@ impl MetricsSnapshot {
     pub fn prometheus(&self, pending_requests: usize, ready: bool) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
-            out.push_str(&format!("# HELP koatty_serve_{name} {help}\n# TYPE koatty_serve_{name} {kind}\n"));
+            out.push_str(&format!(
+                "# HELP koatty_serve_{name} {help}\n# TYPE koatty_serve_{name} {kind}\n"
+            ));
             for (labels, value) in samples {
                 out.push_str(&format!("koatty_serve_{name}{labels} {value}\n"));
             }
         };
-        metric("up", "gauge", "1 while the server accepts connections.", &[("", if ready { 1.0 } else { 0.0 })]);
-        metric("uptime_seconds", "gauge", "Seconds since the server was created.", &[("", self.uptime_ms as f64 / 1000.0)]);
-        metric("connections_active", "gauge", "Open connections.", &[("", self.active_connections as f64)]);
-        metric("connections_total", "counter", "Connections accepted.", &[("", self.total_connections as f64)]);
-        metric("connections_rejected_total", "counter", "Connections turned away at maxConnections.", &[("", self.rejected_connections as f64)]);
-        metric("requests_total", "counter", "Requests handed to the application.", &[("", self.requests_total as f64)]);
-        metric("requests_active", "gauge", "Requests not finished.", &[("", self.requests_active as f64)]);
-        metric("requests_pending", "gauge", "Requests awaiting the application's answer or streaming it.", &[("", pending_requests as f64)]);
+        metric(
+            "up",
+            "gauge",
+            "1 while the server accepts connections.",
+            &[("", if ready { 1.0 } else { 0.0 })],
+        );
+        metric(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the server was created.",
+            &[("", self.uptime_ms as f64 / 1000.0)],
+        );
+        metric(
+            "connections_active",
+            "gauge",
+            "Open connections.",
+            &[("", self.active_connections as f64)],
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "Connections accepted.",
+            &[("", self.total_connections as f64)],
+        );
+        metric(
+            "connections_rejected_total",
+            "counter",
+            "Connections turned away at maxConnections.",
+            &[("", self.rejected_connections as f64)],
+        );
+        metric(
+            "requests_total",
+            "counter",
+            "Requests handed to the application.",
+            &[("", self.requests_total as f64)],
+        );
+        metric(
+            "requests_active",
+            "gauge",
+            "Requests not finished.",
+            &[("", self.requests_active as f64)],
+        );
+        metric(
+            "requests_pending",
+            "gauge",
+            "Requests awaiting the application's answer or streaming it.",
+            &[("", pending_requests as f64)],
+        );
         metric(
             "request_errors_total",
             "counter",
@@ -366,8 +431,18 @@ impl MetricsSnapshot {
                 ("{kind=\"status_5xx\"}", self.responses_5xx as f64),
             ],
         );
-        metric("received_bytes_total", "counter", "Request body bytes received.", &[("", self.bytes_in as f64)]);
-        metric("sent_bytes_total", "counter", "Response body bytes sent.", &[("", self.bytes_out as f64)]);
+        metric(
+            "received_bytes_total",
+            "counter",
+            "Request body bytes received.",
+            &[("", self.bytes_in as f64)],
+        );
+        metric(
+            "sent_bytes_total",
+            "counter",
+            "Response body bytes sent.",
+            &[("", self.bytes_out as f64)],
+        );
         metric(
             "request_duration_milliseconds",
             "summary",

@@ -3,12 +3,12 @@
 
 use crate::bridge::Bridge;
 use crate::config::{Limits, LiveLimits, Protocol, ServerConfig};
-use arc_swap::ArcSwap;
 use crate::error::Result;
 use crate::lifecycle::{ConnectionHandler, Server, ShutdownReport};
 use crate::metrics::Metrics;
 use crate::protocol::{GrpcProtocol, HttpProtocol};
 use crate::tls::TlsSource;
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,11 @@ impl ServeHandle {
     /// `bridge` outlives listeners (a restart binds a new one on the same bridge), so request ids
     /// stay unique for the JavaScript server object.
     /// `tls` is built by the caller (so configuration errors surface before binding).
-    pub async fn start(config: &ServerConfig, bridge: Bridge, tls: Option<Arc<TlsSource>>) -> Result<ServeHandle> {
+    pub async fn start(
+        config: &ServerConfig,
+        bridge: Bridge,
+        tls: Option<Arc<TlsSource>>,
+    ) -> Result<ServeHandle> {
         Self::start_on(config, bridge, tls, None).await
     }
 
@@ -57,7 +61,12 @@ impl ServeHandle {
             )),
         };
         let server = Server::start(config, handler, metrics, limits.clone(), listener).await?;
-        Ok(ServeHandle { bridge, server, protocol: config.protocol, limits })
+        Ok(ServeHandle {
+            bridge,
+            server,
+            protocol: config.protocol,
+            limits,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -11,7 +11,10 @@ use arc_swap::ArcSwap;
 use rustls::crypto::{ring as ring_provider, CryptoProvider};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ServerConnection, WebPkiClientVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme, SupportedCipherSuite};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedCipherSuite,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use serde_json::Value;
@@ -86,7 +89,11 @@ impl TlsOptions {
             None | Some("auto") => TlsMode::Auto,
             Some("manual") => TlsMode::Manual,
             Some("mutual_tls") => TlsMode::MutualTls,
-            Some(other) => return err(format!("ssl.mode '{other}' is not one of auto, manual, mutual_tls")),
+            Some(other) => {
+                return err(format!(
+                    "ssl.mode '{other}' is not one of auto, manual, mutual_tls"
+                ))
+            }
         };
         let mutual = mode == TlsMode::MutualTls;
         Ok(Some(TlsOptions {
@@ -134,17 +141,23 @@ fn load_key(value: &str, passphrase: Option<&str>) -> Result<PrivateKeyDer<'stat
             return err("ssl.key is encrypted and no ssl.passphrase was given");
         };
         let block = &text[start..];
-        let end = block.find("-----END ENCRYPTED PRIVATE KEY-----").map(|i| i + 35).unwrap_or(block.len());
-        let (_, der) = pkcs8::der::pem::decode_vec(block[..end].as_bytes())
+        let end = block
+            .find("-----END ENCRYPTED PRIVATE KEY-----")
+            .map(|i| i + 35)
+            .unwrap_or(block.len());
+        let (_, der) = pkcs8::der::pem::decode_vec(&block.as_bytes()[..end])
             .or_else(|e| err(format!("ssl.key: bad encrypted PEM: {e}")))?;
         let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der.as_slice())
             .or_else(|e| err(format!("ssl.key: bad encrypted PKCS#8 key: {e}")))?;
-        let plain = info
-            .decrypt(passphrase.as_bytes())
-            .or_else(|_| err("ssl.key could not be decrypted: wrong ssl.passphrase (or an unsupported cipher)"))?;
-        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(plain.as_bytes().to_vec())));
+        let plain = info.decrypt(passphrase.as_bytes()).or_else(|_| {
+            err("ssl.key could not be decrypted: wrong ssl.passphrase (or an unsupported cipher)")
+        })?;
+        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            plain.as_bytes().to_vec(),
+        )));
     }
-    PrivateKeyDer::from_pem_slice(&pem).or_else(|e| err(format!("ssl.key holds no usable PEM private key: {e}")))
+    PrivateKeyDer::from_pem_slice(&pem)
+        .or_else(|e| err(format!("ssl.key holds no usable PEM private key: {e}")))
 }
 
 // --- ciphers ------------------------------------------------------------------------------------
@@ -155,18 +168,58 @@ fn suite_table() -> Vec<(&'static str, SupportedCipherSuite, &'static [&'static 
     use ring_provider::cipher_suite as cs;
     const TLS13: &[&str] = &["HIGH", "ALL", "DEFAULT", "TLSv1.3", "AES", "AESGCM"];
     const TLS13_CHACHA: &[&str] = &["HIGH", "ALL", "DEFAULT", "TLSv1.3", "CHACHA20"];
-    const ECDSA: &[&str] = &["HIGH", "ALL", "DEFAULT", "TLSv1.2", "ECDHE", "EECDH", "kECDHE", "ECDSA", "aECDSA"];
-    const RSA: &[&str] = &["HIGH", "ALL", "DEFAULT", "TLSv1.2", "ECDHE", "EECDH", "kECDHE", "RSA", "aRSA"];
+    const ECDSA: &[&str] = &[
+        "HIGH", "ALL", "DEFAULT", "TLSv1.2", "ECDHE", "EECDH", "kECDHE", "ECDSA", "aECDSA",
+    ];
+    const RSA: &[&str] = &[
+        "HIGH", "ALL", "DEFAULT", "TLSv1.2", "ECDHE", "EECDH", "kECDHE", "RSA", "aRSA",
+    ];
     vec![
-        ("TLS_AES_256_GCM_SHA384", cs::TLS13_AES_256_GCM_SHA384, TLS13),
-        ("TLS_CHACHA20_POLY1305_SHA256", cs::TLS13_CHACHA20_POLY1305_SHA256, TLS13_CHACHA),
-        ("TLS_AES_128_GCM_SHA256", cs::TLS13_AES_128_GCM_SHA256, TLS13),
-        ("ECDHE-ECDSA-AES256-GCM-SHA384", cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, ECDSA),
-        ("ECDHE-RSA-AES256-GCM-SHA384", cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, RSA),
-        ("ECDHE-ECDSA-CHACHA20-POLY1305", cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, ECDSA),
-        ("ECDHE-RSA-CHACHA20-POLY1305", cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, RSA),
-        ("ECDHE-ECDSA-AES128-GCM-SHA256", cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, ECDSA),
-        ("ECDHE-RSA-AES128-GCM-SHA256", cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, RSA),
+        (
+            "TLS_AES_256_GCM_SHA384",
+            cs::TLS13_AES_256_GCM_SHA384,
+            TLS13,
+        ),
+        (
+            "TLS_CHACHA20_POLY1305_SHA256",
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            TLS13_CHACHA,
+        ),
+        (
+            "TLS_AES_128_GCM_SHA256",
+            cs::TLS13_AES_128_GCM_SHA256,
+            TLS13,
+        ),
+        (
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ECDSA,
+        ),
+        (
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            RSA,
+        ),
+        (
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            ECDSA,
+        ),
+        (
+            "ECDHE-RSA-CHACHA20-POLY1305",
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            RSA,
+        ),
+        (
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ECDSA,
+        ),
+        (
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            RSA,
+        ),
     ]
 }
 
@@ -174,7 +227,9 @@ fn suite_matches(name: &str, tags: &[&str], item: &str) -> bool {
     name == item
         || tags.contains(&item)
         || match item {
-            "AES128" | "AES256" | "GCM" | "CHACHA20" | "POLY1305" | "SHA256" | "SHA384" => name.split(['-', '_']).any(|p| p == item),
+            "AES128" | "AES256" | "GCM" | "CHACHA20" | "POLY1305" | "SHA256" | "SHA384" => {
+                name.split(['-', '_']).any(|p| p == item)
+            }
             _ => false,
         }
 }
@@ -183,18 +238,88 @@ fn suite_matches(name: &str, tags: &[&str], item: &str) -> bool {
 /// keyword that rustls does not offer (e.g. `DHE-RSA-AES128-GCM-SHA256`, `AES128-SHA`), skipped as
 /// OpenSSL skips unavailable suites; anything else is a typo and an error.
 const OPENSSL_VOCABULARY: &[&str] = &[
-    "TLS", "SSL", "DHE", "EDH", "ECDHE", "EECDH", "ADH", "AECDH", "RSA", "DSS", "ECDSA", "PSK", "SRP", "AES", "AES128", "AES256",
-    "GCM", "CCM", "CCM8", "CBC", "CBC3", "SHA", "SHA1", "SHA256", "SHA384", "CHACHA20", "POLY1305", "CAMELLIA", "CAMELLIA128",
-    "CAMELLIA256", "ARIA", "ARIA128", "ARIA256", "DES", "3DES", "RC4", "RC2", "MD5", "NULL", "SEED", "IDEA", "EXP", "EXPORT",
-    "LOW", "MEDIUM", "COMPLEMENTOFDEFAULT", "COMPLEMENTOFALL", "WITH", "AESGCM", "AESCCM", "kRSA", "aRSA", "aECDSA", "kECDHE",
-    "aNULL", "eNULL", "kDHE", "aDSS", "SUITEB128", "SUITEB192", "SUITEB128ONLY", "SUITEB128C2", "SECLEVEL", "STRENGTH",
-    "TLSv1", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3", "SSLv3", "ECDH", "kEECDH", "kEDH", "GOST", "GOST94", "GOST89MAC",
+    "TLS",
+    "SSL",
+    "DHE",
+    "EDH",
+    "ECDHE",
+    "EECDH",
+    "ADH",
+    "AECDH",
+    "RSA",
+    "DSS",
+    "ECDSA",
+    "PSK",
+    "SRP",
+    "AES",
+    "AES128",
+    "AES256",
+    "GCM",
+    "CCM",
+    "CCM8",
+    "CBC",
+    "CBC3",
+    "SHA",
+    "SHA1",
+    "SHA256",
+    "SHA384",
+    "CHACHA20",
+    "POLY1305",
+    "CAMELLIA",
+    "CAMELLIA128",
+    "CAMELLIA256",
+    "ARIA",
+    "ARIA128",
+    "ARIA256",
+    "DES",
+    "3DES",
+    "RC4",
+    "RC2",
+    "MD5",
+    "NULL",
+    "SEED",
+    "IDEA",
+    "EXP",
+    "EXPORT",
+    "LOW",
+    "MEDIUM",
+    "COMPLEMENTOFDEFAULT",
+    "COMPLEMENTOFALL",
+    "WITH",
+    "AESGCM",
+    "AESCCM",
+    "kRSA",
+    "aRSA",
+    "aECDSA",
+    "kECDHE",
+    "aNULL",
+    "eNULL",
+    "kDHE",
+    "aDSS",
+    "SUITEB128",
+    "SUITEB192",
+    "SUITEB128ONLY",
+    "SUITEB128C2",
+    "SECLEVEL",
+    "STRENGTH",
+    "TLSv1",
+    "TLSv1.0",
+    "TLSv1.1",
+    "TLSv1.2",
+    "TLSv1.3",
+    "SSLv3",
+    "ECDH",
+    "kEECDH",
+    "kEDH",
+    "GOST",
+    "GOST94",
+    "GOST89MAC",
 ];
 
 fn known_openssl_name(item: &str) -> bool {
-    item.split(['-', '_', '@', '=']).filter(|p| !p.is_empty()).all(|p| {
-        OPENSSL_VOCABULARY.contains(&p) || p.chars().all(|c| c.is_ascii_digit())
-    })
+    item.split(['-', '_', '@', '='])
+        .filter(|p| !p.is_empty())
+        .all(|p| OPENSSL_VOCABULARY.contains(&p) || p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Selects suites from an OpenSSL cipher string: names and keywords add (in order), `!X`/`-X`
@@ -203,13 +328,21 @@ pub fn select_cipher_suites(spec: &str) -> Result<Vec<SupportedCipherSuite>, Tls
     let table = suite_table();
     let mut chosen: Vec<&'static str> = Vec::new();
     let mut removed: Vec<&'static str> = Vec::new();
-    for item in spec.split([':', ',', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+    for item in spec
+        .split([':', ',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let (negative, name) = match item.as_bytes()[0] {
             b'!' | b'-' => (true, &item[1..]),
             b'+' => continue,
             _ => (false, item),
         };
-        let hits: Vec<&'static str> = table.iter().filter(|(n, _, tags)| suite_matches(n, tags, name)).map(|(n, _, _)| *n).collect();
+        let hits: Vec<&'static str> = table
+            .iter()
+            .filter(|(n, _, tags)| suite_matches(n, tags, name))
+            .map(|(n, _, _)| *n)
+            .collect();
         if negative {
             removed.extend(hits);
             continue;
@@ -227,10 +360,21 @@ pub fn select_cipher_suites(spec: &str) -> Result<Vec<SupportedCipherSuite>, Tls
     if chosen.is_empty() {
         return err(format!("ssl.ciphers '{spec}' selects no cipher suite this server supports (TLS 1.2 ECDHE with AES-GCM or ChaCha20, and the TLS 1.3 suites)"));
     }
-    Ok(chosen.iter().map(|n| table.iter().find(|(t, _, _)| t == n).expect("from the table").1).collect())
+    Ok(chosen
+        .iter()
+        .map(|n| {
+            table
+                .iter()
+                .find(|(t, _, _)| t == n)
+                .expect("from the table")
+                .1
+        })
+        .collect())
 }
 
-fn protocol_versions(secure_protocol: Option<&str>) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
+fn protocol_versions(
+    secure_protocol: Option<&str>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
     match secure_protocol {
         None | Some("TLS_method") | Some("SSLv23_method") | Some("TLS_server_method") | Some("SSLv23_server_method") => {
             Ok(vec![&rustls::version::TLS13, &rustls::version::TLS12])
@@ -317,10 +461,18 @@ fn build(options: &TlsOptions) -> Result<(Built, bool), TlsError> {
     let provider: Arc<CryptoProvider> = Arc::new(provider);
 
     let (certs, key, generated) = match (&options.key, &options.cert) {
-        (Some(key), Some(cert)) => (load_certs("cert", cert)?, load_key(key, options.passphrase.as_deref())?, false),
+        (Some(key), Some(cert)) => (
+            load_certs("cert", cert)?,
+            load_key(key, options.passphrase.as_deref())?,
+            false,
+        ),
         (None, None) if options.mode == TlsMode::Auto => {
-            let dev = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])
-                .or_else(|e| err(format!("could not generate a development certificate: {e}")))?;
+            let dev = rcgen::generate_simple_self_signed(vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                "::1".into(),
+            ])
+            .or_else(|e| err(format!("could not generate a development certificate: {e}")))?;
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(dev.key_pair.serialize_der()));
             (vec![dev.cert.der().clone()], key, true)
         }
@@ -333,25 +485,46 @@ fn build(options: &TlsOptions) -> Result<(Built, bool), TlsError> {
         .or_else(|e| err(format!("TLS settings rejected: {e}")))?;
     let (builder, verifier) = if options.request_cert {
         let Some(ca) = &options.ca else {
-            return err("ssl.ca is required to verify client certificates (mutual_tls / requestCert)");
+            return err(
+                "ssl.ca is required to verify client certificates (mutual_tls / requestCert)",
+            );
         };
         let mut roots = RootCertStore::empty();
         for c in load_certs("ca", ca)? {
-            roots.add(c).or_else(|e| err(format!("ssl.ca holds an unusable certificate: {e}")))?;
+            roots
+                .add(c)
+                .or_else(|e| err(format!("ssl.ca holds an unusable certificate: {e}")))?;
         }
         let strict = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
-            .or_else(|e| err(format!("cannot verify client certificates with ssl.ca: {e}")))?;
-        let used: Arc<dyn ClientCertVerifier> =
-            if options.reject_unauthorized { strict.clone() } else { Arc::new(LenientVerifier(strict.clone())) };
+            .or_else(|e| {
+                err(format!(
+                    "cannot verify client certificates with ssl.ca: {e}"
+                ))
+            })?;
+        let used: Arc<dyn ClientCertVerifier> = if options.reject_unauthorized {
+            strict.clone()
+        } else {
+            Arc::new(LenientVerifier(strict.clone()))
+        };
         (builder.with_client_cert_verifier(used), Some(strict))
     } else {
         (builder.with_no_client_auth(), None)
     };
-    let mut config = builder.with_single_cert(certs, key).or_else(|e| err(format!("ssl.key and ssl.cert do not form a usable pair: {e}")))?;
+    let mut config = builder.with_single_cert(certs, key).or_else(|e| {
+        err(format!(
+            "ssl.key and ssl.cert do not form a usable pair: {e}"
+        ))
+    })?;
     config.ignore_client_order = options.honor_cipher_order;
     config.alpn_protocols = options.alpn.clone();
-    Ok((Built { config: Arc::new(config), verifier }, generated))
+    Ok((
+        Built {
+            config: Arc::new(config),
+            verifier,
+        },
+        generated,
+    ))
 }
 
 /// The TLS settings of one server: built once, read by each handshake, swapped by `reload`.
@@ -363,7 +536,9 @@ pub struct TlsSource {
 
 impl fmt::Debug for TlsSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsSource").field("mode", &self.options.load().mode).finish()
+        f.debug_struct("TlsSource")
+            .field("mode", &self.options.load().mode)
+            .finish()
     }
 }
 
@@ -405,7 +580,12 @@ impl TlsSource {
     /// passphrase does (node decides the same way which settings a secure context may swap).
     pub fn needs_restart_for(&self, next: &TlsOptions) -> bool {
         let now = self.options.load();
-        let strip = |o: &TlsOptions| TlsOptions { key: None, cert: None, passphrase: None, ..o.clone() };
+        let strip = |o: &TlsOptions| TlsOptions {
+            key: None,
+            cert: None,
+            passphrase: None,
+            ..o.clone()
+        };
         strip(&now) != strip(next)
     }
 
@@ -419,18 +599,25 @@ impl TlsSource {
         let verdict = match (certs.split_first(), self.current.load().verifier.as_ref()) {
             (None, _) => Err("peer did not present a certificate".to_string()),
             (Some(_), None) => Err("client certificates are not requested".to_string()),
-            (Some((leaf, rest)), Some(v)) => v.verify_client_cert(leaf, rest, UnixTime::now()).map(|_| ()).map_err(|e| e.to_string()),
+            (Some((leaf, rest)), Some(v)) => v
+                .verify_client_cert(leaf, rest, UnixTime::now())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         };
         PeerInfo {
             authorized: verdict.is_ok(),
             authorization_error: verdict.err(),
-            alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+            alpn: conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
             protocol: conn.protocol_version().map(|v| match v {
                 rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
                 rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
                 other => format!("{other:?}"),
             }),
-            cipher: conn.negotiated_cipher_suite().map(|s| openssl_name(s.suite())),
+            cipher: conn
+                .negotiated_cipher_suite()
+                .map(|s| openssl_name(s.suite())),
             certificate: certs.first().map(|c| describe_certificate(c.as_ref())),
         }
     }
@@ -511,7 +698,11 @@ fn name_parts(name: &x509_cert::name::Name) -> Vec<(String, String)> {
 }
 
 fn hex_colon(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn describe_certificate(der: &[u8]) -> PeerCertificate {
@@ -525,11 +716,19 @@ fn describe_certificate(der: &[u8]) -> PeerCertificate {
                 issuer: name_parts(&tbs.issuer),
                 valid_from: tbs.validity.not_before.to_string(),
                 valid_to: tbs.validity.not_after.to_string(),
-                serial_number: tbs.serial_number.as_bytes().iter().map(|b| format!("{b:02X}")).collect(),
+                serial_number: tbs
+                    .serial_number
+                    .as_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02X}"))
+                    .collect(),
                 fingerprint256,
             }
         }
-        Err(_) => PeerCertificate { fingerprint256, ..Default::default() },
+        Err(_) => PeerCertificate {
+            fingerprint256,
+            ..Default::default()
+        },
     }
 }
 
@@ -544,15 +743,30 @@ mod tests {
 
     #[test]
     fn cipher_strings_follow_openssl() {
-        assert_eq!(names(&select_cipher_suites("ECDHE-RSA-AES128-GCM-SHA256").unwrap()), ["ECDHE-RSA-AES128-GCM-SHA256"]);
+        assert_eq!(
+            names(&select_cipher_suites("ECDHE-RSA-AES128-GCM-SHA256").unwrap()),
+            ["ECDHE-RSA-AES128-GCM-SHA256"]
+        );
         let high = select_cipher_suites("HIGH:!CHACHA20:!aECDSA").unwrap();
-        assert!(names(&high).iter().all(|n| !n.contains("CHACHA") && !n.contains("ECDSA")), "{:?}", names(&high));
+        assert!(
+            names(&high)
+                .iter()
+                .all(|n| !n.contains("CHACHA") && !n.contains("ECDSA")),
+            "{:?}",
+            names(&high)
+        );
         assert!(names(&high).contains(&"TLS_AES_256_GCM_SHA384".to_string()));
         // node's default cipher string mixes suites rustls lacks (DHE, CBC): those are skipped.
         let node_default = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA256:DHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384:DHE-RSA-AES256-SHA384:ECDHE-RSA-AES256-SHA256:DHE-RSA-AES256-SHA256:HIGH:!aNULL:!eNULL:!EXPORT:!DES:!RC4:!MD5:!PSK:!SRP:!CAMELLIA";
         assert_eq!(select_cipher_suites(node_default).unwrap().len(), 9);
-        assert!(select_cipher_suites("NOPE-CIPHER").unwrap_err().0.contains("NOPE-CIPHER"));
-        assert!(select_cipher_suites("DHE-RSA-AES128-GCM-SHA256").is_err(), "nothing usable selected");
+        assert!(select_cipher_suites("NOPE-CIPHER")
+            .unwrap_err()
+            .0
+            .contains("NOPE-CIPHER"));
+        assert!(
+            select_cipher_suites("DHE-RSA-AES128-GCM-SHA256").is_err(),
+            "nothing usable selected"
+        );
     }
 
     #[test]
@@ -565,15 +779,30 @@ mod tests {
 
     #[test]
     fn auto_mode_generates_a_dev_certificate_and_manual_needs_files() {
-        let auto = TlsOptions::from_json(Some(&json!({"mode": "auto"}))).unwrap().unwrap();
-        assert!(TlsSource::new(auto).unwrap().generated_dev_certificate());
-        let manual = TlsOptions::from_json(Some(&json!({"mode": "manual"}))).unwrap().unwrap();
-        assert!(TlsSource::new(manual).unwrap_err().0.contains("ssl.key is required"));
-        let missing = TlsOptions::from_json(Some(&json!({"mode": "manual", "key": "/nonexistent.pem", "cert": "/nonexistent.pem"})))
+        let auto = TlsOptions::from_json(Some(&json!({"mode": "auto"})))
             .unwrap()
             .unwrap();
-        assert!(TlsSource::new(missing).unwrap_err().0.contains("cannot read ssl.cert file"));
-        assert_eq!(TlsOptions::from_json(Some(&json!({"enabled": false}))).unwrap(), None);
+        assert!(TlsSource::new(auto).unwrap().generated_dev_certificate());
+        let manual = TlsOptions::from_json(Some(&json!({"mode": "manual"})))
+            .unwrap()
+            .unwrap();
+        assert!(TlsSource::new(manual)
+            .unwrap_err()
+            .0
+            .contains("ssl.key is required"));
+        let missing = TlsOptions::from_json(Some(
+            &json!({"mode": "manual", "key": "/nonexistent.pem", "cert": "/nonexistent.pem"}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(TlsSource::new(missing)
+            .unwrap_err()
+            .0
+            .contains("cannot read ssl.cert file"));
+        assert_eq!(
+            TlsOptions::from_json(Some(&json!({"enabled": false}))).unwrap(),
+            None
+        );
         assert!(TlsOptions::from_json(Some(&json!({"mode": "strict"}))).is_err());
     }
 

@@ -80,8 +80,20 @@ pub(crate) fn channel(shared: Arc<Shared>, id: u32, status: u16) -> (ResponseWri
     let (tx, rx) = mpsc::unbounded_channel();
     let state = Arc::new(StreamState::default());
     (
-        ResponseWriter { tx, state: state.clone(), status },
-        StreamBody { rx, state, shared, id, guard: None, deadline: None, done: false },
+        ResponseWriter {
+            tx,
+            state: state.clone(),
+            status,
+        },
+        StreamBody {
+            rx,
+            state,
+            shared,
+            id,
+            guard: None,
+            deadline: None,
+            done: false,
+        },
     )
 }
 
@@ -124,7 +136,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Stream(s) => s.poll_chunk(cx),
@@ -148,14 +163,19 @@ impl Body for ResponseBody {
 }
 
 impl StreamBody {
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         if self.done {
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Chunk::Data(b))) => {
                 let before = self.state.queued.fetch_sub(b.len(), Ordering::SeqCst);
-                if before - b.len() < RESPONSE_HIGH_WATER_MARK && self.state.want_drain.swap(false, Ordering::SeqCst) {
+                if before - b.len() < RESPONSE_HIGH_WATER_MARK
+                    && self.state.want_drain.swap(false, Ordering::SeqCst)
+                {
                     self.shared.sink.event(self.id, BridgeEvent::Drain);
                 }
                 Poll::Ready(Some(Ok(Frame::data(b))))
@@ -170,7 +190,9 @@ impl StreamBody {
             }
             Poll::Pending => {
                 let expired = match self.deadline.as_mut() {
-                    Some(d) => d.as_mut().poll(cx).is_ready() && !self.state.ended.load(Ordering::Acquire),
+                    Some(d) => {
+                        d.as_mut().poll(cx).is_ready() && !self.state.ended.load(Ordering::Acquire)
+                    }
                     None => false,
                 };
                 if expired {
@@ -179,7 +201,9 @@ impl StreamBody {
                     }
                     self.shared.metrics.request_timed_out();
                     self.done = true;
-                    return Poll::Ready(Some(Err(aborted("request timeout while streaming the response"))));
+                    return Poll::Ready(Some(Err(aborted(
+                        "request timeout while streaming the response",
+                    ))));
                 }
                 Poll::Pending
             }
@@ -224,15 +248,25 @@ impl RequestBodyPump {
                         return;
                     }
                     Some(Err(e)) => {
-                        bridge.emit(id, BridgeEvent::BodyError(format!("request body failed: {e}")));
+                        bridge.emit(
+                            id,
+                            BridgeEvent::BodyError(format!("request body failed: {e}")),
+                        );
                         return;
                     }
                     Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else { continue };
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
                         received += data.len() as u64;
                         bridge.metrics().bytes_received(data.len());
                         if max_body_size.is_some_and(|max| received > max) {
-                            bridge.emit(id, BridgeEvent::BodyError("ERR_BODY_TOO_LARGE: request body too large".into()));
+                            bridge.emit(
+                                id,
+                                BridgeEvent::BodyError(
+                                    "ERR_BODY_TOO_LARGE: request body too large".into(),
+                                ),
+                            );
                             bridge.answer_if_waiting(id, StatusCode::PAYLOAD_TOO_LARGE);
                             return;
                         }
@@ -247,7 +281,10 @@ impl RequestBodyPump {
     }
 
     fn timed_out(self, bridge: &Bridge, id: u32) {
-        bridge.emit(id, BridgeEvent::BodyError("ERR_REQUEST_TIMEOUT: request body not received in time".into()));
+        bridge.emit(
+            id,
+            BridgeEvent::BodyError("ERR_REQUEST_TIMEOUT: request body not received in time".into()),
+        );
         bridge.answer_if_waiting(id, StatusCode::REQUEST_TIMEOUT);
     }
 }

@@ -51,10 +51,17 @@ pub struct CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        let removed = self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        let removed = self
+            .shared
+            .grpc_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
         if removed.is_some() {
             self.shared.metrics.request_aborted();
-            self.shared.sink.event(self.id, BridgeEvent::GrpcCancelled(self.reason));
+            self.shared
+                .sink
+                .event(self.id, BridgeEvent::GrpcCancelled(self.reason));
         }
     }
 }
@@ -70,12 +77,18 @@ pub fn metadata_map(flat: &[String]) -> MetadataMap {
     for pair in flat.chunks_exact(2) {
         let name = pair[0].to_ascii_lowercase();
         if name.starts_with(':')
-            || matches!(name.as_str(), "content-type" | "te" | "content-length" | "connection" | "host")
+            || matches!(
+                name.as_str(),
+                "content-type" | "te" | "content-length" | "connection" | "host"
+            )
             || (name.starts_with("grpc-") && name != "grpc-previous-rpc-attempts")
         {
             continue;
         }
-        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&pair[1])) {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&pair[1]),
+        ) {
             headers.append(n, v);
         }
     }
@@ -89,7 +102,13 @@ impl Bridge {
     pub(crate) fn open_grpc_call(
         &self,
         mut head: RequestHead,
-    ) -> Option<(u32, oneshot::Receiver<CallHead>, mpsc::UnboundedReceiver<Result<Bytes, Status>>, Arc<OutState>, CallGuard)> {
+    ) -> Option<(
+        u32,
+        oneshot::Receiver<CallHead>,
+        mpsc::UnboundedReceiver<Result<Bytes, Status>>,
+        Arc<OutState>,
+        CallGuard,
+    )> {
         let id = self.next_id();
         head.id = id;
         let (head_tx, head_rx) = oneshot::channel();
@@ -99,8 +118,19 @@ impl Bridge {
             .grpc_calls
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, GrpcCall { head: Some(head_tx), out: out_tx, out_state: out_state.clone() });
-        let guard = CallGuard { shared: self.shared.clone(), id, reason: CallCancel::Client };
+            .insert(
+                id,
+                GrpcCall {
+                    head: Some(head_tx),
+                    out: out_tx,
+                    out_state: out_state.clone(),
+                },
+            );
+        let guard = CallGuard {
+            shared: self.shared.clone(),
+            id,
+            reason: CallCancel::Client,
+        };
         self.shared.metrics.request_started();
         if self.shared.sink.request(head) {
             Some((id, head_rx, out_rx, out_state, guard))
@@ -111,7 +141,11 @@ impl Bridge {
     }
 
     fn with_call<R>(&self, id: u32, f: impl FnOnce(&mut GrpcCall) -> R) -> Result<R, BridgeError> {
-        let mut map = self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .shared
+            .grpc_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         map.get_mut(&id).map(f).ok_or(BridgeError::Gone(id))
     }
 
@@ -139,16 +173,33 @@ impl Bridge {
             }
             c.out_state.want_drain.store(true, Ordering::SeqCst);
             // The stream may have drained between the add and the flag: take the flag back then.
-            c.out_state.queued.load(Ordering::SeqCst) < GRPC_HIGH_WATER_MARK && c.out_state.want_drain.swap(false, Ordering::SeqCst)
+            c.out_state.queued.load(Ordering::SeqCst) < GRPC_HIGH_WATER_MARK
+                && c.out_state.want_drain.swap(false, Ordering::SeqCst)
         })
     }
 
     /// Ends the call with a status (0 = OK) and trailing metadata.
-    pub fn grpc_end(&self, id: u32, code: i32, details: String, trailers: Vec<String>) -> Result<(), BridgeError> {
-        let call = self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&id).ok_or(BridgeError::Gone(id))?;
+    pub fn grpc_end(
+        &self,
+        id: u32,
+        code: i32,
+        details: String,
+        trailers: Vec<String>,
+    ) -> Result<(), BridgeError> {
+        let call = self
+            .shared
+            .grpc_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+            .ok_or(BridgeError::Gone(id))?;
         let status = Status::with_metadata(Code::from_i32(code), details, metadata_map(&trailers));
         if code == 0 {
-            self.shared.metrics.request_finished(200, call.out_state.queued.load(Ordering::Relaxed), std::time::Duration::ZERO);
+            self.shared.metrics.request_finished(
+                200,
+                call.out_state.queued.load(Ordering::Relaxed),
+                std::time::Duration::ZERO,
+            );
         } else {
             self.shared.metrics.request_failed();
         }
@@ -170,7 +221,12 @@ impl Bridge {
 
     /// Tells the handler about an ended call (deadline or shutdown) and answers the client.
     pub(crate) fn grpc_cancel(&self, id: u32, reason: CallCancel, status: Status) {
-        let call = self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        let call = self
+            .shared
+            .grpc_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         if let Some(call) = call {
             self.shared.metrics.request_timed_out();
             self.shared.metrics.request_aborted();
@@ -182,12 +238,18 @@ impl Bridge {
                     let _ = call.out.send(Err(status));
                 }
             }
-            self.shared.sink.event(id, BridgeEvent::GrpcCancelled(reason));
+            self.shared
+                .sink
+                .event(id, BridgeEvent::GrpcCancelled(reason));
         }
     }
 
     /// Calls in progress.
     pub fn grpc_call_count(&self) -> usize {
-        self.shared.grpc_calls.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.shared
+            .grpc_calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }

@@ -79,12 +79,22 @@ pub enum BridgeEvent {
     Closed(CloseReason),
     /// A WebSocket message. The permit bounds the messages a connection has in the handler's
     /// queue; the sink drops it once the handler has taken the message.
-    WsMessage { data: Bytes, binary: bool, permit: Option<OwnedSemaphorePermit> },
+    WsMessage {
+        data: Bytes,
+        binary: bool,
+        permit: Option<OwnedSemaphorePermit>,
+    },
     WsPong(Bytes),
     /// The WebSocket connection ended (code 1006 when it ended without a close frame).
-    WsClosed { code: u16, reason: String },
+    WsClosed {
+        code: u16,
+        reason: String,
+    },
     /// A gRPC request message (raw bytes; the permit as for WebSocket messages).
-    GrpcMessage { data: Bytes, permit: Option<OwnedSemaphorePermit> },
+    GrpcMessage {
+        data: Bytes,
+        permit: Option<OwnedSemaphorePermit>,
+    },
     /// The client finished sending (half-close).
     GrpcInputEnd,
     /// The request stream failed (e.g. a message over the size limit).
@@ -184,7 +194,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn take(&self, id: u32) -> Option<Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
     }
 
     /// Removes the entry only if its response head has (`streaming`) or has not been sent, checked
@@ -194,14 +207,20 @@ impl Shared {
         let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&id).map(|p| matches!(p.stage, Stage::Streaming(_))) {
             None => Err(BridgeError::Gone(id)),
-            Some(is_streaming) if is_streaming == streaming => Ok(map.remove(&id).expect("entry present")),
+            Some(is_streaming) if is_streaming == streaming => {
+                Ok(map.remove(&id).expect("entry present"))
+            }
             Some(true) => Err(BridgeError::HeadersSent(id)),
             Some(false) => Err(BridgeError::HeadersNotSent(id)),
         }
     }
 
     fn with<R>(&self, id: u32, f: impl FnOnce(&mut Pending) -> R) -> Option<R> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id).map(f)
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&id)
+            .map(f)
     }
 }
 
@@ -224,10 +243,18 @@ impl Drop for PendingGuard {
     fn drop(&mut self) {
         if self.shared.take(self.id).is_some() {
             self.shared.metrics.request_aborted();
-            self.shared.sink.event(self.id, BridgeEvent::Closed(self.reason));
+            self.shared
+                .sink
+                .event(self.id, BridgeEvent::Closed(self.reason));
         }
         use std::sync::atomic::Ordering::AcqRel;
-        let retire = self.shared.permits_to_retire.fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| n.checked_sub(1)).is_ok();
+        let retire = self
+            .shared
+            .permits_to_retire
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok();
         if let (true, Some(permit)) = (retire, self.permit.take()) {
             permit.forget();
         }
@@ -274,7 +301,9 @@ impl Bridge {
             let owed = self.shared.permits_to_retire.swap(0, AcqRel);
             let cancelled = owed.min(add);
             add -= cancelled;
-            self.shared.permits_to_retire.fetch_add(owed - cancelled, AcqRel);
+            self.shared
+                .permits_to_retire
+                .fetch_add(owed - cancelled, AcqRel);
             self.shared.in_flight.add_permits(add);
         } else if max < old {
             let cut = old - max;
@@ -290,7 +319,11 @@ impl Bridge {
 
     /// Requests handed to the handler and not finished.
     pub fn pending_count(&self) -> usize {
-        self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     pub(crate) fn next_id(&self) -> u32 {
@@ -320,7 +353,11 @@ impl Bridge {
         let (head_tx, head_rx) = oneshot::channel();
         let pull = streamed_body.as_ref().map(|_| mpsc::channel::<()>(1));
         {
-            let mut map = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             map.insert(
                 id,
                 Pending {
@@ -330,8 +367,12 @@ impl Bridge {
                 },
             );
         }
-        let mut guard =
-            PendingGuard { shared: self.shared.clone(), id, reason: CloseReason::ClientGone, permit: Some(permit) };
+        let mut guard = PendingGuard {
+            shared: self.shared.clone(),
+            id,
+            reason: CloseReason::ClientGone,
+            permit: Some(permit),
+        };
         self.shared.metrics.request_started();
         if let (Some(pump), Some((_, pull_rx))) = (streamed_body, pull) {
             tokio::spawn(pump.run(self.clone(), id, pull_rx, limits.max_body_size, deadline));
@@ -372,8 +413,14 @@ impl Bridge {
         let response_builder = |b: ResponseBody| build_response(status, reason, headers, b);
         if end {
             let pending = self.shared.take_in_stage(id, false)?;
-            let Stage::AwaitingHead(tx) = pending.stage else { unreachable!() };
-            self.shared.metrics.request_finished(status, body.as_ref().map_or(0, |b| b.len()), pending.started.elapsed());
+            let Stage::AwaitingHead(tx) = pending.stage else {
+                unreachable!()
+            };
+            self.shared.metrics.request_finished(
+                status,
+                body.as_ref().map_or(0, |b| b.len()),
+                pending.started.elapsed(),
+            );
             let _ = tx.send(response_builder(ResponseBody::full(body)));
             Ok(true)
         } else {
@@ -388,7 +435,10 @@ impl Bridge {
                 }
             });
             let tx = sent.ok_or(BridgeError::Gone(id))??;
-            if tx.send(response_builder(ResponseBody::Stream(stream))).is_err() {
+            if tx
+                .send(response_builder(ResponseBody::Stream(stream)))
+                .is_err()
+            {
                 self.shared.take(id);
                 return Err(BridgeError::Gone(id));
             }
@@ -413,11 +463,17 @@ impl Bridge {
     /// Ends a streamed response, optionally with a last chunk.
     pub fn end(&self, id: u32, chunk: Option<Bytes>) -> Result<(), BridgeError> {
         let pending = self.shared.take_in_stage(id, true)?;
-        let Stage::Streaming(w) = pending.stage else { unreachable!() };
+        let Stage::Streaming(w) = pending.stage else {
+            unreachable!()
+        };
         if let Some(c) = chunk.filter(|c| !c.is_empty()) {
             w.write(c);
         }
-        self.shared.metrics.request_finished(w.status(), w.bytes_written(), pending.started.elapsed());
+        self.shared.metrics.request_finished(
+            w.status(),
+            w.bytes_written(),
+            pending.started.elapsed(),
+        );
         w.finish();
         Ok(())
     }
@@ -426,12 +482,18 @@ impl Bridge {
     /// response is cut off (the connection is reset). No `Closed` event follows.
     pub fn destroy(&self, id: u32) -> bool {
         match self.shared.take(id) {
-            Some(Pending { stage: Stage::AwaitingHead(tx), .. }) => {
+            Some(Pending {
+                stage: Stage::AwaitingHead(tx),
+                ..
+            }) => {
                 self.shared.metrics.request_failed();
                 let _ = tx.send(simple_response(StatusCode::INTERNAL_SERVER_ERROR));
                 true
             }
-            Some(Pending { stage: Stage::Streaming(w), .. }) => {
+            Some(Pending {
+                stage: Stage::Streaming(w),
+                ..
+            }) => {
                 self.shared.metrics.request_failed();
                 w.abort();
                 true
@@ -455,7 +517,10 @@ impl Bridge {
 
     /// Announces an accepted WebSocket upgrade to the handler. Returns the connection id and the
     /// queue of what the handler sends, or `None` if the handler side is closing.
-    pub fn open_websocket(&self, mut head: RequestHead) -> Option<(u32, mpsc::UnboundedReceiver<WsOutbound>)> {
+    pub fn open_websocket(
+        &self,
+        mut head: RequestHead,
+    ) -> Option<(u32, mpsc::UnboundedReceiver<WsOutbound>)> {
         let id = self.next_id();
         head.id = id;
         head.body = RequestBody::Upgrade;
@@ -464,25 +529,51 @@ impl Bridge {
             .websockets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, WsConnection { tx, buffered: Default::default() });
+            .insert(
+                id,
+                WsConnection {
+                    tx,
+                    buffered: Default::default(),
+                },
+            );
         if self.shared.sink.request(head) {
             Some((id, rx))
         } else {
-            self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            self.shared
+                .websockets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
             None
         }
     }
 
     pub(crate) fn ws_buffered(&self, id: u32) -> Arc<std::sync::atomic::AtomicUsize> {
-        self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|c| c.buffered.clone()).unwrap_or_default()
+        self.shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|c| c.buffered.clone())
+            .unwrap_or_default()
     }
 
     /// Queues a message; returns the bytes now queued (`bufferedAmount`). Past `max_buffered`
     /// the connection is terminated and `Backpressure` returned.
-    pub fn ws_send(&self, id: u32, data: Bytes, binary: bool, max_buffered: usize) -> Result<usize, BridgeError> {
+    pub fn ws_send(
+        &self,
+        id: u32,
+        data: Bytes,
+        binary: bool,
+        max_buffered: usize,
+    ) -> Result<usize, BridgeError> {
         use std::sync::atomic::Ordering::AcqRel;
         use tokio_tungstenite::tungstenite::Message;
-        let map = self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
         let len = data.len();
         let queued = conn.buffered.fetch_add(len, AcqRel) + len;
@@ -498,7 +589,9 @@ impl Bridge {
                 Err(_) => Message::Binary(data),
             }
         };
-        conn.tx.send(WsOutbound::Message(message, len)).map_err(|_| BridgeError::Gone(id))?;
+        conn.tx
+            .send(WsOutbound::Message(message, len))
+            .map_err(|_| BridgeError::Gone(id))?;
         Ok(queued)
     }
 
@@ -514,31 +607,50 @@ impl Bridge {
 
     /// Sends a control request (ping, close, terminate) to a WebSocket connection.
     pub fn ws_control(&self, id: u32, what: WsOutbound) -> Result<(), BridgeError> {
-        let map = self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
         conn.tx.send(what).map_err(|_| BridgeError::Gone(id))
     }
 
     /// Open WebSocket connections.
     pub fn websocket_count(&self) -> usize {
-        self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// A WebSocket connection ended: forget it and tell the handler.
     pub(crate) fn ws_closed(&self, id: u32, code: u16, reason: String) {
-        self.shared.websockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        self.shared.sink.event(id, BridgeEvent::WsClosed { code, reason });
+        self.shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.shared
+            .sink
+            .event(id, BridgeEvent::WsClosed { code, reason });
     }
 
     /// Answers a request whose head is still awaited (used when the body fails before the handler
     /// answered, e.g. 413 or 408). Returns false if the handler already answered.
     pub(crate) fn answer_if_waiting(&self, id: u32, status: StatusCode) -> bool {
-        let Ok(Pending { stage: Stage::AwaitingHead(tx), .. }) = self.shared.take_in_stage(id, false) else {
+        let Ok(Pending {
+            stage: Stage::AwaitingHead(tx),
+            ..
+        }) = self.shared.take_in_stage(id, false)
+        else {
             return false;
         };
         self.shared.metrics.request_failed();
         let mut r = simple_response(status);
-        r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        r.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         let _ = tx.send(r);
         true
     }
@@ -551,13 +663,23 @@ impl Bridge {
 /// A response with the status's reason phrase as a plain-text body.
 pub fn simple_response(status: StatusCode) -> Response<ResponseBody> {
     let text = status.canonical_reason().unwrap_or("Error");
-    let mut r = Response::new(ResponseBody::full(Some(Bytes::from_static(text.as_bytes()))));
+    let mut r = Response::new(ResponseBody::full(Some(Bytes::from_static(
+        text.as_bytes(),
+    ))));
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
-fn build_response(status: u16, reason: Option<&str>, flat_headers: &[String], body: ResponseBody) -> Response<ResponseBody> {
+fn build_response(
+    status: u16,
+    reason: Option<&str>,
+    flat_headers: &[String],
+    body: ResponseBody,
+) -> Response<ResponseBody> {
     let mut r = Response::new(body);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     *r.status_mut() = status;
@@ -576,9 +698,10 @@ fn build_response(status: u16, reason: Option<&str>, flat_headers: &[String], bo
 pub fn header_map(flat: &[String]) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(flat.len() / 2);
     for pair in flat.chunks_exact(2) {
-        if let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(pair[0].as_bytes()), HeaderValue::from_bytes(pair[1].as_bytes()))
-        {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(pair[0].as_bytes()),
+            HeaderValue::from_bytes(pair[1].as_bytes()),
+        ) {
             map.append(name, value);
         }
     }

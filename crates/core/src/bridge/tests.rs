@@ -30,7 +30,9 @@ impl RequestSink for TestSink {
             BridgeEvent::BodyError(m) => format!("error:{m}"),
             BridgeEvent::Drain => "drain".into(),
             BridgeEvent::Closed(r) => format!("closed:{r:?}"),
-            BridgeEvent::WsMessage { data, binary, .. } => format!("ws-message:{}:{binary}", data.len()),
+            BridgeEvent::WsMessage { data, binary, .. } => {
+                format!("ws-message:{}:{binary}", data.len())
+            }
             BridgeEvent::WsPong(_) => "ws-pong".into(),
             BridgeEvent::WsClosed { code, .. } => format!("ws-closed:{code}"),
             other => format!("{other:?}"),
@@ -47,7 +49,11 @@ struct Harness {
 
 async fn serve(limits: Limits, on_request: OnRequest) -> Harness {
     let (tx, events) = mpsc::unbounded_channel();
-    let sink = Arc::new(TestSink { bridge: OnceLock::new(), on_request, events: tx });
+    let sink = Arc::new(TestSink {
+        bridge: OnceLock::new(),
+        on_request,
+        events: tx,
+    });
     let bridge = Bridge::new(sink.clone(), limits.max_in_flight, Default::default());
     let _ = sink.bridge.set(bridge.clone());
     let config = ServerConfig {
@@ -62,14 +68,29 @@ async fn serve(limits: Limits, on_request: OnRequest) -> Harness {
         websocket: None,
         grpc: None,
     };
-    let handle = ServeHandle::start(&config, bridge.clone(), None).await.expect("bind");
-    Harness { handle, bridge, events }
+    let handle = ServeHandle::start(&config, bridge.clone(), None)
+        .await
+        .expect("bind");
+    Harness {
+        handle,
+        bridge,
+        events,
+    }
 }
 
 fn hello() -> OnRequest {
     Box::new(|bridge, head| {
         let body = format!("{} {} v{}", head.method, head.url, head.http_version);
-        bridge.respond(head.id, 200, None, &["x-test".into(), "1".into()], Some(Bytes::from(body)), true).unwrap();
+        bridge
+            .respond(
+                head.id,
+                200,
+                None,
+                &["x-test".into(), "1".into()],
+                Some(Bytes::from(body)),
+                true,
+            )
+            .unwrap();
     })
 }
 
@@ -78,14 +99,21 @@ async fn exchange(addr: SocketAddr, raw: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(raw.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("server closed in time").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("server closed in time")
+        .unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]
 async fn answers_with_status_headers_body_and_date() {
     let h = serve(Limits::default(), hello()).await;
-    let resp = exchange(h.handle.local_addr(), "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let resp = exchange(
+        h.handle.local_addr(),
+        "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
     assert!(resp.contains("x-test: 1\r\n"), "{resp}");
     assert!(resp.contains("content-length: 14\r\n"), "{resp}");
@@ -97,10 +125,14 @@ async fn answers_with_status_headers_body_and_date() {
 #[tokio::test]
 async fn keep_alive_serves_several_requests_on_one_connection() {
     let h = serve(Limits::default(), hello()).await;
-    let raw = "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let raw =
+        "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let resp = exchange(h.handle.local_addr(), raw).await;
     assert_eq!(resp.matches("HTTP/1.1 200 OK").count(), 2, "{resp}");
-    assert!(resp.contains("GET /1 v11") && resp.ends_with("GET /2 v11"), "{resp}");
+    assert!(
+        resp.contains("GET /1 v11") && resp.ends_with("GET /2 v11"),
+        "{resp}"
+    );
 }
 
 #[tokio::test]
@@ -108,12 +140,20 @@ async fn custom_reason_phrase_is_sent() {
     let h = serve(
         Limits::default(),
         Box::new(|b, head| {
-            b.respond(head.id, 202, Some("Accepted Custom"), &[], None, true).unwrap();
+            b.respond(head.id, 202, Some("Accepted Custom"), &[], None, true)
+                .unwrap();
         }),
     )
     .await;
-    let resp = exchange(h.handle.local_addr(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    assert!(resp.starts_with("HTTP/1.1 202 Accepted Custom\r\n"), "{resp}");
+    let resp = exchange(
+        h.handle.local_addr(),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 202 Accepted Custom\r\n"),
+        "{resp}"
+    );
 }
 
 #[tokio::test]
@@ -124,18 +164,42 @@ async fn streamed_response_is_chunked_and_reports_backpressure() {
         Limits::default(),
         Box::new(move |b, head| {
             let mut r = r2.lock().unwrap();
-            r.push(b.respond(head.id, 200, None, &[], Some(Bytes::from_static(b"first,")), false).unwrap());
-            r.push(b.write(head.id, Bytes::from(vec![b'x'; RESPONSE_HIGH_WATER_MARK])).unwrap());
+            r.push(
+                b.respond(
+                    head.id,
+                    200,
+                    None,
+                    &[],
+                    Some(Bytes::from_static(b"first,")),
+                    false,
+                )
+                .unwrap(),
+            );
+            r.push(
+                b.write(head.id, Bytes::from(vec![b'x'; RESPONSE_HIGH_WATER_MARK]))
+                    .unwrap(),
+            );
             b.end(head.id, Some(Bytes::from_static(b",last"))).unwrap();
             // Writing after the end is an error, not a crash.
-            assert_eq!(b.write(head.id, Bytes::from_static(b"late")), Err(BridgeError::Gone(head.id)));
+            assert_eq!(
+                b.write(head.id, Bytes::from_static(b"late")),
+                Err(BridgeError::Gone(head.id))
+            );
         }),
     )
     .await;
-    let resp = exchange(h.handle.local_addr(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let resp = exchange(
+        h.handle.local_addr(),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(resp.contains("transfer-encoding: chunked"), "{resp}");
     assert!(resp.contains("first,") && resp.contains(",last"), "{resp}");
-    assert_eq!(*results.lock().unwrap(), vec![true, false], "second write crossed the high-water mark");
+    assert_eq!(
+        *results.lock().unwrap(),
+        vec![true, false],
+        "second write crossed the high-water mark"
+    );
     assert_eq!(h.bridge.pending_count(), 0);
 }
 
@@ -144,24 +208,44 @@ async fn calls_in_the_wrong_stage_are_refused_and_keep_the_request_pending() {
     let h = serve(
         Limits::default(),
         Box::new(|b, head| {
-            assert_eq!(b.end(head.id, None), Err(BridgeError::HeadersNotSent(head.id)));
+            assert_eq!(
+                b.end(head.id, None),
+                Err(BridgeError::HeadersNotSent(head.id))
+            );
             assert_eq!(b.respond(head.id, 200, None, &[], None, false), Ok(true));
-            assert_eq!(b.respond(head.id, 200, None, &[], None, true), Err(BridgeError::HeadersSent(head.id)));
+            assert_eq!(
+                b.respond(head.id, 200, None, &[], None, true),
+                Err(BridgeError::HeadersSent(head.id))
+            );
             assert_eq!(b.end(head.id, Some(Bytes::from_static(b"ok"))), Ok(()));
         }),
     )
     .await;
-    let resp = exchange(h.handle.local_addr(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-    assert!(resp.starts_with("HTTP/1.1 200 OK") && resp.contains("ok"), "{resp}");
+    let resp = exchange(
+        h.handle.local_addr(),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200 OK") && resp.contains("ok"),
+        "{resp}"
+    );
     assert_eq!(h.bridge.pending_count(), 0);
 }
 
 #[tokio::test]
 async fn unanswered_request_gets_503_at_the_deadline_and_leaves_nothing_pending() {
-    let limits = Limits { request_timeout: Duration::from_millis(150), ..Limits::default() };
+    let limits = Limits {
+        request_timeout: Duration::from_millis(150),
+        ..Limits::default()
+    };
     let mut h = serve(limits, Box::new(|_, _| {})).await;
     let started = std::time::Instant::now();
-    let resp = exchange(h.handle.local_addr(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let resp = exchange(
+        h.handle.local_addr(),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert_eq!(h.events.recv().await.unwrap().1, "closed:TimedOut");
@@ -173,17 +257,25 @@ async fn unanswered_request_gets_503_at_the_deadline_and_leaves_nothing_pending(
 async fn client_going_away_removes_the_pending_entry() {
     let mut h = serve(Limits::default(), Box::new(|_, _| {})).await;
     let mut s = TcpStream::connect(h.handle.local_addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     // Wait until the request is pending, then hang up.
     while h.bridge.pending_count() == 0 {
         tokio::task::yield_now().await;
     }
     drop(s);
-    let (id, ev) = tokio::time::timeout(Duration::from_secs(5), h.events.recv()).await.unwrap().unwrap();
+    let (id, ev) = tokio::time::timeout(Duration::from_secs(5), h.events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ev, "closed:ClientGone");
     assert_eq!(h.bridge.pending_count(), 0);
     // A late answer from the handler is refused cleanly.
-    assert_eq!(h.bridge.respond(id, 200, None, &[], None, true), Err(BridgeError::Gone(id)));
+    assert_eq!(
+        h.bridge.respond(id, 200, None, &[], None, true),
+        Err(BridgeError::Gone(id))
+    );
 }
 
 #[tokio::test]
@@ -200,7 +292,10 @@ async fn large_request_body_is_streamed_on_demand() {
     let body = vec![b'a'; 300_000];
     let client = tokio::spawn(async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        let head = format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let head = format!(
+            "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
         s.write_all(head.as_bytes()).await.unwrap();
         s.write_all(&body).await.unwrap();
         let mut out = Vec::new();
@@ -219,7 +314,16 @@ async fn large_request_body_is_streamed_on_demand() {
         }
     };
     assert_eq!(total, 300_000);
-    h.bridge.respond(id, 200, None, &[], Some(Bytes::from(total.to_string())), true).unwrap();
+    h.bridge
+        .respond(
+            id,
+            200,
+            None,
+            &[],
+            Some(Bytes::from(total.to_string())),
+            true,
+        )
+        .unwrap();
     let resp = client.await.unwrap();
     assert!(resp.ends_with("300000"), "{resp}");
 }
@@ -229,9 +333,12 @@ async fn small_request_body_arrives_inline() {
     let h = serve(
         Limits::default(),
         Box::new(|b, head| {
-            let RequestBody::Inline(body) = &head.body else { panic!("expected inline body") };
+            let RequestBody::Inline(body) = &head.body else {
+                panic!("expected inline body")
+            };
             let echo = body.clone();
-            b.respond(head.id, 200, None, &[], Some(echo), true).unwrap();
+            b.respond(head.id, 200, None, &[], Some(echo), true)
+                .unwrap();
         }),
     )
     .await;
@@ -245,7 +352,10 @@ async fn small_request_body_arrives_inline() {
 
 #[tokio::test]
 async fn body_over_the_limit_is_refused_with_413() {
-    let limits = Limits { max_body_size: Some(1000), ..Limits::default() };
+    let limits = Limits {
+        max_body_size: Some(1000),
+        ..Limits::default()
+    };
     let h = serve(limits, hello()).await;
     let body = "x".repeat(2000);
     let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n{body}");
@@ -256,12 +366,17 @@ async fn body_over_the_limit_is_refused_with_413() {
 
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_cut_off_with_413() {
-    let limits = Limits { max_body_size: Some(100_000), ..Limits::default() };
+    let limits = Limits {
+        max_body_size: Some(100_000),
+        ..Limits::default()
+    };
     let h = serve(limits, Box::new(|b, head| assert!(b.pull_body(head.id)))).await;
     let bridge = h.bridge.clone();
     let addr = h.handle.local_addr();
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
     // Keep pulling on behalf of the handler while the client sends 200 KB in 10 KB chunks.
     let mut events = h.events;
     let puller = tokio::spawn(async move {
@@ -280,7 +395,10 @@ async fn chunked_body_over_the_limit_is_cut_off_with_413() {
             break;
         }
     }
-    let ev = tokio::time::timeout(Duration::from_secs(5), puller).await.unwrap().unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), puller)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(ev.starts_with("error:ERR_BODY_TOO_LARGE"), "{ev}");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
@@ -290,22 +408,36 @@ async fn chunked_body_over_the_limit_is_cut_off_with_413() {
 #[tokio::test]
 async fn oversized_headers_get_431() {
     let h = serve(Limits::default(), hello()).await;
-    let raw = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "z".repeat(20_000));
+    let raw = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "z".repeat(20_000)
+    );
     let resp = exchange(h.handle.local_addr(), &raw).await;
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
 }
 
 #[tokio::test]
 async fn in_flight_cap_holds_back_further_requests() {
-    let limits = Limits { max_in_flight: 1, ..Limits::default() };
+    let limits = Limits {
+        max_in_flight: 1,
+        ..Limits::default()
+    };
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
-    let h = serve(limits, Box::new(move |_, head| s2.lock().unwrap().push(head.id))).await;
+    let h = serve(
+        limits,
+        Box::new(move |_, head| s2.lock().unwrap().push(head.id)),
+    )
+    .await;
     let addr = h.handle.local_addr();
     let mut a = TcpStream::connect(addr).await.unwrap();
     let mut b = TcpStream::connect(addr).await.unwrap();
-    a.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    b.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    a.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    b.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let first = {
         let s = seen.lock().unwrap();
@@ -315,12 +447,22 @@ async fn in_flight_cap_holds_back_further_requests() {
     h.bridge.respond(first, 200, None, &[], None, true).unwrap();
     let mut out = Vec::new();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let second = seen.lock().unwrap().get(1).copied().expect("second request dispatched after the first finished");
-    h.bridge.respond(second, 204, None, &[], None, true).unwrap();
+    let second = seen
+        .lock()
+        .unwrap()
+        .get(1)
+        .copied()
+        .expect("second request dispatched after the first finished");
+    h.bridge
+        .respond(second, 204, None, &[], None, true)
+        .unwrap();
     a.read_to_end(&mut out).await.unwrap();
     b.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out);
-    assert!(text.contains("200 OK") && text.contains("204 No Content"), "{text}");
+    assert!(
+        text.contains("200 OK") && text.contains("204 No Content"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -329,7 +471,9 @@ async fn shutdown_lets_in_flight_requests_finish_with_connection_close() {
     let addr = h.handle.local_addr();
     // An idle keep-alive connection is closed at once.
     let mut idle = TcpStream::connect(addr).await.unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     while h.bridge.pending_count() == 0 {
         tokio::task::yield_now().await;
     }
@@ -341,11 +485,16 @@ async fn shutdown_lets_in_flight_requests_finish_with_connection_close() {
     // New connections are refused once shutdown began.
     assert!(TcpStream::connect(addr).await.is_err());
     let id = 1;
-    bridge.respond(id, 200, None, &[], Some(Bytes::from_static(b"done")), true).unwrap();
+    bridge
+        .respond(id, 200, None, &[], Some(Bytes::from_static(b"done")), true)
+        .unwrap();
     let mut out = Vec::new();
     idle.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out);
-    assert!(text.starts_with("HTTP/1.1 200 OK") && text.contains("connection: close"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.contains("connection: close"),
+        "{text}"
+    );
     let report = shutdown.await.unwrap();
     assert_eq!(report.forced, 0);
 }
@@ -354,19 +503,30 @@ async fn shutdown_lets_in_flight_requests_finish_with_connection_close() {
 async fn shutdown_forces_what_outlives_the_timeout() {
     let h = serve(Limits::default(), Box::new(|_, _| {})).await;
     let mut s = TcpStream::connect(h.handle.local_addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     while h.bridge.pending_count() == 0 {
         tokio::task::yield_now().await;
     }
     let report = h.handle.shutdown(Duration::from_millis(100)).await;
-    assert_eq!(report, crate::lifecycle::ShutdownReport { connections_at_start: 1, forced: 1 });
+    assert_eq!(
+        report,
+        crate::lifecycle::ShutdownReport {
+            connections_at_start: 1,
+            forced: 1
+        }
+    );
     assert_eq!(h.handle.open_connections(), 0);
     assert_eq!(h.bridge.pending_count(), 0);
 }
 
 #[tokio::test]
 async fn connections_over_the_limit_get_503() {
-    let limits = Limits { max_connections: Some(1), ..Limits::default() };
+    let limits = Limits {
+        max_connections: Some(1),
+        ..Limits::default()
+    };
     let h = serve(limits, Box::new(|_, _| {})).await;
     let addr = h.handle.local_addr();
     let _first = TcpStream::connect(addr).await.unwrap();
@@ -374,7 +534,10 @@ async fn connections_over_the_limit_get_503() {
         tokio::task::yield_now().await;
     }
     let resp = exchange(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert!(resp.starts_with("HTTP/1.1 503") && resp.contains("Retry-After: 1"), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.1 503") && resp.contains("Retry-After: 1"),
+        "{resp}"
+    );
     assert_eq!(h.handle.metrics().snapshot().rejected_connections, 1);
 }
 
@@ -395,7 +558,10 @@ async fn bind_conflict_is_a_coded_error() {
         grpc: None,
     };
     let bridge = Bridge::new(Arc::new(NullSink), 8, Default::default());
-    let err = ServeHandle::start(&config, bridge, None).await.err().expect("second bind fails");
+    let err = ServeHandle::start(&config, bridge, None)
+        .await
+        .err()
+        .expect("second bind fails");
     assert_eq!(err.code(), "EADDRINUSE");
     assert!(err.to_string().contains("EADDRINUSE"), "{err}");
 }
@@ -412,22 +578,34 @@ impl RequestSink for NullSink {
 async fn native_endpoints_answer_without_the_handler_and_readiness_follows_shutdown() {
     let (tx, _events) = mpsc::unbounded_channel();
     // The handler never answers: only native answers can come back.
-    let sink = Arc::new(TestSink { bridge: OnceLock::new(), on_request: Box::new(|_, _| {}), events: tx });
+    let sink = Arc::new(TestSink {
+        bridge: OnceLock::new(),
+        on_request: Box::new(|_, _| {}),
+        events: tx,
+    });
     let bridge = Bridge::new(sink.clone(), 16, Default::default());
     let _ = sink.bridge.set(bridge.clone());
     let config = ServerConfig::from_options(&serde_json::json!({
         "hostname": "127.0.0.1", "port": 0, "nativeEndpoints": { "metrics": "/prom" }
     }))
     .unwrap();
-    let handle = ServeHandle::start(&config, bridge.clone(), None).await.unwrap();
+    let handle = ServeHandle::start(&config, bridge.clone(), None)
+        .await
+        .unwrap();
     let addr = handle.local_addr();
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let live = exchange(addr, &get("/healthz")).await;
-    assert!(live.starts_with("HTTP/1.1 200") && live.ends_with("ok"), "{live}");
+    assert!(
+        live.starts_with("HTTP/1.1 200") && live.ends_with("ok"),
+        "{live}"
+    );
     let ready = exchange(addr, &get("/readyz")).await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let prom = exchange(addr, &get("/prom")).await;
-    assert!(prom.contains("# TYPE koatty_serve_connections_total counter"), "{prom}");
+    assert!(
+        prom.contains("# TYPE koatty_serve_connections_total counter"),
+        "{prom}"
+    );
     assert!(prom.contains("koatty_serve_up 1\n"), "{prom}");
     // Every sample line is `name{labels} value` with a numeric value.
     let body = prom.split("\r\n\r\n").nth(1).unwrap();
@@ -435,18 +613,30 @@ async fn native_endpoints_answer_without_the_handler_and_readiness_follows_shutd
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
     }
-    assert_eq!(bridge.pending_count(), 0, "native answers never reach the handler");
+    assert_eq!(
+        bridge.pending_count(),
+        0,
+        "native answers never reach the handler"
+    );
     // A keep-alive connection opened before shutdown sees readiness turn 503 once accepting stops.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 512];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     handle.lifecycle().stop_accepting().await;
-    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
-    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 503"), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 503"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
 }
 
 #[tokio::test]
@@ -457,10 +647,17 @@ async fn max_connections_changes_at_run_time() {
     while h.handle.open_connections() == 0 {
         tokio::task::yield_now().await;
     }
-    h.handle.update_limits(Limits { max_connections: Some(1), ..Limits::default() });
+    h.handle.update_limits(Limits {
+        max_connections: Some(1),
+        ..Limits::default()
+    });
     let refused = exchange(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     h.handle.update_limits(Limits::default());
-    let served = exchange(addr, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let served = exchange(
+        addr,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
 }

@@ -4,7 +4,18 @@
 use super::{ConfigError, Protocol};
 use serde_json::{Map, Value};
 
-const BASE: &[&str] = &["hostname", "port", "protocol", "trace", "ext", "connectionPool", "reusePort", "ssl", "h2c", "nativeEndpoints"];
+const BASE: &[&str] = &[
+    "hostname",
+    "port",
+    "protocol",
+    "trace",
+    "ext",
+    "connectionPool",
+    "reusePort",
+    "ssl",
+    "h2c",
+    "nativeEndpoints",
+];
 
 const POOL: &[&str] = &[
     "maxConnections",
@@ -77,31 +88,48 @@ pub fn known_keys(protocol: Protocol) -> Vec<&'static str> {
 fn check(prefix: &str, map: &Map<String, Value>, allowed: &[&str]) -> Result<(), ConfigError> {
     for key in map.keys() {
         if !allowed.contains(&key.as_str()) {
-            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-            return Err(ConfigError::new(path, format!("unknown option (expected one of: {})", allowed.join(", "))));
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            return Err(ConfigError::new(
+                path,
+                format!("unknown option (expected one of: {})", allowed.join(", ")),
+            ));
         }
     }
     Ok(())
 }
 
-pub(super) fn reject_unknown(protocol: Protocol, options: &Map<String, Value>) -> Result<(), ConfigError> {
+pub(super) fn reject_unknown(
+    protocol: Protocol,
+    options: &Map<String, Value>,
+) -> Result<(), ConfigError> {
     check("", options, BASE)?;
     if let Some(pool) = options.get("connectionPool") {
-        let pool = pool.as_object().ok_or_else(|| ConfigError::new("connectionPool", "must be an object"))?;
+        let pool = pool
+            .as_object()
+            .ok_or_else(|| ConfigError::new("connectionPool", "must be an object"))?;
         check("connectionPool", pool, POOL)?;
         if let Some(ps) = pool.get("protocolSpecific") {
-            let ps = ps
-                .as_object()
-                .ok_or_else(|| ConfigError::new("connectionPool.protocolSpecific", "must be an object"))?;
+            let ps = ps.as_object().ok_or_else(|| {
+                ConfigError::new("connectionPool.protocolSpecific", "must be an object")
+            })?;
             check("connectionPool.protocolSpecific", ps, PROTOCOL_SPECIFIC)?;
         }
     }
     if let Some(ssl) = options.get("ssl") {
         let allowed = known_keys(protocol);
         if allowed.is_empty() {
-            return Err(ConfigError::new("ssl", format!("not an option of the {} server", protocol.as_str())));
+            return Err(ConfigError::new(
+                "ssl",
+                format!("not an option of the {} server", protocol.as_str()),
+            ));
         }
-        let ssl = ssl.as_object().ok_or_else(|| ConfigError::new("ssl", "must be an object"))?;
+        let ssl = ssl
+            .as_object()
+            .ok_or_else(|| ConfigError::new("ssl", "must be an object"))?;
         check("ssl", ssl, &allowed)?;
     }
     Ok(())

@@ -24,7 +24,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), message: message.into() }
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -218,8 +221,14 @@ fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
         ping_interval: Duration::from_millis(num("pingInterval")?.unwrap_or(30_000)),
         pong_timeout: Duration::from_millis(num("pongTimeout")?.unwrap_or(10_000)),
         heartbeat_interval: Duration::from_millis(num("heartbeatInterval")?.unwrap_or(30_000)),
-        max_payload: num("maxPayload")?.map(|n| n as usize).unwrap_or(DEFAULT_WS_MAX_PAYLOAD).max(1),
-        max_buffered: num("maxBufferedAmount")?.map(|n| n as usize).unwrap_or(DEFAULT_WS_MAX_BUFFERED).max(1),
+        max_payload: num("maxPayload")?
+            .map(|n| n as usize)
+            .unwrap_or(DEFAULT_WS_MAX_PAYLOAD)
+            .max(1),
+        max_buffered: num("maxBufferedAmount")?
+            .map(|n| n as usize)
+            .unwrap_or(DEFAULT_WS_MAX_BUFFERED)
+            .max(1),
     })
 }
 
@@ -250,22 +259,37 @@ fn endpoints_from(v: Option<&Value>) -> Result<Endpoints, ConfigError> {
         None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(Endpoints::default()),
         Some(Value::Bool(true)) => return Ok(defaults),
         Some(Value::Object(m)) => m,
-        Some(v) => return Err(ConfigError::new("nativeEndpoints", format!("must be true, false or an object, got {v}"))),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "nativeEndpoints",
+                format!("must be true, false or an object, got {v}"),
+            ))
+        }
     };
     let path = |key: &str, default: Option<String>| -> Result<Option<String>, ConfigError> {
         match obj.get(key) {
             None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(default),
             Some(Value::Bool(false)) => Ok(None),
             Some(Value::String(p)) if p.starts_with('/') => Ok(Some(p.clone())),
-            Some(v) => Err(ConfigError::new(format!("nativeEndpoints.{key}"), format!("must be a path starting with '/' or a boolean, got {v}"))),
+            Some(v) => Err(ConfigError::new(
+                format!("nativeEndpoints.{key}"),
+                format!("must be a path starting with '/' or a boolean, got {v}"),
+            )),
         }
     };
     for key in obj.keys() {
         if !["healthz", "readyz", "metrics"].contains(&key.as_str()) {
-            return Err(ConfigError::new(format!("nativeEndpoints.{key}"), "unknown option (expected one of: healthz, readyz, metrics)"));
+            return Err(ConfigError::new(
+                format!("nativeEndpoints.{key}"),
+                "unknown option (expected one of: healthz, readyz, metrics)",
+            ));
         }
     }
-    Ok(Endpoints { healthz: path("healthz", defaults.healthz)?, readyz: path("readyz", defaults.readyz)?, metrics: path("metrics", defaults.metrics)? })
+    Ok(Endpoints {
+        healthz: path("healthz", defaults.healthz)?,
+        readyz: path("readyz", defaults.readyz)?,
+        metrics: path("metrics", defaults.metrics)?,
+    })
 }
 
 impl ServerConfig {
@@ -287,7 +311,10 @@ impl ServerConfig {
         let mut options = match parsed {
             Some(o) => o,
             None if matches!(self.protocol, Protocol::Grpc | Protocol::Ws) => return Ok(None),
-            None => crate::tls::TlsOptions::from_json(Some(&serde_json::json!({ "mode": "auto" })))?.expect("auto"),
+            None => {
+                crate::tls::TlsOptions::from_json(Some(&serde_json::json!({ "mode": "auto" })))?
+                    .expect("auto")
+            }
         };
         options.alpn = match &self.http2 {
             _ if self.protocol == Protocol::Grpc => vec![b"h2".to_vec()],
@@ -301,7 +328,9 @@ impl ServerConfig {
     /// Engine settings from resolved options. Unknown protocols serve HTTP (as koatty_serve 2.3.0
     /// does); absent host/port mean all interfaces / ephemeral.
     pub fn from_options(options: &Value) -> Result<ServerConfig, ConfigError> {
-        let obj = options.as_object().ok_or_else(|| ConfigError::new("options", "must be an object"))?;
+        let obj = options
+            .as_object()
+            .ok_or_else(|| ConfigError::new("options", "must be an object"))?;
         let hostname = match obj.get("hostname") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => None,
@@ -312,9 +341,15 @@ impl ServerConfig {
             None | Some(Value::Null) => 0,
             Some(v) => parse_port(v)?,
         };
-        let protocol =
-            obj.get("protocol").and_then(Value::as_str).and_then(Protocol::parse).unwrap_or(Protocol::Http);
-        let reuse_port = obj.get("reusePort").and_then(Value::as_bool).unwrap_or(false);
+        let protocol = obj
+            .get("protocol")
+            .and_then(Value::as_str)
+            .and_then(Protocol::parse)
+            .unwrap_or(Protocol::Http);
+        let reuse_port = obj
+            .get("reusePort")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let limits = match obj.get("connectionPool") {
             None | Some(Value::Null) => Limits::default(),
             Some(pool) => limits_from(pool)?,
@@ -333,7 +368,18 @@ impl ServerConfig {
             Protocol::Grpc => Some(grpc_from(obj)?),
             _ => None,
         };
-        Ok(ServerConfig { hostname, port, protocol, reuse_port, limits, ssl, http2, endpoints, websocket, grpc })
+        Ok(ServerConfig {
+            hostname,
+            port,
+            protocol,
+            reuse_port,
+            limits,
+            ssl,
+            http2,
+            endpoints,
+            websocket,
+            grpc,
+        })
     }
 }
 
@@ -355,15 +401,27 @@ fn count(pool: &Map<String, Value>, key: &str) -> Result<Option<u64>, ConfigErro
 }
 
 fn limits_from(pool: &Value) -> Result<Limits, ConfigError> {
-    let pool = pool.as_object().ok_or_else(|| ConfigError::new("connectionPool", "must be an object"))?;
+    let pool = pool
+        .as_object()
+        .ok_or_else(|| ConfigError::new("connectionPool", "must be an object"))?;
     let d = Limits::default();
-    let max_in_flight = count(pool, "maxInFlight")?.map(|n| n as usize).unwrap_or(d.max_in_flight);
+    let max_in_flight = count(pool, "maxInFlight")?
+        .map(|n| n as usize)
+        .unwrap_or(d.max_in_flight);
     if max_in_flight == 0 {
-        return Err(ConfigError::new("connectionPool.maxInFlight", "must be at least 1"));
+        return Err(ConfigError::new(
+            "connectionPool.maxInFlight",
+            "must be at least 1",
+        ));
     }
-    let max_header_size = count(pool, "maxHeaderSize")?.map(|n| n as usize).unwrap_or(d.max_header_size);
+    let max_header_size = count(pool, "maxHeaderSize")?
+        .map(|n| n as usize)
+        .unwrap_or(d.max_header_size);
     if max_header_size < 1024 {
-        return Err(ConfigError::new("connectionPool.maxHeaderSize", "must be at least 1024 bytes"));
+        return Err(ConfigError::new(
+            "connectionPool.maxHeaderSize",
+            "must be at least 1024 bytes",
+        ));
     }
     Ok(Limits {
         max_connections: count(pool, "maxConnections")?.map(|n| n as usize),
@@ -382,12 +440,22 @@ fn http2_from(obj: &Map<String, Value>, ssl: Option<&Value>) -> Result<Http2Sett
     let cleartext = match obj.get("h2c") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(v) => return Err(ConfigError::new("h2c", format!("must be a boolean, got {v}"))),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "h2c",
+                format!("must be a boolean, got {v}"),
+            ))
+        }
     };
     let allow_http1 = match ssl.and_then(|s| s.get("allowHTTP1")) {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
-        Some(v) => return Err(ConfigError::new("ssl.allowHTTP1", format!("must be a boolean, got {v}"))),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "ssl.allowHTTP1",
+                format!("must be a boolean, got {v}"),
+            ))
+        }
     };
     let empty = Map::new();
     let specific = obj
@@ -402,20 +470,28 @@ fn http2_from(obj: &Map<String, Value>, ssl: Option<&Value>) -> Result<Http2Sett
         }
     };
     let clamp = |n: u64| n.min(u32::MAX as u64) as u32;
-    let max_concurrent_streams = num("maxConcurrentStreams")?.map(clamp).unwrap_or(DEFAULT_H2_MAX_CONCURRENT_STREAMS);
+    let max_concurrent_streams = num("maxConcurrentStreams")?
+        .map(clamp)
+        .unwrap_or(DEFAULT_H2_MAX_CONCURRENT_STREAMS);
     let max_send_buffer_size = match num("maxSessionMemory")? {
         // node's maxSessionMemory is in MiB for the whole session: share it among the streams.
-        Some(mib) => ((mib.max(1) << 20) / max_concurrent_streams.max(1) as u64).max(16 * 1024) as usize,
+        Some(mib) => {
+            ((mib.max(1) << 20) / max_concurrent_streams.max(1) as u64).max(16 * 1024) as usize
+        }
         None => DEFAULT_H2_MAX_SEND_BUFFER,
     };
     Ok(Http2Settings {
         cleartext,
         allow_http1,
         max_concurrent_streams,
-        max_header_list_size: num("maxHeaderListSize")?.map(clamp).unwrap_or(DEFAULT_H2_MAX_HEADER_LIST_SIZE),
+        max_header_list_size: num("maxHeaderListSize")?
+            .map(clamp)
+            .unwrap_or(DEFAULT_H2_MAX_HEADER_LIST_SIZE),
         initial_window_size: num("initialWindowSize")?.map(clamp),
         max_send_buffer_size,
-        keep_alive_interval: num("keepAliveTime")?.filter(|n| *n > 0).map(Duration::from_millis),
+        keep_alive_interval: num("keepAliveTime")?
+            .filter(|n| *n > 0)
+            .map(Duration::from_millis),
         keep_alive_timeout: Duration::from_millis(num("keepAliveTimeout")?.unwrap_or(20_000)),
     })
 }
@@ -432,7 +508,8 @@ fn grpc_from(obj: &Map<String, Value>) -> Result<GrpcSettings, ConfigError> {
             None | Some(Value::Null) => Ok(default),
             // grpc-js uses -1 for "unlimited".
             Some(Value::Number(n)) if n.as_i64() == Some(-1) => Ok(usize::MAX),
-            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}")).map(|n| n as usize),
+            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}"))
+                .map(|n| n as usize),
         }
     };
     Ok(GrpcSettings {
@@ -445,7 +522,10 @@ fn grpc_from(obj: &Map<String, Value>) -> Result<GrpcSettings, ConfigError> {
 fn non_negative(v: &Value, key: &str) -> Result<u64, ConfigError> {
     match v.as_f64() {
         Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9.007_199_254_740_991e15 => Ok(n as u64),
-        Some(_) => Err(ConfigError::new(key, format!("must be a non-negative integer, got {v}"))),
+        Some(_) => Err(ConfigError::new(
+            key,
+            format!("must be a non-negative integer, got {v}"),
+        )),
         None => Err(ConfigError::new(key, format!("must be a number, got {v}"))),
     }
 }
@@ -458,7 +538,10 @@ fn parse_port(v: &Value) -> Result<u16, ConfigError> {
     };
     match n {
         Some(n) if (0.0..=65535.0).contains(&n) && n.fract() == 0.0 => Ok(n as u16),
-        _ => Err(ConfigError::new("port", format!("must be an integer from 0 to 65535, got {v}"))),
+        _ => Err(ConfigError::new(
+            "port",
+            format!("must be an integer from 0 to 65535, got {v}"),
+        )),
     }
 }
 
@@ -466,7 +549,11 @@ fn parse_port(v: &Value) -> Result<u16, ConfigError> {
 ///
 /// `protocol` is the helper's protocol family (`http`, `https`, `http2`, `grpc`, `ws`); the options'
 /// own `protocol` key, when present, must belong to it (`ws`/`wss` for the WebSocket helper).
-pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -> Result<Value, ConfigError> {
+pub fn resolve_options(
+    protocol: Protocol,
+    options: &Value,
+    env: &Environment,
+) -> Result<Value, ConfigError> {
     let input = match options {
         Value::Null => Map::new(),
         Value::Object(m) => m.clone(),
@@ -478,11 +565,20 @@ pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -
     // hostname: given, else IP, else 127.0.0.1
     match input.get("hostname") {
         None | Some(Value::Null) => {
-            let host = env.ip.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_HOSTNAME.into());
+            let host = env
+                .ip
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| DEFAULT_HOSTNAME.into());
             out.insert("hostname".into(), Value::String(host));
         }
         Some(Value::String(_)) => {}
-        Some(v) => return Err(ConfigError::new("hostname", format!("must be a string, got {v}"))),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "hostname",
+                format!("must be a string, got {v}"),
+            ))
+        }
     }
     // port: given (0 stays 0), else PORT, else APP_PORT, else 3000
     let port = match input.get("port") {
@@ -514,7 +610,12 @@ pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -
             }
             s.clone()
         }
-        Some(v) => return Err(ConfigError::new("protocol", format!("must be a string, got {v}"))),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "protocol",
+                format!("must be a string, got {v}"),
+            ))
+        }
     };
     out.insert("protocol".into(), Value::String(chosen));
 
@@ -525,7 +626,10 @@ pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -
     }
     if let Some(h) = input.get("h2c") {
         if protocol != Protocol::Http2 {
-            return Err(ConfigError::new("h2c", "only the http2 server serves cleartext HTTP/2"));
+            return Err(ConfigError::new(
+                "h2c",
+                "only the http2 server serves cleartext HTTP/2",
+            ));
         }
         if !h.is_boolean() && !h.is_null() {
             return Err(ConfigError::new("h2c", "must be a boolean"));
@@ -539,7 +643,10 @@ pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -
     }
 
     // connectionPool: validate through the engine's own parser, then write every default out.
-    let pool_in = input.get("connectionPool").cloned().unwrap_or(Value::Object(Map::new()));
+    let pool_in = input
+        .get("connectionPool")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
     let limits = limits_from(&pool_in)?;
     let mut pool = pool_in.as_object().cloned().unwrap_or_default();
     let production = env.is_production();
@@ -548,14 +655,42 @@ pub fn resolve_options(protocol: Protocol, options: &Value, env: &Environment) -
             pool.insert(key.into(), v);
         }
     };
-    set(&mut pool, "maxConnections", Value::from(if production { 10_000 } else { 1_000 }));
+    set(
+        &mut pool,
+        "maxConnections",
+        Value::from(if production { 10_000 } else { 1_000 }),
+    );
     set(&mut pool, "maxInFlight", Value::from(limits.max_in_flight));
-    set(&mut pool, "keepAliveTimeout", Value::from(limits.keep_alive_timeout.as_millis() as u64));
-    set(&mut pool, "headersTimeout", Value::from(limits.headers_timeout.as_millis() as u64));
-    set(&mut pool, "requestTimeout", Value::from(limits.request_timeout.as_millis() as u64));
-    set(&mut pool, "connectionTimeout", Value::from(if production { 30_000 } else { 60_000 }));
-    set(&mut pool, "maxHeaderSize", Value::from(limits.max_header_size));
-    set(&mut pool, "handshakeTimeout", Value::from(limits.handshake_timeout.as_millis() as u64));
+    set(
+        &mut pool,
+        "keepAliveTimeout",
+        Value::from(limits.keep_alive_timeout.as_millis() as u64),
+    );
+    set(
+        &mut pool,
+        "headersTimeout",
+        Value::from(limits.headers_timeout.as_millis() as u64),
+    );
+    set(
+        &mut pool,
+        "requestTimeout",
+        Value::from(limits.request_timeout.as_millis() as u64),
+    );
+    set(
+        &mut pool,
+        "connectionTimeout",
+        Value::from(if production { 30_000 } else { 60_000 }),
+    );
+    set(
+        &mut pool,
+        "maxHeaderSize",
+        Value::from(limits.max_header_size),
+    );
+    set(
+        &mut pool,
+        "handshakeTimeout",
+        Value::from(limits.handshake_timeout.as_millis() as u64),
+    );
     out.insert("connectionPool".into(), Value::Object(pool));
     Ok(Value::Object(out))
 }
@@ -567,7 +702,10 @@ mod tests {
 
     #[test]
     fn from_options_is_lenient_like_new_serve() {
-        let c = ServerConfig::from_options(&json!({"hostname": null, "port": null, "protocol": "bogus"})).unwrap();
+        let c = ServerConfig::from_options(
+            &json!({"hostname": null, "port": null, "protocol": "bogus"}),
+        )
+        .unwrap();
         assert_eq!(c.hostname, None);
         assert_eq!(c.port, 0);
         assert_eq!(c.protocol, Protocol::Http);
@@ -576,16 +714,24 @@ mod tests {
 
     #[test]
     fn zero_stays_zero() {
-        let c = ServerConfig::from_options(&json!({"port": 0, "connectionPool": {"keepAliveTimeout": 0}})).unwrap();
+        let c = ServerConfig::from_options(
+            &json!({"port": 0, "connectionPool": {"keepAliveTimeout": 0}}),
+        )
+        .unwrap();
         assert_eq!(c.port, 0);
         assert_eq!(c.limits.keep_alive_timeout, Duration::ZERO);
-        let r = resolve_options(Protocol::Http, &json!({"port": 0}), &Environment::default()).unwrap();
+        let r =
+            resolve_options(Protocol::Http, &json!({"port": 0}), &Environment::default()).unwrap();
         assert_eq!(r["port"], 0);
     }
 
     #[test]
     fn string_ports_from_env_are_numbers() {
-        let env = Environment { port: Some("".into()), app_port: Some("4567".into()), ..Default::default() };
+        let env = Environment {
+            port: Some("".into()),
+            app_port: Some("4567".into()),
+            ..Default::default()
+        };
         let r = resolve_options(Protocol::Http, &json!({}), &env).unwrap();
         assert_eq!(r["port"], 4567);
         assert_eq!(r["hostname"], "127.0.0.1");
@@ -598,11 +744,19 @@ mod tests {
         let env = Environment::default();
         let e = resolve_options(Protocol::Http, &json!({"port": 70000}), &env).unwrap_err();
         assert_eq!(e.key, "port");
-        let e = resolve_options(Protocol::Http, &json!({"connectionPool": {"requestTimeout": -1}}), &env)
-            .unwrap_err();
+        let e = resolve_options(
+            Protocol::Http,
+            &json!({"connectionPool": {"requestTimeout": -1}}),
+            &env,
+        )
+        .unwrap_err();
         assert_eq!(e.key, "connectionPool.requestTimeout");
-        let e = resolve_options(Protocol::Http, &json!({"connectionPool": {"maxConection": 1}}), &env)
-            .unwrap_err();
+        let e = resolve_options(
+            Protocol::Http,
+            &json!({"connectionPool": {"maxConection": 1}}),
+            &env,
+        )
+        .unwrap_err();
         assert_eq!(e.key, "connectionPool.maxConection");
         assert!(e.message.contains("unknown"), "{e}");
         let e = resolve_options(Protocol::Http, &json!({"protocol": "grpc"}), &env).unwrap_err();
@@ -611,7 +765,10 @@ mod tests {
 
     #[test]
     fn defaults_are_filled_and_given_values_kept() {
-        let env = Environment { node_env: Some("production".into()), ..Default::default() };
+        let env = Environment {
+            node_env: Some("production".into()),
+            ..Default::default()
+        };
         let r = resolve_options(
             Protocol::Http,
             &json!({"hostname": "0.0.0.0", "port": 8080, "connectionPool": {"maxConnections": 5}}),

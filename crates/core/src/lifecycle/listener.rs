@@ -12,16 +12,21 @@ const BACKLOG: i32 = 1024;
 pub async fn bind(hostname: Option<&str>, port: u16, reuse_port: bool) -> Result<TcpListener> {
     let display = format!("{}:{port}", hostname.unwrap_or("::"));
     let addrs: Vec<SocketAddr> = match hostname {
-        None => vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port), SocketAddr::from(([0, 0, 0, 0], port))],
+        None => vec![
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            SocketAddr::from(([0, 0, 0, 0], port)),
+        ],
         Some(host) => {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             match host.parse::<IpAddr>() {
                 Ok(ip) => vec![SocketAddr::new(ip, port)],
-                Err(_) => tokio::net::lookup_host((host, port)).await.map_err(|e| ServeError::Bind {
-                    code: "ENOTFOUND",
-                    message: format!("getaddrinfo ENOTFOUND {host} ({e})"),
-                })?
-                .collect(),
+                Err(_) => tokio::net::lookup_host((host, port))
+                    .await
+                    .map_err(|e| ServeError::Bind {
+                        code: "ENOTFOUND",
+                        message: format!("getaddrinfo ENOTFOUND {host} ({e})"),
+                    })?
+                    .collect(),
             }
         }
     };
@@ -30,16 +35,25 @@ pub async fn bind(hostname: Option<&str>, port: u16, reuse_port: bool) -> Result
         match bind_one(*addr, reuse_port) {
             Ok(l) => return Ok(l),
             // Fall through to the next address only when this family is unsupported here.
-            Err(e) if hostname.is_none() && e.raw_os_error() == Some(97 /* EAFNOSUPPORT */) => last_err = Some(e),
+            Err(e)
+                if hostname.is_none() && e.raw_os_error() == Some(97 /* EAFNOSUPPORT */) =>
+            {
+                last_err = Some(e)
+            }
             Err(e) => return Err(ServeError::bind(&e, &display)),
         }
     }
-    let e = last_err.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address"));
+    let e = last_err
+        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address"));
     Err(ServeError::bind(&e, &display))
 }
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProtocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
     if addr.is_ipv6() {
         // `::` accepts IPv4 too, like node's default.
         let _ = socket.set_only_v6(false);

@@ -36,7 +36,10 @@ pub enum Phase {
 /// whatever carries a clone on (a WebSocket upgraded from an HTTP connection) stays counted and
 /// drained with the server.
 #[derive(Clone)]
-pub struct PhaseSignal(watch::Receiver<Phase>, #[allow(dead_code)] Arc<ConnectionSlot>);
+pub struct PhaseSignal(
+    watch::Receiver<Phase>,
+    #[allow(dead_code)] Arc<ConnectionSlot>,
+);
 
 impl PhaseSignal {
     pub fn current(&self) -> Phase {
@@ -54,7 +57,12 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// The protocol-specific part of a server.
 pub trait ConnectionHandler: Send + Sync + 'static {
     /// Serves one accepted connection until it closes, draining when the phase says so.
-    fn serve(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, phase: PhaseSignal) -> BoxFuture;
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        phase: PhaseSignal,
+    ) -> BoxFuture;
 
     /// Turns a connection away because `maxConnections` is reached. The default just closes it.
     fn reject(self: Arc<Self>, stream: TcpStream) -> BoxFuture {
@@ -134,7 +142,10 @@ impl Server {
         let (phase, _) = watch::channel(Phase::Running);
         let (stop_accepting, stop_rx) = watch::channel(Stop::No);
         metrics.listener_started();
-        let connections = Arc::new(ConnectionCount { open: watch::channel(0).0, metrics });
+        let connections = Arc::new(ConnectionCount {
+            open: watch::channel(0).0,
+            metrics,
+        });
         let task = tokio::spawn(accept_loop(
             listener,
             handler,
@@ -143,7 +154,13 @@ impl Server {
             connections.clone(),
             limits,
         ));
-        Ok(Server { local_addr, phase, stop_accepting, connections, accept_task: std::sync::Mutex::new(Some(task)) })
+        Ok(Server {
+            local_addr,
+            phase,
+            stop_accepting,
+            connections,
+            accept_task: std::sync::Mutex::new(Some(task)),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -168,7 +185,11 @@ impl Server {
 
     async fn stop(&self, how: Stop) -> Option<TcpListener> {
         let _ = self.stop_accepting.send(how);
-        let task = self.accept_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self
+            .accept_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match task {
             Some(task) => task.await.ok(),
             None => None,
@@ -190,7 +211,9 @@ impl Server {
     /// Waits up to `timeout` for every connection to close; true if they all did.
     pub async fn wait_closed(&self, timeout: Duration) -> bool {
         let mut open = self.connections.open.subscribe();
-        let closed = tokio::time::timeout(timeout, open.wait_for(|n| *n == 0)).await.is_ok();
+        let closed = tokio::time::timeout(timeout, open.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
         closed
     }
 
@@ -208,8 +231,15 @@ impl Server {
         self.stop_accepting().await;
         let connections_at_start = self.open_connections();
         self.begin_draining();
-        let forced = if self.wait_closed(timeout).await { 0 } else { self.force_close(Duration::from_secs(1)).await };
-        ShutdownReport { connections_at_start, forced }
+        let forced = if self.wait_closed(timeout).await {
+            0
+        } else {
+            self.force_close(Duration::from_secs(1)).await
+        };
+        ShutdownReport {
+            connections_at_start,
+            forced,
+        }
     }
 }
 
@@ -221,7 +251,15 @@ async fn accept_loop(
     connections: Arc<ConnectionCount>,
     limits: LiveLimits,
 ) -> TcpListener {
-    let listener = accept_until_stopped(listener, handler.clone(), &mut stop, phase.clone(), &connections, limits).await;
+    let listener = accept_until_stopped(
+        listener,
+        handler.clone(),
+        &mut stop,
+        phase.clone(),
+        &connections,
+        limits,
+    )
+    .await;
     connections.metrics.listener_stopped();
     if *stop.borrow() == Stop::Close {
         // Connections the kernel already completed would be reset when the socket closes: take
@@ -268,7 +306,11 @@ async fn accept_until_stopped(
             }
         };
         let _ = stream.set_nodelay(true);
-        if limits.load().max_connections.is_some_and(|max| *connections.open.borrow() >= max) {
+        if limits
+            .load()
+            .max_connections
+            .is_some_and(|max| *connections.open.borrow() >= max)
+        {
             connections.metrics.connection_rejected();
             tokio::spawn(handler.clone().reject(stream));
             continue;

@@ -109,10 +109,20 @@ impl GrpcProtocol {
         settings: GrpcSettings,
         methods: Arc<ArcSwap<HashSet<String>>>,
     ) -> Self {
-        GrpcProtocol { bridge, limits, tls, settings, methods }
+        GrpcProtocol {
+            bridge,
+            limits,
+            tls,
+            settings,
+            methods,
+        }
     }
 
-    async fn call(&self, req: Request<Incoming>, conn: &ConnectionParts) -> Response<tonic::body::Body> {
+    async fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnectionParts,
+    ) -> Response<tonic::body::Body> {
         let path = req.uri().path().to_owned();
         if path == HEALTH_CHECK && !self.methods.load().contains(HEALTH_CHECK) {
             return self.health(req).await;
@@ -125,8 +135,16 @@ impl GrpcProtocol {
             .max_encoding_message_size(self.settings.max_send_message_length)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
-        let deadline = req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout);
-        let call = JsCall { bridge: self.bridge.clone(), conn: conn.clone(), deadline };
+        let deadline = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_timeout);
+        let call = JsCall {
+            bridge: self.bridge.clone(),
+            conn: conn.clone(),
+            deadline,
+        };
         grpc.streaming(call, req).await
     }
 
@@ -144,12 +162,22 @@ impl GrpcProtocol {
                 let wanted = decode_health_request(&message);
                 // 1 = SERVING, 2 = NOT_SERVING, 3 = SERVICE_UNKNOWN
                 let status = match wanted {
-                    Some(name) if !name.is_empty() && !methods.load().iter().any(|p| p.starts_with(&format!("/{name}/"))) => 3u8,
+                    Some(name)
+                        if !name.is_empty()
+                            && !methods
+                                .load()
+                                .iter()
+                                .any(|p| p.starts_with(&format!("/{name}/"))) =>
+                    {
+                        3u8
+                    }
                     _ if metrics.accepting() => 1,
                     _ => 2,
                 };
                 let reply: Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>> =
-                    Box::pin(futures_util::stream::iter([Ok(Bytes::from(vec![0x08, status]))]));
+                    Box::pin(futures_util::stream::iter([Ok(Bytes::from(vec![
+                        0x08, status,
+                    ]))]));
                 Ok(tonic::Response::new(reply))
             }
         });
@@ -164,7 +192,9 @@ fn decode_health_request(bytes: &[u8]) -> Option<String> {
         #[prost(string, tag = "1")]
         service: String,
     }
-    <HealthCheckRequest as prost::Message>::decode(bytes).ok().map(|r| r.service)
+    <HealthCheckRequest as prost::Message>::decode(bytes)
+        .ok()
+        .map(|r| r.service)
 }
 
 /// A tower service from a closure (tonic's `StreamingService` is implemented for tower services).
@@ -215,7 +245,10 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
         let deadline = self.deadline;
         Box::pin(async move {
             let (metadata, extensions, input) = request.into_parts();
-            let path = extensions.get::<CallPath>().map(|p| p.0.clone()).unwrap_or_default();
+            let path = extensions
+                .get::<CallPath>()
+                .map(|p| p.0.clone())
+                .unwrap_or_default();
             let head = RequestHead {
                 id: 0,
                 method: "POST".into(),
@@ -236,13 +269,29 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
                 let bridge = bridge.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(timeout).await;
-                    bridge.grpc_cancel(id, CallCancel::Deadline, Status::deadline_exceeded("deadline exceeded"));
+                    bridge.grpc_cancel(
+                        id,
+                        CallCancel::Deadline,
+                        Status::deadline_exceeded("deadline exceeded"),
+                    );
                 });
             }
             // The guard moves with the response: dropped early (client reset) it reports the cancel.
-            let head = head_rx.await.map_err(|_| Status::cancelled("call ended"))??;
-            let stream = OutStream { rx: out_rx, state: out_state, bridge, id, _guard: guard };
-            Ok(tonic::Response::from_parts(metadata_map(&head), Box::pin(stream) as ResponseStream, Default::default()))
+            let head = head_rx
+                .await
+                .map_err(|_| Status::cancelled("call ended"))??;
+            let stream = OutStream {
+                rx: out_rx,
+                state: out_state,
+                bridge,
+                id,
+                _guard: guard,
+            };
+            Ok(tonic::Response::from_parts(
+                metadata_map(&head),
+                Box::pin(stream) as ResponseStream,
+                Default::default(),
+            ))
         })
     }
 }
@@ -266,7 +315,9 @@ impl Stream for OutStream {
         let item = self.rx.poll_recv(cx);
         if let Poll::Ready(Some(Ok(ref bytes))) = item {
             let before = self.state.queued.fetch_sub(bytes.len(), Ordering::SeqCst);
-            if before - bytes.len() < GRPC_HIGH_WATER_MARK && self.state.want_drain.swap(false, Ordering::SeqCst) {
+            if before - bytes.len() < GRPC_HIGH_WATER_MARK
+                && self.state.want_drain.swap(false, Ordering::SeqCst)
+            {
                 self.bridge.emit(self.id, BridgeEvent::GrpcDrain);
             }
         }
@@ -278,9 +329,17 @@ impl Stream for OutStream {
 async fn pump_requests(bridge: Bridge, id: u32, mut input: Streaming<Bytes>) {
     let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
     loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         match input.message().await {
-            Ok(Some(data)) => bridge.emit(id, BridgeEvent::GrpcMessage { data, permit: Some(permit) }),
+            Ok(Some(data)) => bridge.emit(
+                id,
+                BridgeEvent::GrpcMessage {
+                    data,
+                    permit: Some(permit),
+                },
+            ),
             Ok(None) => return bridge.emit(id, BridgeEvent::GrpcInputEnd),
             Err(status) => {
                 let message = format!("{}: {}", status.code() as i32, status.message());
@@ -292,18 +351,35 @@ async fn pump_requests(bridge: Bridge, id: u32, mut input: Streaming<Bytes>) {
 }
 
 impl ConnectionHandler for GrpcProtocol {
-    fn serve(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, phase: PhaseSignal) -> BoxFuture {
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        phase: PhaseSignal,
+    ) -> BoxFuture {
         Box::pin(async move {
             let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
             let handshake_timeout = self.limits.load().handshake_timeout;
             match self.tls.clone() {
                 None => {
-                    let conn = ConnectionParts { remote, local_port, peer: None };
+                    let conn = ConnectionParts {
+                        remote,
+                        local_port,
+                        peer: None,
+                    };
                     self.serve_h2(stream, conn, phase).await
                 }
                 Some(tls) => {
-                    let Some((io, peer)) = accept_tls(&tls, stream, handshake_timeout, remote, &phase).await else { return };
-                    let conn = ConnectionParts { remote, local_port, peer: Some(Arc::new(peer)) };
+                    let Some((io, peer)) =
+                        accept_tls(&tls, stream, handshake_timeout, remote, &phase).await
+                    else {
+                        return;
+                    };
+                    let conn = ConnectionParts {
+                        remote,
+                        local_port,
+                        peer: Some(Arc::new(peer)),
+                    };
                     self.serve_h2(io, conn, phase).await
                 }
             }
@@ -336,9 +412,16 @@ impl GrpcProtocol {
             .max_header_list_size(h2.max_header_list_size)
             .max_send_buf_size(h2.max_send_buffer_size);
         if let Some(interval) = h2.keep_alive_interval {
-            b.keep_alive_interval(interval).keep_alive_timeout(h2.keep_alive_timeout);
+            b.keep_alive_interval(interval)
+                .keep_alive_timeout(h2.keep_alive_timeout);
         }
-        drive(b.serve_connection(TokioIo::new(io), service), phase, first, |c| c.graceful_shutdown()).await
+        drive(
+            b.serve_connection(TokioIo::new(io), service),
+            phase,
+            first,
+            |c| c.graceful_shutdown(),
+        )
+        .await
     }
 }
 
@@ -358,12 +441,22 @@ mod tests {
     #[test]
     fn health_requests_decode() {
         assert_eq!(decode_health_request(&[]), Some(String::new()));
-        assert_eq!(decode_health_request(&[0x0a, 0x03, b'a', b'.', b'B']), Some("a.B".into()));
+        assert_eq!(
+            decode_health_request(&[0x0a, 0x03, b'a', b'.', b'B']),
+            Some("a.B".into())
+        );
     }
 
     #[test]
     fn reserved_metadata_is_not_sent() {
-        let m = metadata_map(&["content-type".into(), "x".into(), "x-id".into(), "7".into(), "grpc-status".into(), "0".into()]);
+        let m = metadata_map(&[
+            "content-type".into(),
+            "x".into(),
+            "x-id".into(),
+            "7".into(),
+            "grpc-status".into(),
+            "0".into(),
+        ]);
         assert_eq!(m.len(), 1);
         assert_eq!(m.get("x-id").unwrap(), "7");
     }

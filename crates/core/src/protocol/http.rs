@@ -2,9 +2,12 @@
 //! cleartext HTTP/2 with prior knowledge — handing requests to the bridge. TLS handshakes run in
 //! the connection task under a timeout, never in the accept loop.
 
-use crate::bridge::{simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody, INLINE_BODY_LIMIT};
-use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, WsSettings};
 use super::ws;
+use crate::bridge::{
+    simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody,
+    INLINE_BODY_LIMIT,
+};
+use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, WsSettings};
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::{PeerInfo, TlsSource};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
@@ -44,10 +47,12 @@ macro_rules! configure_http2 {
             .max_header_list_size(settings.max_header_list_size)
             .max_send_buf_size(settings.max_send_buffer_size);
         if let Some(window) = settings.initial_window_size {
-            $b.initial_stream_window_size(window).initial_connection_window_size(window.saturating_mul(4));
+            $b.initial_stream_window_size(window)
+                .initial_connection_window_size(window.saturating_mul(4));
         }
         if let Some(interval) = settings.keep_alive_interval {
-            $b.keep_alive_interval(interval).keep_alive_timeout(settings.keep_alive_timeout);
+            $b.keep_alive_interval(interval)
+                .keep_alive_timeout(settings.keep_alive_timeout);
         }
     }};
 }
@@ -81,12 +86,24 @@ impl HttpProtocol {
         endpoints: Endpoints,
         websocket: Option<WsSettings>,
     ) -> Self {
-        HttpProtocol { bridge, limits, tls, http2, endpoints, websocket }
+        HttpProtocol {
+            bridge,
+            limits,
+            tls,
+            http2,
+            endpoints,
+            websocket,
+        }
     }
 
     /// Accepts a WebSocket upgrade: answers 101, announces the connection (with its upgrade
     /// request) to the handler, and runs it in its own task once hyper hands the socket over.
-    fn upgrade(&self, req: Request<Incoming>, conn: &ConnectionInfo, settings: &WsSettings) -> Response<ResponseBody> {
+    fn upgrade(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnectionInfo,
+        settings: &WsSettings,
+    ) -> Response<ResponseBody> {
         let response = match ws::handshake_response(&req) {
             Ok(r) => r,
             Err(status) => return closing(status),
@@ -128,23 +145,47 @@ impl HttpProtocol {
         let is = |p: &Option<String>| p.as_deref() == Some(path);
         let metrics = self.bridge.metrics();
         let (status, content_type, body) = if is(&self.endpoints.healthz) {
-            (StatusCode::OK, "text/plain; charset=utf-8", "ok".to_string())
+            (
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ok".to_string(),
+            )
         } else if is(&self.endpoints.readyz) {
             if metrics.accepting() {
-                (StatusCode::OK, "text/plain; charset=utf-8", "ready".to_string())
+                (
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    "ready".to_string(),
+                )
             } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "shutting down".to_string())
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "shutting down".to_string(),
+                )
             }
         } else if is(&self.endpoints.metrics) {
-            let text = metrics.snapshot().prometheus(self.bridge.pending_count(), metrics.accepting());
-            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text)
+            let text = metrics
+                .snapshot()
+                .prometheus(self.bridge.pending_count(), metrics.accepting());
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            )
         } else {
             return None;
         };
         let mut r = Response::new(ResponseBody::full(Some(bytes::Bytes::from(body))));
         *r.status_mut() = status;
-        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
         Some(r)
     }
 
@@ -180,7 +221,11 @@ impl HttpProtocol {
         b
     }
 
-    async fn handle(&self, req: Request<Incoming>, conn: &ConnectionInfo) -> Response<ResponseBody> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnectionInfo,
+    ) -> Response<ResponseBody> {
         if self.endpoints.any() {
             if let Some(answer) = self.native_endpoint(&req) {
                 return answer;
@@ -216,14 +261,22 @@ impl HttpProtocol {
             (RequestBody::Streamed, Some(RequestBodyPump::new(body)))
         };
         let (http_version, url, headers) = if parts.version == Version::HTTP_2 {
-            (20, h2_path(&parts.uri), h2_headers(&parts, conn.peer.is_some()))
+            (
+                20,
+                h2_path(&parts.uri),
+                h2_headers(&parts, conn.peer.is_some()),
+            )
         } else {
             let version = match parts.version {
                 Version::HTTP_10 => 10,
                 Version::HTTP_09 => 9,
                 _ => 11,
             };
-            (version, parts.uri.to_string(), crate::bridge::flat_headers(&parts.headers))
+            (
+                version,
+                parts.uri.to_string(),
+                crate::bridge::flat_headers(&parts.headers),
+            )
         };
         let head = RequestHead {
             id: 0,
@@ -241,11 +294,19 @@ impl HttpProtocol {
     }
 
     /// Serves one connection (plain or TLS) with HTTP/1.1 or HTTP/2.
-    async fn serve_io<I>(self: Arc<Self>, io: I, info: ConnectionInfo, mode: Mode, phase: PhaseSignal)
-    where
+    async fn serve_io<I>(
+        self: Arc<Self>,
+        io: I,
+        info: ConnectionInfo,
+        mode: Mode,
+        phase: PhaseSignal,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let info = Arc::new(ConnectionInfo { phase: phase.clone(), ..info });
+        let info = Arc::new(ConnectionInfo {
+            phase: phase.clone(),
+            ..info
+        });
         let first = Arc::new(FirstRequest::default());
         let this = self.clone();
         let begun = first.clone();
@@ -258,17 +319,37 @@ impl HttpProtocol {
         let io = TokioIo::new(io);
         match (mode, &self.http2) {
             (Mode::Http2, Some(settings)) => {
-                drive(self.http2_builder(settings).serve_connection(io, service), phase, first, |c| c.graceful_shutdown()).await
+                drive(
+                    self.http2_builder(settings).serve_connection(io, service),
+                    phase,
+                    first,
+                    |c| c.graceful_shutdown(),
+                )
+                .await
             }
             (Mode::Detect, Some(settings)) => {
                 let builder = self.detecting_builder(settings);
-                drive(builder.serve_connection(io, service), phase, first, |c| c.graceful_shutdown()).await
+                drive(builder.serve_connection(io, service), phase, first, |c| {
+                    c.graceful_shutdown()
+                })
+                .await
             }
             _ if self.websocket.is_some() => {
-                let conn = self.http1_builder().serve_connection(io, service).with_upgrades();
+                let conn = self
+                    .http1_builder()
+                    .serve_connection(io, service)
+                    .with_upgrades();
                 drive(conn, phase, first, |c| c.graceful_shutdown()).await
             }
-            _ => drive(self.http1_builder().serve_connection(io, service), phase, first, |c| c.graceful_shutdown()).await,
+            _ => {
+                drive(
+                    self.http1_builder().serve_connection(io, service),
+                    phase,
+                    first,
+                    |c| c.graceful_shutdown(),
+                )
+                .await
+            }
         }
     }
 }
@@ -373,7 +454,9 @@ pub(crate) async fn accept_tls(
 
 /// node's http2 compatibility API shows the request target as `:path` (path and query).
 fn h2_path(uri: &http::Uri) -> String {
-    uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned())
+    uri.path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned())
 }
 
 /// Pseudo-headers first, as node's http2 compatibility API includes them in `req.headers`.
@@ -386,7 +469,13 @@ fn h2_headers(parts: &http::request::Parts, encrypted: bool) -> Vec<String> {
         out.push(authority.as_str().to_owned());
     }
     out.push(":scheme".to_owned());
-    out.push(parts.uri.scheme_str().unwrap_or(if encrypted { "https" } else { "http" }).to_owned());
+    out.push(
+        parts
+            .uri
+            .scheme_str()
+            .unwrap_or(if encrypted { "https" } else { "http" })
+            .to_owned(),
+    );
     out.push(":path".to_owned());
     out.push(h2_path(&parts.uri));
     out.extend(crate::bridge::flat_headers(&parts.headers));
@@ -398,34 +487,65 @@ fn h2_headers(parts: &http::request::Parts, encrypted: bool) -> Vec<String> {
 /// `keepAliveTimeout` and `headersTimeout` applies (0 = that limit is off). Doing the idle timer
 /// here rather than with a per-request activity signal keeps the hot path free of extra wake-ups.
 fn header_read_timeout(limits: &Limits) -> Option<Duration> {
-    [limits.keep_alive_timeout, limits.headers_timeout].into_iter().filter(|d| !d.is_zero()).min()
+    [limits.keep_alive_timeout, limits.headers_timeout]
+        .into_iter()
+        .filter(|d| !d.is_zero())
+        .min()
 }
 
 fn closing(status: StatusCode) -> Response<ResponseBody> {
     let mut r = simple_response(status);
-    r.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 
 impl ConnectionHandler for HttpProtocol {
-    fn serve(self: Arc<Self>, stream: TcpStream, remote: SocketAddr, phase: PhaseSignal) -> BoxFuture {
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        phase: PhaseSignal,
+    ) -> BoxFuture {
         Box::pin(async move {
             let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
             let Some(tls) = self.tls.clone() else {
                 // Cleartext HTTP/2 (prior knowledge) is told apart from HTTP/1.1 by its preface.
-                let mode = if self.http2.as_ref().is_some_and(|s| s.cleartext) { Mode::Detect } else { Mode::Http1 };
-                let info = ConnectionInfo { remote, local_port, peer: None, phase: phase.clone() };
+                let mode = if self.http2.as_ref().is_some_and(|s| s.cleartext) {
+                    Mode::Detect
+                } else {
+                    Mode::Http1
+                };
+                let info = ConnectionInfo {
+                    remote,
+                    local_port,
+                    peer: None,
+                    phase: phase.clone(),
+                };
                 return self.serve_io(stream, info, mode, phase).await;
             };
             let handshake_timeout = self.limits.load().handshake_timeout;
-            let Some((tls_stream, peer)) = accept_tls(&tls, stream, handshake_timeout, remote, &phase).await else { return };
-            let mode = if peer.alpn.as_deref() == Some("h2") { Mode::Http2 } else { Mode::Http1 };
+            let Some((tls_stream, peer)) =
+                accept_tls(&tls, stream, handshake_timeout, remote, &phase).await
+            else {
+                return;
+            };
+            let mode = if peer.alpn.as_deref() == Some("h2") {
+                Mode::Http2
+            } else {
+                Mode::Http1
+            };
             if matches!(mode, Mode::Http1) && self.http2.as_ref().is_some_and(|h| !h.allow_http1) {
                 // HTTP/2 only (`allowHTTP1: false`) and the client did not choose h2: refuse it.
                 tracing::debug!(%remote, "client without h2 ALPN refused (allowHTTP1 is false)");
                 return;
             }
-            let info = ConnectionInfo { remote, local_port, peer: Some(Arc::new(peer)), phase: phase.clone() };
+            let info = ConnectionInfo {
+                remote,
+                local_port,
+                peer: Some(Arc::new(peer)),
+                phase: phase.clone(),
+            };
             self.serve_io(tls_stream, info, mode, phase).await
         })
     }

@@ -33,7 +33,9 @@ const MESSAGES_IN_FLIGHT: usize = 32;
 pub fn is_upgrade(headers: &HeaderMap, method: &http::Method) -> bool {
     let has_token = |name: http::header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
-            v.to_str().map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))).unwrap_or(false)
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
         })
     };
     method == http::Method::GET
@@ -42,9 +44,15 @@ pub fn is_upgrade(headers: &HeaderMap, method: &http::Method) -> bool {
 }
 
 /// The 101 answer for a valid upgrade request, or a 400/426 for a bad one.
-pub fn handshake_response(req: &Request<Incoming>) -> Result<Response<crate::bridge::ResponseBody>, StatusCode> {
+pub fn handshake_response(
+    req: &Request<Incoming>,
+) -> Result<Response<crate::bridge::ResponseBody>, StatusCode> {
     let headers = req.headers();
-    if headers.get(http::header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+    if headers
+        .get(http::header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
         return Err(StatusCode::UPGRADE_REQUIRED);
     }
     let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
@@ -55,8 +63,14 @@ pub fn handshake_response(req: &Request<Incoming>) -> Result<Response<crate::bri
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(http::header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).map_err(|_| StatusCode::BAD_REQUEST)?);
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        http::header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|_| StatusCode::BAD_REQUEST)?,
+    );
     Ok(r)
 }
 
@@ -71,7 +85,9 @@ fn config(settings: &WsSettings) -> WebSocketConfig {
 
 fn close_code_for(e: &WsError) -> CloseCode {
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => CloseCode::Size,
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
+            CloseCode::Size
+        }
         WsError::Utf8(_) => CloseCode::Invalid,
         WsError::Protocol(ProtocolError::InvalidCloseSequence) => CloseCode::Protocol,
         WsError::Protocol(_) => CloseCode::Protocol,
@@ -81,14 +97,31 @@ fn close_code_for(e: &WsError) -> CloseCode {
 
 /// Runs one WebSocket connection after the upgrade; `id` was announced to the handler with the
 /// upgrade request. `phase` keeps the connection counted by the lifecycle until it ends.
-pub async fn run(upgraded: Upgraded, bridge: Bridge, id: u32, settings: WsSettings, mut outbound: mpsc::UnboundedReceiver<WsOutbound>, phase: PhaseSignal) {
-    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config(&settings))).await;
+pub async fn run(
+    upgraded: Upgraded,
+    bridge: Bridge,
+    id: u32,
+    settings: WsSettings,
+    mut outbound: mpsc::UnboundedReceiver<WsOutbound>,
+    phase: PhaseSignal,
+) {
+    let mut ws = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(config(&settings)),
+    )
+    .await;
     let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
     let buffered = bridge.ws_buffered(id);
     let mut draining_signal = phase.clone();
     let mut forced_signal = phase.clone();
     let mut draining = false;
-    let mut ping_timer = (!settings.ping_interval.is_zero()).then(|| tokio::time::interval_at(Instant::now() + settings.ping_interval, settings.ping_interval));
+    let mut ping_timer = (!settings.ping_interval.is_zero()).then(|| {
+        tokio::time::interval_at(
+            Instant::now() + settings.ping_interval,
+            settings.ping_interval,
+        )
+    });
     let mut pong_deadline: Option<Instant> = None;
     let (code, reason) = loop {
         let next_ping = async {
