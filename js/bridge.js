@@ -59,7 +59,8 @@ class Bridge {
 
   onRequest(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails) {
     if ((flags & FLAG_GRPC) !== 0) {
-      this.calls.set(id, this.onGrpcCall(this, id, url, headers, remoteAddress, remotePort));
+      const metadata = headers === '' ? [] : headers.split('\0');
+      this.calls.set(id, this.onGrpcCall(this, id, url, metadata, remoteAddress, remotePort));
       return;
     }
     const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);

@@ -153,13 +153,14 @@ class NativeResponse extends Stream {
     if (!this[kStarted]) this._start(undefined, undefined, false);
   }
 
+  /** The headers as `name\0value\0…` for the native side (validated by setHeader). */
   _flatHeaders() {
-    const flat = [];
+    let flat = '';
     const headers = this[kHeaders];
     for (const key in headers) {
       const [name, value] = headers[key];
-      if (Array.isArray(value)) for (const v of value) flat.push(name, String(v));
-      else flat.push(name, String(value));
+      if (Array.isArray(value)) for (const v of value) flat += flat === '' ? `${name}\0${v}` : `\0${name}\0${v}`;
+      else flat += flat === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
     }
     return flat;
   }

@@ -401,12 +401,12 @@ impl Bridge {
 
     /// Sends the response head, with the whole body when `end` is true. Returns whether more body
     /// may be written without exceeding the high-water mark.
-    pub fn respond(
+    pub fn respond<S: AsRef<str>>(
         &self,
         id: u32,
         status: u16,
         reason: Option<&str>,
-        headers: &[String],
+        headers: &[S],
         body: Option<Bytes>,
         end: bool,
     ) -> Result<bool, BridgeError> {
@@ -674,10 +674,10 @@ pub fn simple_response(status: StatusCode) -> Response<ResponseBody> {
     r
 }
 
-fn build_response(
+fn build_response<S: AsRef<str>>(
     status: u16,
     reason: Option<&str>,
-    flat_headers: &[String],
+    flat_headers: &[S],
     body: ResponseBody,
 ) -> Response<ResponseBody> {
     let mut r = Response::new(body);
@@ -695,12 +695,12 @@ fn build_response(
 
 /// Converts `[name, value, …]` into a header map. Names and values were validated in JavaScript
 /// (node's own validators); anything still invalid is skipped rather than sent.
-pub fn header_map(flat: &[String]) -> HeaderMap {
+pub fn header_map<S: AsRef<str>>(flat: &[S]) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(flat.len() / 2);
     for pair in flat.chunks_exact(2) {
         if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(pair[0].as_bytes()),
-            HeaderValue::from_bytes(pair[1].as_bytes()),
+            HeaderName::from_bytes(pair[0].as_ref().as_bytes()),
+            HeaderValue::from_bytes(pair[1].as_ref().as_bytes()),
         ) {
             map.append(name, value);
         }
