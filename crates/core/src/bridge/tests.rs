@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+const NO_HEADERS: &[&str] = &[];
+
 type OnRequest = Box<dyn Fn(&Bridge, RequestHead) + Send + Sync>;
 
 struct TestSink {
@@ -86,7 +88,7 @@ fn hello() -> OnRequest {
                 head.id,
                 200,
                 None,
-                &["x-test".into(), "1".into()],
+                &["x-test", "1"],
                 Some(Bytes::from(body)),
                 true,
             )
@@ -140,8 +142,15 @@ async fn custom_reason_phrase_is_sent() {
     let h = serve(
         Limits::default(),
         Box::new(|b, head| {
-            b.respond(head.id, 202, Some("Accepted Custom"), &[], None, true)
-                .unwrap();
+            b.respond(
+                head.id,
+                202,
+                Some("Accepted Custom"),
+                NO_HEADERS,
+                None,
+                true,
+            )
+            .unwrap();
         }),
     )
     .await;
@@ -169,7 +178,7 @@ async fn streamed_response_is_chunked_and_reports_backpressure() {
                     head.id,
                     200,
                     None,
-                    &[],
+                    NO_HEADERS,
                     Some(Bytes::from_static(b"first,")),
                     false,
                 )
@@ -212,9 +221,12 @@ async fn calls_in_the_wrong_stage_are_refused_and_keep_the_request_pending() {
                 b.end(head.id, None),
                 Err(BridgeError::HeadersNotSent(head.id))
             );
-            assert_eq!(b.respond(head.id, 200, None, &[], None, false), Ok(true));
             assert_eq!(
-                b.respond(head.id, 200, None, &[], None, true),
+                b.respond(head.id, 200, None, NO_HEADERS, None, false),
+                Ok(true)
+            );
+            assert_eq!(
+                b.respond(head.id, 200, None, NO_HEADERS, None, true),
                 Err(BridgeError::HeadersSent(head.id))
             );
             assert_eq!(b.end(head.id, Some(Bytes::from_static(b"ok"))), Ok(()));
@@ -273,7 +285,7 @@ async fn client_going_away_removes_the_pending_entry() {
     assert_eq!(h.bridge.pending_count(), 0);
     // A late answer from the handler is refused cleanly.
     assert_eq!(
-        h.bridge.respond(id, 200, None, &[], None, true),
+        h.bridge.respond(id, 200, None, NO_HEADERS, None, true),
         Err(BridgeError::Gone(id))
     );
 }
@@ -319,7 +331,7 @@ async fn large_request_body_is_streamed_on_demand() {
             id,
             200,
             None,
-            &[],
+            NO_HEADERS,
             Some(Bytes::from(total.to_string())),
             true,
         )
@@ -337,7 +349,7 @@ async fn small_request_body_arrives_inline() {
                 panic!("expected inline body")
             };
             let echo = body.clone();
-            b.respond(head.id, 200, None, &[], Some(echo), true)
+            b.respond(head.id, 200, None, NO_HEADERS, Some(echo), true)
                 .unwrap();
         }),
     )
@@ -444,7 +456,9 @@ async fn in_flight_cap_holds_back_further_requests() {
         assert_eq!(s.len(), 1, "only one request may be in flight");
         s[0]
     };
-    h.bridge.respond(first, 200, None, &[], None, true).unwrap();
+    h.bridge
+        .respond(first, 200, None, NO_HEADERS, None, true)
+        .unwrap();
     let mut out = Vec::new();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let second = seen
@@ -454,7 +468,7 @@ async fn in_flight_cap_holds_back_further_requests() {
         .copied()
         .expect("second request dispatched after the first finished");
     h.bridge
-        .respond(second, 204, None, &[], None, true)
+        .respond(second, 204, None, NO_HEADERS, None, true)
         .unwrap();
     a.read_to_end(&mut out).await.unwrap();
     b.read_to_end(&mut out).await.unwrap();
@@ -486,7 +500,14 @@ async fn shutdown_lets_in_flight_requests_finish_with_connection_close() {
     assert!(TcpStream::connect(addr).await.is_err());
     let id = 1;
     bridge
-        .respond(id, 200, None, &[], Some(Bytes::from_static(b"done")), true)
+        .respond(
+            id,
+            200,
+            None,
+            NO_HEADERS,
+            Some(Bytes::from_static(b"done")),
+            true,
+        )
         .unwrap();
     let mut out = Vec::new();
     idle.read_to_end(&mut out).await.unwrap();
