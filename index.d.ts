@@ -413,3 +413,4 @@ export declare class HttpsConnectionPoolManager extends ConnectionPoolManager {}
 export declare class Http2ConnectionPoolManager extends ConnectionPoolManager {}
 export declare class WebSocketConnectionPoolManager extends ConnectionPoolManager {}
 export declare class GrpcConnectionPoolManager extends ConnectionPoolManager {}
+export {};
