@@ -186,6 +186,8 @@ export interface ConnectionMetrics {
   requestsTimedOut: number;
   requestsAborted: number;
   responses5xx: number;
+  /** WebSocket peers terminated for missing a pong */
+  wsDeadPeers: number;
   rejectedConnections: number;
   bytesIn: number;
   bytesOut: number;

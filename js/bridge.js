@@ -23,6 +23,8 @@ const EVENT_GRPC_INPUT_END = 31;
 const EVENT_GRPC_INPUT_ERROR = 32;
 const EVENT_GRPC_CANCELLED = 33;
 const EVENT_GRPC_DRAIN = 34;
+const EARLY_EVENT_TTL_MS = 5000;
+const EARLY_EVENT_LIMIT = 10000;
 
 /** `X-Request-Id: <req.traceId>`; an id that is no valid header value is replaced by a new UUID. */
 function echoTraceId(req, res) {
@@ -49,7 +51,12 @@ class Bridge {
     this.onGrpcCall = onGrpcCall;
     this.sockets = new Map();
     this.calls = new Map();
+    // Requests and events travel in two native queues, so an event can overtake the request it
+    // belongs to (e.g. a WebSocket's first message): such events wait here until it arrives.
+    this.early = new Map();
     this.trace = trace === true;
+    // Set by the server when js/tracer.js traces a Koatty app: it sets X-Request-Id itself.
+    this.appTracer = false;
     this.handler = handler;
     this.onHandlerError = onHandlerError;
     this.open = new Map();
@@ -58,6 +65,17 @@ class Bridge {
   }
 
   onRequest(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails) {
+    this.announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
+    if (this.early.size > 0) {
+      const waiting = this.early.get(id);
+      if (waiting !== undefined) {
+        this.early.delete(id);
+        for (const e of waiting.events) this.onEvent(id, e[0], e[1], e[2]);
+      }
+    }
+  }
+
+  announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails) {
     if ((flags & FLAG_GRPC) !== 0) {
       const metadata = headers === '' ? [] : headers.split('\0');
       this.calls.set(id, this.onGrpcCall(this, id, url, metadata, remoteAddress, remotePort));
@@ -77,7 +95,7 @@ class Bridge {
     }
     const res = new NativeResponse(this, id, req);
     this.open.set(id, res);
-    if (this.trace) echoTraceId(req, res);
+    if (this.trace && !this.appTracer) echoTraceId(req, res);
     try {
       const result = this.handler(req, res);
       if (result !== undefined && result !== null && typeof result.then === 'function') {
@@ -89,6 +107,7 @@ class Bridge {
   }
 
   onEvent(id, kind, chunk, message) {
+    if (!this.open.has(id) && !this.sockets.has(id) && !this.calls.has(id)) return this.hold(id, kind, chunk, message);
     if (kind >= EVENT_GRPC_MESSAGE) return this.onCallEvent(id, kind, chunk, message);
     if (kind >= EVENT_WS_TEXT) return this.onSocketEvent(id, kind, chunk, message);
     const res = this.open.get(id);
@@ -112,6 +131,25 @@ class Bridge {
           res._onClose();
         }
     }
+  }
+
+  /**
+   * An event for an id not (or no longer) known: kept briefly in case its request is still on the
+   * way; events for finished requests (e.g. a late 'drain') expire with the entry.
+   */
+  hold(id, kind, chunk, message) {
+    const now = Date.now();
+    let waiting = this.early.get(id);
+    if (waiting === undefined) {
+      for (const [key, entry] of this.early) {
+        if (now - entry.since < EARLY_EVENT_TTL_MS) break;
+        this.early.delete(key);
+      }
+      if (this.early.size >= EARLY_EVENT_LIMIT) return;
+      waiting = { since: now, events: [] };
+      this.early.set(id, waiting);
+    }
+    waiting.events.push([kind, chunk, message]);
   }
 
   onSocketEvent(id, kind, chunk, message) {
@@ -186,7 +224,7 @@ class Bridge {
     if (res.writableEnded || res.destroyed) return;
     if (!res.headersSent) {
       for (const name of res.getHeaderNames()) res.removeHeader(name);
-      if (this.trace) echoTraceId(res.req, res);
+      if (this.trace && !this.appTracer) echoTraceId(res.req, res);
       res.statusCode = 500;
       res.setHeader('Content-Type', 'text/plain; charset=utf-8');
       res.end('Internal Server Error');

@@ -92,6 +92,8 @@ class ConnectionPoolManager {
       requestsTimedOut: m.requestsTimedOut,
       requestsAborted: m.requestsAborted,
       responses5xx: m.responses5Xx ?? m.responses5xx,
+      /** WebSocket peers terminated for missing a pong. */
+      wsDeadPeers: m.wsDeadPeers,
       rejectedConnections: m.rejectedConnections,
       bytesIn: m.bytesIn,
       bytesOut: m.bytesOut,

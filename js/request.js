@@ -124,7 +124,9 @@ class NativeRequest extends IncomingMessage {
       this.aborted = true;
       this.emit('aborted');
     }
-    cb(err);
+    // As node does: a broken request body is an 'error' only for those listening for one; with
+    // nobody listening it must not become an uncaught exception (a client could crash the app).
+    cb(this.listenerCount('error') > 0 ? err : undefined);
   }
 }
 

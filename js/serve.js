@@ -4,8 +4,36 @@
 const fs = require('node:fs');
 const { HttpServer, HttpsServer, Http2Server, WsServer, GrpcServer } = require('./server');
 const { CreateTerminus } = require('./terminus');
+const { isKoattyApp } = require('./tracer');
 
 const TLS_PROTOCOLS = new Set(['https', 'http2', 'wss']);
+
+/**
+ * Native trace mode for a Koatty app when nothing says otherwise (docs/TRACE.md: on, the
+ * differential tests in __test__/trace-diff.test.js found no difference). Other apps: off.
+ */
+const TRACE_DEFAULT = true;
+const ON = /^(1|true|on|yes)$/i;
+
+/**
+ * Native trace mode (js/tracer.js) for the NewServe path: `opt.trace` when given as a boolean,
+ * else the env `KOATTY_SERVE_TRACE` (1/true/on/yes, or 0/false/off/no), else the Koatty config key
+ * `native_trace` (config.ts / config.yaml, or koatty_config's env override), else TRACE_DEFAULT
+ * (Koatty apps only; trace: true on another app only echoes X-Request-Id, see README).
+ */
+function traceSwitch(app, opt) {
+  if (opt && typeof opt.trace === 'boolean') return opt.trace;
+  const env = process.env.KOATTY_SERVE_TRACE;
+  if (env !== undefined && env.trim() !== '') return ON.test(env.trim());
+  let configured;
+  try {
+    configured = app && typeof app.config === 'function' ? app.config('native_trace') : undefined;
+  } catch {
+    configured = undefined;
+  }
+  if (configured === undefined || configured === null || configured === '') return TRACE_DEFAULT && isKoattyApp(app);
+  return configured === true || ON.test(String(configured).trim());
+}
 
 const SERVERS = {
   http: HttpServer,
@@ -24,6 +52,7 @@ function NewServe(app, opt) {
     ext: { key: '', cert: '', protoFile: '', server: null },
     ...opt,
   };
+  options.trace = traceSwitch(app, opt);
   const protocol = options.protocol;
   if (TLS_PROTOCOLS.has(protocol)) {
     options.ext.key = fs.readFileSync(app.config('key_file') ?? '', 'utf-8');
@@ -39,4 +68,4 @@ function NewServe(app, opt) {
   return server;
 }
 
-module.exports = { NewServe };
+module.exports = { NewServe, traceSwitch };

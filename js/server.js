@@ -9,6 +9,7 @@ const { codedError } = require('./response');
 const logger = require('./logger');
 const { createConnectionPool } = require('./pool');
 const { GrpcDispatcher } = require('./grpc');
+const { installTracer } = require('./tracer');
 
 const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
 
@@ -81,6 +82,9 @@ class BaseServer extends EventEmitter {
     Object.defineProperty(this, '_bridge', { value: bridge, enumerable: false });
     Object.defineProperty(this, '_stopping', { value: null, writable: true, enumerable: false });
     this.connectionPool = createConnectionPool(this.protocol, native, options);
+    // Native trace mode (js/tracer.js): with `trace: true` a Koatty app gets this server's tracer
+    // instead of koatty_trace (app.tracer is defined now, before any app.callback()).
+    if (options.trace === true && installTracer(app)) bridge.appTracer = true;
   }
 
   /** The options handed to the native side (protocols may derive some, e.g. ssl from ext). */

@@ -211,6 +211,33 @@ impl StreamBody {
     }
 }
 
+/// Bytes of a streamed body read ahead of the handler's pulls.
+const READ_AHEAD: usize = 256 * 1024;
+
+/// The request body broke: a malformed body (bad chunk) is answered 400 if the handler has not
+/// answered yet; a client that went away ends the request. Either way the handler sees the error.
+fn body_failed(bridge: &Bridge, id: u32, e: &hyper::Error) {
+    bridge.emit(
+        id,
+        BridgeEvent::BodyError(format!("ERR_REQUEST_BODY: request body failed: {e}")),
+    );
+    let malformed = e.is_parse()
+        || e.is_user()
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                )
+            });
+    if malformed {
+        bridge.answer_if_waiting(id, StatusCode::BAD_REQUEST);
+    } else {
+        bridge.abandon(id);
+    }
+}
+
 /// Reads a streamed request body, one frame per pull from the handler, so a large upload is never
 /// buffered whole in Rust and a slow handler slows the client down (TCP backpressure).
 pub struct RequestBodyPump {
@@ -231,51 +258,48 @@ impl RequestBodyPump {
         deadline: Instant,
     ) {
         let mut received: u64 = 0;
+        // Up to READ_AHEAD bytes are read before the handler asks for them: a read is always
+        // outstanding, so a client that resets or sends a malformed body is noticed even while the
+        // handler is not reading (otherwise the request would hold its slot until requestTimeout).
+        let mut ready: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+        let mut ready_bytes = 0usize;
+        let mut ended = false;
+        let mut wanted = false;
         loop {
-            tokio::select! {
-                pull = pulls.recv() => if pull.is_none() { return },
-                _ = tokio::time::sleep_until(deadline) => return self.timed_out(&bridge, id),
+            if wanted {
+                if let Some(chunk) = ready.pop_front() {
+                    ready_bytes -= chunk.len();
+                    wanted = false;
+                    bridge.emit(id, BridgeEvent::BodyChunk(chunk));
+                } else if ended {
+                    bridge.emit(id, BridgeEvent::BodyEnd);
+                    return;
+                }
             }
-            // Read until a data frame (trailers are skipped) or the end.
-            loop {
-                let frame = tokio::select! {
-                    f = self.body.frame() => f,
-                    _ = tokio::time::sleep_until(deadline) => return self.timed_out(&bridge, id),
-                };
-                match frame {
-                    None => {
-                        bridge.emit(id, BridgeEvent::BodyEnd);
-                        return;
-                    }
-                    Some(Err(e)) => {
-                        bridge.emit(
-                            id,
-                            BridgeEvent::BodyError(format!("request body failed: {e}")),
-                        );
-                        return;
-                    }
+            tokio::select! {
+                pull = pulls.recv() => match pull {
+                    Some(()) => wanted = true,
+                    None => return,
+                },
+                frame = self.body.frame(), if !ended && ready_bytes < READ_AHEAD => match frame {
+                    None => ended = true,
+                    Some(Err(e)) => return body_failed(&bridge, id, &e),
                     Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else {
-                            continue;
-                        };
+                        let Ok(data) = frame.into_data() else { continue };
                         received += data.len() as u64;
                         bridge.metrics().bytes_received(data.len());
                         if max_body_size.is_some_and(|max| received > max) {
-                            bridge.emit(
-                                id,
-                                BridgeEvent::BodyError(
-                                    "ERR_BODY_TOO_LARGE: request body too large".into(),
-                                ),
-                            );
+                            bridge.emit(id, BridgeEvent::BodyError("ERR_BODY_TOO_LARGE: request body too large".into()));
                             bridge.answer_if_waiting(id, StatusCode::PAYLOAD_TOO_LARGE);
                             return;
                         }
                         if !data.is_empty() {
-                            bridge.emit(id, BridgeEvent::BodyChunk(data));
-                            break;
+                            ready_bytes += data.len();
+                            ready.push_back(data);
                         }
                     }
-                }
+                },
+                _ = tokio::time::sleep_until(deadline) => return self.timed_out(&bridge, id),
             }
         }
     }

@@ -652,7 +652,21 @@ impl Bridge {
         r.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         let _ = tx.send(r);
+        // The handler's response object is done with too ('close'; the JS side forgets it).
+        self.shared
+            .sink
+            .event(id, BridgeEvent::Closed(CloseReason::ClientGone));
         true
+    }
+
+    /// The client went away while its request was pending: forget it and tell the handler.
+    pub(crate) fn abandon(&self, id: u32) {
+        if self.shared.take(id).is_some() {
+            self.shared.metrics.request_aborted();
+            self.shared
+                .sink
+                .event(id, BridgeEvent::Closed(CloseReason::ClientGone));
+        }
     }
 
     pub(crate) fn emit(&self, id: u32, event: BridgeEvent) {

@@ -236,6 +236,10 @@ impl HttpProtocol {
                 return self.upgrade(req, conn, settings);
             }
         }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
+        if req.version() == Version::HTTP_11 && !req.headers().contains_key(http::header::HOST) {
+            return closing(StatusCode::BAD_REQUEST);
+        }
         let limits = self.limits.load_full();
         let deadline = Instant::now() + limits.request_timeout;
         let (parts, body) = req.into_parts();

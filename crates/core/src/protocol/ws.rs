@@ -105,14 +105,19 @@ pub async fn run(
     mut outbound: mpsc::UnboundedReceiver<WsOutbound>,
     phase: PhaseSignal,
 ) {
-    let mut ws = WebSocketStream::from_raw_socket(
+    let ws = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
         Role::Server,
         Some(config(&settings)),
     )
     .await;
-    let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
+    // Writing has its own task: a peer that stops reading blocks only the writer, while this loop
+    // still sees terminate requests, pong deadlines and shutdown.
+    let (sink, mut stream) = ws.split();
     let buffered = bridge.ws_buffered(id);
+    let (writes, write_queue) = mpsc::unbounded_channel();
+    let mut writer = tokio::spawn(write_loop(sink, write_queue, buffered));
+    let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
     let mut draining_signal = phase.clone();
     let mut forced_signal = phase.clone();
     let mut draining = false;
@@ -123,7 +128,16 @@ pub async fn run(
         )
     });
     let mut pong_deadline: Option<Instant> = None;
-    let (code, reason) = loop {
+    // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
+    let mut close_deadline: Option<Instant> = None;
+    let send_close = |writes: &mpsc::UnboundedSender<Write>, code: CloseCode, reason: String| {
+        let _ = writes.send(Write::Close(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        Some(Instant::now() + CLOSE_TIMEOUT)
+    };
+    let (code, reason, graceful) = loop {
         let next_ping = async {
             match ping_timer.as_mut() {
                 Some(t) => {
@@ -132,20 +146,21 @@ pub async fn run(
                 None => std::future::pending::<()>().await,
             }
         };
-        let pong_late = async {
-            match pong_deadline {
+        let deadline = [pong_deadline, close_deadline].into_iter().flatten().min();
+        let late = async {
+            match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending::<()>().await,
             }
         };
         tokio::select! {
-            frame = ws.next() => {
-                let Some(frame) = frame else { break (1006, String::new()) };
+            frame = stream.next() => {
+                let Some(frame) = frame else { break (1006, String::new(), false) };
                 match frame {
                     Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
                         // A handler that falls behind slows this client down: no reading until a
                         // permit frees up (TCP backpressure), never an unbounded queue.
-                        let Ok(permit) = in_flight.clone().acquire_owned().await else { break (1011, String::new()) };
+                        let Ok(permit) = in_flight.clone().acquire_owned().await else { break (1011, String::new(), false) };
                         let (data, binary) = match message {
                             Message::Text(text) => (Bytes::from(text), false),
                             Message::Binary(data) => (data, true),
@@ -153,66 +168,108 @@ pub async fn run(
                         };
                         bridge.emit(id, BridgeEvent::WsMessage { data, binary, permit: Some(permit) });
                     }
+                    // tungstenite queued the pong (or the close reply); the writer sends it.
                     Ok(Message::Ping(_)) => {
-                        // tungstenite queued the pong; write it out now.
-                        let _ = ws.flush().await;
+                        let _ = writes.send(Write::Flush);
                     }
                     Ok(Message::Pong(data)) => {
                         pong_deadline = None;
                         bridge.emit(id, BridgeEvent::WsPong(data));
                     }
                     Ok(Message::Close(frame)) => {
-                        let _ = ws.flush().await;
-                        break frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                        let _ = writes.send(Write::Flush);
+                        let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                        break (code, reason, true);
                     }
                     Ok(Message::Frame(_)) => {}
                     Err(e) => {
                         let code = close_code_for(&e);
                         if code != CloseCode::Abnormal {
                             let reason = e.to_string();
-                            let _ = ws.close(Some(CloseFrame { code, reason: reason.clone().into() })).await;
-                            break (u16::from(code), reason);
+                            send_close(&writes, code, reason.clone());
+                            break (u16::from(code), reason, true);
                         }
-                        break (1006, e.to_string());
+                        break (1006, e.to_string(), false);
                     }
                 }
             }
             out = outbound.recv() => match out {
                 Some(WsOutbound::Message(message, len)) => {
-                    let sent = ws.send(message).await;
-                    buffered.fetch_sub(len, Ordering::AcqRel);
-                    if sent.is_err() {
-                        break (1006, "write failed".into());
-                    }
+                    let _ = writes.send(Write::Message(message, len));
                 }
                 Some(WsOutbound::Ping(data)) => {
-                    let _ = ws.send(Message::Ping(data)).await;
+                    let _ = writes.send(Write::Message(Message::Ping(data), 0));
                 }
                 Some(WsOutbound::Close(code, reason)) => {
-                    // Wait for the peer's close (bounded by the drain/force steps).
-                    let _ = ws.close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() })).await;
+                    close_deadline = close_deadline.or(send_close(&writes, CloseCode::from(code), reason));
                 }
-                Some(WsOutbound::Terminate) | None => break (1006, String::new()),
+                Some(WsOutbound::Terminate) | None => break (1006, String::new(), false),
             },
             _ = next_ping => {
                 if pong_deadline.is_none() {
                     pong_deadline = Some(Instant::now() + settings.pong_timeout);
                 }
-                let _ = ws.send(Message::Ping(Bytes::new())).await;
+                let _ = writes.send(Write::Message(Message::Ping(Bytes::new()), 0));
             }
-            _ = pong_late => {
-                bridge.metrics().ws_dead_peer();
-                break (1006, "no pong within pongTimeout".into());
+            _ = late => {
+                if pong_deadline.is_some_and(|d| d <= Instant::now()) {
+                    bridge.metrics().ws_dead_peer();
+                    break (1006, "no pong within pongTimeout".into(), false);
+                }
+                break (1006, "closing handshake timed out".into(), false);
             }
+            _ = &mut writer => break (1006, "write failed".into(), false),
             _ = draining_signal.reached(Phase::Draining), if !draining => {
                 draining = true;
-                let _ = ws.close(Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() })).await;
+                close_deadline = close_deadline.or(send_close(&writes, CloseCode::Away, "server shutting down".into()));
             }
-            _ = forced_signal.reached(Phase::Forced) => break (1006, "closed by server shutdown".into()),
+            _ = forced_signal.reached(Phase::Forced) => break (1006, "closed by server shutdown".into(), false),
         }
     };
+    if graceful {
+        // Let the writer send what is queued (a close reply, our close frame), briefly.
+        drop(writes);
+        if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    } else {
+        writer.abort();
+    }
     bridge.ws_closed(id, code, reason);
     drop(phase);
+}
+
+enum Write {
+    Message(Message, usize),
+    Flush,
+    Close(CloseFrame),
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
+
+/// Sends what the connection queues; a message's bytes leave `bufferedAmount` once written.
+async fn write_loop(
+    mut sink: Sink,
+    mut queue: mpsc::UnboundedReceiver<Write>,
+    buffered: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    while let Some(write) = queue.recv().await {
+        let result = match write {
+            Write::Message(message, len) => {
+                let r = sink.send(message).await;
+                buffered.fetch_sub(len, Ordering::AcqRel);
+                r
+            }
+            Write::Flush => sink.flush().await,
+            Write::Close(frame) => sink.send(Message::Close(Some(frame))).await,
+        };
+        if result.is_err() {
+            return;
+        }
+    }
 }
 
 /// How long a closing handshake may take after the server sent its close frame.
