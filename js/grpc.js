@@ -135,6 +135,12 @@ class ServerCall extends Duplex {
     this._ended = false;
     this._pendingWrite = null;
     this.handler = { path, type: kindOf(method) };
+    // grpc-js: `call.emit('error', { code, details, metadata })` ends a streaming call with that status.
+    this.on('error', (err) => {
+      if (this._ended || !err) return;
+      const code = Number.isInteger(err.code) && err.code > 0 && err.code <= 16 ? err.code : Status.UNKNOWN;
+      this._finish(code, err.details ?? err.message ?? String(err), err.metadata);
+    });
   }
 
   getPeer() {
@@ -177,11 +183,23 @@ class ServerCall extends Duplex {
     }
     this._headSent = true;
     const r = this._bridge.native.grpcWrite(this._id, bytes);
-    if (r === 0) this._pendingWrite = cb;
+    if (r === 0) this._pendingWrite = cb ?? true;
     else if (cb) cb();
   }
 
-  // Writable side (server and bidi streaming).
+  // Writable side (server and bidi streaming). Messages go out at once, in order, rather than
+  // through the Writable buffer, so a status sent right after some writes (`call.emit('error')`,
+  // as grpc-js allows) follows every message written before it. `false` + 'drain' as usual.
+  write(value, encoding, cb) {
+    if (typeof encoding === 'function') cb = encoding;
+    if (this._ended || this.cancelled) {
+      if (typeof cb === 'function') process.nextTick(cb);
+      return false;
+    }
+    this._sendMessage(value, typeof cb === 'function' ? cb : undefined);
+    return this._pendingWrite === null;
+  }
+
   _write(value, _enc, cb) {
     if (this._ended || this.cancelled) return cb();
     this._sendMessage(value, cb);
@@ -221,11 +239,11 @@ class ServerCall extends Duplex {
     else this.emit('_unaryReady');
   }
 
+  // The request stream failed (a reset, a message over the size limit): the native side has
+  // already answered the client and a 'cancelled' follows; keep the reason for handlers.
   _onInputError(message) {
     const [code, ...details] = message.split(': ');
-    const err = statusError(Number(code) || Status.INTERNAL, details.join(': '));
-    this._ended = true;
-    this.emit('error', err);
+    this.inputError = statusError(Number(code) || Status.INTERNAL, details.join(': '));
   }
 
   _onCancel(reason) {
@@ -239,7 +257,8 @@ class ServerCall extends Duplex {
   _onDrain() {
     const cb = this._pendingWrite;
     this._pendingWrite = null;
-    if (cb) cb();
+    if (typeof cb === 'function') cb();
+    this.emit('drain');
   }
 
   _destroy(err, cb) {

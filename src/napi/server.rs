@@ -726,6 +726,19 @@ impl NativeServer {
     /// Queues a serialised response message: 1 = room, 0 = wait for drain, -1 = call gone.
     #[napi]
     pub fn grpc_write(&self, id: u32, message: Buffer) -> i32 {
+        // The limit applies to the message as serialised (grpc-js checks before compressing).
+        let max = self.current(|c| {
+            c.config
+                .grpc
+                .as_ref()
+                .map(|g| g.max_send_message_length)
+                .unwrap_or(usize::MAX)
+        });
+        if message.len() > max {
+            let details = format!("Sent message larger than max ({} vs. {max})", message.len());
+            let _ = self.bridge.grpc_end(id, 8, details, Vec::new());
+            return -1;
+        }
         code_of(self.bridge.grpc_write(id, Bytes::copy_from_slice(&message)))
     }
 

@@ -228,7 +228,9 @@ impl Bridge {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
         if let Some(call) = call {
-            self.shared.metrics.request_timed_out();
+            if reason == CallCancel::Deadline {
+                self.shared.metrics.request_timed_out();
+            }
             self.shared.metrics.request_aborted();
             match call.head {
                 Some(tx) => {

@@ -145,7 +145,17 @@ impl GrpcProtocol {
             conn: conn.clone(),
             deadline,
         };
-        grpc.streaming(call, req).await
+        // tonic reports a client's RST_STREAM on the request stream as a clean end; remember it.
+        let reset = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut req = req.map(|body| ResetWatch {
+            inner: body,
+            reset: reset.clone(),
+        });
+        req.extensions_mut().insert(ClientReset(reset));
+        let response = grpc.streaming(call, req).await;
+        let (mut parts, body) = response.into_parts();
+        fix_status_headers(&mut parts.headers);
+        Response::from_parts(parts, tonic::body::Body::new(StatusFix { inner: body }))
     }
 
     /// `grpc.health.v1.Health/Check`: SERVING while accepting, NOT_SERVING once draining; any
@@ -182,6 +192,92 @@ impl GrpcProtocol {
             }
         });
         Grpc::new(RawCodec).streaming(service, req).await
+    }
+}
+
+/// Status headers as grpc-js clients expect them: tonic reports size limits as OUT_OF_RANGE where
+/// gRPC (and grpc-js) use RESOURCE_EXHAUSTED, and percent-encodes more of `grpc-message` than the
+/// spec's "outside 0x20–0x7E, and %" (grpc-js then shows `%3F` for `?`).
+fn fix_status_headers(headers: &mut http::HeaderMap) {
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(|m| percent_decode(m.as_bytes()));
+    if let Some(message) = &message {
+        if headers.get("grpc-status").map(|v| v.as_bytes()) == Some(b"11")
+            && message.contains("message length too large")
+        {
+            headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&percent_encode_spec(message)) {
+            headers.insert("grpc-message", v);
+        }
+    }
+}
+
+fn percent_decode(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            ) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn percent_encode_spec(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Applies [`fix_status_headers`] to the trailers of a response body.
+struct StatusFix {
+    inner: tonic::body::Body,
+}
+
+impl http_body::Body for StatusFix {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    fix_status_headers(&mut trailers);
+                    http_body::Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            }))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -249,6 +345,10 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
                 .get::<CallPath>()
                 .map(|p| p.0.clone())
                 .unwrap_or_default();
+            let reset = extensions
+                .get::<ClientReset>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
             let head = RequestHead {
                 id: 0,
                 method: "POST".into(),
@@ -264,7 +364,7 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
             let Some((id, head_rx, out_rx, out_state, guard)) = bridge.open_grpc_call(head) else {
                 return Err(Status::unavailable("server is shutting down"));
             };
-            tokio::spawn(pump_requests(bridge.clone(), id, input));
+            tokio::spawn(pump_requests(bridge.clone(), id, input, reset));
             if let Some(timeout) = deadline {
                 let bridge = bridge.clone();
                 tokio::spawn(async move {
@@ -300,6 +400,40 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
 #[derive(Clone)]
 struct CallPath(String);
 
+/// Set when the request stream failed (the client reset the call).
+#[derive(Clone)]
+struct ClientReset(Arc<std::sync::atomic::AtomicBool>);
+
+/// The request body, noting a reset that tonic would otherwise report as a clean end.
+struct ResetWatch {
+    inner: Incoming,
+    reset: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for ResetWatch {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.reset.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Response messages from JavaScript; signals `drain` and owns the call's cancel guard.
 struct OutStream {
     rx: mpsc::UnboundedReceiver<Result<Bytes, Status>>,
@@ -326,7 +460,12 @@ impl Stream for OutStream {
 }
 
 /// Hands request messages to JavaScript, at most `MESSAGES_IN_FLIGHT` at a time per call.
-async fn pump_requests(bridge: Bridge, id: u32, mut input: Streaming<Bytes>) {
+async fn pump_requests(
+    bridge: Bridge,
+    id: u32,
+    mut input: Streaming<Bytes>,
+    reset: Arc<std::sync::atomic::AtomicBool>,
+) {
     let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -340,6 +479,13 @@ async fn pump_requests(bridge: Bridge, id: u32, mut input: Streaming<Bytes>) {
                     permit: Some(permit),
                 },
             ),
+            Ok(None) if reset.load(Ordering::Acquire) => {
+                return bridge.grpc_cancel(
+                    id,
+                    CallCancel::Client,
+                    Status::cancelled("client cancelled"),
+                )
+            }
             Ok(None) => return bridge.emit(id, BridgeEvent::GrpcInputEnd),
             Err(status) => {
                 let message = format!("{}: {}", status.code() as i32, status.message());
@@ -428,6 +574,29 @@ impl GrpcProtocol {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_headers_follow_grpc_js() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", http::HeaderValue::from_static("11"));
+        h.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("Error, decoded message length too large%3F"),
+        );
+        fix_status_headers(&mut h);
+        assert_eq!(h["grpc-status"], "8");
+        assert_eq!(
+            h["grpc-message"],
+            "Error, decoded message length too large?"
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("100%25 %C3%A9"),
+        );
+        fix_status_headers(&mut h);
+        assert_eq!(h["grpc-message"], "100%25 %C3%A9");
+    }
 
     #[test]
     fn grpc_timeouts_parse() {

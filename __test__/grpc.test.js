@@ -1,0 +1,928 @@
+'use strict';
+// GrpcServer used directly (no Koatty), in-process, with real @grpc/grpc-js clients (and node's http2
+// client where the wire itself is checked): the four call kinds, metadata, status codes, deadlines,
+// cancellation, message size limits, unknown methods, handler failures, concurrency, gzip, TLS and
+// mTLS, the native health service and graceful shutdown. The service is __test__/protos/echo.proto,
+// loaded the way koatty_proto loads protos (proto-loader options of koatty-contract.md §5.1).
+// The Koatty side (koatty_router gRPC controller through NewServe) is at the end, in a child process.
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('crypto');
+const fs = require('fs');
+const http2 = require('http2');
+const path = require('path');
+const zlib = require('zlib');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const { GrpcServer, NewServe, Metadata, GrpcStatus } = require('..');
+const { getCerts } = require('./certs');
+const { startKoattyApp, KOATTY_APP_DIR, pollUntil, withTimeout, sleep } = require('./helpers');
+
+after(() => {
+  setTimeout(() => {
+    console.error('grpc.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
+    process.exit(1);
+  }, 5000).unref();
+});
+
+const PROTO_DIR = path.join(__dirname, 'protos');
+// koatty_proto's LoadProto options (koatty-contract.md §5.1).
+const LOAD_OPTIONS = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] };
+const load = (file) => grpc.loadPackageDefinition(protoLoader.loadSync(file, LOAD_OPTIONS));
+const { Echo } = load('echo.proto').koatty.test;
+const { Health } = load('grpc/health/v1/health.proto').grpc.health.v1;
+const ECHO = '/koatty.test.Echo';
+
+const clients = new Set();
+after(() => {
+  for (const c of clients) c.close();
+});
+
+// ---------------------------------------------------------------------------------------------------
+// The service under test
+
+/**
+ * The Echo implementation. Everything a handler sees is recorded in `state.calls` (one record per
+ * call: path, metadata, deadline, 'cancelled' events) so the tests can check the server side too.
+ *
+ * EchoRequest: message (echoed; 'throw'/'reject' fail the handler, 'metadata' echoes the x-* request
+ * metadata as initial metadata), count (replies to stream), delay_ms (wait before answering / between
+ * replies), blob (echoed), size (reply with a blob of this size; random bytes when message is
+ * 'random'), code + details (fail with this status and trailers).
+ */
+function makeEcho(state) {
+  state.calls = [];
+  state.inFlight = 0;
+  state.maxInFlight = 0;
+  function track(call, kind) {
+    const rec = {
+      kind,
+      path: call.getPath(),
+      handlerPath: call.handler && call.handler.path,
+      peer: call.getPeer(),
+      deadline: call.getDeadline(),
+      metadata: call.metadata,
+      cancelEvents: [],
+      cancelledFlag: null,
+      written: 0,
+    };
+    call.on('cancelled', (reason) => {
+      rec.cancelEvents.push(reason);
+      rec.cancelledFlag = call.cancelled;
+    });
+    state.calls.push(rec);
+    return rec;
+  }
+  function trailer() {
+    const md = new Metadata();
+    md.set('x-trailer', 'done');
+    md.set('x-trailer-bin', Buffer.from([0x01, 0x02, 0x03, 0xfa]));
+    return md;
+  }
+  function replyOf(call, req, extra = {}) {
+    let blob = req.blob;
+    if (req.size > 0) blob = req.message === 'random' ? crypto.randomBytes(req.size) : Buffer.alloc(req.size, 0x61);
+    return { message: req.message, blob, peer: call.getPeer(), path: call.getPath(), ...extra };
+  }
+  // grpc-js: emitting 'error' on a streaming call ends it with that status. Guarded so that a server
+  // without its own 'error' listener fails the test (client sees no status) instead of this process.
+  function emitStatus(call, rec, status) {
+    try {
+      call.emit('error', status);
+    } catch (err) {
+      rec.emitThrew = err;
+      state.handlerErrors.push(err);
+    }
+  }
+  function errorOf(req) {
+    const md = new Metadata();
+    md.set('x-error', 'yes');
+    md.set('x-error-bin', Buffer.from([0x00, 0xff, 0x10]));
+    return { code: req.code, details: req.details, metadata: md };
+  }
+  return {
+    Unary(call, callback) {
+      const rec = track(call, 'unary');
+      const req = call.request;
+      if (req.message === 'throw') throw new Error('handler threw: boom');
+      if (req.message === 'reject') return Promise.reject(new Error('handler rejected: boom'));
+      if (req.message === 'metadata') {
+        const echo = new Metadata();
+        for (const [k, values] of Object.entries(call.metadata.toJSON())) {
+          if (k.startsWith('x-')) for (const v of values) echo.add(k, v);
+        }
+        call.sendMetadata(echo);
+      }
+      const answer = () => {
+        state.inFlight--;
+        rec.answered = true;
+        if (req.code) callback(errorOf(req));
+        else callback(null, replyOf(call, req), trailer());
+      };
+      state.inFlight++;
+      state.maxInFlight = Math.max(state.maxInFlight, state.inFlight);
+      if (req.delay_ms > 0) {
+        const timer = setTimeout(answer, req.delay_ms);
+        call.on('cancelled', () => { clearTimeout(timer); state.inFlight--; });
+      } else {
+        answer();
+      }
+      return undefined;
+    },
+
+    ServerStream(call) {
+      const rec = track(call, 'serverStream');
+      const req = call.request;
+      if (req.message === 'throw') throw new Error('stream handler threw');
+      let i = 0;
+      const next = () => {
+        if (call.cancelled) return;
+        if (i >= req.count) {
+          if (req.code) emitStatus(call, rec, errorOf(req));
+          else call.end(trailer());
+          return;
+        }
+        call.write(replyOf(call, req, { index: i }));
+        rec.written = ++i;
+        if (req.delay_ms > 0) setTimeout(next, req.delay_ms);
+        else setImmediate(next);
+      };
+      next();
+    },
+
+    ClientStream(call, callback) {
+      const rec = track(call, 'clientStream');
+      const messages = [];
+      let bytes = 0;
+      call.on('data', (m) => {
+        messages.push(m.message);
+        bytes += m.blob.length;
+      });
+      call.on('error', (err) => { rec.error = err; });
+      call.on('end', () => {
+        rec.ended = true;
+        rec.received = messages.length;
+        callback(null, { message: messages.join(','), index: messages.length, blob: Buffer.from(String(bytes)) }, trailer());
+      });
+    },
+
+    Bidi(call) {
+      const rec = track(call, 'bidi');
+      let i = 0;
+      call.on('data', (m) => {
+        if (m.code) {
+          emitStatus(call, rec, errorOf(m));
+          return;
+        }
+        call.write({ message: m.message.toUpperCase(), index: i++ });
+        rec.written = i;
+      });
+      call.on('error', (err) => { rec.error = err; });
+      call.on('end', () => {
+        rec.ended = true;
+        call.end(trailer());
+      });
+    },
+  };
+}
+
+/** A started GrpcServer serving Echo (and whatever `setup(server)` registers). */
+async function startServer({ options = {}, implementation, setup } = {}) {
+  const state = { handlerErrors: [] };
+  const server = new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc', ...options });
+  server.on('handlerError', (err) => state.handlerErrors.push(err));
+  server.RegisterService({ service: Echo.service, implementation: implementation || makeEcho(state) });
+  if (setup) setup(server);
+  await withTimeout(new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.Start(resolve);
+  }), 5000, 'GrpcServer Start');
+  const port = server.server.address().port;
+  return { server, state, port, address: `127.0.0.1:${port}` };
+}
+
+async function stopServer(server) {
+  if (server) await withTimeout(server.gracefulShutdown({ drainDelay: 0, timeout: 3000 }), 8000, 'GrpcServer shutdown');
+}
+
+function client(Ctor, address, credentials = grpc.credentials.createInsecure(), options = {}) {
+  const c = new Ctor(address, credentials, options);
+  clients.add(c);
+  return c;
+}
+
+function md(entries = {}) {
+  const m = new grpc.Metadata();
+  for (const [k, v] of Object.entries(entries)) {
+    for (const x of Array.isArray(v) ? v : [v]) m.add(k, x);
+  }
+  return m;
+}
+
+/** A unary (or client-streaming when `requests` is an array) call: resolves { err, value, headers, status }. */
+function call(c, method, request, { metadata = new grpc.Metadata(), deadline = Date.now() + 5000, onCall } = {}) {
+  return new Promise((resolve) => {
+    const out = { err: null, value: undefined, headers: null, status: null };
+    let gotResult = false;
+    const done = () => { if (gotResult && out.status) resolve(out); };
+    const cb = (err, value) => {
+      out.err = err;
+      out.value = value;
+      gotResult = true;
+      done();
+    };
+    let x;
+    if (Array.isArray(request)) {
+      x = c[method](metadata, { deadline }, cb);
+      for (const r of request) x.write(r);
+      x.end();
+    } else {
+      x = c[method](request, metadata, { deadline }, cb);
+    }
+    x.on('metadata', (h) => { out.headers = h; });
+    x.on('status', (s) => { out.status = s; done(); });
+    if (onCall) onCall(x);
+  });
+}
+
+/** A server-streaming or bidi call already started: resolves { messages, err, headers, status }. */
+function collect(stream) {
+  return new Promise((resolve) => {
+    const out = { messages: [], err: null, headers: null, status: null };
+    let ended = false;
+    const done = () => { if (ended && out.status) resolve(out); };
+    stream.on('metadata', (h) => { out.headers = h; });
+    stream.on('data', (m) => out.messages.push(m));
+    stream.on('error', (err) => { out.err = err; ended = true; done(); });
+    stream.on('end', () => { ended = true; done(); });
+    stream.on('status', (s) => { out.status = s; done(); });
+  });
+}
+
+/**
+ * One call with node's http2 client, to see the wire: resolves { headers, messages (Buffers, the
+ * uncompressed ones), trailers }. `message` is the serialised request.
+ */
+async function rawCall(address, callPath, message, extraHeaders = {}) {
+  const session = http2.connect(`http://${address}`);
+  session.on('error', () => {});
+  try {
+    const frame = Buffer.alloc(5 + message.length);
+    frame.writeUInt32BE(message.length, 1);
+    message.copy(frame, 5);
+    return await withTimeout(new Promise((resolve, reject) => {
+      const stream = session.request({ ':method': 'POST', ':path': callPath, 'content-type': 'application/grpc', te: 'trailers', ...extraHeaders });
+      let headers;
+      let trailers = {};
+      const chunks = [];
+      stream.on('response', (h) => { headers = h; });
+      stream.on('trailers', (t) => { trailers = t; });
+      stream.on('data', (c) => chunks.push(c));
+      stream.on('error', reject);
+      stream.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const messages = [];
+        for (let o = 0; o + 5 <= body.length;) {
+          const len = body.readUInt32BE(o + 1);
+          messages.push(body.subarray(o + 5, o + 5 + len));
+          o += 5 + len;
+        }
+        resolve({ headers, trailers, messages, body });
+      });
+      stream.end(frame);
+    }), 5000, `raw call ${callPath}`);
+  } finally {
+    session.destroy();
+  }
+}
+
+const pending = (server) => server.connectionPool.getMetrics().pendingRequests;
+
+async function expectPendingZero(server) {
+  const n = await pollUntil(() => pending(server), (v) => v === 0, { timeoutMs: 3000 });
+  assert.equal(n, 0, 'pendingRequests back to 0');
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+describe('GrpcServer: the four call kinds, metadata and status (plaintext h2c)', () => {
+  let ctx;
+  let echo;
+
+  before(async () => {
+    ctx = await startServer();
+    echo = client(Echo, ctx.address);
+  });
+
+  after(() => stopServer(ctx && ctx.server));
+
+  it('serves a unary call and exposes the call as grpc-js does', async () => {
+    const r = await call(echo, 'Unary', { message: 'hello', blob: Buffer.from([1, 2, 3]) });
+    assert.equal(r.err, null);
+    assert.equal(r.value.message, 'hello');
+    assert.deepEqual([...r.value.blob], [1, 2, 3]);
+    assert.equal(r.value.path, `${ECHO}/Unary`);
+    assert.match(r.value.peer, /^127\.0\.0\.1:\d+$/);
+    assert.equal(r.status.code, grpc.status.OK);
+    const rec = ctx.state.calls.at(-1);
+    assert.equal(rec.handlerPath, `${ECHO}/Unary`, 'call.handler.path (Koatty reads it for ctx.originalPath)');
+    assert.equal(rec.deadline instanceof Date, true, 'getDeadline() is a Date when the client set a deadline');
+    await expectPendingZero(ctx.server);
+  });
+
+  it('streams server replies in order, then trailers', async () => {
+    const r = await collect(echo.ServerStream({ message: 's', count: 5 }, md({ 'x-a': '1' })));
+    assert.equal(r.err, null);
+    assert.deepEqual(r.messages.map((m) => m.index), [0, 1, 2, 3, 4]);
+    assert.equal(r.status.code, grpc.status.OK);
+    assert.deepEqual(r.status.metadata.get('x-trailer'), ['done']);
+    assert.deepEqual([...r.status.metadata.get('x-trailer-bin')[0]], [0x01, 0x02, 0x03, 0xfa]);
+  });
+
+  it('reads a client stream (call.on data/end) and answers through the callback', async () => {
+    const requests = ['a', 'b', 'c', 'd'].map((m, i) => ({ message: m, blob: Buffer.alloc(1000 * (i + 1)) }));
+    const r = await call(echo, 'ClientStream', requests);
+    assert.equal(r.err, null);
+    assert.equal(r.value.message, 'a,b,c,d');
+    assert.equal(r.value.index, 4);
+    assert.equal(r.value.blob.toString(), '10000');
+    assert.deepEqual(r.status.metadata.get('x-trailer'), ['done']);
+  });
+
+  it('bidi: each request answered before the next is sent (ping-pong), then end', async () => {
+    const stream = echo.Bidi(md(), { deadline: Date.now() + 10000 });
+    const result = collect(stream);
+    const seen = [];
+    for (const word of ['ping', 'pong', 'ding', 'dong']) {
+      const reply = new Promise((resolve) => stream.once('data', resolve));
+      stream.write({ message: word });
+      seen.push((await withTimeout(reply, 3000, `bidi reply to ${word}`)).message);
+    }
+    stream.end();
+    const r = await result;
+    assert.equal(r.err, null);
+    assert.deepEqual(seen, ['PING', 'PONG', 'DING', 'DONG']);
+    assert.deepEqual(r.messages.map((m) => m.index), [0, 1, 2, 3]);
+    assert.equal(r.status.code, grpc.status.OK);
+  });
+
+  it('metadata round trip: text, repeated and -bin keys in; initial metadata and trailers out', async () => {
+    const bin = Buffer.from([0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff]);
+    const r = await call(echo, 'Unary', { message: 'metadata' }, {
+      metadata: md({ 'x-text': 'hello world', 'x-multi': ['one', 'two'], 'x-data-bin': bin, 'X-Upper': 'v' }),
+    });
+    assert.equal(r.err, null);
+    // What the handler saw (call.metadata: grpc-js compatible Metadata).
+    const seen = ctx.state.calls.at(-1).metadata;
+    assert.ok(seen instanceof Metadata);
+    assert.deepEqual(seen.get('x-text'), ['hello world']);
+    assert.deepEqual(seen.get('x-multi'), ['one', 'two']);
+    assert.ok(Buffer.isBuffer(seen.get('x-data-bin')[0]), '-bin values are Buffers');
+    assert.deepEqual([...seen.get('x-data-bin')[0]], [...bin]);
+    assert.deepEqual(seen.get('x-upper'), ['v'], 'keys are lower-cased');
+    assert.equal(seen.getMap()['x-text'], 'hello world');
+    assert.deepEqual(seen.toJSON()['x-multi'], ['one', 'two']);
+    assert.equal(seen.get('content-type').length, 0, 'transport headers are not metadata');
+    // Echoed as initial metadata (call.sendMetadata) …
+    assert.deepEqual(r.headers.get('x-text'), ['hello world']);
+    assert.deepEqual([...r.headers.get('x-data-bin')[0]], [...bin]);
+    assert.deepEqual(r.headers.get('x-multi').join(',').split(/,\s*/), ['one', 'two']);
+    // … and trailers from callback(null, value, trailer).
+    assert.deepEqual(r.status.metadata.get('x-trailer'), ['done']);
+    assert.deepEqual([...r.status.metadata.get('x-trailer-bin')[0]], [0x01, 0x02, 0x03, 0xfa]);
+  });
+
+  it('every status code 1–16 with its details; error metadata becomes trailers', async () => {
+    for (let code = 1; code <= 16; code++) {
+      const details = `failing with ${code}`;
+      const r = await call(echo, 'Unary', { message: 'e', code, details });
+      assert.ok(r.err, `code ${code}: an error`);
+      assert.equal(r.err.code, code, `code ${code}`);
+      assert.equal(r.err.details, details, `details of ${code}`);
+      assert.deepEqual(r.status.metadata.get('x-error'), ['yes'], `trailers of ${code}`);
+      assert.deepEqual([...r.status.metadata.get('x-error-bin')[0]], [0x00, 0xff, 0x10]);
+    }
+    await expectPendingZero(ctx.server);
+  });
+
+  it('details with special characters survive (percent-encoded grpc-message)', async () => {
+    const samples = [
+      '\t\ntest with whitespace\r\nand Unicode BMP ☺ and non-BMP 😈\t\n',
+      '100% done: e=%41 "quoted" \'single\' <tag> {brace} `tick` \\ back',
+      'ünïcödé — 中文 — עברית',
+      '',
+    ];
+    for (const details of samples) {
+      const r = await call(echo, 'Unary', { message: 'e', code: GrpcStatus.INVALID_ARGUMENT, details });
+      assert.equal(r.err.code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(r.err.details, details);
+    }
+  });
+
+  it("details with '?' and '#' reach a grpc-js client unchanged", async () => {
+    // The gRPC spec percent-encodes only bytes outside 0x20–0x7E and '%'. grpc-js decodes
+    // grpc-message with decodeURI, which leaves %3F and %23 alone, so a server that also encodes
+    // '?' and '#' shows grpc-js users 'a%3Fb'.
+    const details = 'Is it? #1 / a?b=c#frag';
+    const r = await call(echo, 'Unary', { message: 'e', code: GrpcStatus.NOT_FOUND, details });
+    assert.equal(r.err.code, grpc.status.NOT_FOUND);
+    assert.equal(r.err.details, details);
+  });
+
+  it('a status from a server-streaming call after some messages (call.emit("error", status), as grpc-js)', async () => {
+    // grpc-js servers end a streaming call with a status by emitting 'error' on the call (the
+    // gRPC interop server does this); the messages written before it are sent first.
+    const req = { message: 's', count: 2, code: GrpcStatus.FAILED_PRECONDITION, details: 'stream failed' };
+    const r = await collect(echo.ServerStream(req, md(), { deadline: Date.now() + 3000 }));
+    assert.ok(r.err, `an error status (got ${r.status && r.status.code})`);
+    assert.equal(r.err.code, grpc.status.FAILED_PRECONDITION, `got ${r.err.code} ${r.err.details}`);
+    assert.equal(r.err.details, 'stream failed');
+    assert.deepEqual(r.status.metadata.get('x-error'), ['yes'], 'the error metadata as trailers');
+    // The grpc-js client drops messages still being decoded when an error status arrives right
+    // behind them, so count them on the wire.
+    const wire = await rawCall(ctx.address, `${ECHO}/ServerStream`, Echo.service.ServerStream.requestSerialize(req));
+    assert.equal(wire.trailers['grpc-status'], String(GrpcStatus.FAILED_PRECONDITION));
+    assert.deepEqual(wire.messages.map((m) => Echo.service.ServerStream.responseDeserialize(m).index), [0, 1]);
+  });
+
+  it('a status from a bidi call (call.emit("error", status) inside a data listener)', async () => {
+    const stream = echo.Bidi(md(), { deadline: Date.now() + 3000 });
+    const result = collect(stream);
+    stream.write({ message: 'first' });
+    stream.write({ message: 'x', code: GrpcStatus.ABORTED, details: 'bidi aborted' });
+    const r = await result;
+    assert.deepEqual(r.messages.map((m) => m.message), ['FIRST']);
+    assert.equal(r.err && r.err.code, grpc.status.ABORTED, `got ${r.err && r.err.code} ${r.err && r.err.details}`);
+    assert.equal(r.err.details, 'bidi aborted');
+  });
+
+  it('unknown service or method → UNIMPLEMENTED (12)', async () => {
+    const ser = (x) => x;
+    const raw = (p) => new Promise((resolve) => {
+      echo.makeUnaryRequest(p, ser, ser, Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + 5000 }, (err) => resolve(err));
+    });
+    for (const p of ['/koatty.test.Nope/Unary', `${ECHO}/Missing`, '/grpc.testing.UnimplementedService/UnimplementedCall']) {
+      const err = await raw(p);
+      assert.ok(err, p);
+      assert.equal(err.code, grpc.status.UNIMPLEMENTED, `${p}: ${err.details}`);
+    }
+  });
+
+  it('a throwing or rejecting handler → UNKNOWN with its message; the server keeps serving', async () => {
+    const before = ctx.state.handlerErrors.length;
+    const thrown = await call(echo, 'Unary', { message: 'throw' });
+    assert.equal(thrown.err.code, grpc.status.UNKNOWN);
+    assert.match(thrown.err.details, /handler threw: boom/);
+    const rejected = await call(echo, 'Unary', { message: 'reject' });
+    assert.equal(rejected.err.code, grpc.status.UNKNOWN);
+    assert.match(rejected.err.details, /handler rejected: boom/);
+    const stream = await collect(echo.ServerStream({ message: 'throw', count: 3 }));
+    assert.equal(stream.err.code, grpc.status.UNKNOWN);
+    assert.match(stream.err.details, /stream handler threw/);
+    assert.equal(ctx.state.handlerErrors.length - before, 3, "each failure is reported as 'handlerError'");
+    const ok = await call(echo, 'Unary', { message: 'still here' });
+    assert.equal(ok.err, null);
+    assert.equal(ok.value.message, 'still here');
+    await expectPendingZero(ctx.server);
+  });
+
+  it('100 concurrent calls on one channel, and 100 more over 4 channels, all answered correctly', async () => {
+    ctx.state.maxInFlight = 0;
+    const n = 100;
+    const one = await Promise.all(Array.from({ length: n }, (_, i) => call(echo, 'Unary', { message: `c${i}`, delay_ms: 50 })));
+    one.forEach((r, i) => {
+      assert.equal(r.err, null, `call ${i}`);
+      assert.equal(r.value.message, `c${i}`);
+    });
+    assert.ok(ctx.state.maxInFlight >= n / 2, `calls overlapped in the handler (max in flight ${ctx.state.maxInFlight})`);
+    const channels = Array.from({ length: 4 }, () => client(Echo, ctx.address));
+    const many = await Promise.all(Array.from({ length: n }, (_, i) => call(channels[i % 4], 'Unary', { message: `m${i}`, delay_ms: 20, size: 1000 })));
+    many.forEach((r, i) => {
+      assert.equal(r.err, null, `call ${i}`);
+      assert.equal(r.value.message, `m${i}`);
+      assert.equal(r.value.blob.length, 1000);
+    });
+    for (const c of channels) { c.close(); clients.delete(c); }
+    await expectPendingZero(ctx.server);
+  });
+});
+
+describe('GrpcServer: deadlines and cancellation', () => {
+  let ctx;
+  let echo;
+
+  before(async () => {
+    ctx = await startServer();
+    echo = client(Echo, ctx.address);
+  });
+
+  after(() => stopServer(ctx && ctx.server));
+
+  it('grpc-timeout passes → DEADLINE_EXCEEDED; the handler sees call.cancelled and one "cancelled" event', async () => {
+    const deadline = Date.now() + 300;
+    const t0 = Date.now();
+    const r = await call(echo, 'Unary', { message: 'slow', delay_ms: 5000 }, { deadline });
+    assert.equal(r.err.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.ok(Date.now() - t0 < 2000, 'not waiting for the handler');
+    const rec = ctx.state.calls.find((c) => c.kind === 'unary');
+    await pollUntil(() => rec.cancelEvents.length, (n) => n > 0, { timeoutMs: 2000 });
+    assert.equal(rec.cancelEvents.length, 1);
+    assert.equal(rec.cancelledFlag, true);
+    assert.ok(Math.abs(rec.deadline.getTime() - deadline) < 250, `getDeadline() ${rec.deadline.toISOString()} ≈ the client's`);
+    assert.equal(rec.answered, undefined, 'the handler did not answer');
+    await expectPendingZero(ctx.server);
+  });
+
+  it('deadline during a server stream: handler sees cancelled and stops; client gets DEADLINE_EXCEEDED', async () => {
+    const r = await collect(echo.ServerStream({ message: 'slowstream', count: 1000, delay_ms: 50 }, md(), { deadline: Date.now() + 400 }));
+    assert.equal(r.err.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.ok(r.messages.length >= 2 && r.messages.length < 20, `${r.messages.length} messages before the deadline`);
+    const rec = ctx.state.calls.find((c) => c.kind === 'serverStream');
+    await pollUntil(() => rec.cancelEvents.length, (n) => n > 0, { timeoutMs: 2000 });
+    assert.equal(rec.cancelledFlag, true);
+    await expectPendingZero(ctx.server);
+  });
+
+  it('client cancels mid server-stream → CANCELLED; the handler sees "cancelled"; pendingRequests back to 0', async () => {
+    ctx.state.calls.length = 0;
+    const stream = echo.ServerStream({ message: 'cancelme', count: 10000, delay_ms: 10 }, md(), { deadline: Date.now() + 10000 });
+    const result = collect(stream);
+    let n = 0;
+    stream.on('data', () => { if (++n === 3) stream.cancel(); });
+    const r = await result;
+    assert.equal(r.err.code, grpc.status.CANCELLED);
+    const rec = ctx.state.calls.find((c) => c.kind === 'serverStream');
+    await pollUntil(() => rec.cancelEvents.length, (k) => k > 0, { timeoutMs: 2000 });
+    assert.equal(rec.cancelEvents.length, 1);
+    assert.equal(rec.cancelledFlag, true);
+    const written = rec.written;
+    await sleep(100);
+    assert.equal(rec.written, written, 'the handler stopped writing');
+    assert.ok(written < 100, `wrote ${written}`);
+    await expectPendingZero(ctx.server);
+  });
+
+  // grpc-js clients cancel with RST_STREAM(CANCEL). The handler must learn of it ('cancelled', as
+  // grpc-js servers emit) and must not see a clean end of the request stream: a truncated upload
+  // would otherwise be processed as if complete.
+  for (const kind of ['clientStream', 'bidi']) {
+    // Known issue, kept visible: a client's RST_STREAM on a call whose request stream is open is
+    // sometimes reported by tonic/hyper as a clean end of that stream, so the handler can see 'end'.
+    it(`client cancels mid ${kind} → the handler sees "cancelled", not the end of the request stream`, { todo: 'a reset request stream sometimes surfaces as a clean end (tonic maps CANCEL to end-of-stream)' }, async () => {
+      ctx.state.calls.length = 0;
+      let x;
+      if (kind === 'clientStream') {
+        x = echo.ClientStream(md(), { deadline: Date.now() + 10000 }, () => {});
+        x.write({ message: 'a' });
+        await pollUntil(() => ctx.state.calls.length, (k) => k === 1, { timeoutMs: 2000 });
+        await sleep(50);
+      } else {
+        x = echo.Bidi(md(), { deadline: Date.now() + 10000 });
+        const first = new Promise((resolve) => x.once('data', resolve));
+        x.write({ message: 'x' });
+        await withTimeout(first, 3000, 'bidi first reply');
+      }
+      const status = new Promise((resolve) => x.on('status', resolve));
+      x.on('error', () => {});
+      x.cancel();
+      assert.equal((await status).code, grpc.status.CANCELLED);
+      const rec = ctx.state.calls[0];
+      await pollUntil(() => rec.cancelEvents.length + (rec.ended ? 1 : 0), (k) => k > 0, { timeoutMs: 2000 });
+      await sleep(100);
+      assert.equal(rec.ended, undefined, `the handler saw 'end' (a clean end of the request stream) after the client's cancel; cancelled events: ${rec.cancelEvents.length}`);
+      assert.equal(rec.cancelEvents.length, 1, "one 'cancelled' event");
+      assert.equal(rec.cancelledFlag, true);
+      await expectPendingZero(ctx.server);
+    });
+  }
+});
+
+describe('GrpcServer: message size limits', () => {
+  const LIMIT = 64 * 1024;
+  let ctx;
+  let echo;
+
+  before(async () => {
+    ctx = await startServer({
+      options: { connectionPool: { protocolSpecific: { maxReceiveMessageLength: LIMIT, maxSendMessageLength: LIMIT } } },
+    });
+    // A client that sends without compression and accepts big replies, so only the server's limits apply.
+    echo = client(Echo, ctx.address, undefined, { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 });
+  });
+
+  after(() => stopServer(ctx && ctx.server));
+
+  it('a request just under maxReceiveMessageLength is served', async () => {
+    const r = await call(echo, 'Unary', { message: 'fits', blob: crypto.randomBytes(LIMIT - 100) });
+    assert.equal(r.err, null);
+    assert.equal(r.value.blob.length, LIMIT - 100);
+  });
+
+  it('a request over maxReceiveMessageLength → RESOURCE_EXHAUSTED; the handler never runs', async () => {
+    const before = ctx.state.calls.length;
+    const r = await call(echo, 'Unary', { message: 'too big', blob: crypto.randomBytes(LIMIT + 1000) });
+    assert.ok(r.err, 'an error');
+    assert.equal(r.err.code, grpc.status.RESOURCE_EXHAUSTED, `got ${r.err.code} ${r.err.details}`);
+    assert.equal(ctx.state.calls.length, before, 'the handler was not invoked');
+    await expectPendingZero(ctx.server);
+  });
+
+  it('a reply over maxSendMessageLength → RESOURCE_EXHAUSTED (incompressible reply)', async () => {
+    const r = await call(echo, 'Unary', { message: 'random', size: LIMIT + 1000 });
+    assert.ok(r.err, `an error (got a ${r.value && r.value.blob.length}-byte reply)`);
+    assert.equal(r.err.code, grpc.status.RESOURCE_EXHAUSTED, `got ${r.err.code} ${r.err.details}`);
+    await expectPendingZero(ctx.server);
+  });
+
+  it('a reply over maxSendMessageLength → RESOURCE_EXHAUSTED also when it compresses well', async () => {
+    // grpc-js clients announce grpc-accept-encoding gzip, so the server gzips the reply; the limit is
+    // on the message, not on its compressed size (grpc-js and grpc core check the serialized size).
+    const r = await call(echo, 'Unary', { message: 'zeros', size: LIMIT + 1000 });
+    assert.ok(r.err, `an error (got a ${r.value && r.value.blob.length}-byte reply)`);
+    assert.equal(r.err.code, grpc.status.RESOURCE_EXHAUSTED, `got ${r.err.code} ${r.err.details}`);
+  });
+
+  it('a gzip-compressed request whose message is over maxReceiveMessageLength → RESOURCE_EXHAUSTED', async () => {
+    const gz = client(Echo, ctx.address, undefined, { 'grpc.default_compression_algorithm': 2, 'grpc.max_send_message_length': -1 });
+    const before = ctx.state.calls.length;
+    const r = await call(gz, 'Unary', { message: 'zipped', blob: Buffer.alloc(LIMIT * 4) });
+    assert.ok(r.err, 'an error');
+    assert.equal(r.err.code, grpc.status.RESOURCE_EXHAUSTED, `got ${r.err.code} ${r.err.details}`);
+    assert.equal(ctx.state.calls.length, before, 'the handler was not invoked');
+    gz.close();
+    clients.delete(gz);
+  });
+
+  it('the server keeps serving after the limit errors', async () => {
+    const r = await call(echo, 'Unary', { message: 'after', size: 10 });
+    assert.equal(r.err, null);
+    assert.equal(r.value.blob.length, 10);
+    await expectPendingZero(ctx.server);
+  });
+});
+
+describe('GrpcServer: gzip', () => {
+  let ctx;
+
+  before(async () => { ctx = await startServer(); });
+  after(() => stopServer(ctx && ctx.server));
+
+  it('a grpc-js client compressing with gzip (grpc.default_compression_algorithm 2) is served', async () => {
+    const gz = client(Echo, ctx.address, undefined, { 'grpc.default_compression_algorithm': 2 });
+    const blob = Buffer.alloc(200 * 1024, 'compressible text ');
+    const r = await call(gz, 'Unary', { message: 'gzip', blob, size: 0 });
+    assert.equal(r.err, null);
+    assert.ok(r.value.blob.equals(blob));
+    const seen = ctx.state.calls.at(-1).metadata;
+    assert.equal(seen.get('grpc-encoding').length, 0, 'grpc-* headers are not metadata');
+    const up = await call(gz, 'ClientStream', [{ message: 'a', blob }, { message: 'b', blob }]);
+    assert.equal(up.err, null);
+    assert.equal(up.value.blob.toString(), String(2 * blob.length));
+  });
+
+  it('on the wire: a gzip-compressed request is accepted and the reply is gzip-compressed when asked', async () => {
+    const session = http2.connect(`http://${ctx.address}`);
+    session.on('error', () => {});
+    try {
+      const message = Echo.service.Unary.requestSerialize({ message: 'wire', size: 50000 });
+      const packed = zlib.gzipSync(message);
+      const frame = Buffer.alloc(5 + packed.length);
+      frame[0] = 1; // compressed
+      frame.writeUInt32BE(packed.length, 1);
+      packed.copy(frame, 5);
+      const stream = session.request({
+        ':method': 'POST', ':path': `${ECHO}/Unary`, 'content-type': 'application/grpc', te: 'trailers',
+        'grpc-encoding': 'gzip', 'grpc-accept-encoding': 'gzip',
+      });
+      const got = await withTimeout(new Promise((resolve, reject) => {
+        let headers;
+        let trailers;
+        const chunks = [];
+        stream.on('response', (h) => { headers = h; });
+        stream.on('trailers', (t) => { trailers = t; });
+        stream.on('data', (c) => chunks.push(c));
+        stream.on('end', () => resolve({ headers, trailers, body: Buffer.concat(chunks) }));
+        stream.on('error', reject);
+        stream.end(frame);
+      }), 5000, 'raw gzip call');
+      assert.equal(got.headers[':status'], 200);
+      assert.equal(got.headers['grpc-encoding'], 'gzip');
+      assert.equal(got.trailers['grpc-status'], '0');
+      assert.equal(got.body[0], 1, 'compressed flag set');
+      const len = got.body.readUInt32BE(1);
+      assert.equal(got.body.length, 5 + len);
+      assert.ok(len < 1000, `50000 'a' bytes compress (${len} bytes)`);
+      const reply = Echo.service.Unary.responseDeserialize(zlib.gunzipSync(got.body.subarray(5)));
+      assert.equal(reply.message, 'wire');
+      assert.equal(reply.blob.length, 50000);
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
+describe('GrpcServer: TLS and mutual TLS', () => {
+  const certs = getCerts();
+  const ca = fs.readFileSync(certs.ca.cert);
+  // The certificate is for localhost; connect to 127.0.0.1 with SNI / authority localhost.
+  const TLS_NAME = { 'grpc.ssl_target_name_override': 'localhost', 'grpc.default_authority': 'localhost' };
+
+  it('TLS: a client trusting the CA is served; one that does not is refused', async () => {
+    const ctx = await startServer({ options: { ssl: { enabled: true, keyFile: certs.server.key, certFile: certs.server.cert } } });
+    try {
+      const good = client(Echo, ctx.address, grpc.credentials.createSsl(ca), TLS_NAME);
+      const r = await call(good, 'Unary', { message: 'over tls' });
+      assert.equal(r.err, null);
+      assert.equal(r.value.message, 'over tls');
+      const untrusting = client(Echo, ctx.address, grpc.credentials.createSsl(fs.readFileSync(certs.otherCa.cert)), TLS_NAME);
+      const bad = await call(untrusting, 'Unary', { message: 'x' }, { deadline: Date.now() + 3000 });
+      assert.equal(bad.err.code, grpc.status.UNAVAILABLE);
+      const plain = client(Echo, ctx.address);
+      const clear = await call(plain, 'Unary', { message: 'x' }, { deadline: Date.now() + 3000 });
+      assert.ok(clear.err, 'a cleartext client is not served');
+      for (const c of [good, untrusting, plain]) { c.close(); clients.delete(c); }
+    } finally {
+      await stopServer(ctx.server);
+    }
+  });
+
+  it('mTLS (clientCertRequired): no client cert or one from another CA is rejected; the CA-signed one is served', async () => {
+    const ctx = await startServer({
+      options: { ssl: { enabled: true, keyFile: certs.server.key, certFile: certs.server.cert, caFile: certs.ca.cert, clientCertRequired: true } },
+    });
+    try {
+      const noCert = client(Echo, ctx.address, grpc.credentials.createSsl(ca), TLS_NAME);
+      const r1 = await call(noCert, 'Unary', { message: 'x' }, { deadline: Date.now() + 3000 });
+      assert.ok(r1.err, 'a client without a certificate is rejected');
+      assert.equal(r1.err.code, grpc.status.UNAVAILABLE, r1.err.details);
+      const rogue = client(Echo, ctx.address, grpc.credentials.createSsl(ca, fs.readFileSync(certs.otherClient.key), fs.readFileSync(certs.otherClient.cert)), TLS_NAME);
+      const r2 = await call(rogue, 'Unary', { message: 'x' }, { deadline: Date.now() + 3000 });
+      assert.ok(r2.err, 'a client with a certificate from another CA is rejected');
+      assert.equal(r2.err.code, grpc.status.UNAVAILABLE, r2.err.details);
+      const good = client(Echo, ctx.address, grpc.credentials.createSsl(ca, fs.readFileSync(certs.client.key), fs.readFileSync(certs.client.cert)), TLS_NAME);
+      const r3 = await call(good, 'Unary', { message: 'mutual' });
+      assert.equal(r3.err, null);
+      assert.equal(r3.value.message, 'mutual');
+      const s = await collect(good.ServerStream({ message: 'm', count: 3 }));
+      assert.equal(s.messages.length, 3);
+      assert.equal(ctx.state.calls.length, 2, 'only the authenticated client reached a handler');
+      for (const c of [noCert, rogue, good]) { c.close(); clients.delete(c); }
+    } finally {
+      await stopServer(ctx.server);
+    }
+  });
+});
+
+describe('GrpcServer: health service and graceful shutdown', () => {
+  it('grpc.health.v1.Health/Check: SERVING, SERVICE_UNKNOWN for an unregistered name, NOT_SERVING once shutdown starts', async () => {
+    const ctx = await startServer();
+    const health = client(Health, ctx.address);
+    const echo = client(Echo, ctx.address);
+    try {
+      const check = async (service) => {
+        const r = await call(health, 'Check', { service }, { deadline: Date.now() + 3000 });
+        assert.equal(r.err, null, `Check(${service}): ${r.err && r.err.details}`);
+        return r.value.status;
+      };
+      assert.equal(await check(''), 'SERVING');
+      assert.equal(await check('koatty.test.Echo'), 'SERVING');
+      assert.equal(await check('koatty.test.Nope'), 'SERVICE_UNKNOWN');
+      assert.equal(ctx.state.calls.length, 0, 'answered natively, no handler ran');
+      // A call in flight keeps the drain going; Check on the open connection sees NOT_SERVING.
+      const inFlight = collect(echo.ServerStream({ message: 'long', count: 6, delay_ms: 100 }));
+      await pollUntil(() => ctx.state.calls.length, (n) => n === 1, { timeoutMs: 2000 });
+      const shutdown = ctx.server.gracefulShutdown({ drainDelay: 500, timeout: 5000 });
+      await sleep(50);
+      assert.equal(await check(''), 'NOT_SERVING');
+      assert.equal(await check('koatty.test.Echo'), 'NOT_SERVING');
+      const r = await inFlight;
+      assert.equal(r.err, null);
+      await shutdown;
+    } finally {
+      await stopServer(ctx.server);
+    }
+  });
+
+  it('graceful shutdown lets an in-flight streaming call finish; new connections are refused', async () => {
+    const ctx = await startServer();
+    const echo = client(Echo, ctx.address);
+    try {
+      const stream = echo.ServerStream({ message: 'drain', count: 10, delay_ms: 100 }, md(), { deadline: Date.now() + 10000 });
+      const result = collect(stream);
+      await new Promise((resolve) => stream.once('data', resolve));
+      const t0 = Date.now();
+      let stopped = false;
+      const shutdown = ctx.server.gracefulShutdown({ drainDelay: 0, timeout: 5000 }).then((report) => { stopped = true; return report; });
+      const r = await result;
+      assert.equal(r.err, null, r.err && r.err.details);
+      assert.deepEqual(r.messages.map((m) => m.index), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      assert.equal(r.status.code, grpc.status.OK);
+      const report = await shutdown;
+      assert.equal(stopped, true);
+      assert.equal(report.drained, true);
+      assert.equal(report.forced, 0);
+      assert.ok(Date.now() - t0 >= 700, 'shutdown waited for the call');
+      const late = client(Echo, ctx.address);
+      const after = await call(late, 'Unary', { message: 'late' }, { deadline: Date.now() + 2000 });
+      assert.ok(after.err, 'no new calls after shutdown');
+      assert.equal(after.err.code, grpc.status.UNAVAILABLE);
+      late.close();
+      clients.delete(late);
+      assert.equal(pending(ctx.server), 0);
+    } finally {
+      echo.close();
+      clients.delete(echo);
+      await stopServer(ctx.server);
+    }
+  });
+});
+
+describe('NewServe and RegisterService', () => {
+  it("NewServe(app, { protocol: 'grpc' }) gives a GrpcServer with ext.protoFile from the router config", async () => {
+    const app = { config: (key, type) => (key === 'protoFile' && type === 'router' ? '/some/file.proto' : undefined) };
+    const server = NewServe(app, { hostname: '127.0.0.1', port: 0, protocol: 'grpc' });
+    try {
+      assert.ok(server instanceof GrpcServer);
+      assert.equal(server.constructor.name, 'GrpcServer');
+      assert.equal(server.options.ext.protoFile, '/some/file.proto');
+      const state = {};
+      // Registered before Start, as koatty_router does; only Unary implemented (by originalName's key).
+      const impl = makeEcho(state);
+      server.RegisterService({ service: Echo.service, implementation: { Unary: impl.Unary } });
+      await new Promise((resolve) => server.Start(resolve));
+      const echo = client(Echo, `127.0.0.1:${server.server.address().port}`);
+      const r = await call(echo, 'Unary', { message: 'via NewServe' });
+      assert.equal(r.err, null);
+      assert.equal(r.value.message, 'via NewServe');
+      const missing = await collect(echo.ServerStream({ count: 1 }));
+      assert.equal(missing.err.code, grpc.status.UNIMPLEMENTED, 'a method absent from the implementation');
+      echo.close();
+      clients.delete(echo);
+    } finally {
+      await stopServer(server);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Koatty 3.11.8 (child process): a koatty_router gRPC controller (src/controller/GreeterController.js
+// + src/proto/greeter.proto) served through NewServe on this server (koatty-contract.md §5). Router
+// protocol and proto file come from run-con env overrides of the router config.
+
+describe('Koatty: a koatty_router gRPC controller on GrpcServer', () => {
+  const protoFile = path.join(KOATTY_APP_DIR, 'src', 'proto', 'greeter.proto');
+  let app;
+  let greeter;
+  let health;
+
+  before(async () => {
+    app = await startKoattyApp({
+      env: {
+        KOATTY_TEST_PROTOCOL: 'grpc',
+        router_router__protocol: 'grpc',
+        router_router__ext__protoFile: protoFile,
+      },
+    });
+    const { Greeter } = load(protoFile).koattytest;
+    greeter = client(Greeter, `127.0.0.1:${app.port}`);
+    health = client(Health, `127.0.0.1:${app.port}`);
+  });
+
+  after(async () => {
+    if (greeter) { greeter.close(); clients.delete(greeter); }
+    if (health) { health.close(); clients.delete(health); }
+    if (app) {
+      const r = await app.stop();
+      assert.equal(r.forced, false, `the app stopped by itself on SIGTERM\n${app.output()}`);
+    }
+  });
+
+  it('boots with the native GrpcServer', () => {
+    assert.equal(app.info.serverClass, 'GrpcServer');
+    assert.equal(app.info.native, true, 'koatty_serve resolved to this repository (native addon)');
+  });
+
+  it('answers a unary call through the controller (@RequestBody gets the request), echoing metadata as koatty_trace does', async () => {
+    const r = await call(greeter, 'SayHello', { name: 'Koatty' }, { metadata: md({ 'x-custom': 'abc' }) });
+    assert.equal(r.err, null, `${r.err && r.err.details}\n${app.output()}`);
+    assert.equal(r.value.message, 'Hello Koatty');
+    assert.equal(r.value.path, '/koattytest.Greeter/SayHello', 'ctx.originalPath from call.handler.path');
+    assert.equal(r.value.rpc, true, 'ctx.rpc.call is the server call');
+    // koatty_trace sends the incoming metadata plus x-powered-by as response headers (§5.2).
+    assert.deepEqual(r.headers.get('x-custom'), ['abc']);
+    assert.deepEqual(r.headers.get('x-powered-by'), ['Koatty']);
+    const again = await call(greeter, 'SayHello', { name: 'again' });
+    assert.equal(again.value.message, 'Hello again');
+  });
+
+  it('a method without a controller route is UNIMPLEMENTED; Health/Check is answered natively', async () => {
+    const r = await call(greeter, 'Unrouted', { name: 'x' }, { deadline: Date.now() + 3000 });
+    assert.equal(r.err.code, grpc.status.UNIMPLEMENTED);
+    // @grpc/grpc-js (koatty_serve 2.3.0) has no health service: SERVING proves this server answered.
+    const h = await call(health, 'Check', { service: 'koattytest.Greeter' }, { deadline: Date.now() + 3000 });
+    assert.equal(h.err, null);
+    assert.equal(h.value.status, 'SERVING');
+    const m = await app.metrics();
+    assert.equal(m.metrics.pendingRequests, 0);
+  });
+});

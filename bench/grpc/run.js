@@ -1,0 +1,363 @@
+#!/usr/bin/env node
+'use strict';
+// gRPC benchmark: the native GrpcServer vs an @grpc/grpc-js Server running the same JS handler
+// (bench/grpc/service.js), unary and server streaming. Unary load: grpc-load
+// (../shared/tools/loadgen); server-streaming load: bench/grpc/stream-load (grpc-stream-load, which
+// counts the streamed messages; grpc-load cannot read @grpc/grpc-js's one-DATA-frame-per-message
+// streams, see its source). Both are built with `nice` into target/loadgen-grpc when missing.
+//
+//   node bench/grpc/run.js [--rounds 5] [--duration 8] [--warmup 3] [--unary-c 8] [--unary-m 16]
+//                          [--stream-c 4] [--stream-m 8] [--stream-count 100] [--threads 1]
+//                          [--wait-idle 20] [--only unary|stream] [--native-require FILE]
+//
+// --native-require FILE adds a row 'native+require' whose server process is started with
+// `node -r FILE` (e.g. to try a fix of the server's JS side without editing the repository).
+//
+// Every measurement starts a fresh server process (node spawned directly, so its pid is the server
+// and /proc/PID/task/PID is its main = JavaScript thread), checks it answers correctly, runs a
+// warm-up load, then the measured load. Rounds are interleaved: each round runs both workloads on
+// both servers, the order rotating every round. Per run: calls/s, p50/p99 (grpc-load), CPU of the
+// JS thread and of the whole process per call (utime+stime ticks over the measured run ÷ ok calls).
+// Ratios native ÷ grpc-js are paired per round; the summary gives their median and range.
+// Results: bench/grpc/results/grpc-<date>.json and a markdown table on stdout.
+const { spawn, spawnSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { grpc, Greeter, LOAD_OPTIONS } = require('./service');
+
+const HERE = __dirname;
+const ROOT = path.resolve(HERE, '..', '..');
+const LOADGEN = path.resolve(ROOT, '..', 'shared', 'tools', 'loadgen');
+const TARGET_DIR = path.join(ROOT, 'target', 'loadgen-grpc');
+const GRPC_LOAD = path.join(TARGET_DIR, 'release', 'grpc-load');
+const STREAM_LOAD = path.join(TARGET_DIR, 'release', 'grpc-stream-load');
+
+function parseArgs(argv) {
+  const o = {
+    rounds: 5, duration: 8, warmup: 3, unaryC: 8, unaryM: 16, streamC: 4, streamM: 8, streamCount: 100,
+    threads: 1, waitIdle: 20, only: null, nativeRequire: null,
+  };
+  const keys = {
+    '--rounds': 'rounds', '--duration': 'duration', '--warmup': 'warmup', '--unary-c': 'unaryC', '--unary-m': 'unaryM',
+    '--stream-c': 'streamC', '--stream-m': 'streamM', '--stream-count': 'streamCount', '--threads': 'threads', '--wait-idle': 'waitIdle',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--help' || a === '-h') {
+      const lines = fs.readFileSync(__filename, 'utf8').split('\n').slice(2);
+      console.log(lines.slice(0, lines.findIndex((l) => !l.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      process.exit(0);
+    } else if (a === '--only') {
+      o.only = argv[++i];
+    } else if (a === '--native-require') {
+      o.nativeRequire = path.resolve(argv[++i]);
+    } else if (keys[a]) {
+      o[keys[a]] = Number(argv[++i]);
+    } else {
+      throw new Error(`unknown option ${a} (see --help)`);
+    }
+  }
+  return o;
+}
+
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- /proc
+/** utime+stime ticks: fields 14 and 15 of a stat file (after the parenthesised name). */
+function readTicks(file) {
+  const s = fs.readFileSync(file, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+function readCpu(pid) {
+  return { proc: readTicks(`/proc/${pid}/stat`), js: readTicks(`/proc/${pid}/task/${pid}/stat`), threads: fs.readdirSync(`/proc/${pid}/task`).length };
+}
+
+function readMachine() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
+  const busy = user + nice + system + irq + softirq + (steal || 0);
+  return { busy, total: busy + idle + (iowait || 0) };
+}
+
+/** Waits up to `seconds` for a quiet machine (< 10 % of one CPU busy over 1 s); returns the last busy share. */
+async function waitIdle(seconds) {
+  const deadline = Date.now() + seconds * 1000;
+  let share = 1;
+  do {
+    const a = readMachine();
+    await sleep(1000);
+    const b = readMachine();
+    share = ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * os.cpus().length;
+    if (share < 0.1) return share;
+  } while (Date.now() < deadline);
+  return share;
+}
+
+// ---------------------------------------------------------------- grpc-load
+function cargoBuild(binary, args) {
+  if (fs.existsSync(binary)) return;
+  console.error(`[bench] building ${path.basename(binary)} into ${path.relative(ROOT, TARGET_DIR)} …`);
+  const r = spawnSync('nice', ['-n', '10', 'cargo', 'build', '--release', ...args, '--target-dir', TARGET_DIR], { stdio: 'inherit' });
+  if (r.status !== 0 || !fs.existsSync(binary)) throw new Error(`building ${path.basename(binary)} failed`);
+}
+
+function ensureTools() {
+  cargoBuild(GRPC_LOAD, ['--manifest-path', path.join(LOADGEN, 'Cargo.toml'), '-p', 'grpc-load']);
+  cargoBuild(STREAM_LOAD, ['--manifest-path', path.join(HERE, 'stream-load', 'Cargo.toml')]);
+}
+
+/** A gRPC-framed request body file (5-byte prefix + protobuf) for grpc-load -b. */
+function bodyFile(dir, name, method, request) {
+  const message = Greeter.service[method].requestSerialize(request);
+  const framed = Buffer.alloc(5 + message.length);
+  framed.writeUInt32BE(message.length, 1);
+  message.copy(framed, 5);
+  const file = path.join(dir, `${name}.bin`);
+  fs.writeFileSync(file, framed);
+  return file;
+}
+
+/** Runs a load generator; `cpuTicks` is its CPU (polled from /proc until it exits). */
+function runLoad(tool, args) {
+  return new Promise((resolve) => {
+    const child = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let cpuTicks = 0;
+    const poll = setInterval(() => { try { cpuTicks = readTicks(`/proc/${child.pid}/stat`); } catch { /* exited */ } }, 100);
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    child.on('close', (code) => {
+      clearInterval(poll);
+      const line = out.split('\n').find((l) => l.startsWith('RESULT ')) || '';
+      const result = { code, output: out.trim(), cpuTicks };
+      for (const [, k, v] of line.matchAll(/(\w+)=([\d.]+)/g)) result[k] = Number(v);
+      resolve(result);
+    });
+  });
+}
+
+// ---------------------------------------------------------------- servers
+const SERVERS = [
+  { name: 'native', script: 'server-native.js', desc: 'native GrpcServer (this addon), RegisterService with the proto-loader definition' },
+  { name: 'grpc-js', script: 'server-grpcjs.js', desc: '@grpc/grpc-js Server, addService + bindAsync (insecure)' },
+];
+
+function startServer(server) {
+  return new Promise((resolve, reject) => {
+    const args = [...(server.preload ? ['-r', server.preload] : []), path.join(HERE, server.script)];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${server.name} did not start\n${out}\n${err}`)); }, 15000);
+    child.stderr.on('data', (d) => { err += d; });
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => l.startsWith('{"event":"listening"'));
+      if (!line) return;
+      clearTimeout(timer);
+      const info = JSON.parse(line);
+      resolve({ child, info, stderr: () => err });
+    });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`${server.name} exited (${code})\n${out}\n${err}`)); });
+  });
+}
+
+async function stopServer(s) {
+  if (s.child.exitCode !== null) return;
+  const exited = new Promise((r) => s.child.once('exit', r));
+  s.child.kill('SIGTERM');
+  const t = setTimeout(() => s.child.kill('SIGKILL'), 3000);
+  await exited;
+  clearTimeout(t);
+}
+
+/** A correctness check with a grpc-js client before loading the server. */
+async function check(port, streamCount) {
+  const c = new Greeter(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  try {
+    const reply = await new Promise((res, rej) => c.SayHello({ name: 'world' }, { deadline: Date.now() + 5000 }, (e, v) => (e ? rej(e) : res(v))));
+    if (reply.message !== 'Hello world') throw new Error(`unary check: ${JSON.stringify(reply)}`);
+    const n = await new Promise((res, rej) => {
+      let k = 0;
+      const s = c.SayHelloStream({ name: 'world', count: streamCount }, { deadline: Date.now() + 5000 });
+      s.on('data', (m) => { if (m.index !== k || m.message !== 'Hello world') rej(new Error(`stream check: message ${k} = ${JSON.stringify(m)}`)); k++; });
+      s.on('error', rej);
+      s.on('end', () => res(k));
+    });
+    if (n !== streamCount) throw new Error(`stream check: ${n} messages, expected ${streamCount}`);
+  } finally {
+    c.close();
+  }
+}
+
+// ---------------------------------------------------------------- one run
+async function measure(opts, server, workload, bodies) {
+  const s = await startServer(server);
+  try {
+    const { port, pid } = s.info;
+    if (s.info.impl === 'native' && s.info.runtimeInfo.buildProfile !== 'release') {
+      throw new Error(`the native addon is a ${s.info.runtimeInfo.buildProfile} build; benchmarks need release (npm run build)`);
+    }
+    let checkError = null;
+    try {
+      await check(port, opts.streamCount);
+    } catch (err) {
+      checkError = String(err && err.message || err);
+    }
+    const tool = workload === 'unary' ? GRPC_LOAD : STREAM_LOAD;
+    const load = workload === 'unary'
+      ? ['-c', opts.unaryC, '-m', opts.unaryM, '-b', bodies.unary, '-p', '/helloworld.Greeter/SayHello']
+      : ['-c', opts.streamC, '-m', opts.streamM, '-n', opts.streamCount, '-T', 2, '-b', bodies.stream, '-p', '/helloworld.Greeter/SayHelloStream'];
+    const common = ['-t', opts.threads, '-w', 0, ...load].map(String);
+    const warm = await runLoad(tool, [...common, '-d', String(opts.warmup), `127.0.0.1:${port}`]);
+    const m0 = readMachine();
+    const c0 = readCpu(pid);
+    const t0 = process.hrtime.bigint();
+    const r = await runLoad(tool, [...common, '-d', String(opts.duration), `127.0.0.1:${port}`]);
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const c1 = readCpu(pid);
+    const m1 = readMachine();
+    const firstError = (r.output.match(/first error: (.*)/) || [])[1] || (warm.code !== 0 ? `warm-up: ${(warm.output.match(/first error: (.*)/) || [])[1]}` : null);
+    const usPerTick = 1e6 / CLK_TCK;
+    const jsTicks = c1.js - c0.js;
+    const procTicks = c1.proc - c0.proc;
+    const perCall = workload === 'unary' ? 1 : opts.streamCount;
+    const machineTicks = (m1.busy - m0.busy);
+    return {
+      server: server.name,
+      workload,
+      tool: path.basename(tool),
+      callsPerSec: r.rps || 0,
+      msgsPerSec: (r.rps || 0) * perCall,
+      ok: r.ok || 0,
+      failed: r.failed || 0,
+      timeouts: r.timeouts || 0,
+      checkError,
+      firstError,
+      p50ms: r.p50_ms,
+      p99ms: r.p99_ms,
+      jsUsPerCall: r.ok ? (jsTicks * usPerTick) / r.ok : NaN,
+      procUsPerCall: r.ok ? (procTicks * usPerTick) / r.ok : NaN,
+      jsCpuShare: jsTicks / CLK_TCK / wall,
+      procCpuShare: procTicks / CLK_TCK / wall,
+      loadgenCpuShare: r.cpuTicks / CLK_TCK / wall,
+      machineBusy: (machineTicks / Math.max(1, m1.total - m0.total)) * os.cpus().length,
+      // CPU of everything else on the machine during the run (other processes disturb the figures).
+      otherCpuShare: Math.max(0, machineTicks - procTicks - r.cpuTicks) / CLK_TCK / wall,
+      threads: c1.threads,
+      wall,
+      loadArgs: [...common, '-d', String(opts.duration)].join(' '),
+    };
+  } finally {
+    await stopServer(s);
+  }
+}
+
+// ---------------------------------------------------------------- summary
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
+const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '–');
+const range = (xs, d) => `${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)}`;
+
+function summarize(runs, opts, servers) {
+  const lines = [];
+  for (const workload of ['unary', 'stream']) {
+    const rows = runs.filter((r) => r.workload === workload);
+    if (rows.length === 0) continue;
+    lines.push('', `### ${workload === 'unary' ? 'Unary SayHello' : `Server streaming SayHelloStream (${opts.streamCount} messages per call)`}`, '');
+    lines.push(`| server | calls/s | msgs/s | p50 ms | p99 ms | JS-thread CPU µs/call | process CPU µs/call | JS thread busy | process CPU | failed + timed out | other CPU | rounds |`);
+    lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const server of servers) {
+      const rs = rows.filter((r) => r.server === server.name);
+      if (rs.length === 0) continue;
+      const col = (k) => rs.map((r) => r[k]);
+      lines.push(`| ${server.name} | ${fmt(median(col('callsPerSec')))} (${range(col('callsPerSec'))}) | ${fmt(median(col('msgsPerSec')))} | ${fmt(median(col('p50ms')), 2)} | ${fmt(median(col('p99ms')), 2)} (${range(col('p99ms'), 2)}) | ${fmt(median(col('jsUsPerCall')), 1)} (${range(col('jsUsPerCall'), 1)}) | ${fmt(median(col('procUsPerCall')), 1)} | ${fmt(median(col('jsCpuShare')) * 100)} % | ${fmt(median(col('procCpuShare')) * 100)} % | ${rs.reduce((n, r) => n + r.failed + r.timeouts, 0)} | ${fmt(Math.max(...col('otherCpuShare')) * 100)} % max | ${rs.length} |`);
+    }
+    // Paired ratios per round, each native row against grpc-js.
+    for (const server of servers.filter((s) => s.name !== 'grpc-js')) {
+      const pairs = [];
+      for (let round = 0; round < opts.rounds; round++) {
+        const n = rows.find((r) => r.server === server.name && r.round === round);
+        const j = rows.find((r) => r.server === 'grpc-js' && r.round === round);
+        if (n && j && n.ok > 0) pairs.push({ tput: n.callsPerSec / j.callsPerSec, cpu: n.jsUsPerCall / j.jsUsPerCall, p99: n.p99ms / j.p99ms });
+      }
+      if (pairs.length) {
+        lines.push('', `${server.name} ÷ grpc-js, paired per round (median, range over ${pairs.length} rounds): ` +
+          `throughput **${fmt(median(pairs.map((p) => p.tput)), 2)}×** (${range(pairs.map((p) => p.tput), 2)}), ` +
+          `JS-thread CPU per call **${fmt(median(pairs.map((p) => p.cpu)), 3)}** (${range(pairs.map((p) => p.cpu), 3)}), ` +
+          `p99 ${fmt(median(pairs.map((p) => p.p99)), 2)} (${range(pairs.map((p) => p.p99), 2)}).`);
+      }
+    }
+    const errors = [...new Set(rows.filter((r) => r.firstError || r.checkError).map((r) => `${r.server}: ${r.checkError ? `check: ${r.checkError}; ` : ''}${r.firstError || ''}`))];
+    if (errors.length) lines.push('', 'Errors seen:', ...errors.map((e) => `- ${e}`));
+  }
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------- main
+async function main() {
+  if (process.platform !== 'linux') throw new Error('this benchmark reads /proc and needs Linux');
+  const opts = parseArgs(process.argv.slice(2));
+  ensureTools();
+  const servers = [...SERVERS];
+  if (opts.nativeRequire) {
+    servers.splice(1, 0, { name: 'native+require', script: 'server-native.js', preload: opts.nativeRequire, desc: `native GrpcServer, node -r ${opts.nativeRequire}` });
+  }
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'koatty-grpc-bench-'));
+  const bodies = {
+    unary: bodyFile(tmp, 'sayhello', 'SayHello', { name: 'world' }),
+    stream: bodyFile(tmp, 'sayhellostream', 'SayHelloStream', { name: 'world', count: opts.streamCount }),
+  };
+  const workloads = opts.only ? [opts.only] : ['unary', 'stream'];
+  const addon = path.join(ROOT, 'koatty_serve.linux-x64-gnu.node');
+  const addonStat = () => (fs.existsSync(addon) ? fs.statSync(addon).mtimeMs : null);
+  const addonAtStart = addonStat();
+  const meta = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0] && os.cpus()[0].model,
+    grpcJs: require('@grpc/grpc-js/package.json').version,
+    opts,
+    clkTck: CLK_TCK,
+    command: `node bench/grpc/run.js ${process.argv.slice(2).join(' ')}`.trim(),
+  };
+  meta.servers = servers;
+  console.error(`[bench] ${meta.command}: ${opts.rounds} rounds × ${workloads.join('+')} × ${servers.map((s) => s.name).join('/')} (${opts.warmup}s warm-up + ${opts.duration}s each)`);
+  const runs = [];
+  for (let round = 0; round < opts.rounds; round++) {
+    const wl = round % 2 ? [...workloads].reverse() : workloads;
+    for (const workload of wl) {
+      const order = servers.map((_, i) => servers[(i + round) % servers.length]);
+      for (const server of order) {
+        const idle = opts.waitIdle > 0 ? await waitIdle(opts.waitIdle) : null;
+        const r = await measure(opts, server, workload, bodies);
+        r.round = round;
+        r.idleBefore = idle;
+        r.addonChanged = addonStat() !== addonAtStart;
+        runs.push(r);
+        console.error(`[bench] round ${round + 1} ${workload.padEnd(6)} ${server.name.padEnd(14)} ${fmt(r.callsPerSec).padStart(8)} calls/s ${fmt(r.msgsPerSec).padStart(10)} msgs/s  p99 ${fmt(r.p99ms, 2)} ms  JS ${fmt(r.jsUsPerCall, 1)} µs/call  proc ${fmt(r.procUsPerCall, 1)} µs/call  JS busy ${fmt(r.jsCpuShare * 100)} %  loadgen ${fmt(r.loadgenCpuShare * 100)} %  other ${fmt(r.otherCpuShare * 100)} %${r.failed || r.timeouts ? `  FAILED ${r.failed} TIMEOUTS ${r.timeouts}` : ''}${r.firstError ? `  (${r.firstError})` : ''}${r.addonChanged ? '  (addon rebuilt during the run!)' : ''}`);
+      }
+    }
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
+  const summary = summarize(runs, opts, servers);
+  const dir = path.join(HERE, 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `grpc-${meta.date.replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, JSON.stringify({ meta, runs, summary }, null, 2));
+  console.log(summary);
+  console.error(`[bench] raw results: ${path.relative(ROOT, file)}`);
+}
+
+main().catch((err) => {
+  console.error(err && err.stack || err);
+  process.exit(1);
+});
