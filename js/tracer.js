@@ -15,9 +15,11 @@
 // - the timeout Exception is built only when the timer fires, and there is no Promise.race: one
 //   `setTimeout(fn, ms, ctx)` without a closure (it keeps the request's async context, as the
 //   original's timer does), cleared when the chain settles;
-// - one async function instead of three; constant headers set with `res.setHeader`;
-// - the access line is formatted only when the logger would write it (koatty_logger's live
-//   `enableLog` and level), through the same DefaultLogger call otherwise;
+// - one async function instead of three; constant headers set with `res.setHeader`; no property
+//   added to ctx beyond koatty_trace's five;
+// - the access line is not even formatted when koatty_logger would drop it, and is written to
+//   stdout with winston's Console bytes when it would only reach koatty_logger's console transport
+//   (createAccessLog); otherwise it goes through DefaultLogger as before;
 // - the finish listener is one function per app (the context rides on the response object).
 // Errors still go through koatty_exception's Exception / the app's @ExceptionHandler class, so
 // their output, log lines and user hooks are koatty_trace's.
