@@ -8,7 +8,13 @@
 //
 //   node bench/grpc/run.js [--rounds 5] [--duration 8] [--warmup 3] [--unary-c 8] [--unary-m 16]
 //                          [--stream-c 4] [--stream-m 8] [--stream-count 100] [--threads 1]
-//                          [--wait-idle 20] [--only unary|stream] [--native-require FILE]
+//                          [--wait-idle 20] [--retry-noisy 2] [--only unary|stream]
+//                          [--native-require FILE]
+//
+// --wait-idle S: before each run wait up to S s for the machine to be idle. --retry-noisy N: a run
+// during which the rest of the machine used ≥ 15 % of a CPU is repeated up to N times (the noisy
+// attempts stay in the JSON with `discarded: true`). `node bench/grpc/run.js --summarize FILE…`
+// prints the tables again from result files.
 //
 // --native-require FILE adds a row 'native+require' whose server process is started with
 // `node -r FILE` (e.g. to try a fix of the server's JS side without editing the repository).
@@ -36,11 +42,12 @@ const STREAM_LOAD = path.join(TARGET_DIR, 'release', 'grpc-stream-load');
 function parseArgs(argv) {
   const o = {
     rounds: 5, duration: 8, warmup: 3, unaryC: 8, unaryM: 16, streamC: 4, streamM: 8, streamCount: 100,
-    threads: 1, waitIdle: 20, only: null, nativeRequire: null,
+    threads: 1, waitIdle: 20, only: null, nativeRequire: null, retryNoisy: 2,
   };
   const keys = {
     '--rounds': 'rounds', '--duration': 'duration', '--warmup': 'warmup', '--unary-c': 'unaryC', '--unary-m': 'unaryM',
     '--stream-c': 'streamC', '--stream-m': 'streamM', '--stream-count': 'streamCount', '--threads': 'threads', '--wait-idle': 'waitIdle',
+    '--retry-noisy': 'retryNoisy',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -63,6 +70,8 @@ function parseArgs(argv) {
 
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** A run counts as quiet when the rest of the machine used less than this share of one CPU. */
+const QUIET = 0.15;
 
 // ---------------------------------------------------------------- /proc
 /** utime+stime ticks: fields 14 and 15 of a stat file (after the parenthesised name). */
@@ -295,6 +304,21 @@ function summarize(runs, opts, servers) {
           `p99 ${fmt(median(pairs.map((p) => p.p99)), 2)} (${range(pairs.map((p) => p.p99), 2)}).`);
       }
     }
+    // The same over the runs the rest of the machine left alone (other CPU < QUIET): on a shared
+    // machine other processes can take a core in the middle of a run.
+    const quiet = rows.filter((r) => r.otherCpuShare < QUIET);
+    const quietLine = servers.map((server) => {
+      const rs = quiet.filter((r) => r.server === server.name);
+      if (rs.length === 0) return `${server.name}: no quiet run`;
+      const col = (k) => rs.map((r) => r[k]);
+      return `${server.name} ${fmt(median(col('callsPerSec')))} calls/s (${fmt(median(col('msgsPerSec')))} msgs/s), p99 ${fmt(median(col('p99ms')), 2)} ms, JS ${fmt(median(col('jsUsPerCall')), 1)} µs/call, process ${fmt(median(col('procUsPerCall')), 1)} µs/call (${rs.length} runs)`;
+    });
+    lines.push('', `Quiet runs only (other CPU < ${QUIET * 100} %), medians: ${quietLine.join('; ')}.`);
+    const nq = quiet.filter((r) => r.server === 'native');
+    const jq = quiet.filter((r) => r.server === 'grpc-js');
+    if (nq.length && jq.length) {
+      lines.push(`Quiet medians native ÷ grpc-js: throughput **${fmt(median(nq.map((r) => r.callsPerSec)) / median(jq.map((r) => r.callsPerSec)), 2)}×**, JS-thread CPU per call **${fmt(median(nq.map((r) => r.jsUsPerCall)) / median(jq.map((r) => r.jsUsPerCall)), 3)}**.`);
+    }
     const errors = [...new Set(rows.filter((r) => r.firstError || r.checkError).map((r) => `${r.server}: ${r.checkError ? `check: ${r.checkError}; ` : ''}${r.firstError || ''}`))];
     if (errors.length) lines.push('', 'Errors seen:', ...errors.map((e) => `- ${e}`));
   }
@@ -303,6 +327,19 @@ function summarize(runs, opts, servers) {
 
 // ---------------------------------------------------------------- main
 async function main() {
+  if (process.argv[2] === '--summarize') {
+    // node bench/grpc/run.js --summarize FILE...: the tables again, over the runs of one or more result files.
+    const files = process.argv.slice(3).map((f) => JSON.parse(fs.readFileSync(f, 'utf8')));
+    let offset = 0;
+    const runs = [];
+    for (const f of files) {
+      for (const r of f.runs) runs.push({ ...r, round: r.round + offset });
+      offset += f.meta.opts.rounds;
+    }
+    const servers = files[0].meta.servers;
+    console.log(summarize(runs, { ...files[0].meta.opts, rounds: offset }, servers));
+    return;
+  }
   if (process.platform !== 'linux') throw new Error('this benchmark reads /proc and needs Linux');
   const opts = parseArgs(process.argv.slice(2));
   ensureTools();
@@ -332,16 +369,25 @@ async function main() {
   meta.servers = servers;
   console.error(`[bench] ${meta.command}: ${opts.rounds} rounds × ${workloads.join('+')} × ${servers.map((s) => s.name).join('/')} (${opts.warmup}s warm-up + ${opts.duration}s each)`);
   const runs = [];
+  const discarded = [];
   for (let round = 0; round < opts.rounds; round++) {
     const wl = round % 2 ? [...workloads].reverse() : workloads;
     for (const workload of wl) {
       const order = servers.map((_, i) => servers[(i + round) % servers.length]);
       for (const server of order) {
-        const idle = opts.waitIdle > 0 ? await waitIdle(opts.waitIdle) : null;
-        const r = await measure(opts, server, workload, bodies);
-        r.round = round;
-        r.idleBefore = idle;
-        r.addonChanged = addonStat() !== addonAtStart;
+        let r;
+        for (let attempt = 0; ; attempt++) {
+          const idle = opts.waitIdle > 0 ? await waitIdle(opts.waitIdle) : null;
+          r = await measure(opts, server, workload, bodies);
+          r.round = round;
+          r.attempt = attempt;
+          r.idleBefore = idle;
+          r.addonChanged = addonStat() !== addonAtStart;
+          if (r.otherCpuShare < QUIET || attempt >= opts.retryNoisy) break;
+          r.discarded = true;
+          discarded.push(r);
+          console.error(`[bench] round ${round + 1} ${workload} ${server.name}: other processes used ${fmt(r.otherCpuShare * 100)} % of a CPU, repeating`);
+        }
         runs.push(r);
         console.error(`[bench] round ${round + 1} ${workload.padEnd(6)} ${server.name.padEnd(14)} ${fmt(r.callsPerSec).padStart(8)} calls/s ${fmt(r.msgsPerSec).padStart(10)} msgs/s  p99 ${fmt(r.p99ms, 2)} ms  JS ${fmt(r.jsUsPerCall, 1)} µs/call  proc ${fmt(r.procUsPerCall, 1)} µs/call  JS busy ${fmt(r.jsCpuShare * 100)} %  loadgen ${fmt(r.loadgenCpuShare * 100)} %  other ${fmt(r.otherCpuShare * 100)} %${r.failed || r.timeouts ? `  FAILED ${r.failed} TIMEOUTS ${r.timeouts}` : ''}${r.firstError ? `  (${r.firstError})` : ''}${r.addonChanged ? '  (addon rebuilt during the run!)' : ''}`);
       }
@@ -352,7 +398,7 @@ async function main() {
   const dir = path.join(HERE, 'results');
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, `grpc-${meta.date.replace(/[:.]/g, '-')}.json`);
-  fs.writeFileSync(file, JSON.stringify({ meta, runs, summary }, null, 2));
+  fs.writeFileSync(file, JSON.stringify({ meta, runs, discarded, summary }, null, 2));
   console.log(summary);
   console.error(`[bench] raw results: ${path.relative(ROOT, file)}`);
 }

@@ -18,6 +18,19 @@ function fakeApp() {
 
 function port() { return Number(process.env.BENCH_PORT || 0); }
 
+// The key and certificate that bench/run.js generates once per run (EC P-256,
+// self-signed for 127.0.0.1), as paths and as PEM text.
+function tls() {
+  const keyPath = process.env.BENCH_TLS_KEY;
+  const certPath = process.env.BENCH_TLS_CERT;
+  if (!keyPath || !certPath) fail('BENCH_TLS_KEY / BENCH_TLS_CERT not set (bench/run.js generates them)');
+  try {
+    return { keyPath, certPath, key: fs.readFileSync(keyPath, 'utf8'), cert: fs.readFileSync(certPath, 'utf8') };
+  } catch (e) {
+    return fail('cannot read the TLS key/cert: ' + e.message);
+  }
+}
+
 // One JSON line to fd BENCH_READY_FD (a pipe from bench/run.js), or stdout
 // when run by hand.
 function report(obj) {
@@ -31,4 +44,4 @@ function fail(message, code = 3) {
   process.exit(code);
 }
 
-module.exports = { handler, fakeApp, port, report, fail };
+module.exports = { handler, fakeApp, port, tls, report, fail };
