@@ -205,18 +205,8 @@ pub const DEFAULT_WS_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 pub const DEFAULT_WS_MAX_BUFFERED: usize = 16 * 1024 * 1024;
 
 fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
-    let empty = Map::new();
-    let specific = obj
-        .get("connectionPool")
-        .and_then(|p| p.get("protocolSpecific"))
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let num = |key: &str| -> Result<Option<u64>, ConfigError> {
-        match specific.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}")).map(Some),
-        }
-    };
+    let specific = ProtocolSpecific::of(obj);
+    let num = |key: &str| specific.number(key);
     Ok(WsSettings {
         ping_interval: Duration::from_millis(num("pingInterval")?.unwrap_or(30_000)),
         pong_timeout: Duration::from_millis(num("pongTimeout")?.unwrap_or(10_000)),
@@ -457,18 +447,8 @@ fn http2_from(obj: &Map<String, Value>, ssl: Option<&Value>) -> Result<Http2Sett
             ))
         }
     };
-    let empty = Map::new();
-    let specific = obj
-        .get("connectionPool")
-        .and_then(|p| p.get("protocolSpecific"))
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let num = |key: &str| -> Result<Option<u64>, ConfigError> {
-        match specific.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}")).map(Some),
-        }
-    };
+    let specific = ProtocolSpecific::of(obj);
+    let num = |key: &str| specific.number(key);
     let clamp = |n: u64| n.min(u32::MAX as u64) as u32;
     let max_concurrent_streams = num("maxConcurrentStreams")?
         .map(clamp)
@@ -497,14 +477,9 @@ fn http2_from(obj: &Map<String, Value>, ssl: Option<&Value>) -> Result<Http2Sett
 }
 
 fn grpc_from(obj: &Map<String, Value>) -> Result<GrpcSettings, ConfigError> {
-    let empty = Map::new();
-    let specific = obj
-        .get("connectionPool")
-        .and_then(|p| p.get("protocolSpecific"))
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
+    let specific = ProtocolSpecific::of(obj);
     let size = |key: &str, default: usize| -> Result<usize, ConfigError> {
-        match specific.get(key) {
+        match specific.0.and_then(|m| m.get(key)) {
             None | Some(Value::Null) => Ok(default),
             // grpc-js uses -1 for "unlimited".
             Some(Value::Number(n)) if n.as_i64() == Some(-1) => Ok(usize::MAX),
@@ -517,6 +492,28 @@ fn grpc_from(obj: &Map<String, Value>) -> Result<GrpcSettings, ConfigError> {
         max_send_message_length: size("maxSendMessageLength", usize::MAX)?,
         http2: http2_from(obj, None)?,
     })
+}
+
+/// `connectionPool.protocolSpecific`, read by the protocol settings.
+struct ProtocolSpecific<'a>(Option<&'a Map<String, Value>>);
+
+impl<'a> ProtocolSpecific<'a> {
+    fn of(options: &'a Map<String, Value>) -> Self {
+        ProtocolSpecific(
+            options
+                .get("connectionPool")
+                .and_then(|p| p.get("protocolSpecific"))
+                .and_then(Value::as_object),
+        )
+    }
+
+    /// A non-negative integer setting, `None` when absent.
+    fn number(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        match self.0.and_then(|m| m.get(key)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}")).map(Some),
+        }
+    }
 }
 
 fn non_negative(v: &Value, key: &str) -> Result<u64, ConfigError> {
