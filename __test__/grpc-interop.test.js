@@ -352,7 +352,7 @@ async function grpcioPython() {
   if (!probe.ok || !/^\d+ \d+/.test(probe.output.trim())) return { skip: 'python3 (with the venv module) is not available' };
   const [major, minor] = probe.output.trim().split(/\s+/);
   const requirements = fs.readFileSync(REQUIREMENTS, 'utf8');
-  const tag = requirements.replace(/[^A-Za-z0-9.=]+/g, '_').slice(0, 40);
+  const tag = require('crypto').createHash('sha256').update(requirements).digest('hex').slice(0, 12);
   const venv = path.join(os.tmpdir(), `koatty-serve-grpcio-py${major}.${minor}-${tag}`);
   const python = path.join(venv, 'bin', 'python');
   const ready = path.join(venv, '.ready');
