@@ -288,6 +288,10 @@ describe('WsServer: messages', () => {
     assert.equal(d.configurable, false);
     assert.equal(typeof serverSide.send, 'function');
     assert.equal(serverSide.readyState, WebSocket.OPEN);
+    // The writer task lowers the count just after its write returns, which may be a moment after
+    // the client has the bytes: wait (bounded) for it rather than racing it.
+    const settle = Date.now() + 1000;
+    while (serverSide.bufferedAmount !== 0 && Date.now() < settle) await new Promise((r) => setTimeout(r, 5));
     assert.equal(serverSide.bufferedAmount, 0);
     ws.close();
   });

@@ -567,7 +567,7 @@ impl GrpcProtocol {
             first,
             |c| c.graceful_shutdown(),
         )
-        .await
+        .await;
     }
 }
 

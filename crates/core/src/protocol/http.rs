@@ -2,6 +2,7 @@
 //! cleartext HTTP/2 with prior knowledge — handing requests to the bridge. TLS handshakes run in
 //! the connection task under a timeout, never in the accept loop.
 
+use super::head_watch::{answer_request_timeout, is_header_timeout, HeadWatch, Watched};
 use super::ws;
 use crate::bridge::{
     simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody,
@@ -312,47 +313,53 @@ impl HttpProtocol {
             ..info
         });
         let first = Arc::new(FirstRequest::default());
+        let head_watch = HeadWatch::new();
         let this = self.clone();
         let begun = first.clone();
+        let heads = head_watch.clone();
         let service = service_fn(move |req| {
             begun.mark();
+            heads.head_complete();
             let this = this.clone();
             let info = info.clone();
             async move { Ok::<_, Infallible>(this.handle(req, &info).await) }
         });
-        let io = TokioIo::new(io);
-        match (mode, &self.http2) {
+        // HTTP/1 connections are watched for slow request heads (408); HTTP/2 has no such timer.
+        let header_timeout = match (mode, &self.http2) {
             (Mode::Http2, Some(settings)) => {
-                drive(
-                    self.http2_builder(settings).serve_connection(io, service),
-                    phase,
-                    first,
-                    |c| c.graceful_shutdown(),
-                )
-                .await
+                let conn = self
+                    .http2_builder(settings)
+                    .serve_connection(TokioIo::new(io), service);
+                drive(conn, phase, first, |c| c.graceful_shutdown()).await;
+                false
             }
             (Mode::Detect, Some(settings)) => {
                 let builder = self.detecting_builder(settings);
-                drive(builder.serve_connection(io, service), phase, first, |c| {
-                    c.graceful_shutdown()
-                })
-                .await
+                let conn = builder
+                    .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
+                let ended = drive(conn, phase, first, |c| c.graceful_shutdown()).await;
+                matches!(ended, Some(Err(e)) if is_header_timeout(&*e))
             }
             _ if self.websocket.is_some() => {
                 let conn = self
                     .http1_builder()
-                    .serve_connection(io, service)
+                    .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service)
                     .with_upgrades();
-                drive(conn, phase, first, |c| c.graceful_shutdown()).await
+                let ended = drive(conn, phase, first, |c| c.graceful_shutdown()).await;
+                matches!(ended, Some(Err(e)) if is_header_timeout(&e))
             }
             _ => {
-                drive(
-                    self.http1_builder().serve_connection(io, service),
-                    phase,
-                    first,
-                    |c| c.graceful_shutdown(),
-                )
-                .await
+                let conn = self
+                    .http1_builder()
+                    .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
+                let ended = drive(conn, phase, first, |c| c.graceful_shutdown()).await;
+                matches!(ended, Some(Err(e)) if is_header_timeout(&e))
+            }
+        };
+        // The socket comes back only if a request head had begun; an idle one is closed silently.
+        if let Some(io) = head_watch.take_reclaimed() {
+            if header_timeout {
+                answer_request_timeout(io).await;
             }
         }
     }
@@ -360,12 +367,13 @@ impl HttpProtocol {
 
 /// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
 /// flight, idle ones closed; HTTP/2: GOAWAY) when the phase says so, and drops it when forced.
+/// Returns the connection's own outcome, or `None` when it was dropped (forced).
 pub(crate) async fn drive<C: Future>(
     conn: C,
     phase: PhaseSignal,
     first: Arc<FirstRequest>,
     drain: impl Fn(std::pin::Pin<&mut C>),
-) {
+) -> Option<C::Output> {
     let mut conn = pin!(conn);
     let mut draining_signal = phase.clone();
     let mut forced_signal = phase;
@@ -373,7 +381,7 @@ pub(crate) async fn drive<C: Future>(
     let mut drained = false;
     loop {
         tokio::select! {
-            _ = conn.as_mut() => return,
+            ended = conn.as_mut() => return Some(ended),
             _ = draining_signal.reached(Phase::Draining), if !draining => draining = true,
             // A connection that has not begun a request yet may have one on the wire: give it a
             // moment before draining (hyper would close such a connection at once).
@@ -381,7 +389,7 @@ pub(crate) async fn drive<C: Future>(
                 drained = true;
                 drain(conn.as_mut());
             }
-            _ = forced_signal.reached(Phase::Forced) => return,
+            _ = forced_signal.reached(Phase::Forced) => return None,
         }
     }
 }

@@ -1,0 +1,172 @@
+//! Answering `408 Request Timeout` to slow header senders.
+//!
+//! hyper's HTTP/1 header timer ends the connection without a word, and it takes the socket with
+//! it. [`Watched`] wraps the socket so that the connection task learns whether a request head had
+//! begun to arrive when the timer fired (an idle keep-alive connection is closed silently, as
+//! Node does), and gets the socket back in that case to write the 408 itself.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Shared between the wrapped socket, the connection's service and the connection task.
+pub(crate) struct HeadWatch<I> {
+    /// Bytes arrived since the last request head was complete.
+    partial_head: AtomicBool,
+    /// Where a dropped [`Watched`] leaves its socket when a head was partial.
+    reclaimed: Mutex<Option<I>>,
+}
+
+impl<I> HeadWatch<I> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(HeadWatch {
+            partial_head: AtomicBool::new(false),
+            reclaimed: Mutex::new(None),
+        })
+    }
+
+    /// Called by the service: a whole request head has arrived.
+    pub(crate) fn head_complete(&self) {
+        if self.partial_head.load(Ordering::Relaxed) {
+            self.partial_head.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The socket, if hyper dropped it while a request head was partial.
+    pub(crate) fn take_reclaimed(&self) -> Option<I> {
+        self.reclaimed.lock().ok()?.take()
+    }
+}
+
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
+/// Writes the 408 and closes, bounded so a client that does not read cannot hold the task.
+pub(crate) async fn answer_request_timeout<I: AsyncWrite + Unpin>(mut io: I) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        io.write_all(REQUEST_TIMEOUT).await?;
+        io.shutdown().await
+    })
+    .await;
+}
+
+/// A socket that marks [`HeadWatch`] when bytes arrive and hands itself back when dropped with a
+/// partial head.
+pub(crate) struct Watched<I> {
+    inner: Option<I>,
+    watch: Arc<HeadWatch<I>>,
+}
+
+impl<I> Watched<I> {
+    pub(crate) fn new(inner: I, watch: Arc<HeadWatch<I>>) -> Self {
+        Watched {
+            inner: Some(inner),
+            watch,
+        }
+    }
+
+    fn io(&mut self) -> Pin<&mut I>
+    where
+        I: Unpin,
+    {
+        // `inner` is only taken in `drop`.
+        Pin::new(self.inner.as_mut().expect("socket present until drop"))
+    }
+}
+
+impl<I> Drop for Watched<I> {
+    fn drop(&mut self) {
+        if self.watch.partial_head.load(Ordering::Relaxed) {
+            if let Ok(mut slot) = self.watch.reclaimed.lock() {
+                *slot = self.inner.take();
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = this.io().poll_read(cx, buf);
+        if buf.filled().len() > before && !this.watch.partial_head.load(Ordering::Relaxed) {
+            this.watch.partial_head.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().io().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().io().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().io().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().io().poll_shutdown(cx)
+    }
+}
+
+/// Whether a connection ended at hyper's header-read timer.
+pub(crate) fn is_header_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(|e| e.is_timeout())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_socket_dropped_mid_head_is_handed_back_an_idle_one_is_not() {
+        let (client, server) = tokio::io::duplex(64);
+        let watch = HeadWatch::new();
+        let mut watched = Watched::new(server, watch.clone());
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        client_write.write_all(b"GET / HT").await.unwrap();
+        let mut buf = [0u8; 8];
+        watched.read_exact(&mut buf).await.unwrap();
+        drop(watched);
+        let io = watch
+            .take_reclaimed()
+            .expect("partial head: socket handed back");
+        answer_request_timeout(io).await;
+        let mut answer = String::new();
+        client_read.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"));
+
+        let (_client, server) = tokio::io::duplex(64);
+        let watch = HeadWatch::new();
+        watch.head_complete();
+        drop(Watched::new(server, watch.clone()));
+        assert!(watch.take_reclaimed().is_none(), "no partial head: closed");
+    }
+}
