@@ -217,10 +217,7 @@ const READ_AHEAD: usize = 256 * 1024;
 /// The request body broke: a malformed body (bad chunk) is answered 400 if the handler has not
 /// answered yet; a client that went away ends the request. Either way the handler sees the error.
 fn body_failed(bridge: &Bridge, id: u32, e: &hyper::Error) {
-    bridge.emit(
-        id,
-        BridgeEvent::BodyError(format!("ERR_REQUEST_BODY: request body failed: {e}")),
-    );
+    let error = format!("ERR_REQUEST_BODY: request body failed: {e}");
     let malformed = e.is_parse()
         || e.is_user()
         || std::error::Error::source(e)
@@ -232,8 +229,9 @@ fn body_failed(bridge: &Bridge, id: u32, e: &hyper::Error) {
                 )
             });
     if malformed {
-        bridge.answer_if_waiting(id, StatusCode::BAD_REQUEST);
+        bridge.fail_request(id, StatusCode::BAD_REQUEST, error);
     } else {
+        bridge.emit(id, BridgeEvent::BodyError(error));
         bridge.abandon(id);
     }
 }
@@ -289,8 +287,11 @@ impl RequestBodyPump {
                         received += data.len() as u64;
                         bridge.metrics().bytes_received(data.len());
                         if max_body_size.is_some_and(|max| received > max) {
-                            bridge.emit(id, BridgeEvent::BodyError("ERR_BODY_TOO_LARGE: request body too large".into()));
-                            bridge.answer_if_waiting(id, StatusCode::PAYLOAD_TOO_LARGE);
+                            bridge.fail_request(
+                                id,
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "ERR_BODY_TOO_LARGE: request body too large".into(),
+                            );
                             return;
                         }
                         if !data.is_empty() {
@@ -305,10 +306,10 @@ impl RequestBodyPump {
     }
 
     fn timed_out(self, bridge: &Bridge, id: u32) {
-        bridge.emit(
+        bridge.fail_request(
             id,
-            BridgeEvent::BodyError("ERR_REQUEST_TIMEOUT: request body not received in time".into()),
+            StatusCode::REQUEST_TIMEOUT,
+            "ERR_REQUEST_TIMEOUT: request body not received in time".into(),
         );
-        bridge.answer_if_waiting(id, StatusCode::REQUEST_TIMEOUT);
     }
 }

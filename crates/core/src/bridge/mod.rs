@@ -637,13 +637,17 @@ impl Bridge {
             .event(id, BridgeEvent::WsClosed { code, reason });
     }
 
-    /// Answers a request whose head is still awaited (used when the body fails before the handler
-    /// answered, e.g. 413 or 408). Returns false if the handler already answered.
-    pub(crate) fn answer_if_waiting(&self, id: u32, status: StatusCode) -> bool {
+    /// The request body failed (too large, too slow, malformed): the handler's `req` gets `error`,
+    /// and if the handler has not answered yet the client gets `status` and the connection closes.
+    /// The entry is taken before the error reaches JavaScript, so a handler that answers its own
+    /// status on `'error'` cannot overtake `status`. Returns false if the handler had answered.
+    pub(crate) fn fail_request(&self, id: u32, status: StatusCode, error: String) -> bool {
+        let taken = self.shared.take_in_stage(id, false);
+        self.shared.sink.event(id, BridgeEvent::BodyError(error));
         let Ok(Pending {
             stage: Stage::AwaitingHead(tx),
             ..
-        }) = self.shared.take_in_stage(id, false)
+        }) = taken
         else {
             return false;
         };
