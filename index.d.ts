@@ -272,6 +272,10 @@ export declare class BaseServer<O extends BaseServerOptions = BaseServerOptions>
    * ssl settings restart with no refused connection. Rejects (old server kept) on failure.
    */
   updateConfig(partial: Partial<O> & Record<string, any>): Promise<ConfigUpdateResult>;
+  /** updateConfig's in-place part: applies options that need no restart (throws a coded error otherwise). */
+  protected applyConfigChanges(next: O): void;
+  /** updateConfig's restart part: bind the new listener first, switch, then drain the old one. */
+  protected gracefulRestart(next: O): Promise<void>;
   /** Re-reads the TLS key and certificate for new handshakes (throws ERR_TLS_CONFIG; TLS servers only). */
   reloadCertificates(): void;
   on(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;

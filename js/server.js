@@ -182,37 +182,64 @@ class BaseServer extends EventEmitter {
    * port, protocol and other ssl settings by a restart that binds the new listener first (or takes
    * the old socket over on the same address), then drains the old one. On failure the old server
    * keeps serving and the promise rejects with the coded error.
+   * The seed's three parts: `analyzeConfigChanges` (js/lifecycle.js), then `applyConfigChanges`
+   * or `gracefulRestart`.
    * @returns {Promise<{changedKeys: string[], requiresRestart: boolean, restarted: boolean}>}
    */
   async updateConfig(partial) {
     const { next, changedKeys, requiresRestart } = analyzeConfigChanges(this.options, partial);
     if (changedKeys.length === 0) return { changedKeys, requiresRestart: false, restarted: false };
-    const json = nativeOptions(this.nativeOptionsOf(next));
     if (!requiresRestart) {
-      const failure = this._native.applyInPlace(json);
-      if (failure) throw constructionError(new Error(failure));
-      Object.assign(this.options, next);
-      this._bridge.trace = this.options.trace === true;
+      this.applyConfigChanges(next);
       return { changedKeys, requiresRestart: false, restarted: false };
     }
+    await this.gracefulRestart(next);
+    return { changedKeys, requiresRestart: true, restarted: true };
+  }
+
+  /**
+   * Run-time changes (no restart): limits, timeouts, maxInFlight, TLS key/certificate, trace, log
+   * level reach the native server at once; open connections are not touched. Throws a coded error
+   * if `next` needs a restart.
+   */
+  applyConfigChanges(next) {
+    const failure = this._native.applyInPlace(nativeOptions(this.nativeOptionsOf(next)));
+    if (failure) throw constructionError(new Error(failure));
+    this.adoptOptions(next);
+  }
+
+  /**
+   * Zero-downtime restart on `next`: the new listener is bound first (the same address takes the
+   * old socket over), the server switches to it, and the old one then stops accepting and drains
+   * in the background. On failure the old server keeps serving and the promise rejects.
+   */
+  async gracefulRestart(next) {
     if (!sameFamily(this.options.protocol ?? 'http', next.protocol ?? 'http')) {
       throw codedError('ERR_PROTOCOL_NOT_SUPPORTED', `ERR_PROTOCOL_NOT_SUPPORTED: cannot switch to protocol '${next.protocol}'`);
     }
     if (!this.server.listening) {
       throw codedError('ERR_SERVER_STATE', 'ERR_SERVER_STATE: a restart-requiring change needs a listening server (Start it first)');
     }
-    const drainTimeout = Math.max(0, (this.options.connectionPool?.requestTimeout ?? DEFAULT_SHUTDOWN.timeout) | 0);
+    const json = nativeOptions(this.nativeOptionsOf(next));
+    const drainTimeout = Math.min(Math.max(0, (this.options.connectionPool?.requestTimeout ?? DEFAULT_SHUTDOWN.timeout) | 0), DEFAULT_SHUTDOWN.timeout);
     const address = await new Promise((resolve, reject) => {
-      this._native.restart(json, Math.min(drainTimeout, DEFAULT_SHUTDOWN.timeout), (code, message, host, port, family) => {
+      this._native.restart(json, drainTimeout, (code, message, host, port, family) => {
         if (code) reject(codedError(code, message));
         else resolve({ address: host, family, port });
       });
     });
     this.server._address = address;
+    this.adoptOptions(next);
+    this.protocol = this.options.protocol ?? 'http';
+    // Connections begun before the switch may still be on their way to the old port (node connects
+    // on the next tick): retire the old listener after them; its backlog is served before it closes.
+    setImmediate(() => this._native.retireReplaced(drainTimeout));
+  }
+
+  /** Takes `next` as the server's options after a change has been applied. */
+  adoptOptions(next) {
     Object.assign(this.options, next);
     this._bridge.trace = this.options.trace === true;
-    this.protocol = this.options.protocol ?? 'http';
-    return { changedKeys, requiresRestart: true, restarted: true };
   }
 }
 

@@ -277,6 +277,8 @@ pub struct NativeServer {
     bridge: Bridge,
     sink: Arc<JsSink>,
     listener: Arc<Mutex<Option<Arc<ServeHandle>>>>,
+    /// The listener a restart replaced, until JavaScript retires it (`retireReplaced`).
+    replaced: Arc<Mutex<Option<Arc<ServeHandle>>>>,
 }
 
 impl NativeServer {
@@ -310,6 +312,7 @@ impl NativeServer {
             bridge,
             sink,
             listener: Default::default(),
+            replaced: Default::default(),
         })
     }
 
@@ -438,6 +441,7 @@ impl NativeServer {
         let bridge = self.bridge.clone();
         let listener = self.listener.clone();
         let current = self.current.clone();
+        let replaced = self.replaced.clone();
         napi::bindgen_prelude::spawn(async move {
             let socket = match (&old, same_address) {
                 (Some(o), true) => o.lifecycle().take_listener().await,
@@ -455,25 +459,40 @@ impl NativeServer {
                 *current.lock().unwrap_or_else(|e| e.into_inner()) = next;
                 addr
             });
-            let retire = if result.is_ok() { old } else { None };
-            // The old listener is retired only once JavaScript has taken the new address (the
-            // callback below runs on its thread after `onDone` returned), so nothing started in
-            // between is refused.
-            done.call_with_return_value(
-                listen_args(result),
-                ThreadsafeFunctionCallMode::NonBlocking,
-                move |_, _| {
-                    if let Some(old) = retire {
-                        napi::bindgen_prelude::spawn(async move {
-                            old.shutdown(Duration::from_millis(drain_timeout_ms as u64))
-                                .await;
-                        });
-                    }
-                    Ok(())
-                },
-            );
+            if result.is_ok() {
+                // The old listener keeps accepting until JavaScript, having taken the new address,
+                // retires it (`retireReplaced`); one still waiting from an earlier restart goes now.
+                let earlier = replaced.lock().unwrap_or_else(|e| e.into_inner()).take();
+                *replaced.lock().unwrap_or_else(|e| e.into_inner()) = old;
+                if let Some(earlier) = earlier {
+                    tokio::spawn(async move {
+                        earlier
+                            .shutdown(Duration::from_millis(drain_timeout_ms as u64))
+                            .await;
+                    });
+                }
+            }
+            done.call(listen_args(result), ThreadsafeFunctionCallMode::NonBlocking);
         });
         Ok(())
+    }
+
+    /// The last step of a restart: the replaced listener stops accepting (its backlog is served)
+    /// and its connections drain for up to `drainTimeoutMs` in the background. JavaScript calls it
+    /// once every request begun before the switch has connected, so none is reset or refused.
+    #[napi]
+    pub fn retire_replaced(&self, drain_timeout_ms: u32) {
+        let replaced = self
+            .replaced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(old) = replaced {
+            napi::bindgen_prelude::spawn(async move {
+                old.shutdown(Duration::from_millis(drain_timeout_ms as u64))
+                    .await;
+            });
+        }
     }
 
     /// Shutdown step 1: stop accepting (the listening socket closes). `onDone()`.
@@ -572,6 +591,8 @@ impl NativeServer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        // A restart's old listener not retired yet (shutdown right after updateConfig).
+        self.retire_replaced(0);
         self.sink.set(None);
     }
 

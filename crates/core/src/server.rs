@@ -2,7 +2,7 @@
 //! bridge its requests cross. This is what the addon holds per JavaScript server object.
 
 use crate::bridge::Bridge;
-use crate::config::{Limits, LiveLimits, Protocol, ServerConfig};
+use crate::config::{GrpcSettings, Limits, LiveLimits, Protocol, ServerConfig};
 use crate::error::Result;
 use crate::lifecycle::{ConnectionHandler, Server, ShutdownReport};
 use crate::metrics::Metrics;
@@ -34,33 +34,25 @@ impl ServeHandle {
     }
 
     /// As [`ServeHandle::start`], taking over an already bound `listener` when given.
+    ///
+    /// This is the seed's template method, one driver for every protocol; the steps keep the
+    /// seed's names and only [`ProtocolParts`] differ per protocol:
+    /// 1. `initialize_connection_pool`: the live limits the connection pool enforces;
+    /// 2. `create_protocol_server`: the protocol's connection handler;
+    /// 3. `configure_server_options`: bind (address, `reusePort`, backlog) or take the listener
+    ///    over, and start the shared accept loop and connection accounting;
+    /// 4. `perform_protocol_specific_initialization`: whatever the protocol does once it listens.
     pub async fn start_on(
         config: &ServerConfig,
         bridge: Bridge,
         tls: Option<Arc<TlsSource>>,
         listener: Option<tokio::net::TcpListener>,
     ) -> Result<ServeHandle> {
-        let metrics = bridge.metrics().clone();
-        let limits: LiveLimits = Arc::new(ArcSwap::from_pointee(config.limits.clone()));
-        let handler: Arc<dyn ConnectionHandler> = match (config.protocol, &config.grpc) {
-            (Protocol::Grpc, Some(settings)) => Arc::new(GrpcProtocol::new(
-                bridge.clone(),
-                limits.clone(),
-                tls,
-                settings.clone(),
-                bridge.grpc_methods().clone(),
-            )),
-            // HTTP, HTTPS, HTTP/2 and WebSocket (an HTTP server whose upgrades become WebSockets).
-            _ => Arc::new(HttpProtocol::new(
-                bridge.clone(),
-                limits.clone(),
-                tls,
-                config.http2.clone(),
-                config.endpoints.clone(),
-                config.websocket.clone(),
-            )),
-        };
-        let server = Server::start(config, handler, metrics, limits.clone(), listener).await?;
+        let parts = protocol_parts(config);
+        let limits = initialize_connection_pool(config);
+        let handler = parts.create_protocol_server(config, &bridge, &limits, tls);
+        let server = configure_server_options(config, handler, &bridge, &limits, listener).await?;
+        parts.perform_protocol_specific_initialization(config, &bridge, server.local_addr());
         Ok(ServeHandle {
             bridge,
             server,
@@ -104,5 +96,124 @@ impl ServeHandle {
     /// Stops accepting, drains open connections for up to `timeout`, then closes the rest.
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         self.server.shutdown(timeout).await
+    }
+}
+
+/// What differs per protocol when a server starts (see [`ServeHandle::start_on`] for the order).
+trait ProtocolParts: Send + Sync {
+    /// The protocol's connection handler.
+    fn create_protocol_server(
+        &self,
+        config: &ServerConfig,
+        bridge: &Bridge,
+        limits: &LiveLimits,
+        tls: Option<Arc<TlsSource>>,
+    ) -> Arc<dyn ConnectionHandler>;
+
+    /// Runs once the listener is up.
+    fn perform_protocol_specific_initialization(
+        &self,
+        _config: &ServerConfig,
+        _bridge: &Bridge,
+        _local_addr: SocketAddr,
+    ) {
+    }
+}
+
+fn protocol_parts(config: &ServerConfig) -> Box<dyn ProtocolParts> {
+    match (config.protocol, &config.grpc) {
+        (Protocol::Grpc, Some(settings)) => Box::new(GrpcParts(settings.clone())),
+        // HTTPS, HTTP/2 and WebSocket are HTTP servers with TLS, h2 or upgrades switched on.
+        _ => Box::new(HttpParts),
+    }
+}
+
+/// The limits every connection of the server reads (swapped at run time by `updateConfig`).
+fn initialize_connection_pool(config: &ServerConfig) -> LiveLimits {
+    Arc::new(ArcSwap::from_pointee(config.limits.clone()))
+}
+
+/// Binds (or takes over `listener`) and starts accepting through the shared lifecycle.
+async fn configure_server_options(
+    config: &ServerConfig,
+    handler: Arc<dyn ConnectionHandler>,
+    bridge: &Bridge,
+    limits: &LiveLimits,
+    listener: Option<tokio::net::TcpListener>,
+) -> Result<Server> {
+    let metrics = bridge.metrics().clone();
+    Server::start(config, handler, metrics, limits.clone(), listener).await
+}
+
+/// HTTP/1.1, HTTPS, HTTP/2 and WebSocket.
+struct HttpParts;
+
+impl ProtocolParts for HttpParts {
+    fn create_protocol_server(
+        &self,
+        config: &ServerConfig,
+        bridge: &Bridge,
+        limits: &LiveLimits,
+        tls: Option<Arc<TlsSource>>,
+    ) -> Arc<dyn ConnectionHandler> {
+        Arc::new(HttpProtocol::new(
+            bridge.clone(),
+            limits.clone(),
+            tls,
+            config.http2.clone(),
+            config.endpoints.clone(),
+            config.websocket.clone(),
+        ))
+    }
+
+    fn perform_protocol_specific_initialization(
+        &self,
+        config: &ServerConfig,
+        _bridge: &Bridge,
+        local_addr: SocketAddr,
+    ) {
+        tracing::info!(
+            protocol = config.protocol.as_str(),
+            %local_addr,
+            h2c = config.http2.as_ref().is_some_and(|h| h.cleartext),
+            native_endpoints = config.endpoints.any(),
+            "listening"
+        );
+    }
+}
+
+/// gRPC over HTTP/2; methods are registered from JavaScript on the bridge.
+struct GrpcParts(GrpcSettings);
+
+impl ProtocolParts for GrpcParts {
+    fn create_protocol_server(
+        &self,
+        _config: &ServerConfig,
+        bridge: &Bridge,
+        limits: &LiveLimits,
+        tls: Option<Arc<TlsSource>>,
+    ) -> Arc<dyn ConnectionHandler> {
+        Arc::new(GrpcProtocol::new(
+            bridge.clone(),
+            limits.clone(),
+            tls,
+            self.0.clone(),
+            bridge.grpc_methods().clone(),
+        ))
+    }
+
+    fn perform_protocol_specific_initialization(
+        &self,
+        _config: &ServerConfig,
+        bridge: &Bridge,
+        local_addr: SocketAddr,
+    ) {
+        let methods = bridge.grpc_methods().load().len();
+        if methods == 0 {
+            // Every call will be UNIMPLEMENTED (the health service still answers).
+            tracing::warn!(%local_addr, "gRPC server listening with no registered method");
+        } else {
+            tracing::info!(%local_addr, methods, "gRPC server listening");
+        }
     }
 }
