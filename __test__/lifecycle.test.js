@@ -796,4 +796,39 @@ describe('reusePort: several processes on one port', () => {
       for (const p of [a, b]) p.child.kill('SIGKILL');
     }
   });
+
+  it('two unmodified Koatty apps share one port with KOATTY_SERVE_OPTIONS={"reusePort":true} (PM2/cluster)', async () => {
+    const port = await freePort();
+    const env = { KOATTY_SERVE_OPTIONS: JSON.stringify({ reusePort: true, nativeEndpoints: { readyz: '/readyz' } }) };
+    const apps = await Promise.all([startKoattyApp({ port, env }), startKoattyApp({ port, env })]);
+    try {
+      for (const app of apps) assert.equal(app.port, port);
+      for (let i = 0; i < 40; i++) {
+        const r = await request({ port, path: '/api/json', headers: { Connection: 'close' } });
+        assert.equal(r.status, 200);
+      }
+      const ready = await request({ port, path: '/readyz' });
+      assert.equal(ready.status, 200, 'the native readiness endpoint from the same options');
+      const served = await Promise.all(apps.map(async (app) => (await app.metrics()).metrics.totalConnections));
+      assert.ok(served.every((n) => n > 0), `both processes accepted connections: ${served}`);
+    } finally {
+      await Promise.all(apps.map((app) => app.stop()));
+    }
+  });
+
+  it('KOATTY_SERVE_OPTIONS that is not a JSON object is a clear ERR_INVALID_CONFIG error', () => {
+    const { extraOptions } = require('../js/serve');
+    const saved = process.env.KOATTY_SERVE_OPTIONS;
+    try {
+      for (const bad of ['{reusePort:true}', '[1]', '"x"']) {
+        process.env.KOATTY_SERVE_OPTIONS = bad;
+        assert.throws(() => extraOptions(undefined), (e) => e.code === 'ERR_INVALID_CONFIG' && /KOATTY_SERVE_OPTIONS/.test(e.message), bad);
+      }
+      process.env.KOATTY_SERVE_OPTIONS = '{"reusePort":true}';
+      assert.deepEqual(extraOptions({ config: (k) => (k === 'koatty_serve' ? { reusePort: false, h2c: true } : undefined) }), { reusePort: true, h2c: true });
+    } finally {
+      if (saved === undefined) delete process.env.KOATTY_SERVE_OPTIONS;
+      else process.env.KOATTY_SERVE_OPTIONS = saved;
+    }
+  });
 });

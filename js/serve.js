@@ -35,6 +35,46 @@ function traceSwitch(app, opt) {
   return configured === true || ON.test(String(configured).trim());
 }
 
+/**
+ * Server options a Koatty app cannot pass through NewServe (Koatty hands over only hostname, port
+ * and protocol): the Koatty config key `koatty_serve` (an object, e.g. `{ reusePort: true,
+ * nativeEndpoints: true, connectionPool: { maxConnections: 5000 } }`), then the env
+ * `KOATTY_SERVE_OPTIONS` (the same as JSON), which wins key by key. Koatty's hostname/port/protocol
+ * win over both.
+ */
+function extraOptions(app) {
+  let configured;
+  try {
+    configured = app && typeof app.config === 'function' ? app.config('koatty_serve') : undefined;
+  } catch {
+    configured = undefined;
+  }
+  if (configured !== undefined && configured !== null && !isPlainObject(configured)) {
+    throw invalidOptions('the Koatty config key koatty_serve must be an object of server options');
+  }
+  let fromEnv;
+  const env = process.env.KOATTY_SERVE_OPTIONS;
+  if (env !== undefined && env.trim() !== '') {
+    try {
+      fromEnv = JSON.parse(env);
+    } catch (err) {
+      throw invalidOptions(`KOATTY_SERVE_OPTIONS is not valid JSON (${err.message})`);
+    }
+    if (!isPlainObject(fromEnv)) throw invalidOptions('KOATTY_SERVE_OPTIONS must be a JSON object of server options');
+  }
+  return { ...configured, ...fromEnv };
+}
+
+function isPlainObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function invalidOptions(message) {
+  const err = new TypeError(`ERR_INVALID_CONFIG: ${message}`);
+  err.code = 'ERR_INVALID_CONFIG';
+  return err;
+}
+
 const SERVERS = {
   http: HttpServer,
   https: HttpsServer,
@@ -50,6 +90,7 @@ function NewServe(app, opt) {
     port: process.env.PORT || process.env.APP_PORT || 3000,
     protocol: 'http',
     ext: { key: '', cert: '', protoFile: '', server: null },
+    ...extraOptions(app),
     ...opt,
   };
   options.trace = traceSwitch(app, opt);
@@ -68,4 +109,4 @@ function NewServe(app, opt) {
   return server;
 }
 
-module.exports = { NewServe, traceSwitch };
+module.exports = { NewServe, traceSwitch, extraOptions };
