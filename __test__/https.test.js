@@ -643,3 +643,24 @@ describe('curl against HttpsServer and Http2Server', () => {
     });
   });
 });
+
+describe('server classes without options.protocol', () => {
+  it('HttpsServer serves TLS and Http2Server serves h2 when protocol is not given (the class decides)', async () => {
+    const bare = { hostname: '127.0.0.1', port: 0, ssl: SSL };
+    await withServer(bare, async (port, server) => {
+      assert.equal(server.protocol, 'https');
+      const r = await get(port);
+      assert.equal(r.status, 200);
+    });
+    await withServer(bare, async (port, server) => {
+      assert.equal(server.protocol, 'http2');
+      const session = await h2connect(`https://127.0.0.1:${port}`, { ca: CA });
+      try {
+        const r = await h2request(session, { path: '/hello' });
+        assert.equal(r.status, 200);
+      } finally {
+        await h2close(session);
+      }
+    }, Http2Server);
+  });
+});

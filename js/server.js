@@ -57,13 +57,13 @@ class BaseServer extends EventEmitter {
     }
     Object.defineProperty(this, 'app', { value: app, writable: true, enumerable: false, configurable: true });
     this.options = options;
-    this.protocol = options.protocol ?? 'http';
+    this.protocol = options.protocol ?? this.defaultProtocol(options);
     this.status = undefined;
     this.listenCallback = undefined;
     this.server = new ListenerHandle(this);
     let native;
     try {
-      native = new NativeServer(nativeOptions(this.nativeOptionsOf(options)));
+      native = new NativeServer(this.nativeOptionsJson(options));
     } catch (e) {
       throw constructionError(e);
     }
@@ -90,6 +90,16 @@ class BaseServer extends EventEmitter {
   /** The options handed to the native side (protocols may derive some, e.g. ssl from ext). */
   nativeOptionsOf(options) {
     return options;
+  }
+
+  /** The protocol a server class serves when `options.protocol` is not given. */
+  defaultProtocol(_options) {
+    return 'http';
+  }
+
+  nativeOptionsJson(options) {
+    const protocol = options.protocol ?? this.defaultProtocol(options);
+    return nativeOptions(this.nativeOptionsOf({ ...options, protocol }));
   }
 
   /** Re-reads the TLS key and certificate for new handshakes; open connections keep theirs. */
@@ -203,7 +213,7 @@ class BaseServer extends EventEmitter {
    * if `next` needs a restart.
    */
   applyConfigChanges(next) {
-    const failure = this._native.applyInPlace(nativeOptions(this.nativeOptionsOf(next)));
+    const failure = this._native.applyInPlace(this.nativeOptionsJson(next));
     if (failure) throw constructionError(new Error(failure));
     this.adoptOptions(next);
   }
@@ -214,13 +224,13 @@ class BaseServer extends EventEmitter {
    * in the background. On failure the old server keeps serving and the promise rejects.
    */
   async gracefulRestart(next) {
-    if (!sameFamily(this.options.protocol ?? 'http', next.protocol ?? 'http')) {
+    if (!sameFamily(this.protocol, next.protocol ?? this.defaultProtocol(next))) {
       throw codedError('ERR_PROTOCOL_NOT_SUPPORTED', `ERR_PROTOCOL_NOT_SUPPORTED: cannot switch to protocol '${next.protocol}'`);
     }
     if (!this.server.listening) {
       throw codedError('ERR_SERVER_STATE', 'ERR_SERVER_STATE: a restart-requiring change needs a listening server (Start it first)');
     }
-    const json = nativeOptions(this.nativeOptionsOf(next));
+    const json = this.nativeOptionsJson(next);
     const drainTimeout = Math.min(Math.max(0, (this.options.connectionPool?.requestTimeout ?? DEFAULT_SHUTDOWN.timeout) | 0), DEFAULT_SHUTDOWN.timeout);
     const address = await new Promise((resolve, reject) => {
       this._native.restart(json, drainTimeout, (code, message, host, port, family) => {
@@ -230,7 +240,7 @@ class BaseServer extends EventEmitter {
     });
     this.server._address = address;
     this.adoptOptions(next);
-    this.protocol = this.options.protocol ?? 'http';
+    this.protocol = this.options.protocol ?? this.defaultProtocol(this.options);
     // Connections begun before the switch may still be on their way to the old port (node connects
     // on the next tick): retire the old listener after them; its backlog is served before it closes.
     setImmediate(() => this._native.retireReplaced(drainTimeout));
@@ -261,6 +271,10 @@ function withSsl(options) {
 
 /** HTTP/1.1 over TLS (rustls). */
 class HttpsServer extends HttpServer {
+  defaultProtocol() {
+    return 'https';
+  }
+
   nativeOptionsOf(options) {
     return withSsl(options);
   }
@@ -272,6 +286,10 @@ class HttpsServer extends HttpServer {
  * compatibility API (`req.httpVersion` '2.0', pseudo-headers in `req.headers`).
  */
 class Http2Server extends HttpServer {
+  defaultProtocol() {
+    return 'http2';
+  }
+
   nativeOptionsOf(options) {
     return options.h2c ? options : withSsl(options);
   }
@@ -284,6 +302,10 @@ class Http2Server extends HttpServer {
  * `app.callback()` as with HttpServer. Emits 'connection' (client, req) like ws's server.
  */
 class WsServer extends HttpServer {
+  defaultProtocol(options) {
+    return options.ssl?.enabled ? 'wss' : 'ws';
+  }
+
   nativeOptionsOf(options) {
     if (options.ssl || options.protocol !== 'wss') return options;
     const { key, cert } = options.ext ?? {};
@@ -292,7 +314,7 @@ class WsServer extends HttpServer {
 
   onUpgrade(req, client) {
     this.emit('connection', client, req);
-    const protocol = this.options.protocol ?? 'ws';
+    const protocol = this.protocol;
     client.on('message', (data) => {
       if (!Object.prototype.hasOwnProperty.call(req, 'data')) {
         Object.defineProperty(req, 'data', { value: data, writable: true, enumerable: true, configurable: false });
@@ -323,6 +345,10 @@ class GrpcServer extends BaseServer {
     Object.defineProperty(this, '_grpc', {
       value: new GrpcDispatcher((err) => this.emit('handlerError', err) || logger.error('gRPC handler failed', err)),
     });
+  }
+
+  defaultProtocol() {
+    return 'grpc';
   }
 
   createRequestHandler() {
