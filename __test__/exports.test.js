@@ -41,3 +41,30 @@ describe('module exports', () => {
     assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()), ['function', 'function', 'function', 'function']);
   });
 });
+
+describe('option names are checked (decisions.md §4, §9)', () => {
+  const serve = require('..');
+  const app = { callback: () => (_req, res) => res.end('ok') };
+  const rejects = (fn, key) => assert.throws(fn, (e) => e.code === 'ERR_INVALID_CONFIG' && e.message.includes(key), key);
+
+  it('server constructors reject misspelt keys at every level, naming the key', () => {
+    rejects(() => new serve.HttpServer(app, { hostname: '127.0.0.1', port: 0, prot: 'http' }), 'prot');
+    rejects(() => new serve.HttpServer(app, { port: 0, connectionPool: { maxConnection: 5 } }), 'connectionPool.maxConnection');
+    rejects(() => new serve.HttpServer(app, { port: 0, connectionPool: { health: { degradedUtilization: 0.5 } } }), 'connectionPool.health.degradedUtilization');
+    rejects(() => new serve.Http2Server(app, { port: 0, h2c: true, connectionPool: { protocolSpecific: { maxConcurrentStream: 5 } } }), 'connectionPool.protocolSpecific.maxConcurrentStream');
+    rejects(() => new serve.HttpsServer(app, { port: 0, ssl: { mode: 'auto', keyfile: 'x' } }), 'ssl.keyfile');
+  });
+
+  it('ConfigHelper rejects a misspelt health threshold too', () => {
+    rejects(() => serve.ConfigHelper.createHttpConfig({ connectionPool: { health: { overloadedErrorrate: 0.3 } } }), 'connectionPool.health.overloadedErrorrate');
+    const ok = serve.ConfigHelper.createHttpConfig({ connectionPool: { health: { overloadedErrorRate: 0.3 } } });
+    assert.equal(ok.connectionPool.health.overloadedErrorRate, 0.3);
+  });
+
+  it('NewServe stays lenient (2.3.0 semantics): undefined hostname/port and an unknown protocol still construct', () => {
+    const server = serve.NewServe({ ...app, config: () => undefined }, { hostname: undefined, port: undefined, protocol: 'bogus' });
+    assert.equal(server.constructor.name, 'HttpServer');
+    assert.equal(server.options.protocol, 'bogus');
+    server.gracefulShutdown({ timeout: 100, drainDelay: 0 });
+  });
+});

@@ -38,9 +38,14 @@ class ListenerHandle extends EventEmitter {
 }
 
 /** The options the native side needs (ext and TLS material stay in JS). */
+/** Every key but `ext` goes across, so that the native side rejects unknown (misspelt) ones. */
 function nativeOptions(options) {
-  const { hostname, port, protocol, connectionPool, reusePort, ssl, h2c, nativeEndpoints } = options;
-  return JSON.stringify({ hostname, port, protocol, connectionPool, reusePort, ssl, h2c, nativeEndpoints });
+  const { ext: _ext, ...rest } = options;
+  try {
+    return JSON.stringify(rest);
+  } catch (e) {
+    throw codedError('ERR_INVALID_CONFIG', `ERR_INVALID_CONFIG: options: not serialisable: ${e.message}`);
+  }
 }
 
 /** A native constructor error as a coded Error (`ERR_TLS_CONFIG: …` → code ERR_TLS_CONFIG). */

@@ -31,6 +31,19 @@ const POOL: &[&str] = &[
     "protocolSpecific",
 ];
 
+/// `connectionPool.health` thresholds (read by the JavaScript pool's `getHealth`).
+const HEALTH: &[&str] = &[
+    "degradedUtilisation",
+    "overloadedUtilisation",
+    "degradedErrorRate",
+    "overloadedErrorRate",
+    "degradedLatencyMs",
+    "overloadedLatencyMs",
+    "degradedEventLoopLagMs",
+    "overloadedEventLoopLagMs",
+    "windowSeconds",
+];
+
 const PROTOCOL_SPECIFIC: &[&str] = &[
     "maxSessionMemory",
     "maxHeaderListSize",
@@ -102,25 +115,38 @@ fn check(prefix: &str, map: &Map<String, Value>, allowed: &[&str]) -> Result<(),
     Ok(())
 }
 
+/// Rejects option names no server knows. `ssl_on_plain_server` says whether an `ssl` section on a
+/// plain server is an error (ConfigHelper) or ignored (constructors: options switched from https
+/// to http by updateConfig keep it).
 pub(super) fn reject_unknown(
     protocol: Protocol,
     options: &Map<String, Value>,
+    ssl_on_plain_server: bool,
 ) -> Result<(), ConfigError> {
     check("", options, BASE)?;
-    if let Some(pool) = options.get("connectionPool") {
+    if let Some(pool) = options.get("connectionPool").filter(|p| !p.is_null()) {
         let pool = pool
             .as_object()
             .ok_or_else(|| ConfigError::new("connectionPool", "must be an object"))?;
         check("connectionPool", pool, POOL)?;
-        if let Some(ps) = pool.get("protocolSpecific") {
+        if let Some(ps) = pool.get("protocolSpecific").filter(|p| !p.is_null()) {
             let ps = ps.as_object().ok_or_else(|| {
                 ConfigError::new("connectionPool.protocolSpecific", "must be an object")
             })?;
             check("connectionPool.protocolSpecific", ps, PROTOCOL_SPECIFIC)?;
         }
+        if let Some(health) = pool.get("health").filter(|h| !h.is_null()) {
+            let health = health.as_object().ok_or_else(|| {
+                ConfigError::new("connectionPool.health", "must be an object")
+            })?;
+            check("connectionPool.health", health, HEALTH)?;
+        }
     }
-    if let Some(ssl) = options.get("ssl") {
+    if let Some(ssl) = options.get("ssl").filter(|v| !v.is_null()) {
         let allowed = known_keys(protocol);
+        if allowed.is_empty() && !ssl_on_plain_server {
+            return Ok(());
+        }
         if allowed.is_empty() {
             return Err(ConfigError::new(
                 "ssl",

@@ -336,6 +336,7 @@ impl ServerConfig {
             .and_then(Value::as_str)
             .and_then(Protocol::parse)
             .unwrap_or(Protocol::Http);
+        keys::reject_unknown(protocol, obj, false)?;
         let reuse_port = obj
             .get("reusePort")
             .and_then(Value::as_bool)
@@ -556,7 +557,7 @@ pub fn resolve_options(
         Value::Object(m) => m.clone(),
         _ => return Err(ConfigError::new("options", "must be an object")),
     };
-    keys::reject_unknown(protocol, &input)?;
+    keys::reject_unknown(protocol, &input, true)?;
 
     let mut out = input.clone();
     // hostname: given, else IP, else 127.0.0.1
