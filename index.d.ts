@@ -407,6 +407,14 @@ export interface RuntimeInfo {
 }
 export declare function runtimeInfo(): RuntimeInfo;
 
+/** Log levels of the library's logger (`warning` is Koatty's name for `warn`). */
+export type LogLevel = 'off' | 'error' | 'warn' | 'warning' | 'info' | 'debug' | 'trace';
+/**
+ * Sets the level of the library's logs, JavaScript and native (Rust `tracing`) alike; default
+ * `warn` or `KOATTY_SERVE_LOG_LEVEL`. Throws `ERR_INVALID_CONFIG` for an unknown level.
+ */
+export declare function setLogLevel(level: LogLevel): void;
+
 /** `server.connectionPool`: one class per protocol, as the seed names them, over the same native counters. */
 export declare class ConnectionPoolManager implements ConnectionPool {
   getMetrics(): ConnectionMetrics;

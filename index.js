@@ -22,6 +22,7 @@ exports.ConfigHelper = ConfigHelper;
 exports.CreateTerminus = CreateTerminus;
 exports.BindProcessEvent = BindProcessEvent;
 exports.runtimeInfo = binding.runtimeInfo;
+exports.setLogLevel = require('./js/logger').setLevel;
 exports.ConnectionPoolManager = pools.ConnectionPoolManager;
 exports.HttpConnectionPoolManager = pools.HttpConnectionPoolManager;
 exports.HttpsConnectionPoolManager = pools.HttpsConnectionPoolManager;

@@ -3,13 +3,15 @@
 // native NativeServer does the I/O; this keeps the koatty_serve surface (options, protocol, status,
 // server, listenCallback, Start, Stop) and node's EventEmitter conventions.
 const { EventEmitter } = require('node:events');
-const { NativeServer } = require('./binding');
+const binding = require('./binding');
+
+const { NativeServer } = binding;
 const { Bridge } = require('./bridge');
 const { codedError } = require('./response');
 const logger = require('./logger');
 const { createConnectionPool } = require('./pool');
 const { GrpcDispatcher } = require('./grpc');
-const { installTracer } = require('./tracer');
+const { installTracer, koattyDefaultLogger } = require('./tracer');
 
 const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
 
@@ -61,6 +63,11 @@ class BaseServer extends EventEmitter {
       throw codedError('ERR_INVALID_CONFIG', 'ERR_INVALID_CONFIG: options: must be an object');
     }
     Object.defineProperty(this, 'app', { value: app, writable: true, enumerable: false, configurable: true });
+    // The native core's log events reach the JS logger from the first server on; a Koatty app's
+    // own logger writes them (and the library's messages).
+    logger.forwardNative(binding);
+    const appLogger = koattyDefaultLogger(app);
+    if (appLogger) logger.useKoattyLogger(appLogger);
     this.options = options;
     this.protocol = options.protocol ?? this.defaultProtocol(options);
     this.status = undefined;

@@ -597,4 +597,17 @@ function installTracer(app) {
   return true;
 }
 
-module.exports = { installTracer, isKoattyApp, createLeanTrace, respond };
+/** koatty_logger's DefaultLogger as the app's koatty_core loads it, or null. */
+function koattyDefaultLogger(app) {
+  if (!isKoattyApp(app)) return null;
+  try {
+    const coreFile = findKoattyCore(app);
+    if (!coreFile) return null;
+    const { DefaultLogger } = createRequire(coreFile)('koatty_logger');
+    return DefaultLogger ?? null;
+  } catch {
+    return null;
+  }
+}
+
+module.exports = { installTracer, isKoattyApp, createLeanTrace, respond, koattyDefaultLogger };

@@ -19,6 +19,7 @@ import {
   CreateTerminus,
   BindProcessEvent,
   runtimeInfo,
+  setLogLevel,
   ConnectionPoolManager,
   HttpConnectionPoolManager,
   HttpsConnectionPoolManager,
@@ -27,6 +28,7 @@ import {
   GrpcConnectionPoolManager,
 } from 'koatty_serve';
 import type {
+  LogLevel,
   KoattyProtocol,
   KoattyApplication,
   ListeningOptions,
@@ -293,6 +295,10 @@ BindProcessEvent(appEvents, 'appStop');
 BindProcessEvent(appEvents, 'appStop', 'SIGTERM');
 const info: RuntimeInfo = runtimeInfo();
 const native: boolean = info.native;
+const level: LogLevel = 'info';
+setLogLevel(level);
+// @ts-expect-error: not a level
+setLogLevel('verbose');
 
 void [badProtocol, badSsl, status, configuredPort, baseOpts, all.map((s) => describeServer(s)), asEmitter];
 void [pending, history, healthStatus, healthLimits, prometheus, poolClass, lifecycle, unimplemented, noSuchStatus];

@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: options, validation and defaults
 //! - [`lifecycle`]: listener, accept loop, connection tracking and shutdown, shared by every protocol
-//! - [`protocol`]: the protocol parts plugged into the lifecycle (HTTP/1.1 so far)
+//! - [`protocol`]: the protocol parts plugged into the lifecycle (HTTP/1.1, HTTP/2, WebSocket, gRPC)
+//! - [`logging`]: log events handed to a sink outside the core (the JavaScript logger)
 //! - [`bridge`]: how requests are handed to a handler outside Rust (JavaScript) and answered
 //! - [`metrics`]: counters kept without touching the JavaScript thread
 
@@ -10,6 +11,7 @@ pub mod bridge;
 pub mod config;
 pub mod error;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod server;

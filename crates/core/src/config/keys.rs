@@ -136,9 +136,9 @@ pub(super) fn reject_unknown(
             check("connectionPool.protocolSpecific", ps, PROTOCOL_SPECIFIC)?;
         }
         if let Some(health) = pool.get("health").filter(|h| !h.is_null()) {
-            let health = health.as_object().ok_or_else(|| {
-                ConfigError::new("connectionPool.health", "must be an object")
-            })?;
+            let health = health
+                .as_object()
+                .ok_or_else(|| ConfigError::new("connectionPool.health", "must be an object"))?;
             check("connectionPool.health", health, HEALTH)?;
         }
     }
