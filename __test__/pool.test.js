@@ -453,6 +453,65 @@ describe('timeouts', () => {
     }
   });
 
+  it('connectionTimeout: a keep-alive connection quiet that long is closed (before keepAliveTimeout); 0 = off', async () => {
+    const { server, port } = await startServer((req, res) => res.end('hi'), { connectionPool: { keepAliveTimeout: 5000, connectionTimeout: 400 } });
+    try {
+      const c = rawClient(port);
+      await c.connected;
+      const r = await c.get('/1');
+      assert.equal(r.status, 200);
+      const closedAt = await withTimeout(c.closed, 3000, 'quiet connection closed at connectionTimeout');
+      const quiet = closedAt - r.at;
+      assert.ok(quiet >= 330 && quiet <= 1500, `closed after ${quiet} ms quiet; connectionTimeout 400, keepAliveTimeout 5000`);
+    } finally {
+      await stop(server);
+    }
+    const off = await startServer((req, res) => res.end('hi'), { connectionPool: { keepAliveTimeout: 5000, connectionTimeout: 0 } });
+    try {
+      const c = rawClient(off.port);
+      await c.connected;
+      assert.equal((await c.get('/1')).status, 200);
+      await sleep(700);
+      assert.equal(c.isClosed(), false, 'connectionTimeout 0 is off');
+      c.socket.destroy();
+    } finally {
+      await stop(off.server);
+    }
+  });
+
+  it('connectionTimeout on HTTP/2: a quiet session gets GOAWAY; a quiet request in flight completes first', async () => {
+    const http2 = require('http2');
+    const server = new lib.Http2Server(fakeApp((req, res) => {
+      if (req.url === '/slow') setTimeout(() => res.end('slow'), 900);
+      else res.end('ok');
+    }), { hostname: '127.0.0.1', port: 0, h2c: true, connectionPool: { connectionTimeout: 300 } });
+    const port = await start(server);
+    try {
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      session.on('error', () => {});
+      const goaway = new Promise((resolve) => session.once('goaway', () => resolve(Date.now())));
+      const t0 = Date.now();
+      const slow = new Promise((resolve, reject) => {
+        const req = session.request({ ':path': '/slow' });
+        let body = '';
+        let status;
+        req.on('response', (h) => { status = h[':status']; });
+        req.setEncoding('utf8');
+        req.on('data', (d) => { body += d; });
+        req.on('end', () => resolve({ status, body, at: Date.now() }));
+        req.on('error', reject);
+        req.end();
+      });
+      const r = await withTimeout(slow, 5000, 'the slow request');
+      assert.deepEqual([r.status, r.body], [200, 'slow'], 'completed although nothing moved for 900 ms');
+      const at = await withTimeout(goaway, 3000, 'GOAWAY for the quiet session');
+      assert.ok(at - t0 >= 250, `GOAWAY ${at - t0} ms after the start`);
+      session.destroy();
+    } finally {
+      await stop(server);
+    }
+  });
+
   it('requestTimeout answers 503 and counts it in requestsTimedOut', async () => {
     const { server, port, pool } = await startServer((req, res) => {
       if (req.url === '/ok') res.end('ok');

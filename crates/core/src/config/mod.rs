@@ -96,7 +96,8 @@ pub struct Limits {
     pub headers_timeout: Duration,
     /// Time allowed for the whole request, including the handler's answer (→ 503 if unanswered).
     pub request_timeout: Duration,
-    /// Idle connection timeout; `None` = only keep-alive rules apply.
+    /// A connection on which no byte moved for this long drains and closes (HTTP/1, HTTP/2,
+    /// gRPC; WebSockets have ping/pong); `None` (or 0) = off.
     pub connection_timeout: Option<Duration>,
     /// Request head (request line + headers) size limit in bytes (→ 431).
     pub max_header_size: usize,
@@ -420,7 +421,8 @@ fn limits_from(pool: &Value) -> Result<Limits, ConfigError> {
         keep_alive_timeout: ms(pool, "keepAliveTimeout")?.unwrap_or(d.keep_alive_timeout),
         headers_timeout: ms(pool, "headersTimeout")?.unwrap_or(d.headers_timeout),
         request_timeout: ms(pool, "requestTimeout")?.unwrap_or(d.request_timeout),
-        connection_timeout: ms(pool, "connectionTimeout")?,
+        // 0 = off, as for the other timeouts.
+        connection_timeout: ms(pool, "connectionTimeout")?.filter(|d| !d.is_zero()),
         max_header_size,
         max_body_size: count(pool, "maxBodySize")?,
         handshake_timeout: ms(pool, "handshakeTimeout")?.unwrap_or(d.handshake_timeout),

@@ -1,16 +1,48 @@
-//! Answering `408 Request Timeout` to slow header senders.
+//! What a connection task learns from its socket: whether a request head has begun (to answer
+//! `408 Request Timeout` to slow header senders) and when bytes last moved (`connectionTimeout`).
 //!
 //! hyper's HTTP/1 header timer ends the connection without a word, and it takes the socket with
 //! it. [`Watched`] wraps the socket so that the connection task learns whether a request head had
 //! begun to arrive when the timer fired (an idle keep-alive connection is closed silently, as
-//! Node does), and gets the socket back in that case to write the 408 itself.
+//! Node does), and gets the socket back in that case to write the 408 itself. When the server has
+//! a `connectionTimeout`, it also stamps [`Activity`] on every read and write.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// When a connection's bytes last moved, in ms since the first use of this clock.
+#[derive(Default)]
+pub(crate) struct Activity {
+    last_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        let a = Activity::default();
+        a.touch();
+        Arc::new(a)
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long until the connection has been quiet for `limit` (zero once it has).
+    pub(crate) fn quiet_left(&self, limit: Duration) -> Duration {
+        let quiet = now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
+        limit.saturating_sub(Duration::from_millis(quiet))
+    }
+}
 
 /// Shared between the wrapped socket, the connection's service and the connection task.
 pub(crate) struct HeadWatch<I> {
@@ -18,13 +50,16 @@ pub(crate) struct HeadWatch<I> {
     partial_head: AtomicBool,
     /// Where a dropped [`Watched`] leaves its socket when a head was partial.
     reclaimed: Mutex<Option<I>>,
+    /// Stamped on every read and write when the server has a `connectionTimeout`.
+    activity: Option<Arc<Activity>>,
 }
 
 impl<I> HeadWatch<I> {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(activity: Option<Arc<Activity>>) -> Arc<Self> {
         Arc::new(HeadWatch {
             partial_head: AtomicBool::new(false),
             reclaimed: Mutex::new(None),
+            activity,
         })
     }
 
@@ -68,6 +103,14 @@ impl<I> Watched<I> {
         }
     }
 
+    fn wrote(&self, polled: &Poll<io::Result<usize>>) {
+        if let (Some(activity), Poll::Ready(Ok(n))) = (&self.watch.activity, polled) {
+            if *n > 0 {
+                activity.touch();
+            }
+        }
+    }
+
     fn io(&mut self) -> Pin<&mut I>
     where
         I: Unpin,
@@ -96,8 +139,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = this.io().poll_read(cx, buf);
-        if buf.filled().len() > before && !this.watch.partial_head.load(Ordering::Relaxed) {
-            this.watch.partial_head.store(true, Ordering::Relaxed);
+        if buf.filled().len() > before {
+            if !this.watch.partial_head.load(Ordering::Relaxed) {
+                this.watch.partial_head.store(true, Ordering::Relaxed);
+            }
+            if let Some(activity) = &this.watch.activity {
+                activity.touch();
+            }
         }
         polled
     }
@@ -109,7 +157,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().io().poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = this.io().poll_write(cx, buf);
+        this.wrote(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -117,7 +168,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().io().poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = this.io().poll_write_vectored(cx, bufs);
+        this.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -148,7 +202,7 @@ mod tests {
     #[tokio::test]
     async fn a_socket_dropped_mid_head_is_handed_back_an_idle_one_is_not() {
         let (client, server) = tokio::io::duplex(64);
-        let watch = HeadWatch::new();
+        let watch = HeadWatch::new(None);
         let mut watched = Watched::new(server, watch.clone());
         let (mut client_read, mut client_write) = tokio::io::split(client);
         client_write.write_all(b"GET / HT").await.unwrap();
@@ -164,7 +218,7 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"));
 
         let (_client, server) = tokio::io::duplex(64);
-        let watch = HeadWatch::new();
+        let watch = HeadWatch::new(None);
         watch.head_complete();
         drop(Watched::new(server, watch.clone()));
         assert!(watch.take_reclaimed().is_none(), "no partial head: closed");

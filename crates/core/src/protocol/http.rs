@@ -2,7 +2,7 @@
 //! cleartext HTTP/2 with prior knowledge — handing requests to the bridge. TLS handshakes run in
 //! the connection task under a timeout, never in the accept loop.
 
-use super::head_watch::{answer_request_timeout, is_header_timeout, HeadWatch, Watched};
+use super::head_watch::{answer_request_timeout, is_header_timeout, Activity, HeadWatch, Watched};
 use super::ws;
 use crate::bridge::{
     simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody,
@@ -312,8 +312,13 @@ impl HttpProtocol {
             phase: phase.clone(),
             ..info
         });
-        let first = Arc::new(FirstRequest::default());
-        let head_watch = HeadWatch::new();
+        let idle = self
+            .limits
+            .load()
+            .connection_timeout
+            .map(|limit| (limit, Activity::new()));
+        let head_watch = HeadWatch::new(idle.as_ref().map(|(_, a)| a.clone()));
+        let first = Arc::new(FirstRequest::with_idle(idle));
         let this = self.clone();
         let begun = first.clone();
         let heads = head_watch.clone();
@@ -324,12 +329,12 @@ impl HttpProtocol {
             let info = info.clone();
             async move { Ok::<_, Infallible>(this.handle(req, &info).await) }
         });
-        // HTTP/1 connections are watched for slow request heads (408); HTTP/2 has no such timer.
+        // Sockets are watched for slow HTTP/1 request heads (408) and for connectionTimeout.
         let header_timeout = match (mode, &self.http2) {
             (Mode::Http2, Some(settings)) => {
                 let conn = self
                     .http2_builder(settings)
-                    .serve_connection(TokioIo::new(io), service);
+                    .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
                 drive(conn, phase, first, |c| c.graceful_shutdown()).await;
                 false
             }
@@ -380,8 +385,21 @@ pub(crate) async fn drive<C: Future>(
     let mut draining = false;
     let mut drained = false;
     loop {
+        let quiet_left = first
+            .idle
+            .as_ref()
+            .map(|(limit, activity)| activity.quiet_left(*limit));
         tokio::select! {
             ended = conn.as_mut() => return Some(ended),
+            // connectionTimeout: no byte moved for that long. The connection drains as at
+            // shutdown, so a request still in flight (a quiet long poll) completes first.
+            _ = tokio::time::sleep(quiet_left.unwrap_or_default()), if quiet_left.is_some() && !drained => {
+                if quiet_left.is_some_and(|left| left.is_zero()) {
+                    tracing::debug!("connection idle past connectionTimeout; closing");
+                    drained = true;
+                    drain(conn.as_mut());
+                }
+            }
             _ = draining_signal.reached(Phase::Draining), if !draining => draining = true,
             // A connection that has not begun a request yet may have one on the wire: give it a
             // moment before draining (hyper would close such a connection at once).
@@ -397,14 +415,23 @@ pub(crate) async fn drive<C: Future>(
 /// How long a draining connection that has not begun its first request waits for one.
 pub(crate) const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(1000);
 
-/// Whether a connection has begun its first request (set by the service, read when draining).
+/// Whether a connection has begun its first request (set by the service, read when draining), and
+/// its idle limit (`connectionTimeout`) with the clock its socket stamps.
 #[derive(Default)]
 pub(crate) struct FirstRequest {
     begun: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
+    idle: Option<(Duration, Arc<Activity>)>,
 }
 
 impl FirstRequest {
+    pub(crate) fn with_idle(idle: Option<(Duration, Arc<Activity>)>) -> Self {
+        FirstRequest {
+            idle,
+            ..Default::default()
+        }
+    }
+
     pub(crate) fn mark(&self) {
         if !self.begun.swap(true, std::sync::atomic::Ordering::AcqRel) {
             self.notify.notify_waiters();
