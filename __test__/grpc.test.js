@@ -562,13 +562,12 @@ describe('GrpcServer: deadlines and cancellation', () => {
     await expectPendingZero(ctx.server);
   });
 
-  // grpc-js clients cancel with RST_STREAM(CANCEL). The handler must learn of it ('cancelled', as
+  // grpc-js clients cancel with node's http2 close(CANCEL): an empty DATA frame with END_STREAM, then
+  // RST_STREAM(CANCEL), often in separate TCP segments. The handler must learn of it ('cancelled', as
   // grpc-js servers emit) and must not see a clean end of the request stream: a truncated upload
   // would otherwise be processed as if complete.
   for (const kind of ['clientStream', 'bidi']) {
-    // Known issue, kept visible: a client's RST_STREAM on a call whose request stream is open is
-    // sometimes reported by tonic/hyper as a clean end of that stream, so the handler can see 'end'.
-    it(`client cancels mid ${kind} → the handler sees "cancelled", not the end of the request stream`, { todo: 'a reset request stream sometimes surfaces as a clean end (tonic maps CANCEL to end-of-stream)' }, async () => {
+    it(`client cancels mid ${kind} → the handler sees "cancelled", not the end of the request stream`, async () => {
       ctx.state.calls.length = 0;
       let x;
       if (kind === 'clientStream') {

@@ -235,6 +235,8 @@ class ServerCall extends Duplex {
   }
 
   _onInputEnd() {
+    // After a cancel the request stream is not complete: never report its end.
+    if (this.cancelled) return;
     if (this._method.requestStream) this.push(null);
     else this.emit('_unaryReady');
   }
@@ -309,6 +311,11 @@ class GrpcDispatcher {
 
   paths() {
     return [...this.methods.keys()];
+  }
+
+  /** Paths of the registered methods whose request is a stream (client streaming and bidi). */
+  requestStreamPaths() {
+    return [...this.methods].filter(([, { method }]) => method.requestStream).map(([p]) => p);
   }
 
   /** A call arrived (Rust only announces registered paths). */

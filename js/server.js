@@ -308,7 +308,7 @@ class GrpcServer extends BaseServer {
   /** grpc-js `addService`: `{ service, implementation }`. */
   RegisterService(impl) {
     this._grpc.register(impl?.service, impl?.implementation);
-    this._native.setGrpcMethods(this._grpc.paths());
+    this._native.setGrpcMethods(this._grpc.paths(), this._grpc.requestStreamPaths());
   }
 
   onGrpcCall(bridge, id, path, headers, remoteAddress, remotePort) {
