@@ -301,12 +301,39 @@ class GrpcDispatcher {
     const added = [];
     for (const [name, method] of Object.entries(service)) {
       if (!method || typeof method.path !== 'string') continue;
+      this.collectDescriptors(method);
       const impl = implementation?.[name] ?? implementation?.[method.originalName];
       if (typeof impl !== 'function') continue;
       this.methods.set(method.path, { method, impl });
       added.push(method.path);
     }
     return added;
+  }
+
+  /**
+   * The serialised FileDescriptorProtos @grpc/proto-loader attaches to a method's request and
+   * response types (every file of the load, dependencies included), for server reflection.
+   * proto-loader shares one array per load, so most repeats are skipped by identity.
+   */
+  collectDescriptors(method) {
+    this.descriptorLists ??= new Set();
+    this.descriptors ??= new Map();
+    for (const type of [method.requestType, method.responseType]) {
+      const list = type?.fileDescriptorProtos;
+      if (!Array.isArray(list) || this.descriptorLists.has(list)) continue;
+      this.descriptorLists.add(list);
+      for (const file of list) {
+        if (!(file instanceof Uint8Array)) continue;
+        const bytes = Buffer.from(file.buffer, file.byteOffset, file.byteLength);
+        const key = bytes.toString('latin1');
+        if (!this.descriptors.has(key)) this.descriptors.set(key, bytes);
+      }
+    }
+  }
+
+  /** Distinct descriptor files seen so far (see collectDescriptors). */
+  descriptorFiles() {
+    return this.descriptors ? [...this.descriptors.values()] : [];
   }
 
   paths() {

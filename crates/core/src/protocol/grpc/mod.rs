@@ -1,7 +1,11 @@
 //! gRPC on HTTP/2 with tonic's server framing: Rust routes calls by path and moves raw message
 //! bytes (JavaScript deserialises with the service definition's own functions); tonic handles
 //! framing, gzip, message-size limits (RESOURCE_EXHAUSTED) and trailers. Deadlines
-//! (`grpc-timeout`), client cancellation and the standard health service are handled here.
+//! (`grpc-timeout`), client cancellation, the standard health service ([`health`]) and server
+//! reflection ([`reflection`]) are handled here.
+
+pub mod health;
+pub mod reflection;
 
 use super::http::{accept_tls, drive, ConnectionParts, FirstRequest};
 use crate::bridge::grpc::{
@@ -41,7 +45,6 @@ const MESSAGES_IN_FLIGHT: usize = 16;
 /// in a later write, often a separate TCP segment; on the wire that is indistinguishable from a
 /// complete upload followed by a cancel. Measured gap on loopback: well under 1 ms.
 const HALF_CLOSE_RESET_GRACE: Duration = Duration::from_millis(10);
-const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 
 /// Messages cross as raw bytes; JavaScript runs the definition's (de)serialisers.
 #[derive(Clone, Copy, Default)]
@@ -107,12 +110,43 @@ pub struct GrpcProtocol {
 }
 
 /// What the handler side registered, shared by every listener of a server (kept on the bridge).
-pub type MethodRegistry = Arc<ArcSwap<GrpcRegistry>>;
+pub type MethodRegistry = Arc<SharedRegistry>;
 
-/// Registered methods by path (`/package.Service/Method`).
+/// The current [`GrpcRegistry`], replaced as a whole, with a change signal for the health Watch.
+pub struct SharedRegistry {
+    current: ArcSwap<GrpcRegistry>,
+    changed: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for SharedRegistry {
+    fn default() -> Self {
+        SharedRegistry {
+            current: ArcSwap::from_pointee(GrpcRegistry::default()),
+            changed: tokio::sync::watch::Sender::new(()),
+        }
+    }
+}
+
+impl SharedRegistry {
+    pub fn load(&self) -> arc_swap::Guard<Arc<GrpcRegistry>> {
+        self.current.load()
+    }
+
+    pub fn store(&self, registry: GrpcRegistry) {
+        self.current.store(Arc::new(registry));
+        self.changed.send_replace(());
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+}
+
+/// Registered methods by path (`/package.Service/Method`), and reflection over them when on.
 #[derive(Default, Debug)]
 pub struct GrpcRegistry {
     methods: HashMap<String, RequestShape>,
+    reflection: Option<reflection::Reflection>,
 }
 
 /// Whether a method's request is one message or a stream of them.
@@ -126,7 +160,22 @@ impl GrpcRegistry {
     pub fn new(methods: impl IntoIterator<Item = (String, RequestShape)>) -> Self {
         GrpcRegistry {
             methods: methods.into_iter().collect(),
+            reflection: None,
         }
+    }
+
+    /// Turns reflection on, over the registered services and these serialised
+    /// `FileDescriptorProto`s (possibly none). Also returns why descriptors were dropped, if they
+    /// were.
+    pub fn with_reflection(mut self, files: &[Vec<u8>]) -> (Self, Option<String>) {
+        let services = self
+            .methods
+            .keys()
+            .filter_map(|p| Some(p.strip_prefix('/')?.rsplit_once('/')?.0.to_string()))
+            .collect();
+        let (reflection, problem) = reflection::Reflection::build(&services, files);
+        self.reflection = Some(reflection);
+        (self, problem)
     }
 
     pub fn request_shape(&self, path: &str) -> Option<RequestShape> {
@@ -168,12 +217,24 @@ impl GrpcProtocol {
         &self,
         req: Request<Incoming>,
         conn: &ConnectionParts,
+        phase: &PhaseSignal,
     ) -> Response<tonic::body::Body> {
         let path = req.uri().path().to_owned();
-        if path == HEALTH_CHECK && !self.methods.load().contains(HEALTH_CHECK) {
-            return self.health(req).await;
-        }
-        let Some(request_shape) = self.methods.load().request_shape(&path) else {
+        let registered = self.methods.load().request_shape(&path);
+        let Some(request_shape) = registered else {
+            if path == health::CHECK || path == health::WATCH {
+                let metrics = self.bridge.metrics().clone();
+                return health::serve(req, metrics, self.methods.clone(), phase.clone()).await;
+            }
+            let reflection = self
+                .methods
+                .load()
+                .reflection
+                .as_ref()
+                .and_then(|r| r.handler_for(&path).cloned());
+            if let Some(reflection) = reflection {
+                return reflection(req).await;
+            }
             return Status::unimplemented(format!("method {path} is not implemented")).into_http();
         };
         let mut grpc = Grpc::new(RawCodec)
@@ -203,34 +264,6 @@ impl GrpcProtocol {
         let (mut parts, body) = response.into_parts();
         fix_status_headers(&mut parts.headers);
         Response::from_parts(parts, tonic::body::Body::new(StatusFix { inner: body }))
-    }
-
-    /// `grpc.health.v1.Health/Check`: SERVING while accepting, NOT_SERVING once draining; any
-    /// named service must be registered.
-    async fn health(&self, req: Request<Incoming>) -> Response<tonic::body::Body> {
-        let metrics = self.bridge.metrics().clone();
-        let methods = self.methods.clone();
-        let service = tower_fn(move |request: tonic::Request<Streaming<Bytes>>| {
-            let metrics = metrics.clone();
-            let methods = methods.clone();
-            async move {
-                let mut input = request.into_inner();
-                let message = input.message().await?.unwrap_or_default();
-                let wanted = decode_health_request(&message);
-                // 1 = SERVING, 2 = NOT_SERVING, 3 = SERVICE_UNKNOWN
-                let status = match wanted {
-                    Some(name) if !name.is_empty() && !methods.load().has_service(&name) => 3u8,
-                    _ if metrics.accepting() => 1,
-                    _ => 2,
-                };
-                let reply: Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>> =
-                    Box::pin(futures_util::stream::iter([Ok(Bytes::from(vec![
-                        0x08, status,
-                    ]))]));
-                Ok(tonic::Response::new(reply))
-            }
-        });
-        Grpc::new(RawCodec).streaming(service, req).await
     }
 }
 
@@ -320,18 +353,6 @@ impl http_body::Body for StatusFix {
     }
 }
 
-/// The `service` field (1, string) of a HealthCheckRequest.
-fn decode_health_request(bytes: &[u8]) -> Option<String> {
-    #[derive(prost::Message)]
-    struct HealthCheckRequest {
-        #[prost(string, tag = "1")]
-        service: String,
-    }
-    <HealthCheckRequest as prost::Message>::decode(bytes)
-        .ok()
-        .map(|r| r.service)
-}
-
 /// A tower service from a closure (tonic's `StreamingService` is implemented for tower services).
 #[derive(Clone)]
 struct TowerFn<F>(F);
@@ -364,7 +385,7 @@ struct JsCall {
     request_shape: RequestShape,
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+pub(crate) type ResponseStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
 impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
     type Response = tonic::Response<ResponseStream>;
@@ -603,14 +624,16 @@ impl GrpcProtocol {
         let this = self.clone();
         let first = Arc::new(FirstRequest::default());
         let begun = first.clone();
+        let call_phase = phase.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             begun.mark();
             let this = this.clone();
             let conn = conn.clone();
+            let phase = call_phase.clone();
             async move {
                 let path = req.uri().path().to_owned();
                 req.extensions_mut().insert(CallPath(path));
-                Ok::<_, Infallible>(this.call(req, &conn).await)
+                Ok::<_, Infallible>(this.call(req, &conn, &phase).await)
             }
         });
         let mut b = http2::Builder::new(TokioExecutor::new());
@@ -667,15 +690,6 @@ mod tests {
         assert_eq!(parse_timeout("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_timeout("7x"), None);
         assert_eq!(parse_timeout(""), None);
-    }
-
-    #[test]
-    fn health_requests_decode() {
-        assert_eq!(decode_health_request(&[]), Some(String::new()));
-        assert_eq!(
-            decode_health_request(&[0x0a, 0x03, b'a', b'.', b'B']),
-            Some("a.B".into())
-        );
     }
 
     #[test]
