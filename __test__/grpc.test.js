@@ -939,13 +939,16 @@ describe('GrpcServer: server reflection', () => {
         const healthFile = FileDescriptorProto.decode(health.file_descriptor_response.file_descriptor_proto[0]);
         assert.deepEqual(healthFile.service[0].method.map((m) => m.name), ['Check', 'Watch']);
         // Unknown files, and a hand-written definition (no descriptors: listed by name only), are
-        // NOT_FOUND; tonic-reflection ends the stream with that status.
-        for (const request of [{ file_by_filename: 'nope.proto' }, { file_containing_symbol: 'hand.Written' }]) {
-          await assert.rejects(reflect(Ctor, ctx.address, [request]), (err) => {
-            assert.match(err.message, /NOT_FOUND/);
-            return true;
-          });
-        }
+        // NOT_FOUND error responses on the open stream, as the reflection protocol has it.
+        const [missing, handWritten, after] = await reflect(Ctor, ctx.address, [
+          { file_by_filename: 'nope.proto' },
+          { file_containing_symbol: 'hand.Written' },
+          { file_containing_symbol: 'koatty.test.EchoReply' },
+        ]);
+        assert.equal(missing.error_response.error_code, grpc.status.NOT_FOUND);
+        assert.equal(handWritten.error_response.error_code, grpc.status.NOT_FOUND);
+        assert.equal(handWritten.original_request.file_containing_symbol, 'hand.Written');
+        assert.deepEqual(fileNames(after), [file.name], 'the stream goes on after an error');
       }
       assert.equal(ctx.state.calls.length, 0, 'answered natively, no handler ran');
     } finally {

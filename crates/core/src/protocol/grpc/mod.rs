@@ -226,14 +226,10 @@ impl GrpcProtocol {
                 let metrics = self.bridge.metrics().clone();
                 return health::serve(req, metrics, self.methods.clone(), phase.clone()).await;
             }
-            let reflection = self
-                .methods
-                .load()
-                .reflection
-                .as_ref()
-                .and_then(|r| r.handler_for(&path).cloned());
-            if let Some(reflection) = reflection {
-                return reflection(req).await;
+            if reflection::Reflection::serves(&path) {
+                if let Some(reflection) = self.methods.load().reflection.clone() {
+                    return reflection.serve(req).await;
+                }
             }
             return Status::unimplemented(format!("method {path} is not implemented")).into_http();
         };
