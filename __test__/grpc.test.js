@@ -64,6 +64,7 @@ function makeEcho(state) {
       path: call.getPath(),
       handlerPath: call.handler && call.handler.path,
       peer: call.getPeer(),
+      host: call.getHost(),
       deadline: call.getDeadline(),
       metadata: call.metadata,
       cancelEvents: [],
@@ -488,6 +489,20 @@ describe('GrpcServer: the four call kinds, metadata and status (plaintext h2c)',
     assert.equal(ok.err, null);
     assert.equal(ok.value.message, 'still here');
     await expectPendingZero(ctx.server);
+  });
+
+  it('call.getHost() is the :authority the client called (grpc-js), not part of call.metadata', async () => {
+    const before = ctx.state.calls.length;
+    const r = await call(echo, 'Unary', { message: 'host' });
+    assert.equal(r.err, null);
+    const rec = ctx.state.calls[before];
+    assert.equal(rec.host, ctx.address);
+    assert.deepEqual(rec.metadata.get(':authority'), []);
+    const other = client(Echo, ctx.address, undefined, { 'grpc.default_authority': 'api.example:443' });
+    await call(other, 'Unary', { message: 'host' });
+    assert.equal(ctx.state.calls.at(-1).host, 'api.example:443');
+    other.close();
+    clients.delete(other);
   });
 
   it('100 concurrent calls on one channel, and 100 more over 4 channels, all answered correctly', async () => {

@@ -129,6 +129,7 @@ class ServerCall extends Duplex {
     this.request = undefined;
     this.cancelled = false;
     this._peer = peer;
+    this._host = flatValue(flat, ':authority') || flatValue(flat, 'host') || '';
     this._path = path;
     this._deadline = deadline;
     this._headSent = false;
@@ -155,8 +156,9 @@ class ServerCall extends Duplex {
     return this._deadline;
   }
 
+  /** The `:authority` the client called (grpc-js: `headers[':authority'] ?? headers.host`). */
   getHost() {
-    return this.metadata.get(':authority')[0] ?? '';
+    return this._host;
   }
 
   sendMetadata(metadata) {

@@ -399,10 +399,8 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
         let request_shape = self.request_shape;
         Box::pin(async move {
             let (metadata, extensions, input) = request.into_parts();
-            let path = extensions
-                .get::<CallPath>()
-                .map(|p| p.0.clone())
-                .unwrap_or_default();
+            let target = extensions.get::<CallTarget>().cloned();
+            let (path, authority) = target.map(|t| (t.path, t.authority)).unwrap_or_default();
             let reset = extensions
                 .get::<ClientReset>()
                 .map(|r| r.0.clone())
@@ -411,7 +409,12 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
                 id: 0,
                 method: "POST".into(),
                 url: path,
-                headers: crate::bridge::grpc::flat_metadata(&metadata.into_headers()),
+                headers: {
+                    // `:authority` first, as node's http2 shows it (grpc-js's `call.getHost()`).
+                    let mut flat = vec![":authority".to_owned(), authority];
+                    flat.extend(crate::bridge::grpc::flat_metadata(&metadata.into_headers()));
+                    flat
+                },
                 http_version: 20,
                 remote: conn.remote,
                 local_port: conn.local_port,
@@ -463,9 +466,13 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
     }
 }
 
-/// The call's path, put into the request extensions before tonic takes the request apart.
+/// The call's path and authority, put into the request extensions before tonic takes the
+/// request apart.
 #[derive(Clone)]
-struct CallPath(String);
+struct CallTarget {
+    path: String,
+    authority: String,
+}
 
 /// Set when the request stream failed (the client reset the call).
 #[derive(Clone)]
@@ -627,8 +634,16 @@ impl GrpcProtocol {
             let conn = conn.clone();
             let phase = call_phase.clone();
             async move {
-                let path = req.uri().path().to_owned();
-                req.extensions_mut().insert(CallPath(path));
+                let target = CallTarget {
+                    path: req.uri().path().to_owned(),
+                    authority: (req.uri().authority().map(|a| a.to_string()))
+                        .or_else(|| {
+                            let host = req.headers().get(http::header::HOST)?;
+                            host.to_str().ok().map(str::to_owned)
+                        })
+                        .unwrap_or_default(),
+                };
+                req.extensions_mut().insert(target);
                 Ok::<_, Infallible>(this.call(req, &conn, &phase).await)
             }
         });
