@@ -127,6 +127,11 @@ export interface Http2ServerOptions extends BaseServerOptions {
 }
 export interface GrpcServerOptions extends BaseServerOptions {
   ssl?: SSLConfig;
+  /**
+   * Serve gRPC server reflection (`grpc.reflection.v1` and `v1alpha`) built from the registered
+   * services' descriptors (default true; applies in place on `updateConfig`).
+   */
+  reflection?: boolean;
 }
 export interface WebSocketServerOptions extends BaseServerOptions {
   ssl?: SSLConfig;
@@ -341,7 +346,8 @@ export interface GrpcMethodDefinition {
 
 /**
  * gRPC over HTTP/2 (TLS with `ssl.enabled`). `RegisterService({ service, implementation })` with
- * grpc-js definitions; all four call kinds; UNIMPLEMENTED and grpc.health.v1 answered natively.
+ * grpc-js definitions; all four call kinds; UNIMPLEMENTED, grpc.health.v1 (Check, Watch) and server
+ * reflection answered natively.
  */
 export declare class GrpcServer extends BaseServer<GrpcServerOptions> {
   constructor(app: KoattyApplication, options: GrpcServerOptions | ListeningOptions);

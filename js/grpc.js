@@ -129,6 +129,7 @@ class ServerCall extends Duplex {
     this.request = undefined;
     this.cancelled = false;
     this._peer = peer;
+    this._host = flatValue(flat, ':authority') || flatValue(flat, 'host') || '';
     this._path = path;
     this._deadline = deadline;
     this._headSent = false;
@@ -155,8 +156,9 @@ class ServerCall extends Duplex {
     return this._deadline;
   }
 
+  /** The `:authority` the client called (grpc-js: `headers[':authority'] ?? headers.host`). */
   getHost() {
-    return this.metadata.get(':authority')[0] ?? '';
+    return this._host;
   }
 
   sendMetadata(metadata) {
@@ -235,6 +237,8 @@ class ServerCall extends Duplex {
   }
 
   _onInputEnd() {
+    // After a cancel the request stream is not complete: never report its end.
+    if (this.cancelled) return;
     if (this._method.requestStream) this.push(null);
     else this.emit('_unaryReady');
   }
@@ -299,6 +303,7 @@ class GrpcDispatcher {
     const added = [];
     for (const [name, method] of Object.entries(service)) {
       if (!method || typeof method.path !== 'string') continue;
+      this.collectDescriptors(method);
       const impl = implementation?.[name] ?? implementation?.[method.originalName];
       if (typeof impl !== 'function') continue;
       this.methods.set(method.path, { method, impl });
@@ -307,8 +312,39 @@ class GrpcDispatcher {
     return added;
   }
 
+  /**
+   * The serialised FileDescriptorProtos @grpc/proto-loader attaches to a method's request and
+   * response types (every file of the load, dependencies included), for server reflection.
+   * proto-loader shares one array per load, so most repeats are skipped by identity.
+   */
+  collectDescriptors(method) {
+    this.descriptorLists ??= new Set();
+    this.descriptors ??= new Map();
+    for (const type of [method.requestType, method.responseType]) {
+      const list = type?.fileDescriptorProtos;
+      if (!Array.isArray(list) || this.descriptorLists.has(list)) continue;
+      this.descriptorLists.add(list);
+      for (const file of list) {
+        if (!(file instanceof Uint8Array)) continue;
+        const bytes = Buffer.from(file.buffer, file.byteOffset, file.byteLength);
+        const key = bytes.toString('latin1');
+        if (!this.descriptors.has(key)) this.descriptors.set(key, bytes);
+      }
+    }
+  }
+
+  /** Distinct descriptor files seen so far (see collectDescriptors). */
+  descriptorFiles() {
+    return this.descriptors ? [...this.descriptors.values()] : [];
+  }
+
   paths() {
     return [...this.methods.keys()];
+  }
+
+  /** Paths of the registered methods whose request is a stream (client streaming and bidi). */
+  requestStreamPaths() {
+    return [...this.methods].filter(([, { method }]) => method.requestStream).map(([p]) => p);
   }
 
   /** A call arrived (Rust only announces registered paths). */

@@ -349,14 +349,19 @@ class WsServer extends HttpServer {
  * gRPC over HTTP/2 (plaintext, or TLS with `ssl: { enabled: true, ... }`). Services are registered
  * with `RegisterService({ service, implementation })` (grpc-js definitions), before or after Start;
  * unknown methods get UNIMPLEMENTED without entering JavaScript. The standard health service
- * `grpc.health.v1.Health/Check` is answered natively.
+ * `grpc.health.v1.Health` (Check, Watch) and server reflection (`grpc.reflection.v1` and
+ * `v1alpha`, unless `reflection: false`) are answered natively.
  */
 class GrpcServer extends BaseServer {
   constructor(app, options) {
+    if (options && options.reflection !== undefined && typeof options.reflection !== 'boolean') {
+      throw codedError('ERR_INVALID_CONFIG', 'ERR_INVALID_CONFIG: reflection: must be a boolean');
+    }
     super(app, options);
     Object.defineProperty(this, '_grpc', {
       value: new GrpcDispatcher((err) => this.emit('handlerError', err) || logger.error('gRPC handler failed', err)),
     });
+    this.publishServices();
   }
 
   defaultProtocol() {
@@ -373,7 +378,24 @@ class GrpcServer extends BaseServer {
   /** grpc-js `addService`: `{ service, implementation }`. */
   RegisterService(impl) {
     this._grpc.register(impl?.service, impl?.implementation);
-    this._native.setGrpcMethods(this._grpc.paths());
+    this.publishServices();
+  }
+
+  /** `reflection` applies in place. */
+  async updateConfig(partial) {
+    if (partial && partial.reflection !== undefined && typeof partial.reflection !== 'boolean') {
+      throw codedError('ERR_INVALID_CONFIG', 'ERR_INVALID_CONFIG: reflection: must be a boolean');
+    }
+    const result = await super.updateConfig(partial);
+    this.publishServices();
+    return result;
+  }
+
+  /** Tells the native side what to route, and what reflection describes. */
+  publishServices() {
+    const reflection = this.options.reflection === false ? null : this._grpc.descriptorFiles();
+    const problem = this._native.setGrpcMethods(this._grpc.paths(), this._grpc.requestStreamPaths(), reflection);
+    if (problem) logger.warn(`GrpcServer: server reflection lists service names only: ${problem}`);
   }
 
   onGrpcCall(bridge, id, path, headers, remoteAddress, remotePort) {

@@ -139,7 +139,9 @@ const sslGrpc: SSLConfig = { enabled: true, keyFile: 'server.key', certFile: 'se
 const httpsOpts: HttpsServerOptions = ConfigHelper.createHttpsConfig({ port: 0, ssl: ssl1 });
 const h2Opts: Http2ServerOptions = ConfigHelper.createHttp2Config({ port: 0, ssl: ssl2 });
 const h2cOpts: Http2ServerOptions = ConfigHelper.createHttp2Config({ port: 0, h2c: true, nativeEndpoints: { metrics: false } });
-const grpcOpts: GrpcServerOptions = ConfigHelper.createGrpcConfig({ port: 0, ssl: sslGrpc });
+const grpcOpts: GrpcServerOptions = ConfigHelper.createGrpcConfig({ port: 0, ssl: sslGrpc, reflection: false });
+const reflectionOn: boolean | undefined = grpcOpts.reflection;
+void reflectionOn;
 const wsOpts: WebSocketServerOptions = ConfigHelper.createWebSocketConfig({ port: 0, protocol: 'wss', ssl: { enabled: false } });
 const baseOpts: BaseServerOptions = { hostname: '::', port: 8080, protocol: 'http', trace: true, nativeEndpoints: true };
 

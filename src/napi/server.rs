@@ -7,6 +7,7 @@ use koatty_serve_core::bridge::{
     Bridge, BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink, WsOutbound,
 };
 use koatty_serve_core::config::ServerConfig;
+use koatty_serve_core::protocol::grpc::{GrpcRegistry, RequestShape};
 use koatty_serve_core::server::ServeHandle;
 use koatty_serve_core::tls::TlsSource;
 use napi::bindgen_prelude::JsValuesTupleIntoVec;
@@ -730,12 +731,35 @@ impl NativeServer {
         }
     }
 
-    /// The gRPC method paths (`/package.Service/Method`) served; others get UNIMPLEMENTED natively.
+    /// The gRPC method paths (`/package.Service/Method`) served, those of them whose request is a
+    /// stream, and the serialised `FileDescriptorProto`s for server reflection (`null` = no
+    /// reflection). Other paths get UNIMPLEMENTED natively. Returns why descriptors were rejected
+    /// (reflection then lists the service names only), or `null`.
     #[napi]
-    pub fn set_grpc_methods(&self, paths: Vec<String>) {
-        self.bridge
-            .grpc_methods()
-            .store(Arc::new(paths.into_iter().collect()));
+    pub fn set_grpc_methods(
+        &self,
+        paths: Vec<String>,
+        request_stream_paths: Vec<String>,
+        reflection_files: Option<Vec<Buffer>>,
+    ) -> Option<String> {
+        let streams: std::collections::HashSet<String> = request_stream_paths.into_iter().collect();
+        let registry = GrpcRegistry::new(paths.into_iter().map(|p| {
+            let shape = if streams.contains(&p) {
+                RequestShape::Stream
+            } else {
+                RequestShape::Single
+            };
+            (p, shape)
+        }));
+        let (registry, problem) = match reflection_files {
+            None => (registry, None),
+            Some(files) => {
+                let files: Vec<Vec<u8>> = files.iter().map(|f| f.to_vec()).collect();
+                registry.with_reflection(&files)
+            }
+        };
+        self.bridge.grpc_methods().store(registry);
+        problem
     }
 
     /// Sends a call's initial metadata (flat pairs; `-bin` values base64) now.

@@ -169,6 +169,8 @@ pub struct Metrics {
     pub(crate) rejected_connections: AtomicU64,
     /// Listeners accepting right now (a restart briefly has two); readiness needs one.
     listeners: std::sync::atomic::AtomicI64,
+    /// Mirrors `accepting()` for those who wait for it to change (the health service's Watch).
+    accepting_changed: tokio::sync::watch::Sender<bool>,
     requests_total: AtomicU64,
     requests_active: AtomicU64,
     requests_failed: AtomicU64,
@@ -224,6 +226,7 @@ impl Default for Metrics {
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
             listeners: std::sync::atomic::AtomicI64::new(0),
+            accepting_changed: tokio::sync::watch::Sender::new(false),
             requests_total: AtomicU64::new(0),
             requests_active: AtomicU64::new(0),
             requests_failed: AtomicU64::new(0),
@@ -252,15 +255,30 @@ impl Metrics {
 
     pub(crate) fn listener_started(&self) {
         self.listeners.fetch_add(1, Relaxed);
+        self.publish_accepting();
     }
 
     pub(crate) fn listener_stopped(&self) {
         self.listeners.fetch_sub(1, Relaxed);
+        self.publish_accepting();
+    }
+
+    /// Read under the channel's lock, so concurrent starts and stops publish the final value.
+    fn publish_accepting(&self) {
+        self.accepting_changed.send_if_modified(|published| {
+            let now = self.accepting();
+            std::mem::replace(published, now) != now
+        });
     }
 
     /// Whether a listener is accepting (readiness): false from the first shutdown step on.
     pub fn accepting(&self) -> bool {
         self.listeners.load(Relaxed) > 0
+    }
+
+    /// Follows `accepting()`.
+    pub fn watch_accepting(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.accepting_changed.subscribe()
     }
 
     pub(crate) fn connection_rejected(&self) {

@@ -15,6 +15,7 @@ const BASE: &[&str] = &[
     "ssl",
     "h2c",
     "nativeEndpoints",
+    "reflection",
 ];
 
 const POOL: &[&str] = &[

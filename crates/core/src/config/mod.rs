@@ -635,6 +635,21 @@ pub fn resolve_options(
             return Err(ConfigError::new("h2c", "must be a boolean"));
         }
     }
+    match input.get("reflection") {
+        Some(_) if protocol != Protocol::Grpc => {
+            return Err(ConfigError::new(
+                "reflection",
+                "only the grpc server serves reflection",
+            ))
+        }
+        None | Some(Value::Null) if protocol == Protocol::Grpc => {
+            out.insert("reflection".into(), Value::Bool(true));
+        }
+        Some(r) if !r.is_boolean() && !r.is_null() => {
+            return Err(ConfigError::new("reflection", "must be a boolean"));
+        }
+        _ => {}
+    }
     endpoints_from(input.get("nativeEndpoints"))?;
     if let Some(r) = input.get("reusePort") {
         if !r.is_boolean() && !r.is_null() {
@@ -710,6 +725,19 @@ mod tests {
         assert_eq!(c.port, 0);
         assert_eq!(c.protocol, Protocol::Http);
         assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn reflection_is_a_grpc_boolean_defaulting_to_on() {
+        let env = Environment::default();
+        let on = resolve_options(Protocol::Grpc, &json!({}), &env).unwrap();
+        assert_eq!(on["reflection"], json!(true));
+        let off = resolve_options(Protocol::Grpc, &json!({"reflection": false}), &env).unwrap();
+        assert_eq!(off["reflection"], json!(false));
+        let bad = resolve_options(Protocol::Grpc, &json!({"reflection": "no"}), &env);
+        assert_eq!(bad.unwrap_err().key, "reflection");
+        let http = resolve_options(Protocol::Http, &json!({"reflection": true}), &env);
+        assert_eq!(http.unwrap_err().key, "reflection");
     }
 
     #[test]
