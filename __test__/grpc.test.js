@@ -679,6 +679,25 @@ describe('GrpcServer: message size limits', () => {
   });
 });
 
+describe('GrpcServer: connectionTimeout', () => {
+  it('a quiet connection is closed (GOAWAY) after connectionTimeout; the client reconnects for the next call', async () => {
+    const { server, address } = await startServer({ options: { connectionPool: { connectionTimeout: 300 } } });
+    try {
+      const c = client(Echo, address);
+      const first = await call(c, 'Unary', { text: 'a' });
+      assert.equal(first.err, null);
+      assert.equal(server.connectionPool.getMetrics().activeConnections, 1);
+      const closed = await pollUntil(() => server.connectionPool.getMetrics().activeConnections, (n) => n === 0, { timeoutMs: 3000, intervalMs: 20 });
+      assert.equal(closed, 0, 'the quiet connection was closed');
+      const second = await call(c, 'Unary', { text: 'b' });
+      assert.equal(second.err, null, 'the next call reconnects');
+      assert.equal(server.connectionPool.getMetrics().totalConnections, 2);
+    } finally {
+      await stopServer(server);
+    }
+  });
+});
+
 describe('GrpcServer: gzip', () => {
   let ctx;
 

@@ -208,7 +208,7 @@ impl ProtocolParts for GrpcParts {
         bridge: &Bridge,
         local_addr: SocketAddr,
     ) {
-        let methods = bridge.grpc_methods().load().len();
+        let methods = bridge.grpc_methods().load().method_count();
         if methods == 0 {
             // Every call will be UNIMPLEMENTED (the health service still answers).
             tracing::warn!(%local_addr, "gRPC server listening with no registered method");

@@ -7,6 +7,7 @@
 pub mod health;
 pub mod reflection;
 
+use super::head_watch::{Activity, HeadWatch, Watched};
 use super::http::{accept_tls, drive, ConnectionParts, FirstRequest};
 use crate::bridge::grpc::{
     metadata_map, CallCancel, CallGuard, OutState, ResponseWatch, GRPC_HIGH_WATER_MARK,
@@ -180,6 +181,11 @@ impl GrpcRegistry {
 
     pub fn request_shape(&self, path: &str) -> Option<RequestShape> {
         self.methods.get(path).copied()
+    }
+
+    /// How many methods are registered.
+    pub fn method_count(&self) -> usize {
+        self.methods.len()
     }
 
     pub fn contains(&self, path: &str) -> bool {
@@ -625,7 +631,14 @@ impl GrpcProtocol {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let this = self.clone();
-        let first = Arc::new(FirstRequest::default());
+        // connectionTimeout: the socket stamps when bytes last moved; a quiet connection gets GOAWAY.
+        let idle = self
+            .limits
+            .load()
+            .connection_timeout
+            .map(|limit| (limit, Activity::new()));
+        let watch = HeadWatch::new(idle.as_ref().map(|(_, a)| a.clone()));
+        let first = Arc::new(FirstRequest::with_idle(idle));
         let begun = first.clone();
         let call_phase = phase.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
@@ -658,7 +671,7 @@ impl GrpcProtocol {
                 .keep_alive_timeout(h2.keep_alive_timeout);
         }
         drive(
-            b.serve_connection(TokioIo::new(io), service),
+            b.serve_connection(TokioIo::new(Watched::new(io, watch)), service),
             phase,
             first,
             |c| c.graceful_shutdown(),
