@@ -397,6 +397,29 @@ describe('GrpcServer: the four call kinds, metadata and status (plaintext h2c)',
     assert.deepEqual([...r.status.metadata.get('x-trailer-bin')[0]], [0x01, 0x02, 0x03, 0xfa]);
   });
 
+  it('call.metadata holds the same keys as under a grpc-js server for the same call (grpc-trace-bin kept; transport headers removed)', async () => {
+    const send = () => md({ 'x-app': 'a', 'grpc-trace-bin': Buffer.from([1, 2, 3]), 'grpc-tags-bin': Buffer.from([4]) });
+    const keysUnder = async (address, seenOf) => {
+      const c = client(Echo, address, grpc.credentials.createInsecure(), { 'grpc.default_compression_algorithm': 2 });
+      const r = await call(c, 'Unary', { message: 'keys' }, { metadata: send(), deadline: Date.now() + 5000 });
+      assert.equal(r.err, null);
+      return Object.keys(seenOf().toJSON()).sort();
+    };
+    // The reference: @grpc/grpc-js's own server with a handler that records call.metadata.
+    const reference = new grpc.Server();
+    let refSeen;
+    reference.addService(Echo.service, { Unary(call, cb) { refSeen = call.metadata; cb(null, { message: 'ok' }); } });
+    const refPort = await new Promise((resolve, reject) => reference.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    try {
+      const expected = await keysUnder(`127.0.0.1:${refPort}`, () => refSeen);
+      const native = await keysUnder(ctx.address, () => ctx.state.calls.at(-1).metadata);
+      assert.deepEqual(native, expected);
+      assert.ok(expected.includes('grpc-trace-bin') && !expected.includes('grpc-accept-encoding'), `reference keys ${expected}`);
+    } finally {
+      reference.forceShutdown();
+    }
+  });
+
   it('every status code 1–16 with its details; error metadata becomes trailers', async () => {
     for (let code = 1; code <= 16; code++) {
       const details = `failing with ${code}`;

@@ -78,17 +78,24 @@ class Metadata {
     return out;
   }
 
-  /** From the flat `[name, value, …]` list the server receives (`-bin` values base64). */
+  /**
+   * From the flat `[name, value, …]` list the server receives (`-bin` values base64). The headers
+   * grpc-js's server removes are removed here too (server-interceptors.js); other `grpc-*` keys
+   * such as `grpc-trace-bin` stay visible, as there.
+   */
   static fromFlat(flat) {
     const md = new Metadata();
     for (let i = 0; i < flat.length; i += 2) {
       const name = flat[i];
-      if (name.startsWith(':') || name === 'content-type' || name === 'te' || name.startsWith('grpc-')) continue;
+      if (name.startsWith(':') || TRANSPORT_HEADERS.has(name)) continue;
       md.add(name, name.endsWith('-bin') ? Buffer.from(flat[i + 1], 'base64') : flat[i + 1]);
     }
     return md;
   }
 }
+
+/** Request headers that are transport, not metadata (the ones grpc-js's server removes). */
+const TRANSPORT_HEADERS = new Set(['grpc-timeout', 'grpc-encoding', 'grpc-accept-encoding', 'accept-encoding', 'te', 'content-type']);
 
 /** Entries of our Metadata, a grpc-js Metadata (internalRepr or toJSON), or a plain object. */
 function toEntries(md) {
