@@ -44,6 +44,12 @@ const SERVERS = [
   { name: 'node-h2-compat', group: 'h2', proto: 'h2', script: 'servers/node-h2-compat.js', baseline: true, desc: 'node:http2 createSecureServer({key, cert, allowHTTP1:true}), hello on \'request\' (compat API)' },
   { name: 'node-h2-stream', group: 'h2', proto: 'h2', script: 'servers/node-h2-stream.js', desc: 'the same server, hello on \'stream\' (stream.respond + stream.end)' },
   { name: 'native-h2-bare', group: 'h2', proto: 'h2', script: 'servers/native-h2-bare.js', native: true, compare: ['node-h2-stream'], desc: 'native Http2Server (h2 via ALPN), compat-style hello handler, fake app' },
+  // Issue 7: the cost of per-request metrics (KOATTY_SERVE_METRICS=off skips them), and the native
+  // /healthz (answered in Rust) against node:http's hello, judged by CPU per request (decisions §20).
+  { name: 'native-bare-nometrics', group: 'bookkeeping', script: 'servers/native-bare.js', native: true, baseline: true, env: { KOATTY_SERVE_METRICS: 'off' }, desc: 'native HttpServer, fake app, per-request metrics off (KOATTY_SERVE_METRICS=off)' },
+  { name: 'native-bare-metrics', group: 'bookkeeping', script: 'servers/native-bare.js', native: true, desc: 'the same with per-request metrics (the default)' },
+  { name: 'node-http-hello', group: 'healthz', script: 'servers/node-http-bare.js', baseline: true, desc: 'node:http, res.end(\'hello\')' },
+  { name: 'native-healthz', group: 'healthz', script: 'servers/native-healthz.js', native: true, path: '/healthz', body: 'ok', desc: 'native HttpServer with nativeEndpoints, GET /healthz (Rust, no JS)' },
 ];
 for (const s of SERVERS) s.proto = s.proto || 'http';
 const GROUP_TITLES = {
@@ -52,15 +58,19 @@ const GROUP_TITLES = {
   'koatty-info': 'Koatty app, access log at info (ratios vs koatty-js-info)',
   https: 'HTTPS, HTTP/1.1 over TLS, bare servers (ratios vs node-https-bare)',
   h2: 'HTTP/2 over TLS, bare servers (ratios vs node-h2-compat)',
+  bookkeeping: 'metrics bookkeeping: native bare with per-request metrics vs without (ratios vs native-bare-nometrics)',
+  healthz: 'native /healthz vs node:http hello (ratios vs node-http-hello; judged by CPU µs/req)',
 };
 const GROUPS = Object.keys(GROUP_TITLES);
 // --group accepts group names and these aliases.
-const GROUP_ALIASES = { http1: ['bare', 'koatty', 'koatty-info'], tls: ['https', 'h2'], all: GROUPS };
+const GROUP_ALIASES = { http1: ['bare', 'koatty', 'koatty-info'], tls: ['https', 'h2'], pool: ['bookkeeping', 'healthz'], all: GROUPS };
 // Targets checked in the markdown (issue 4): row ÷ base, paired per round, median.
 const TARGETS = [
   { issue: 4, server: 'native-https-bare', vs: 'node-https-bare', metric: 'reqPerSec', min: 1.5 },
   { issue: 4, server: 'native-h2-bare', vs: 'node-h2-compat', metric: 'reqPerSec', min: 3 },
   { issue: 4, server: 'native-h2-bare', vs: 'node-h2-stream', metric: 'reqPerSec', min: 1.5 },
+  { issue: 7, server: 'native-bare-metrics', vs: 'native-bare-nometrics', metric: 'reqPerSec', min: 0.97 },
+  { issue: 7, server: 'native-healthz', vs: 'node-http-hello', metric: 'cpuUsPerReq', max: 0.5 },
 ];
 
 // ---------------------------------------------------------------- options
@@ -439,6 +449,7 @@ function startServer(server, logFile, ctx) {
   const extra = {};
   if (server.proto !== 'http') { extra.BENCH_TLS_KEY = ctx.tls.keyPath; extra.BENCH_TLS_CERT = ctx.tls.certPath; }
   if (server.native && ctx.nativeRoot) extra.BENCH_NATIVE_ROOT = ctx.nativeRoot;
+  Object.assign(extra, server.env);
   if (server.script) {
     args = [path.join(BENCH, server.script)];
     cwd = BENCH;
@@ -480,9 +491,9 @@ async function stopServer(h) {
   if (current === h.child) current = null;
 }
 
-function getOnce(port) {
+function getOnce(port, urlPath = '/') {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 5000 }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: 5000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { body += d; });
@@ -567,14 +578,15 @@ async function runOne(server, round, ctx) {
 
   // One plain request first: correct answer, from the expected server.
   let probe;
-  const probeFn = { http: () => getOnce(info.port), https: () => getOnceTls(info.port, ctx.tls.cert), h2: () => getOnceH2(info.port, ctx.tls.cert) }[server.proto];
+  const probeFn = { http: () => getOnce(info.port, server.path), https: () => getOnceTls(info.port, ctx.tls.cert), h2: () => getOnceH2(info.port, ctx.tls.cert) }[server.proto];
   try { probe = await probeFn(); } catch (e) { return fail(`${server.name}: GET / (${server.proto}) failed: ${e.message}`); }
-  if (probe.status !== 200 || probe.body !== 'hello' || !/^text\/plain/.test(probe.headers['content-type'] || '')) {
-    return fail(`${server.name}: GET / answered ${probe.status} ${JSON.stringify(probe.headers['content-type'])} ${JSON.stringify(probe.body.slice(0, 200))}, expected 200 text/plain "hello"`);
+  const expectBody = server.body || 'hello';
+  if (probe.status !== 200 || probe.body !== expectBody || !/^text\/plain/.test(probe.headers['content-type'] || '')) {
+    return fail(`${server.name}: GET ${server.path || '/'} answered ${probe.status} ${JSON.stringify(probe.headers['content-type'])} ${JSON.stringify(probe.body.slice(0, 200))}, expected 200 text/plain "${expectBody}"`);
   }
   if (server.proto === 'h2' && probe.tls.alpn !== 'h2') return fail(`${server.name}: ALPN negotiated ${JSON.stringify(probe.tls.alpn)}, expected h2`);
 
-  const url = `${server.proto === 'http' ? 'http' : 'https'}://127.0.0.1:${info.port}/`;
+  const url = `${server.proto === 'http' ? 'http' : 'https'}://127.0.0.1:${info.port}${server.path || '/'}`;
   const h2LogFile = server.proto === 'h2' && ctx.opts.h2Log ? path.join(ctx.logDir, 'h2load-requests.log') : null;
   const load = (secs, measured) => (server.proto === 'h2'
     ? runH2load(ctx.h2loadPath, url, secs, ctx.opts, measured ? h2LogFile : null)
@@ -804,8 +816,12 @@ function markdown(ctx, summary, skipped, failures, noisy) {
       const sum = summary[t.server];
       const q = sum.vs === t.vs ? sum.ratio : (sum.extraRatios || {})[t.vs];
       const st = q && q[t.metric];
-      const verdict = !st || st.median == null ? 'no data' : st.median >= t.min ? (st.min >= t.min ? 'met' : 'met on the median (not every round)') : 'missed';
-      return [`issue ${t.issue}: ${t.server} ≥ ${t.min}× ${t.vs} ${t.metric === 'reqPerSec' ? 'req/s' : t.metric}`, ratioCell(st), verdict];
+      // `min`: the ratio must reach it (throughput); `max`: stay under it (CPU per request).
+      const ok = (x) => (t.max != null ? x <= t.max : x >= t.min);
+      const worst = t.max != null ? st && st.max : st && st.min;
+      const verdict = !st || st.median == null ? 'no data' : ok(st.median) ? (ok(worst) ? 'met' : 'met on the median (not every round)') : 'missed';
+      const bound = t.max != null ? `≤ ${t.max}×` : `≥ ${t.min}×`;
+      return [`issue ${t.issue}: ${t.server} ${bound} ${t.vs} ${t.metric === 'reqPerSec' ? 'req/s' : t.metric}`, ratioCell(st), verdict];
     })));
     out.push('');
   }

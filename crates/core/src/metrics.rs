@@ -164,6 +164,9 @@ impl History {
 
 pub struct Metrics {
     started: Instant,
+    /// Per-request counting (off only with `KOATTY_SERVE_METRICS=off`, to measure its cost);
+    /// connection counts and readiness are kept either way.
+    per_request: bool,
     pub(crate) active_connections: AtomicU64,
     pub(crate) total_connections: AtomicU64,
     pub(crate) rejected_connections: AtomicU64,
@@ -222,6 +225,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             started: Instant::now(),
+            per_request: per_request_metrics(),
             active_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
@@ -240,6 +244,22 @@ impl Default for Metrics {
             history: History::new(),
         }
     }
+}
+
+/// `KOATTY_SERVE_METRICS=off` (or 0/false/no) turns per-request metrics off: a benchmark switch
+/// (bench/run.js `--group bookkeeping`), read once per process.
+fn per_request_metrics() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("KOATTY_SERVE_METRICS")
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+                .as_str(),
+            "off" | "0" | "false" | "no"
+        )
+    })
 }
 
 impl Metrics {
@@ -286,6 +306,9 @@ impl Metrics {
     }
 
     pub(crate) fn request_started(&self) {
+        if !self.per_request {
+            return;
+        }
         self.requests_total.fetch_add(1, Relaxed);
         self.requests_active.fetch_add(1, Relaxed);
     }
@@ -295,11 +318,17 @@ impl Metrics {
     }
 
     pub(crate) fn bytes_received(&self, n: usize) {
+        if !self.per_request {
+            return;
+        }
         self.bytes_in.fetch_add(n as u64, Relaxed);
     }
 
     /// A response completed: its status, body bytes and time since the request was handed over.
     pub(crate) fn request_finished(&self, status: u16, bytes: usize, latency: Duration) {
+        if !self.per_request {
+            return;
+        }
         self.requests_active.fetch_sub(1, Relaxed);
         self.bytes_out.fetch_add(bytes as u64, Relaxed);
         self.latency.record(latency);
@@ -314,6 +343,9 @@ impl Metrics {
     }
 
     pub(crate) fn request_failed(&self) {
+        if !self.per_request {
+            return;
+        }
         self.requests_active.fetch_sub(1, Relaxed);
         self.requests_failed.fetch_add(1, Relaxed);
         let slot = self.history.slot();
@@ -322,12 +354,18 @@ impl Metrics {
     }
 
     pub(crate) fn request_aborted(&self) {
+        if !self.per_request {
+            return;
+        }
         self.requests_active.fetch_sub(1, Relaxed);
         self.requests_aborted.fetch_add(1, Relaxed);
     }
 
     /// Counted in addition to the abort that removes the entry.
     pub(crate) fn request_timed_out(&self) {
+        if !self.per_request {
+            return;
+        }
         self.requests_timed_out.fetch_add(1, Relaxed);
         // A timed-out request is a request of its second too (its abort is not counted there), so
         // a window where everything times out shows an error rate of 1, not 0.
