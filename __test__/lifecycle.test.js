@@ -832,3 +832,77 @@ describe('reusePort: several processes on one port', () => {
     }
   });
 });
+
+// ---------------------------------------------------------------------------------------------------
+
+describe('updateConfig: protocol settings at run time, TLS switched on by a restart', () => {
+  it('HTTP/2 maxConcurrentStreams changes in place: new sessions are told the new limit', async () => {
+    const http2 = require('http2');
+    const { server, port } = await serve('http2', { h2c: true, ssl: undefined, connectionPool: { protocolSpecific: { maxConcurrentStreams: 50 } } });
+    const settingsOf = async () => {
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      session.on('error', () => {});
+      try {
+        const remote = await withTimeout(new Promise((resolve) => session.once('remoteSettings', resolve)), 3000, 'SETTINGS');
+        return remote.maxConcurrentStreams;
+      } finally {
+        session.destroy();
+      }
+    };
+    try {
+      assert.equal(await settingsOf(), 50);
+      const r = await server.updateConfig({ connectionPool: { protocolSpecific: { maxConcurrentStreams: 7 } } });
+      assert.deepEqual(r, { changedKeys: ['connectionPool.protocolSpecific.maxConcurrentStreams'], requiresRestart: false, restarted: false });
+      assert.equal(await settingsOf(), 7, 'a session opened after the change');
+      assert.equal(server.server.address().port, port, 'no restart');
+    } finally {
+      await cleanup(server);
+    }
+  });
+
+  it('WebSocket pingInterval changes in place: a connection opened afterwards is pinged at the new interval', async () => {
+    const WebSocket = require('ws');
+    const { WsServer } = require('..');
+    const app = { callback: () => () => {} };
+    const server = new WsServer(app, { hostname: '127.0.0.1', port: 0, protocol: 'ws', connectionPool: { protocolSpecific: { pingInterval: 60000 } } });
+    const port = await start(server);
+    try {
+      const r = await server.updateConfig({ connectionPool: { protocolSpecific: { pingInterval: 150 } } });
+      assert.equal(r.restarted, false);
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+      const pings = [];
+      ws.on('ping', () => pings.push(Date.now()));
+      await withTimeout(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); }), 3000, 'ws open');
+      await sleep(700);
+      ws.terminate();
+      assert.ok(pings.length >= 2, `pinged ${pings.length} times in 700 ms (pingInterval 150, was 60000)`);
+    } finally {
+      await cleanup(server);
+    }
+  });
+
+  it('ssl key/cert given to a plaintext gRPC server restart it with TLS (not a silent no-op)', async () => {
+    const grpc = require('@grpc/grpc-js');
+    const protoLoader = require('@grpc/proto-loader');
+    const { GrpcServer } = require('..');
+    const server = new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc' });
+    const port = await start(server);
+    try {
+      const r = await server.updateConfig({ ssl: { enabled: true, key: certs.server.key, cert: certs.server.cert } });
+      assert.deepEqual(r.requiresRestart, true);
+      assert.deepEqual(r.restarted, true);
+      const { Health } = grpc.loadPackageDefinition(protoLoader.loadSync(path.join(__dirname, 'protos', 'grpc', 'health', 'v1', 'health.proto'), { enums: String })).grpc.health.v1;
+      const now = server.server.address().port;
+      const c = new Health(`127.0.0.1:${now}`, grpc.credentials.createSsl(Buffer.from(certs.ca.certPem)), { 'grpc.ssl_target_name_override': 'localhost' });
+      try {
+        const reply = await withTimeout(new Promise((resolve, reject) => c.Check({ service: '' }, (e, v) => (e ? reject(e) : resolve(v)))), 5000, 'Check over TLS');
+        assert.equal(reply.status, 'SERVING');
+      } finally {
+        c.close();
+      }
+      assert.equal(now, port, 'the same address (socket handed over)');
+    } finally {
+      await cleanup(server);
+    }
+  });
+});

@@ -93,7 +93,7 @@ const HELP = `Usage: node bench/run.js [options]      (or: npm run bench -- [opt
   --quick           smoke run: 1 round, -d3s, 1 s warm-up (env BENCH_QUICK=1); explicit options win
   --group a,b       only these groups                   (env BENCH_GROUP, default all)
                     groups: ${GROUPS.join(', ')}
-                    aliases: http1 = bare,koatty,koatty-info; tls = https,h2; all
+                    aliases: http1 = bare,koatty,koatty-info; tls = https,h2; pool = bookkeeping,healthz; all
   --only a,b        only these servers                  (env BENCH_ONLY)
   --skip a,b        not these servers                   (env BENCH_SKIP)
   --allow-debug     run the native rows even if the addon is not a release build (loud warning)

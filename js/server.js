@@ -212,8 +212,14 @@ class BaseServer extends EventEmitter {
     const { next, changedKeys, requiresRestart } = analyzeConfigChanges(this.options, partial);
     if (changedKeys.length === 0) return { changedKeys, requiresRestart: false, restarted: false };
     if (!requiresRestart) {
-      this.applyConfigChanges(next);
-      return { changedKeys, requiresRestart: false, restarted: false };
+      try {
+        this.applyConfigChanges(next);
+        return { changedKeys, requiresRestart: false, restarted: false };
+      } catch (err) {
+        // The native side knows better in one case the key names cannot show: TLS switched on or
+        // off through the ssl section (e.g. ssl.key/cert given to a plaintext gRPC server).
+        if (err.code !== 'ERR_RESTART_REQUIRED') throw err;
+      }
     }
     await this.gracefulRestart(next);
     return { changedKeys, requiresRestart: true, restarted: true };

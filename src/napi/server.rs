@@ -395,8 +395,12 @@ impl NativeServer {
             }
             now.adopt(new_tls);
         }
+        if current.tls.is_some() != next.tls.is_some() {
+            return Some("ERR_RESTART_REQUIRED: turning TLS on or off needs a restart".to_string());
+        }
         if let Some(l) = self.listener() {
             l.update_limits(next.config.limits.clone());
+            l.update_settings(&next.config);
         }
         self.bridge
             .set_max_in_flight(next.config.limits.max_in_flight);

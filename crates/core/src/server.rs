@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct ServeHandle {
     bridge: Bridge,
     server: Server,
+    /// The protocol part, for settings changed at run time.
+    handler: Arc<dyn ConnectionHandler>,
     protocol: Protocol,
     limits: LiveLimits,
 }
@@ -51,11 +53,13 @@ impl ServeHandle {
         let parts = protocol_parts(config);
         let limits = initialize_connection_pool(config);
         let handler = parts.create_protocol_server(config, &bridge, &limits, tls);
-        let server = configure_server_options(config, handler, &bridge, &limits, listener).await?;
+        let server =
+            configure_server_options(config, handler.clone(), &bridge, &limits, listener).await?;
         parts.perform_protocol_specific_initialization(config, &bridge, server.local_addr());
         Ok(ServeHandle {
             bridge,
             server,
+            handler,
             protocol: config.protocol,
             limits,
         })
@@ -85,6 +89,12 @@ impl ServeHandle {
     /// requests, header limits to new connections. Open connections are not touched.
     pub fn update_limits(&self, limits: Limits) {
         self.limits.store(Arc::new(limits));
+    }
+
+    /// Applies changed protocol settings (HTTP/2, WebSocket, gRPC `protocolSpecific`) to
+    /// connections that open afterwards; open ones keep theirs.
+    pub fn update_settings(&self, config: &ServerConfig) {
+        self.handler.update_settings(config);
     }
 
     /// The lifecycle, for the shutdown steps (`stop_accepting`, `begin_draining`, `wait_closed`,

@@ -56,6 +56,9 @@ pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// The protocol-specific part of a server.
 pub trait ConnectionHandler: Send + Sync + 'static {
+    /// Takes protocol settings changed at run time (`updateConfig`); new connections use them.
+    fn update_settings(&self, _config: &ServerConfig) {}
+
     /// Serves one accepted connection until it closes, draining when the phase says so.
     fn serve(
         self: Arc<Self>,

@@ -8,9 +8,10 @@ use crate::bridge::{
     simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody,
     INLINE_BODY_LIMIT,
 };
-use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, WsSettings};
+use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::{PeerInfo, TlsSource};
+use arc_swap::ArcSwapOption;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -71,11 +72,12 @@ pub struct HttpProtocol {
     bridge: Bridge,
     limits: LiveLimits,
     tls: Option<Arc<TlsSource>>,
-    /// `None`: HTTP/1.1 only.
-    http2: Option<Http2Settings>,
+    /// `None`: HTTP/1.1 only. Swapped by `updateConfig` (new connections take the new one).
+    http2: ArcSwapOption<Http2Settings>,
     endpoints: Endpoints,
-    /// `Some`: upgrade requests become WebSocket connections (the `ws`/`wss` server).
-    websocket: Option<WsSettings>,
+    /// `Some`: upgrade requests become WebSocket connections (the `ws`/`wss` server). Swapped by
+    /// `updateConfig` (new WebSockets take the new one).
+    websocket: ArcSwapOption<WsSettings>,
 }
 
 impl HttpProtocol {
@@ -91,9 +93,9 @@ impl HttpProtocol {
             bridge,
             limits,
             tls,
-            http2,
+            http2: ArcSwapOption::from(http2.map(Arc::new)),
             endpoints,
-            websocket,
+            websocket: ArcSwapOption::from(websocket.map(Arc::new)),
         }
     }
 
@@ -232,7 +234,7 @@ impl HttpProtocol {
                 return answer;
             }
         }
-        if let Some(settings) = &self.websocket {
+        if let Some(settings) = &*self.websocket.load() {
             if ws::is_upgrade(req.headers(), req.method()) {
                 return self.upgrade(req, conn, settings);
             }
@@ -330,7 +332,8 @@ impl HttpProtocol {
             async move { Ok::<_, Infallible>(this.handle(req, &info).await) }
         });
         // Sockets are watched for slow HTTP/1 request heads (408) and for connectionTimeout.
-        let header_timeout = match (mode, &self.http2) {
+        let http2 = self.http2.load_full();
+        let header_timeout = match (mode, http2.as_deref()) {
             (Mode::Http2, Some(settings)) => {
                 let conn = self
                     .http2_builder(settings)
@@ -345,7 +348,7 @@ impl HttpProtocol {
                 let ended = drive(conn, phase, first, |c| c.graceful_shutdown()).await;
                 matches!(ended, Some(Err(e)) if is_header_timeout(&*e))
             }
-            _ if self.websocket.is_some() => {
+            _ if self.websocket.load().is_some() => {
                 let conn = self
                     .http1_builder()
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service)
@@ -540,6 +543,20 @@ fn closing(status: StatusCode) -> Response<ResponseBody> {
 }
 
 impl ConnectionHandler for HttpProtocol {
+    fn update_settings(&self, config: &ServerConfig) {
+        // Whether HTTP/2 or WebSockets are served at all does not change without a restart.
+        if self.http2.load().is_some() {
+            if let Some(h2) = &config.http2 {
+                self.http2.store(Some(Arc::new(h2.clone())));
+            }
+        }
+        if self.websocket.load().is_some() {
+            if let Some(ws) = &config.websocket {
+                self.websocket.store(Some(Arc::new(ws.clone())));
+            }
+        }
+    }
+
     fn serve(
         self: Arc<Self>,
         stream: TcpStream,
@@ -550,7 +567,7 @@ impl ConnectionHandler for HttpProtocol {
             let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
             let Some(tls) = self.tls.clone() else {
                 // Cleartext HTTP/2 (prior knowledge) is told apart from HTTP/1.1 by its preface.
-                let mode = if self.http2.as_ref().is_some_and(|s| s.cleartext) {
+                let mode = if self.http2.load().as_ref().is_some_and(|s| s.cleartext) {
                     Mode::Detect
                 } else {
                     Mode::Http1
@@ -574,7 +591,9 @@ impl ConnectionHandler for HttpProtocol {
             } else {
                 Mode::Http1
             };
-            if matches!(mode, Mode::Http1) && self.http2.as_ref().is_some_and(|h| !h.allow_http1) {
+            if matches!(mode, Mode::Http1)
+                && self.http2.load().as_ref().is_some_and(|h| !h.allow_http1)
+            {
                 // HTTP/2 only (`allowHTTP1: false`) and the client did not choose h2: refuse it.
                 tracing::debug!(%remote, "client without h2 ALPN refused (allowHTTP1 is false)");
                 return;

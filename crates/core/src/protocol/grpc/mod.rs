@@ -13,7 +13,7 @@ use crate::bridge::grpc::{
     metadata_map, CallCancel, CallGuard, OutState, ResponseWatch, GRPC_HIGH_WATER_MARK,
 };
 use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead};
-use crate::config::{GrpcSettings, LiveLimits};
+use crate::config::{GrpcSettings, LiveLimits, ServerConfig};
 use crate::lifecycle::{BoxFuture, ConnectionHandler, PhaseSignal};
 use crate::tls::TlsSource;
 use arc_swap::ArcSwap;
@@ -105,7 +105,8 @@ pub struct GrpcProtocol {
     bridge: Bridge,
     limits: LiveLimits,
     tls: Option<Arc<TlsSource>>,
-    settings: GrpcSettings,
+    /// Swapped by `updateConfig`: calls and connections that start afterwards take the new one.
+    settings: ArcSwap<GrpcSettings>,
     /// Registered methods; others are UNIMPLEMENTED.
     methods: MethodRegistry,
 }
@@ -214,7 +215,7 @@ impl GrpcProtocol {
             bridge,
             limits,
             tls,
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             methods,
         }
     }
@@ -239,9 +240,10 @@ impl GrpcProtocol {
             }
             return Status::unimplemented(format!("method {path} is not implemented")).into_http();
         };
+        let settings = self.settings.load();
         let mut grpc = Grpc::new(RawCodec)
-            .max_decoding_message_size(self.settings.max_receive_message_length)
-            .max_encoding_message_size(self.settings.max_send_message_length)
+            .max_decoding_message_size(settings.max_receive_message_length)
+            .max_encoding_message_size(settings.max_send_message_length)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
         let deadline = req
@@ -589,6 +591,12 @@ async fn pump_requests(
 }
 
 impl ConnectionHandler for GrpcProtocol {
+    fn update_settings(&self, config: &ServerConfig) {
+        if let Some(settings) = &config.grpc {
+            self.settings.store(Arc::new(settings.clone()));
+        }
+    }
+
     fn serve(
         self: Arc<Self>,
         stream: TcpStream,
@@ -661,7 +669,8 @@ impl GrpcProtocol {
             }
         });
         let mut b = http2::Builder::new(TokioExecutor::new());
-        let h2 = &self.settings.http2;
+        let settings = self.settings.load();
+        let h2 = &settings.http2;
         b.timer(TokioTimer::new())
             .max_concurrent_streams(h2.max_concurrent_streams)
             .max_header_list_size(h2.max_header_list_size)
