@@ -314,13 +314,7 @@ impl HttpProtocol {
             phase: phase.clone(),
             ..info
         });
-        let idle = self
-            .limits
-            .load()
-            .connection_timeout
-            .map(|limit| (limit, Activity::new()));
-        let head_watch = HeadWatch::new(idle.as_ref().map(|(_, a)| a.clone()));
-        let first = Arc::new(FirstRequest::with_idle(idle));
+        let (head_watch, first) = watch_connection(&self.limits.load());
         let this = self.clone();
         let begun = first.clone();
         let heads = head_watch.clone();
@@ -413,6 +407,16 @@ pub(crate) async fn drive<C: Future>(
             _ = forced_signal.reached(Phase::Forced) => return None,
         }
     }
+}
+
+/// What a connection task watches: its socket (a begun request head, and when bytes last moved if
+/// there is a `connectionTimeout`) and its first request.
+pub(crate) fn watch_connection<I>(limits: &Limits) -> (Arc<HeadWatch<I>>, Arc<FirstRequest>) {
+    let idle = limits
+        .connection_timeout
+        .map(|limit| (limit, Activity::new()));
+    let watch = HeadWatch::new(idle.as_ref().map(|(_, a)| a.clone()));
+    (watch, Arc::new(FirstRequest::with_idle(idle)))
 }
 
 /// How long a draining connection that has not begun its first request waits for one.

@@ -7,8 +7,8 @@
 pub mod health;
 pub mod reflection;
 
-use super::head_watch::{Activity, HeadWatch, Watched};
-use super::http::{accept_tls, drive, ConnectionParts, FirstRequest};
+use super::head_watch::Watched;
+use super::http::{accept_tls, drive, watch_connection, ConnectionParts};
 use crate::bridge::grpc::{
     metadata_map, CallCancel, CallGuard, OutState, ResponseWatch, GRPC_HIGH_WATER_MARK,
 };
@@ -657,13 +657,7 @@ impl GrpcProtocol {
     {
         let this = self.clone();
         // connectionTimeout: the socket stamps when bytes last moved; a quiet connection gets GOAWAY.
-        let idle = self
-            .limits
-            .load()
-            .connection_timeout
-            .map(|limit| (limit, Activity::new()));
-        let watch = HeadWatch::new(idle.as_ref().map(|(_, a)| a.clone()));
-        let first = Arc::new(FirstRequest::with_idle(idle));
+        let (watch, first) = watch_connection(&self.limits.load());
         let begun = first.clone();
         let call_phase = phase.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
