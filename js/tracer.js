@@ -47,6 +47,13 @@ const kOnLean = Symbol('koattyServe.onLeanTracer');
 // when the request is handed to JavaScript, before ctx.startTime) is re-armed in JavaScript.
 const EARLY_TIMEOUT_TOLERANCE_MS = 20;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * How much of the native path ran (process-wide; read by the differential tests to prove it):
+ * access lines written natively, timeouts answered after the native timer fired or its JS
+ * take-over, JS take-overs of the native timer.
+ */
+const stats = { nativeLines: 0, nativeTimeouts: 0, timerTakeovers: 0 };
 const LEVELS = { debug: 7, info: 6, warning: 4, error: 3 };
 const SHUTDOWN_BODY = 'Server is in the process of shutting down';
 
@@ -227,6 +234,7 @@ function createAccessLog(L, loggerFile) {
       && typeof path === 'string' && Number.isInteger(status) && status >= -2147483648 && status <= 2147483647
       && Number.isFinite(startTime) && transport.eol === '\n' && console._stdout === process.stdout
       && process.stdout.writableLength === 0) {
+      stats.nativeLines++;
       const rest = native(failed, action, status, startTime, requestId, path);
       if (rest !== null && rest !== undefined) process.stdout.write(rest);
       return;
@@ -400,6 +408,7 @@ function createLeanTrace(app, mods, cfg) {
   };
 
   function armJsTimer(res, ms) {
+    stats.timerTakeovers++;
     res._traceState = TRACE_JS;
     res._traceTimer = setTimeout(fireHttpTimeout, Math.max(0, ms), res, res._traceCtx);
   }
@@ -410,6 +419,7 @@ function createLeanTrace(app, mods, cfg) {
     if (res._traceState !== TRACE_NATIVE && res._traceState !== TRACE_JS) return;
     res._traceState = TRACE_FIRED;
     res._traceTimer = null;
+    stats.nativeTimeouts++;
     const answer = () => settleLikeCore(ctx, () => catcher(ctx, new Exception('Request Timeout', 1, 408)));
     const store = app.ctxStorage;
     if (store && typeof store.run === 'function' && store.getStore() !== ctx) store.run(ctx, answer);
@@ -727,4 +737,4 @@ function koattyDefaultLogger(app) {
   }
 }
 
-module.exports = { installTracer, isKoattyApp, createLeanTrace, respond, koattyDefaultLogger };
+module.exports = { installTracer, isKoattyApp, createLeanTrace, respond, koattyDefaultLogger, stats };
