@@ -234,10 +234,17 @@ function createAccessLog(L, loggerFile) {
       && typeof path === 'string' && Number.isInteger(status) && status >= -2147483648 && status <= 2147483647
       && Number.isFinite(startTime) && transport.eol === '\n' && console._stdout === process.stdout
       && process.stdout.writableLength === 0) {
-      stats.nativeLines++;
-      const rest = native(failed, action, status, startTime, requestId, path);
-      if (rest !== null && rest !== undefined) process.stdout.write(rest);
-      return;
+      let rest;
+      try {
+        rest = native(failed, action, status, startTime, requestId, path);
+      } catch {
+        rest = undefined; // no local time after all (ERR_TRACE_LOCAL_TIME): written below
+      }
+      if (rest !== undefined) {
+        stats.nativeLines++;
+        if (rest !== null) process.stdout.write(rest);
+        return;
+      }
     }
     const now = Date.now();
     write(how, failed, `{"action":"${action}","status":"${status}","startTime":"${startTime}","duration":"${(now - startTime) || 0}","requestId":"${requestId}","endTime":"${now}","path":"${path}"}`);

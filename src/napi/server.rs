@@ -251,12 +251,10 @@ fn bytes_of(body: Option<Buffer>, text: Option<String>) -> Option<Bytes> {
 /// `write` on a response that is not chunked, `write('')`/`flushHeaders()` — else latin1.
 /// `flat` is `name\0value\0…`; `text` is the chunk sent with the head when it is a string.
 fn head_encoding(flat: &str, text: Option<&str>, end: bool) -> HeaderEncoding {
-    let Some(text) = text else {
+    // ASCII values are the same bytes either way; latin1 spares the HTTP/2 check in the bridge.
+    let Some(text) = text.filter(|_| !flat.is_ascii()) else {
         return HeaderEncoding::Latin1;
     };
-    if flat.is_ascii() {
-        return HeaderEncoding::Utf8; // nothing to tell apart
-    }
     let mut has_length = false;
     let mut chunked = false;
     let mut parts = flat.split('\0');

@@ -481,11 +481,11 @@ impl Bridge {
         body: Option<Bytes>,
         end: bool,
     ) -> Result<bool, BridgeError> {
-        let http2 = self.shared.with(id, |p| p.http2).unwrap_or(false);
-        let encoding = if http2 {
-            HeaderEncoding::Latin1
-        } else {
-            encoding
+        let encoding = match encoding {
+            HeaderEncoding::Utf8 if self.shared.with(id, |p| p.http2).unwrap_or(false) => {
+                HeaderEncoding::Latin1
+            }
+            other => other,
         };
         let response_builder =
             |b: ResponseBody| build_response(status, reason, headers, encoding, b);
