@@ -29,6 +29,7 @@ const { createRequire } = require('node:module');
 const { randomUUID } = require('node:crypto');
 const { inspect } = require('node:util');
 const { Stream } = require('node:stream');
+const { validateHeaderName } = require('node:http');
 const logger = require('./logger');
 const { TRACE_IDLE, TRACE_NATIVE, TRACE_JS, TRACE_FIRED } = require('./response');
 
@@ -341,6 +342,15 @@ function settleLikeCore(ctx, fn) {
   }
 }
 
+function isHeaderName(name) {
+  try {
+    validateHeaderName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // The middleware
 
@@ -362,7 +372,9 @@ function createLeanTrace(app, mods, cfg) {
   // The servers' native side resolves ids and runs the timer from now on (setTrace); 0 = a timeout
   // setTimeout would not keep exactly (it clamps to 1 ms), so the JS timer stays.
   const nativeTimeout = Number.isFinite(timeout) && timeout >= 1 && timeout <= MAX_TIMER_MS ? timeout : 0;
-  for (const onLean of app[kOnLean] || []) onLean(headerName, idName, nativeTimeout);
+  // A trace_header that is no valid header name makes koatty_trace's ctx.set throw per request:
+  // that stays JavaScript's (the headers are preset natively without validation).
+  if (isHeaderName(headerName)) for (const onLean of app[kOnLean] || []) onLean(headerName, idName, nativeTimeout);
 
   // koatty_trace's catcher() without a span (open_trace runs the original Trace()).
   function catcher(ctx, err) {
