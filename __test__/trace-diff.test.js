@@ -54,12 +54,23 @@ const HTTP_CASES = [
   ['id: lower-case query name', { path: '/td/str?requestid=lower' }],
   ['id: latin1, string body', { path: '/td/str?requestId=%C3%A9' }],
   ['id: latin1, Buffer body', { path: '/td/buf?requestId=%C3%A9' }],
+  ['id: latin1, no body', { path: '/td/nul?requestId=%C3%A9' }],
+  ['id: latin1, JSON body', { path: '/td/json?requestId=%C3%A9' }],
+  ['id: latin1, stream body', { path: '/td/stream?requestId=%C3%A9' }],
+  ['id: latin1, error', { path: '/td/boom?requestId=%C3%A9' }],
+  ['id: latin1 byte in the header', { path: '/td/str', headers: { 'X-Request-Id': '\u00e9' } }],
+  ['id: UTF-8 bytes in the header', { path: '/td/buf', headers: { 'X-Request-Id': '\u00c3\u00a9' } }],
   ['id: invalid char', { path: '/td/str?requestId=a%0Ab' }],
   ['id: not latin1', { path: '/td/str?requestId=%E4%B8%AD' }],
   ['id: custom header', { path: '/td/str?traceId=t-2', headers: { 'X-Trace-Id': 't-1' } }],
   ['id: custom query', { path: '/td/str?traceId=t-3' }],
   ['timeout', { path: '/td/slow' }],
   ['timeout with a body set', { path: '/td/slowbody' }],
+  // the timer outlives the wait for the response head: koatty_trace's timer still fires
+  ['response out before the timeout', { path: '/td/manualslow', settle: 1300 }],
+  ['client gone before the timeout', { path: '/td/slow', timeout: 300, settle: 1300 }],
+  // many requests at once: access lines (native writes) interleave with ERROR and user lines (JS)
+  ['concurrent mix', { concurrent: 28 }],
   ['circular JSON (no answer)', { path: '/td/circular', timeout: 700 }],
 ];
 const HTTP_SHUTDOWN_CASES = [
@@ -179,7 +190,7 @@ class DiffApp {
 // Clients
 
 async function httpCase(kind, port, ctxExtra, opts) {
-  const { timeout = 3000, ...rest } = opts;
+  const { timeout = 3000, settle: _settle, ...rest } = opts;
   try {
     let r;
     if (kind === 'h2') {
@@ -238,6 +249,33 @@ function grpcCase(client, { method, request: req, metadata = {} }) {
   });
 }
 
+/**
+ * `n` requests at once over the paths below, each with its own id. The response part is the
+ * sorted list of answers plus, per request, whether its ERROR line came before its access line
+ * (as koatty_trace writes them); the log part is compared sorted (the interleaving of requests
+ * is timing, not behaviour).
+ */
+const CONCURRENT_PATHS = ['/td/str', '/td/boom', '/td/json', '/td/nope', '/td/onfinish', '/td/quote', '/td/buf'];
+async function concurrentCase(kind, port, ctxExtra, n) {
+  const ids = Array.from({ length: n }, (_, i) => `c-${i}`);
+  const answers = await Promise.all(ids.map((id, i) => httpCase(kind, port, ctxExtra, {
+    path: CONCURRENT_PATHS[i % CONCURRENT_PATHS.length], headers: { 'X-Request-Id': id },
+  })));
+  return { answers: answers.map((a) => JSON.stringify(a)).sort(), ids };
+}
+
+function logOrder(log, ids) {
+  const lines = log.split('\n');
+  const order = {};
+  for (const id of ids) {
+    const tag = `"requestId":"${id}"`;
+    const access = lines.findIndex((l) => l.includes(tag) && l.includes('"action"'));
+    const error = lines.findIndex((l) => l.includes(tag) && l.includes('"message"'));
+    order[id] = access === -1 ? 'no access line' : error === -1 ? 'access' : error < access ? 'error, access' : 'access, error';
+  }
+  return order;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Scenarios
 
@@ -258,6 +296,13 @@ const SCENARIOS = [
     env: { config_config__encoding: 'gbk', config_config__trace_header: 'X-Trace-Id', config_config__trace_id: 'traceId' },
   },
   { name: 'http, logs_level warning', kind: 'http', env: { LOGS_LEVEL: 'warning' } },
+  // koatty_trace's ctx.set throws on every request (Koa's 500): nothing may be preset natively
+  {
+    name: 'http, trace_header not a header name',
+    kind: 'http',
+    env: { config_config__trace_header: 'Bad Header' },
+    cases: ['str', 'id: query', 'unknown route', 'HEAD string'],
+  },
   { name: 'http, DefaultLogger.Info/Error wrapped, logs_level warning', kind: 'http', env: { LOGS_LEVEL: 'warning', KOATTY_TRACE_DIFF_WRAP_LOGGER: '1' } },
   { name: 'https', kind: 'https', env: () => ({ KOATTY_TEST_PROTOCOL: 'https', ...tlsEnv() }) },
   { name: 'http2 (TLS, h2)', kind: 'h2', env: () => ({ KOATTY_TEST_PROTOCOL: 'http2', ...tlsEnv() }) },
@@ -283,7 +328,8 @@ async function runCases(scenario, diffApp) {
     ca: certs && certs.ca.certPem,
     session: () => session,
   };
-  const caseList = { http: HTTP_CASES, https: HTTP_CASES, h2: HTTP_CASES, ws: WS_CASES, grpc: GRPC_CASES }[scenario.kind];
+  const allCases = { http: HTTP_CASES, https: HTTP_CASES, h2: HTTP_CASES, ws: WS_CASES, grpc: GRPC_CASES }[scenario.kind];
+  const caseList = scenario.cases ? allCases.filter(([name]) => scenario.cases.includes(name)) : allCases;
   const shutdownList = { http: HTTP_SHUTDOWN_CASES, https: HTTP_SHUTDOWN_CASES, h2: HTTP_SHUTDOWN_CASES, ws: WS_SHUTDOWN_CASES, grpc: GRPC_SHUTDOWN_CASES }[scenario.kind];
   let grpcClient = null;
   if (scenario.kind === 'grpc') {
@@ -292,6 +338,16 @@ async function runCases(scenario, diffApp) {
   }
   const one = async (name, opts) => {
     let response;
+    if (opts.concurrent) {
+      if (scenario.kind === 'h2' && (!session || session.destroyed || session.closed)) {
+        session = await h2connect(`https://127.0.0.1:${port}`, { ca: extra.ca });
+      }
+      const { answers, ids } = await concurrentCase(scenario.kind, port, extra, opts.concurrent);
+      await sleep(100);
+      const log = await diffApp.cut();
+      results.push({ name, response: { answers, order: logOrder(log, ids) }, log: log.split('\n').sort().join('\n') });
+      return;
+    }
     if (scenario.kind === 'ws') response = await wsCase(port, opts);
     else if (scenario.kind === 'grpc') response = await grpcCase(grpcClient, opts);
     else {
@@ -300,6 +356,7 @@ async function runCases(scenario, diffApp) {
       }
       response = await httpCase(scenario.kind, port, extra, opts);
     }
+    if (opts.settle) await sleep(opts.settle);
     results.push({ name, response, log: await diffApp.cut() });
   };
   try {
@@ -392,6 +449,41 @@ describe('native trace mode vs koatty_trace 1.13.1 (same Koatty 3.11.8 app, same
     assert.equal(by.timeout.body, '{"code":1,"message":"Request Timeout","data":""}');
     assert.equal(by['timeout with a body set'].body, '{"code":1,"message":"Request Timeout","data":"partial"}');
     assert.equal(by['id: repeated query'].headers[0], 'x-request-id: a,b');
+    // Header bytes as node:http writes them (the client decodes them as latin1): UTF-8 when the
+    // head goes out with a string body, latin1 otherwise (koatty-trace.md §2.7.1).
+    assert.equal(by['id: latin1, string body'].headers[0], 'x-request-id: \u00c3\u00a9');
+    assert.equal(by['id: latin1, JSON body'].headers[0], 'x-request-id: \u00c3\u00a9');
+    assert.equal(by['id: latin1, error'].headers[0], 'x-request-id: \u00c3\u00a9');
+    assert.equal(by['id: latin1, Buffer body'].headers[0], 'x-request-id: \u00e9');
+    assert.equal(by['id: latin1, no body'].headers[0], 'x-request-id: \u00e9');
+    assert.equal(by['id: latin1, stream body'].headers[0], 'x-request-id: \u00e9');
+    // HTTP/2 header values are always latin1 (node's http2 writes them one byte per char)
+    const h2 = outcomes.get('http2 (TLS, h2)');
+    assert.ok(h2 && !h2.error);
+    const byH2 = Object.fromEntries(h2.on.results.map((r) => [r.name, r.response]));
+    assert.ok(byH2['id: latin1, string body'].headers.includes('x-request-id: \u00e9'), byH2['id: latin1, string body'].headers.join('|'));
+    assert.equal(by['response out before the timeout'].body, 'early');
+    const mix = http.on.results.find((r) => r.name === 'concurrent mix');
+    assert.equal(mix.response.answers.length, 28);
+    assert.equal(Object.values(mix.response.order).filter((o) => o === 'error, access').length, 12, JSON.stringify(mix.response.order));
+    assert.ok(Object.values(mix.response.order).every((o) => o === 'error, access' || o === 'access'), JSON.stringify(mix.response.order));
+    const timeoutLog = http.on.results.find((r) => r.name === 'response out before the timeout').log;
+    assert.match(timeoutLog, /"message":"Request Timeout"/, 'the timer fired after the response went out');
+    // The native side did the work in trace mode, and nothing of it ran with koatty_trace.
+    const native = http.on.probe.native;
+    assert.ok(native.ids > 50 && native.presetHeaders > 40 && native.nativeTimers > 50, JSON.stringify(native));
+    // every access line (before the shutdown cases, where the probe is read) was written natively
+    const accessLines = (o) => o.on.results.slice(0, HTTP_CASES.length)
+      .reduce((n, r) => n + (r.log.match(/^\[TS\] {2}(INFO|ERROR) \{"action"/gm) || []).length, 0);
+    assert.ok(native.nativeLines > 50, `access lines written natively: ${JSON.stringify(native)}`);
+    assert.equal(native.nativeLines, accessLines(http), 'every access line written natively');
+    assert.ok(native.nativeTimeouts >= 3 && native.timerTakeovers >= 2, `timeouts through the native timer: ${JSON.stringify(native)}`);
+    assert.deepEqual(http.off.probe.native, { ids: 0, presetHeaders: 0, nativeTimers: 0, nativeLines: 0, nativeTimeouts: 0, timerTakeovers: 0 });
+    const warning = outcomes.get('http, logs_level warning');
+    assert.ok(warning && !warning.error);
+    // at warning only the ERROR access lines are formatted (natively), the INFO ones not at all
+    assert.equal(warning.on.probe.native.nativeLines, accessLines(warning));
+    assert.ok(accessLines(warning) > 10 && accessLines(warning) < accessLines(http) - 20, `${accessLines(warning)} of ${accessLines(http)}`);
     assert.equal(by['id: invalid char'].body, 'Internal Server Error');
     assert.equal(by['shutdown GET'].status, 500);
     assert.match(by['shutdown GET'].body, /Server is in the process of shutting down/);

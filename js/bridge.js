@@ -12,6 +12,7 @@ const EVENT_BODY_CHUNK = 1;
 const EVENT_BODY_END = 2;
 const EVENT_BODY_ERROR = 3;
 const EVENT_DRAIN = 4;
+const EVENT_TRACE_TIMEOUT = 5;
 const EVENT_CLOSED_MIN = 10;
 const EVENT_CLOSED_MAX = 13;
 const EVENT_WS_TEXT = 20;
@@ -57,6 +58,10 @@ class Bridge {
     this.trace = trace === true;
     // Set by the server when js/tracer.js traces a Koatty app: it sets X-Request-Id itself.
     this.appTracer = false;
+    // Native trace mode with request ids from the native side: koatty_trace's id header (name as
+    // configured, lower-case key), preset on each response with the other trace headers.
+    this.traceHeaderName = null;
+    this.traceHeaderKey = null;
     this.handler = handler;
     this.onHandlerError = onHandlerError;
     this.open = new Map();
@@ -64,8 +69,8 @@ class Bridge {
     this.onEvent = this.onEvent.bind(this);
   }
 
-  onRequest(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails) {
-    this.announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
+  onRequest(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId) {
+    this.announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId);
     if (this.early.size > 0) {
       const waiting = this.early.get(id);
       if (waiting !== undefined) {
@@ -75,13 +80,13 @@ class Bridge {
     }
   }
 
-  announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails) {
+  announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId) {
     if ((flags & FLAG_GRPC) !== 0) {
       const metadata = headers === '' ? [] : headers.split('\0');
       this.calls.set(id, this.onGrpcCall(this, id, url, metadata, remoteAddress, remotePort));
       return;
     }
-    const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
+    const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId);
     if ((flags & FLAG_WEBSOCKET) !== 0) {
       const client = new NativeWebSocket(this, id, req);
       this.sockets.set(id, client);
@@ -94,6 +99,9 @@ class Bridge {
       return;
     }
     const res = new NativeResponse(this, id, req);
+    if (typeof traceId === 'string' && traceId !== '' && this.traceHeaderKey !== null) {
+      res._presetTraceHeaders(this.traceHeaderName, this.traceHeaderKey, traceId);
+    }
     this.open.set(id, res);
     if (this.trace && !this.appTracer) echoTraceId(req, res);
     try {
@@ -124,6 +132,9 @@ class Bridge {
         break;
       case EVENT_DRAIN:
         res._onDrain();
+        break;
+      case EVENT_TRACE_TIMEOUT:
+        res._onTraceTimeout();
         break;
       default:
         if (kind >= EVENT_CLOSED_MIN && kind <= EVENT_CLOSED_MAX) {

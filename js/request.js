@@ -7,6 +7,7 @@ const { NativeSocket } = require('./socket');
 const FLAG_ENCRYPTED = 1 << 8;
 const FLAG_STREAMED_BODY = 1 << 9;
 const FLAG_AUTHORIZED = 1 << 10;
+const FLAG_TRACE_TIMER = 1 << 13;
 const kHeaders = Symbol('headers');
 const kBody = Symbol('inlineBody');
 const kTraceId = Symbol('traceId');
@@ -24,7 +25,7 @@ function traceIdOf(req) {
 }
 
 class NativeRequest extends IncomingMessage {
-  constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort, tlsDetails) {
+  constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort, tlsDetails, traceId) {
     super(null);
     this.socket = new NativeSocket(remoteAddress, remotePort, (flags & FLAG_ENCRYPTED) !== 0, (flags & FLAG_AUTHORIZED) !== 0, tlsDetails);
     const version = flags & 0xff;
@@ -40,6 +41,10 @@ class NativeRequest extends IncomingMessage {
     this._id = id;
     this._streamed = (flags & FLAG_STREAMED_BODY) !== 0;
     this[kBody] = body;
+    // Native trace mode (js/tracer.js): koatty_trace's request id as resolved natively (a
+    // WebSocket upgrade without one: ''), or undefined; whether the http_timeout timer is native.
+    this._traceId = traceId ?? undefined;
+    this._traceTimer = (flags & FLAG_TRACE_TIMER) !== 0;
   }
 
   // Built on first use with node's own header-line rules (set-cookie arrays, joined duplicates).

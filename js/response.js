@@ -8,6 +8,12 @@ const { STATUS_CODES, validateHeaderName, validateHeaderValue } = require('node:
 const kHeaders = Symbol('outHeaders');
 const kStarted = Symbol('nativeHeadSent');
 
+// Native trace mode (js/tracer.js): where the request's http_timeout timer is.
+const TRACE_IDLE = 0; // no timer (trace mode off, or the middleware chain has settled)
+const TRACE_NATIVE = 1; // the native timer runs (it lives until the response head goes out)
+const TRACE_JS = 2; // a JS timer took over (`_traceTimer`)
+const TRACE_FIRED = 3; // the timeout answered
+
 function codedError(code, message) {
   const err = new Error(message);
   err.code = code;
@@ -44,6 +50,32 @@ class NativeResponse extends Stream {
     this.sendDate = true;
     this.chunkedEncoding = false;
     this.shouldKeepAlive = true;
+    // Native trace mode: the tracer's context, whether the trace headers were preset, and the
+    // http_timeout timer's state (TRACE_*), its hooks (`{ timeout(res), lost(res) }`) and JS timer.
+    this._traceCtx = null;
+    this._tracePreset = false;
+    this._traceState = TRACE_IDLE;
+    this._traceWatch = null;
+    this._traceTimer = null;
+  }
+
+  /**
+   * koatty_trace's four headers, first and in its order, before any other (the request id was
+   * resolved natively and is a valid header value): what its `ctx.set`/`setHeader` calls would
+   * leave in the header map, without running node's validators again.
+   */
+  _presetTraceHeaders(name, key, id) {
+    const h = this[kHeaders];
+    h[key] = [name, id];
+    h['x-powered-by'] = ['X-Powered-By', 'Koatty'];
+    h['x-content-type-options'] = ['X-Content-Type-Options', 'nosniff'];
+    h['x-xss-protection'] = ['X-XSS-Protection', '1;mode=block'];
+    this._tracePreset = true;
+  }
+
+  // The native http_timeout timer fired (it never fires once the head is out).
+  _onTraceTimeout() {
+    if (this._traceState === TRACE_NATIVE) this._traceWatch.timeout(this);
   }
 
   get socket() {
@@ -150,7 +182,8 @@ class NativeResponse extends Stream {
   }
 
   flushHeaders() {
-    if (!this[kStarted]) this._start(undefined, undefined, false);
+    // '' as node's flushHeaders sends it (the head then goes out as a string write: UTF-8).
+    if (!this[kStarted]) this._start(undefined, '', false);
   }
 
   /** The headers as `name\0value\0…` for the native side (validated by setHeader). */
@@ -169,6 +202,8 @@ class NativeResponse extends Stream {
   _start(buf, text, end) {
     this[kStarted] = true;
     this.headersSent = true;
+    // The native trace timer ends with the wait for the head: a JS timer takes over.
+    if (this._traceState === TRACE_NATIVE) this._traceWatch.lost(this);
     return this._bridge.native.respond(this._id, this.statusCode, this._statusMessage, this._flatHeaders(), buf, text, end);
   }
 
@@ -225,6 +260,7 @@ class NativeResponse extends Stream {
     if (this.destroyed) return this;
     this.destroyed = true;
     this.writable = false;
+    if (this._traceState === TRACE_NATIVE) this._traceWatch.lost(this);
     if (!this.writableEnded) this._bridge.native.destroy(this._id);
     this._bridge.forget(this._id);
     this.req.socket._close();
@@ -237,6 +273,7 @@ class NativeResponse extends Stream {
 
   // The native side lost the request (client gone, or request timeout).
   _onClose() {
+    if (this._traceState === TRACE_NATIVE) this._traceWatch.lost(this);
     if (this.destroyed) return;
     this.destroyed = true;
     this.writable = false;
@@ -278,4 +315,4 @@ function finish(res) {
   if (!res.destroyed) res.emit('close');
 }
 
-module.exports = { NativeResponse, codedError };
+module.exports = { NativeResponse, codedError, TRACE_IDLE, TRACE_NATIVE, TRACE_JS, TRACE_FIRED };

@@ -96,7 +96,14 @@ class BaseServer extends EventEmitter {
     this.connectionPool = createConnectionPool(this.protocol, native, options);
     // Native trace mode (js/tracer.js): with `trace: true` a Koatty app gets this server's tracer
     // instead of koatty_trace (app.tracer is defined now, before any app.callback()).
-    if (options.trace === true && installTracer(app)) bridge.appTracer = true;
+    // Once the tracer has read the app's config (first app.callback()), request ids, the trace
+    // headers and the http_timeout timer come from the native side.
+    const onLeanTracer = (headerName, idName, timeoutMs) => {
+      bridge.traceHeaderName = headerName;
+      bridge.traceHeaderKey = headerName.toLowerCase();
+      native.setTrace(headerName, idName, timeoutMs);
+    };
+    if (options.trace === true && installTracer(app, onLeanTracer)) bridge.appTracer = true;
   }
 
   /** The options handed to the native side (protocols may derive some, e.g. ssl from ext). */

@@ -29,10 +29,32 @@ const { createRequire } = require('node:module');
 const { randomUUID } = require('node:crypto');
 const { inspect } = require('node:util');
 const { Stream } = require('node:stream');
+const { validateHeaderName } = require('node:http');
 const logger = require('./logger');
+const { TRACE_IDLE, TRACE_NATIVE, TRACE_JS, TRACE_FIRED } = require('./response');
+
+let binding = null;
+try {
+  binding = require('./binding');
+} catch {
+  // no addon (only js/ unit use): access lines are written from JavaScript
+}
 
 const kCtx = Symbol('koattyServe.traceContext');
 const kInstalled = Symbol.for('koatty_serve.tracer');
+// Servers of the app waiting for the lean tracer's config (to switch their native side on).
+const kOnLean = Symbol('koattyServe.onLeanTracer');
+// A native timeout that fires this much before koatty_trace's would (the native timer starts
+// when the request is handed to JavaScript, before ctx.startTime) is re-armed in JavaScript.
+const EARLY_TIMEOUT_TOLERANCE_MS = 20;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * How much of the native path ran (process-wide; read by the differential tests to prove it):
+ * access lines written natively, timeouts answered after the native timer fired or its JS
+ * take-over, JS take-overs of the native timer.
+ */
+const stats = { nativeLines: 0, nativeTimeouts: 0, timerTakeovers: 0 };
 const LEVELS = { debug: 7, info: 6, warning: 4, error: 3 };
 const SHUTDOWN_BODY = 'Server is in the process of shutting down';
 
@@ -170,6 +192,7 @@ const DIRECT = 2; // write it as winston's Console transport would
 function createAccessLog(L, loggerFile) {
   const proto = Object.getPrototypeOf(L);
   const fecha = loadFecha(loggerFile);
+  const native = nativeLineWriter();
   let lastMs = -1;
   let lastText = '';
   let transport = null;
@@ -201,6 +224,33 @@ function createAccessLog(L, loggerFile) {
     return DIRECT;
   }
 
+  /**
+   * Writes one access line. DIRECT: natively formatted and written to fd 1 in one write(2) from
+   * this (the JS) thread, at the same moment as before, so it stays in order with the app's own
+   * stdout writes; JS formatting when the native writer cannot take it (values that are not
+   * strings / integers, or Node's stdout stream has data queued that the line must not overtake).
+   */
+  function writeLine(how, failed, action, status, startTime, requestId, path) {
+    if (how === DIRECT && native !== null && typeof action === 'string' && typeof requestId === 'string'
+      && typeof path === 'string' && Number.isInteger(status) && status >= -2147483648 && status <= 2147483647
+      && Number.isFinite(startTime) && transport.eol === '\n' && console._stdout === process.stdout
+      && process.stdout.writableLength === 0) {
+      let rest;
+      try {
+        rest = native(failed, action, status, startTime, requestId, path);
+      } catch {
+        rest = undefined; // no local time after all (ERR_TRACE_LOCAL_TIME): written below
+      }
+      if (rest !== undefined) {
+        stats.nativeLines++;
+        if (rest !== null) process.stdout.write(rest);
+        return;
+      }
+    }
+    const now = Date.now();
+    write(how, failed, `{"action":"${action}","status":"${status}","startTime":"${startTime}","duration":"${(now - startTime) || 0}","requestId":"${requestId}","endTime":"${now}","path":"${path}"}`);
+  }
+
   function write(how, failed, line) {
     if (how === DIRECT) {
       const now = new Date();
@@ -217,7 +267,21 @@ function createAccessLog(L, loggerFile) {
     }
   }
 
-  return { sink, write };
+  return { sink, write, writeLine };
+}
+
+/**
+ * The native access-line writer (`traceAccessLine`), when its local time agrees with this
+ * process's `Date` (now and half a year on, for daylight saving time); else null.
+ */
+function nativeLineWriter() {
+  if (binding === null || typeof binding.traceAccessLine !== 'function' || typeof binding.traceLocalOffset !== 'function') return null;
+  if (process.stdout.fd !== 1) return null;
+  const now = Date.now();
+  for (const t of [now, now + 182 * 86400000]) {
+    if (binding.traceLocalOffset(t) !== -new Date(t).getTimezoneOffset()) return null;
+  }
+  return binding.traceAccessLine;
 }
 
 /** koatty_trace's respond(): a copy of Koa's. */
@@ -278,6 +342,15 @@ function settleLikeCore(ctx, fn) {
   }
 }
 
+function isHeaderName(name) {
+  try {
+    validateHeaderName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // The middleware
 
@@ -296,6 +369,12 @@ function createLeanTrace(app, mods, cfg) {
   const headerKey = headerName.toLowerCase();
   const encoding = cfg.encoding;
   const timeout = cfg.timeout || 10000;
+  // The servers' native side resolves ids and runs the timer from now on (setTrace); 0 = a timeout
+  // setTimeout would not keep exactly (it clamps to 1 ms), so the JS timer stays.
+  const nativeTimeout = Number.isFinite(timeout) && timeout >= 1 && timeout <= MAX_TIMER_MS ? timeout : 0;
+  // A trace_header that is no valid header name makes koatty_trace's ctx.set throw per request:
+  // that stays JavaScript's (the headers are preset natively without validation).
+  if (isHeaderName(headerName)) for (const onLean of app[kOnLean] || []) onLean(headerName, idName, nativeTimeout);
 
   // koatty_trace's catcher() without a span (open_trace runs the original Trace()).
   function catcher(ctx, err) {
@@ -308,15 +387,14 @@ function createLeanTrace(app, mods, cfg) {
 
   // ---- HTTP (http, https, http2)
   function onHttpFinish() {
-    const ctx = this[kCtx];
-    if (ctx === undefined) return;
-    this[kCtx] = undefined;
+    const ctx = this._traceCtx;
+    if (ctx === undefined || ctx === null) return;
+    this._traceCtx = null;
     const status = ctx.status;
     const failed = status >= 400;
     const how = log.sink(failed);
     if (how === DROP) return;
-    const now = Date.now();
-    log.write(how, failed, `{"action":"${ctx.method}","status":"${status}","startTime":"${ctx.startTime}","duration":"${(now - ctx.startTime) || 0}","requestId":"${ctx.requestId}","endTime":"${now}","path":"${ctx.originalPath || '/'}"}`);
+    log.writeLine(how, failed, ctx.method, status, ctx.startTime, ctx.requestId, ctx.originalPath || '/');
   }
 
   function afterHttp(ctx) {
@@ -335,15 +413,70 @@ function createLeanTrace(app, mods, cfg) {
     settleLikeCore(ctx, () => catcher(ctx, new Exception('Request Timeout', 1, 408)));
   }
 
-  async function httpTrace(ctx, next, terminated) {
+  // The native http_timeout timer (NativeResponse `_traceState`): `timeout` when it fires, `lost`
+  // when it ends with the chain still running (the head went out first, or the request closed).
+  const nativeWatch = {
+    timeout(res) {
+      const remaining = res._traceCtx.startTime + timeout - Date.now();
+      if (remaining > EARLY_TIMEOUT_TOLERANCE_MS) armJsTimer(res, remaining);
+      else fireHttpTimeout(res);
+    },
+    lost(res) {
+      armJsTimer(res, res._traceCtx.startTime + timeout - Date.now());
+    },
+  };
+
+  function armJsTimer(res, ms) {
+    stats.timerTakeovers++;
+    res._traceState = TRACE_JS;
+    res._traceTimer = setTimeout(fireHttpTimeout, Math.max(0, ms), res, res._traceCtx);
+  }
+
+  // Runs in koatty_core's context store for the request, as koatty_trace's timer callback does
+  // (an @ExceptionHandler may read app.currentContext).
+  function fireHttpTimeout(res, ctx = res._traceCtx) {
+    if (res._traceState !== TRACE_NATIVE && res._traceState !== TRACE_JS) return;
+    res._traceState = TRACE_FIRED;
+    res._traceTimer = null;
+    stats.nativeTimeouts++;
+    const answer = () => settleLikeCore(ctx, () => catcher(ctx, new Exception('Request Timeout', 1, 408)));
+    const store = app.ctxStorage;
+    if (store && typeof store.run === 'function' && store.getStore() !== ctx) store.run(ctx, answer);
+    else answer();
+  }
+
+  // The chain settled: false when the timeout answered already.
+  function chainSettled(res) {
+    const state = res._traceState;
+    if (state === TRACE_FIRED) return false;
+    if (state === TRACE_JS) clearTimeout(res._traceTimer);
+    res._traceState = TRACE_IDLE;
+    res._traceTimer = null;
+    return true;
+  }
+
+  async function httpTrace(ctx, next, terminated, preset) {
     ctx.encoding = encoding;
     const res = ctx.res;
-    res.setHeader('X-Powered-By', 'Koatty');
-    res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.setHeader('X-XSS-Protection', '1;mode=block');
-    res[kCtx] = ctx;
+    if (!preset) {
+      res.setHeader('X-Powered-By', 'Koatty');
+      res.setHeader('X-Content-Type-Options', 'nosniff');
+      res.setHeader('X-XSS-Protection', '1;mode=block');
+    }
+    res._traceCtx = ctx;
     res.on('finish', onHttpFinish);
     if (terminated) return afterHttp(ctx);
+    if (ctx.req._traceTimer === true && res._traceState === TRACE_IDLE) {
+      // No JS timer: the native one notifies (NativeResponse._onTraceTimeout) only if it fires.
+      res._traceWatch = nativeWatch;
+      res._traceState = TRACE_NATIVE;
+      try {
+        await next();
+      } catch (err) {
+        return chainSettled(res) ? catcher(ctx, err) : undefined;
+      }
+      return chainSettled(res) ? afterHttp(ctx) : undefined;
+    }
     const timer = setTimeout(onHttpTimeout, timeout, ctx);
     try {
       await next();
@@ -363,8 +496,7 @@ function createLeanTrace(app, mods, cfg) {
     const failed = status >= 400;
     const how = log.sink(failed);
     if (how === DROP) return;
-    const now = Date.now();
-    log.write(how, failed, `{"action":"${ctx.protocol}","status":"${status}","startTime":"${ctx.startTime}","duration":"${(now - ctx.startTime) || 0}","requestId":"${ctx.requestId}","endTime":"${now}","path":"${ctx.originalPath || '/'}"}`);
+    log.writeLine(how, failed, ctx.protocol, status, ctx.startTime, ctx.requestId, ctx.originalPath || '/');
   }
 
   function onWsFinish() {
@@ -451,12 +583,11 @@ function createLeanTrace(app, mods, cfg) {
     if (call !== null && call !== undefined && call.metadata !== null && call.metadata !== undefined) call.metadata.set('X-Powered-By', 'Koatty');
     if (call !== null && call !== undefined) call.sendMetadata(ctx.rpc.call.metadata);
     const finish = () => {
-      const now = Date.now();
       const status = StatusCodeConvert(ctx.status);
       const failed = status > 0;
       const how = log.sink(failed);
       if (how === DROP) return;
-      log.write(how, failed, `{"action":"${ctx.protocol}","status":"${status}","startTime":"${ctx.startTime}","duration":"${(now - ctx.startTime) || 0}","requestId":"${ctx.requestId}","endTime":"${now}","path":"${ctx.originalPath}"}`);
+      log.writeLine(how, failed, ctx.protocol, status, ctx.startTime, ctx.requestId, `${ctx.originalPath}`);
     };
     ctx.res.once('finish', finish);
     call.once('error', finish);
@@ -479,14 +610,21 @@ function createLeanTrace(app, mods, cfg) {
   return function koattyServeTrace(ctx, next) {
     define(ctx, 'startTime', Date.now());
     let terminated = false;
+    const protocol = ctx.protocol;
+    // The trace headers preset on the response (the id was resolved natively): HTTP only.
+    let preset = ctx.res._tracePreset === true;
     const server = app.server;
     if (server !== null && server !== undefined && server.status === 503) {
+      if (preset) {
+        // Shutdown: koatty_trace sets them after Connection and the body's headers.
+        preset = false;
+        for (const name of [headerName, 'X-Powered-By', 'X-Content-Type-Options', 'X-XSS-Protection']) ctx.res.removeHeader(name);
+      }
       ctx.status = 503;
       ctx.set('Connection', 'close');
       ctx.body = SHUTDOWN_BODY;
       terminated = true;
     }
-    const protocol = ctx.protocol;
     let requestId;
     if (protocol === 'grpc') {
       define(ctx, 'originalPath', ctx.getMetaData('originalPath')[0]);
@@ -496,10 +634,14 @@ function createLeanTrace(app, mods, cfg) {
     } else {
       define(ctx, 'originalPath', ctx.path);
       define(ctx, 'version', ctx.req.httpVersion);
-      const header = ctx.headers[headerKey];
-      requestId = Array.isArray(header) ? header.join('.') : header;
-      // Koa's ctx.query is {} without a '?', so the lookup can only give '' then.
-      if (!requestId) requestId = ctx.req.url.indexOf('?') === -1 ? '' : `${ctx.query[idName] || ''}`;
+      // Resolved natively by the same rules (src/trace.rs), '' for a WebSocket without one.
+      requestId = ctx.req._traceId;
+      if (typeof requestId !== 'string') {
+        const header = ctx.headers[headerKey];
+        requestId = Array.isArray(header) ? header.join('.') : header;
+        // Koa's ctx.query is {} without a '?', so the lookup can only give '' then.
+        if (!requestId) requestId = ctx.req.url.indexOf('?') === -1 ? '' : `${ctx.query[idName] || ''}`;
+      }
     }
     requestId = requestId || randomUUID();
     define(ctx, 'requestId', requestId);
@@ -514,8 +656,8 @@ function createLeanTrace(app, mods, cfg) {
       ctx.set(headerName, requestId);
       return wsTrace(ctx, next, terminated);
     }
-    ctx.set(headerName, requestId);
-    return httpTrace(ctx, next, terminated);
+    if (!preset) ctx.set(headerName, requestId);
+    return httpTrace(ctx, next, terminated, preset);
   };
 }
 
@@ -545,9 +687,12 @@ function isKoattyApp(app) {
  * already installed by another server of this app), false when the app keeps koatty_trace
  * (not a Koatty 1.x app, a tracer of its own, or packages this mode does not reproduce).
  */
-function installTracer(app) {
+function installTracer(app, onLean) {
   if (!isKoattyApp(app)) return false;
-  if (app[kInstalled] === true) return true;
+  if (app[kInstalled] === true) {
+    if (typeof onLean === 'function') app[kOnLean].push(onLean);
+    return true;
+  }
   const own = Object.getOwnPropertyDescriptor(app, 'tracer');
   // A tracer of the app's own (or koatty_core's, after a first app.callback()) stays.
   if (own !== undefined ? own.get || own.value || !own.configurable : app.tracer) return false;
@@ -594,6 +739,7 @@ function installTracer(app) {
     enumerable: true,
   });
   Object.defineProperty(app, kInstalled, { value: true, configurable: false, enumerable: false });
+  Object.defineProperty(app, kOnLean, { value: typeof onLean === 'function' ? [onLean] : [], configurable: false, enumerable: false });
   return true;
 }
 
@@ -610,4 +756,4 @@ function koattyDefaultLogger(app) {
   }
 }
 
-module.exports = { installTracer, isKoattyApp, createLeanTrace, respond, koattyDefaultLogger };
+module.exports = { installTracer, isKoattyApp, createLeanTrace, respond, koattyDefaultLogger, stats };

@@ -4,12 +4,14 @@
 
 use bytes::Bytes;
 use koatty_serve_core::bridge::{
-    Bridge, BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink, WsOutbound,
+    Bridge, BridgeError, BridgeEvent, HeaderEncoding, RequestBody, RequestHead, RequestSink,
+    WsOutbound,
 };
 use koatty_serve_core::config::ServerConfig;
 use koatty_serve_core::protocol::grpc::{GrpcRegistry, RequestShape};
 use koatty_serve_core::server::ServeHandle;
 use koatty_serve_core::tls::TlsSource;
+use koatty_serve_core::trace::{self, IdResolution, TraceRequest, TraceSettings};
 use napi::bindgen_prelude::JsValuesTupleIntoVec;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -17,11 +19,13 @@ use napi_derive::napi;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// (id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetailsJson)
+/// (id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetailsJson, traceId)
 /// headers: `name\0value\0name\0value…` — one string instead of one per name and value, which is
 /// what crossing into JavaScript costs most (HTTP forbids NUL in names and values).
 /// flags: bits 0–7 HTTP version (10, 11, 20), bit 8 encrypted, bit 9 body streamed, bit 10 the
-/// client certificate verified (`socket.authorized`).
+/// client certificate verified (`socket.authorized`), bit 13 the trace timer runs natively.
+/// traceId (native trace mode only): koatty_trace's request id, resolved or generated natively; ''
+/// for a WebSocket upgrade without one (a new id per message); absent when JavaScript must decide.
 type RequestArgs = FnArgs<(
     u32,
     String,
@@ -31,6 +35,7 @@ type RequestArgs = FnArgs<(
     u32,
     String,
     u32,
+    Option<String>,
     Option<String>,
 )>;
 /// (id, kind, chunk, message) — kinds in `event_kind`.
@@ -45,6 +50,7 @@ const FLAG_STREAMED_BODY: u32 = 1 << 9;
 const FLAG_AUTHORIZED: u32 = 1 << 10;
 const FLAG_WEBSOCKET: u32 = 1 << 11;
 const FLAG_GRPC: u32 = 1 << 12;
+const FLAG_TRACE_TIMER: u32 = 1 << 13;
 
 fn event_kind(e: &BridgeEvent) -> u32 {
     match e {
@@ -52,6 +58,7 @@ fn event_kind(e: &BridgeEvent) -> u32 {
         BridgeEvent::BodyEnd => 2,
         BridgeEvent::BodyError(_) => 3,
         BridgeEvent::Drain => 4,
+        BridgeEvent::TraceTimeout => 5,
         BridgeEvent::Closed(reason) => 10 + *reason as u32,
         BridgeEvent::WsMessage { binary: false, .. } => 20,
         BridgeEvent::WsMessage { binary: true, .. } => 21,
@@ -85,11 +92,29 @@ impl JsSink {
 
 impl RequestSink for JsSink {
     fn request(&self, head: RequestHead) -> bool {
+        self.request_traced(head, None)
+    }
+
+    fn request_traced(&self, head: RequestHead, trace: Option<TraceRequest<'_>>) -> bool {
         let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
         let Some(f) = guard.as_ref() else {
             return false;
         };
         let mut flags = head.http_version;
+        let trace_id = trace.and_then(|t| {
+            if t.timer_armed {
+                flags |= FLAG_TRACE_TIMER;
+            }
+            match trace::resolve_request_id(&head.headers, &head.url, t.settings) {
+                IdResolution::Sent(id) => Some(id),
+                // WebSocket: koatty_trace draws a new id per message, in JavaScript.
+                IdResolution::Absent if matches!(head.body, RequestBody::Upgrade) => {
+                    Some(String::new())
+                }
+                IdResolution::Absent => trace::uuid_v4(),
+                IdResolution::Unresolved => None,
+            }
+        });
         if head.encrypted {
             flags |= FLAG_ENCRYPTED;
         }
@@ -122,6 +147,7 @@ impl RequestSink for JsSink {
             head.remote.ip().to_canonical().to_string(),
             head.remote.port() as u32,
             head.peer.as_ref().map(|p| p.to_json()),
+            trace_id,
         );
         f.request
             .call(args.into(), ThreadsafeFunctionCallMode::NonBlocking)
@@ -220,6 +246,37 @@ fn bytes_of(body: Option<Buffer>, text: Option<String>) -> Option<Bytes> {
     }
 }
 
+/// How Node's `http` would encode the head's header values (only non-ASCII values differ): UTF-8
+/// when the head goes out in one write with a string chunk — `end(nonEmptyString)`, a string
+/// `write` on a response that is not chunked, `write('')`/`flushHeaders()` — else latin1.
+/// `flat` is `name\0value\0…`; `text` is the chunk sent with the head when it is a string.
+fn head_encoding(flat: &str, text: Option<&str>, end: bool) -> HeaderEncoding {
+    // ASCII values are the same bytes either way; latin1 spares the HTTP/2 check in the bridge.
+    let Some(text) = text.filter(|_| !flat.is_ascii()) else {
+        return HeaderEncoding::Latin1;
+    };
+    let mut has_length = false;
+    let mut chunked = false;
+    let mut parts = flat.split('\0');
+    while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+        if name.eq_ignore_ascii_case("content-length") {
+            has_length = true;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked |= value.to_ascii_lowercase().contains("chunked");
+        }
+    }
+    let utf8 = if end {
+        !text.is_empty() && !chunked
+    } else {
+        text.is_empty() || (has_length && !chunked)
+    };
+    if utf8 {
+        HeaderEncoding::Utf8
+    } else {
+        HeaderEncoding::Latin1
+    }
+}
+
 /// The configuration of the moment (a restart replaces it) and the TLS settings built from it.
 struct Current {
     config: ServerConfig,
@@ -315,6 +372,21 @@ impl NativeServer {
             listener: Default::default(),
             replaced: Default::default(),
         })
+    }
+
+    /// Native trace mode (js/tracer.js): with a header name, request ids are resolved natively and
+    /// the `http_timeout` timer runs natively for requests from now on; `null` switches it off.
+    #[napi]
+    pub fn set_trace(&self, header_name: Option<String>, id_name: String, timeout_ms: f64) {
+        let settings = header_name.map(|name| {
+            let ms = if timeout_ms.is_finite() && timeout_ms > 0.0 {
+                timeout_ms.min(u32::MAX as f64) as u64
+            } else {
+                0
+            };
+            TraceSettings::new(&name, &id_name, Duration::from_millis(ms))
+        });
+        self.bridge.set_trace(settings);
     }
 
     /// Whether `auto` TLS mode generated a self-signed development certificate.
@@ -638,17 +710,19 @@ impl NativeServer {
         text: Option<String>,
         end: bool,
     ) -> i32 {
+        let encoding = head_encoding(&headers, text.as_deref(), end);
         // `name\0value\0…`, as requests arrive (see `RequestArgs`).
         let headers: Vec<&str> = if headers.is_empty() {
             Vec::new()
         } else {
             headers.split('\0').collect()
         };
-        code_of(self.bridge.respond(
+        code_of(self.bridge.respond_encoded(
             id,
             status.min(999) as u16,
             reason.as_deref(),
             &headers,
+            encoding,
             bytes_of(body, text),
             end,
         ))
@@ -848,4 +922,51 @@ impl NativeServer {
             .snapshot()
             .prometheus(self.bridge.pending_count(), metrics.accepting())
     }
+}
+
+/// Native trace mode's access line (koatty-trace.md §2.11.1), formatted as koatty_logger's winston
+/// Console transport would and written to fd 1 in one `write(2)`, from the JavaScript thread at
+/// the moment koatty_trace would write it (so lines stay in order with those JavaScript writes).
+/// `endTime` and the timestamp are now. Returns `null` when all was written, else the bytes left
+/// (fd 1 would block), for JavaScript to queue on its stdout stream. Throws
+/// `ERR_TRACE_LOCAL_TIME` where the platform gives no local time (see `traceLocalOffset`).
+#[napi]
+pub fn trace_access_line(
+    failed: bool,
+    action: String,
+    status: i32,
+    start_ms: f64,
+    request_id: String,
+    path: String,
+) -> Result<Option<Buffer>> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let now = trace::local_time(now_ms).ok_or_else(|| {
+        Error::new(
+            Status::GenericFailure,
+            "ERR_TRACE_LOCAL_TIME: no local time on this platform",
+        )
+    })?;
+    let line = trace::AccessLine {
+        failed,
+        action: &action,
+        status: status.into(),
+        start_ms: start_ms as i64,
+        request_id: &request_id,
+        end_ms: now_ms,
+        path: &path,
+    };
+    let mut out = String::with_capacity(256);
+    trace::push_access_line(&mut out, &line, &now, "\n");
+    let written = trace::write_stdout(out.as_bytes());
+    Ok((written < out.len()).then(|| Buffer::from(&out.as_bytes()[written..])))
+}
+
+/// Minutes east of UTC at `unixMs` in this process's time zone as the native access lines see it,
+/// or `null` where they cannot (the JS tracer then formats lines itself).
+#[napi]
+pub fn trace_local_offset(unix_ms: f64) -> Option<i32> {
+    trace::local_time(unix_ms as i64).map(|t| t.offset_minutes)
 }

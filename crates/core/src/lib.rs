@@ -6,6 +6,7 @@
 //! - [`logging`]: log events handed to a sink outside the core (the JavaScript logger)
 //! - [`bridge`]: how requests are handed to a handler outside Rust (JavaScript) and answered
 //! - [`metrics`]: counters kept without touching the JavaScript thread
+//! - [`trace`]: native trace mode's request ids and access lines (Koatty's tracer)
 
 pub mod bridge;
 pub mod config;
@@ -16,5 +17,6 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod tls;
+pub mod trace;
 
 pub use error::{Result, ServeError};

@@ -14,6 +14,8 @@ pub use body::{RequestBodyPump, ResponseBody};
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
+use crate::trace::{TraceRequest, TraceSettings};
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use std::collections::HashMap;
@@ -103,6 +105,9 @@ pub enum BridgeEvent {
     GrpcCancelled(grpc::CallCancel),
     /// The response queue has room again after `grpc_write` reported backpressure.
     GrpcDrain,
+    /// Native trace mode: the request's `http_timeout` passed before its response head (the JS
+    /// tracer answers with koatty_trace's timeout error unless its middleware chain has settled).
+    TraceTimeout,
 }
 
 /// What the handler asks of a WebSocket connection.
@@ -134,6 +139,12 @@ pub enum CloseReason {
 pub trait RequestSink: Send + Sync + 'static {
     /// Hands over a request. Returns `false` if it cannot be delivered (the sink is closing).
     fn request(&self, head: RequestHead) -> bool;
+    /// Hands over a request of a server in native trace mode (HTTP requests and WebSocket
+    /// upgrades); `trace` is `None` while trace mode is off.
+    fn request_traced(&self, head: RequestHead, trace: Option<TraceRequest<'_>>) -> bool {
+        let _ = trace;
+        self.request(head)
+    }
     /// Delivers an event about request `id`.
     fn event(&self, id: u32, event: BridgeEvent);
 }
@@ -175,6 +186,8 @@ struct Pending {
     started: std::time::Instant,
     /// Wakes the request-body pump for one more chunk (streamed bodies only).
     pull: Option<mpsc::Sender<()>>,
+    /// HTTP/2: header values always go out as latin1 (Node's http2 writes them one byte per char).
+    http2: bool,
 }
 
 pub(crate) struct Shared {
@@ -190,6 +203,8 @@ pub(crate) struct Shared {
     max_in_flight: std::sync::atomic::AtomicUsize,
     permits_to_retire: std::sync::atomic::AtomicUsize,
     pub(crate) metrics: Arc<Metrics>,
+    /// Native trace mode's settings, set by the JS tracer once it has read the app's config.
+    trace: ArcSwapOption<TraceSettings>,
 }
 
 impl Shared {
@@ -281,6 +296,7 @@ impl Bridge {
                 max_in_flight: std::sync::atomic::AtomicUsize::new(max_in_flight.max(1)),
                 permits_to_retire: std::sync::atomic::AtomicUsize::new(0),
                 metrics,
+                trace: ArcSwapOption::empty(),
             }),
         }
     }
@@ -310,6 +326,11 @@ impl Bridge {
             let now = self.shared.in_flight.forget_permits(cut);
             self.shared.permits_to_retire.fetch_add(cut - now, AcqRel);
         }
+    }
+
+    /// Native trace mode on (with the tracer's settings) or off, for requests dispatched from now on.
+    pub fn set_trace(&self, settings: Option<TraceSettings>) {
+        self.shared.trace.store(settings.map(Arc::new));
     }
 
     /// gRPC method paths registered by the handler side (shared by every listener).
@@ -364,6 +385,7 @@ impl Bridge {
                     stage: Stage::AwaitingHead(head_tx),
                     pull: pull.as_ref().map(|(tx, _)| tx.clone()),
                     started: std::time::Instant::now(),
+                    http2: head.http_version >= 20,
                 },
             );
         }
@@ -377,19 +399,34 @@ impl Bridge {
         if let (Some(pump), Some((_, pull_rx))) = (streamed_body, pull) {
             tokio::spawn(pump.run(self.clone(), id, pull_rx, limits.max_body_size, deadline));
         }
-        if !self.shared.sink.request(head) {
+        // Native trace mode: koatty_trace's `http_timeout` timer is this request's second deadline;
+        // it only notifies the handler side, which then answers (or ignores it once its middleware
+        // chain has settled). It lives as long as the wait for the response head; the JS tracer
+        // takes over when the head goes out first.
+        let trace = self.shared.trace.load_full();
+        let trace_deadline = trace
+            .as_ref()
+            .filter(|t| !t.timeout.is_zero())
+            .map(|t| tokio::time::Instant::now() + t.timeout)
+            .filter(|at| *at < deadline);
+        let traced = trace.as_deref().map(|settings| TraceRequest {
+            settings,
+            timer_armed: trace_deadline.is_some(),
+        });
+        if !self.shared.sink.request_traced(head, traced) {
             guard.set_reason(CloseReason::Rejected);
             return simple_response(StatusCode::SERVICE_UNAVAILABLE);
         }
-        match tokio::time::timeout_at(deadline, head_rx).await {
-            Ok(Ok(mut response)) => {
-                if let ResponseBody::Stream(s) = response.body_mut() {
-                    s.attach(guard, deadline);
-                }
-                response
+        let mut head_rx = head_rx;
+        if let Some(at) = trace_deadline {
+            tokio::select! {
+                biased;
+                answered = &mut head_rx => return self.head_arrived(answered, guard, deadline),
+                _ = tokio::time::sleep_until(at) => self.shared.sink.event(id, BridgeEvent::TraceTimeout),
             }
-            // The sender was dropped: the entry was destroyed by the handler side.
-            Ok(Err(_)) => simple_response(StatusCode::INTERNAL_SERVER_ERROR),
+        }
+        match tokio::time::timeout_at(deadline, head_rx).await {
+            Ok(answered) => self.head_arrived(answered, guard, deadline),
             Err(_) => {
                 guard.set_reason(CloseReason::TimedOut);
                 drop(guard);
@@ -399,8 +436,26 @@ impl Bridge {
         }
     }
 
+    fn head_arrived(
+        &self,
+        answered: Result<Response<ResponseBody>, oneshot::error::RecvError>,
+        guard: PendingGuard,
+        deadline: tokio::time::Instant,
+    ) -> Response<ResponseBody> {
+        match answered {
+            Ok(mut response) => {
+                if let ResponseBody::Stream(s) = response.body_mut() {
+                    s.attach(guard, deadline);
+                }
+                response
+            }
+            // The sender was dropped: the entry was destroyed by the handler side.
+            Err(_) => simple_response(StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
     /// Sends the response head, with the whole body when `end` is true. Returns whether more body
-    /// may be written without exceeding the high-water mark.
+    /// may be written without exceeding the high-water mark. Header values go out as UTF-8.
     pub fn respond<S: AsRef<str>>(
         &self,
         id: u32,
@@ -410,7 +465,30 @@ impl Bridge {
         body: Option<Bytes>,
         end: bool,
     ) -> Result<bool, BridgeError> {
-        let response_builder = |b: ResponseBody| build_response(status, reason, headers, b);
+        self.respond_encoded(id, status, reason, headers, HeaderEncoding::Utf8, body, end)
+    }
+
+    /// [`Bridge::respond`], with `encoding` saying how header values become bytes (HTTP/2
+    /// responses always use latin1, as Node's http2 does).
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond_encoded<S: AsRef<str>>(
+        &self,
+        id: u32,
+        status: u16,
+        reason: Option<&str>,
+        headers: &[S],
+        encoding: HeaderEncoding,
+        body: Option<Bytes>,
+        end: bool,
+    ) -> Result<bool, BridgeError> {
+        let encoding = match encoding {
+            HeaderEncoding::Utf8 if self.shared.with(id, |p| p.http2).unwrap_or(false) => {
+                HeaderEncoding::Latin1
+            }
+            other => other,
+        };
+        let response_builder =
+            |b: ResponseBody| build_response(status, reason, headers, encoding, b);
         if end {
             let pending = self.shared.take_in_stage(id, false)?;
             let Stage::AwaitingHead(tx) = pending.stage else {
@@ -536,7 +614,13 @@ impl Bridge {
                     buffered: Default::default(),
                 },
             );
-        if self.shared.sink.request(head) {
+        // Native trace mode: the upgrade request's id serves every message (koatty_trace §2.8).
+        let trace = self.shared.trace.load_full();
+        let traced = trace.as_deref().map(|settings| TraceRequest {
+            settings,
+            timer_armed: false,
+        });
+        if self.shared.sink.request_traced(head, traced) {
             Some((id, rx))
         } else {
             self.shared
@@ -692,16 +776,26 @@ pub fn simple_response(status: StatusCode) -> Response<ResponseBody> {
     r
 }
 
+/// How header values (JavaScript strings, every char ≤ 0xFF after Node's checks) become bytes.
+/// Node's `http` writes the head as latin1, except when it goes out in one write with a string
+/// body chunk: then head and chunk are UTF-8. Only non-ASCII values see the difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderEncoding {
+    Latin1,
+    Utf8,
+}
+
 fn build_response<S: AsRef<str>>(
     status: u16,
     reason: Option<&str>,
     flat_headers: &[S],
+    encoding: HeaderEncoding,
     body: ResponseBody,
 ) -> Response<ResponseBody> {
     let mut r = Response::new(body);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     *r.status_mut() = status;
-    *r.headers_mut() = header_map(flat_headers);
+    *r.headers_mut() = header_map_encoded(flat_headers, encoding);
     // A custom reason phrase (node's statusMessage); HTTP/1 only, HTTP/2 has none.
     if let Some(reason) = reason.filter(|r| Some(*r) != status.canonical_reason()) {
         if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
@@ -714,16 +808,32 @@ fn build_response<S: AsRef<str>>(
 /// Converts `[name, value, …]` into a header map. Names and values were validated in JavaScript
 /// (node's own validators); anything still invalid is skipped rather than sent.
 pub fn header_map<S: AsRef<str>>(flat: &[S]) -> HeaderMap {
+    header_map_encoded(flat, HeaderEncoding::Utf8)
+}
+
+fn header_map_encoded<S: AsRef<str>>(flat: &[S], encoding: HeaderEncoding) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(flat.len() / 2);
     for pair in flat.chunks_exact(2) {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(pair[0].as_ref().as_bytes()),
-            HeaderValue::from_bytes(pair[1].as_ref().as_bytes()),
-        ) {
+        let text = pair[1].as_ref();
+        let value = if encoding == HeaderEncoding::Latin1 && !text.is_ascii() {
+            latin1_bytes(text).and_then(|b| HeaderValue::from_bytes(&b).ok())
+        } else {
+            HeaderValue::from_bytes(text.as_bytes()).ok()
+        };
+        if let (Ok(name), Some(value)) =
+            (HeaderName::from_bytes(pair[0].as_ref().as_bytes()), value)
+        {
             map.append(name, value);
         }
     }
     map
+}
+
+/// One byte per char, or `None` if a char is above 0xFF (Node rejects those in header values).
+fn latin1_bytes(text: &str) -> Option<Vec<u8>> {
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect()
 }
 
 /// Turns a header map into the flat list handed to JavaScript.

@@ -682,3 +682,113 @@ async fn max_connections_changes_at_run_time() {
     .await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
 }
+
+// ---- native trace mode
+
+fn trace_settings(timeout_ms: u64) -> Option<crate::trace::TraceSettings> {
+    Some(crate::trace::TraceSettings::new(
+        "X-Request-Id",
+        "requestId",
+        Duration::from_millis(timeout_ms),
+    ))
+}
+
+#[tokio::test]
+async fn trace_timer_notifies_only_when_the_head_is_late_and_the_request_stays_pending() {
+    let mut h = serve(Limits::default(), Box::new(|_, _| {})).await;
+    h.bridge.set_trace(trace_settings(100));
+    let addr = h.handle.local_addr();
+    let client = tokio::spawn(exchange(
+        addr,
+        "GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ));
+    let (id, ev) = tokio::time::timeout(Duration::from_secs(5), h.events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev, "TraceTimeout");
+    // Only a notification: the handler still answers (koatty_trace's timeout error).
+    assert_eq!(h.bridge.pending_count(), 1);
+    h.bridge
+        .respond(
+            id,
+            500,
+            None,
+            &["content-type", "application/json"],
+            Some(Bytes::from_static(b"{}")),
+            true,
+        )
+        .unwrap();
+    let resp = client.await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 500"), "{resp}");
+    assert_eq!(h.bridge.pending_count(), 0);
+}
+
+#[tokio::test]
+async fn trace_timer_is_silent_for_a_timely_answer_and_off_without_settings() {
+    let mut h = serve(Limits::default(), hello()).await;
+    h.bridge.set_trace(trace_settings(50));
+    let resp = exchange(
+        h.handle.local_addr(),
+        "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(h.events.try_recv().is_err(), "no event after the answer");
+
+    // Switched off: a late answer gets no notification.
+    let mut h = serve(Limits::default(), Box::new(|_, _| {})).await;
+    h.bridge.set_trace(trace_settings(50));
+    h.bridge.set_trace(None);
+    let mut s = TcpStream::connect(h.handle.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    while h.bridge.pending_count() == 0 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        h.events.try_recv().is_err(),
+        "no timer without trace settings"
+    );
+}
+
+#[tokio::test]
+async fn header_values_go_out_latin1_or_utf8_as_asked() {
+    let h = serve(
+        Limits::default(),
+        Box::new(|b, head| {
+            let encoding = if head.url.contains("utf8") {
+                HeaderEncoding::Utf8
+            } else {
+                HeaderEncoding::Latin1
+            };
+            b.respond_encoded(head.id, 200, None, &["x-id", "é"], encoding, None, true)
+                .unwrap();
+        }),
+    )
+    .await;
+    let raw = |path: &str| {
+        let addr = h.handle.local_addr();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            out
+        }
+    };
+    let latin1 = raw("/latin1").await;
+    assert!(
+        latin1.windows(8).any(|w| w == b"x-id: \xe9\r"),
+        "{latin1:?}"
+    );
+    let utf8 = raw("/utf8").await;
+    assert!(
+        utf8.windows(9).any(|w| w == b"x-id: \xc3\xa9\r"),
+        "{utf8:?}"
+    );
+}
