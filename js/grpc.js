@@ -182,6 +182,23 @@ class ServerCall extends Duplex {
     this._bridge.native.grpcEnd(this._id, code, details, toFlat(trailers));
   }
 
+  /** A unary answer: the message and status OK in one native call. */
+  _reply(value, trailers) {
+    let bytes;
+    try {
+      bytes = this._method.responseSerialize(value);
+    } catch (err) {
+      this._finish(Status.INTERNAL, `Error serializing response: ${err.message}`);
+      return;
+    }
+    // Marked ended only once the native call is made, so that a throw here still finishes the
+    // call (UNKNOWN) rather than leaving it to its deadline.
+    this._bridge.native.grpcReply(this._id, bytes, toFlat(trailers));
+    this._headSent = true;
+    this._ended = true;
+    this._bridge.forgetCall(this._id);
+  }
+
   _sendMessage(value, cb) {
     let bytes;
     try {
@@ -293,7 +310,7 @@ function unaryCallback(call) {
       call._finish(code, err.details ?? err.message ?? String(err), err.metadata ?? trailer);
       return;
     }
-    call._sendMessage(value, () => call._finish(Status.OK, 'OK', trailer));
+    call._reply(value, trailer);
   };
 }
 

@@ -865,6 +865,20 @@ impl NativeServer {
         code_of(self.bridge.grpc_write(id, Bytes::copy_from_slice(&message)))
     }
 
+    /// A unary answer in one crossing: the message, then status OK with trailing metadata.
+    /// 1 = sent, -1 = call gone (or the message was over `maxSendMessageLength`: ended with
+    /// RESOURCE_EXHAUSTED, as `grpcWrite` does).
+    #[napi]
+    pub fn grpc_reply(&self, id: u32, message: Buffer, trailers: Vec<String>) -> i32 {
+        if self.grpc_write(id, message) < 0 {
+            return -1;
+        }
+        match self.bridge.grpc_end(id, 0, "OK".to_string(), trailers) {
+            Ok(()) => 1,
+            Err(_) => -1,
+        }
+    }
+
     /// Ends a call with a status code (0 = OK), details and trailing metadata.
     #[napi]
     pub fn grpc_end(&self, id: u32, code: i32, details: String, trailers: Vec<String>) -> bool {
