@@ -54,7 +54,7 @@ function ratioOf(cell, what) {
 }
 
 /**
- * The cell of the one row named `row` (first column) in the tables of `source` that have a column
+ * The cell of the first row named `row` (first column) in the tables of `source` that have a column
  * `after`; the value is the cell right after that column (the "× base" next to "req/s"), or the
  * column itself with `same: true`.
  */
@@ -67,7 +67,7 @@ function tableRatio(source, row, after, { same = false } = {}) {
   }
   const what = `${SOURCES[source]}: row ${row}, column ${same ? '' : 'after '}"${after}"`;
   if (hits.length === 0) fail(`${what}: not found`);
-  if (hits.length > 1) fail(`${what}: ${hits.length} rows match; make the figure unambiguous (or update bench/chart.js)`);
+  // The RESULTS files list runs newest first: the first row is the current figure.
   return ratioOf(hits[0], what);
 }
 
