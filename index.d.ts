@@ -286,7 +286,8 @@ export declare class BaseServer<O extends BaseServerOptions = BaseServerOptions>
   on(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;
   on(event: 'listening' | 'close', listener: () => void): this;
   on(event: 'stopped', listener: (report: ShutdownReport) => void): this;
-  on(event: 'handlerError', listener: (err: unknown) => void): this;
+  /** A handler threw or rejected; `req` is the request (HTTP family) when there is one. */
+  on(event: 'handlerError', listener: (err: unknown, req?: import('http').IncomingMessage) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 }
 

@@ -90,3 +90,27 @@ describe('native log events reach the JavaScript logger', () => {
     }
   });
 });
+
+describe('per-request trace ids on log lines', () => {
+  it('a failing handler is logged with the request\'s trace id (X-Request-Id)', async () => {
+    const script = `
+const http = require('http');
+const serve = require('.');
+const server = new serve.HttpServer({ callback: () => () => { throw new Error('boom'); } }, { hostname: '127.0.0.1', port: 0 });
+server.Start(() => {
+  const req = http.get({ port: server.server.address().port, host: '127.0.0.1', headers: { 'X-Request-Id': 'req-42' } }, (res) => {
+    res.resume();
+    res.on('end', () => server.gracefulShutdown({ drainDelay: 0, timeout: 500 }).then(() => console.log('status', res.statusCode)));
+  });
+  req.end();
+});
+`;
+    const r = await runChild(script);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /status 500/);
+    const line = jsonLines(r.stderr).find((l) => l.level === 'error');
+    assert.ok(line, r.stderr);
+    assert.equal(line.msg, 'request handler failed [trace req-42]');
+    assert.match(line.error, /Error: boom/);
+  });
+});

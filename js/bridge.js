@@ -228,7 +228,7 @@ class Bridge {
   // A handler threw or rejected: answer 500 if nothing was sent, else cut the response off.
   fail(res, err) {
     try {
-      this.onHandlerError(err);
+      this.onHandlerError(err, res.req);
     } catch {
       // logging must not break the server
     }

@@ -20,6 +20,17 @@ const DEFAULT_SHUTDOWN = { timeout: 30000 };
 const PROTOCOL_FAMILIES = [new Set(['http', 'https', 'http2']), new Set(['ws', 'wss']), new Set(['grpc'])];
 const sameFamily = (a, b) => PROTOCOL_FAMILIES.some((f) => f.has(a) && f.has(b));
 
+/** ` [trace <id>]` for a request with a trace id, else ''. */
+function traceTag(req) {
+  let id;
+  try {
+    id = req?.traceId;
+  } catch {
+    id = undefined;
+  }
+  return typeof id === 'string' && id !== '' ? ` [trace ${id}]` : '';
+}
+
 /** What `server.server` is (and what Start returns): a small handle shaped like node's net.Server. */
 class ListenerHandle extends EventEmitter {
   constructor(owner) {
@@ -85,7 +96,8 @@ class BaseServer extends EventEmitter {
     const bridge = new Bridge(
       native,
       this.createRequestHandler(),
-      (err) => this.emit('handlerError', err) || logger.error('request handler failed', err),
+      // The request's trace id (X-Request-Id, requestId, or a generated one) goes on the line.
+      (err, req) => this.emit('handlerError', err, req) || logger.error(`request handler failed${traceTag(req)}`, err),
       options.trace,
       (req, client) => this.onUpgrade(req, client),
       (bridge, id, path, headers, remoteAddress, remotePort) => this.onGrpcCall(bridge, id, path, headers, remoteAddress, remotePort),
