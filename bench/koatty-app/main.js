@@ -4,8 +4,10 @@
 // bench/apps/koatty-js/app and bench/apps/koatty-native/app, so every
 // require('koatty') below resolves from that variant's own node_modules.
 //
-// Env (set by bench/run.js):
+// Env (set by bench/run.js and bench/koatty-protocols.js):
 //   BENCH_PORT        port to bind (0 = ephemeral, the default)
+//   BENCH_PROTOCOL    Koatty `protocol` (default 'http'; also http2, ws, grpc: src/config/)
+//   BENCH_TLS_KEY/CERT  key_file / crt_file (http2)
 //   BENCH_LOGS_LEVEL  Koatty `logs_level` (default 'warning': no access log)
 //   BENCH_READY_FD    fd on which to write one JSON line once listening
 process.env.NODE_ENV = process.env.NODE_ENV || 'production';
@@ -64,8 +66,14 @@ function reportReady(app) {
   }
   let port;
   try { port = app.server.server.address().port; } catch (e) {
-    report({ error: 'cannot read app.server.server.address().port: ' + (e && e.message || e) });
-    process.exit(3);
+    // koatty_serve 2.3.0: a WsServer's `server` is a noServer WebSocketServer (the listening
+    // http.Server is `httpServer`); a GrpcServer's is a grpc-js Server without address() (2.3.0
+    // drops the bound port, so bench/koatty-protocols.js gives it a fixed port).
+    try { port = app.server.httpServer.address().port; } catch { port = Number(app.config('app_port')) || null; }
+    if (!port) {
+      report({ error: 'cannot read app.server.server.address().port: ' + (e && e.message || e) });
+      process.exit(3);
+    }
   }
   report({
     port,
@@ -73,6 +81,10 @@ function reportReady(app) {
     nodeEnv: process.env.NODE_ENV,
     logsLevel: app.config('logs_level'),
     serverCtor: app.server && app.server.constructor && app.server.constructor.name,
+    protocol: app.config('protocol'),
+    // the native server's trace mode installed its tracer on the app (js/tracer.js)
+    nativeTrace: app[Symbol.for('koatty_serve.tracer')] === true,
+    grpcNoAccumulate: process.env.BENCH_GRPC_NO_ACCUMULATE === '1',
     koatty: koatty.version,
     koattyCore: core.version,
     koattyTrace: trace.version,
@@ -88,7 +100,26 @@ class App extends Koatty {
     this.appPath = path.join(__dirname, 'src');
     // 'appStart' is emitted from the server's listen callback.
     this.once('appStart', () => reportReady(this));
+    if (process.env.BENCH_GRPC_NO_ACCUMULATE === '1') undoHandlerAccumulation(this);
   }
+}
+
+// koatty_core 1.11.4's app.callback(protocol, reqHandler) pushes reqHandler onto app.middleware for
+// good, and koatty_router 1.10.1 calls it once per gRPC call with a new handler, so the array grows
+// by one per call and every later call composes (copies and checks) all of it
+// (koatty-contract.md §5.4). With BENCH_GRPC_NO_ACCUMULATE=1 (bench/koatty-protocols.js, group
+// grpc-fixed) the handler is taken out again right after koa-compose has copied the array: the
+// composed function still runs it, the app's middleware stays as it was. Same for either server.
+function undoHandlerAccumulation(app) {
+  const callback = app.callback;
+  app.callback = function (protocol, reqHandler) {
+    const fn = callback.call(this, protocol, reqHandler);
+    if (reqHandler) {
+      const i = this.middleware.lastIndexOf(reqHandler);
+      if (i >= 0) this.middleware.splice(i, 1);
+    }
+    return fn;
+  };
 }
 
 module.exports = ExecBootStrap()(App);
