@@ -146,6 +146,18 @@ describe('Http2Server: h2 over TLS (ALPN)', () => {
     assert.equal(r.body.length, 0);
   });
 
+  it('HEAD to handlers that write a body anyway (whole and streamed): headers only, no stream error, as node drops the body', async () => {
+    const whole = await withTimeout(h2request(session, { method: 'HEAD', path: '/hello' }), 5000, 'HEAD /hello over h2');
+    assert.equal(whole.status, 200);
+    assert.equal(whole.headers['content-length'], '5', 'the length a GET would have');
+    assert.equal(whole.body.length, 0);
+    const streamed = await withTimeout(h2request(session, { method: 'HEAD', path: '/download?size=262144' }), 5000, 'HEAD /download over h2');
+    assert.equal(streamed.status, 200);
+    assert.equal(streamed.body.length, 0);
+    const after = await withTimeout(h2request(session, { path: '/hello' }), 5000, 'GET after the HEADs');
+    assert.equal(after.body.toString(), 'hello', 'the session is still usable');
+  });
+
   it('200 concurrent streams on one session are all answered correctly', async () => {
     const N = 200;
     const results = await Promise.all(Array.from({ length: N }, (_, i) => (i % 4 === 3

@@ -93,6 +93,7 @@ pub(crate) fn channel(shared: Arc<Shared>, id: u32, status: u16) -> (ResponseWri
             guard: None,
             deadline: None,
             done: false,
+            discard_data: false,
         },
     )
 }
@@ -107,6 +108,8 @@ pub struct StreamBody {
     guard: Option<PendingGuard>,
     deadline: Option<Pin<Box<Sleep>>>,
     done: bool,
+    /// A response to HEAD: chunks are consumed but not sent.
+    discard_data: bool,
 }
 
 impl StreamBody {
@@ -126,6 +129,25 @@ impl ResponseBody {
     pub fn full(bytes: Option<Bytes>) -> ResponseBody {
         ResponseBody::Full(bytes.filter(|b| !b.is_empty()))
     }
+
+    /// The body of a response to HEAD: no content, with the `Content-Length` a GET would have had
+    /// when it is known. A streamed body is still read from the handler (and dropped), so its
+    /// writes complete and drain as usual.
+    pub fn for_head(self, headers: &mut http::HeaderMap) -> ResponseBody {
+        match self {
+            ResponseBody::Full(Some(b)) => {
+                headers
+                    .entry(http::header::CONTENT_LENGTH)
+                    .or_insert_with(|| http::HeaderValue::from(b.len()));
+                ResponseBody::Full(None)
+            }
+            ResponseBody::Full(None) => ResponseBody::Full(None),
+            ResponseBody::Stream(mut s) => {
+                s.discard_data = true;
+                ResponseBody::Stream(s)
+            }
+        }
+    }
 }
 
 fn aborted(what: &str) -> io::Error {
@@ -142,7 +164,12 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Stream(s) => s.poll_chunk(cx),
+            ResponseBody::Stream(s) => loop {
+                match s.poll_chunk(cx) {
+                    Poll::Ready(Some(Ok(frame))) if s.discard_data && frame.is_data() => continue,
+                    other => break other,
+                }
+            },
         }
     }
 

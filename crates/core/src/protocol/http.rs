@@ -224,7 +224,24 @@ impl HttpProtocol {
         b
     }
 
+    /// hyper leaves a HEAD response's body out on HTTP/1 but sends it on HTTP/2, where clients
+    /// (node, curl) then reset the stream: the body is dropped here, its length kept.
     async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnectionInfo,
+    ) -> Response<ResponseBody> {
+        let head_on_h2 = req.version() == Version::HTTP_2 && req.method() == http::Method::HEAD;
+        let response = self.respond(req, conn).await;
+        if !head_on_h2 {
+            return response;
+        }
+        let (mut parts, body) = response.into_parts();
+        let body = body.for_head(&mut parts.headers);
+        Response::from_parts(parts, body)
+    }
+
+    async fn respond(
         &self,
         req: Request<Incoming>,
         conn: &ConnectionInfo,
