@@ -16,13 +16,15 @@
 // Before each run it waits for an idle machine; a run during which other processes used more than
 // 15 % of a CPU is measured again (--retry-noisy) and flagged when it stays noisy.
 // Writes bench/results/koatty-protocols-<timestamp>.json and .md (also printed).
-const { spawn, spawnSync } = require('child_process');
+const { spawnSync } = require('child_process');
 const crypto = require('crypto');
 const fs = require('fs');
-const http2 = require('http2');
-const net = require('net');
 const os = require('os');
 const path = require('path');
+const {
+  sleep, dieWith, nproc, findInPath, readCpu, readMachine, readMem, waitIdle, runTool, parseH2load: parseH2loadSummary, logPercentiles,
+  freePort, startReadyChild, stopChild, getOnceH2, median, stat, fmt, table, gitState,
+} = require('./lib/measure');
 
 const BENCH = __dirname;
 const ROOT = path.resolve(BENCH, '..');
@@ -30,7 +32,6 @@ const RESULTS_DIR = path.join(BENCH, 'results');
 const LOADGEN = path.resolve(ROOT, '..', 'shared', 'tools', 'loadgen');
 const PROTO = path.join(BENCH, 'koatty-app', 'src', 'proto', 'bench.proto');
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------- options
 const PROTOCOLS = {
@@ -121,63 +122,16 @@ function parseArgs(argv) {
   return o;
 }
 
-function die(msg, code = 2) {
-  console.error(`koatty-protocols: ${msg}`);
-  process.exit(code);
-}
+const die = dieWith('koatty-protocols');
 
 // ---------------------------------------------------------------- /proc
-function readTicks(file) {
-  const s = fs.readFileSync(file, 'utf8');
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15)
-}
-function readCpu(pid) {
-  return { proc: readTicks(`/proc/${pid}/stat`), js: readTicks(`/proc/${pid}/task/${pid}/stat`), threads: fs.readdirSync(`/proc/${pid}/task`).length };
-}
-function readMachine() {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
-  const busy = user + nice + system + irq + softirq + (steal || 0);
-  return { busy, total: busy + idle + (iowait || 0) };
-}
 function readHwmMB(pid) {
-  const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmHWM:\s+(\d+) kB/m);
-  return m ? Number(m[1]) / 1024 : null;
+  const { vmHwmKB } = readMem(pid);
+  return vmHwmKB == null ? null : vmHwmKB / 1024;
 }
-const NPROC = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
-
-// Wait (at most maxSeconds) until the machine is < 10 % of one CPU busy for a second, twice (the
-// second after a random delay, so two waiting benchmarks do not start together). Seconds waited.
-async function waitIdle(maxSeconds) {
-  const t0 = Date.now();
-  const sample = async () => {
-    const a = readMachine();
-    await sleep(1000);
-    const b = readMachine();
-    return (b.busy - a.busy) / Math.max(1, b.total - a.total) * NPROC * 100;
-  };
-  let busy;
-  for (;;) {
-    busy = await sample();
-    if (busy < 10) {
-      await sleep(Math.random() * 2000);
-      busy = await sample();
-      if (busy < 10) return { waited: Math.max(0, (Date.now() - t0) / 1000 - 3), busy };
-    }
-    if ((Date.now() - t0) / 1000 >= maxSeconds) return { waited: (Date.now() - t0) / 1000, busy, notIdle: true };
-  }
-}
+const NPROC = nproc();
 
 // ---------------------------------------------------------------- tools
-function findInPath(cmd) {
-  for (const d of (process.env.PATH || '').split(path.delimiter)) {
-    const p = path.join(d, cmd);
-    try { fs.accessSync(p, fs.constants.X_OK); return p; } catch { /* next */ }
-  }
-  return null;
-}
-
 function loadgenBinary(name, given) {
   if (given) {
     if (!fs.existsSync(given)) die(`${name} not found at ${given}`);
@@ -194,63 +148,16 @@ function loadgenBinary(name, given) {
   return bin;
 }
 
-// Runs a load generator through bash, whose `times` reports the generator's own user+sys CPU.
-function runTool(toolPath, args) {
-  return new Promise((resolve, reject) => {
-    const p = spawn('bash', ['-c', '"$0" "$@"; rc=$?; times >&2; exit $rc', toolPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
-    p.on('error', reject);
-    p.on('close', (code) => {
-      const t = err.trim().match(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/);
-      const cpuSeconds = t ? Number(t[1]) * 60 + Number(t[2]) + Number(t[3]) * 60 + Number(t[4]) : null;
-      resolve({ code, out, err, cpuSeconds });
-    });
-  });
-}
-
-function toMs(value, unit) {
-  const v = Number(value);
-  return { us: v / 1000, ms: v, s: v * 1000 }[unit] ?? NaN;
-}
-
-// h2load: finished line, request counts, status codes, ALPN; percentiles from --log-file.
+// h2load: finished line, request counts, status codes (3xx, 4xx and 5xx count as errors), ALPN;
+// percentiles from --log-file.
 function parseH2load(out) {
-  const r = {};
-  let m = out.match(/finished in ([\d.]+)(us|ms|s), ([\d.]+) req\/s/);
-  r.seconds = m ? toMs(m[1], m[2]) / 1000 : null;
-  r.rate = m ? Number(m[3]) : null;
-  m = out.match(/requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/);
-  r.units = m ? Number(m[3]) : null;
-  const failed = m ? +m[5] + +m[6] + +m[7] : 0;
-  m = out.match(/status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/);
-  const non2xx = m ? +m[2] + +m[3] + +m[4] : 0;
-  r.errors = failed + non2xx;
-  r.errorDetail = `failed+errored+timeout ${failed}, non-2xx ${non2xx}`;
-  m = out.match(/^Application protocol: (\S+)/m);
-  r.alpn = m ? m[1] : null;
-  m = out.match(/^Cipher: (\S+)/m);
-  r.cipher = m ? m[1] : null;
-  m = out.match(/^TLS Protocol: (\S+)/m);
-  r.tlsProtocol = m ? m[1] : null;
-  return r;
-}
-function logPercentiles(file) {
-  let text;
-  try { text = fs.readFileSync(file, 'latin1'); } catch { return null; }
-  const ds = [];
-  for (const line of text.split('\n')) {
-    const t = line.lastIndexOf('\t');
-    if (t < 0) continue;
-    const v = Number(line.slice(t + 1));
-    if (Number.isFinite(v)) ds.push(v);
-  }
-  if (!ds.length) return null;
-  const a = Float64Array.from(ds).sort();
-  const q = (p) => a[Math.min(a.length - 1, Math.ceil(p * a.length) - 1)] / 1000;
-  return { p50Ms: q(0.5), p99Ms: q(0.99) };
+  const p = parseH2loadSummary(out);
+  const failed = p.req ? p.req.failed + p.req.errored + p.req.timeout : 0;
+  const non2xx = p.codes.s3xx + p.codes.s4xx + p.codes.s5xx;
+  return {
+    seconds: p.loadSeconds, rate: p.reqPerSec, units: p.requests, errors: failed + non2xx, errorDetail: `failed+errored+timeout ${failed}, non-2xx ${non2xx}`,
+    alpn: p.alpn, cipher: p.cipher, tlsProtocol: p.tlsProtocol,
+  };
 }
 function resultLine(out) {
   const line = out.split('\n').find((l) => l.startsWith('RESULT ')) || '';
@@ -300,26 +207,11 @@ async function runLoad(ctx, run, seconds, measured) {
 }
 
 // ---------------------------------------------------------------- probes (correct answers)
-function probeH2(port, ca) {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(`https://127.0.0.1:${port}`, { ca });
-    const timer = setTimeout(() => { session.destroy(); reject(new Error('timeout')); }, 5000);
-    const done = (err, v) => { clearTimeout(timer); session.close(); if (err) reject(err); else resolve(v); };
-    session.on('error', done);
-    const req = session.request({ ':path': '/', ':method': 'GET' });
-    let headers = {};
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('response', (h) => { headers = h; });
-    req.on('data', (d) => { body += d; });
-    req.on('end', () => {
-      const ok = headers[':status'] === 200 && body === 'hello' && /^text\/plain/.test(headers['content-type'] || '') && session.alpnProtocol === 'h2';
-      if (!ok) return done(new Error(`GET / over h2 answered ${headers[':status']} ${JSON.stringify(headers['content-type'])} ${JSON.stringify(body.slice(0, 200))} (ALPN ${session.alpnProtocol}), expected 200 text/plain "hello" over h2`));
-      done(null, `200 text/plain "hello", ALPN h2, x-request-id ${headers['x-request-id'] ? 'present' : 'absent'}`);
-    });
-    req.on('error', done);
-    req.end();
-  });
+async function probeH2(port, ca) {
+  const r = await getOnceH2(port, ca);
+  const ok = r.status === 200 && r.body === 'hello' && /^text\/plain/.test(r.headers['content-type'] || '') && r.tls.alpn === 'h2';
+  if (!ok) throw new Error(`GET / over h2 answered ${r.status} ${JSON.stringify(r.headers['content-type'])} ${JSON.stringify(r.body.slice(0, 200))} (ALPN ${r.tls.alpn}), expected 200 text/plain "hello" over h2`);
+  return `200 text/plain "hello", ALPN h2, x-request-id ${r.headers['x-request-id'] ? 'present' : 'absent'}`;
 }
 
 function probeWs(port, message) {
@@ -374,14 +266,6 @@ function grpcBodyFile(dir) {
 }
 
 // ---------------------------------------------------------------- apps
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
 let current = null;
 
 function startApp(ctx, run, port, logFile) {
@@ -393,35 +277,13 @@ function startApp(ctx, run, port, logFile) {
   delete env.BENCH_TLS_KEY; delete env.BENCH_TLS_CERT;
   if (run.kind === 'http2') { env.BENCH_TLS_KEY = ctx.tls.keyPath; env.BENCH_TLS_CERT = ctx.tls.certPath; }
   const cwd = path.join(BENCH, 'apps', run.app);
-  const fd = fs.openSync(logFile, 'w');
-  const child = spawn(process.execPath, [path.join(cwd, 'app', 'main.js')], { cwd, env, stdio: ['ignore', fd, fd, 'pipe'] });
-  fs.closeSync(fd);
-  current = child;
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  const ready = new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error('not ready after 30 s')), 30000);
-    child.stdio[3].on('data', (d) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      clearTimeout(timer);
-      try { resolve(JSON.parse(buf.slice(0, nl))); } catch { reject(new Error(`bad ready line: ${buf.slice(0, nl)}`)); }
-    });
-    child.stdio[3].on('error', () => {});
-    exited.then(({ code, signal }) => { clearTimeout(timer); reject(new Error(`exited before ready (code ${code}, signal ${signal})`)); });
-  });
-  return { child, ready, exited };
+  const h = startReadyChild([path.join(cwd, 'app', 'main.js')], { cwd, env, logFile });
+  current = h.child;
+  return h;
 }
 
 async function stopApp(h) {
-  if (h.child.exitCode === null && h.child.signalCode === null) {
-    try { process.kill(h.child.pid, 'SIGTERM'); } catch { /* gone */ }
-    if (await Promise.race([h.exited.then(() => 'exited'), sleep(8000).then(() => 'timeout')]) === 'timeout') {
-      try { process.kill(h.child.pid, 'SIGKILL'); } catch { /* gone */ }
-      await h.exited;
-    }
-  }
+  await stopChild(h, 8000);
   if (current === h.child) current = null;
 }
 
@@ -519,20 +381,6 @@ async function runOne(ctx, run) {
 }
 
 // ---------------------------------------------------------------- stats and output
-function median(xs) {
-  const a = xs.filter((x) => x != null && Number.isFinite(x)).sort((p, q) => p - q);
-  if (!a.length) return null;
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
-}
-function stat(xs) {
-  const a = xs.filter((x) => x != null && Number.isFinite(x));
-  return { median: median(a), min: a.length ? Math.min(...a) : null, max: a.length ? Math.max(...a) : null, n: a.length };
-}
-function fmt(x, d) {
-  if (x == null || !Number.isFinite(x)) return '–';
-  return x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
-}
 const cell = (s, d) => (!s || s.median == null ? '–' : s.n < 2 ? fmt(s.median, d) : `${fmt(s.median, d)} (${fmt(s.min, d)}–${fmt(s.max, d)})`);
 const rcell = (s) => (!s || s.median == null ? '–' : s.n < 2 ? `${fmt(s.median, 2)}×` : `${fmt(s.median, 2)}× (${fmt(s.min, 2)}–${fmt(s.max, 2)})`);
 
@@ -555,10 +403,6 @@ function summarize(runs, groups) {
     });
   }
   return out;
-}
-
-function table(header, rows) {
-  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
 function markdown(ctx, sum, failures, noisy) {
@@ -617,13 +461,6 @@ function nativeState() {
   return { buildProfile: info.buildProfile, native: info.native, version: info.version, file, sha256: sha, jsSha256: js.digest('hex'), mtime: fs.statSync(path.join(ROOT, file)).mtime.toISOString() };
 }
 
-function gitState() {
-  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
-  const st = spawnSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'crates', 'js', 'index.js', 'Cargo.toml', 'Cargo.lock'], { cwd: ROOT, encoding: 'utf8' });
-  const dirty = (st.stdout || '').trim().split('\n').filter(Boolean).length;
-  return `commit ${head}${dirty ? ` + uncommitted changes in ${dirty} source file${dirty > 1 ? 's' : ''}` : ''}`;
-}
-
 // ---------------------------------------------------------------- main
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
@@ -646,7 +483,7 @@ async function main() {
   const startedAt = new Date().toISOString();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'koatty-protocols-'));
   const ctx = {
-    opts, tools, apps, native, tmp, startedAt, rootReal: fs.realpathSync(ROOT), git: gitState(),
+    opts, tools, apps, native, tmp, startedAt, rootReal: fs.realpathSync(ROOT), git: gitState(ROOT),
     command: ['node', 'bench/koatty-protocols.js', ...process.argv.slice(2)].join(' '),
     machine: {
       nproc: NPROC, cpuModel: (os.cpus()[0] || {}).model, kernel: `${os.type()} ${os.release()}`, node: process.version,

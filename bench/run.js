@@ -14,14 +14,18 @@
 // each measurement is preceded by a warm-up run of the load generator against
 // the same process.
 // See --help, and bench/RESULTS.md for the method.
-const { spawn, spawnSync } = require('child_process');
+const { spawnSync } = require('child_process');
 const fs = require('fs');
 const http = require('http');
 const https = require('https');
-const http2 = require('http2');
 const crypto = require('crypto');
 const os = require('os');
 const path = require('path');
+const measure = require('./lib/measure');
+
+const {
+  sleep, findInPath, readCpu, readMachine, readMem, toMs, logPercentiles, startReadyChild, stopChild, getOnceH2, fmt, gitState,
+} = measure;
 
 const BENCH = __dirname;
 const ROOT = path.resolve(BENCH, '..');
@@ -194,22 +198,9 @@ function parseArgs(argv) {
   return o;
 }
 
-function die(msg, code = 2) {
-  console.error(`bench: ${msg}`);
-  process.exit(code);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const die = measure.dieWith('bench');
 
 // ---------------------------------------------------------------- machine
-function findInPath(cmd) {
-  for (const d of (process.env.PATH || '').split(path.delimiter)) {
-    const p = path.join(d, cmd);
-    try { fs.accessSync(p, fs.constants.X_OK); return p; } catch { /* next */ }
-  }
-  return null;
-}
-
 function clockTicks() {
   const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
   const n = Number((r.stdout || '').trim());
@@ -240,52 +231,7 @@ function machineInfo(wrkPath, h2loadPath, opensslPath) {
   };
 }
 
-// ---------------------------------------------------------------- /proc
-// utime+stime in clock ticks: fields 14 and 15 of /proc/<pid>/stat (counted
-// after the parenthesised command name, which may contain spaces). For the
-// process this includes every thread (also exited ones); for
-// /proc/<pid>/task/<pid>/stat it is the main (JS) thread alone.
-function readTicks(file) {
-  const s = fs.readFileSync(file, 'utf8');
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]); // f[0] is field 3 (state)
-}
-
-function readCpu(pid) {
-  return {
-    proc: readTicks(`/proc/${pid}/stat`),
-    main: readTicks(`/proc/${pid}/task/${pid}/stat`),
-    threads: fs.readdirSync(`/proc/${pid}/task`).length,
-  };
-}
-
-// Machine-wide busy and total jiffies from the aggregate "cpu" line of /proc/stat.
-function readMachine() {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
-  const busy = user + nice + system + irq + softirq + (steal || 0);
-  return { busy, total: busy + idle + (iowait || 0) };
-}
-
-function readMem(pid) {
-  const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k) => { const m = s.match(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm')); return m ? Number(m[1]) : null; };
-  return { vmHwmKB: kb('VmHWM'), vmRssKB: kb('VmRSS') };
-}
-
 // ---------------------------------------------------------------- wrk
-function toMs(value, unit) {
-  const v = Number(value);
-  switch (unit) {
-    case 'us': return v / 1000;
-    case 'ms': return v;
-    case 's': return v * 1000;
-    case 'm': return v * 60000;
-    case 'h': return v * 3600000;
-    default: return NaN;
-  }
-}
-
 function parseWrk(out) {
   const r = {};
   let m = out.match(/Requests\/sec:\s+([\d.]+)/);
@@ -308,26 +254,11 @@ function parseWrk(out) {
 }
 
 // Runs a load generator; through bash when there is one, so that its `times`
-// builtin reports the generator's own user+sys CPU.
-function runTool(name, toolPath, args) {
-  const viaBash = !!BASH;
-  const cmd = viaBash ? BASH : toolPath;
-  const cmdArgs = viaBash ? ['-c', '"$0" "$@"; rc=$?; times >&2; exit $rc', toolPath, ...args] : args;
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
-    p.on('error', reject);
-    p.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`${name} exited ${code}: ${out}${err}`));
-      let cpuSeconds = null;
-      const t = viaBash && err.trim().match(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/);
-      if (t) cpuSeconds = Number(t[1]) * 60 + Number(t[2]) + Number(t[3]) * 60 + Number(t[4]);
-      resolve({ out, err, cpuSeconds });
-    });
-  });
+// builtin reports the generator's own user+sys CPU. Rejects when it exits non-zero.
+async function runTool(name, toolPath, args) {
+  const r = await measure.runTool(toolPath, args, BASH);
+  if (r.code !== 0) throw new Error(`${name} exited ${r.code}: ${r.out}${r.err}`);
+  return { out: r.out, err: r.err, cpuSeconds: r.cpuSeconds };
 }
 
 async function runWrk(wrkPath, url, seconds, opts, latency) {
@@ -341,52 +272,18 @@ async function runWrk(wrkPath, url, seconds, opts, latency) {
 }
 
 // ---------------------------------------------------------------- h2load
+// h2load's summary; 4xx and 5xx count as errors (3xx do not).
 function parseH2load(out) {
-  const r = {};
-  let m = out.match(/finished in ([\d.]+)(us|ms|s|m|h), ([\d.]+) req\/s/);
-  r.loadSeconds = m ? toMs(m[1], m[2]) / 1000 : null;
-  r.reqPerSec = m ? Number(m[3]) : null;
-  m = out.match(/requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/);
-  r.requests = m ? Number(m[3]) : null;
-  const req = m ? { total: +m[1], started: +m[2], done: +m[3], succeeded: +m[4], failed: +m[5], errored: +m[6], timeout: +m[7] } : null;
-  m = out.match(/status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/);
-  const codes = m ? { s2xx: +m[1], s3xx: +m[2], s4xx: +m[3], s5xx: +m[4] } : { s2xx: 0, s3xx: 0, s4xx: 0, s5xx: 0 };
-  const failed = req ? req.failed : 0;
-  const errored = req ? req.errored : 0;
-  const timeout = req ? req.timeout : 0;
-  r.errors = { failed, errored, timeout, non2xx: codes.s4xx + codes.s5xx, total: failed + errored + timeout + codes.s4xx + codes.s5xx };
-  // "time for request:  min  max  mean  sd  +/- sd"
-  m = out.match(/time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/);
-  r.latencyAvgMs = m ? toMs(m[5], m[6]) : null;
-  r.latencyMaxMs = m ? toMs(m[3], m[4]) : null;
-  r.latencySdMs = m ? toMs(m[7], m[8]) : null;
-  m = out.match(/^Application protocol: (\S+)/m);
-  r.alpn = m ? m[1] : null;
-  m = out.match(/^TLS Protocol: (\S+)/m);
-  r.tlsProtocol = m ? m[1] : null;
-  m = out.match(/^Cipher: (\S+)/m);
-  r.cipher = m ? m[1] : null;
-  return r;
-}
-
-// Percentiles from h2load's --log-file (one line per request: start time µs,
-// status, duration µs).
-function logPercentiles(file) {
-  let text;
-  try { text = fs.readFileSync(file, 'latin1'); } catch { return null; }
-  const lines = text.split('\n');
-  const d = new Float64Array(lines.length);
-  let n = 0;
-  for (const line of lines) {
-    const t2 = line.lastIndexOf('\t');
-    if (t2 < 0) continue;
-    const v = Number(line.slice(t2 + 1));
-    if (Number.isFinite(v)) d[n++] = v;
-  }
-  if (!n) return null;
-  const a = d.subarray(0, n).sort();
-  const q = (p) => a[Math.min(n - 1, Math.ceil(p * n) - 1)] / 1000;
-  return { n, p50Ms: q(0.5), p75Ms: q(0.75), p90Ms: q(0.9), p99Ms: q(0.99) };
+  const p = measure.parseH2load(out);
+  const failed = p.req ? p.req.failed : 0;
+  const errored = p.req ? p.req.errored : 0;
+  const timeout = p.req ? p.req.timeout : 0;
+  const { s4xx, s5xx } = p.codes;
+  return {
+    loadSeconds: p.loadSeconds, reqPerSec: p.reqPerSec, requests: p.requests,
+    errors: { failed, errored, timeout, non2xx: s4xx + s5xx, total: failed + errored + timeout + s4xx + s5xx },
+    latencyAvgMs: p.latencyAvgMs, latencyMaxMs: p.latencyMaxMs, latencySdMs: p.latencySdMs, alpn: p.alpn, tlsProtocol: p.tlsProtocol, cipher: p.cipher,
+  };
 }
 
 async function runH2load(h2loadPath, url, seconds, opts, logFile) {
@@ -443,7 +340,6 @@ function tail(file, bytes = 3000) {
 }
 
 function startServer(server, logFile, ctx) {
-  const fd = fs.openSync(logFile, 'w');
   let args;
   let cwd;
   const extra = {};
@@ -458,36 +354,13 @@ function startServer(server, logFile, ctx) {
     args = [path.join(cwd, 'app', 'main.js')];
     extra.BENCH_LOGS_LEVEL = server.logs;
   }
-  const child = spawn(process.execPath, args, { cwd, env: childEnv(extra), stdio: ['ignore', fd, fd, 'pipe'] });
-  fs.closeSync(fd);
-  current = child;
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  const ready = new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error('not ready after 30 s')), 30000);
-    child.stdio[3].on('data', (d) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) {
-        clearTimeout(timer);
-        try { resolve(JSON.parse(buf.slice(0, nl))); } catch (e) { reject(new Error('bad ready line: ' + buf.slice(0, nl))); }
-      }
-    });
-    child.stdio[3].on('error', () => {});
-    exited.then(({ code, signal }) => { clearTimeout(timer); reject(new Error(`exited before ready (code ${code}, signal ${signal})`)); });
-  });
-  return { child, ready, exited };
+  const h = startReadyChild(args, { cwd, env: childEnv(extra), logFile });
+  current = h.child;
+  return h;
 }
 
 async function stopServer(h) {
-  if (h.child.exitCode === null && h.child.signalCode === null) {
-    try { process.kill(h.child.pid, 'SIGTERM'); } catch { /* gone */ }
-    const t = await Promise.race([h.exited, sleep(5000).then(() => 'timeout')]);
-    if (t === 'timeout') {
-      try { process.kill(h.child.pid, 'SIGKILL'); } catch { /* gone */ }
-      await h.exited;
-    }
-  }
+  await stopChild(h, 5000);
   if (current === h.child) current = null;
 }
 
@@ -521,32 +394,6 @@ function getOnceTls(port, ca) {
 }
 
 // One h2 GET / over TLS (ALPN h2), the certificate verified against the run's own.
-function getOnceH2(port, ca) {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(`https://127.0.0.1:${port}`, { ca });
-    const timer = setTimeout(() => { session.destroy(); reject(new Error('timeout')); }, 5000);
-    const done = (err, v) => { clearTimeout(timer); session.close(); if (err) reject(err); else resolve(v); };
-    session.on('error', (e) => done(e));
-    const req = session.request({ ':path': '/', ':method': 'GET' });
-    let headers = {};
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('response', (h) => { headers = h; });
-    req.on('data', (d) => { body += d; });
-    req.on('close', () => {
-      if (!headers[':status']) done(new Error(`stream closed without a response (rstCode ${req.rstCode})`));
-    });
-    req.on('end', () => {
-      const sock = session.socket;
-      const tlsInfo = sock ? { protocol: sock.getProtocol(), cipher: sock.getCipher().name, alpn: session.alpnProtocol } : { alpn: session.alpnProtocol };
-      const { ':status': status, ...rest } = headers;
-      done(null, { status, headers: rest, body, tls: tlsInfo });
-    });
-    req.on('error', (e) => done(e));
-    req.end();
-  });
-}
-
 // ---------------------------------------------------------------- one run
 async function runOne(server, round, ctx) {
   const logFile = path.join(ctx.logDir, `${server.name}-r${round + 1}.log`);
@@ -617,7 +464,7 @@ async function runOne(server, round, ctx) {
 
   const tickUs = 1e6 / ctx.machine.clkTck;
   const procUs = (cpu1.proc - cpu0.proc) * tickUs;
-  const mainUs = (cpu1.main - cpu0.main) * tickUs;
+  const mainUs = (cpu1.js - cpu0.js) * tickUs;
   const n = wrk.requests;
   const secs = wrk.loadSeconds;
   // Busy share of the whole machine during the measured run, in % of one CPU
@@ -653,7 +500,7 @@ async function runOne(server, round, ctx) {
     loadCpuPercent: wrkPercent,
     machineCpuPercent: machinePercent,
     otherCpuPercent: otherPercent,
-    cpuTicks: { proc: cpu1.proc - cpu0.proc, main: cpu1.main - cpu0.main },
+    cpuTicks: { proc: cpu1.proc - cpu0.proc, main: cpu1.js - cpu0.js },
     threads: cpu1.threads,
     peakRssMB: mem.vmHwmKB != null ? mem.vmHwmKB / 1024 : null,
     endRssMB: mem.vmRssKB != null ? mem.vmRssKB / 1024 : null,
@@ -664,17 +511,8 @@ async function runOne(server, round, ctx) {
 }
 
 // ---------------------------------------------------------------- stats
-function median(xs) {
-  const a = xs.filter((x) => x != null && Number.isFinite(x)).sort((p, q) => p - q);
-  if (!a.length) return null;
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2;
-}
-function spread(xs) {
-  const a = xs.filter((x) => x != null && Number.isFinite(x));
-  return a.length ? { min: Math.min(...a), max: Math.max(...a) } : null;
-}
-function stat(xs) { return { median: median(xs), ...(spread(xs) || { min: null, max: null }), n: xs.filter((x) => x != null).length }; }
+// n counts every non-null value (also non-finite ones).
+const stat = (xs) => measure.stat(xs, { countNonFinite: true });
 
 const METRICS = ['reqPerSec', 'p99Ms', 'latencyAvgMs', 'cpuUsPerReq', 'jsCpuUsPerReq', 'peakRssMB', 'cpuPercent', 'jsCpuPercent', 'loadCpuPercent', 'machineCpuPercent', 'otherCpuPercent', 'logBytesPerReq'];
 
@@ -714,10 +552,6 @@ function summarize(runs, servers) {
 }
 
 // ---------------------------------------------------------------- output
-function fmt(x, d) {
-  if (x == null || !Number.isFinite(x)) return '–';
-  return x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
-}
 function cell(st, d, single) {
   if (!st || st.median == null) return '–';
   if (single || st.n < 2) return fmt(st.median, d);
@@ -731,11 +565,7 @@ function ratioCell(st) {
 // A row without ratios: the baseline itself, or a row whose baseline did not run.
 function noRatio(s) { return s.baseline ? 'base' : 'no base'; }
 
-function table(header, rows) {
-  const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(w[i])).join(' | ')} |`;
-  return [line(header), `|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`, ...rows.map(line)].join('\n');
-}
+const table = (header, rows) => measure.table(header, rows, { pad: true });
 
 function markdown(ctx, summary, skipped, failures, noisy) {
   const o = ctx.opts;
@@ -891,41 +721,13 @@ function snapshotPackage(dest) {
   return dest;
 }
 
-function gitState() {
-  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
-  if (head.status !== 0) return null;
-  const st = spawnSync('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'crates', 'js', 'index.js', 'Cargo.toml', 'Cargo.lock'], { cwd: ROOT, encoding: 'utf8' });
-  const dirty = (st.stdout || '').trim().split('\n').filter(Boolean).length;
-  return `commit ${head.stdout.trim()}${dirty ? ` + uncommitted changes in ${dirty} source file${dirty > 1 ? 's' : ''}` : ''}`;
-}
-
 // Before a run: wait (at most maxSeconds) until the machine has been nearly idle
 // (< 10 % of one CPU busy) for a whole second; another build or test on the
 // shared CPUs would otherwise end up in the figures.
 async function waitIdle(maxSeconds, ctx) {
-  const t0 = Date.now();
-  let busy = null;
-  const sample = async (ms) => {
-    const a = readMachine();
-    await sleep(ms);
-    const b = readMachine();
-    return (b.busy - a.busy) / Math.max(1, b.total - a.total) * ctx.machine.nproc * 100;
-  };
-  for (;;) {
-    busy = await sample(1000);
-    // Idle for a second, then once more after a random delay, so that two
-    // benchmarks waiting on the same machine do not both start at once.
-    if (busy < 10) {
-      await sleep(Math.random() * 2000);
-      busy = await sample(1000);
-      if (busy < 10) break;
-    }
-    if ((Date.now() - t0) / 1000 >= maxSeconds) {
-      console.warn(`  WARNING machine still ${fmt(busy, 0)}% busy after waiting ${maxSeconds} s; running anyway`);
-      break;
-    }
-  }
-  const waited = (Date.now() - t0) / 1000 - 3;
+  const w = await measure.waitIdle(maxSeconds, ctx.machine.nproc);
+  if (w.notIdle) console.warn(`  WARNING machine still ${fmt(w.busy, 0)}% busy after waiting ${maxSeconds} s; running anyway`);
+  const waited = w.notIdle ? w.waited - 3 : w.waited;
   if (waited >= 1) {
     console.log(`  (waited ${fmt(waited, 0)} s for other load to stop)`);
     ctx.idleWaits.push(+waited.toFixed(1));
@@ -989,7 +791,7 @@ async function main() {
     } else {
       console.log(`bench: native runtimeInfo().buildProfile = ${JSON.stringify(ctx.native.buildProfile)}`);
       Object.assign(ctx.native, nativeFingerprint(ctx.nativeRoot || ROOT), { snapshot: !!ctx.nativeRoot });
-      ctx.git = gitState();
+      ctx.git = gitState(ROOT);
       if (ctx.native.buildProfile !== 'release') {
         if (opts.allowDebug) {
           banner([`The native addon is a ${JSON.stringify(ctx.native.buildProfile)} build, not 'release'.`,

@@ -31,6 +31,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { grpc, Greeter, LOAD_OPTIONS } = require('./service');
+const { readTicks, readCpu, readMachine, fmt } = require('../lib/measure');
 
 const HERE = __dirname;
 const ROOT = path.resolve(HERE, '..', '..');
@@ -74,24 +75,6 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const QUIET = 0.15;
 
 // ---------------------------------------------------------------- /proc
-/** utime+stime ticks: fields 14 and 15 of a stat file (after the parenthesised name). */
-function readTicks(file) {
-  const s = fs.readFileSync(file, 'utf8');
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]);
-}
-
-function readCpu(pid) {
-  return { proc: readTicks(`/proc/${pid}/stat`), js: readTicks(`/proc/${pid}/task/${pid}/stat`), threads: fs.readdirSync(`/proc/${pid}/task`).length };
-}
-
-function readMachine() {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
-  const busy = user + nice + system + irq + softirq + (steal || 0);
-  return { busy, total: busy + idle + (iowait || 0) };
-}
-
 /** Waits up to `seconds` for a quiet machine (< 10 % of one CPU busy over 1 s); returns the last busy share. */
 async function waitIdle(seconds) {
   const deadline = Date.now() + seconds * 1000;
@@ -272,7 +255,6 @@ const median = (xs) => {
   const n = s.length;
   return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 };
-const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '–');
 const range = (xs, d) => `${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)}`;
 
 function summarize(runs, opts, servers) {
