@@ -841,9 +841,18 @@ pub fn flat_headers(map: &HeaderMap) -> Vec<String> {
     let mut out = Vec::with_capacity(map.len() * 2);
     for (name, value) in map {
         out.push(name.as_str().to_owned());
-        out.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        out.push(latin1_string(value.as_bytes()));
     }
     out
+}
+
+/// A header value as Node's parsers read it: one character per byte (latin1), so `0xE9` is `é`
+/// and UTF-8 bytes show as their latin1 characters, exactly as in `req.headers` under node:http.
+fn latin1_string(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(ascii) if bytes.is_ascii() => ascii.to_owned(),
+        _ => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
 }
 
 #[cfg(test)]

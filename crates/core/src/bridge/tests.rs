@@ -792,3 +792,22 @@ async fn header_values_go_out_latin1_or_utf8_as_asked() {
         "{utf8:?}"
     );
 }
+
+#[test]
+fn request_header_values_are_read_as_latin1_like_node() {
+    let mut map = http::HeaderMap::new();
+    map.insert("x-ascii", http::HeaderValue::from_static("plain"));
+    map.insert(
+        "x-latin1",
+        http::HeaderValue::from_bytes(&[b'a', 0xe9, 0xff]).unwrap(),
+    );
+    map.insert(
+        "x-utf8",
+        http::HeaderValue::from_bytes("é".as_bytes()).unwrap(),
+    );
+    let flat = crate::bridge::flat_headers(&map);
+    assert_eq!(
+        flat,
+        vec!["x-ascii", "plain", "x-latin1", "aéÿ", "x-utf8", "Ã©"]
+    );
+}
