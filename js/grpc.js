@@ -177,38 +177,41 @@ class ServerCall extends Duplex {
   /** Ends the call with a status (0 = OK). Later calls are ignored. */
   _finish(code, details, trailers) {
     if (this._ended) return;
+    this._markEnded();
+    this._bridge.native.grpcEnd(this._id, code, details, toFlat(trailers));
+  }
+
+  _markEnded() {
     this._ended = true;
     this._bridge.forgetCall(this._id);
-    this._bridge.native.grpcEnd(this._id, code, details, toFlat(trailers));
+  }
+
+  /** `[true, bytes]`, or `[false, err]` once the call has been ended with INTERNAL. */
+  _serialize(value) {
+    try {
+      return [true, this._method.responseSerialize(value)];
+    } catch (err) {
+      this._finish(Status.INTERNAL, `Error serializing response: ${err.message}`);
+      return [false, err];
+    }
   }
 
   /** A unary answer: the message and status OK in one native call. */
   _reply(value, trailers) {
-    let bytes;
-    try {
-      bytes = this._method.responseSerialize(value);
-    } catch (err) {
-      this._finish(Status.INTERNAL, `Error serializing response: ${err.message}`);
-      return;
-    }
+    const [ok, bytes] = this._serialize(value);
+    if (!ok) return;
     // Marked ended only once the native call is made, so that a throw here still finishes the
     // call (UNKNOWN) rather than leaving it to its deadline.
     this._bridge.native.grpcReply(this._id, bytes, toFlat(trailers));
     this._headSent = true;
-    this._ended = true;
-    this._bridge.forgetCall(this._id);
+    this._markEnded();
   }
 
   _sendMessage(value, cb) {
-    let bytes;
-    try {
-      bytes = this._method.responseSerialize(value);
-    } catch (err) {
-      this._finish(Status.INTERNAL, `Error serializing response: ${err.message}`);
-      return cb && cb(err);
-    }
+    const [ok, bytesOrError] = this._serialize(value);
+    if (!ok) return cb && cb(bytesOrError);
     this._headSent = true;
-    const r = this._bridge.native.grpcWrite(this._id, bytes);
+    const r = this._bridge.native.grpcWrite(this._id, bytesOrError);
     if (r === 0) this._pendingWrite = cb ?? true;
     else if (cb) cb();
   }
