@@ -116,6 +116,22 @@ fn check(prefix: &str, map: &Map<String, Value>, allowed: &[&str]) -> Result<(),
     Ok(())
 }
 
+/// The option group `key` of `map` (named `path` in errors): absent or null is `None`, anything but
+/// an object is an error.
+fn group<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a Map<String, Value>>, ConfigError> {
+    match map.get(key).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(v) => v
+            .as_object()
+            .map(Some)
+            .ok_or_else(|| ConfigError::new(path, "must be an object")),
+    }
+}
+
 /// Rejects option names no server knows. `ssl_on_plain_server` says whether an `ssl` section on a
 /// plain server is an error (ConfigHelper) or ignored (constructors: options switched from https
 /// to http by updateConfig keep it).
@@ -125,22 +141,20 @@ pub(super) fn reject_unknown(
     ssl_on_plain_server: bool,
 ) -> Result<(), ConfigError> {
     check("", options, BASE)?;
-    if let Some(pool) = options.get("connectionPool").filter(|p| !p.is_null()) {
-        let pool = pool
-            .as_object()
-            .ok_or_else(|| ConfigError::new("connectionPool", "must be an object"))?;
+    if let Some(pool) = group(options, "connectionPool", "connectionPool")? {
         check("connectionPool", pool, POOL)?;
-        if let Some(ps) = pool.get("protocolSpecific").filter(|p| !p.is_null()) {
-            let ps = ps.as_object().ok_or_else(|| {
-                ConfigError::new("connectionPool.protocolSpecific", "must be an object")
-            })?;
-            check("connectionPool.protocolSpecific", ps, PROTOCOL_SPECIFIC)?;
-        }
-        if let Some(health) = pool.get("health").filter(|h| !h.is_null()) {
-            let health = health
-                .as_object()
-                .ok_or_else(|| ConfigError::new("connectionPool.health", "must be an object"))?;
-            check("connectionPool.health", health, HEALTH)?;
+        let nested = [
+            (
+                "protocolSpecific",
+                "connectionPool.protocolSpecific",
+                PROTOCOL_SPECIFIC,
+            ),
+            ("health", "connectionPool.health", HEALTH),
+        ];
+        for (key, path, allowed) in nested {
+            if let Some(map) = group(pool, key, path)? {
+                check(path, map, allowed)?;
+            }
         }
     }
     if let Some(ssl) = options.get("ssl").filter(|v| !v.is_null()) {
