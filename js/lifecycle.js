@@ -5,6 +5,7 @@
 const { randomUUID } = require('node:crypto');
 const { isDeepStrictEqual } = require('node:util');
 const logger = require('./logger');
+const { invalidConfig } = require('./config');
 
 const SHUTDOWN_STEPS = [
   'stopAcceptingNewConnections',
@@ -17,22 +18,15 @@ const SHUTDOWN_DEFAULTS = { timeout: 30000, drainDelay: 5000, stepTimeout: 6000,
 /** A step bounded elsewhere (by its native timeout); setTimeout's largest delay. */
 const UNBOUNDED = 2 ** 31 - 1;
 
-function invalid(key, message) {
-  const err = new Error(`ERR_INVALID_CONFIG: ${key}: ${message}`);
-  err.code = 'ERR_INVALID_CONFIG';
-  err.key = key;
-  return err;
-}
-
 function shutdownOptions(options) {
   const opts = { ...SHUTDOWN_DEFAULTS, ...options };
   for (const key of ['timeout', 'drainDelay', 'stepTimeout']) {
     const v = opts[key];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw invalid(key, `must be a non-negative number of ms, got ${v}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw invalidConfig(key, `must be a non-negative number of ms, got ${v}`);
   }
-  if (!Array.isArray(opts.skipSteps)) throw invalid('skipSteps', 'must be an array of step names');
+  if (!Array.isArray(opts.skipSteps)) throw invalidConfig('skipSteps', 'must be an array of step names');
   for (const name of opts.skipSteps) {
-    if (!SHUTDOWN_STEPS.includes(name)) throw invalid('skipSteps', `unknown step '${name}' (steps: ${SHUTDOWN_STEPS.join(', ')})`);
+    if (!SHUTDOWN_STEPS.includes(name)) throw invalidConfig('skipSteps', `unknown step '${name}' (steps: ${SHUTDOWN_STEPS.join(', ')})`);
   }
   return opts;
 }
@@ -140,10 +134,10 @@ function needsRestart(path) {
 
 /** What a change of options means: `{ next, changedKeys, requiresRestart }`. */
 function analyzeConfigChanges(current, partial) {
-  if (!isPlainObject(partial)) throw invalid('config', 'updateConfig expects an object of options');
+  if (!isPlainObject(partial)) throw invalidConfig('config', 'updateConfig expects an object of options');
   const next = merge(current, partial);
   const keys = changedKeys(current, next);
   return { next, changedKeys: keys, requiresRestart: keys.some(needsRestart) };
 }
 
-module.exports = { SHUTDOWN_STEPS, runShutdown, analyzeConfigChanges };
+module.exports = { SHUTDOWN_STEPS, runShutdown, analyzeConfigChanges, isPlainObject };

@@ -4,6 +4,8 @@
 // Koatty app is served, else one JSON line per record on stderr.
 // Level: `setLevel()` / `KOATTY_SERVE_LOG_LEVEL` (off, error, warn, info, debug, trace; Koatty's
 // `warning` = warn); default warn.
+const { invalidConfig } = require('./config');
+
 const LEVELS = { off: 0, error: 1, warn: 2, info: 3, debug: 4, trace: 5 };
 const KOATTY_METHOD = { error: 'Error', warn: 'Warn', info: 'Info', debug: 'Debug', trace: 'Debug' };
 
@@ -55,9 +57,7 @@ function forwardNative(binding) {
 function setLevel(level) {
   const name = levelOf(level);
   if (LEVELS[name] === undefined) {
-    const err = new TypeError(`ERR_INVALID_CONFIG: log level '${level}' (expected off, error, warn, info, debug or trace)`);
-    err.code = 'ERR_INVALID_CONFIG';
-    throw err;
+    throw invalidConfig('logLevel', `'${level}' (expected off, error, warn, info, debug or trace)`);
   }
   levelName = name;
   threshold = LEVELS[name];

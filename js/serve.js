@@ -5,6 +5,8 @@ const fs = require('node:fs');
 const { HttpServer, HttpsServer, Http2Server, WsServer, GrpcServer } = require('./server');
 const { CreateTerminus } = require('./terminus');
 const { isKoattyApp } = require('./tracer');
+const { invalidConfig } = require('./config');
+const { isPlainObject } = require('./lifecycle');
 
 const TLS_PROTOCOLS = new Set(['https', 'http2', 'wss']);
 
@@ -50,7 +52,7 @@ function extraOptions(app) {
     configured = undefined;
   }
   if (configured !== undefined && configured !== null && !isPlainObject(configured)) {
-    throw invalidOptions('the Koatty config key koatty_serve must be an object of server options');
+    throw invalidConfig('koatty_serve', 'the Koatty config key must be an object of server options');
   }
   let fromEnv;
   const env = process.env.KOATTY_SERVE_OPTIONS;
@@ -58,21 +60,11 @@ function extraOptions(app) {
     try {
       fromEnv = JSON.parse(env);
     } catch (err) {
-      throw invalidOptions(`KOATTY_SERVE_OPTIONS is not valid JSON (${err.message})`);
+      throw invalidConfig('KOATTY_SERVE_OPTIONS', `not valid JSON (${err.message})`);
     }
-    if (!isPlainObject(fromEnv)) throw invalidOptions('KOATTY_SERVE_OPTIONS must be a JSON object of server options');
+    if (!isPlainObject(fromEnv)) throw invalidConfig('KOATTY_SERVE_OPTIONS', 'must be a JSON object of server options');
   }
   return { ...configured, ...fromEnv };
-}
-
-function isPlainObject(v) {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-function invalidOptions(message) {
-  const err = new TypeError(`ERR_INVALID_CONFIG: ${message}`);
-  err.code = 'ERR_INVALID_CONFIG';
-  return err;
 }
 
 const SERVERS = {
