@@ -129,7 +129,8 @@ export interface GrpcServerOptions extends BaseServerOptions {
   ssl?: SSLConfig;
   /**
    * Serve gRPC server reflection (`grpc.reflection.v1` and `v1alpha`) built from the registered
-   * services' descriptors (default true; applies in place on `updateConfig`).
+   * services' descriptors. Off by default, as with grpc-js: it lists every service to anyone who
+   * can connect (applies in place on `updateConfig`).
    */
   reflection?: boolean;
 }

@@ -117,7 +117,13 @@ function makeTestService(state) {
           }
         }).catch((err) => { rec.error = err; });
       });
-      call.on('end', () => { chain.then(() => { if (!call.cancelled) call.end(trailer); }); });
+      call.on('end', () => {
+        chain.then(() => {
+          if (call.cancelled) return;
+          rec.answered = true;
+          call.end(trailer);
+        });
+      });
     },
 
     HalfDuplexCall(call) {
@@ -168,7 +174,7 @@ describe('gRPC interop test cases: grpc-js client → JS TestService on GrpcServ
   const state = {};
 
   before(async () => {
-    server = new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc' });
+    server = new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc', reflection: true });
     server.on('handlerError', (err) => { (state.handlerErrors ||= []).push(err); });
     server.RegisterService({ service: testing.TestService.service, implementation: makeTestService(state) });
     await new Promise((resolve, reject) => { server.once('error', reject); server.Start(resolve); });
@@ -318,10 +324,14 @@ describe('gRPC interop test cases: grpc-js client → JS TestService on GrpcServ
     call.cancel();
     const r = await result;
     assert.equal(r.err.code, grpc.status.CANCELLED);
-    // Server side: the handler learns of it.
+    // Server side: the handler learns of it — unless it had already answered. grpc-js's cancel is
+    // END_STREAM, then RST_STREAM(CANCEL) in a later write; this handler answers as soon as it
+    // sees 'end', and the answer may leave before the reset arrives (README "Differences").
     const rec = state.calls.find((c) => c.method === 'FullDuplexCall');
-    await pollUntil(() => rec.cancelled, (n) => n > 0, { timeoutMs: 2000 });
-    assert.equal(rec.cancelled, 1, "the FullDuplexCall handler saw 'cancelled'");
+    await pollUntil(() => rec.cancelled + (rec.answered ? 1 : 0), (n) => n > 0, { timeoutMs: 2000 });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(rec.cancelled === 1 || (rec.answered && rec.cancelled === 0),
+      `the FullDuplexCall handler saw 'cancelled' once (${rec.cancelled}) or had answered before the reset (${rec.answered})`);
   });
 
   it('timeout_on_sleeping_server', async () => {
@@ -376,7 +386,7 @@ describe('python grpcio client → JS TestService on GrpcServer', () => {
   before(async () => {
     py = await grpcioPython();
     if (py.skip) return;
-    server = new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc' });
+    server = new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc', reflection: true });
     server.RegisterService({ service: testing.TestService.service, implementation: makeTestService(state) });
     await new Promise((resolve, reject) => { server.once('error', reject); server.Start(resolve); });
   });

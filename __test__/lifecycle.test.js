@@ -191,7 +191,9 @@ describe('gracefulShutdown under continuous load', () => {
         }
         assert.equal(stats.ok + probesServed, state.hello, `every /hello the app received was answered with 200 (${describeStats(stats)}; probes served ${probesServed})`);
         assert.ok(stats.ok > 0 && (stats.errors.ECONNREFUSED ?? 0) > 0, `load ran before and after step 1 (${describeStats(stats)})`);
-        const other = Object.keys(failures(stats).byKind).filter((k) => k !== 'ECONNREFUSED' && k !== 'ECONNRESET');
+        // 'HTTP 503' (+ Connection: close): a request that arrived once shutdown began, on a
+        // connection accepted from the backlog, is refused the retryable way (decisions.md §13).
+        const other = Object.keys(failures(stats).byKind).filter((k) => k !== 'ECONNREFUSED' && k !== 'ECONNRESET' && k !== 'HTTP 503');
         assert.deepEqual(other, [], `load requests fail only by being refused (${describeStats(stats)})`);
         // ECONNRESET here would be a connection the kernel had queued on the listening socket when
         // step 1 closed it (the handler never saw it; see the report): rare, tolerated, shown.
@@ -254,7 +256,8 @@ describe('gracefulShutdown under continuous load', () => {
       for (const r of results) assert.deepEqual(r, { status: 200, body: 'slow' }, 'an open stream finishes after GOAWAY');
       assert.ok(slowEnded.every((t) => t >= goaway.at), 'the slow streams ended after the GOAWAY arrived');
       assert.equal(stats.ok, state.hello, `every stream the app received was answered (${describeStats(stats)})`);
-      const allowed = new Set(['ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION', 'REFUSED_STREAM']);
+      // 'HTTP 503': a stream opened before the client saw the GOAWAY, refused the retryable way.
+      const allowed = new Set(['ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION', 'REFUSED_STREAM', 'HTTP 503']);
       const other = Object.keys(failures(stats).byKind).filter((k) => !allowed.has(k));
       assert.deepEqual(other, [], `streams fail only as refused (${describeStats(stats)})`);
 
@@ -286,7 +289,7 @@ describe('gracefulShutdown: options, steps and report', () => {
     assert.equal(calls, 1);
   });
 
-  it('drainDelay waits while an idle keep-alive connection stays open; step 3 then closes it at once', async () => {
+  it('step 1 closes an idle keep-alive connection at once; drainDelay then ends as soon as no connection is open', async () => {
     const { server, port } = await serve('http');
     const agent = keepAliveAgent();
     try {
@@ -297,18 +300,34 @@ describe('gracefulShutdown: options, steps and report', () => {
       let closedAt = 0;
       socket.once('close', () => { closedAt = Date.now(); });
       const t0 = Date.now();
-      const rep = await server.gracefulShutdown({ drainDelay: 400, timeout: 5000 });
+      const rep = await server.gracefulShutdown({ drainDelay: 2000, timeout: 5000 });
       assertReportShape(rep);
       const delay = stepOf(rep, 'waitDrainDelay');
-      const drain = stepOf(rep, 'waitForConnectionCompletion');
       assert.equal(delay.status, 'completed');
-      assert.ok(delay.duration >= 390 && delay.duration < 1000, `waitDrainDelay lasted ${delay.duration} ms (drainDelay 400, a connection open)`);
-      assert.ok(drain.duration < 300, `the idle keep-alive connection was closed at once by step 3 (${drain.duration} ms)`);
+      assert.ok(delay.duration < 500, `waitDrainDelay lasted ${delay.duration} ms (drainDelay 2000, but no connection left open)`);
       await pollUntil(() => closedAt, (t) => t > 0, { timeoutMs: 1000, intervalMs: 5 });
-      assert.ok(closedAt - t0 >= 390, `the client saw its idle socket closed after the drain delay (${closedAt - t0} ms)`);
+      assert.ok(closedAt - t0 < 500, `the client saw its idle socket closed by step 1 (${closedAt - t0} ms), as node's close() does`);
       assert.deepEqual([rep.connectionsAtStart, rep.drained, rep.forced], [1, true, 0]);
     } finally {
       agent.destroy();
+      await cleanup(server);
+    }
+  });
+
+  it('drainDelay waits while a request is in flight; it is answered and the shutdown ends with it', async () => {
+    const { server, port } = await serve('http');
+    try {
+      const slow = settle(request({ port, path: '/slow?ms=600' }));
+      await sleep(50);
+      const rep = await server.gracefulShutdown({ drainDelay: 300, timeout: 5000 });
+      const r = await slow;
+      assert.equal(r.status, 200, JSON.stringify(r));
+      assert.equal(r.connection, 'close', 'the response in flight closes its connection');
+      const delay = stepOf(rep, 'waitDrainDelay');
+      assert.ok(delay.duration >= 290 && delay.duration < 600, `waitDrainDelay lasted ${delay.duration} ms (drainDelay 300, a request in flight)`);
+      assert.ok(rep.duration >= 500 && rep.duration < 1500, `the shutdown ended with the request (${rep.duration} ms)`);
+      assert.deepEqual([rep.drained, rep.forced], [true, 0]);
+    } finally {
       await cleanup(server);
     }
   });

@@ -374,6 +374,11 @@ class GrpcDispatcher {
     return [...this.methods].filter(([, { method }]) => method.requestStream).map(([p]) => p);
   }
 
+  /** Paths of the registered methods whose response is a stream (server streaming and bidi). */
+  responseStreamPaths() {
+    return [...this.methods].filter(([, { method }]) => method.responseStream).map(([p]) => p);
+  }
+
   /** A call arrived (Rust only announces registered paths). */
   start(bridge, id, path, flat, remoteAddress, remotePort) {
     const entry = this.methods.get(path);

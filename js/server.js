@@ -418,8 +418,9 @@ class GrpcServer extends BaseServer {
 
   /** Tells the native side what to route, and what reflection describes. */
   publishServices() {
-    const reflection = this.options.reflection === false ? null : this._grpc.descriptorFiles();
-    const problem = this._native.setGrpcMethods(this._grpc.paths(), this._grpc.requestStreamPaths(), reflection);
+    // Reflection lists every service: off unless asked for, as with grpc-js.
+    const reflection = this.options.reflection === true ? this._grpc.descriptorFiles() : null;
+    const problem = this._native.setGrpcMethods(this._grpc.paths(), this._grpc.requestStreamPaths(), this._grpc.responseStreamPaths(), reflection);
     if (problem) logger.warn(`GrpcServer: server reflection lists service names only: ${problem}`);
   }
 

@@ -572,14 +572,21 @@ impl NativeServer {
         }
     }
 
-    /// Shutdown step 1: stop accepting (the listening socket closes). `onDone()`.
+    /// Shutdown step 1: stop new work everywhere — the listening socket closes, and every open
+    /// connection is asked to drain (idle keep-alive ones close, HTTP/2 and gRPC get GOAWAY,
+    /// WebSockets close 1001) while what is in flight finishes. `onDone()`.
     #[napi]
     pub fn stop_accepting(&self, on_done: Function<(), ()>) -> Result<()> {
         let done = callback(on_done)?;
         let listener = self.listener();
         napi::bindgen_prelude::spawn(async move {
             if let Some(l) = listener {
-                l.lifecycle().stop_accepting().await;
+                let server = l.lifecycle();
+                // The listener first: `accepting` turns false (health watchers learn NOT_SERVING,
+                // late requests are refused), then every connection, those the close took in
+                // from the backlog included, drains.
+                server.stop_accepting().await;
+                server.begin_draining();
             }
             done.call((), ThreadsafeFunctionCallMode::NonBlocking);
         });
@@ -606,7 +613,8 @@ impl NativeServer {
         Ok(())
     }
 
-    /// Shutdown step 3: ask connections to finish and close, wait up to `timeoutMs`.
+    /// Shutdown step 3: ask every connection (also those kept open through the drain delay) to
+    /// finish and close, wait up to `timeoutMs`.
     /// `onDone(drained, openConnectionsAtStart, stillOpen)`.
     #[napi]
     pub fn drain(
@@ -621,7 +629,7 @@ impl NativeServer {
                 Some(l) => {
                     let server = l.lifecycle();
                     let at_start = server.open_connections();
-                    server.begin_draining();
+                    server.begin_closing();
                     let drained = server
                         .wait_closed(Duration::from_millis(timeout_ms as u64))
                         .await;
@@ -810,14 +818,15 @@ impl NativeServer {
     }
 
     /// The gRPC method paths (`/package.Service/Method`) served, those of them whose request is a
-    /// stream, and the serialised `FileDescriptorProto`s for server reflection (`null` = no
-    /// reflection). Other paths get UNIMPLEMENTED natively. Returns why descriptors were rejected
-    /// (reflection then lists the service names only), or `null`.
+    /// stream, those whose response is a stream, and the serialised `FileDescriptorProto`s for
+    /// server reflection (`null` = no reflection). Other paths get UNIMPLEMENTED natively. Returns
+    /// why descriptors were rejected (reflection then lists the service names only), or `null`.
     #[napi]
     pub fn set_grpc_methods(
         &self,
         paths: Vec<String>,
         request_stream_paths: Vec<String>,
+        response_stream_paths: Vec<String>,
         reflection_files: Option<Vec<Buffer>>,
     ) -> Option<String> {
         let streams: std::collections::HashSet<String> = request_stream_paths.into_iter().collect();
@@ -828,7 +837,8 @@ impl NativeServer {
                 RequestShape::Single
             };
             (p, shape)
-        }));
+        }))
+        .with_streamed_responses(response_stream_paths);
         let (registry, problem) = match reflection_files {
             None => (registry, None),
             Some(files) => {

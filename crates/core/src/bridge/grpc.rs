@@ -47,18 +47,6 @@ pub struct CallGuard {
     shared: Arc<Shared>,
     id: u32,
     pub(crate) reason: CallCancel,
-    /// Closed when the guard (that is, the response) is dropped; see [`ResponseWatch`].
-    _response_alive: oneshot::Receiver<()>,
-}
-
-/// Learns when a call's response was dropped: finished, or abandoned by hyper on the client's
-/// RST_STREAM (in which case the guard has already reported the cancel).
-pub struct ResponseWatch(oneshot::Sender<()>);
-
-impl ResponseWatch {
-    pub async fn gone(&mut self) {
-        self.0.closed().await
-    }
 }
 
 impl Drop for CallGuard {
@@ -120,7 +108,6 @@ impl Bridge {
         mpsc::UnboundedReceiver<Result<Bytes, Status>>,
         Arc<OutState>,
         CallGuard,
-        ResponseWatch,
     )> {
         let id = self.next_id();
         head.id = id;
@@ -139,23 +126,14 @@ impl Bridge {
                     out_state: out_state.clone(),
                 },
             );
-        let (alive_tx, alive_rx) = oneshot::channel();
         let guard = CallGuard {
             shared: self.shared.clone(),
             id,
             reason: CallCancel::Client,
-            _response_alive: alive_rx,
         };
         self.shared.metrics.request_started();
         if self.shared.sink.request(head) {
-            Some((
-                id,
-                head_rx,
-                out_rx,
-                out_state,
-                guard,
-                ResponseWatch(alive_tx),
-            ))
+            Some((id, head_rx, out_rx, out_state, guard))
         } else {
             drop(guard);
             None

@@ -643,7 +643,7 @@ pub fn resolve_options(
             ))
         }
         None | Some(Value::Null) if protocol == Protocol::Grpc => {
-            out.insert("reflection".into(), Value::Bool(true));
+            out.insert("reflection".into(), Value::Bool(false));
         }
         Some(r) if !r.is_boolean() && !r.is_null() => {
             return Err(ConfigError::new("reflection", "must be a boolean"));
@@ -728,12 +728,12 @@ mod tests {
     }
 
     #[test]
-    fn reflection_is_a_grpc_boolean_defaulting_to_on() {
+    fn reflection_is_a_grpc_boolean_defaulting_to_off() {
         let env = Environment::default();
-        let on = resolve_options(Protocol::Grpc, &json!({}), &env).unwrap();
-        assert_eq!(on["reflection"], json!(true));
-        let off = resolve_options(Protocol::Grpc, &json!({"reflection": false}), &env).unwrap();
+        let off = resolve_options(Protocol::Grpc, &json!({}), &env).unwrap();
         assert_eq!(off["reflection"], json!(false));
+        let on = resolve_options(Protocol::Grpc, &json!({"reflection": true}), &env).unwrap();
+        assert_eq!(on["reflection"], json!(true));
         let bad = resolve_options(Protocol::Grpc, &json!({"reflection": "no"}), &env);
         assert_eq!(bad.unwrap_err().key, "reflection");
         let http = resolve_options(Protocol::Http, &json!({"reflection": true}), &env);

@@ -26,8 +26,11 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     Running,
-    /// Finish what is in flight, accept no new requests, close when idle.
+    /// Shutdown step 1: finish what is in flight, accept no new requests, close when idle.
     Draining,
+    /// Shutdown step 3: as `Draining`, and connections an option kept open through steps 1–2
+    /// (WebSockets with `keepOpenUntilDrain`) are asked to close too.
+    Closing,
     /// Close now.
     Forced,
 }
@@ -200,12 +203,22 @@ impl Server {
     }
 
     /// Asks every connection to finish what it has in flight and close (HTTP/1: `Connection:
-    /// close` on the response in flight and idle ones closed at once; HTTP/2: GOAWAY).
+    /// close` on the response in flight and idle ones closed at once; HTTP/2 and gRPC: GOAWAY;
+    /// WebSocket: close 1001). Requests that still arrive are refused (503, UNAVAILABLE).
     pub fn begin_draining(&self) {
+        self.advance(Phase::Draining);
+    }
+
+    /// As [`Server::begin_draining`], and connections kept open through the drain delay close too.
+    pub fn begin_closing(&self) {
+        self.advance(Phase::Closing);
+    }
+
+    fn advance(&self, to: Phase) {
         self.phase.send_if_modified(|p| {
-            let changed = *p < Phase::Draining;
+            let changed = *p < to;
             if changed {
-                *p = Phase::Draining;
+                *p = to;
             }
             changed
         });
@@ -233,7 +246,7 @@ impl Server {
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         self.stop_accepting().await;
         let connections_at_start = self.open_connections();
-        self.begin_draining();
+        self.begin_closing();
         let forced = if self.wait_closed(timeout).await {
             0
         } else {

@@ -251,6 +251,16 @@ impl HttpProtocol {
                 return answer;
             }
         }
+        // Shutdown began (no listener accepts any more; a restart's old connections still serve):
+        // a request that arrives now (pipelined, or on a connection that has not seen the GOAWAY
+        // yet) is new work, refused the way clients retry elsewhere.
+        if conn.phase.current() >= Phase::Draining && !self.bridge.metrics().accepting() {
+            let mut refused = closing(StatusCode::SERVICE_UNAVAILABLE);
+            refused
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return refused;
+        }
         if let Some(settings) = &*self.websocket.load() {
             if ws::is_upgrade(req.headers(), req.method()) {
                 return self.upgrade(req, conn, settings);

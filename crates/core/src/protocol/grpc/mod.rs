@@ -9,12 +9,10 @@ pub mod reflection;
 
 use super::head_watch::Watched;
 use super::http::{accept_tls, drive, watch_connection, ConnectionParts};
-use crate::bridge::grpc::{
-    metadata_map, CallCancel, CallGuard, OutState, ResponseWatch, GRPC_HIGH_WATER_MARK,
-};
+use crate::bridge::grpc::{metadata_map, CallCancel, CallGuard, OutState, GRPC_HIGH_WATER_MARK};
 use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead};
 use crate::config::{GrpcSettings, LiveLimits, ServerConfig};
-use crate::lifecycle::{BoxFuture, ConnectionHandler, PhaseSignal};
+use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::TlsSource;
 use arc_swap::ArcSwap;
 use bytes::{Buf, BufMut, Bytes};
@@ -42,12 +40,6 @@ use tonic::{Status, Streaming};
 
 /// Request messages of one call handed to JavaScript and not yet taken, at most.
 const MESSAGES_IN_FLIGHT: usize = 16;
-/// How long the clean end of a streaming request waits for a following reset before the handler
-/// is told the stream is complete. Node's http2 `close(CANCEL)`, which grpc-js's `call.cancel()`
-/// uses, half-closes the stream (an empty DATA frame with END_STREAM) and sends RST_STREAM(CANCEL)
-/// in a later write, often a separate TCP segment; on the wire that is indistinguishable from a
-/// complete upload followed by a cancel. Measured gap on loopback: well under 1 ms.
-const HALF_CLOSE_RESET_GRACE: Duration = Duration::from_millis(10);
 
 /// Messages cross as raw bytes; JavaScript runs the definition's (de)serialisers.
 #[derive(Clone, Copy, Default)]
@@ -165,6 +157,9 @@ impl SharedRegistry {
 #[derive(Default, Debug)]
 pub struct GrpcRegistry {
     methods: HashMap<String, RequestShape>,
+    /// Methods whose response is a stream (server streaming and bidi): long-lived by design, so
+    /// `requestTimeout` does not bound them (a client deadline still does).
+    streamed_responses: std::collections::HashSet<String>,
     reflection: Option<reflection::Reflection>,
 }
 
@@ -179,8 +174,15 @@ impl GrpcRegistry {
     pub fn new(methods: impl IntoIterator<Item = (String, RequestShape)>) -> Self {
         GrpcRegistry {
             methods: methods.into_iter().collect(),
+            streamed_responses: Default::default(),
             reflection: None,
         }
+    }
+
+    /// Marks these methods' responses as streams.
+    pub fn with_streamed_responses(mut self, paths: impl IntoIterator<Item = String>) -> Self {
+        self.streamed_responses = paths.into_iter().collect();
+        self
     }
 
     /// Turns reflection on, over the registered services and these serialised
@@ -199,6 +201,11 @@ impl GrpcRegistry {
 
     pub fn request_shape(&self, path: &str) -> Option<RequestShape> {
         self.methods.get(path).copied()
+    }
+
+    /// Whether the method answers with one message (unary, client streaming).
+    pub fn single_response(&self, path: &str) -> bool {
+        !self.streamed_responses.contains(path)
     }
 
     /// How many methods are registered.
@@ -244,8 +251,11 @@ impl GrpcProtocol {
         phase: &PhaseSignal,
     ) -> Response<tonic::body::Body> {
         let path = req.uri().path().to_owned();
-        let registered = self.methods.load().request_shape(&path);
-        let Some(request_shape) = registered else {
+        let methods = self.methods.load();
+        let registered = methods.request_shape(&path);
+        let single_response = methods.single_response(&path);
+        drop(methods);
+        if registered.is_none() {
             if path == health::CHECK || path == health::WATCH {
                 let metrics = self.bridge.metrics().clone();
                 return health::serve(req, metrics, self.methods.clone(), phase.clone()).await;
@@ -256,23 +266,38 @@ impl GrpcProtocol {
                 }
             }
             return Status::unimplemented(format!("method {path} is not implemented")).into_http();
-        };
+        }
+        // A call that arrives once shutdown began (on a connection whose client has not yet seen
+        // the GOAWAY; a restart's old connections still serve) is refused the way clients retry
+        // elsewhere: UNAVAILABLE, never reaching the handler (koatty_trace would answer INTERNAL).
+        if phase.current() >= Phase::Draining && !self.bridge.metrics().accepting() {
+            return Status::unavailable("server is shutting down").into_http();
+        }
         let settings = self.settings.load();
         let mut grpc = Grpc::new(RawCodec)
             .max_decoding_message_size(settings.max_receive_message_length)
             .max_encoding_message_size(settings.max_send_message_length)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
-        let deadline = req
+        let client_deadline = req
             .headers()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_timeout);
+        // A call answered with one message is bounded by requestTimeout like an HTTP request (0 =
+        // off); streamed responses are long-lived by design and only the client's deadline ends
+        // them.
+        let request_timeout = self.limits.load().request_timeout;
+        let server_deadline =
+            (single_response && !request_timeout.is_zero()).then_some(request_timeout);
+        let deadline = match (client_deadline, server_deadline) {
+            (Some(c), Some(s)) => Some(c.min(s)),
+            (c, s) => c.or(s),
+        };
         let call = JsCall {
             bridge: self.bridge.clone(),
             conn: conn.clone(),
             deadline,
-            request_shape,
         };
         // tonic reports a client's RST_STREAM on the request stream as a clean end; remember it.
         let reset = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -403,7 +428,6 @@ struct JsCall {
     bridge: Bridge,
     conn: ConnectionParts,
     deadline: Option<Duration>,
-    request_shape: RequestShape,
 }
 
 pub(crate) type ResponseStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
@@ -421,7 +445,6 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
         let bridge = self.bridge.clone();
         let conn = self.conn.clone();
         let deadline = self.deadline;
-        let request_shape = self.request_shape;
         Box::pin(async move {
             let (metadata, extensions, input) = request.into_parts();
             let target = extensions.get::<CallTarget>().cloned();
@@ -447,30 +470,23 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
                 peer: conn.peer.clone(),
                 body: RequestBody::GrpcCall,
             };
-            let Some((id, head_rx, out_rx, out_state, guard, response)) =
-                bridge.open_grpc_call(head)
-            else {
+            let Some((id, head_rx, out_rx, out_state, guard)) = bridge.open_grpc_call(head) else {
                 return Err(Status::unavailable("server is shutting down"));
             };
-            tokio::spawn(pump_requests(
-                bridge.clone(),
-                id,
-                input,
-                reset,
-                request_shape,
-                response,
-            ));
-            if let Some(timeout) = deadline {
+            tokio::spawn(pump_requests(bridge.clone(), id, input, reset));
+            // The deadline's timer ends with the call (it moves into the response stream), so a
+            // long requestTimeout leaves no sleeping task per finished call behind.
+            let deadline_timer = deadline.map(|timeout| {
                 let bridge = bridge.clone();
-                tokio::spawn(async move {
+                AbortOnDrop(tokio::spawn(async move {
                     tokio::time::sleep(timeout).await;
                     bridge.grpc_cancel(
                         id,
                         CallCancel::Deadline,
                         Status::deadline_exceeded("deadline exceeded"),
                     );
-                });
-            }
+                }))
+            });
             // The guard moves with the response: dropped early (client reset) it reports the cancel.
             let head = head_rx
                 .await
@@ -481,6 +497,7 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
                 bridge,
                 id,
                 _guard: guard,
+                _deadline: deadline_timer,
             };
             Ok(tonic::Response::from_parts(
                 metadata_map(&head),
@@ -540,6 +557,16 @@ struct OutStream {
     bridge: Bridge,
     id: u32,
     _guard: CallGuard,
+    _deadline: Option<AbortOnDrop>,
+}
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Stream for OutStream {
@@ -564,8 +591,6 @@ async fn pump_requests(
     id: u32,
     mut input: Streaming<Bytes>,
     reset: Arc<std::sync::atomic::AtomicBool>,
-    request_shape: RequestShape,
-    mut response: ResponseWatch,
 ) {
     let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
     loop {
@@ -587,15 +612,11 @@ async fn pump_requests(
                     Status::cancelled("client cancelled"),
                 )
             }
+            // The clean end goes to the handler at once, as grpc-js delivers it. A client that
+            // cancels (grpc-js: END_STREAM, then RST_STREAM(CANCEL) in a later write) is reported
+            // as 'cancelled' after it, while the handler has not answered: the order a grpc-js
+            // server shows ('end', then 'cancelled').
             Ok(None) => {
-                if request_shape == RequestShape::Stream {
-                    // A reset within the grace drops the response, whose guard reports the cancel
-                    // before this end (the handler side ignores an end after a cancel).
-                    tokio::select! {
-                        _ = response.gone() => {}
-                        _ = tokio::time::sleep(HALF_CLOSE_RESET_GRACE) => {}
-                    }
-                }
                 return bridge.emit(id, BridgeEvent::GrpcInputEnd);
             }
             Err(status) => {

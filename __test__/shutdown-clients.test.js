@@ -1,0 +1,158 @@
+'use strict';
+// Shutdown under real clients (issue 15 §1, decisions.md §13): an unmodified Koatty 3.11.8 app
+// (child process, NODE_ENV=production, default options) gets SIGTERM while clients hold connections
+// open — idle HTTP/1.1 keep-alive sockets, an HTTP/2 session, WebSocket clients, a gRPC channel —
+// and one request is in flight. Step 1 must stop new work on every connection at once: idle
+// keep-alive sockets close, HTTP/2 and gRPC get GOAWAY, WebSockets close 1001, the request in
+// flight is answered normally (HTTP/1.1: with `Connection: close`), work that still arrives is
+// refused the retryable way (gRPC UNAVAILABLE, never INTERNAL), and the process exits within 1 s
+// of its last in-flight response.
+const { describe, it, after } = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('http');
+const path = require('path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const WebSocket = require('ws');
+const { getCerts } = require('./certs');
+const { startKoattyApp, request, h2connect, h2request, withTimeout } = require('./helpers');
+
+const KOATTY_APP_DIR = path.join(__dirname, 'fixtures', 'koatty-app');
+const certs = getCerts();
+/** The target: exit within this many ms of the last in-flight response. */
+const EXIT_AFTER_LAST_RESPONSE_MS = 1000;
+/** Step 1's signals (close, GOAWAY, 1001) must reach idle clients at least this soon after SIGTERM. */
+const RELEASED_WITHIN_MS = 600;
+
+const apps = new Set();
+after(() => {
+  for (const app of apps) app.child.kill('SIGKILL');
+});
+
+async function start(env = {}) {
+  const app = await startKoattyApp({ env });
+  apps.add(app);
+  return app;
+}
+
+/** SIGTERM; resolves with the exit and the time it happened. */
+function terminate(app) {
+  const t0 = Date.now();
+  app.child.kill('SIGTERM');
+  const exited = withTimeout(app.exited, 10000, 'exit after SIGTERM').then((exit) => ({ ...exit, at: Date.now() }));
+  return { t0, exited };
+}
+
+describe('shutdown releases every client at once (Koatty app, SIGTERM, default options)', () => {
+  it('HTTP/1.1: idle keep-alive sockets close at once, the request in flight gets its answer with Connection: close, exit within 1 s of it', async () => {
+    const app = await start();
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    const idleClosed = [];
+    try {
+      // Three idle keep-alive connections, each having served one request.
+      const warm = await Promise.all([1, 2, 3].map(() => request({ port: app.port, path: '/api/json', agent })));
+      for (const r of warm) assert.equal(r.status, 200);
+      const sockets = Object.values(agent.freeSockets).flat();
+      assert.equal(sockets.length, 3, 'three idle keep-alive sockets in the agent');
+      for (const s of sockets) idleClosed.push(new Promise((resolve) => s.once('close', () => resolve(Date.now()))));
+
+      let answeredAt = 0;
+      const slow = request({ port: app.port, path: '/api/slow?ms=700' }).then((r) => { answeredAt = Date.now(); return r; });
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const { t0, exited } = terminate(app);
+      const closedAt = await withTimeout(Promise.all(idleClosed), 5000, 'idle keep-alive sockets closed');
+      const latest = Math.max(...closedAt) - t0;
+      assert.ok(latest < RELEASED_WITHIN_MS, `idle keep-alive sockets closed ${latest} ms after SIGTERM (node's close() closes idle sockets at once)`);
+      const r = await slow;
+      assert.equal(r.status, 200, `the request in flight is answered normally: ${JSON.stringify(r)}\n${app.output()}`);
+      assert.deepEqual(r.json(), { slept: 700 });
+      assert.equal(r.headers.connection, 'close', 'the response in flight says the connection closes');
+      const exit = await exited;
+      assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null }, app.output());
+      const after = exit.at - answeredAt;
+      assert.ok(after < EXIT_AFTER_LAST_RESPONSE_MS, `exited ${after} ms after the last in-flight response (${exit.at - t0} ms after SIGTERM)`);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('HTTP/2: GOAWAY at once, the stream in flight completes, exit within 1 s of it', async () => {
+    const app = await start({ KOATTY_TEST_PROTOCOL: 'http2', KOATTY_TEST_KEY_FILE: certs.server.key, KOATTY_TEST_CRT_FILE: certs.server.cert });
+    const idle = await h2connect(`https://127.0.0.1:${app.port}`, { ca: certs.ca.certPem });
+    const busy = await h2connect(`https://127.0.0.1:${app.port}`, { ca: certs.ca.certPem });
+    try {
+      assert.equal((await h2request(idle, { path: '/api/json' })).status, 200);
+      const goaway = new Promise((resolve) => idle.once('goaway', () => resolve(Date.now())));
+      let answeredAt = 0;
+      const slow = h2request(busy, { path: '/api/slow?ms=700' }).then((r) => { answeredAt = Date.now(); return r; });
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const { t0, exited } = terminate(app);
+      const gotGoaway = await withTimeout(goaway, 5000, 'GOAWAY on the idle session');
+      assert.ok(gotGoaway - t0 < RELEASED_WITHIN_MS, `GOAWAY ${gotGoaway - t0} ms after SIGTERM`);
+      const r = await slow;
+      assert.equal(r.status, 200, `the stream in flight completes: ${JSON.stringify(r)}\n${app.output()}`);
+      const exit = await exited;
+      assert.equal(exit.code, 0, app.output());
+      const after = exit.at - answeredAt;
+      assert.ok(after < EXIT_AFTER_LAST_RESPONSE_MS, `exited ${after} ms after the last in-flight response (${exit.at - t0} ms after SIGTERM)`);
+    } finally {
+      idle.destroy();
+      busy.destroy();
+    }
+  });
+
+  it('WebSocket: every client gets close 1001 at once and the process exits within 1 s', async () => {
+    const app = await start({ KOATTY_TEST_PROTOCOL: 'ws' });
+    const clients = await Promise.all([1, 2, 3].map(() => new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${app.port}/ws/echo`);
+      ws.once('open', () => resolve(ws));
+      ws.once('error', reject);
+    })));
+    const closes = clients.map((ws) => new Promise((resolve) => ws.once('close', (code) => resolve({ code, at: Date.now() }))));
+    const { t0, exited } = terminate(app);
+    const closed = await withTimeout(Promise.all(closes), 5000, 'close frames');
+    for (const c of closed) {
+      assert.equal(c.code, 1001, 'going away');
+      assert.ok(c.at - t0 < RELEASED_WITHIN_MS, `close 1001 ${c.at - t0} ms after SIGTERM`);
+    }
+    const exit = await exited;
+    assert.equal(exit.code, 0, app.output());
+    assert.ok(exit.at - t0 < EXIT_AFTER_LAST_RESPONSE_MS, `exited ${exit.at - t0} ms after SIGTERM`);
+  });
+
+  it('gRPC: the call in flight completes, a call made after the signal on the open channel fails UNAVAILABLE (never INTERNAL), exit within 1 s', async () => {
+    const protoFile = path.join(KOATTY_APP_DIR, 'src', 'proto', 'greeter.proto');
+    const app = await start({
+      KOATTY_TEST_PROTOCOL: 'grpc',
+      router_router__protocol: 'grpc',
+      router_router__ext__protoFile: protoFile,
+    });
+    const { Greeter } = grpc.loadPackageDefinition(protoLoader.loadSync(protoFile, { keepCase: true })).koattytest;
+    const client = new Greeter(`127.0.0.1:${app.port}`, grpc.credentials.createInsecure());
+    const idleClient = new Greeter(`127.0.0.1:${app.port}`, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+    const call = (c, name) => new Promise((resolve) => {
+      c.SayHello({ name }, { deadline: Date.now() + 5000 }, (err, reply) => resolve({ err, reply, at: Date.now() }));
+    });
+    try {
+      assert.equal((await call(client, 'a')).reply.message, 'Hello a');
+      assert.equal((await call(idleClient, 'b')).reply.message, 'Hello b');
+      const slow = call(client, 'slow:700');
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const { t0, exited } = terminate(app);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const late = await call(idleClient, 'late');
+      assert.ok(late.err, `a call after the signal is refused: ${JSON.stringify(late.reply)}`);
+      assert.equal(late.err.code, grpc.status.UNAVAILABLE, `refused as UNAVAILABLE (clients retry it), got ${late.err.code} ${late.err.details}`);
+      const inFlight = await slow;
+      assert.equal(inFlight.err, null, `the call in flight completes: ${inFlight.err && inFlight.err.details}\n${app.output()}`);
+      assert.equal(inFlight.reply.message, 'Hello slow:700');
+      const exit = await exited;
+      assert.equal(exit.code, 0, app.output());
+      const after = exit.at - inFlight.at;
+      assert.ok(after < EXIT_AFTER_LAST_RESPONSE_MS, `exited ${after} ms after the last in-flight call (${exit.at - t0} ms after SIGTERM)`);
+    } finally {
+      client.close();
+      idleClient.close();
+    }
+  });
+});
