@@ -36,6 +36,11 @@ export interface ConnectionPoolConfig {
   maxInFlight?: number;
   /** Request line + headers size limit in bytes (default 16384 → 431). */
   maxHeaderSize?: number;
+  /**
+   * Request header fields, at most (default 2000, node's `maxHeadersCount` → 431); 0 = as many as
+   * `maxHeaderSize` holds. HTTP/1.1 and HTTP/2.
+   */
+  maxHeadersCount?: number;
   /** Request body size limit in bytes (default none → 413). */
   maxBodySize?: number;
   /** Time allowed for a TLS handshake, ms (default 10000); a silent client never stalls others. */

@@ -333,6 +333,29 @@ function defineTests() {
       await assertNoPending(server);
     });
 
+    it('150 small header fields within maxHeaderSize are served (node accepts up to maxHeadersCount, 2000)', async () => {
+      const fields = Array.from({ length: 150 }, (_, i) => `X-H${i}: v\r\n`).join('');
+      const r = await exchange(port, `GET /fields HTTP/1.1\r\n${H}${fields}Connection: close\r\n\r\n`);
+      assert.deepEqual(statuses(r.text), [200], `got ${JSON.stringify(r.text.slice(0, 60))}`);
+      await assertNoPending(server);
+    });
+
+    it('more header fields than connectionPool.maxHeadersCount → 431, handler not called', async () => {
+      await server.updateConfig({ connectionPool: { maxHeadersCount: 20 } });
+      try {
+        const before = calls.length;
+        const fields = Array.from({ length: 30 }, (_, i) => `X-H${i}: v\r\n`).join('');
+        const r = await exchange(port, `GET /fields HTTP/1.1\r\n${H}${fields}\r\n`);
+        assert.deepEqual(statuses(r.text), [431], `got ${JSON.stringify(r.text.slice(0, 60))}`);
+        assert.equal(calls.length, before);
+        const ok = await exchange(port, `GET /fields HTTP/1.1\r\n${H}X-A: 1\r\nConnection: close\r\n\r\n`);
+        assert.deepEqual(statuses(ok.text), [200]);
+      } finally {
+        await server.updateConfig({ connectionPool: { maxHeadersCount: 2000 } });
+      }
+      await assertNoPending(server);
+    });
+
     it('oversized headers (one 20 KB value) → 431', async () => {
       const r = await exchange(port, `GET / HTTP/1.1\r\n${H}X-Big: ${'v'.repeat(20000)}\r\n\r\n`);
       assert.equal(r.closedByPeer, true);
@@ -943,6 +966,29 @@ function defineTests() {
         session.destroy();
       }
       await assertNoPending(server);
+    });
+
+    it('HTTP/2: more header fields than connectionPool.maxHeadersCount → 431 on that stream, handler not called', async () => {
+      await tlsServer.updateConfig({ connectionPool: { maxHeadersCount: 20 } });
+      const session = http2.connect(`https://127.0.0.1:${tlsPort}`, { ca: CA });
+      session.on('error', () => {});
+      try {
+        const before = calls;
+        const headers = { ':path': '/' };
+        for (let i = 0; i < 30; i++) headers[`x-h${i}`] = 'v';
+        const status = await withTimeout(new Promise((resolve, reject) => {
+          const s = session.request(headers);
+          s.on('response', (h) => resolve(h[':status']));
+          s.on('error', reject);
+          s.resume();
+        }), 5000, 'too many header fields');
+        assert.equal(status, 431);
+        assert.equal(calls, before, 'handler not called');
+      } finally {
+        session.destroy();
+        await tlsServer.updateConfig({ connectionPool: { maxHeadersCount: 2000 } });
+      }
+      await assertNoPending(tlsServer);
     });
 
     it('a header list over maxHeaderListSize (10 KB, limit 8 KiB) → 431 on that stream, session stays usable', async () => {

@@ -26,6 +26,7 @@ const POOL: &[&str] = &[
     "headersTimeout",
     "maxInFlight",
     "maxHeaderSize",
+    "maxHeadersCount",
     "maxBodySize",
     "handshakeTimeout",
     "health",

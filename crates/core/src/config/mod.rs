@@ -101,6 +101,9 @@ pub struct Limits {
     pub connection_timeout: Option<Duration>,
     /// Request head (request line + headers) size limit in bytes (→ 431).
     pub max_header_size: usize,
+    /// Request header fields, at most (→ 431); node's `maxHeadersCount` (2000; 0 = as many as
+    /// `max_header_size` can hold).
+    pub max_headers_count: usize,
     /// Request body size limit in bytes (→ 413); `None` = unlimited.
     pub max_body_size: Option<u64>,
     /// Time allowed for a TLS handshake (and the first bytes of a cleartext HTTP/2 detection).
@@ -117,6 +120,7 @@ impl Default for Limits {
             request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
             connection_timeout: None,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            max_headers_count: DEFAULT_MAX_HEADERS_COUNT,
             max_body_size: None,
             handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
         }
@@ -132,6 +136,19 @@ pub const DEFAULT_KEEP_ALIVE_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_HEADERS_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
+/// node:http's `maxHeadersCount`.
+pub const DEFAULT_MAX_HEADERS_COUNT: usize = 2000;
+
+impl Limits {
+    /// The header-field limit in force: 0 means "no count limit" as in node, which the head size
+    /// still bounds (a field takes at least 4 bytes: `a:` and CRLF).
+    pub fn header_fields_limit(&self) -> usize {
+        match self.max_headers_count {
+            0 => (self.max_header_size / 4).max(1),
+            n => n,
+        }
+    }
+}
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 250;
 pub const DEFAULT_H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
@@ -424,6 +441,9 @@ fn limits_from(pool: &Value) -> Result<Limits, ConfigError> {
         // 0 = off, as for the other timeouts.
         connection_timeout: ms(pool, "connectionTimeout")?.filter(|d| !d.is_zero()),
         max_header_size,
+        max_headers_count: count(pool, "maxHeadersCount")?
+            .map(|n| n as usize)
+            .unwrap_or(d.max_headers_count),
         max_body_size: count(pool, "maxBodySize")?,
         handshake_timeout: ms(pool, "handshakeTimeout")?.unwrap_or(d.handshake_timeout),
     })
@@ -700,6 +720,11 @@ pub fn resolve_options(
         &mut pool,
         "maxHeaderSize",
         Value::from(limits.max_header_size),
+    );
+    set(
+        &mut pool,
+        "maxHeadersCount",
+        Value::from(limits.max_headers_count),
     );
     set(
         &mut pool,

@@ -199,6 +199,7 @@ impl HttpProtocol {
             .keep_alive(true)
             .max_header_size(limits.max_header_size)
             .header_read_timeout(header_read_timeout(&limits));
+        set_max_headers(&mut b, &limits);
         b
     }
 
@@ -219,6 +220,9 @@ impl HttpProtocol {
             .keep_alive(true)
             .max_buf_size(limits.max_header_size.max(8192))
             .header_read_timeout(header_read_timeout(&limits));
+        if limits.header_fields_limit() != HYPER_DEFAULT_MAX_HEADERS {
+            b.http1().max_headers(limits.header_fields_limit());
+        }
         let mut h2 = b.http2();
         configure_http2!(h2, settings);
         b
@@ -265,6 +269,12 @@ impl HttpProtocol {
             if ws::is_upgrade(req.headers(), req.method()) {
                 return self.upgrade(req, conn, settings);
             }
+        }
+        // HTTP/2 has a header-list size limit but no count: node:http's maxHeadersCount applies.
+        if req.version() == Version::HTTP_2
+            && req.headers().len() > self.limits.load().header_fields_limit()
+        {
+            return simple_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         }
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
         if req.version() == Version::HTTP_11 && !req.headers().contains_key(http::header::HOST) {
@@ -553,6 +563,16 @@ fn h2_headers(parts: &http::request::Parts, encrypted: bool) -> Vec<String> {
     out.push(h2_path(&parts.uri));
     out.extend(crate::bridge::flat_headers(&parts.headers));
     out
+}
+
+/// hyper parses up to this many header fields in a stack buffer; any other limit costs a heap
+/// buffer of that many slots per request head.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+fn set_max_headers(b: &mut http1::Builder, limits: &Limits) {
+    if limits.header_fields_limit() != HYPER_DEFAULT_MAX_HEADERS {
+        b.max_headers(limits.header_fields_limit());
+    }
 }
 
 /// hyper's header-read timer runs from the moment a connection waits for the next request head, so
