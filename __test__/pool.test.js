@@ -871,26 +871,33 @@ describe('native endpoints', () => {
     }
   });
 
-  it('/readyz turns 503 on a pre-opened keep-alive connection once shutdown begins; /healthz stays 200', async () => {
+  it('/readyz turns 503 once shutdown begins (on a connection opened before it); /healthz stays 200; idle keep-alive connections are closed', async () => {
     const { server, port, pool } = await startServer((req, res) => res.end('js'), { nativeEndpoints: true });
     const c = rawClient(port);
+    // Connected before the shutdown, their first request sent during it (within the grace a fresh
+    // connection gets): how a probe on a pre-opened connection sees the drain.
+    const ready = rawClient(port);
+    const live = rawClient(port);
+    const metricsClient = rawClient(port);
     try {
-      await c.connected;
+      await Promise.all([c.connected, ready.connected, live.connected, metricsClient.connected]);
       const before = await c.get('/readyz');
       assert.equal(before.status, 200);
       assert.equal(before.body, 'ready');
       assert.equal(before.headers['cache-control'], 'no-store');
+      const idleClosed = new Promise((resolve) => c.socket.once('close', resolve));
 
       const shutdown = server.gracefulShutdown({ drainDelay: 1500, timeout: 5000 });
       assert.equal(server.status, 503);
       await pollUntil(() => pool.getMetrics(), (x) => x.accepting === false, { timeoutMs: 2000, intervalMs: 5 });
       assert.equal(pool.getMetrics().accepting, false);
+      await withTimeout(idleClosed, 1000, 'the idle keep-alive connection closed by step 1');
 
-      const during = await c.get('/readyz');
+      const during = await ready.get('/readyz');
       assert.equal(during.status, 503, 'readiness fails once shutdown has begun');
-      const liveness = await c.get('/healthz');
+      const liveness = await live.get('/healthz');
       assert.equal(liveness.status, 200, 'liveness still answers during the drain');
-      const metrics = await c.get('/metrics');
+      const metrics = await metricsClient.get('/metrics');
       assert.equal(parsePrometheus(metrics.body).get('koatty_serve_up'), 0);
       assert.equal(pool.getHealth().accepting, false);
       await assert.rejects(request({ port, path: '/readyz', timeout: 2000 }), (e) => e.code === 'ECONNREFUSED', 'no new connections');
@@ -898,7 +905,7 @@ describe('native endpoints', () => {
       const report = await withTimeout(shutdown, 8000, 'gracefulShutdown');
       assert.ok(report.steps.length === 5, JSON.stringify(report));
     } finally {
-      c.destroy();
+      for (const x of [c, ready, live, metricsClient]) x.destroy();
       if (server.server.listening) await stop(server);
     }
   });

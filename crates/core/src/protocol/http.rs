@@ -337,6 +337,55 @@ impl HttpProtocol {
         self.bridge.dispatch(head, pump, &limits, deadline).await
     }
 
+    /// A connection whose first bytes came: TLS handshake if any, then HTTP/1.1 or HTTP/2.
+    async fn serve_accepted(
+        self: Arc<Self>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        phase: PhaseSignal,
+    ) {
+        let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+        let Some(tls) = self.tls.clone() else {
+            // Cleartext HTTP/2 (prior knowledge) is told apart from HTTP/1.1 by its preface.
+            let mode = if self.http2.load().as_ref().is_some_and(|s| s.cleartext) {
+                Mode::Detect
+            } else {
+                Mode::Http1
+            };
+            let info = ConnectionInfo {
+                remote,
+                local_port,
+                peer: None,
+                phase: phase.clone(),
+            };
+            return self.serve_io(stream, info, mode, phase).await;
+        };
+        let handshake_timeout = self.limits.load().handshake_timeout;
+        let Some((tls_stream, peer)) =
+            accept_tls(&tls, stream, handshake_timeout, remote, &phase).await
+        else {
+            return;
+        };
+        let mode = if peer.alpn.as_deref() == Some("h2") {
+            Mode::Http2
+        } else {
+            Mode::Http1
+        };
+        if matches!(mode, Mode::Http1) && self.http2.load().as_ref().is_some_and(|h| !h.allow_http1)
+        {
+            // HTTP/2 only (`allowHTTP1: false`) and the client did not choose h2: refuse it.
+            tracing::debug!(%remote, "client without h2 ALPN refused (allowHTTP1 is false)");
+            return;
+        }
+        let info = ConnectionInfo {
+            remote,
+            local_port,
+            peer: Some(Arc::new(peer)),
+            phase: phase.clone(),
+        };
+        self.serve_io(tls_stream, info, mode, phase).await
+    }
+
     /// Serves one connection (plain or TLS) with HTTP/1.1 or HTTP/2.
     async fn serve_io<I>(
         self: Arc<Self>,
@@ -444,6 +493,39 @@ pub(crate) async fn drive<C: Future>(
             _ = forced_signal.reached(Phase::Forced) => return None,
         }
     }
+}
+
+/// Waits for a new connection's first bytes before a parser (hyper, rustls) takes it, so a
+/// connection that sends nothing costs no parser state or read buffer (hyper reserves 8 KiB at its
+/// first read). `false`: close it — nothing came within `within` (the header or handshake timer
+/// hyper/rustls would have run), or the server drains and nothing came within the grace a fresh
+/// connection gets (see [`FRESH_CONNECTION_GRACE`]).
+pub(crate) async fn first_bytes(
+    stream: &TcpStream,
+    within: Option<Duration>,
+    phase: &PhaseSignal,
+) -> bool {
+    let mut draining = phase.clone();
+    let mut one = [0u8; 1];
+    let deadline = within.map(|d| Instant::now() + d);
+    let expired = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        // `peek`, not `readable()`: the latter may report a fresh socket ready with nothing to read.
+        ready = stream.peek(&mut one) => return ready.is_ok(),
+        _ = expired => return false,
+        _ = draining.reached(Phase::Draining) => {}
+    }
+    let grace = Instant::now() + FRESH_CONNECTION_GRACE;
+    let until = deadline.map_or(grace, |d| d.min(grace));
+    matches!(
+        tokio::time::timeout_at(until, stream.peek(&mut one)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// What a connection task watches: its socket (a begun request head, and when bytes last moved if
@@ -615,47 +697,16 @@ impl ConnectionHandler for HttpProtocol {
         phase: PhaseSignal,
     ) -> BoxFuture {
         Box::pin(async move {
-            let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
-            let Some(tls) = self.tls.clone() else {
-                // Cleartext HTTP/2 (prior knowledge) is told apart from HTTP/1.1 by its preface.
-                let mode = if self.http2.load().as_ref().is_some_and(|s| s.cleartext) {
-                    Mode::Detect
-                } else {
-                    Mode::Http1
-                };
-                let info = ConnectionInfo {
-                    remote,
-                    local_port,
-                    peer: None,
-                    phase: phase.clone(),
-                };
-                return self.serve_io(stream, info, mode, phase).await;
+            let first_bytes_within = match &self.tls {
+                Some(_) => Some(self.limits.load().handshake_timeout),
+                None => header_read_timeout(&self.limits.load()),
             };
-            let handshake_timeout = self.limits.load().handshake_timeout;
-            let Some((tls_stream, peer)) =
-                accept_tls(&tls, stream, handshake_timeout, remote, &phase).await
-            else {
-                return;
-            };
-            let mode = if peer.alpn.as_deref() == Some("h2") {
-                Mode::Http2
-            } else {
-                Mode::Http1
-            };
-            if matches!(mode, Mode::Http1)
-                && self.http2.load().as_ref().is_some_and(|h| !h.allow_http1)
-            {
-                // HTTP/2 only (`allowHTTP1: false`) and the client did not choose h2: refuse it.
-                tracing::debug!(%remote, "client without h2 ALPN refused (allowHTTP1 is false)");
+            if !first_bytes(&stream, first_bytes_within, &phase).await {
                 return;
             }
-            let info = ConnectionInfo {
-                remote,
-                local_port,
-                peer: Some(Arc::new(peer)),
-                phase: phase.clone(),
-            };
-            self.serve_io(tls_stream, info, mode, phase).await
+            // Boxed: the parser's state is allocated only once bytes came, so a silent
+            // connection's task stays small.
+            Box::pin(self.serve_accepted(stream, remote, phase)).await
         })
     }
 
