@@ -218,11 +218,14 @@ class NativeResponse extends Stream {
   // explicit writeHead, node's implicit one runs first: it may throw (bad code or reason), and
   // then nothing is sent and the response stays open for the error handler.
   _start(buf, text, end) {
-    if (!this[kHeadWritten]) this.writeHead(this.statusCode);
+    // A head the handler wrote with writeHead is fixed before the body's length is known: as
+    // node, no Content-Length of the server's own follows (chunked).
+    const explicitHead = this[kHeadWritten];
+    if (!explicitHead) this.writeHead(this.statusCode);
     this[kStarted] = true;
     // The native trace timer ends with the wait for the head: a JS timer takes over.
     if (this._traceState === TRACE_NATIVE) this._traceWatch.lost(this);
-    const framing = this._removedContLen ? FRAMING_REMOVED_CONTENT_LENGTH : 0;
+    const framing = this._removedContLen || explicitHead ? FRAMING_REMOVED_CONTENT_LENGTH : 0;
     const result = this._bridge.native.respond(this._id, this.statusCode, this.statusMessage, this._flatHeaders(), buf, text, end, framing);
     if (result === LENGTH_MISMATCH) this._lengthMismatch();
     return result;

@@ -538,10 +538,11 @@ impl Bridge {
                 .request_finished(status, body_len, pending.started.elapsed());
             let mut length_mismatch = false;
             *response.body_mut() = match (body.filter(|b| !b.is_empty()), declared) {
-                // HEAD, 204, 304: nothing follows the head (node drops what was written); HEAD
-                // keeps the length a GET would have had.
+                // HEAD, 204, 304: nothing follows the head (node drops what was written). On
+                // HTTP/2 a HEAD keeps the length a GET would have had (node's http2 does; its
+                // http/1 sends none).
                 (body, declared) if no_body => {
-                    if head_request && declared.is_none() && !framing.removed_length {
+                    if http2 && head_request && declared.is_none() && !framing.removed_length {
                         if let Some(b) = body {
                             response
                                 .headers_mut()
