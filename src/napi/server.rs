@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use koatty_serve_core::bridge::{
-    Bridge, BridgeError, BridgeEvent, Framing, HeaderEncoding, RequestBody, RequestHead, RequestSink,
-    WsOutbound,
+    Bridge, BridgeError, BridgeEvent, Framing, HeaderEncoding, RequestBody, RequestHead,
+    RequestSink, WsOutbound,
 };
 use koatty_serve_core::config::ServerConfig;
 use koatty_serve_core::protocol::grpc::{GrpcRegistry, RequestShape};

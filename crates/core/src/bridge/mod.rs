@@ -524,7 +524,8 @@ impl Bridge {
             HeaderEncoding::Utf8 if http2 => HeaderEncoding::Latin1,
             other => other,
         };
-        let mut response = build_response(status, reason, headers, encoding, ResponseBody::Full(None));
+        let mut response =
+            build_response(status, reason, headers, encoding, ResponseBody::Full(None));
         let no_body = head_request || !status_has_body(response.status());
         let declared = declared_length(response.headers());
         if end {
@@ -553,10 +554,9 @@ impl Bridge {
                 }
                 (body, Some(announced)) if announced != body_len as u64 => {
                     length_mismatch = true;
-                    response.headers_mut().insert(
-                        http::header::CONNECTION,
-                        HeaderValue::from_static("close"),
-                    );
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                     match body {
                         // Cut to the announced length: the frame stays exact.
                         Some(b) if b.len() as u64 > announced => {

@@ -629,13 +629,17 @@ fn node_connection_headers(
     };
     let length_known = match response.body() {
         ResponseBody::Full(_) => true,
-        ResponseBody::Unsized { .. } | ResponseBody::Stream(_) => {
-            response.headers().contains_key(http::header::CONTENT_LENGTH)
-        }
+        ResponseBody::Unsized { .. } | ResponseBody::Stream(_) => response
+            .headers()
+            .contains_key(http::header::CONTENT_LENGTH),
     };
     let headers = response.headers_mut();
     insert_date(headers);
-    let user_set = headers.get_all(http::header::CONNECTION).iter().next().is_some();
+    let user_set = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .next()
+        .is_some();
     if user_set {
         if headers.get_all(http::header::CONNECTION).iter().any(closes) {
             return;
