@@ -290,6 +290,32 @@ describe('response lifecycle (issue 15 §5)', () => {
     assert.equal(seen.endedAtClose, true);
   });
 
+  it("'finish', 'close' and req's 'end', 'close' come in node's order (GET unread, POST read)", async () => {
+    const run = async (make) => {
+      const log = {};
+      const s = await make((req, res) => {
+        if (req.url === '/events') { res.end(JSON.stringify(log)); return; }
+        const ev = (log[req.method] = []);
+        res.on('finish', () => ev.push('res.finish'));
+        res.on('close', () => ev.push(`res.close(ended=${res.writableEnded})`));
+        for (const e of ['end', 'close', 'aborted']) req.on(e, () => ev.push(`req.${e}`));
+        if (req.method === 'POST') { req.resume(); req.on('end', () => res.end('x')); } else res.end('x');
+      });
+      await rawExchange(s.port, GET('/', 'Connection: close\r\n'));
+      await rawExchange(s.port, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc');
+      const events = await rawExchange(s.port, GET('/events', 'Connection: close\r\n'));
+      await s.close();
+      return JSON.parse(events.body);
+    };
+    const atNode = await run(nodeServer);
+    const atNative = await run(nativeServer);
+    assert.deepEqual(atNode, {
+      GET: ['res.finish', 'res.close(ended=true)', 'req.end', 'req.close'],
+      POST: ['req.end', 'res.finish', 'res.close(ended=true)', 'req.close'],
+    });
+    assert.deepEqual(atNative, atNode);
+  });
+
   for (const [name, destroy] of Object.entries({
     'res.destroy()': (req, res) => res.destroy(),
     'req.destroy()': (req) => req.destroy(),

@@ -363,6 +363,11 @@ function finish(res) {
   res._bridge.forget(res._id);
   res.emit('finish');
   if (!res.destroyed) res.emit('close');
+  // As node's server does once a response is done: a request body nobody read is dumped, so
+  // req then emits 'end' and 'close' (only worth the work when someone listens; a streamed body
+  // still arriving is dropped natively instead).
+  const req = res.req;
+  if (!req._consuming && !req._streamed && !req.destroyed && (req.listenerCount('close') > 0 || req.listenerCount('end') > 0)) req._dump();
 }
 
 module.exports = { NativeResponse, codedError, TRACE_IDLE, TRACE_NATIVE, TRACE_JS, TRACE_FIRED };
