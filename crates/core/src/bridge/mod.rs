@@ -554,9 +554,13 @@ impl Bridge {
                 }
                 (body, Some(announced)) if announced != body_len as u64 => {
                     length_mismatch = true;
-                    response
-                        .headers_mut()
-                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    // HTTP/1: the connection closes after this response (HTTP/2 has no
+                    // `Connection`; a short stream there ends in a stream reset).
+                    if !http2 {
+                        response
+                            .headers_mut()
+                            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                     match body {
                         // Cut to the announced length: the frame stays exact.
                         Some(b) if b.len() as u64 > announced => {
