@@ -111,6 +111,7 @@ pub(crate) fn channel(
             discard_data: false,
             declared,
             sent: 0,
+            peeked: None,
         },
     )
 }
@@ -130,6 +131,8 @@ pub struct StreamBody {
     /// The length the head announced (0: no body may follow), and the bytes handed out so far.
     declared: Option<u64>,
     sent: u64,
+    /// A chunk taken from the queue ahead of its turn (to see whether the body ends next).
+    peeked: Option<Chunk>,
 }
 
 impl Drop for StreamBody {
@@ -158,6 +161,7 @@ impl Drop for StreamBody {
             discard_data: true,
             declared: None,
             sent: 0,
+            peeked: self.peeked.take(),
         };
         runtime.spawn(async move {
             while let Some(Ok(_)) = std::future::poll_fn(|cx| rest.poll_chunk(cx)).await {}
@@ -270,7 +274,11 @@ impl StreamBody {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
+        let next = match self.peeked.take() {
+            Some(chunk) => Poll::Ready(Some(chunk)),
+            None => self.rx.poll_recv(cx),
+        };
+        match next {
             Poll::Ready(Some(Chunk::Data(b))) => {
                 let before = self.state.queued.fetch_sub(b.len(), Ordering::SeqCst);
                 if before - b.len() < RESPONSE_HIGH_WATER_MARK
@@ -279,6 +287,15 @@ impl StreamBody {
                     self.shared.sink.event(self.id, BridgeEvent::Drain);
                 }
                 self.sent += b.len() as u64;
+                // An end already queued is told now (`is_end_stream`), so hyper ends the body
+                // with this chunk: one write less, and a body short of its Content-Length is
+                // flushed before hyper closes the connection (ending it on a later poll makes
+                // hyper fail the connection with the last chunk still unflushed).
+                match self.rx.try_recv() {
+                    Ok(Chunk::End) => self.done = true,
+                    Ok(other) => self.peeked = Some(other),
+                    Err(_) => {}
+                }
                 Poll::Ready(Some(Ok(Frame::data(b))))
             }
             Poll::Ready(Some(Chunk::End)) => {
