@@ -443,20 +443,21 @@ describe('native trace mode vs koatty_trace 1.13.1 (same Koatty 3.11.8 app, same
     assert.ok(http && !http.error);
     const by = Object.fromEntries(http.on.results.map((r) => [r.name, r.response]));
     assert.equal(by.str.status, 200);
-    assert.deepEqual(by.str.headers.slice(0, 4), ['x-request-id: <uuid>', 'x-powered-by: Koatty', 'x-content-type-options: nosniff', 'x-xss-protection: 1;mode=block']);
+    // HTTP/1 header names go out in title case (README "Differences from node").
+    assert.deepEqual(by.str.headers.slice(0, 4), ['X-Request-Id: <uuid>', 'X-Powered-By: Koatty', 'X-Content-Type-Options: nosniff', 'X-Xss-Protection: 1;mode=block']);
     assert.equal(by['unknown route'].status, 500);
     assert.equal(by['unknown route'].body, '{"code":1,"message":"Not Found","data":""}');
     assert.equal(by.timeout.body, '{"code":1,"message":"Request Timeout","data":""}');
     assert.equal(by['timeout with a body set'].body, '{"code":1,"message":"Request Timeout","data":"partial"}');
-    assert.equal(by['id: repeated query'].headers[0], 'x-request-id: a,b');
+    assert.equal(by['id: repeated query'].headers[0], 'X-Request-Id: a,b');
     // Header bytes as node:http writes them (the client decodes them as latin1): UTF-8 when the
     // head goes out with a string body, latin1 otherwise (koatty-trace.md §2.7.1).
-    assert.equal(by['id: latin1, string body'].headers[0], 'x-request-id: \u00c3\u00a9');
-    assert.equal(by['id: latin1, JSON body'].headers[0], 'x-request-id: \u00c3\u00a9');
-    assert.equal(by['id: latin1, error'].headers[0], 'x-request-id: \u00c3\u00a9');
-    assert.equal(by['id: latin1, Buffer body'].headers[0], 'x-request-id: \u00e9');
-    assert.equal(by['id: latin1, no body'].headers[0], 'x-request-id: \u00e9');
-    assert.equal(by['id: latin1, stream body'].headers[0], 'x-request-id: \u00e9');
+    assert.equal(by['id: latin1, string body'].headers[0], 'X-Request-Id: \u00c3\u00a9');
+    assert.equal(by['id: latin1, JSON body'].headers[0], 'X-Request-Id: \u00c3\u00a9');
+    assert.equal(by['id: latin1, error'].headers[0], 'X-Request-Id: \u00c3\u00a9');
+    assert.equal(by['id: latin1, Buffer body'].headers[0], 'X-Request-Id: \u00e9');
+    assert.equal(by['id: latin1, no body'].headers[0], 'X-Request-Id: \u00e9');
+    assert.equal(by['id: latin1, stream body'].headers[0], 'X-Request-Id: \u00e9');
     // HTTP/2 header values are always latin1 (node's http2 writes them one byte per char)
     const h2 = outcomes.get('http2 (TLS, h2)');
     assert.ok(h2 && !h2.error);
@@ -490,7 +491,7 @@ describe('native trace mode vs koatty_trace 1.13.1 (same Koatty 3.11.8 app, same
     assert.ok(by['circular JSON (no answer)'].error, 'circular JSON: no answer');
     const eh = Object.fromEntries(outcomes.get('http, @ExceptionHandler').on.results.map((r) => [r.name, r.response]));
     assert.equal(eh.forbid.status, 403);
-    assert.ok(eh.timeout.headers.includes('x-eh: 408/1/true'), 'the handler ran in the request\'s async context on timeout');
+    assert.ok(eh.timeout.headers.includes('X-Eh: 408/1/true'), 'the handler ran in the request\'s async context on timeout');
     const ws = Object.fromEntries(outcomes.get('ws').on.results.map((r) => [r.name, r.response]));
     assert.deepEqual(ws['echo text'].frames, ["text: 'hello'"]);
     assert.deepEqual(ws['unknown path'].frames, ['text: {"code":1,"message":"OK","data":""}']);

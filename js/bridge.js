@@ -236,6 +236,9 @@ class Bridge {
     if (!res.headersSent) {
       for (const name of res.getHeaderNames()) res.removeHeader(name);
       if (this.trace && !this.appTracer) echoTraceId(res.req, res);
+      res._removedContLen = false;
+      // The handler's reason may be what threw (ERR_INVALID_CHAR).
+      res.statusMessage = undefined;
       res.statusCode = 500;
       res.setHeader('Content-Type', 'text/plain; charset=utf-8');
       res.end('Internal Server Error');

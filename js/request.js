@@ -28,6 +28,10 @@ class NativeRequest extends IncomingMessage {
   constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort, tlsDetails, traceId) {
     super(null);
     this.socket = new NativeSocket(remoteAddress, remotePort, (flags & FLAG_ENCRYPTED) !== 0, (flags & FLAG_AUTHORIZED) !== 0, tlsDetails);
+    // req.socket.destroy() ends the connection, as destroying node's socket does.
+    this.socket._onDestroy = () => this.destroy();
+    // The native side has let go of this request (answered, client gone, or destroyed).
+    this._nativeGone = false;
     const version = flags & 0xff;
     this.httpVersionMajor = (version / 10) | 0;
     this.httpVersionMinor = version % 10;
@@ -115,16 +119,28 @@ class NativeRequest extends IncomingMessage {
   _onBodyError(message) {
     const err = new Error(message);
     err.code = message.split(':', 1)[0];
+    // The native side has already answered (400/408/413) or lost the request.
+    this._nativeGone = true;
     this.destroy(err);
   }
 
-  // The client went away before the request completed.
+  // The request is gone: the client went away, or the response was destroyed.
   _onAbort() {
+    this._nativeGone = true;
     this.socket._close();
     if (!this.complete) this.destroy();
   }
 
   _destroy(err, cb) {
+    // req.destroy() before the request was read to its end (node then destroys the socket; an
+    // auto-destroy after 'end' does not): the connection ends and nothing written to the
+    // response afterwards goes out.
+    if (!this._nativeGone && (!this.readableEnded || !this.complete)) {
+      this._nativeGone = true;
+      const res = this._bridge.open.get(this._id);
+      if (res !== undefined) res.destroy();
+      else this._bridge.native.destroy(this._id);
+    }
     if (!this.readableEnded || !this.complete) {
       this.aborted = true;
       this.emit('aborted');

@@ -7,6 +7,14 @@ const { STATUS_CODES, validateHeaderName, validateHeaderValue } = require('node:
 
 const kHeaders = Symbol('outHeaders');
 const kStarted = Symbol('nativeHeadSent');
+// writeHead ran (explicitly): the status and reason were validated then.
+const kHeadWritten = Symbol('headWritten');
+// Framing bits for the native respond (src/napi/server.rs): Content-Length removed by the handler.
+const FRAMING_REMOVED_CONTENT_LENGTH = 1;
+// respond/end result: sent, but the handler's Content-Length disagreed with the body.
+const LENGTH_MISMATCH = 2;
+// What node's checkInvalidHeaderChar refuses in a reason phrase.
+const INVALID_REASON_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 
 // Native trace mode (js/tracer.js): where the request's http_timeout timer is.
 const TRACE_IDLE = 0; // no timer (trace mode off, or the middleware chain has settled)
@@ -14,10 +22,17 @@ const TRACE_NATIVE = 1; // the native timer runs (it lives until the response he
 const TRACE_JS = 2; // a JS timer took over (`_traceTimer`)
 const TRACE_FIRED = 3; // the timeout answered
 
-function codedError(code, message) {
-  const err = new Error(message);
+function codedError(code, message, Type = Error) {
+  const err = new Type(message);
   err.code = code;
   return err;
+}
+
+/** node's writeHead check: `code | 0` within 100–999, else ERR_HTTP_INVALID_STATUS_CODE (RangeError). */
+function validStatusCode(statusCode) {
+  const code = statusCode | 0;
+  if (code < 100 || code > 999) throw codedError('ERR_HTTP_INVALID_STATUS_CODE', `Invalid status code: ${statusCode}`, RangeError);
+  return code;
 }
 
 function toChunk(chunk, encoding) {
@@ -37,9 +52,13 @@ class NativeResponse extends Stream {
     this._id = id;
     this.req = req;
     this.statusCode = 200;
-    this._statusMessage = undefined;
+    // As node: undefined until the head is written (or the handler sets it).
+    this.statusMessage = undefined;
     this[kHeaders] = Object.create(null);
     this[kStarted] = false;
+    this[kHeadWritten] = false;
+    // node's _removedContLen: no Content-Length of the server's own (chunked instead).
+    this._removedContLen = false;
     this.headersSent = false;
     this.writableEnded = false;
     this.finished = false;
@@ -84,14 +103,6 @@ class NativeResponse extends Stream {
 
   get connection() {
     return this.req.socket;
-  }
-
-  get statusMessage() {
-    return this._statusMessage ?? STATUS_CODES[this.statusCode] ?? 'unknown';
-  }
-
-  set statusMessage(value) {
-    this._statusMessage = value;
   }
 
   get writableLength() {
@@ -157,19 +168,22 @@ class NativeResponse extends Stream {
 
   removeHeader(name) {
     if (this.headersSent) throw codedError('ERR_HTTP_HEADERS_SENT', 'Cannot remove headers after they are sent to the client');
-    delete this[kHeaders][String(name).toLowerCase()];
+    const key = String(name).toLowerCase();
+    if (key === 'content-length') this._removedContLen = true;
+    delete this[kHeaders][key];
   }
 
   writeHead(statusCode, reason, headers) {
     if (this.headersSent) throw codedError('ERR_HTTP_HEADERS_SENT', 'Cannot write headers after they are sent to the client');
-    if (typeof reason !== 'string') {
-      headers = reason;
-      reason = undefined;
+    // In node's order: the code, then the reason, then the headers, then the reason's characters.
+    const code = validStatusCode(statusCode);
+    if (typeof reason === 'string') {
+      this.statusMessage = reason;
+    } else {
+      this.statusMessage ||= STATUS_CODES[code] || 'unknown';
+      headers ??= reason;
     }
-    const code = statusCode | 0;
-    if (code < 100 || code > 999) throw codedError('ERR_HTTP_INVALID_STATUS_CODE', `Invalid status code: ${statusCode}`);
     this.statusCode = code;
-    if (reason !== undefined) this._statusMessage = reason;
     if (Array.isArray(headers)) {
       // [name, value, name, value, …] or [[name, value], …]
       if (headers.length && Array.isArray(headers[0])) for (const [n, v] of headers) this.appendHeader(n, v);
@@ -177,6 +191,8 @@ class NativeResponse extends Stream {
     } else if (headers) {
       for (const name of Object.keys(headers)) if (headers[name] !== undefined) this.setHeader(name, headers[name]);
     }
+    if (INVALID_REASON_CHAR.test(this.statusMessage)) throw codedError('ERR_INVALID_CHAR', 'Invalid character in statusMessage', TypeError);
+    this[kHeadWritten] = true;
     this.headersSent = true;
     return this;
   }
@@ -198,13 +214,38 @@ class NativeResponse extends Stream {
     return flat;
   }
 
-  // Sends the head natively (with a first chunk, or the whole body when `end`).
+  // Sends the head natively (with a first chunk, or the whole body when `end`). Without an
+  // explicit writeHead, node's implicit one runs first: it may throw (bad code or reason), and
+  // then nothing is sent and the response stays open for the error handler.
   _start(buf, text, end) {
+    // A head the handler wrote with writeHead is fixed before the body's length is known: as
+    // node, no Content-Length of the server's own follows (chunked).
+    const explicitHead = this[kHeadWritten];
+    if (!explicitHead) this.writeHead(this.statusCode);
     this[kStarted] = true;
-    this.headersSent = true;
     // The native trace timer ends with the wait for the head: a JS timer takes over.
     if (this._traceState === TRACE_NATIVE) this._traceWatch.lost(this);
-    return this._bridge.native.respond(this._id, this.statusCode, this._statusMessage, this._flatHeaders(), buf, text, end);
+    const framing = this._removedContLen || explicitHead ? FRAMING_REMOVED_CONTENT_LENGTH : 0;
+    const result = this._bridge.native.respond(this._id, this.statusCode, this.statusMessage, this._flatHeaders(), buf, text, end, framing);
+    if (result === LENGTH_MISMATCH) this._lengthMismatch();
+    return result;
+  }
+
+  // Issue 16 §9: the handler's Content-Length disagreed with its body. The native side sent no
+  // more than announced and closes the connection; the server reports it ('handlerError').
+  _lengthMismatch() {
+    const err = codedError('ERR_HTTP_CONTENT_LENGTH_MISMATCH', `ERR_HTTP_CONTENT_LENGTH_MISMATCH: the body of ${this.req.method} ${this.req.url} disagrees with its Content-Length (${this.getHeader('content-length')}); the connection was closed after the announced bytes`);
+    try {
+      this._bridge.onHandlerError(err, this.req);
+    } catch {
+      // reporting must not break the response
+    }
+  }
+
+  // write/end after destroy(): as node, the callback gets ERR_STREAM_DESTROYED; nothing is sent.
+  _destroyedWrite(callback) {
+    if (typeof callback === 'function') process.nextTick(callback, codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed'));
+    return false;
   }
 
   write(chunk, encoding, callback) {
@@ -212,6 +253,7 @@ class NativeResponse extends Stream {
       callback = encoding;
       encoding = undefined;
     }
+    if (this.destroyed) return this._destroyedWrite(callback);
     if (this.writableEnded) {
       const err = codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
       process.nextTick(() => {
@@ -245,9 +287,15 @@ class NativeResponse extends Stream {
       }
       return this;
     }
+    if (this.destroyed) {
+      this._destroyedWrite(callback);
+      this.writableEnded = true;
+      this.finished = true;
+      return this;
+    }
     const [buf, text] = toChunk(chunk, encoding);
-    if (this[kStarted]) this._bridge.native.end(this._id, buf, text);
-    else this._start(buf, text, true);
+    if (!this[kStarted]) this._start(buf, text, true);
+    else if (this._bridge.native.end(this._id, buf, text) === LENGTH_MISMATCH) this._lengthMismatch();
     this.writableEnded = true;
     this.finished = true;
     this.writable = false;
@@ -256,14 +304,16 @@ class NativeResponse extends Stream {
     return this;
   }
 
+  // As node (the socket is destroyed): the connection closes without a response, or is cut off
+  // mid-body; req is aborted; nothing written afterwards goes out.
   destroy(err) {
     if (this.destroyed) return this;
     this.destroyed = true;
     this.writable = false;
     if (this._traceState === TRACE_NATIVE) this._traceWatch.lost(this);
-    if (!this.writableEnded) this._bridge.native.destroy(this._id);
+    this._bridge.native.destroy(this._id);
     this._bridge.forget(this._id);
-    this.req.socket._close();
+    this.req._onAbort();
     process.nextTick(() => {
       if (err) this.emit('error', err);
       this.emit('close');
@@ -313,6 +363,11 @@ function finish(res) {
   res._bridge.forget(res._id);
   res.emit('finish');
   if (!res.destroyed) res.emit('close');
+  // As node's server does once a response is done: a request body nobody read is dumped, so
+  // req then emits 'end' and 'close' (only worth the work when someone listens; a streamed body
+  // still arriving is dropped natively instead).
+  const req = res.req;
+  if (!req._consuming && !req._streamed && !req.destroyed && (req.listenerCount('close') > 0 || req.listenerCount('end') > 0)) req._dump();
 }
 
 module.exports = { NativeResponse, codedError, TRACE_IDLE, TRACE_NATIVE, TRACE_JS, TRACE_FIRED };

@@ -66,6 +66,8 @@ class NativeSocket extends EventEmitter {
   }
 
   destroy() {
+    // Set by the request: ends the connection natively (as destroying node's socket does).
+    if (typeof this._onDestroy === 'function') this._onDestroy();
     this._close();
     return this;
   }

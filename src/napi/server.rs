@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use koatty_serve_core::bridge::{
-    Bridge, BridgeError, BridgeEvent, HeaderEncoding, RequestBody, RequestHead, RequestSink,
-    WsOutbound,
+    Bridge, BridgeError, BridgeEvent, Framing, HeaderEncoding, RequestBody, RequestHead,
+    RequestSink, WsOutbound,
 };
 use koatty_serve_core::config::ServerConfig;
 use koatty_serve_core::protocol::grpc::{GrpcRegistry, RequestShape};
@@ -224,6 +224,14 @@ pub struct NativeSecondSample {
     pub connections: f64,
     pub average_latency_ms: f64,
 }
+
+/// `respond`'s `framing` bit: the handler removed `Content-Length` (node's `_removedContLen`).
+const FRAMING_REMOVED_CONTENT_LENGTH: u32 = 1;
+
+/// `respond`/`end` result: sent, but the handler's `Content-Length` disagreed with the body (the
+/// bridge sent no more than announced and closes the connection; JS reports
+/// `ERR_HTTP_CONTENT_LENGTH_MISMATCH`).
+const LENGTH_MISMATCH: i32 = 2;
 
 /// Result codes of `respond`/`write`/`end` (cheaper than exceptions on the hot path; `js/` turns
 /// the negative ones into coded errors).
@@ -717,6 +725,7 @@ impl NativeServer {
         body: Option<Buffer>,
         text: Option<String>,
         end: bool,
+        framing: u32,
     ) -> i32 {
         let encoding = head_encoding(&headers, text.as_deref(), end);
         // `name\0value\0…`, as requests arrive (see `RequestArgs`).
@@ -725,15 +734,23 @@ impl NativeServer {
         } else {
             headers.split('\0').collect()
         };
-        code_of(self.bridge.respond_encoded(
+        let framing = Framing {
+            encoding,
+            removed_length: framing & FRAMING_REMOVED_CONTENT_LENGTH != 0,
+        };
+        // js/response.js validated the code (100–999, as node's writeHead).
+        match self.bridge.respond_with(
             id,
             status.min(999) as u16,
             reason.as_deref(),
             &headers,
-            encoding,
+            framing,
             bytes_of(body, text),
             end,
-        ))
+        ) {
+            Ok(sent) if sent.length_mismatch => LENGTH_MISMATCH,
+            other => code_of(other.map(|sent| sent.more)),
+        }
     }
 
     #[napi]
@@ -746,10 +763,14 @@ impl NativeServer {
 
     #[napi]
     pub fn end(&self, id: u32, body: Option<Buffer>, text: Option<String>) -> i32 {
-        code_of(self.bridge.end(id, bytes_of(body, text)).map(|_| true))
+        match self.bridge.end(id, bytes_of(body, text)) {
+            Ok(true) => LENGTH_MISMATCH,
+            other => code_of(other.map(|_| true)),
+        }
     }
 
-    /// Abandons a request: 500 if unanswered, connection reset if streaming.
+    /// Abandons a request (node's `res.destroy()`): the connection closes without a response if
+    /// none was sent, and is cut off if one is streaming.
     #[napi]
     pub fn destroy(&self, id: u32) -> bool {
         self.bridge.destroy(id)

@@ -34,6 +34,8 @@ pub(crate) struct ResponseWriter {
     tx: mpsc::UnboundedSender<Chunk>,
     state: Arc<StreamState>,
     status: u16,
+    /// The body length the head announced (`Content-Length`; 0 when no body may follow).
+    declared: Option<u64>,
 }
 
 impl ResponseWriter {
@@ -66,6 +68,13 @@ impl ResponseWriter {
         self.state.written.load(Ordering::Relaxed)
     }
 
+    /// The bytes written disagree with the announced `Content-Length` (a response without a
+    /// body — HEAD, 204, 304 — never disagrees: what is written there is dropped, as by node).
+    pub(crate) fn length_mismatch(&self) -> bool {
+        self.declared
+            .is_some_and(|d| d != 0 && d != self.bytes_written() as u64)
+    }
+
     pub(crate) fn finish(self) {
         self.state.ended.store(true, Ordering::Release);
         let _ = self.tx.send(Chunk::End);
@@ -76,7 +85,12 @@ impl ResponseWriter {
     }
 }
 
-pub(crate) fn channel(shared: Arc<Shared>, id: u32, status: u16) -> (ResponseWriter, StreamBody) {
+pub(crate) fn channel(
+    shared: Arc<Shared>,
+    id: u32,
+    status: u16,
+    declared: Option<u64>,
+) -> (ResponseWriter, StreamBody) {
     let (tx, rx) = mpsc::unbounded_channel();
     let state = Arc::new(StreamState::default());
     (
@@ -84,6 +98,7 @@ pub(crate) fn channel(shared: Arc<Shared>, id: u32, status: u16) -> (ResponseWri
             tx,
             state: state.clone(),
             status,
+            declared,
         },
         StreamBody {
             rx,
@@ -94,6 +109,9 @@ pub(crate) fn channel(shared: Arc<Shared>, id: u32, status: u16) -> (ResponseWri
             deadline: None,
             done: false,
             discard_data: false,
+            declared,
+            sent: 0,
+            peeked: None,
         },
     )
 }
@@ -110,6 +128,45 @@ pub struct StreamBody {
     done: bool,
     /// A response to HEAD: chunks are consumed but not sent.
     discard_data: bool,
+    /// The length the head announced (0: no body may follow), and the bytes handed out so far.
+    declared: Option<u64>,
+    sent: u64,
+    /// A chunk taken from the queue ahead of its turn (to see whether the body ends next).
+    peeked: Option<Chunk>,
+}
+
+impl Drop for StreamBody {
+    /// hyper drops a body as soon as the head's length is satisfied (all `Content-Length`
+    /// bytes written, or none allowed: HEAD, 204, 304), which may be before the handler calls
+    /// `end()`. The response is complete on the wire but not ended: as under node, nothing is
+    /// closed yet. The rest is read and dropped in a task until `end()`, `destroy()` or the
+    /// request deadline; only then does the guard go (a body dropped for any other reason —
+    /// the connection broke — drops it now, so the handler sees `'close'`).
+    fn drop(&mut self) {
+        let complete_on_wire = self.declared.is_some_and(|d| self.sent >= d);
+        if self.done || self.guard.is_none() || !complete_on_wire {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut rest = StreamBody {
+            rx: std::mem::replace(&mut self.rx, mpsc::unbounded_channel().1),
+            state: self.state.clone(),
+            shared: self.shared.clone(),
+            id: self.id,
+            guard: self.guard.take(),
+            deadline: self.deadline.take(),
+            done: false,
+            discard_data: true,
+            declared: None,
+            sent: 0,
+            peeked: self.peeked.take(),
+        };
+        runtime.spawn(async move {
+            while let Some(Ok(_)) = std::future::poll_fn(|cx| rest.poll_chunk(cx)).await {}
+        });
+    }
 }
 
 impl StreamBody {
@@ -122,12 +179,26 @@ impl StreamBody {
 /// A response body: whole, or streamed from the handler.
 pub enum ResponseBody {
     Full(Option<Bytes>),
+    /// See [`ResponseBody::without_length`].
+    Unsized {
+        bytes: Option<Bytes>,
+        taken: bool,
+    },
     Stream(StreamBody),
 }
 
 impl ResponseBody {
     pub fn full(bytes: Option<Bytes>) -> ResponseBody {
         ResponseBody::Full(bytes.filter(|b| !b.is_empty()))
+    }
+
+    /// A whole body whose length hyper is not told: it frames it from the head's
+    /// `Content-Length` if there is one, else chunked (HTTP/1.1) or to the connection's close.
+    pub fn without_length(bytes: Option<Bytes>) -> ResponseBody {
+        ResponseBody::Unsized {
+            bytes: bytes.filter(|b| !b.is_empty()),
+            taken: false,
+        }
     }
 
     /// The body of a response to HEAD: no content, with the `Content-Length` a GET would have had
@@ -141,7 +212,7 @@ impl ResponseBody {
                     .or_insert_with(|| http::HeaderValue::from(b.len()));
                 ResponseBody::Full(None)
             }
-            ResponseBody::Full(None) => ResponseBody::Full(None),
+            ResponseBody::Full(None) | ResponseBody::Unsized { .. } => ResponseBody::Full(None),
             ResponseBody::Stream(mut s) => {
                 s.discard_data = true;
                 ResponseBody::Stream(s)
@@ -164,6 +235,10 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Unsized { bytes, taken } => {
+                *taken = true;
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
             ResponseBody::Stream(s) => loop {
                 match s.poll_chunk(cx) {
                     Poll::Ready(Some(Ok(frame))) if s.discard_data && frame.is_data() => continue,
@@ -176,6 +251,8 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(b) => b.is_none(),
+            // Never at its end before the first poll, so hyper frames it (even when empty).
+            ResponseBody::Unsized { bytes, taken } => *taken && bytes.is_none(),
             ResponseBody::Stream(s) => s.done,
         }
     }
@@ -184,7 +261,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
-            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Unsized { .. } | ResponseBody::Stream(_) => SizeHint::default(),
         }
     }
 }
@@ -197,13 +274,27 @@ impl StreamBody {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
+        let next = match self.peeked.take() {
+            Some(chunk) => Poll::Ready(Some(chunk)),
+            None => self.rx.poll_recv(cx),
+        };
+        match next {
             Poll::Ready(Some(Chunk::Data(b))) => {
                 let before = self.state.queued.fetch_sub(b.len(), Ordering::SeqCst);
                 if before - b.len() < RESPONSE_HIGH_WATER_MARK
                     && self.state.want_drain.swap(false, Ordering::SeqCst)
                 {
                     self.shared.sink.event(self.id, BridgeEvent::Drain);
+                }
+                self.sent += b.len() as u64;
+                // An end already queued is told now (`is_end_stream`), so hyper ends the body
+                // with this chunk: one write less, and a body short of its Content-Length is
+                // flushed before hyper closes the connection (ending it on a later poll makes
+                // hyper fail the connection with the last chunk still unflushed).
+                match self.rx.try_recv() {
+                    Ok(Chunk::End) => self.done = true,
+                    Ok(other) => self.peeked = Some(other),
+                    Err(_) => {}
                 }
                 Poll::Ready(Some(Ok(Frame::data(b))))
             }
@@ -304,7 +395,8 @@ impl RequestBodyPump {
             tokio::select! {
                 pull = pulls.recv() => match pull {
                     Some(()) => wanted = true,
-                    None => return,
+                    // The request is answered (or gone): drop what is still arriving.
+                    None => return self.discard_rest(ended, received, max_body_size, deadline).await,
                 },
                 frame = self.body.frame(), if !ended && ready_bytes < READ_AHEAD => match frame {
                     None => ended = true,
@@ -330,6 +422,39 @@ impl RequestBodyPump {
                 _ = tokio::time::sleep_until(deadline) => return self.timed_out(&bridge, id),
             }
         }
+    }
+
+    /// The response went out before the body was read: keep reading and dropping it, so the
+    /// client can finish sending and read the answer (node does the same; a connection closed
+    /// with unread data makes clients see EPIPE or a reset instead of the status). Bounded by
+    /// `DISCARD_AFTER_RESPONSE_LIMIT`, `DISCARD_AFTER_RESPONSE_TIME`, the body limit and the
+    /// request deadline; past a bound the body is dropped and hyper closes the connection.
+    async fn discard_rest(
+        mut self,
+        ended: bool,
+        received: u64,
+        max_body_size: Option<u64>,
+        deadline: Instant,
+    ) {
+        if ended {
+            return;
+        }
+        let limit = super::DISCARD_AFTER_RESPONSE_LIMIT
+            .min(max_body_size.map_or(u64::MAX, |max| max.saturating_sub(received)));
+        let until = deadline.min(Instant::now() + super::DISCARD_AFTER_RESPONSE_TIME);
+        let mut dropped: u64 = 0;
+        let _ = tokio::time::timeout_at(until, async {
+            while let Some(Ok(frame)) = self.body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    dropped += data.len() as u64;
+                    if dropped > limit {
+                        tracing::debug!(dropped, "request body past the discard limit; closing");
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
     }
 
     fn timed_out(self, bridge: &Bridge, id: u32) {

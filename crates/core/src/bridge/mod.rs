@@ -12,6 +12,14 @@ pub mod grpc;
 
 pub use body::{RequestBodyPump, ResponseBody};
 
+/// Request body still arriving when the response has been sent is read and dropped up to this
+/// many bytes (node keeps reading too, so the client can finish sending and read the answer);
+/// past it the connection is closed.
+pub const DISCARD_AFTER_RESPONSE_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// ... and for at most this long (never past the request deadline).
+pub const DISCARD_AFTER_RESPONSE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::trace::{TraceRequest, TraceSettings};
@@ -188,6 +196,8 @@ struct Pending {
     pull: Option<mpsc::Sender<()>>,
     /// HTTP/2: header values always go out as latin1 (Node's http2 writes them one byte per char).
     http2: bool,
+    /// A HEAD request: its response carries no body whatever the handler writes.
+    head_request: bool,
 }
 
 pub(crate) struct Shared {
@@ -386,6 +396,7 @@ impl Bridge {
                     pull: pull.as_ref().map(|(tx, _)| tx.clone()),
                     started: std::time::Instant::now(),
                     http2: head.http_version >= 20,
+                    head_request: head.method == "HEAD",
                 },
             );
         }
@@ -481,28 +492,101 @@ impl Bridge {
         body: Option<Bytes>,
         end: bool,
     ) -> Result<bool, BridgeError> {
-        let encoding = match encoding {
-            HeaderEncoding::Utf8 if self.shared.with(id, |p| p.http2).unwrap_or(false) => {
-                HeaderEncoding::Latin1
-            }
+        let framing = Framing {
+            encoding,
+            ..Framing::default()
+        };
+        self.respond_with(id, status, reason, headers, framing, body, end)
+            .map(|sent| sent.more)
+    }
+
+    /// Sends the response head (with the whole body when `end`), framed as node frames it:
+    /// `framing` says how header values become bytes and whether the handler removed
+    /// `Content-Length`. A `Content-Length` that disagrees with a whole body is enforced (never
+    /// more bytes than announced; the connection closes after the response) and reported in
+    /// [`Sent::length_mismatch`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn respond_with<S: AsRef<str>>(
+        &self,
+        id: u32,
+        status: u16,
+        reason: Option<&str>,
+        headers: &[S],
+        framing: Framing,
+        body: Option<Bytes>,
+        end: bool,
+    ) -> Result<Sent, BridgeError> {
+        let (http2, head_request) = self
+            .shared
+            .with(id, |p| (p.http2, p.head_request))
+            .unwrap_or((false, false));
+        let encoding = match framing.encoding {
+            HeaderEncoding::Utf8 if http2 => HeaderEncoding::Latin1,
             other => other,
         };
-        let response_builder =
-            |b: ResponseBody| build_response(status, reason, headers, encoding, b);
+        let mut response =
+            build_response(status, reason, headers, encoding, ResponseBody::Full(None));
+        let no_body = head_request || !status_has_body(response.status());
+        let declared = declared_length(response.headers());
         if end {
             let pending = self.shared.take_in_stage(id, false)?;
             let Stage::AwaitingHead(tx) = pending.stage else {
                 unreachable!()
             };
-            self.shared.metrics.request_finished(
-                status,
-                body.as_ref().map_or(0, |b| b.len()),
-                pending.started.elapsed(),
-            );
-            let _ = tx.send(response_builder(ResponseBody::full(body)));
-            Ok(true)
+            let body_len = body.as_ref().map_or(0, |b| b.len());
+            self.shared
+                .metrics
+                .request_finished(status, body_len, pending.started.elapsed());
+            let mut length_mismatch = false;
+            *response.body_mut() = match (body.filter(|b| !b.is_empty()), declared) {
+                // HEAD, 204, 304: nothing follows the head (node drops what was written). On
+                // HTTP/2 a HEAD keeps the length a GET would have had (node's http2 does; its
+                // http/1 sends none).
+                (body, declared) if no_body => {
+                    if http2 && head_request && declared.is_none() && !framing.removed_length {
+                        if let Some(b) = body {
+                            response
+                                .headers_mut()
+                                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+                        }
+                    }
+                    ResponseBody::Full(None)
+                }
+                (body, Some(announced)) if announced != body_len as u64 => {
+                    length_mismatch = true;
+                    // HTTP/1: the connection closes after this response (HTTP/2 has no
+                    // `Connection`; a short stream there ends in a stream reset).
+                    if !http2 {
+                        response
+                            .headers_mut()
+                            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    match body {
+                        // Cut to the announced length: the frame stays exact.
+                        Some(b) if b.len() as u64 > announced => {
+                            ResponseBody::Full(Some(b.slice(..announced as usize)))
+                        }
+                        // Short: sent as announced, hyper closes the connection at its end.
+                        short => ResponseBody::without_length(short),
+                    }
+                }
+                // No Content-Length of the server's own (node: chunked on HTTP/1.1).
+                (body, None) if framing.removed_length => ResponseBody::without_length(body),
+                (body, _) => ResponseBody::Full(body),
+            };
+            let _ = tx.send(response);
+            Ok(Sent {
+                more: true,
+                length_mismatch,
+            })
         } else {
-            let (writer, stream) = body::channel(self.shared.clone(), id, status);
+            let (writer, stream) = body::channel(
+                self.shared.clone(),
+                id,
+                status,
+                if no_body { Some(0) } else { declared },
+            );
+            *response.body_mut() = ResponseBody::Stream(stream);
             let sent = self.shared.with(id, |p| {
                 match std::mem::replace(&mut p.stage, Stage::Streaming(writer)) {
                     Stage::AwaitingHead(tx) => Ok(tx),
@@ -513,17 +597,18 @@ impl Bridge {
                 }
             });
             let tx = sent.ok_or(BridgeError::Gone(id))??;
-            if tx
-                .send(response_builder(ResponseBody::Stream(stream)))
-                .is_err()
-            {
+            if tx.send(response).is_err() {
                 self.shared.take(id);
                 return Err(BridgeError::Gone(id));
             }
-            match body {
-                Some(chunk) if !chunk.is_empty() => self.write(id, chunk),
-                _ => Ok(true),
-            }
+            let more = match body {
+                Some(chunk) if !chunk.is_empty() => self.write(id, chunk)?,
+                _ => true,
+            };
+            Ok(Sent {
+                more,
+                length_mismatch: false,
+            })
         }
     }
 
@@ -538,8 +623,10 @@ impl Bridge {
             .ok_or(BridgeError::Gone(id))?
     }
 
-    /// Ends a streamed response, optionally with a last chunk.
-    pub fn end(&self, id: u32, chunk: Option<Bytes>) -> Result<(), BridgeError> {
+    /// Ends a streamed response, optionally with a last chunk. Returns whether the bytes written
+    /// disagree with the `Content-Length` the head announced (hyper sent no more than announced,
+    /// and closes the connection when fewer arrived).
+    pub fn end(&self, id: u32, chunk: Option<Bytes>) -> Result<bool, BridgeError> {
         let pending = self.shared.take_in_stage(id, true)?;
         let Stage::Streaming(w) = pending.stage else {
             unreachable!()
@@ -552,12 +639,14 @@ impl Bridge {
             w.bytes_written(),
             pending.started.elapsed(),
         );
+        let mismatch = w.length_mismatch();
         w.finish();
-        Ok(())
+        Ok(mismatch)
     }
 
-    /// Abandons a request from the handler side: an unanswered request gets a 500, a streaming
-    /// response is cut off (the connection is reset). No `Closed` event follows.
+    /// Abandons a request from the handler side (node's `res.destroy()`): the connection is
+    /// closed without a response if none was sent, and cut off if one is streaming. No `Closed`
+    /// event follows.
     pub fn destroy(&self, id: u32) -> bool {
         match self.shared.take(id) {
             Some(Pending {
@@ -565,7 +654,9 @@ impl Bridge {
                 ..
             }) => {
                 self.shared.metrics.request_failed();
-                let _ = tx.send(simple_response(StatusCode::INTERNAL_SERVER_ERROR));
+                let mut abort = Response::new(ResponseBody::Full(None));
+                abort.extensions_mut().insert(AbortConnection);
+                let _ = tx.send(abort);
                 true
             }
             Some(Pending {
@@ -762,6 +853,60 @@ impl Bridge {
     }
 }
 
+/// What a response to `respond_with` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// More body may be written without exceeding the high-water mark.
+    pub more: bool,
+    /// The handler's `Content-Length` disagreed with the whole body it gave.
+    pub length_mismatch: bool,
+}
+
+/// How a response head is framed, as the handler left it.
+#[derive(Debug, Clone, Copy)]
+pub struct Framing {
+    pub encoding: HeaderEncoding,
+    /// The handler removed `Content-Length` (node's `removeHeader`): no length of the server's
+    /// own, the body goes out chunked (HTTP/1.1).
+    pub removed_length: bool,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Framing {
+            encoding: HeaderEncoding::Utf8,
+            removed_length: false,
+        }
+    }
+}
+
+/// Marks a "response" that is none: the handler destroyed the request before answering, and the
+/// connection is to be closed without writing anything (HTTP/2: the stream is reset).
+#[derive(Debug, Clone, Copy)]
+pub struct AbortConnection;
+
+impl std::fmt::Display for AbortConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the handler destroyed the request")
+    }
+}
+
+impl std::error::Error for AbortConnection {}
+
+/// Whether a response with this status carries a body (not 1xx, 204, 304).
+fn status_has_body(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
+/// The `Content-Length` the handler set, when it is one valid number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let first = values.next()?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    values.next().is_none().then_some(first)
+}
+
 /// A response with the status's reason phrase as a plain-text body.
 pub fn simple_response(status: StatusCode) -> Response<ResponseBody> {
     let text = status.canonical_reason().unwrap_or("Error");
@@ -797,6 +942,9 @@ fn build_response<S: AsRef<str>>(
     *r.status_mut() = status;
     *r.headers_mut() = header_map_encoded(flat_headers, encoding);
     // A custom reason phrase (node's statusMessage); HTTP/1 only, HTTP/2 has none.
+    // A code without a standard phrase goes out as `<code> unknown`, as node writes it (hyper
+    // would write `<none>`).
+    let reason = reason.or(status.canonical_reason().is_none().then_some("unknown"));
     if let Some(reason) = reason.filter(|r| Some(*r) != status.canonical_reason()) {
         if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
             r.extensions_mut().insert(phrase);

@@ -117,8 +117,9 @@ async fn answers_with_status_headers_body_and_date() {
     )
     .await;
     assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
-    assert!(resp.contains("x-test: 1\r\n"), "{resp}");
-    assert!(resp.contains("content-length: 14\r\n"), "{resp}");
+    // Header names go out in title case (HTTP/1), as handlers write them.
+    assert!(resp.contains("X-Test: 1\r\n"), "{resp}");
+    assert!(resp.contains("Content-Length: 14\r\n"), "{resp}");
     assert!(resp.to_ascii_lowercase().contains("\r\ndate: "), "{resp}");
     assert!(resp.ends_with("GET /a?b=1 v11"), "{resp}");
     assert_eq!(h.bridge.pending_count(), 0);
@@ -202,7 +203,7 @@ async fn streamed_response_is_chunked_and_reports_backpressure() {
         "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(resp.contains("transfer-encoding: chunked"), "{resp}");
+    assert!(resp.contains("Transfer-Encoding: chunked"), "{resp}");
     assert!(resp.contains("first,") && resp.contains(",last"), "{resp}");
     assert_eq!(
         *results.lock().unwrap(),
@@ -229,7 +230,7 @@ async fn calls_in_the_wrong_stage_are_refused_and_keep_the_request_pending() {
                 b.respond(head.id, 200, None, NO_HEADERS, None, true),
                 Err(BridgeError::HeadersSent(head.id))
             );
-            assert_eq!(b.end(head.id, Some(Bytes::from_static(b"ok"))), Ok(()));
+            assert_eq!(b.end(head.id, Some(Bytes::from_static(b"ok"))), Ok(false));
         }),
     )
     .await;
@@ -513,7 +514,7 @@ async fn shutdown_lets_in_flight_requests_finish_with_connection_close() {
     idle.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(
-        text.starts_with("HTTP/1.1 200 OK") && text.contains("connection: close"),
+        text.starts_with("HTTP/1.1 200 OK") && text.contains("Connection: close"),
         "{text}"
     );
     let report = shutdown.await.unwrap();
@@ -783,12 +784,12 @@ async fn header_values_go_out_latin1_or_utf8_as_asked() {
     };
     let latin1 = raw("/latin1").await;
     assert!(
-        latin1.windows(8).any(|w| w == b"x-id: \xe9\r"),
+        latin1.windows(8).any(|w| w == b"X-Id: \xe9\r"),
         "{latin1:?}"
     );
     let utf8 = raw("/utf8").await;
     assert!(
-        utf8.windows(9).any(|w| w == b"x-id: \xc3\xa9\r"),
+        utf8.windows(9).any(|w| w == b"X-Id: \xc3\xa9\r"),
         "{utf8:?}"
     );
 }
@@ -810,4 +811,119 @@ fn request_header_values_are_read_as_latin1_like_node() {
         flat,
         vec!["x-ascii", "plain", "x-latin1", "aéÿ", "x-utf8", "Ã©"]
     );
+}
+
+/// Reads one response whose body is `body_len` bytes after the head (the connection stays open).
+async fn read_response(s: &mut TcpStream, body_len: usize) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                if out.len() >= end + 4 + body_len {
+                    return;
+                }
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("response in time");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_whole_body_longer_than_its_content_length_is_cut_and_the_connection_closed() {
+    let mismatch = Arc::new(Mutex::new(None));
+    let seen = mismatch.clone();
+    let h = serve(
+        Limits::default(),
+        Box::new(move |b, head| {
+            let sent = b
+                .respond_with(
+                    head.id,
+                    200,
+                    None,
+                    &["content-length", "3"],
+                    Framing::default(),
+                    Some(Bytes::from_static(b"abcdef")),
+                    true,
+                )
+                .unwrap();
+            *seen.lock().unwrap() = Some(sent.length_mismatch);
+        }),
+    )
+    .await;
+    // A keep-alive request: the server closes anyway.
+    let resp = exchange(h.handle.local_addr(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(resp.ends_with("\r\n\r\nabc"), "{resp}");
+    assert!(resp.contains("Connection: close\r\n"), "{resp}");
+    assert_eq!(*mismatch.lock().unwrap(), Some(true));
+}
+
+#[tokio::test]
+async fn a_removed_content_length_goes_out_chunked() {
+    let h = serve(
+        Limits::default(),
+        Box::new(|b, head| {
+            let framing = Framing {
+                removed_length: true,
+                ..Framing::default()
+            };
+            b.respond_with(head.id, 205, None, NO_HEADERS, framing, None, true)
+                .unwrap();
+        }),
+    )
+    .await;
+    let resp = exchange(
+        h.handle.local_addr(),
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.contains("Transfer-Encoding: chunked\r\n"), "{resp}");
+    assert!(!resp.contains("Content-Length"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\n0\r\n\r\n"), "{resp}");
+}
+
+#[tokio::test]
+async fn a_response_complete_by_its_length_stays_open_until_end() {
+    let id = Arc::new(Mutex::new(None));
+    let stored = id.clone();
+    let mut h = serve(
+        Limits::default(),
+        Box::new(move |b, head| {
+            b.respond(head.id, 200, None, &["content-length", "4"], None, false)
+                .unwrap();
+            b.write(head.id, Bytes::from_static(b"abcd")).unwrap();
+            *stored.lock().unwrap() = Some(head.id);
+        }),
+    )
+    .await;
+    let mut s = TcpStream::connect(h.handle.local_addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut s, 4).await;
+    assert!(resp.ends_with("abcd"), "{resp}");
+    let id = id.lock().unwrap().expect("request seen");
+    // All announced bytes are out, but the handler has not ended: still pending, no 'close'.
+    assert_eq!(h.bridge.pending_count(), 1);
+    assert_eq!(h.bridge.end(id, None), Ok(false));
+    assert!(h.events.try_recv().is_err(), "no event for the request");
+}
+
+#[tokio::test]
+async fn destroy_before_the_head_closes_the_connection_without_a_response() {
+    let h = serve(
+        Limits::default(),
+        Box::new(|b, head| {
+            assert!(b.destroy(head.id));
+        }),
+    )
+    .await;
+    let resp = exchange(h.handle.local_addr(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(resp, "");
+    assert_eq!(h.bridge.pending_count(), 0);
 }

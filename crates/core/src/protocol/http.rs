@@ -5,8 +5,8 @@
 use super::head_watch::{answer_request_timeout, is_header_timeout, Activity, HeadWatch, Watched};
 use super::ws;
 use crate::bridge::{
-    simple_response, Bridge, RequestBody, RequestBodyPump, RequestHead, ResponseBody,
-    INLINE_BODY_LIMIT,
+    simple_response, AbortConnection, Bridge, RequestBody, RequestBodyPump, RequestHead,
+    ResponseBody, INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
@@ -20,7 +20,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -195,8 +194,11 @@ impl HttpProtocol {
     fn http1_builder(&self) -> http1::Builder {
         let limits = self.limits.load();
         let mut b = http1::Builder::new();
+        // Names go out in title case: hyper cannot keep the case the handler gave (node does;
+        // README "Differences from node"), and title case is what handlers almost always write.
         b.timer(TokioTimer::new())
             .keep_alive(true)
+            .title_case_headers(true)
             .max_header_size(limits.max_header_size)
             .header_read_timeout(header_read_timeout(&limits));
         set_max_headers(&mut b, &limits);
@@ -218,6 +220,7 @@ impl HttpProtocol {
         b.http1()
             .timer(TokioTimer::new())
             .keep_alive(true)
+            .title_case_headers(true)
             .max_buf_size(limits.max_header_size.max(8192))
             .header_read_timeout(header_read_timeout(&limits));
         if limits.header_fields_limit() != HYPER_DEFAULT_MAX_HEADERS {
@@ -229,20 +232,40 @@ impl HttpProtocol {
     }
 
     /// hyper leaves a HEAD response's body out on HTTP/1 but sends it on HTTP/2, where clients
-    /// (node, curl) then reset the stream: the body is dropped here, its length kept.
+    /// (node, curl) then reset the stream: the body is dropped here, its length kept. On HTTP/1
+    /// the `Connection`/`Keep-Alive` headers are node's. A handler that destroyed the request
+    /// gets no response at all: the error makes hyper close the connection (HTTP/2: reset the
+    /// stream) without writing.
     async fn handle(
         &self,
         req: Request<Incoming>,
         conn: &ConnectionInfo,
-    ) -> Response<ResponseBody> {
-        let head_on_h2 = req.version() == Version::HTTP_2 && req.method() == http::Method::HEAD;
-        let response = self.respond(req, conn).await;
+    ) -> Result<Response<ResponseBody>, AbortConnection> {
+        let version = req.version();
+        let head_on_h2 = version == Version::HTTP_2 && req.method() == http::Method::HEAD;
+        let client_keeps_alive = client_wants_keep_alive(&req);
+        let mut response = self.respond(req, conn).await;
+        if response.extensions().get::<AbortConnection>().is_some() {
+            return Err(AbortConnection);
+        }
+        if let (Version::HTTP_11 | Version::HTTP_10, Some(client_keeps_alive)) =
+            (version, client_keeps_alive)
+        {
+            let draining = conn.phase.current() != Phase::Running;
+            let keep_alive_timeout = self.limits.load().keep_alive_timeout;
+            node_connection_headers(
+                &mut response,
+                version,
+                client_keeps_alive && !draining,
+                keep_alive_timeout,
+            );
+        }
         if !head_on_h2 {
-            return response;
+            return Ok(response);
         }
         let (mut parts, body) = response.into_parts();
         let body = body.for_head(&mut parts.headers);
-        Response::from_parts(parts, body)
+        Ok(Response::from_parts(parts, body))
     }
 
     async fn respond(
@@ -409,7 +432,7 @@ impl HttpProtocol {
             heads.head_complete();
             let this = this.clone();
             let info = info.clone();
-            async move { Ok::<_, Infallible>(this.handle(req, &info).await) }
+            async move { this.handle(req, &info).await }
         });
         // Sockets are watched for slow HTTP/1 request heads (408) and for connectionTimeout.
         let http2 = self.http2.load_full();
@@ -666,6 +689,120 @@ fn header_read_timeout(limits: &Limits) -> Option<Duration> {
         .into_iter()
         .filter(|d| !d.is_zero())
         .min()
+}
+
+/// Whether the client's request lets the connection live on (hyper's rules): HTTP/1.1 unless it
+/// says `Connection: close`, HTTP/1.0 only when it says `Connection: keep-alive`. `None`: hyper
+/// decides alone — a request with `Transfer-Encoding` may also have carried `Content-Length`
+/// (a smuggling attempt hyper closes after, and whose `Content-Length` it removed from the
+/// headers), so the server's own `Connection` header is left to hyper (README "Differences").
+fn client_wants_keep_alive<B>(req: &Request<B>) -> Option<bool> {
+    let has = |token: &str| {
+        req.headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if req.headers().contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    Some(match req.version() {
+        Version::HTTP_11 => !has("close"),
+        Version::HTTP_10 => has("keep-alive"),
+        _ => false,
+    })
+}
+
+/// `Connection` and `Keep-Alive` as node's http server writes them (issue 15 §2):
+/// `Connection: keep-alive` + `Keep-Alive: timeout=<keepAliveTimeout in whole s>` when the
+/// connection lives on, `Connection: close` when it will close (the client asked, the server is
+/// draining, or HTTP/1.0 without a known length). A handler's own `Connection` value is kept as
+/// it set it, except that a connection that will close says only `close` (node would echo
+/// `keep-alive` and hyper append `, close`; README "Differences from node").
+fn node_connection_headers(
+    response: &mut Response<ResponseBody>,
+    version: Version,
+    keep_alive: bool,
+    keep_alive_timeout: Duration,
+) {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    if version == Version::HTTP_10 {
+        // hyper reads the keep-alive rules of the response's own version: an HTTP/1.1 response
+        // on an HTTP/1.0 connection would get `keep-alive` appended to our `close`.
+        *response.version_mut() = Version::HTTP_10;
+    }
+    let closes = |v: &HeaderValue| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    };
+    let length_known = match response.body() {
+        ResponseBody::Full(_) => true,
+        ResponseBody::Unsized { .. } | ResponseBody::Stream(_) => response
+            .headers()
+            .contains_key(http::header::CONTENT_LENGTH),
+    };
+    let headers = response.headers_mut();
+    insert_date(headers);
+    let user_set = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .next()
+        .is_some();
+    if user_set {
+        if headers.get_all(http::header::CONNECTION).iter().any(closes) {
+            return;
+        }
+        if keep_alive {
+            return;
+        }
+    }
+    let keep_alive = keep_alive && (version == Version::HTTP_11 || length_known);
+    if !keep_alive {
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        return;
+    }
+    headers.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("keep-alive"),
+    );
+    if !keep_alive_timeout.is_zero() {
+        let timeout = format!("timeout={}", keep_alive_timeout.as_secs());
+        if let Ok(value) = HeaderValue::from_str(&timeout) {
+            headers.insert(http::header::HeaderName::from_static("keep-alive"), value);
+        }
+    }
+}
+
+/// `Date` as the first of the server's own headers, where node writes it (hyper would append
+/// it last). Formatted once per second per thread, as hyper does.
+fn insert_date(headers: &mut http::HeaderMap) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((u64::MAX, None)) };
+    }
+    if headers.contains_key(http::header::DATE) {
+        return;
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let value = CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second || cached.1.is_none() {
+            *cached = (
+                second,
+                HeaderValue::from_str(&httpdate::fmt_http_date(now)).ok(),
+            );
+        }
+        cached.1.clone()
+    });
+    if let Some(value) = value {
+        headers.insert(http::header::DATE, value);
+    }
 }
 
 fn closing(status: StatusCode) -> Response<ResponseBody> {
