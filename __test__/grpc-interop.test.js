@@ -13,6 +13,7 @@ const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const { GrpcServer, Metadata } = require('..');
+const { spawn } = require('child_process');
 const { runProgram, probeProgram, withTimeout, pollUntil } = require('./helpers');
 
 after(() => {
@@ -415,6 +416,53 @@ describe('python grpcio client → JS TestService on GrpcServer', () => {
     assert.deepEqual(out.special_status_message, { code: 'UNKNOWN', details: SPECIAL_MESSAGE });
     assert.deepEqual(out.unimplemented_method, { code: 'UNIMPLEMENTED' });
     assert.deepEqual(out.timeout, { code: 'DEADLINE_EXCEEDED' });
+  });
+
+  it('shutdown: a call from grpcio on a channel opened before it fails UNAVAILABLE (retryable), never INTERNAL', async (t) => {
+    if (py.skip) {
+      t.skip(py.skip);
+      return;
+    }
+    // Its own server: the shared one serves the cases after this one.
+    const own = new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc' });
+    own.RegisterService({ service: testing.TestService.service, implementation: makeTestService({}) });
+    await new Promise((resolve, reject) => { own.once('error', reject); own.Start(resolve); });
+    const child = spawn(py.python, [path.join(PY_DIR, 'shutdown_client.py'), `127.0.0.1:${own.server.address().port}`], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    try {
+      await withTimeout(new Promise((resolve) => {
+        const check = () => { if (out.includes('ready')) { child.stdout.off('data', check); resolve(); } };
+        child.stdout.on('data', check);
+        check();
+      }), 20000, `grpcio ready\n${err}`);
+      // A call in flight keeps the drain going while the late call comes.
+      const js = new testing.TestService(`127.0.0.1:${own.server.address().port}`, grpc.credentials.createInsecure());
+      const inFlight = new Promise((resolve) => {
+        const c = js.StreamingOutputCall({ response_parameters: [{ size: 1, interval_us: 600000 }] });
+        c.on('data', () => {});
+        c.on('error', resolve);
+        c.on('end', () => resolve(null));
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const shutdown = own.gracefulShutdown({ drainDelay: 2000, timeout: 5000 });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      child.stdin.write('go\n');
+      await withTimeout(exited, 15000, `grpcio late call\n${out}\n${err}`);
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      assert.ok(line, `no JSON result from shutdown_client.py\n${out}\n${err}`);
+      const result = JSON.parse(line);
+      assert.equal(result.late, 'UNAVAILABLE', `a call after shutdown began: ${JSON.stringify(result)}`);
+      assert.equal(await inFlight, null, 'the call in flight completed');
+      js.close();
+      await shutdown;
+    } finally {
+      child.kill();
+      if (own.server.listening) await own.gracefulShutdown({ drainDelay: 0, timeout: 2000 });
+    }
   });
 
   it('server reflection through grpcio-reflection (ProtoReflectionDescriptorDatabase, v1alpha)', async (t) => {
