@@ -736,6 +736,22 @@ describe('GrpcServer: message size limits', () => {
   });
 });
 
+describe('GrpcServer: HTTP/2 settings', () => {
+  it('protocolSpecific.initialWindowSize and maxConcurrentStreams reach the client in SETTINGS (as on Http2Server)', async () => {
+    const ctx = await startServer({ options: { connectionPool: { protocolSpecific: { initialWindowSize: 300000, maxConcurrentStreams: 77 } } } });
+    const session = http2.connect(`http://${ctx.address}`);
+    session.on('error', () => {});
+    try {
+      const settings = await withTimeout(new Promise((resolve) => session.once('remoteSettings', resolve)), 5000, 'SETTINGS');
+      assert.equal(settings.initialWindowSize, 300000, 'initialWindowSize applied to gRPC connections (hyper default: 1 MiB)');
+      assert.equal(settings.maxConcurrentStreams, 77);
+    } finally {
+      session.destroy();
+      await stopServer(ctx.server);
+    }
+  });
+});
+
 describe('GrpcServer: connectionTimeout', () => {
   it('a quiet connection is closed (GOAWAY) after connectionTimeout; the client reconnects for the next call', async () => {
     const { server, address } = await startServer({ options: { connectionPool: { connectionTimeout: 300 } } });

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: options, validation and defaults
 //! - [`lifecycle`]: listener, accept loop, connection tracking and shutdown, shared by every protocol
+//! - [`conn`]: an accepted socket made a ready connection (first bytes, TLS), run under the phase
 //! - [`protocol`]: the protocol parts plugged into the lifecycle (HTTP/1.1, HTTP/2, WebSocket, gRPC)
 //! - [`logging`]: log events handed to a sink outside the core (the JavaScript logger)
 //! - [`bridge`]: how requests are handed to a handler outside Rust (JavaScript) and answered
@@ -10,6 +11,7 @@
 
 pub mod bridge;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod lifecycle;
 pub mod logging;

@@ -2,61 +2,33 @@
 //! cleartext HTTP/2 with prior knowledge — handing requests to the bridge. TLS handshakes run in
 //! the connection task under a timeout, never in the accept loop.
 
-use super::head_watch::{answer_request_timeout, is_header_timeout, Activity, HeadWatch, Watched};
 use super::ws;
 use crate::bridge::{
     simple_response, AbortConnection, Bridge, RequestBody, RequestBodyPump, RequestHead,
     ResponseBody, INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
+use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
+use crate::conn::{
+    configure_http2, drive, establish, http2_builder, watch_connection, ConnStream, ConnectionInfo,
+};
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
-use crate::tls::{PeerInfo, TlsSource};
+use crate::tls::TlsSource;
 use arc_swap::ArcSwapOption;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-/// What a connection knows about itself, shared by its requests.
-struct ConnectionInfo {
-    remote: SocketAddr,
-    local_port: u16,
-    peer: Option<Arc<PeerInfo>>,
-    /// The connection's phase (and its place in the connection count), which a WebSocket
-    /// upgraded from it carries on.
-    phase: PhaseSignal,
-}
-
-/// The same HTTP/2 settings on hyper's builder and on hyper-util's (different types, same methods).
-macro_rules! configure_http2 {
-    ($b:expr, $settings:expr) => {{
-        let settings: &Http2Settings = $settings;
-        $b.timer(TokioTimer::new())
-            .max_concurrent_streams(settings.max_concurrent_streams)
-            .max_header_list_size(settings.max_header_list_size)
-            .max_send_buf_size(settings.max_send_buffer_size);
-        if let Some(window) = settings.initial_window_size {
-            $b.initial_stream_window_size(window)
-                .initial_connection_window_size(window.saturating_mul(4));
-        }
-        if let Some(interval) = settings.keep_alive_interval {
-            $b.keep_alive_interval(interval)
-                .keep_alive_timeout(settings.keep_alive_timeout);
-        }
-    }};
-}
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -202,12 +174,6 @@ impl HttpProtocol {
             .max_header_size(limits.max_header_size)
             .header_read_timeout(header_read_timeout(&limits));
         set_max_headers(&mut b, &limits);
-        b
-    }
-
-    fn http2_builder(&self, settings: &Http2Settings) -> http2::Builder<TokioExecutor> {
-        let mut b = http2::Builder::new(TokioExecutor::new());
-        configure_http2!(b, settings);
         b
     }
 
@@ -360,69 +326,32 @@ impl HttpProtocol {
         self.bridge.dispatch(head, pump, &limits, deadline).await
     }
 
-    /// A connection whose first bytes came: TLS handshake if any, then HTTP/1.1 or HTTP/2.
-    async fn serve_accepted(
-        self: Arc<Self>,
-        stream: TcpStream,
-        remote: SocketAddr,
-        phase: PhaseSignal,
-    ) {
-        let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
-        let Some(tls) = self.tls.clone() else {
-            // Cleartext HTTP/2 (prior knowledge) is told apart from HTTP/1.1 by its preface.
-            let mode = if self.http2.load().as_ref().is_some_and(|s| s.cleartext) {
+    /// Picks HTTP/1.1 or HTTP/2 for a ready connection: by ALPN over TLS, by the preface on a
+    /// cleartext port that serves both (`h2c`).
+    fn mode_for(&self, info: &ConnectionInfo) -> Option<Mode> {
+        let http2 = self.http2.load();
+        if info.peer.is_none() {
+            return Some(if http2.as_ref().is_some_and(|s| s.cleartext) {
                 Mode::Detect
             } else {
                 Mode::Http1
-            };
-            let info = ConnectionInfo {
-                remote,
-                local_port,
-                peer: None,
-                phase: phase.clone(),
-            };
-            return self.serve_io(stream, info, mode, phase).await;
-        };
-        let handshake_timeout = self.limits.load().handshake_timeout;
-        let Some((tls_stream, peer)) =
-            accept_tls(&tls, stream, handshake_timeout, remote, &phase).await
-        else {
-            return;
-        };
-        let mode = if peer.alpn.as_deref() == Some("h2") {
-            Mode::Http2
-        } else {
-            Mode::Http1
-        };
-        if matches!(mode, Mode::Http1) && self.http2.load().as_ref().is_some_and(|h| !h.allow_http1)
-        {
-            // HTTP/2 only (`allowHTTP1: false`) and the client did not choose h2: refuse it.
-            tracing::debug!(%remote, "client without h2 ALPN refused (allowHTTP1 is false)");
-            return;
+            });
         }
-        let info = ConnectionInfo {
-            remote,
-            local_port,
-            peer: Some(Arc::new(peer)),
-            phase: phase.clone(),
-        };
-        self.serve_io(tls_stream, info, mode, phase).await
+        if info.alpn() == Some("h2") {
+            return Some(Mode::Http2);
+        }
+        if http2.as_ref().is_some_and(|h| !h.allow_http1) {
+            // HTTP/2 only (`allowHTTP1: false`) and the client did not choose h2: refuse it.
+            tracing::debug!(remote = %info.remote, "client without h2 ALPN refused (allowHTTP1 is false)");
+            return None;
+        }
+        Some(Mode::Http1)
     }
 
     /// Serves one connection (plain or TLS) with HTTP/1.1 or HTTP/2.
-    async fn serve_io<I>(
-        self: Arc<Self>,
-        io: I,
-        info: ConnectionInfo,
-        mode: Mode,
-        phase: PhaseSignal,
-    ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let info = Arc::new(ConnectionInfo {
-            phase: phase.clone(),
-            ..info
-        });
+    async fn serve_io(self: Arc<Self>, io: ConnStream, info: ConnectionInfo, mode: Mode) {
+        let phase = info.phase.clone();
+        let info = Arc::new(info);
         let (head_watch, first) = watch_connection(&self.limits.load());
         let this = self.clone();
         let begun = first.clone();
@@ -438,8 +367,7 @@ impl HttpProtocol {
         let http2 = self.http2.load_full();
         let header_timeout = match (mode, http2.as_deref()) {
             (Mode::Http2, Some(settings)) => {
-                let conn = self
-                    .http2_builder(settings)
+                let conn = http2_builder(settings)
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
                 drive(conn, phase, first, |c| c.graceful_shutdown()).await;
                 false
@@ -474,170 +402,6 @@ impl HttpProtocol {
             }
         }
     }
-}
-
-/// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
-/// flight, idle ones closed; HTTP/2: GOAWAY) when the phase says so, and drops it when forced.
-/// Returns the connection's own outcome, or `None` when it was dropped (forced).
-pub(crate) async fn drive<C: Future>(
-    conn: C,
-    phase: PhaseSignal,
-    first: Arc<FirstRequest>,
-    drain: impl Fn(std::pin::Pin<&mut C>),
-) -> Option<C::Output> {
-    let mut conn = pin!(conn);
-    let mut draining_signal = phase.clone();
-    let mut forced_signal = phase;
-    let mut draining = false;
-    let mut drained = false;
-    loop {
-        let quiet_left = first
-            .idle
-            .as_ref()
-            .map(|(limit, activity)| activity.quiet_left(*limit));
-        tokio::select! {
-            ended = conn.as_mut() => return Some(ended),
-            // connectionTimeout: no byte moved for that long. The connection drains as at
-            // shutdown, so a request still in flight (a quiet long poll) completes first.
-            _ = tokio::time::sleep(quiet_left.unwrap_or_default()), if quiet_left.is_some() && !drained => {
-                if quiet_left.is_some_and(|left| left.is_zero()) {
-                    tracing::debug!("connection idle past connectionTimeout; closing");
-                    drained = true;
-                    drain(conn.as_mut());
-                }
-            }
-            _ = draining_signal.reached(Phase::Draining), if !draining => draining = true,
-            // A connection that has not begun a request yet may have one on the wire: give it a
-            // moment before draining (hyper would close such a connection at once).
-            _ = first.begun_or(FRESH_CONNECTION_GRACE), if draining && !drained => {
-                drained = true;
-                drain(conn.as_mut());
-            }
-            _ = forced_signal.reached(Phase::Forced) => return None,
-        }
-    }
-}
-
-/// Waits for a new connection's first bytes before a parser (hyper, rustls) takes it, so a
-/// connection that sends nothing costs no parser state or read buffer (hyper reserves 8 KiB at its
-/// first read). `false`: close it — nothing came within `within` (the header or handshake timer
-/// hyper/rustls would have run), or the server drains and nothing came within the grace a fresh
-/// connection gets (see [`FRESH_CONNECTION_GRACE`]).
-pub(crate) async fn first_bytes(
-    stream: &TcpStream,
-    within: Option<Duration>,
-    phase: &PhaseSignal,
-) -> bool {
-    let mut draining = phase.clone();
-    let mut one = [0u8; 1];
-    let deadline = within.map(|d| Instant::now() + d);
-    let expired = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        // `peek`, not `readable()`: the latter may report a fresh socket ready with nothing to read.
-        ready = stream.peek(&mut one) => return ready.is_ok(),
-        _ = expired => return false,
-        _ = draining.reached(Phase::Draining) => {}
-    }
-    let grace = Instant::now() + FRESH_CONNECTION_GRACE;
-    let until = deadline.map_or(grace, |d| d.min(grace));
-    matches!(
-        tokio::time::timeout_at(until, stream.peek(&mut one)).await,
-        Ok(Ok(_))
-    )
-}
-
-/// What a connection task watches: its socket (a begun request head, and when bytes last moved if
-/// there is a `connectionTimeout`) and its first request.
-pub(crate) fn watch_connection<I>(limits: &Limits) -> (Arc<HeadWatch<I>>, Arc<FirstRequest>) {
-    let idle = limits
-        .connection_timeout
-        .map(|limit| (limit, Activity::new()));
-    let watch = HeadWatch::new(idle.as_ref().map(|(_, a)| a.clone()));
-    (watch, Arc::new(FirstRequest::with_idle(idle)))
-}
-
-/// How long a draining connection that has not begun its first request waits for one.
-pub(crate) const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(1000);
-
-/// Whether a connection has begun its first request (set by the service, read when draining), and
-/// its idle limit (`connectionTimeout`) with the clock its socket stamps.
-#[derive(Default)]
-pub(crate) struct FirstRequest {
-    begun: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
-    idle: Option<(Duration, Arc<Activity>)>,
-}
-
-impl FirstRequest {
-    pub(crate) fn with_idle(idle: Option<(Duration, Arc<Activity>)>) -> Self {
-        FirstRequest {
-            idle,
-            ..Default::default()
-        }
-    }
-
-    pub(crate) fn mark(&self) {
-        if !self.begun.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            self.notify.notify_waiters();
-        }
-    }
-
-    /// Resolves at once if a request has begun, else when one does or `grace` passes.
-    async fn begun_or(&self, grace: Duration) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.begun.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(grace) => {}
-        }
-    }
-}
-
-/// What a gRPC call knows about its connection.
-#[derive(Clone)]
-pub(crate) struct ConnectionParts {
-    pub(crate) remote: SocketAddr,
-    pub(crate) local_port: u16,
-    pub(crate) peer: Option<Arc<PeerInfo>>,
-}
-
-/// The TLS handshake, in the connection task, under `timeout`; abandoned when the server drains.
-pub(crate) async fn accept_tls(
-    tls: &TlsSource,
-    stream: TcpStream,
-    timeout: Duration,
-    remote: SocketAddr,
-    phase: &PhaseSignal,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, PeerInfo)> {
-    let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream));
-    let mut until_forced = phase.clone();
-    let tls_stream = tokio::select! {
-        r = handshake => match r {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(%remote, "TLS handshake timed out");
-                return None;
-            }
-        },
-        // A handshake under way when draining starts completes (its request is served with the
-        // drain); only a forced close abandons it.
-        _ = until_forced.reached(Phase::Forced) => return None,
-    };
-    let peer = tls.peer_info(tls_stream.get_ref().1);
-    Some((tls_stream, peer))
 }
 
 /// node's http2 compatibility API shows the request target as `:path` (path and query).
@@ -834,16 +598,24 @@ impl ConnectionHandler for HttpProtocol {
         phase: PhaseSignal,
     ) -> BoxFuture {
         Box::pin(async move {
-            let first_bytes_within = match &self.tls {
-                Some(_) => Some(self.limits.load().handshake_timeout),
-                None => header_read_timeout(&self.limits.load()),
-            };
-            if !first_bytes(&stream, first_bytes_within, &phase).await {
+            let limits = self.limits.load();
+            let ready = establish(
+                stream,
+                remote,
+                phase,
+                self.tls.as_deref(),
+                header_read_timeout(&limits),
+                limits.handshake_timeout,
+            )
+            .await;
+            drop(limits);
+            let Some((io, info)) = ready else { return };
+            let Some(mode) = self.mode_for(&info) else {
                 return;
-            }
+            };
             // Boxed: the parser's state is allocated only once bytes came, so a silent
             // connection's task stays small.
-            Box::pin(self.serve_accepted(stream, remote, phase)).await
+            Box::pin(self.serve_io(io, info, mode)).await
         })
     }
 

@@ -2,7 +2,6 @@
 //! [`crate::lifecycle::ConnectionHandler`] and hands requests to the [`crate::bridge::Bridge`].
 
 pub mod grpc;
-mod head_watch;
 pub mod http;
 pub mod ws;
 

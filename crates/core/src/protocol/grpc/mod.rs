@@ -7,11 +7,11 @@
 pub mod health;
 pub mod reflection;
 
-use super::head_watch::Watched;
-use super::http::{accept_tls, drive, watch_connection, ConnectionParts};
 use crate::bridge::grpc::{metadata_map, CallCancel, CallGuard, OutState, GRPC_HIGH_WATER_MARK};
 use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead};
 use crate::config::{GrpcSettings, LiveLimits, ServerConfig};
+use crate::conn::watch::Watched;
+use crate::conn::{drive, establish, http2_builder, watch_connection, ConnStream, ConnectionInfo};
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::TlsSource;
 use arc_swap::ArcSwap;
@@ -19,9 +19,8 @@ use bytes::{Buf, BufMut, Bytes};
 use futures_util::Stream;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -247,9 +246,9 @@ impl GrpcProtocol {
     async fn call(
         &self,
         req: Request<Incoming>,
-        conn: &ConnectionParts,
-        phase: &PhaseSignal,
+        conn: &ConnectionInfo,
     ) -> Response<tonic::body::Body> {
+        let phase = &conn.phase;
         let path = req.uri().path().to_owned();
         let methods = self.methods.load();
         let registered = methods.request_shape(&path);
@@ -426,7 +425,7 @@ where
 /// One call handed to JavaScript.
 struct JsCall {
     bridge: Bridge,
-    conn: ConnectionParts,
+    conn: ConnectionInfo,
     deadline: Option<Duration>,
 }
 
@@ -642,50 +641,41 @@ impl ConnectionHandler for GrpcProtocol {
         phase: PhaseSignal,
     ) -> BoxFuture {
         Box::pin(async move {
-            let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
-            let handshake_timeout = self.limits.load().handshake_timeout;
-            match self.tls.clone() {
-                None => {
-                    let conn = ConnectionParts {
-                        remote,
-                        local_port,
-                        peer: None,
-                    };
-                    self.serve_h2(stream, conn, phase).await
-                }
-                Some(tls) => {
-                    let Some((io, peer)) =
-                        accept_tls(&tls, stream, handshake_timeout, remote, &phase).await
-                    else {
-                        return;
-                    };
-                    let conn = ConnectionParts {
-                        remote,
-                        local_port,
-                        peer: Some(Arc::new(peer)),
-                    };
-                    self.serve_h2(io, conn, phase).await
-                }
-            }
+            let limits = self.limits.load();
+            // A connection that sends nothing is closed when an HTTP/2 client would have sent
+            // its preface long since (the HTTP header timer), or by the handshake timer over TLS.
+            let first_bytes_within = [limits.keep_alive_timeout, limits.headers_timeout]
+                .into_iter()
+                .filter(|d| !d.is_zero())
+                .min();
+            let ready = establish(
+                stream,
+                remote,
+                phase,
+                self.tls.as_deref(),
+                first_bytes_within,
+                limits.handshake_timeout,
+            )
+            .await;
+            drop(limits);
+            let Some((io, info)) = ready else { return };
+            // Boxed: the HTTP/2 state is allocated only once bytes came.
+            Box::pin(self.serve_h2(io, info)).await
         })
     }
 }
 
 impl GrpcProtocol {
-    async fn serve_h2<I>(self: Arc<Self>, io: I, conn: ConnectionParts, phase: PhaseSignal)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    async fn serve_h2(self: Arc<Self>, io: ConnStream, conn: ConnectionInfo) {
+        let phase = conn.phase.clone();
         let this = self.clone();
         // connectionTimeout: the socket stamps when bytes last moved; a quiet connection gets GOAWAY.
         let (watch, first) = watch_connection(&self.limits.load());
         let begun = first.clone();
-        let call_phase = phase.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             begun.mark();
             let this = this.clone();
             let conn = conn.clone();
-            let phase = call_phase.clone();
             async move {
                 let target = CallTarget {
                     path: req.uri().path().to_owned(),
@@ -697,20 +687,11 @@ impl GrpcProtocol {
                         .unwrap_or_default(),
                 };
                 req.extensions_mut().insert(target);
-                Ok::<_, Infallible>(this.call(req, &conn, &phase).await)
+                Ok::<_, Infallible>(this.call(req, &conn).await)
             }
         });
-        let mut b = http2::Builder::new(TokioExecutor::new());
-        let settings = self.settings.load();
-        let h2 = &settings.http2;
-        b.timer(TokioTimer::new())
-            .max_concurrent_streams(h2.max_concurrent_streams)
-            .max_header_list_size(h2.max_header_list_size)
-            .max_send_buf_size(h2.max_send_buffer_size);
-        if let Some(interval) = h2.keep_alive_interval {
-            b.keep_alive_interval(interval)
-                .keep_alive_timeout(h2.keep_alive_timeout);
-        }
+        // The same HTTP/2 settings as the HTTP/2 server (initialWindowSize included).
+        let b = http2_builder(&self.settings.load().http2);
         drive(
             b.serve_connection(TokioIo::new(Watched::new(io, watch)), service),
             phase,

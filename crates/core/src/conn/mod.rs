@@ -1,0 +1,171 @@
+//! The connection layer under the protocols: a ready connection from an accepted socket.
+//!
+//! Accept (in [`crate::lifecycle`]) → wait for the first bytes → TLS handshake under its timeout
+//! → one [`ConnectionInfo`] and one [`ConnStream`] handed to the protocol, which never branches
+//! on TLS. Also here: what every protocol's connection task does the same way — run the
+//! connection under the server's phase ([`drive`]), watch its socket ([`watch`]), and configure
+//! HTTP/2 ([`configure_http2`], shared by HTTP/2 and gRPC).
+
+mod drive;
+mod stream;
+pub(crate) mod watch;
+
+pub(crate) use drive::{drive, watch_connection};
+pub(crate) use stream::ConnStream;
+
+use crate::config::Http2Settings;
+use crate::lifecycle::{Phase, PhaseSignal};
+use crate::tls::{PeerInfo, TlsSource};
+use hyper::server::conn::http2;
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// The same HTTP/2 settings on hyper's builder and on hyper-util's (different types, same methods).
+macro_rules! configure_http2 {
+    ($b:expr, $settings:expr) => {{
+        let settings: &$crate::config::Http2Settings = $settings;
+        $b.timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .max_header_list_size(settings.max_header_list_size)
+            .max_send_buf_size(settings.max_send_buffer_size);
+        if let Some(window) = settings.initial_window_size {
+            $b.initial_stream_window_size(window)
+                .initial_connection_window_size(window.saturating_mul(4));
+        }
+        if let Some(interval) = settings.keep_alive_interval {
+            $b.keep_alive_interval(interval)
+                .keep_alive_timeout(settings.keep_alive_timeout);
+        }
+    }};
+}
+
+pub(crate) use configure_http2;
+
+/// What a connection knows about itself, shared by its requests (and calls).
+#[derive(Clone)]
+pub struct ConnectionInfo {
+    pub remote: SocketAddr,
+    pub local_port: u16,
+    /// TLS details (ALPN, client certificate), when encrypted.
+    pub peer: Option<Arc<PeerInfo>>,
+    /// The connection's phase (and its place in the connection count), which a WebSocket
+    /// upgraded from it carries on.
+    pub phase: PhaseSignal,
+}
+
+impl ConnectionInfo {
+    /// The protocol the client chose by ALPN (`h2`, `http/1.1`), when encrypted.
+    pub fn alpn(&self) -> Option<&str> {
+        self.peer.as_deref().and_then(|p| p.alpn.as_deref())
+    }
+}
+
+/// How long a draining connection that has not begun its first request waits for one.
+pub(crate) const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(1000);
+
+/// Turns an accepted socket into a ready connection: waits for its first bytes (bounded by
+/// `first_bytes_within`, the header timer a parser would run), then does the TLS handshake when
+/// `tls` is given (bounded by `handshake_timeout`). `None`: the connection is closed.
+pub(crate) async fn establish(
+    stream: TcpStream,
+    remote: SocketAddr,
+    phase: PhaseSignal,
+    tls: Option<&TlsSource>,
+    first_bytes_within: Option<Duration>,
+    handshake_timeout: Duration,
+) -> Option<(ConnStream, ConnectionInfo)> {
+    let within = if tls.is_some() {
+        Some(handshake_timeout)
+    } else {
+        first_bytes_within
+    };
+    if !first_bytes(&stream, within, &phase).await {
+        return None;
+    }
+    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let (io, peer) = match tls {
+        None => (ConnStream::Plain(stream), None),
+        Some(tls) => {
+            let (tls_stream, peer) =
+                accept_tls(tls, stream, handshake_timeout, remote, &phase).await?;
+            (ConnStream::Tls(Box::new(tls_stream)), Some(Arc::new(peer)))
+        }
+    };
+    let info = ConnectionInfo {
+        remote,
+        local_port,
+        peer,
+        phase,
+    };
+    Some((io, info))
+}
+
+/// Waits for a new connection's first bytes before a parser (hyper, rustls) takes it, so a
+/// connection that sends nothing costs no parser state or read buffer (hyper reserves 8 KiB at its
+/// first read). `false`: close it — nothing came within `within` (the header or handshake timer
+/// hyper/rustls would have run), or the server drains and nothing came within the grace a fresh
+/// connection gets (see [`FRESH_CONNECTION_GRACE`]).
+async fn first_bytes(stream: &TcpStream, within: Option<Duration>, phase: &PhaseSignal) -> bool {
+    let mut draining = phase.clone();
+    let mut one = [0u8; 1];
+    let deadline = within.map(|d| Instant::now() + d);
+    let expired = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        // `peek`, not `readable()`: the latter may report a fresh socket ready with nothing to read.
+        ready = stream.peek(&mut one) => return ready.is_ok(),
+        _ = expired => return false,
+        _ = draining.reached(Phase::Draining) => {}
+    }
+    let grace = Instant::now() + FRESH_CONNECTION_GRACE;
+    let until = deadline.map_or(grace, |d| d.min(grace));
+    matches!(
+        tokio::time::timeout_at(until, stream.peek(&mut one)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// The TLS handshake, in the connection task, under `timeout`; abandoned when the server drains.
+async fn accept_tls(
+    tls: &TlsSource,
+    stream: TcpStream,
+    timeout: Duration,
+    remote: SocketAddr,
+    phase: &PhaseSignal,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, PeerInfo)> {
+    let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream));
+    let mut until_forced = phase.clone();
+    let tls_stream = tokio::select! {
+        r = handshake => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return None;
+            }
+        },
+        // A handshake under way when draining starts completes (its request is served with the
+        // drain); only a forced close abandons it.
+        _ = until_forced.reached(Phase::Forced) => return None,
+    };
+    let peer = tls.peer_info(tls_stream.get_ref().1);
+    Some((tls_stream, peer))
+}
+
+/// An HTTP/2 server builder with the server's HTTP/2 settings (HTTP/2 and gRPC alike).
+pub(crate) fn http2_builder(settings: &Http2Settings) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    configure_http2!(b, settings);
+    b
+}
