@@ -52,6 +52,9 @@ const FLAG_WEBSOCKET: u32 = 1 << 11;
 const FLAG_GRPC: u32 = 1 << 12;
 const FLAG_TRACE_TIMER: u32 = 1 << 13;
 
+/// Largest ping/pong payload (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
 fn event_kind(e: &BridgeEvent) -> u32 {
     match e {
         BridgeEvent::BodyChunk(_) => 1,
@@ -62,7 +65,7 @@ fn event_kind(e: &BridgeEvent) -> u32 {
         BridgeEvent::Closed(reason) => 10 + *reason as u32,
         BridgeEvent::WsMessage { binary: false, .. } => 20,
         BridgeEvent::WsMessage { binary: true, .. } => 21,
-        BridgeEvent::WsPong(_) => 22,
+        BridgeEvent::WsPong { .. } => 22,
         BridgeEvent::WsClosed { .. } => 23,
         BridgeEvent::GrpcMessage { .. } => 30,
         BridgeEvent::GrpcInputEnd => 31,
@@ -159,14 +162,13 @@ impl RequestSink for JsSink {
         let Some(f) = guard.as_ref() else { return };
         let kind = event_kind(&event);
         let (chunk, message) = match event {
-            BridgeEvent::BodyChunk(b) | BridgeEvent::WsPong(b) => {
-                (Some(Buffer::from(b.to_vec())), None)
-            }
+            BridgeEvent::BodyChunk(b) => (Some(Buffer::from(b.to_vec())), None),
             BridgeEvent::BodyError(m) => (None, Some(m)),
             BridgeEvent::WsClosed { code, reason } => (None, Some(format!("{code} {reason}"))),
             BridgeEvent::GrpcInputError(m) => (None, Some(m)),
             BridgeEvent::GrpcCancelled(reason) => (None, Some((reason as u32).to_string())),
             BridgeEvent::WsMessage { data, permit, .. }
+            | BridgeEvent::WsPong { data, permit }
             | BridgeEvent::GrpcMessage { data, permit } => {
                 // The permit is released once the handler has taken the message (the callback runs
                 // on the JS thread after it returns), bounding each connection's queue.
@@ -905,10 +907,21 @@ impl NativeServer {
         self.bridge.ws_control(id, WsOutbound::Terminate).is_ok()
     }
 
+    /// Sends a ping; false if the connection is gone or the payload is over 125 bytes (RFC 6455
+    /// §5.5; JavaScript throws ws's RangeError first).
     #[napi]
     pub fn ws_ping(&self, id: u32, body: Option<Buffer>) -> bool {
         let data = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
-        self.bridge.ws_control(id, WsOutbound::Ping(data)).is_ok()
+        data.len() <= MAX_CONTROL_PAYLOAD
+            && self.bridge.ws_control(id, WsOutbound::Ping(data)).is_ok()
+    }
+
+    /// Sends an (unsolicited) pong; as `ws_ping`.
+    #[napi]
+    pub fn ws_pong(&self, id: u32, body: Option<Buffer>) -> bool {
+        let data = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
+        data.len() <= MAX_CONTROL_PAYLOAD
+            && self.bridge.ws_control(id, WsOutbound::Pong(data)).is_ok()
     }
 
     /// Per-second samples of the last `seconds` seconds (at most 300), oldest first.

@@ -79,19 +79,20 @@ pub enum BridgeEvent {
     Drain,
     /// The request is gone before its response completed (client disconnect, timeout, reset).
     Closed(CloseReason),
-    /// A WebSocket message. The permit bounds the messages a connection has in the handler's
-    /// queue; the sink drops it once the handler has taken the message.
+    /// A WebSocket message. The permit (its share of `maxReceiveQueue`) bounds the bytes a
+    /// connection has in the handler's queue; the sink drops it once the handler has taken it.
     WsMessage {
         data: Bytes,
         binary: bool,
         permit: Option<OwnedSemaphorePermit>,
     },
-    WsPong(Bytes),
-    /// The WebSocket connection ended (code 1006 when it ended without a close frame).
-    WsClosed {
-        code: u16,
-        reason: String,
+    /// A pong from the peer (the permit as for messages: a pong flood is bounded too).
+    WsPong {
+        data: Bytes,
+        permit: Option<OwnedSemaphorePermit>,
     },
+    /// The WebSocket connection ended (code 1006 when it ended without a close frame).
+    WsClosed { code: u16, reason: String },
     /// A gRPC request message (raw bytes; the permit as for WebSocket messages).
     GrpcMessage {
         data: Bytes,
@@ -116,6 +117,7 @@ pub enum WsOutbound {
     /// A message and its payload length (for `bufferedAmount`).
     Message(tokio_tungstenite::tungstenite::Message, usize),
     Ping(Bytes),
+    Pong(Bytes),
     Close(u16, String),
     Terminate,
 }

@@ -59,6 +59,7 @@ const PROTOCOL_SPECIFIC: &[&str] = &[
     "heartbeatInterval",
     "maxPayload",
     "maxBufferedAmount",
+    "maxReceiveQueue",
 ];
 
 const SSL1: &[&str] = &[

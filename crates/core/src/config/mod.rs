@@ -200,10 +200,14 @@ pub struct WsSettings {
     pub max_payload: usize,
     /// Largest amount of unsent data a connection may queue, bytes (past it: terminated).
     pub max_buffered: usize,
+    /// Bytes of received messages (and pongs) a connection may have waiting for the handler;
+    /// reading pauses while they are spent.
+    pub max_receive_queue: usize,
 }
 
 pub const DEFAULT_WS_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 pub const DEFAULT_WS_MAX_BUFFERED: usize = 16 * 1024 * 1024;
+pub const DEFAULT_WS_MAX_RECEIVE_QUEUE: usize = 8 * 1024 * 1024;
 
 fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
     let specific = ProtocolSpecific::of(obj);
@@ -219,6 +223,10 @@ fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
         max_buffered: num("maxBufferedAmount")?
             .map(|n| n as usize)
             .unwrap_or(DEFAULT_WS_MAX_BUFFERED)
+            .max(1),
+        max_receive_queue: num("maxReceiveQueue")?
+            .map(|n| n as usize)
+            .unwrap_or(DEFAULT_WS_MAX_RECEIVE_QUEUE)
             .max(1),
     })
 }

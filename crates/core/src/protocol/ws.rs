@@ -25,9 +25,14 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// Messages of one connection handed to JavaScript and not yet processed, at most; past it the
-/// connection stops reading (TCP backpressure) instead of queueing.
-const MESSAGES_IN_FLIGHT: usize = 32;
+/// Writes queued for the writer task, at most. Past it the connection keeps what it must still
+/// send in `Backlog` and stops reading until the writer takes it: a peer that floods pings while
+/// not reading the pongs gets TCP backpressure instead of a growing queue.
+const WRITE_QUEUE: usize = 16;
+
+/// Bytes one event (message or pong) is charged on top of its payload against `maxReceiveQueue`:
+/// what it costs beside the payload on its way to JavaScript, so that empty frames are bounded too.
+const EVENT_OVERHEAD: usize = 256;
 
 /// Whether a request asks for a WebSocket upgrade (RFC 6455 §4.2.1).
 pub fn is_upgrade(headers: &HeaderMap, method: &http::Method) -> bool {
@@ -79,6 +84,8 @@ fn config(settings: &WsSettings) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
+        // Pongs tungstenite queues while the writer is stuck stay few: reading stops then.
+        .max_write_buffer_size(settings.max_buffered.saturating_add(1024 * 1024))
         .max_message_size(Some(settings.max_payload))
         .max_frame_size(Some(settings.max_payload))
 }
@@ -115,9 +122,14 @@ pub async fn run(
     // still sees terminate requests, pong deadlines and shutdown.
     let (sink, mut stream) = ws.split();
     let buffered = bridge.ws_buffered(id);
-    let (writes, write_queue) = mpsc::unbounded_channel();
+    let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
+    let mut backlog = Backlog::default();
     let mut writer = tokio::spawn(write_loop(sink, write_queue, buffered));
-    let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
+    // Bytes of events handed to JavaScript and not yet taken by the handler (`maxReceiveQueue`).
+    let receive_budget = settings.max_receive_queue.clamp(1, MAX_RECEIVE_PERMITS);
+    let receive_permits = Arc::new(Semaphore::new(receive_budget));
+    // A received event waiting for budget; nothing more is read meanwhile.
+    let mut waiting_event: Option<(BridgeEvent, u32)> = None;
     let mut draining_signal = phase.clone();
     let mut forced_signal = phase.clone();
     let mut draining = false;
@@ -127,16 +139,24 @@ pub async fn run(
             settings.ping_interval,
         )
     });
+    // The server's pings carry a sequence number; only a pong echoing one sent since the oldest
+    // unanswered ping proves the peer alive (an unsolicited pong does not).
+    let mut ping_seq: u64 = 0;
+    let mut oldest_unanswered: u64 = 0;
     let mut pong_deadline: Option<Instant> = None;
     // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
     let mut close_deadline: Option<Instant> = None;
-    let send_close = |writes: &mpsc::UnboundedSender<Write>, code: CloseCode, reason: String| {
-        let _ = writes.send(Write::Close(CloseFrame {
-            code,
-            reason: reason.into(),
-        }));
-        Some(Instant::now() + CLOSE_TIMEOUT)
-    };
+    let send_close =
+        |backlog: &mut Backlog, writes: &mpsc::Sender<Write>, code: CloseCode, reason: String| {
+            backlog.queue(
+                writes,
+                Write::Close(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }),
+            );
+            Some(Instant::now() + CLOSE_TIMEOUT)
+        };
     let (code, reason, graceful) = loop {
         let next_ping = async {
             match ping_timer.as_mut() {
@@ -153,31 +173,33 @@ pub async fn run(
                 None => std::future::pending::<()>().await,
             }
         };
+        let event_cost = waiting_event.as_ref().map_or(0, |(_, cost)| *cost);
+        // Reading pauses while a write waits for room or an event for budget.
+        let reading = backlog.is_empty() && waiting_event.is_none();
         tokio::select! {
-            frame = stream.next() => {
+            frame = stream.next(), if reading => {
                 let Some(frame) = frame else { break (1006, String::new(), false) };
                 match frame {
                     Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                        // A handler that falls behind slows this client down: no reading until a
-                        // permit frees up (TCP backpressure), never an unbounded queue.
-                        let Ok(permit) = in_flight.clone().acquire_owned().await else { break (1011, String::new(), false) };
                         let (data, binary) = match message {
                             Message::Text(text) => (Bytes::from(text), false),
                             Message::Binary(data) => (data, true),
                             _ => unreachable!(),
                         };
-                        bridge.emit(id, BridgeEvent::WsMessage { data, binary, permit: Some(permit) });
+                        let cost = event_cost_of(data.len(), receive_budget);
+                        waiting_event = Some((BridgeEvent::WsMessage { data, binary, permit: None }, cost));
                     }
                     // tungstenite queued the pong (or the close reply); the writer sends it.
-                    Ok(Message::Ping(_)) => {
-                        let _ = writes.send(Write::Flush);
-                    }
+                    Ok(Message::Ping(_)) => backlog.request_flush(&writes),
                     Ok(Message::Pong(data)) => {
-                        pong_deadline = None;
-                        bridge.emit(id, BridgeEvent::WsPong(data));
+                        if pong_deadline.is_some() && answers_ping(&data, oldest_unanswered, ping_seq) {
+                            pong_deadline = None;
+                        }
+                        let cost = event_cost_of(data.len(), receive_budget);
+                        waiting_event = Some((BridgeEvent::WsPong { data, permit: None }, cost));
                     }
                     Ok(Message::Close(frame)) => {
-                        let _ = writes.send(Write::Flush);
+                        backlog.request_flush(&writes);
                         let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
                         break (code, reason, true);
                     }
@@ -186,33 +208,54 @@ pub async fn run(
                         let code = close_code_for(&e);
                         if code != CloseCode::Abnormal {
                             let reason = e.to_string();
-                            send_close(&writes, code, reason.clone());
+                            send_close(&mut backlog, &writes, code, reason.clone());
                             break (u16::from(code), reason, true);
                         }
                         break (1006, e.to_string(), false);
                     }
                 }
             }
+            permit = receive_permits.clone().acquire_many_owned(event_cost), if waiting_event.is_some() => {
+                let Ok(permit) = permit else { break (1011, String::new(), false) };
+                let event = match waiting_event.take() {
+                    Some((BridgeEvent::WsMessage { data, binary, .. }, _)) => BridgeEvent::WsMessage { data, binary, permit: Some(permit) },
+                    Some((BridgeEvent::WsPong { data, .. }, _)) => BridgeEvent::WsPong { data, permit: Some(permit) },
+                    _ => continue,
+                };
+                bridge.emit(id, event);
+            }
+            room = writes.reserve(), if !backlog.is_empty() => {
+                let Ok(room) = room else { break (1006, "write failed".into(), false) };
+                if let Some(write) = backlog.writes.pop_front() {
+                    room.send(write);
+                }
+            }
             out = outbound.recv() => match out {
-                Some(WsOutbound::Message(message, len)) => {
-                    let _ = writes.send(Write::Message(message, len));
-                }
-                Some(WsOutbound::Ping(data)) => {
-                    let _ = writes.send(Write::Message(Message::Ping(data), 0));
-                }
+                Some(WsOutbound::Message(message, len)) => backlog.queue(&writes, Write::Message(message, len)),
+                Some(WsOutbound::Ping(data)) => backlog.queue(&writes, Write::Message(Message::Ping(data), 0)),
+                Some(WsOutbound::Pong(data)) => backlog.queue(&writes, Write::Message(Message::Pong(data), 0)),
                 Some(WsOutbound::Close(code, reason)) => {
-                    close_deadline = close_deadline.or(send_close(&writes, CloseCode::from(code), reason));
+                    close_deadline = close_deadline.or(send_close(&mut backlog, &writes, CloseCode::from(code), reason));
                 }
                 Some(WsOutbound::Terminate) | None => break (1006, String::new(), false),
             },
             _ = next_ping => {
+                ping_seq += 1;
                 if pong_deadline.is_none() {
+                    oldest_unanswered = ping_seq;
                     pong_deadline = Some(Instant::now() + settings.pong_timeout);
                 }
-                let _ = writes.send(Write::Message(Message::Ping(Bytes::new()), 0));
+                let payload = Bytes::copy_from_slice(&ping_seq.to_be_bytes());
+                backlog.queue(&writes, Write::Message(Message::Ping(payload), 0));
             }
             _ = late => {
-                if pong_deadline.is_some_and(|d| d <= Instant::now()) {
+                let now = Instant::now();
+                if pong_deadline.is_some_and(|d| d <= now) {
+                    if waiting_event.is_some() {
+                        // Reading waits for the handler: the pong may be unread, not missing.
+                        pong_deadline = Some(now + settings.pong_timeout);
+                        continue;
+                    }
                     bridge.metrics().ws_dead_peer();
                     break (1006, "no pong within pongTimeout".into(), false);
                 }
@@ -221,18 +264,24 @@ pub async fn run(
             _ = &mut writer => break (1006, "write failed".into(), false),
             _ = draining_signal.reached(Phase::Draining), if !draining => {
                 draining = true;
-                close_deadline = close_deadline.or(send_close(&writes, CloseCode::Away, "server shutting down".into()));
+                close_deadline = close_deadline.or(send_close(&mut backlog, &writes, CloseCode::Away, "server shutting down".into()));
             }
             _ = forced_signal.reached(Phase::Forced) => break (1006, "closed by server shutdown".into(), false),
         }
     };
     if graceful {
         // Let the writer send what is queued (a close reply, our close frame), briefly.
-        drop(writes);
-        if tokio::time::timeout(Duration::from_secs(1), &mut writer)
-            .await
-            .is_err()
-        {
+        let flushed = tokio::time::timeout(Duration::from_secs(1), async {
+            for write in backlog.writes.drain(..) {
+                if writes.send(write).await.is_err() {
+                    break;
+                }
+            }
+            drop(writes);
+            let _ = (&mut writer).await;
+        })
+        .await;
+        if flushed.is_err() {
             writer.abort();
         }
     } else {
@@ -240,6 +289,54 @@ pub async fn run(
     }
     bridge.ws_closed(id, code, reason);
     drop(phase);
+}
+
+/// Semaphore permits are counted in `u32` by `acquire_many`.
+const MAX_RECEIVE_PERMITS: usize = u32::MAX as usize;
+
+/// Budget an event takes: its payload and overhead, at most the whole budget (a message larger
+/// than `maxReceiveQueue` still goes through, alone).
+fn event_cost_of(payload: usize, budget: usize) -> u32 {
+    payload.saturating_add(EVENT_OVERHEAD).min(budget) as u32
+}
+
+/// Whether a pong's payload echoes one of the server's pings `oldest..=newest`.
+fn answers_ping(payload: &[u8], oldest: u64, newest: u64) -> bool {
+    <[u8; 8]>::try_from(payload)
+        .map(|seq| (oldest..=newest).contains(&u64::from_be_bytes(seq)))
+        .unwrap_or(false)
+}
+
+/// Writes the writer task has no room for yet, in order. Grows only by what the handler sends
+/// (bounded by `maxBufferedAmount`), control frames it asks for, and one flush: reading stops
+/// while it is not empty.
+#[derive(Default)]
+struct Backlog {
+    writes: std::collections::VecDeque<Write>,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    fn queue(&mut self, writes: &mpsc::Sender<Write>, write: Write) {
+        if !self.writes.is_empty() {
+            self.writes.push_back(write);
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(write)) = writes.try_send(write) {
+            self.writes.push_back(write);
+        }
+    }
+
+    /// Asks the writer to send what tungstenite queued itself (pongs, close replies); one pending
+    /// flush covers them all.
+    fn request_flush(&mut self, writes: &mpsc::Sender<Write>) {
+        if !matches!(self.writes.back(), Some(Write::Flush)) {
+            self.queue(writes, Write::Flush);
+        }
+    }
 }
 
 enum Write {
@@ -253,7 +350,7 @@ type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, 
 /// Sends what the connection queues; a message's bytes leave `bufferedAmount` once written.
 async fn write_loop(
     mut sink: Sink,
-    mut queue: mpsc::UnboundedReceiver<Write>,
+    mut queue: mpsc::Receiver<Write>,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     while let Some(write) = queue.recv().await {

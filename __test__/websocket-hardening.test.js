@@ -1,0 +1,275 @@
+'use strict';
+// WsServer hardening (issue 16) and drop-in fidelity with `ws` (issue 15) with real sockets: raw
+// net sockets for floods and bad handshakes, the `ws` package as client. Memory is measured on a
+// server running in a child process (its RSS from /proc), so the test process's own buffers do not
+// count; every flood is bounded in time and count.
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('crypto');
+const fs = require('fs');
+const net = require('net');
+const { spawn } = require('child_process');
+const WebSocket = require('ws');
+const { WsServer } = require('..');
+const { withTimeout } = require('./helpers');
+
+const MiB = 1024 * 1024;
+
+after(() => {
+  setTimeout(() => {
+    console.error('websocket-hardening.test.js: process still alive 5 s after the last test; a handle is kept open');
+    process.exit(1);
+  }, 5000).unref();
+});
+
+// ---------------------------------------------------------------------------------------------------
+// A WsServer in a child process
+
+/**
+ * The child: a WsServer with `options` (JSON in argv), echoing messages. With `lagMs`, the first
+ * message blocks its JS thread that long (a handler that falls behind), then the child reports
+ * 'lag-over' over IPC. Prints its port on stdout.
+ */
+const CHILD = `
+  const { WsServer } = require(${JSON.stringify(require.resolve('..'))});
+  const { options, lagMs } = JSON.parse(process.argv[1]);
+  const app = { callback: () => () => {}, config: () => undefined };
+  const s = new WsServer(app, { hostname: '127.0.0.1', port: 0, protocol: 'ws', ...options });
+  let lagged = false;
+  s.on('connection', (c) => c.on('message', (d, b) => {
+    if (lagMs && !lagged) {
+      lagged = true;
+      const end = Date.now() + lagMs;
+      while (Date.now() < end);
+      process.send('lag-over');
+      return;
+    }
+    c.send(d, { binary: b });
+  }));
+  s.Start(() => process.stdout.write(s.server.address().port + '\\n'));
+  process.on('disconnect', () => process.exit(0));
+`;
+
+const children = new Set();
+after(() => { for (const c of children) c.kill('SIGKILL'); });
+
+async function startChild({ options = {}, lagMs = 0 } = {}) {
+  const child = spawn(process.execPath, ['-e', CHILD, JSON.stringify({ options, lagMs })], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  children.add(child);
+  const port = await withTimeout(new Promise((resolve) => {
+    child.stdout.once('data', (d) => resolve(Number(String(d).trim())));
+  }), 10000, 'child WsServer');
+  return {
+    child,
+    port,
+    stop() { children.delete(child); child.kill('SIGKILL'); },
+  };
+}
+
+/** `VmRSS` (now) or `VmHWM` (peak) of a process, bytes. */
+function memoryOf(pid, field = 'VmRSS') {
+  const line = fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(`${field}:`));
+  return Number(line.split(/\s+/)[1]) * 1024;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Raw WebSocket clients over net sockets
+
+/** One masked client frame. */
+function frame(opcode, payload = Buffer.alloc(0)) {
+  assert.ok(payload.length < 126);
+  const key = crypto.randomBytes(4);
+  const masked = Buffer.from(payload);
+  for (let i = 0; i < masked.length; i++) masked[i] ^= key[i & 3];
+  return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length]), key, masked]);
+}
+
+/** Server frames in `buf`: [{ opcode, payload }] and the unparsed rest. */
+function parseFrames(buf) {
+  const frames = [];
+  let off = 0;
+  while (buf.length - off >= 2) {
+    let len = buf[off + 1] & 0x7f;
+    let hdr = 2;
+    if (len === 126) {
+      if (buf.length - off < 4) break;
+      len = buf.readUInt16BE(off + 2);
+      hdr = 4;
+    } else if (len === 127) {
+      if (buf.length - off < 10) break;
+      len = Number(buf.readBigUInt64BE(off + 2));
+      hdr = 10;
+    }
+    if (buf.length - off < hdr + len) break;
+    frames.push({ opcode: buf[off] & 0x0f, payload: buf.subarray(off + hdr, off + hdr + len) });
+    off += hdr + len;
+  }
+  return { frames, rest: buf.subarray(off) };
+}
+
+/**
+ * Sends a hand-made upgrade request with `headers` (name → value; `undefined` leaves a default
+ * out) and resolves with { status, head (the response head text), socket, frames, ended } once the
+ * response head arrived. `read: false` stops reading right after the head.
+ */
+function rawUpgrade(port, { path = '/', headers = {}, read = true } = {}) {
+  const all = {
+    Host: `127.0.0.1:${port}`,
+    Upgrade: 'websocket',
+    Connection: 'Upgrade',
+    'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64'),
+    'Sec-WebSocket-Version': '13',
+    ...headers,
+  };
+  const lines = Object.entries(all).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return withTimeout(new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    let head = null;
+    const frames = [];
+    const ended = new Promise((r) => socket.once('close', r));
+    socket.on('error', () => {});
+    socket.once('error', reject);
+    socket.on('connect', () => socket.write(`GET ${path} HTTP/1.1\r\n${lines}\r\n`));
+    socket.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (head === null) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        head = buf.subarray(0, end).toString('latin1');
+        buf = buf.subarray(end + 4);
+        if (!read) socket.pause();
+        resolve({ status: Number(head.split(' ')[1]), head, socket, frames, ended });
+      }
+      const parsed = parseFrames(buf);
+      buf = parsed.rest;
+      frames.push(...parsed.frames);
+    });
+  }), 5000, 'raw upgrade');
+}
+
+/** Writes `make(i)` for i = 0.. until `count` or `ms` passed, honouring backpressure; resolves with how many were written and whether the peer stopped taking them. */
+function flood(socket, make, { count, ms }) {
+  return new Promise((resolve) => {
+    const deadline = Date.now() + ms;
+    let i = 0;
+    let stalled = false;
+    let timer = null;
+    const finish = () => {
+      clearTimeout(timer);
+      socket.off('drain', pump);
+      resolve({ written: i, stalled });
+    };
+    const pump = () => {
+      stalled = false;
+      while (i < count && Date.now() < deadline) {
+        const ok = socket.write(make(i++));
+        if (!ok) {
+          stalled = true;
+          return; // wait for 'drain' (or the deadline)
+        }
+      }
+      finish();
+    };
+    socket.on('drain', pump);
+    timer = setTimeout(finish, ms + 10);
+    pump();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+describe('WsServer hardening: ping flood from a client that never reads (issue 16 §1)', () => {
+  it('memory stays bounded and the server stops reading once its replies cannot be written', async (t) => {
+    const srv = await startChild();
+    try {
+      const rss0 = memoryOf(srv.child.pid);
+      const peer = await rawUpgrade(srv.port, { read: false });
+      assert.equal(peer.status, 101);
+      // 125-byte pings (the largest allowed): the pongs fill the socket buffers soon.
+      const payload = Buffer.alloc(125, 0x70);
+      const ping = frame(0x9, payload);
+      const result = await flood(peer.socket, () => ping, { count: 4_000_000, ms: 5000 });
+      const grown = memoryOf(srv.child.pid, 'VmHWM') - rss0;
+      peer.socket.destroy();
+      t.diagnostic(`server RSS +${(grown / MiB).toFixed(1)} MiB; ${result.written} pings taken; stalled ${result.stalled}`);
+      assert.ok(grown < 64 * MiB, `server RSS grew by ${(grown / MiB).toFixed(1)} MiB during ${result.written} pings`);
+      assert.ok(result.stalled, `the server kept reading: all ${result.written} pings were taken`);
+      assert.ok(result.written < 1_000_000, `the server took ${result.written} pings before it stopped reading`);
+    } finally {
+      srv.stop();
+    }
+  });
+
+  it('unsolicited pongs do not keep a peer that never answers the server pings alive', async () => {
+    const server = new WsServer({ callback: () => () => {}, config: () => undefined }, {
+      hostname: '127.0.0.1', port: 0, protocol: 'ws',
+      connectionPool: { protocolSpecific: { pingInterval: 300, pongTimeout: 200 } },
+    });
+    await withTimeout(new Promise((resolve) => server.Start(resolve)), 5000, 'Start');
+    try {
+      const peer = await rawUpgrade(server.server.address().port);
+      const t0 = Date.now();
+      // A pong every 50 ms (never the answer to a server ping); the pings themselves are ignored.
+      const pong = frame(0xa, Buffer.from('unsolicited'));
+      const timer = setInterval(() => peer.socket.write(pong), 50);
+      const gone = await withTimeout(peer.ended.then(() => Date.now() - t0), 3000, 'server terminates the peer').catch((e) => e);
+      clearInterval(timer);
+      peer.socket.destroy();
+      assert.ok(!(gone instanceof Error), 'the peer survived 3 s with pingInterval 300 / pongTimeout 200');
+      assert.ok(gone < 1500, `terminated after ${gone} ms`);
+      assert.ok(peer.frames.some((f) => f.opcode === 0x9), 'the server pinged');
+      assert.ok(server.connectionPool.getMetrics().wsDeadPeers >= 1, "counted as a dead peer");
+    } finally {
+      await server.gracefulShutdown({ drainDelay: 0, timeout: 3000, stepTimeout: 2000 });
+    }
+  });
+
+  it('a pong answering the server ping keeps a peer alive (ws client: automatic pongs)', async () => {
+    const server = new WsServer({ callback: () => () => {}, config: () => undefined }, {
+      hostname: '127.0.0.1', port: 0, protocol: 'ws',
+      connectionPool: { protocolSpecific: { pingInterval: 100, pongTimeout: 100 } },
+    });
+    await withTimeout(new Promise((resolve) => server.Start(resolve)), 5000, 'Start');
+    try {
+      const ws = new WebSocket(`ws://127.0.0.1:${server.server.address().port}/`);
+      let pings = 0;
+      ws.on('ping', () => { pings++; });
+      await withTimeout(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); }), 5000, 'open');
+      let closed = false;
+      ws.once('close', () => { closed = true; });
+      await withTimeout(new Promise((resolve) => { const on = () => { if (pings >= 10) { ws.off('ping', on); resolve(); } }; ws.on('ping', on); }), 5000, '10 server pings');
+      assert.equal(closed, false, 'a peer answering every ping was terminated');
+      ws.close();
+    } finally {
+      await server.gracefulShutdown({ drainDelay: 0, timeout: 3000, stepTimeout: 2000 });
+    }
+  });
+});
+
+describe('WsServer hardening: receive queue bounded in bytes (issue 16 §2)', () => {
+  it('while the handler lags, large messages do not pile up in memory', async (t) => {
+    const MESSAGE = 4 * MiB;
+    const srv = await startChild({ options: { connectionPool: { protocolSpecific: { maxPayload: MESSAGE } } }, lagMs: 4000 });
+    try {
+      const rss0 = memoryOf(srv.child.pid);
+      const lagOver = new Promise((resolve) => srv.child.once('message', resolve));
+      const data = Buffer.alloc(MESSAGE, 0x61);
+      const clients = [];
+      for (let c = 0; c < 2; c++) {
+        const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/`, { maxPayload: 0 });
+        ws.on('error', () => {});
+        await withTimeout(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); }), 5000, 'open');
+        clients.push(ws);
+      }
+      for (const ws of clients) for (let i = 0; i < 33; i++) ws.send(data);
+      await withTimeout(lagOver, 15000, 'the lagging handler');
+      const grown = memoryOf(srv.child.pid, 'VmHWM') - rss0;
+      for (const ws of clients) ws.terminate();
+      t.diagnostic(`server RSS peak +${(grown / MiB).toFixed(1)} MiB`);
+      assert.ok(grown < 96 * MiB, `server RSS grew by ${(grown / MiB).toFixed(1)} MiB while 2 × 33 × 4 MiB were sent to a lagging handler`);
+    } finally {
+      srv.stop();
+    }
+  });
+});
