@@ -57,6 +57,8 @@ export interface ConnectionPoolConfig {
     maxPayload?: number;
     /** WebSocket: unsent bytes a connection may queue before it is terminated (default 16 MiB). */
     maxBufferedAmount?: number;
+    /** WebSocket: bytes of received messages (and pongs) a connection may have waiting for the handler; reading pauses while spent (default 8 MiB). */
+    maxReceiveQueue?: number;
   };
 }
 

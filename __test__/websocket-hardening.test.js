@@ -26,15 +26,26 @@ after(() => {
 // A WsServer in a child process
 
 /**
- * The child: a WsServer with `options` (JSON in argv), echoing messages. With `lagMs`, the first
+ * The child: a WsServer with `options` (JSON in argv), echoing messages (with WS_REFERENCE=1 the
+ * `ws` package's WebSocketServer instead, to compare figures; the memory tests print theirs). With `lagMs`, the first
  * message blocks its JS thread that long (a handler that falls behind), then the child reports
  * 'lag-over' over IPC. Prints its port on stdout.
  */
 const CHILD = `
-  const { WsServer } = require(${JSON.stringify(require.resolve('..'))});
-  const { options, lagMs } = JSON.parse(process.argv[1]);
-  const app = { callback: () => () => {}, config: () => undefined };
-  const s = new WsServer(app, { hostname: '127.0.0.1', port: 0, protocol: 'ws', ...options });
+  const { options, lagMs, reference } = JSON.parse(process.argv[1]);
+  let s;
+  if (reference) {
+    // The \`ws\` package's server, for side-by-side figures (WS_REFERENCE=1).
+    const { WebSocketServer } = require('ws');
+    const maxPayload = options.connectionPool?.protocolSpecific?.maxPayload;
+    s = new WebSocketServer({ host: '127.0.0.1', port: 0, ...(maxPayload ? { maxPayload } : {}) });
+    s.Start = (cb) => s.once('listening', cb);
+    s.server = s;
+  } else {
+    const { WsServer } = require(${JSON.stringify(require.resolve('..'))});
+    const app = { callback: () => () => {}, config: () => undefined };
+    s = new WsServer(app, { hostname: '127.0.0.1', port: 0, protocol: 'ws', ...options });
+  }
   let lagged = false;
   s.on('connection', (c) => c.on('message', (d, b) => {
     if (lagMs && !lagged) {
@@ -54,7 +65,8 @@ const children = new Set();
 after(() => { for (const c of children) c.kill('SIGKILL'); });
 
 async function startChild({ options = {}, lagMs = 0 } = {}) {
-  const child = spawn(process.execPath, ['-e', CHILD, JSON.stringify({ options, lagMs })], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  const reference = process.env.WS_REFERENCE === '1';
+  const child = spawn(process.execPath, ['-e', CHILD, JSON.stringify({ options, lagMs, reference })], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   children.add(child);
   const port = await withTimeout(new Promise((resolve) => {
     child.stdout.once('data', (d) => resolve(Number(String(d).trim())));
