@@ -285,3 +285,231 @@ describe('WsServer hardening: receive queue bounded in bytes (issue 16 §2)', ()
     }
   });
 });
+
+// ---------------------------------------------------------------------------------------------------
+// In-process servers: ours and ws's, side by side
+
+const wsServers = new Set();
+after(async () => {
+  for (const s of wsServers) await s.gracefulShutdown({ drainDelay: 0, timeout: 3000, stepTimeout: 2000 }).catch(() => {});
+});
+
+/** Our WsServer with `options`; `onConnection(client, req)` defaults to echo. */
+async function startOurs(options = {}, onConnection = (c) => c.on('message', (d, b) => c.send(d, { binary: b }))) {
+  const server = new WsServer({ callback: () => () => {}, config: () => undefined }, { hostname: '127.0.0.1', port: 0, protocol: 'ws', ...options });
+  server.on('connection', onConnection);
+  await withTimeout(new Promise((resolve) => server.Start(resolve)), 5000, 'Start');
+  wsServers.add(server);
+  return { server, port: server.server.address().port };
+}
+
+const referenceServers = new Set();
+after(() => Promise.all([...referenceServers].map((server) => new Promise((resolve) => {
+  for (const c of server.clients) c.terminate();
+  server.close(resolve);
+}))));
+
+/** ws's WebSocketServer with `options`, for the reference answers. */
+async function startReference(options = {}) {
+  const server = new WebSocket.WebSocketServer({ host: '127.0.0.1', port: 0, ...options });
+  await new Promise((resolve) => server.once('listening', resolve));
+  referenceServers.add(server);
+  return { server, port: server.address().port };
+}
+
+/** A `ws` client: resolves with it once open, or rejects with `statusCode` on an HTTP answer. */
+function connect(port, protocols, options = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/`, protocols, options);
+  ws.on('error', () => {});
+  return withTimeout(new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+    ws.once('unexpected-response', (_req, res) => { reject(Object.assign(new Error(`unexpected response ${res.statusCode}`), { statusCode: res.statusCode })); ws.terminate(); });
+  }), 5000, 'connect');
+}
+
+describe('WsServer hardening: Sec-WebSocket-Key is checked as RFC 6455 §4.2.1 and ws check it (issue 16 §7)', () => {
+  let ours;
+  let reference;
+  before(async () => {
+    ours = await startOurs();
+    reference = await startReference();
+  });
+
+  const keys = {
+    empty: '',
+    'not base64': 'not a key at all!!',
+    '15 bytes': crypto.randomBytes(15).toString('base64'),
+    '17 bytes': crypto.randomBytes(17).toString('base64'),
+    'unpadded 16 bytes': crypto.randomBytes(16).toString('base64').replace(/=+$/, ''),
+    'bad character': `${crypto.randomBytes(16).toString('base64').slice(0, 21)}*==`,
+  };
+  for (const [what, key] of Object.entries(keys)) {
+    it(`${what} key: 400 like ws, not upgraded`, async () => {
+      const mine = await rawUpgrade(ours.port, { headers: { 'Sec-WebSocket-Key': key } });
+      const theirs = await rawUpgrade(reference.port, { headers: { 'Sec-WebSocket-Key': key } });
+      mine.socket.destroy();
+      theirs.socket.destroy();
+      assert.equal(theirs.status, 400, 'ws answers 400');
+      assert.equal(mine.status, 400, `answered ${mine.head.split('\r\n')[0]}`);
+    });
+  }
+
+  it('a missing key: 400', async () => {
+    const mine = await rawUpgrade(ours.port, { headers: { 'Sec-WebSocket-Key': undefined } });
+    mine.socket.destroy();
+    assert.equal(mine.status, 400);
+  });
+
+  it('a valid key is still upgraded, with the right Sec-WebSocket-Accept', async () => {
+    const key = crypto.randomBytes(16).toString('base64');
+    const mine = await rawUpgrade(ours.port, { headers: { 'Sec-WebSocket-Key': key } });
+    mine.socket.destroy();
+    assert.equal(mine.status, 101);
+    const accept = crypto.createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    assert.match(mine.head, new RegExp(`\\r\\nsec-websocket-accept: ${accept.replace(/[+/]/g, '\\$&')}`, 'i'));
+  });
+});
+
+describe('NativeWebSocket ping/pong payloads over 125 bytes throw as in ws (issue 16 §6)', () => {
+  it('ping(126 bytes) and pong(126 bytes) throw RangeError; 125 bytes go out as control frames', async () => {
+    let server;
+    const { port } = await startOurs({}, (c) => { server = c; });
+    const peer = await rawUpgrade(port);
+    await withTimeout((async () => { while (!server) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    const expected = { name: 'RangeError', message: 'The data size must not be greater than 125 bytes' };
+    // ws's own WebSocket, server side, for the reference behaviour.
+    const reference = await startReference();
+    const refSide = new Promise((resolve) => reference.server.once('connection', resolve));
+    const refClient = await connect(reference.port);
+    const refServer = await refSide;
+    for (const [what, data] of [['a Buffer', Buffer.alloc(126)], ['a string', 'x'.repeat(126)], ['a multi-byte string', 'é'.repeat(63)]]) {
+      assert.throws(() => refServer.ping(data), expected, `ws: ping(${what})`);
+      assert.throws(() => server.ping(data), expected, `ping(${what})`);
+      assert.throws(() => server.pong(data), expected, `pong(${what})`);
+    }
+    refClient.terminate();
+    server.ping(Buffer.alloc(125, 1));
+    server.pong(Buffer.alloc(125, 2));
+    server.ping('after');
+    await withTimeout((async () => {
+      while (!peer.frames.some((f) => f.opcode === 0x9 && String(f.payload) === 'after')) await new Promise((r) => peer.socket.once('data', r));
+    })(), 5000, 'the frames');
+    const control = peer.frames.filter((f) => f.opcode === 0x9 || f.opcode === 0xa);
+    assert.deepEqual(control.map((f) => [f.opcode, f.payload.length]), [[0x9, 125], [0xa, 125], [0x9, 5]]);
+    assert.ok(!peer.frames.some((f) => f.payload.length > 125 && f.opcode >= 0x8), 'no oversized control frame went out');
+    peer.socket.destroy();
+  });
+});
+
+describe('WsServer subprotocols (Sec-WebSocket-Protocol) as ws selects them (issue 15)', () => {
+  const OFFER = ['graphql-transport-ws', 'graphql-ws'];
+
+  it('by default the first offered is selected: the client sees it, and so does the handler as client.protocol', async () => {
+    let serverSide;
+    const { port } = await startOurs({}, (c) => { serverSide = c; });
+    const reference = await startReference();
+    const theirs = await connect(reference.port, OFFER);
+    const mine = await connect(port, OFFER);
+    assert.equal(theirs.protocol, 'graphql-transport-ws', 'ws selects the first');
+    assert.equal(mine.protocol, theirs.protocol);
+    await withTimeout((async () => { while (!serverSide) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    assert.equal(serverSide.protocol, 'graphql-transport-ws');
+    mine.terminate();
+    theirs.terminate();
+  });
+
+  it('no offer: no protocol header, client.protocol is empty', async () => {
+    let serverSide;
+    const { port } = await startOurs({}, (c) => { serverSide = c; });
+    const peer = await rawUpgrade(port);
+    peer.socket.destroy();
+    assert.equal(peer.status, 101);
+    assert.doesNotMatch(peer.head, /sec-websocket-protocol/i);
+    await withTimeout((async () => { while (!serverSide) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    assert.equal(serverSide.protocol, '');
+  });
+
+  // (Spaces around the whole value are not part of it: HTTP parsers drop them.)
+  for (const header of ['', 'a,', ',a', 'a,,b', 'a, ,b', 'a b', 'a,a', 'a;b']) {
+    it(`an empty or invalid offer ${JSON.stringify(header)} is refused with 400, as ws refuses it`, async () => {
+      const { port } = await startOurs();
+      const reference = await startReference();
+      const mine = await rawUpgrade(port, { headers: { 'Sec-WebSocket-Protocol': header } });
+      const theirs = await rawUpgrade(reference.port, { headers: { 'Sec-WebSocket-Protocol': header } });
+      mine.socket.destroy();
+      theirs.socket.destroy();
+      assert.equal(theirs.status, 400, 'ws answers 400');
+      assert.equal(mine.status, 400, `answered ${mine.head.split('\r\n')[0]}`);
+    });
+  }
+
+  it('handleProtocols(protocols: Set, request) chooses: its answer is in the 101 and is client.protocol', async () => {
+    const calls = [];
+    let serverSide;
+    const { port } = await startOurs({
+      handleProtocols(protocols, req) {
+        calls.push({ protocols: [...protocols], isSet: protocols instanceof Set, url: req.url });
+        return 'graphql-ws';
+      },
+    }, (c) => {
+      serverSide = c;
+      c.on('message', (d) => c.send(d));
+    });
+    const mine = await connect(port, OFFER);
+    assert.equal(mine.protocol, 'graphql-ws');
+    assert.deepEqual(calls, [{ protocols: OFFER, isSet: true, url: '/' }]);
+    await withTimeout((async () => { while (!serverSide) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    assert.equal(serverSide.protocol, 'graphql-ws');
+    // Messages flow as usual on a negotiated connection.
+    const echoed = new Promise((resolve) => mine.once('message', (d) => resolve(String(d))));
+    mine.send('hello');
+    assert.equal(await withTimeout(echoed, 5000, 'echo'), 'hello');
+    mine.terminate();
+  });
+
+  it('handleProtocols returning false: 101 without a protocol header, as ws answers', async () => {
+    let serverSide;
+    const { port } = await startOurs({ handleProtocols: () => false }, (c) => { serverSide = c; });
+    const reference = await startReference({ handleProtocols: () => false });
+    const mine = await rawUpgrade(port, { headers: { 'Sec-WebSocket-Protocol': 'a, b' } });
+    const theirs = await rawUpgrade(reference.port, { headers: { 'Sec-WebSocket-Protocol': 'a, b' } });
+    mine.socket.destroy();
+    theirs.socket.destroy();
+    assert.equal(theirs.status, 101);
+    assert.doesNotMatch(theirs.head, /sec-websocket-protocol/i);
+    assert.equal(mine.status, 101);
+    assert.doesNotMatch(mine.head, /sec-websocket-protocol/i);
+    await withTimeout((async () => { while (!serverSide) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    assert.equal(serverSide.protocol, '');
+  });
+
+  it('handleProtocols is not asked when nothing is offered; a throw refuses the upgrade with 500 and reaches handlerError', async () => {
+    let asked = 0;
+    const errors = [];
+    const { server, port } = await startOurs({ handleProtocols: () => { asked++; throw new Error('boom'); } });
+    server.on('handlerError', (e) => errors.push(e.message));
+    const plain = await rawUpgrade(port);
+    plain.socket.destroy();
+    assert.equal(plain.status, 101);
+    assert.equal(asked, 0);
+    const refused = await rawUpgrade(port, { headers: { 'Sec-WebSocket-Protocol': 'a' } });
+    await withTimeout(refused.ended, 5000, 'the refused connection closes');
+    assert.equal(refused.status, 500);
+    assert.equal(asked, 1);
+    assert.deepEqual(errors, ['boom']);
+    // The refused upgrade is not left open on the server.
+    await withTimeout((async () => {
+      while (server.connectionPool.getMetrics().activeConnections > 0) await new Promise((r) => setTimeout(r, 20));
+    })(), 5000, 'no connection left open');
+  });
+
+  it('handleProtocols must be a function (ConfigHelper and the constructor), and only on WebSocket servers', () => {
+    const { ConfigHelper } = require('../config');
+    const fn = () => false;
+    assert.equal(ConfigHelper.createWebSocketConfig({ handleProtocols: fn }).handleProtocols, fn);
+    assert.throws(() => ConfigHelper.createWebSocketConfig({ handleProtocols: 'first' }), { code: 'ERR_INVALID_CONFIG', key: 'handleProtocols' });
+    assert.throws(() => ConfigHelper.createHttpConfig({ handleProtocols: fn }), { code: 'ERR_INVALID_CONFIG' });
+    assert.throws(() => new WsServer({ callback: () => () => {} }, { hostname: '127.0.0.1', port: 0, protocol: 'ws', handleProtocols: 'first' }), { code: 'ERR_INVALID_CONFIG' });
+  });
+});

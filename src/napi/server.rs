@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use koatty_serve_core::bridge::{
-    Bridge, BridgeError, BridgeEvent, HeaderEncoding, RequestBody, RequestHead, RequestSink,
-    WsOutbound,
+    Bridge, BridgeError, BridgeEvent, HeaderEncoding, ProtocolChoice, RequestBody, RequestHead,
+    RequestSink, WsOutbound,
 };
 use koatty_serve_core::config::ServerConfig;
 use koatty_serve_core::protocol::grpc::{GrpcRegistry, RequestShape};
@@ -51,6 +51,8 @@ const FLAG_AUTHORIZED: u32 = 1 << 10;
 const FLAG_WEBSOCKET: u32 = 1 << 11;
 const FLAG_GRPC: u32 = 1 << 12;
 const FLAG_TRACE_TIMER: u32 = 1 << 13;
+/// A WebSocket upgrade waiting for `wsSelectProtocol` (the server has `handleProtocols`).
+const FLAG_WS_CHOOSE_PROTOCOL: u32 = 1 << 14;
 
 /// Largest ping/pong payload (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -111,7 +113,12 @@ impl RequestSink for JsSink {
             match trace::resolve_request_id(&head.headers, &head.url, t.settings) {
                 IdResolution::Sent(id) => Some(id),
                 // WebSocket: koatty_trace draws a new id per message, in JavaScript.
-                IdResolution::Absent if matches!(head.body, RequestBody::Upgrade) => {
+                IdResolution::Absent
+                    if matches!(
+                        head.body,
+                        RequestBody::Upgrade | RequestBody::UpgradeChoosingProtocol
+                    ) =>
+                {
                     Some(String::new())
                 }
                 IdResolution::Absent => trace::uuid_v4(),
@@ -133,6 +140,10 @@ impl RequestSink for JsSink {
             }
             RequestBody::Upgrade => {
                 flags |= FLAG_WEBSOCKET;
+                None
+            }
+            RequestBody::UpgradeChoosingProtocol => {
+                flags |= FLAG_WEBSOCKET | FLAG_WS_CHOOSE_PROTOCOL;
                 None
             }
             RequestBody::GrpcCall => {
@@ -905,6 +916,18 @@ impl NativeServer {
     #[napi]
     pub fn ws_terminate(&self, id: u32) -> bool {
         self.bridge.ws_control(id, WsOutbound::Terminate).is_ok()
+    }
+
+    /// The subprotocol `handleProtocols` chose for an upgrade (`null`: none; `failed`: it threw,
+    /// the upgrade is refused with 500). False if the upgrade is gone.
+    #[napi]
+    pub fn ws_select_protocol(&self, id: u32, protocol: Option<String>, failed: bool) -> bool {
+        let choice = match protocol {
+            _ if failed => ProtocolChoice::Failed,
+            Some(p) => ProtocolChoice::Selected(p),
+            None => ProtocolChoice::NoProtocol,
+        };
+        self.bridge.ws_select_protocol(id, choice).is_ok()
     }
 
     /// Sends a ping; false if the connection is gone or the payload is over 125 bytes (RFC 6455

@@ -43,6 +43,9 @@ pub enum RequestBody {
     Streamed,
     /// A WebSocket upgrade: the request opens a connection whose messages follow as events.
     Upgrade,
+    /// A WebSocket upgrade whose subprotocol the handler chooses (`handleProtocols`): the 101
+    /// waits for [`Bridge::ws_select_protocol`].
+    UpgradeChoosingProtocol,
     /// A gRPC call: request messages follow as events.
     GrpcCall,
 }
@@ -125,6 +128,28 @@ pub enum WsOutbound {
 struct WsConnection {
     tx: mpsc::UnboundedSender<WsOutbound>,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
+    /// Until the handler chose the subprotocol (`handleProtocols`): where its answer goes.
+    protocol_choice: Option<oneshot::Sender<ProtocolChoice>>,
+}
+
+/// The handler's answer to a subprotocol offer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProtocolChoice {
+    /// This protocol goes into the 101's `Sec-WebSocket-Protocol`.
+    Selected(String),
+    /// No protocol header (`handleProtocols` returned false).
+    NoProtocol,
+    /// `handleProtocols` threw: the upgrade is refused.
+    Failed,
+}
+
+/// An announced WebSocket upgrade, before its 101.
+pub struct OpenedWebSocket {
+    pub id: u32,
+    /// What the handler sends.
+    pub outbound: mpsc::UnboundedReceiver<WsOutbound>,
+    /// The handler's subprotocol choice, when it was asked for one.
+    pub protocol_choice: Option<oneshot::Receiver<ProtocolChoice>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -595,16 +620,27 @@ impl Bridge {
         }
     }
 
-    /// Announces an accepted WebSocket upgrade to the handler. Returns the connection id and the
-    /// queue of what the handler sends, or `None` if the handler side is closing.
+    /// Announces an accepted WebSocket upgrade to the handler (`choose_protocol`: asking it to
+    /// choose the subprotocol). `None` if the handler side is closing.
     pub fn open_websocket(
         &self,
         mut head: RequestHead,
-    ) -> Option<(u32, mpsc::UnboundedReceiver<WsOutbound>)> {
+        choose_protocol: bool,
+    ) -> Option<OpenedWebSocket> {
         let id = self.next_id();
         head.id = id;
-        head.body = RequestBody::Upgrade;
+        head.body = if choose_protocol {
+            RequestBody::UpgradeChoosingProtocol
+        } else {
+            RequestBody::Upgrade
+        };
         let (tx, rx) = mpsc::unbounded_channel();
+        let (choice_tx, choice_rx) = if choose_protocol {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
         self.shared
             .websockets
             .lock()
@@ -614,6 +650,7 @@ impl Bridge {
                 WsConnection {
                     tx,
                     buffered: Default::default(),
+                    protocol_choice: choice_tx,
                 },
             );
         // Native trace mode: the upgrade request's id serves every message (koatty_trace §2.8).
@@ -623,7 +660,11 @@ impl Bridge {
             timer_armed: false,
         });
         if self.shared.sink.request_traced(head, traced) {
-            Some((id, rx))
+            Some(OpenedWebSocket {
+                id,
+                outbound: rx,
+                protocol_choice: choice_rx,
+            })
         } else {
             self.shared
                 .websockets
@@ -689,6 +730,19 @@ impl Bridge {
             .get(&id)
             .map(|c| c.buffered.load(std::sync::atomic::Ordering::Acquire))
             .unwrap_or(0)
+    }
+
+    /// The handler's subprotocol choice for an upgrade announced with `choose_protocol`.
+    pub fn ws_select_protocol(&self, id: u32, choice: ProtocolChoice) -> Result<(), BridgeError> {
+        let sender = self
+            .shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&id)
+            .and_then(|c| c.protocol_choice.take())
+            .ok_or(BridgeError::Gone(id))?;
+        sender.send(choice).map_err(|_| BridgeError::Gone(id))
     }
 
     /// Sends a control request (ping, close, terminate) to a WebSocket connection.

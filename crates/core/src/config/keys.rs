@@ -16,6 +16,7 @@ const BASE: &[&str] = &[
     "h2c",
     "nativeEndpoints",
     "reflection",
+    "handleProtocols",
 ];
 
 const POOL: &[&str] = &[

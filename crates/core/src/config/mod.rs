@@ -203,6 +203,8 @@ pub struct WsSettings {
     /// Bytes of received messages (and pongs) a connection may have waiting for the handler;
     /// reading pauses while they are spent.
     pub max_receive_queue: usize,
+    /// `handleProtocols` is set: the handler chooses the subprotocol (else the first offered).
+    pub choose_protocol: bool,
 }
 
 pub const DEFAULT_WS_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
@@ -228,6 +230,8 @@ fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
             .map(|n| n as usize)
             .unwrap_or(DEFAULT_WS_MAX_RECEIVE_QUEUE)
             .max(1),
+        // JavaScript sends `true` for a function (the function stays there).
+        choose_protocol: obj.get("handleProtocols") == Some(&Value::Bool(true)),
     })
 }
 
@@ -642,6 +646,17 @@ pub fn resolve_options(
         if !h.is_boolean() && !h.is_null() {
             return Err(ConfigError::new("h2c", "must be a boolean"));
         }
+    }
+    match input.get("handleProtocols") {
+        None | Some(Value::Null) => {}
+        Some(_) if !matches!(protocol, Protocol::Ws | Protocol::Wss) => {
+            return Err(ConfigError::new(
+                "handleProtocols",
+                "only the WebSocket server chooses subprotocols",
+            ))
+        }
+        Some(Value::Bool(true)) => {}
+        Some(_) => return Err(ConfigError::new("handleProtocols", "must be a function")),
     }
     match input.get("reflection") {
         Some(_) if protocol != Protocol::Grpc => {

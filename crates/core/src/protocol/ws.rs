@@ -9,8 +9,7 @@ use crate::config::WsSettings;
 use crate::lifecycle::{Phase, PhaseSignal};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
@@ -48,22 +47,135 @@ pub fn is_upgrade(headers: &HeaderMap, method: &http::Method) -> bool {
         && has_token(http::header::CONNECTION, "upgrade")
 }
 
-/// The 101 answer for a valid upgrade request, or a 400/426 for a bad one.
-pub fn handshake_response(
-    req: &Request<Incoming>,
-) -> Result<Response<crate::bridge::ResponseBody>, StatusCode> {
-    let headers = req.headers();
+/// A valid upgrade request: what the 101 needs.
+pub struct Handshake {
+    /// `Sec-WebSocket-Accept`.
+    pub accept: String,
+    /// Subprotocols offered (`Sec-WebSocket-Protocol`), in the client's order, no duplicates.
+    pub protocols: Vec<String>,
+}
+
+/// Why an upgrade request is refused: status and the body `ws` answers with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal(pub StatusCode, pub &'static str);
+
+impl Refusal {
+    pub fn response(&self) -> Response<crate::bridge::ResponseBody> {
+        let mut r = Response::new(crate::bridge::ResponseBody::full(Some(Bytes::from_static(
+            self.1.as_bytes(),
+        ))));
+        *r.status_mut() = self.0;
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    }
+}
+
+/// Checks an upgrade request as `ws`'s `handleUpgrade` does (RFC 6455 §4.2.1): a key of 16
+/// base64-encoded bytes, version 13, a well-formed subprotocol list.
+pub fn check_handshake(headers: &HeaderMap) -> Result<Handshake, Refusal> {
+    let key = headers
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes())
+        .filter(|k| is_valid_key(k))
+        .ok_or(Refusal(
+            StatusCode::BAD_REQUEST,
+            "Missing or invalid Sec-WebSocket-Key header",
+        ))?;
     if headers
         .get(http::header::SEC_WEBSOCKET_VERSION)
         .map(|v| v.as_bytes())
         != Some(b"13")
     {
-        return Err(StatusCode::UPGRADE_REQUIRED);
+        return Err(Refusal(
+            StatusCode::UPGRADE_REQUIRED,
+            "Missing or invalid Sec-WebSocket-Version header",
+        ));
     }
-    let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
-        return Err(StatusCode::BAD_REQUEST);
+    let mut offered = headers.get_all(http::header::SEC_WEBSOCKET_PROTOCOL).iter();
+    let protocols = match offered.next() {
+        None => Vec::new(),
+        // Repeated header lines count as one list, as node joins them.
+        Some(first) => {
+            let mut joined = first.as_bytes().to_vec();
+            for more in offered {
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(more.as_bytes());
+            }
+            parse_protocols(&joined).ok_or(Refusal(
+                StatusCode::BAD_REQUEST,
+                "Invalid Sec-WebSocket-Protocol header",
+            ))?
+        }
     };
-    let accept = derive_accept_key(key.as_bytes());
+    Ok(Handshake {
+        accept: derive_accept_key(key),
+        protocols,
+    })
+}
+
+/// `ws`'s key check: `/^[+/0-9A-Za-z]{22}==$/` (16 bytes in base64).
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key[22..] == *b"=="
+        && key[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+/// RFC 7230 `tchar`.
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// A `Sec-WebSocket-Protocol` value as `ws`'s `subprotocol.parse` reads it: comma-separated
+/// tokens, spaces or tabs around them (not leading the value, not trailing it), no empty or
+/// repeated entries; `None` when it is malformed.
+fn parse_protocols(header: &[u8]) -> Option<Vec<String>> {
+    let mut protocols: Vec<String> = Vec::new();
+    let mut add = |token: &[u8]| {
+        let token = String::from_utf8_lossy(token).into_owned();
+        if protocols.contains(&token) {
+            return false;
+        }
+        protocols.push(token);
+        true
+    };
+    let (mut start, mut end): (Option<usize>, Option<usize>) = (None, None);
+    for (i, &c) in header.iter().enumerate() {
+        if end.is_none() && is_token_char(c) {
+            start.get_or_insert(i);
+        } else if i != 0 && (c == b' ' || c == b'\t') {
+            if end.is_none() && start.is_some() {
+                end = Some(i);
+            }
+        } else if c == b',' {
+            let s = start?;
+            if !add(&header[s..end.unwrap_or(i)]) {
+                return None;
+            }
+            (start, end) = (None, None);
+        } else {
+            return None;
+        }
+    }
+    let s = start?;
+    if end.is_some() || !add(&header[s..]) {
+        return None;
+    }
+    Some(protocols)
+}
+
+/// The 101 for a checked handshake, with the chosen subprotocol if any; `Err` if the chosen
+/// value cannot be a header value.
+pub fn switching_protocols(
+    accept: &str,
+    protocol: Option<&str>,
+) -> Result<Response<crate::bridge::ResponseBody>, http::header::InvalidHeaderValue> {
     let mut r = Response::new(crate::bridge::ResponseBody::full(None));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -74,8 +186,14 @@ pub fn handshake_response(
     );
     h.insert(
         http::header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(|_| StatusCode::BAD_REQUEST)?,
+        HeaderValue::from_str(accept)?,
     );
+    if let Some(protocol) = protocol {
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_str(protocol)?,
+        );
+    }
     Ok(r)
 }
 
@@ -371,3 +489,40 @@ async fn write_loop(
 
 /// How long a closing handshake may take after the server sent its close frame.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(header: &str) -> Option<Vec<String>> {
+        parse_protocols(header.as_bytes())
+    }
+
+    #[test]
+    fn subprotocol_lists_parse_as_ws_parses_them() {
+        assert_eq!(parsed("a"), Some(vec!["a".into()]));
+        assert_eq!(
+            parsed("graphql-transport-ws, graphql-ws"),
+            Some(vec!["graphql-transport-ws".into(), "graphql-ws".into()])
+        );
+        assert_eq!(parsed("a ,\tb"), Some(vec!["a".into(), "b".into()]));
+        for bad in ["", " a", "a ", "a,", ",a", "a,,b", "a b", "a,a", "a;b", "é"] {
+            assert_eq!(parsed(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_must_be_16_bytes_of_base64() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZ*==",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+        ] {
+            assert!(!is_valid_key(bad), "{bad:?}");
+        }
+    }
+}
