@@ -137,6 +137,12 @@ export interface GrpcServerOptions extends BaseServerOptions {
 }
 export interface WebSocketServerOptions extends BaseServerOptions {
   ssl?: SSLConfig;
+  /**
+   * ws's `handleProtocols`: chooses the subprotocol from those the client offers (in order); the
+   * answer goes into the 101 and is `client.protocol`, `false` sends none, a throw refuses the
+   * upgrade (500). Not called when nothing is offered. Default: the first offered.
+   */
+  handleProtocols?: (protocols: Set<string>, request: IncomingMessage) => string | false;
 }
 
 /** Input of the ConfigHelper functions: everything optional, defaults filled in. */
@@ -326,7 +332,10 @@ export interface NativeWebSocket extends EventEmitter {
   readonly url: string;
   send(data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean } | null, cb?: (err?: Error) => void): void;
   send(data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err?: Error) => void): void;
-  ping(data?: string | Buffer, mask?: boolean, cb?: () => void): void;
+  /** Throws ws's RangeError for a payload over 125 bytes; `cb` gets an error when not open. */
+  ping(data?: string | Buffer | number, mask?: boolean, cb?: (err?: Error) => void): void;
+  /** An unsolicited pong (pings are answered automatically); as `ping`. */
+  pong(data?: string | Buffer | number, mask?: boolean, cb?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
   terminate(): void;
   on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): this;
