@@ -328,6 +328,25 @@ function connect(port, protocols, options = {}) {
   }), 5000, 'connect');
 }
 
+describe('WsServer: maxReceiveQueue', () => {
+  it('a budget smaller than the messages still delivers every message, in order (each goes through alone)', async () => {
+    const { port } = await startOurs({ connectionPool: { protocolSpecific: { maxReceiveQueue: 1024, maxPayload: 64 * 1024 } } });
+    const ws = await connect(port);
+    const got = [];
+    const all = withTimeout(new Promise((resolve) => ws.on('message', (d) => { got.push(d); if (got.length === 20) resolve(); })), 10000, '20 echoes');
+    const sent = [];
+    for (let i = 0; i < 20; i++) {
+      const m = Buffer.alloc(10 * 1024, i);
+      sent.push(m);
+      ws.send(m);
+    }
+    await all;
+    assert.deepEqual(got.map((d) => d[0]), sent.map((d) => d[0]));
+    assert.ok(got.every((d, i) => d.equals(sent[i])));
+    ws.terminate();
+  });
+});
+
 describe('WsServer hardening: Sec-WebSocket-Key is checked as RFC 6455 §4.2.1 and ws check it (issue 16 §7)', () => {
   let ours;
   let reference;

@@ -305,7 +305,10 @@ pub async fn run(
                             _ => unreachable!(),
                         };
                         let cost = event_cost_of(data.len(), receive_budget);
-                        waiting_event = Some((BridgeEvent::WsMessage { data, binary, permit: None }, cost));
+                        match receive_permits.clone().try_acquire_many_owned(cost) {
+                            Ok(permit) => bridge.emit(id, BridgeEvent::WsMessage { data, binary, permit: Some(permit) }),
+                            Err(_) => waiting_event = Some((BridgeEvent::WsMessage { data, binary, permit: None }, cost)),
+                        }
                     }
                     // tungstenite queued the pong (or the close reply); the writer sends it.
                     Ok(Message::Ping(_)) => backlog.request_flush(&writes),
@@ -314,7 +317,10 @@ pub async fn run(
                             pong_deadline = None;
                         }
                         let cost = event_cost_of(data.len(), receive_budget);
-                        waiting_event = Some((BridgeEvent::WsPong { data, permit: None }, cost));
+                        match receive_permits.clone().try_acquire_many_owned(cost) {
+                            Ok(permit) => bridge.emit(id, BridgeEvent::WsPong { data, permit: Some(permit) }),
+                            Err(_) => waiting_event = Some((BridgeEvent::WsPong { data, permit: None }, cost)),
+                        }
                     }
                     Ok(Message::Close(frame)) => {
                         backlog.request_flush(&writes);
