@@ -77,11 +77,15 @@ struct UnopenedWebSocket<'a> {
     bridge: &'a Bridge,
     id: u32,
     reason: &'static str,
+    /// Set once the connection task owns the WebSocket (it reports the end itself).
+    handed_over: bool,
 }
 
 impl Drop for UnopenedWebSocket<'_> {
     fn drop(&mut self) {
-        self.bridge.ws_closed(self.id, 1006, self.reason.to_owned());
+        if !self.handed_over {
+            self.bridge.ws_closed(self.id, 1006, self.reason.to_owned());
+        }
     }
 }
 
@@ -154,6 +158,7 @@ impl HttpProtocol {
             bridge: &self.bridge,
             id,
             reason: "upgrade abandoned",
+            handed_over: false,
         };
         let protocol = match opened.protocol_choice {
             None => handshake.protocols.into_iter().next(),
@@ -174,7 +179,7 @@ impl HttpProtocol {
             pending.reason = "handleProtocols chose a value that is not a valid header value";
             return closing(StatusCode::INTERNAL_SERVER_ERROR);
         };
-        std::mem::forget(pending);
+        pending.handed_over = true;
         let on_upgrade = hyper::upgrade::on(req);
         let bridge = self.bridge.clone();
         let phase = conn.phase.clone();
