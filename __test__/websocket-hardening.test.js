@@ -523,6 +523,20 @@ describe('WsServer subprotocols (Sec-WebSocket-Protocol) as ws selects them (iss
     })(), 5000, 'no connection left open');
   });
 
+  it('handleProtocols set and removed by updateConfig applies to new connections, without a restart', async () => {
+    const { server, port } = await startOurs();
+    const before = await connect(port, OFFER);
+    assert.equal(before.protocol, 'graphql-transport-ws');
+    const set = await server.updateConfig({ handleProtocols: () => 'graphql-ws' });
+    assert.deepEqual([set.changedKeys, set.restarted], [['handleProtocols'], false]);
+    const chosen = await connect(port, OFFER);
+    assert.equal(chosen.protocol, 'graphql-ws');
+    await server.updateConfig({ handleProtocols: null });
+    const byDefault = await connect(port, OFFER);
+    assert.equal(byDefault.protocol, 'graphql-transport-ws');
+    for (const ws of [before, chosen, byDefault]) ws.terminate();
+  });
+
   it('handleProtocols must be a function (ConfigHelper and the constructor), and only on WebSocket servers', () => {
     const { ConfigHelper } = require('../config');
     const fn = () => false;
