@@ -292,8 +292,10 @@ pub async fn run(
             }
         };
         let event_cost = waiting_event.as_ref().map_or(0, |(_, cost)| *cost);
-        // Reading pauses while a write waits for room or an event for budget.
-        let reading = backlog.is_empty() && waiting_event.is_none();
+        // Reading pauses while the replies it owes (pongs, close replies) wait for room in the
+        // write queue, or a received event waits for budget. What the handler sends does not pause
+        // it (that is bounded by `maxBufferedAmount`).
+        let reading = !backlog.has_flush() && waiting_event.is_none();
         tokio::select! {
             frame = stream.next(), if reading => {
                 let Some(frame) = frame else { break (1006, String::new(), false) };
@@ -350,7 +352,7 @@ pub async fn run(
             }
             room = writes.reserve(), if !backlog.is_empty() => {
                 let Ok(room) = room else { break (1006, "write failed".into(), false) };
-                if let Some(write) = backlog.writes.pop_front() {
+                if let Some(write) = backlog.pop() {
                     room.send(write);
                 }
             }
@@ -396,7 +398,7 @@ pub async fn run(
     if graceful {
         // Let the writer send what is queued (a close reply, our close frame), briefly.
         let flushed = tokio::time::timeout(Duration::from_secs(1), async {
-            for write in backlog.writes.drain(..) {
+            while let Some(write) = backlog.pop() {
                 if writes.send(write).await.is_err() {
                     break;
                 }
@@ -433,10 +435,12 @@ fn answers_ping(payload: &[u8], oldest: u64, newest: u64) -> bool {
 
 /// Writes the writer task has no room for yet, in order. Grows only by what the handler sends
 /// (bounded by `maxBufferedAmount`), control frames it asks for, and one flush: reading stops
-/// while it is not empty.
+/// while that flush waits.
 #[derive(Default)]
 struct Backlog {
     writes: std::collections::VecDeque<Write>,
+    /// Whether a `Write::Flush` is among `writes` (at most one).
+    flush: bool,
 }
 
 impl Backlog {
@@ -444,20 +448,35 @@ impl Backlog {
         self.writes.is_empty()
     }
 
-    fn queue(&mut self, writes: &mpsc::Sender<Write>, write: Write) {
-        if !self.writes.is_empty() {
-            self.writes.push_back(write);
-            return;
-        }
-        if let Err(mpsc::error::TrySendError::Full(write)) = writes.try_send(write) {
-            self.writes.push_back(write);
-        }
+    fn has_flush(&self) -> bool {
+        self.flush
     }
 
-    /// Asks the writer to send what tungstenite queued itself (pongs, close replies); one pending
-    /// flush covers them all.
+    fn pop(&mut self) -> Option<Write> {
+        let write = self.writes.pop_front();
+        if matches!(write, Some(Write::Flush)) {
+            self.flush = false;
+        }
+        write
+    }
+
+    fn queue(&mut self, writes: &mpsc::Sender<Write>, write: Write) {
+        let write = if self.writes.is_empty() {
+            match writes.try_send(write) {
+                Err(mpsc::error::TrySendError::Full(write)) => write,
+                _ => return,
+            }
+        } else {
+            write
+        };
+        self.flush |= matches!(write, Write::Flush);
+        self.writes.push_back(write);
+    }
+
+    /// Asks the writer to send what tungstenite queued itself (pongs, close replies); a flush
+    /// still waiting here covers them too, since it flushes whatever is queued when it runs.
     fn request_flush(&mut self, writes: &mpsc::Sender<Write>) {
-        if !matches!(self.writes.back(), Some(Write::Flush)) {
+        if !self.flush {
             self.queue(writes, Write::Flush);
         }
     }
