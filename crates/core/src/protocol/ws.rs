@@ -202,8 +202,9 @@ fn config(settings: &WsSettings) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
-        // Pongs tungstenite queues while the writer is stuck stay few: reading stops then.
-        .max_write_buffer_size(settings.max_buffered.saturating_add(1024 * 1024))
+        // No max_write_buffer_size: a data frame over it would fail the connection (and
+        // maxBufferedAmount may grow at run time); the pongs tungstenite queues while the writer
+        // is stuck stay few because reading stops then (`Backlog`).
         .max_message_size(Some(settings.max_payload))
         .max_frame_size(Some(settings.max_payload))
 }
