@@ -332,7 +332,7 @@ export interface NativeWebSocket extends EventEmitter {
   readonly url: string;
   send(data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean } | null, cb?: (err?: Error) => void): void;
   send(data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err?: Error) => void): void;
-  /** Throws ws's RangeError for a payload over 125 bytes; `cb` gets an error when not open. */
+  /** Throws ws's RangeError for a payload over 125 bytes; `cb` gets an error when not open. Counts toward `bufferedAmount` like `send`. */
   ping(data?: string | Buffer | number, mask?: boolean, cb?: (err?: Error) => void): void;
   /** An unsolicited pong (pings are answered automatically); as `ping`. */
   pong(data?: string | Buffer | number, mask?: boolean, cb?: (err?: Error) => void): void;

@@ -421,6 +421,28 @@ describe('NativeWebSocket ping/pong payloads over 125 bytes throw as in ws (issu
   });
 });
 
+describe('NativeWebSocket pings from the handler are bounded like sends', () => {
+  it('pings to a peer that never reads count toward maxBufferedAmount: ERR_WS_BACKPRESSURE and terminated, not an endless queue', async () => {
+    let server;
+    const { port } = await startOurs({ connectionPool: { protocolSpecific: { maxBufferedAmount: 64 * 1024, pingInterval: 0 } } }, (c) => { server = c; });
+    const peer = await rawUpgrade(port, { read: false });
+    await withTimeout((async () => { while (!server) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    const errors = [];
+    server.on('error', (e) => errors.push(e.code));
+    const closedCode = new Promise((resolve) => server.once('close', resolve));
+    const payload = Buffer.alloc(125, 0x70);
+    let sent = 0;
+    while (sent < 1_000_000 && errors.length === 0) {
+      server.ping(payload);
+      sent++;
+    }
+    assert.deepEqual(errors, ['ERR_WS_BACKPRESSURE'], `after ${sent} pings`);
+    assert.ok(sent < 1_000_000);
+    assert.equal(await withTimeout(closedCode, 5000, 'terminated'), 1006);
+    peer.socket.destroy();
+  });
+});
+
 describe('WsServer subprotocols (Sec-WebSocket-Protocol) as ws selects them (issue 15)', () => {
   const OFFER = ['graphql-transport-ws', 'graphql-ws'];
 

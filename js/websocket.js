@@ -75,7 +75,11 @@ class NativeWebSocket extends EventEmitter {
       buf = Buffer.from(text);
       text = undefined;
     }
-    const queued = this._bridge.native.wsSend(this._id, buf, text, binary);
+    this._queued(this._bridge.native.wsSend(this._id, buf, text, binary), cb);
+  }
+
+  /** What a native send returned: the bytes queued, -4 (terminated: too much unsent), < 0 (gone). */
+  _queued(queued, cb) {
     if (queued === -4) {
       const err = codedError('ERR_WS_BACKPRESSURE', 'ERR_WS_BACKPRESSURE: too much unsent data queued for a slow peer; the connection was terminated');
       if (typeof cb === 'function') process.nextTick(cb, err);
@@ -111,8 +115,8 @@ class NativeWebSocket extends EventEmitter {
     const [buf, text] = payload(data);
     const bytes = buf ?? Buffer.from(text);
     if (bytes.length > MAX_CONTROL_PAYLOAD) throw new RangeError('The data size must not be greater than 125 bytes');
-    this._bridge.native[nativeCall](this._id, bytes);
-    if (typeof cb === 'function') process.nextTick(cb);
+    // Counted in bufferedAmount (payload + frame head) and against maxBufferedAmount, as sends are.
+    this._queued(this._bridge.native[nativeCall](this._id, bytes), cb);
   }
 
   /**

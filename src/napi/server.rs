@@ -795,6 +795,30 @@ impl NativeServer {
         }
     }
 
+    fn ws_control_frame(&self, id: u32, body: Option<Buffer>, pong: bool) -> f64 {
+        let data = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
+        if data.len() > MAX_CONTROL_PAYLOAD {
+            return -2.0;
+        }
+        let max = self.ws_max_buffered();
+        match self.bridge.ws_send_control(id, data, pong, max) {
+            Ok(queued) => queued as f64,
+            Err(BridgeError::Backpressure(_)) => -4.0,
+            Err(_) => -1.0,
+        }
+    }
+
+    /// `maxBufferedAmount` of the running configuration.
+    fn ws_max_buffered(&self) -> usize {
+        self.current(|c| {
+            c.config
+                .websocket
+                .as_ref()
+                .map(|w| w.max_buffered)
+                .unwrap_or(usize::MAX)
+        })
+    }
+
     /// Sends a WebSocket message. Returns the bytes now queued (`bufferedAmount`), or -1 when the
     /// connection is gone, -4 when it exceeded its buffer limit and was terminated.
     #[napi]
@@ -808,13 +832,7 @@ impl NativeServer {
         let Some(data) = bytes_of(body, text) else {
             return 0.0;
         };
-        let max = self.current(|c| {
-            c.config
-                .websocket
-                .as_ref()
-                .map(|w| w.max_buffered)
-                .unwrap_or(usize::MAX)
-        });
+        let max = self.ws_max_buffered();
         match self.bridge.ws_send(id, data, binary, max) {
             Ok(queued) => queued as f64,
             Err(BridgeError::Backpressure(_)) => -4.0,
@@ -930,21 +948,17 @@ impl NativeServer {
         self.bridge.ws_select_protocol(id, choice).is_ok()
     }
 
-    /// Sends a ping; false if the connection is gone or the payload is over 125 bytes (RFC 6455
+    /// Sends a ping. Returns what `ws_send` returns; -2 for a payload over 125 bytes (RFC 6455
     /// §5.5; JavaScript throws ws's RangeError first).
     #[napi]
-    pub fn ws_ping(&self, id: u32, body: Option<Buffer>) -> bool {
-        let data = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
-        data.len() <= MAX_CONTROL_PAYLOAD
-            && self.bridge.ws_control(id, WsOutbound::Ping(data)).is_ok()
+    pub fn ws_ping(&self, id: u32, body: Option<Buffer>) -> f64 {
+        self.ws_control_frame(id, body, false)
     }
 
     /// Sends an (unsolicited) pong; as `ws_ping`.
     #[napi]
-    pub fn ws_pong(&self, id: u32, body: Option<Buffer>) -> bool {
-        let data = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
-        data.len() <= MAX_CONTROL_PAYLOAD
-            && self.bridge.ws_control(id, WsOutbound::Pong(data)).is_ok()
+    pub fn ws_pong(&self, id: u32, body: Option<Buffer>) -> f64 {
+        self.ws_control_frame(id, body, true)
     }
 
     /// Per-second samples of the last `seconds` seconds (at most 300), oldest first.

@@ -119,8 +119,6 @@ pub enum BridgeEvent {
 pub enum WsOutbound {
     /// A message and its payload length (for `bufferedAmount`).
     Message(tokio_tungstenite::tungstenite::Message, usize),
-    Ping(Bytes),
-    Pong(Bytes),
     Close(u16, String),
     Terminate,
 }
@@ -694,30 +692,65 @@ impl Bridge {
         binary: bool,
         max_buffered: usize,
     ) -> Result<usize, BridgeError> {
-        use std::sync::atomic::Ordering::AcqRel;
         use tokio_tungstenite::tungstenite::Message;
+        let len = data.len();
+        self.ws_queue(id, len, max_buffered, move || {
+            if binary {
+                Message::Binary(data)
+            } else {
+                match String::from_utf8(data.to_vec()) {
+                    Ok(text) => Message::Text(text.into()),
+                    Err(_) => Message::Binary(data),
+                }
+            }
+        })
+    }
+
+    /// Queues a ping (or with `pong`, an unsolicited pong) the handler sends. It counts toward
+    /// `bufferedAmount` and `max_buffered` with its 2-byte frame head, as in ws, so that a
+    /// handler sending them faster than the peer reads is bounded too.
+    pub fn ws_send_control(
+        &self,
+        id: u32,
+        data: Bytes,
+        pong: bool,
+        max_buffered: usize,
+    ) -> Result<usize, BridgeError> {
+        use tokio_tungstenite::tungstenite::Message;
+        const CONTROL_FRAME_HEAD: usize = 2;
+        let len = data.len() + CONTROL_FRAME_HEAD;
+        self.ws_queue(id, len, max_buffered, move || {
+            if pong {
+                Message::Pong(data)
+            } else {
+                Message::Ping(data)
+            }
+        })
+    }
+
+    /// Queues a message of `len` bytes (for `bufferedAmount`); past `max_buffered` the connection
+    /// is terminated instead.
+    fn ws_queue(
+        &self,
+        id: u32,
+        len: usize,
+        max_buffered: usize,
+        message: impl FnOnce() -> tokio_tungstenite::tungstenite::Message,
+    ) -> Result<usize, BridgeError> {
+        use std::sync::atomic::Ordering::AcqRel;
         let map = self
             .shared
             .websockets
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
-        let len = data.len();
         let queued = conn.buffered.fetch_add(len, AcqRel) + len;
         if queued > max_buffered {
             let _ = conn.tx.send(WsOutbound::Terminate);
             return Err(BridgeError::Backpressure(id));
         }
-        let message = if binary {
-            Message::Binary(data)
-        } else {
-            match String::from_utf8(data.to_vec()) {
-                Ok(text) => Message::Text(text.into()),
-                Err(_) => Message::Binary(data),
-            }
-        };
         conn.tx
-            .send(WsOutbound::Message(message, len))
+            .send(WsOutbound::Message(message(), len))
             .map_err(|_| BridgeError::Gone(id))?;
         Ok(queued)
     }
@@ -745,7 +778,7 @@ impl Bridge {
         sender.send(choice).map_err(|_| BridgeError::Gone(id))
     }
 
-    /// Sends a control request (ping, close, terminate) to a WebSocket connection.
+    /// Sends a control request (close, terminate) to a WebSocket connection.
     pub fn ws_control(&self, id: u32, what: WsOutbound) -> Result<(), BridgeError> {
         let map = self
             .shared

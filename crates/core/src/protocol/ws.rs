@@ -359,8 +359,6 @@ pub async fn run(
             }
             out = outbound.recv() => match out {
                 Some(WsOutbound::Message(message, len)) => backlog.queue(&writes, Write::Message(message, len)),
-                Some(WsOutbound::Ping(data)) => backlog.queue(&writes, Write::Message(Message::Ping(data), 0)),
-                Some(WsOutbound::Pong(data)) => backlog.queue(&writes, Write::Message(Message::Pong(data), 0)),
                 Some(WsOutbound::Close(code, reason)) => {
                     close_deadline = close_deadline.or(send_close(&mut backlog, &writes, CloseCode::from(code), reason));
                 }
