@@ -258,10 +258,11 @@ pub async fn run(
             settings.ping_interval,
         )
     });
-    // The server's pings carry a sequence number; only a pong echoing one sent since the oldest
-    // unanswered ping proves the peer alive (an unsolicited pong does not).
-    let mut ping_seq: u64 = 0;
-    let mut oldest_unanswered: u64 = 0;
+    // The server's pings carry a sequence number (from an unguessable start); only a pong echoing
+    // one sent since the oldest unanswered ping proves the peer alive (an unsolicited pong does
+    // not, nor one guessing the next number).
+    let mut ping_seq: u64 = first_ping_seq(id);
+    let mut oldest_unanswered: u64 = ping_seq;
     let mut pong_deadline: Option<Instant> = None;
     // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
     let mut close_deadline: Option<Instant> = None;
@@ -365,7 +366,7 @@ pub async fn run(
                 Some(WsOutbound::Terminate) | None => break (1006, String::new(), false),
             },
             _ = next_ping => {
-                ping_seq += 1;
+                ping_seq = ping_seq.wrapping_add(1);
                 if pong_deadline.is_none() {
                     oldest_unanswered = ping_seq;
                     pong_deadline = Some(Instant::now() + settings.pong_timeout);
@@ -425,11 +426,32 @@ fn event_cost_of(payload: usize, budget: usize) -> u32 {
     payload.saturating_add(EVENT_OVERHEAD).min(budget) as u32
 }
 
-/// Whether a pong's payload echoes one of the server's pings `oldest..=newest`.
+/// Whether a pong's payload echoes one of the server's pings `oldest..=newest` (wrapping).
 fn answers_ping(payload: &[u8], oldest: u64, newest: u64) -> bool {
     <[u8; 8]>::try_from(payload)
-        .map(|seq| (oldest..=newest).contains(&u64::from_be_bytes(seq)))
+        .map(|seq| u64::from_be_bytes(seq).wrapping_sub(oldest) <= newest.wrapping_sub(oldest))
         .unwrap_or(false)
+}
+
+/// Where connection `id`'s ping numbers start: its id mixed with a per-process random key
+/// (splitmix64), so a peer cannot predict them; one system random draw per process.
+fn first_ping_seq(id: u32) -> u64 {
+    static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let key = *KEY.get_or_init(|| {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 8];
+        match ring::rand::SystemRandom::new().fill(&mut bytes) {
+            Ok(()) => u64::from_ne_bytes(bytes),
+            // No system randomness: the clock, still not guessable to the nanosecond.
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        }
+    });
+    let mut z = key ^ u64::from(id);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Writes the writer task has no room for yet, in order. Grows only by what the handler sends
@@ -533,6 +555,22 @@ mod tests {
         for bad in ["", " a", "a ", "a,", ",a", "a,,b", "a b", "a,a", "a;b", "é"] {
             assert_eq!(parsed(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn pongs_count_only_when_they_echo_an_outstanding_ping() {
+        let seq = |n: u64| n.to_be_bytes();
+        assert!(answers_ping(&seq(5), 5, 7));
+        assert!(answers_ping(&seq(7), 5, 7));
+        assert!(!answers_ping(&seq(4), 5, 7));
+        assert!(!answers_ping(&seq(8), 5, 7));
+        assert!(!answers_ping(b"", 5, 7));
+        assert!(!answers_ping(b"unsolicited", 5, 7));
+        // Across the wrap.
+        assert!(answers_ping(&seq(u64::MAX), u64::MAX - 1, 1));
+        assert!(answers_ping(&seq(0), u64::MAX - 1, 1));
+        assert!(!answers_ping(&seq(2), u64::MAX - 1, 1));
+        assert_ne!(first_ping_seq(1), first_ping_seq(2));
     }
 
     #[test]
