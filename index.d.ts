@@ -62,6 +62,10 @@ export interface ConnectionPoolConfig {
     maxPayload?: number;
     /** WebSocket: unsent bytes a connection may queue before it is terminated (default 16 MiB). */
     maxBufferedAmount?: number;
+    /** WebSocket: bytes of received messages (and pongs) a connection may have waiting for the handler; reading pauses while spent (default 8 MiB). */
+    maxReceiveQueue?: number;
+    /** WebSocket: keep connections open through shutdown's drain delay and close them (1001) at step 3 instead of step 1 (default false). */
+    keepOpenDuringDrainDelay?: boolean;
   };
 }
 
@@ -141,6 +145,12 @@ export interface GrpcServerOptions extends BaseServerOptions {
 }
 export interface WebSocketServerOptions extends BaseServerOptions {
   ssl?: SSLConfig;
+  /**
+   * ws's `handleProtocols`: chooses the subprotocol from those the client offers (in order); the
+   * answer goes into the 101 and is `client.protocol`, `false` sends none, a throw refuses the
+   * upgrade (500). Not called when nothing is offered. Default: the first offered.
+   */
+  handleProtocols?: (protocols: Set<string>, request: IncomingMessage) => string | false;
 }
 
 /** Input of the ConfigHelper functions: everything optional, defaults filled in. */
@@ -330,7 +340,10 @@ export interface NativeWebSocket extends EventEmitter {
   readonly url: string;
   send(data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean } | null, cb?: (err?: Error) => void): void;
   send(data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err?: Error) => void): void;
-  ping(data?: string | Buffer, mask?: boolean, cb?: () => void): void;
+  /** Throws ws's RangeError for a payload over 125 bytes; `cb` gets an error when not open. Counts toward `bufferedAmount` like `send`. */
+  ping(data?: string | Buffer | number, mask?: boolean, cb?: (err?: Error) => void): void;
+  /** An unsolicited pong (pings are answered automatically); as `ping`. */
+  pong(data?: string | Buffer | number, mask?: boolean, cb?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
   terminate(): void;
   on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): this;

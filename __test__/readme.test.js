@@ -298,6 +298,8 @@ function codeDefaults() {
     [`${ps}maxHeaderListSize`]: [konst('DEFAULT_H2_MAX_HEADER_LIST_SIZE')],
     [`${ps}maxPayload`]: [konst('DEFAULT_WS_MAX_PAYLOAD')],
     [`${ps}maxBufferedAmount`]: [konst('DEFAULT_WS_MAX_BUFFERED')],
+    [`${ps}maxReceiveQueue`]: [konst('DEFAULT_WS_MAX_RECEIVE_QUEUE')],
+    [`${ps}keepOpenDuringDrainDelay`]: [false],
     [`${ps}pingInterval`]: [inline('pingInterval')],
     [`${ps}pongTimeout`]: [inline('pongTimeout')],
     [`${ps}heartbeatInterval`]: [inline('heartbeatInterval')],

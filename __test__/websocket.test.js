@@ -639,6 +639,27 @@ describe('WsServer: graceful shutdown', () => {
     const refused = await connect(srv.url('/after')).then(() => false, () => true);
     assert.ok(refused, 'no new connection after shutdown');
   });
+
+  it('close 1001 comes at step 1 by default, at step 3 (after the drain delay) with keepOpenDuringDrainDelay', async () => {
+    for (const keep of [false, true]) {
+      const srv = await startWs(keep ? { protocolSpecific: { keepOpenDuringDrainDelay: true } } : {});
+      const ws = await connect(srv.url('/k'));
+      const t0 = Date.now();
+      const gotClose = closed(ws, 5000).then((c) => ({ ...c, after: Date.now() - t0 }));
+      open.delete(srv.server);
+      const report = await withTimeout(srv.server.gracefulShutdown({ drainDelay: 700, timeout: 5000 }), 8000, 'gracefulShutdown');
+      const c = await gotClose;
+      assert.equal(c.code, 1001);
+      if (keep) {
+        assert.ok(c.after >= 650, `kept open through the drain delay: closed after ${c.after} ms (drainDelay 700)`);
+        assert.equal(report.steps.find((s) => s.name === 'waitDrainDelay').status, 'completed');
+      } else {
+        assert.ok(c.after < 400, `closed at step 1: after ${c.after} ms`);
+      }
+      assert.equal(report.forced, 0, JSON.stringify(report));
+    }
+    assert.throws(() => new WsServer(makeApp(), { hostname: '127.0.0.1', port: 0, protocol: 'ws', connectionPool: { protocolSpecific: { keepOpenDuringDrainDelay: 'yes' } } }), { code: 'ERR_INVALID_CONFIG', message: /keepOpenDuringDrainDelay/ });
+  });
 });
 
 describe('WsServer over TLS (wss) and NewServe', () => {

@@ -88,7 +88,7 @@ class Bridge {
     }
     const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId);
     if ((flags & FLAG_WEBSOCKET) !== 0) {
-      const client = new NativeWebSocket(this, id, req);
+      const client = new NativeWebSocket(this, id, req, flags);
       this.sockets.set(id, client);
       try {
         this.onUpgrade(req, client);

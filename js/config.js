@@ -19,7 +19,12 @@ function create(protocol, options) {
   if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) {
     throw invalidConfig('options', 'must be an object');
   }
-  const { ext, ...rest } = options ?? {};
+  const { ext, handleProtocols, ...rest } = options ?? {};
+  // A function (WebSocket's handleProtocols) stays in JavaScript; the native side checks `true`.
+  if (handleProtocols !== undefined && handleProtocols !== null) {
+    if (typeof handleProtocols !== 'function') throw invalidConfig('handleProtocols', 'must be a function');
+    rest.handleProtocols = true;
+  }
   let json;
   try {
     json = JSON.stringify(rest);
@@ -30,6 +35,7 @@ function create(protocol, options) {
   if (result.options === undefined || result.options === null) throw invalidConfig(result.errorKey, result.errorMessage);
   const resolved = JSON.parse(result.options);
   if (ext !== undefined) resolved.ext = ext;
+  if (resolved.handleProtocols === true) resolved.handleProtocols = handleProtocols;
   return resolved;
 }
 

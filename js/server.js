@@ -12,6 +12,7 @@ const logger = require('./logger');
 const { createConnectionPool } = require('./pool');
 const { GrpcDispatcher } = require('./grpc');
 const { installTracer, koattyDefaultLogger } = require('./tracer');
+const { offeredProtocols } = require('./websocket');
 
 const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
 
@@ -344,12 +345,39 @@ class WsServer extends HttpServer {
   }
 
   nativeOptionsOf(options) {
+    // handleProtocols runs here; the native side only learns that the 101 must wait for it.
+    const { handleProtocols } = options;
+    if (handleProtocols !== undefined && handleProtocols !== null && typeof handleProtocols !== 'function') {
+      throw codedError('ERR_INVALID_CONFIG', 'ERR_INVALID_CONFIG: handleProtocols: must be a function');
+    }
+    options = { ...options, handleProtocols: typeof handleProtocols === 'function' ? true : undefined };
     if (options.ssl || options.protocol !== 'wss') return options;
     const { key, cert } = options.ext ?? {};
     return { ...options, ssl: key && cert ? { enabled: true, key, cert } : { enabled: true } };
   }
 
+  /**
+   * ws's `handleProtocols(protocols, request)`: its answer is the subprotocol of the 101 (false or
+   * another falsy value: none); a throw refuses the upgrade (500). Returns whether it goes on.
+   */
+  chooseProtocol(req, client) {
+    const handle = this.options.handleProtocols;
+    const offered = offeredProtocols(req);
+    let chosen;
+    try {
+      // Removed by updateConfig since the upgrade arrived: ws's default, the first offered.
+      chosen = typeof handle === 'function' ? handle(new Set(offered), req) : offered[0];
+    } catch (err) {
+      this.emit('handlerError', err, req) || logger.error('handleProtocols failed', err);
+      client._selectProtocol(false, true);
+      return false;
+    }
+    client._selectProtocol(chosen ? String(chosen) : false);
+    return true;
+  }
+
   onUpgrade(req, client) {
+    if (client._choosingProtocol && !this.chooseProtocol(req, client)) return;
     this.emit('connection', client, req);
     const protocol = this.protocol;
     client.on('message', (data) => {

@@ -10,6 +10,11 @@ const OPEN = 1;
 const CLOSING = 2;
 const CLOSED = 3;
 
+/** Largest ping/pong payload (RFC 6455 §5.5). */
+const MAX_CONTROL_PAYLOAD = 125;
+/** The upgrade waits for this server's `handleProtocols` (set by the native side). */
+const FLAG_WS_CHOOSE_PROTOCOL = 1 << 14;
+
 function codedError(code, message) {
   const err = new Error(message);
   err.code = code;
@@ -26,13 +31,22 @@ function payload(data) {
   return [undefined, String(data)];
 }
 
+/** The subprotocols an upgrade request offers, in order (the native side checked the header). */
+function offeredProtocols(req) {
+  const header = req.headers['sec-websocket-protocol'];
+  return header ? header.split(',').map((p) => p.trim()) : [];
+}
+
 class NativeWebSocket extends EventEmitter {
-  constructor(bridge, id, req) {
+  constructor(bridge, id, req, flags = 0) {
     super();
     Object.defineProperty(this, '_bridge', { value: bridge });
     Object.defineProperty(this, '_id', { value: id });
+    Object.defineProperty(this, '_choosingProtocol', { value: (flags & FLAG_WS_CHOOSE_PROTOCOL) !== 0 });
     this.readyState = OPEN;
-    this.protocol = req.headers['sec-websocket-protocol']?.split(',')[0]?.trim() ?? '';
+    // The native side selected the first subprotocol offered (the header is valid, or the upgrade
+    // was refused), unless `handleProtocols` chooses (`_selectProtocol`).
+    this.protocol = this._choosingProtocol ? '' : offeredProtocols(req)[0] ?? '';
     this.extensions = '';
     this.binaryType = 'nodebuffer';
     this.url = req.url;
@@ -61,7 +75,11 @@ class NativeWebSocket extends EventEmitter {
       buf = Buffer.from(text);
       text = undefined;
     }
-    const queued = this._bridge.native.wsSend(this._id, buf, text, binary);
+    this._queued(this._bridge.native.wsSend(this._id, buf, text, binary), cb);
+  }
+
+  /** What a native send returned: the bytes queued, -4 (terminated: too much unsent), < 0 (gone). */
+  _queued(queued, cb) {
     if (queued === -4) {
       const err = codedError('ERR_WS_BACKPRESSURE', 'ERR_WS_BACKPRESSURE: too much unsent data queued for a slow peer; the connection was terminated');
       if (typeof cb === 'function') process.nextTick(cb, err);
@@ -71,19 +89,43 @@ class NativeWebSocket extends EventEmitter {
     if (typeof cb === 'function') process.nextTick(cb, queued < 0 ? codedError('ERR_WS_NOT_OPEN', 'WebSocket is closed') : undefined);
   }
 
-  ping(data, _mask, cb) {
+  /** `ping([data][, mask][, cb])` as ws: a payload over 125 bytes throws ws's RangeError. */
+  ping(data, mask, cb) {
+    this._control('wsPing', data, mask, cb);
+  }
+
+  /** `pong([data][, mask][, cb])`: an unsolicited pong (pings are answered in Rust already). */
+  pong(data, mask, cb) {
+    this._control('wsPong', data, mask, cb);
+  }
+
+  /** ping/pong, checked in ws's order: not open → cb(err); payload over 125 bytes → RangeError. */
+  _control(nativeCall, data, mask, cb) {
     if (typeof data === 'function') {
       cb = data;
       data = undefined;
+    } else if (typeof mask === 'function') {
+      cb = mask;
+    }
+    if (typeof data === 'number') data = data.toString();
+    if (this.readyState !== OPEN) {
+      if (typeof cb === 'function') process.nextTick(cb, codedError('ERR_WS_NOT_OPEN', `WebSocket is not open: readyState ${this.readyState}`));
+      return;
     }
     const [buf, text] = payload(data);
-    this._bridge.native.wsPing(this._id, buf ?? Buffer.from(text ?? ''));
-    if (typeof cb === 'function') process.nextTick(cb);
+    const bytes = buf ?? Buffer.from(text);
+    if (bytes.length > MAX_CONTROL_PAYLOAD) throw new RangeError('The data size must not be greater than 125 bytes');
+    // Counted in bufferedAmount (payload + frame head) and against maxBufferedAmount, as sends are.
+    this._queued(this._bridge.native[nativeCall](this._id, bytes), cb);
   }
 
-  /** Pongs answer pings automatically (in Rust); kept for API compatibility. */
-  pong(_data, _mask, cb) {
-    if (typeof cb === 'function') process.nextTick(cb);
+  /**
+   * A server with `handleProtocols` chose (`protocol`: a string, or false for none) or failed
+   * (`failed`: the upgrade is refused); the native side answers the upgrade request now.
+   */
+  _selectProtocol(protocol, failed = false) {
+    if (!failed && protocol) this.protocol = protocol;
+    this._bridge.native.wsSelectProtocol(this._id, !failed && protocol ? protocol : null, failed);
   }
 
   close(code = 1000, reason = '') {
@@ -131,4 +173,4 @@ for (const [name, value] of Object.entries({ CONNECTING, OPEN, CLOSING, CLOSED }
   Object.defineProperty(NativeWebSocket.prototype, name, { value, enumerable: true });
 }
 
-module.exports = { NativeWebSocket };
+module.exports = { NativeWebSocket, offeredProtocols };

@@ -170,8 +170,12 @@ const https = new HttpsServer(app, httpsOpts);
 const h2 = new Http2Server(app, h2Opts);
 const h2c = new Http2Server(app, h2cOpts);
 const ws = new WsServer(app, wsOpts);
+const wsChoosing = new WsServer(app, {
+  ...wsOpts,
+  handleProtocols: (protocols: Set<string>, request: IncomingMessage) => (protocols.has('graphql-transport-ws') && request.url ? 'graphql-transport-ws' : false),
+});
 const grpc = new GrpcServer(app, grpcOpts);
-const all: BaseServer<BaseServerOptions>[] = [server, server2, server3, fromListening, https, h2, h2c, ws, grpc];
+const all: BaseServer<BaseServerOptions>[] = [server, server2, server3, fromListening, https, h2, h2c, ws, wsChoosing, grpc];
 const asEmitter: EventEmitter = server;
 const asKoattyServer: KoattyServer = grpc;
 https.reloadCertificates();
@@ -246,6 +250,7 @@ ws.on('connection', (client: NativeWebSocket, req) => {
   client.on('close', (code: number, reason: Buffer) => void [code, reason]);
   client.on('pong', (data: Buffer) => void data);
   client.ping('hb');
+  client.pong(Buffer.alloc(0), undefined, (err?: Error) => void err);
   if (client.readyState === 1 && client.bufferedAmount > 1 << 20) client.terminate();
   else client.close(1000, `bye ${first?.length} ${url} ${client.protocol} ${client.url}`);
 });

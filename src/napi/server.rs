@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use koatty_serve_core::bridge::{
-    Bridge, BridgeError, BridgeEvent, Framing, HeaderEncoding, RequestBody, RequestHead,
-    RequestSink, WsOutbound,
+    Bridge, BridgeError, BridgeEvent, Framing, HeaderEncoding, ProtocolChoice, RequestBody,
+    RequestHead, RequestSink, WsOutbound,
 };
 use koatty_serve_core::config::ServerConfig;
 use koatty_serve_core::protocol::grpc::{GrpcRegistry, RequestShape};
@@ -51,6 +51,11 @@ const FLAG_AUTHORIZED: u32 = 1 << 10;
 const FLAG_WEBSOCKET: u32 = 1 << 11;
 const FLAG_GRPC: u32 = 1 << 12;
 const FLAG_TRACE_TIMER: u32 = 1 << 13;
+/// A WebSocket upgrade waiting for `wsSelectProtocol` (the server has `handleProtocols`).
+const FLAG_WS_CHOOSE_PROTOCOL: u32 = 1 << 14;
+
+/// Largest ping/pong payload (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
 
 fn event_kind(e: &BridgeEvent) -> u32 {
     match e {
@@ -62,7 +67,7 @@ fn event_kind(e: &BridgeEvent) -> u32 {
         BridgeEvent::Closed(reason) => 10 + *reason as u32,
         BridgeEvent::WsMessage { binary: false, .. } => 20,
         BridgeEvent::WsMessage { binary: true, .. } => 21,
-        BridgeEvent::WsPong(_) => 22,
+        BridgeEvent::WsPong { .. } => 22,
         BridgeEvent::WsClosed { .. } => 23,
         BridgeEvent::GrpcMessage { .. } => 30,
         BridgeEvent::GrpcInputEnd => 31,
@@ -108,7 +113,12 @@ impl RequestSink for JsSink {
             match trace::resolve_request_id(&head.headers, &head.url, t.settings) {
                 IdResolution::Sent(id) => Some(id),
                 // WebSocket: koatty_trace draws a new id per message, in JavaScript.
-                IdResolution::Absent if matches!(head.body, RequestBody::Upgrade) => {
+                IdResolution::Absent
+                    if matches!(
+                        head.body,
+                        RequestBody::Upgrade | RequestBody::UpgradeChoosingProtocol
+                    ) =>
+                {
                     Some(String::new())
                 }
                 IdResolution::Absent => trace::uuid_v4(),
@@ -130,6 +140,10 @@ impl RequestSink for JsSink {
             }
             RequestBody::Upgrade => {
                 flags |= FLAG_WEBSOCKET;
+                None
+            }
+            RequestBody::UpgradeChoosingProtocol => {
+                flags |= FLAG_WEBSOCKET | FLAG_WS_CHOOSE_PROTOCOL;
                 None
             }
             RequestBody::GrpcCall => {
@@ -159,14 +173,13 @@ impl RequestSink for JsSink {
         let Some(f) = guard.as_ref() else { return };
         let kind = event_kind(&event);
         let (chunk, message) = match event {
-            BridgeEvent::BodyChunk(b) | BridgeEvent::WsPong(b) => {
-                (Some(Buffer::from(b.to_vec())), None)
-            }
+            BridgeEvent::BodyChunk(b) => (Some(Buffer::from(b.to_vec())), None),
             BridgeEvent::BodyError(m) => (None, Some(m)),
             BridgeEvent::WsClosed { code, reason } => (None, Some(format!("{code} {reason}"))),
             BridgeEvent::GrpcInputError(m) => (None, Some(m)),
             BridgeEvent::GrpcCancelled(reason) => (None, Some((reason as u32).to_string())),
             BridgeEvent::WsMessage { data, permit, .. }
+            | BridgeEvent::WsPong { data, permit }
             | BridgeEvent::GrpcMessage { data, permit } => {
                 // The permit is released once the handler has taken the message (the callback runs
                 // on the JS thread after it returns), bounding each connection's queue.
@@ -811,6 +824,30 @@ impl NativeServer {
         }
     }
 
+    fn ws_control_frame(&self, id: u32, body: Option<Buffer>, pong: bool) -> f64 {
+        let data = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
+        if data.len() > MAX_CONTROL_PAYLOAD {
+            return -2.0;
+        }
+        let max = self.ws_max_buffered();
+        match self.bridge.ws_send_control(id, data, pong, max) {
+            Ok(queued) => queued as f64,
+            Err(BridgeError::Backpressure(_)) => -4.0,
+            Err(_) => -1.0,
+        }
+    }
+
+    /// `maxBufferedAmount` of the running configuration.
+    fn ws_max_buffered(&self) -> usize {
+        self.current(|c| {
+            c.config
+                .websocket
+                .as_ref()
+                .map(|w| w.max_buffered)
+                .unwrap_or(usize::MAX)
+        })
+    }
+
     /// Sends a WebSocket message. Returns the bytes now queued (`bufferedAmount`), or -1 when the
     /// connection is gone, -4 when it exceeded its buffer limit and was terminated.
     #[napi]
@@ -824,13 +861,7 @@ impl NativeServer {
         let Some(data) = bytes_of(body, text) else {
             return 0.0;
         };
-        let max = self.current(|c| {
-            c.config
-                .websocket
-                .as_ref()
-                .map(|w| w.max_buffered)
-                .unwrap_or(usize::MAX)
-        });
+        let max = self.ws_max_buffered();
         match self.bridge.ws_send(id, data, binary, max) {
             Ok(queued) => queued as f64,
             Err(BridgeError::Backpressure(_)) => -4.0,
@@ -936,10 +967,29 @@ impl NativeServer {
         self.bridge.ws_control(id, WsOutbound::Terminate).is_ok()
     }
 
+    /// The subprotocol `handleProtocols` chose for an upgrade (`null`: none; `failed`: it threw,
+    /// the upgrade is refused with 500). False if the upgrade is gone.
     #[napi]
-    pub fn ws_ping(&self, id: u32, body: Option<Buffer>) -> bool {
-        let data = body.map(|b| Bytes::copy_from_slice(&b)).unwrap_or_default();
-        self.bridge.ws_control(id, WsOutbound::Ping(data)).is_ok()
+    pub fn ws_select_protocol(&self, id: u32, protocol: Option<String>, failed: bool) -> bool {
+        let choice = match protocol {
+            _ if failed => ProtocolChoice::Failed,
+            Some(p) => ProtocolChoice::Selected(p),
+            None => ProtocolChoice::NoProtocol,
+        };
+        self.bridge.ws_select_protocol(id, choice).is_ok()
+    }
+
+    /// Sends a ping. Returns what `ws_send` returns; -2 for a payload over 125 bytes (RFC 6455
+    /// §5.5; JavaScript throws ws's RangeError first).
+    #[napi]
+    pub fn ws_ping(&self, id: u32, body: Option<Buffer>) -> f64 {
+        self.ws_control_frame(id, body, false)
+    }
+
+    /// Sends an (unsolicited) pong; as `ws_ping`.
+    #[napi]
+    pub fn ws_pong(&self, id: u32, body: Option<Buffer>) -> f64 {
+        self.ws_control_frame(id, body, true)
     }
 
     /// Per-second samples of the last `seconds` seconds (at most 300), oldest first.

@@ -51,6 +51,9 @@ pub enum RequestBody {
     Streamed,
     /// A WebSocket upgrade: the request opens a connection whose messages follow as events.
     Upgrade,
+    /// A WebSocket upgrade whose subprotocol the handler chooses (`handleProtocols`): the 101
+    /// waits for [`Bridge::ws_select_protocol`].
+    UpgradeChoosingProtocol,
     /// A gRPC call: request messages follow as events.
     GrpcCall,
 }
@@ -87,19 +90,20 @@ pub enum BridgeEvent {
     Drain,
     /// The request is gone before its response completed (client disconnect, timeout, reset).
     Closed(CloseReason),
-    /// A WebSocket message. The permit bounds the messages a connection has in the handler's
-    /// queue; the sink drops it once the handler has taken the message.
+    /// A WebSocket message. The permit (its share of `maxReceiveQueue`) bounds the bytes a
+    /// connection has in the handler's queue; the sink drops it once the handler has taken it.
     WsMessage {
         data: Bytes,
         binary: bool,
         permit: Option<OwnedSemaphorePermit>,
     },
-    WsPong(Bytes),
-    /// The WebSocket connection ended (code 1006 when it ended without a close frame).
-    WsClosed {
-        code: u16,
-        reason: String,
+    /// A pong from the peer (the permit as for messages: a pong flood is bounded too).
+    WsPong {
+        data: Bytes,
+        permit: Option<OwnedSemaphorePermit>,
     },
+    /// The WebSocket connection ended (code 1006 when it ended without a close frame).
+    WsClosed { code: u16, reason: String },
     /// A gRPC request message (raw bytes; the permit as for WebSocket messages).
     GrpcMessage {
         data: Bytes,
@@ -123,7 +127,6 @@ pub enum BridgeEvent {
 pub enum WsOutbound {
     /// A message and its payload length (for `bufferedAmount`).
     Message(tokio_tungstenite::tungstenite::Message, usize),
-    Ping(Bytes),
     Close(u16, String),
     Terminate,
 }
@@ -131,6 +134,28 @@ pub enum WsOutbound {
 struct WsConnection {
     tx: mpsc::UnboundedSender<WsOutbound>,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
+    /// Until the handler chose the subprotocol (`handleProtocols`): where its answer goes.
+    protocol_choice: Option<oneshot::Sender<ProtocolChoice>>,
+}
+
+/// The handler's answer to a subprotocol offer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProtocolChoice {
+    /// This protocol goes into the 101's `Sec-WebSocket-Protocol`.
+    Selected(String),
+    /// No protocol header (`handleProtocols` returned false).
+    NoProtocol,
+    /// `handleProtocols` threw: the upgrade is refused.
+    Failed,
+}
+
+/// An announced WebSocket upgrade, before its 101.
+pub struct OpenedWebSocket {
+    pub id: u32,
+    /// What the handler sends.
+    pub outbound: mpsc::UnboundedReceiver<WsOutbound>,
+    /// The handler's subprotocol choice, when it was asked for one.
+    pub protocol_choice: Option<oneshot::Receiver<ProtocolChoice>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -684,16 +709,27 @@ impl Bridge {
         }
     }
 
-    /// Announces an accepted WebSocket upgrade to the handler. Returns the connection id and the
-    /// queue of what the handler sends, or `None` if the handler side is closing.
+    /// Announces an accepted WebSocket upgrade to the handler (`choose_protocol`: asking it to
+    /// choose the subprotocol). `None` if the handler side is closing.
     pub fn open_websocket(
         &self,
         mut head: RequestHead,
-    ) -> Option<(u32, mpsc::UnboundedReceiver<WsOutbound>)> {
+        choose_protocol: bool,
+    ) -> Option<OpenedWebSocket> {
         let id = self.next_id();
         head.id = id;
-        head.body = RequestBody::Upgrade;
+        head.body = if choose_protocol {
+            RequestBody::UpgradeChoosingProtocol
+        } else {
+            RequestBody::Upgrade
+        };
         let (tx, rx) = mpsc::unbounded_channel();
+        let (choice_tx, choice_rx) = if choose_protocol {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
         self.shared
             .websockets
             .lock()
@@ -703,6 +739,7 @@ impl Bridge {
                 WsConnection {
                     tx,
                     buffered: Default::default(),
+                    protocol_choice: choice_tx,
                 },
             );
         // Native trace mode: the upgrade request's id serves every message (koatty_trace §2.8).
@@ -712,7 +749,11 @@ impl Bridge {
             timer_armed: false,
         });
         if self.shared.sink.request_traced(head, traced) {
-            Some((id, rx))
+            Some(OpenedWebSocket {
+                id,
+                outbound: rx,
+                protocol_choice: choice_rx,
+            })
         } else {
             self.shared
                 .websockets
@@ -742,30 +783,65 @@ impl Bridge {
         binary: bool,
         max_buffered: usize,
     ) -> Result<usize, BridgeError> {
-        use std::sync::atomic::Ordering::AcqRel;
         use tokio_tungstenite::tungstenite::Message;
+        let len = data.len();
+        self.ws_queue(id, len, max_buffered, move || {
+            if binary {
+                Message::Binary(data)
+            } else {
+                match String::from_utf8(data.to_vec()) {
+                    Ok(text) => Message::Text(text.into()),
+                    Err(_) => Message::Binary(data),
+                }
+            }
+        })
+    }
+
+    /// Queues a ping (or with `pong`, an unsolicited pong) the handler sends. It counts toward
+    /// `bufferedAmount` and `max_buffered` with its 2-byte frame head, as in ws, so that a
+    /// handler sending them faster than the peer reads is bounded too.
+    pub fn ws_send_control(
+        &self,
+        id: u32,
+        data: Bytes,
+        pong: bool,
+        max_buffered: usize,
+    ) -> Result<usize, BridgeError> {
+        use tokio_tungstenite::tungstenite::Message;
+        const CONTROL_FRAME_HEAD: usize = 2;
+        let len = data.len() + CONTROL_FRAME_HEAD;
+        self.ws_queue(id, len, max_buffered, move || {
+            if pong {
+                Message::Pong(data)
+            } else {
+                Message::Ping(data)
+            }
+        })
+    }
+
+    /// Queues a message of `len` bytes (for `bufferedAmount`); past `max_buffered` the connection
+    /// is terminated instead.
+    fn ws_queue(
+        &self,
+        id: u32,
+        len: usize,
+        max_buffered: usize,
+        message: impl FnOnce() -> tokio_tungstenite::tungstenite::Message,
+    ) -> Result<usize, BridgeError> {
+        use std::sync::atomic::Ordering::AcqRel;
         let map = self
             .shared
             .websockets
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
-        let len = data.len();
         let queued = conn.buffered.fetch_add(len, AcqRel) + len;
         if queued > max_buffered {
             let _ = conn.tx.send(WsOutbound::Terminate);
             return Err(BridgeError::Backpressure(id));
         }
-        let message = if binary {
-            Message::Binary(data)
-        } else {
-            match String::from_utf8(data.to_vec()) {
-                Ok(text) => Message::Text(text.into()),
-                Err(_) => Message::Binary(data),
-            }
-        };
         conn.tx
-            .send(WsOutbound::Message(message, len))
+            .send(WsOutbound::Message(message(), len))
             .map_err(|_| BridgeError::Gone(id))?;
         Ok(queued)
     }
@@ -780,7 +856,20 @@ impl Bridge {
             .unwrap_or(0)
     }
 
-    /// Sends a control request (ping, close, terminate) to a WebSocket connection.
+    /// The handler's subprotocol choice for an upgrade announced with `choose_protocol`.
+    pub fn ws_select_protocol(&self, id: u32, choice: ProtocolChoice) -> Result<(), BridgeError> {
+        let sender = self
+            .shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&id)
+            .and_then(|c| c.protocol_choice.take())
+            .ok_or(BridgeError::Gone(id))?;
+        sender.send(choice).map_err(|_| BridgeError::Gone(id))
+    }
+
+    /// Sends a control request (close, terminate) to a WebSocket connection.
     pub fn ws_control(&self, id: u32, what: WsOutbound) -> Result<(), BridgeError> {
         let map = self
             .shared

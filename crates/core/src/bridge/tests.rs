@@ -35,7 +35,7 @@ impl RequestSink for TestSink {
             BridgeEvent::WsMessage { data, binary, .. } => {
                 format!("ws-message:{}:{binary}", data.len())
             }
-            BridgeEvent::WsPong(_) => "ws-pong".into(),
+            BridgeEvent::WsPong { .. } => "ws-pong".into(),
             BridgeEvent::WsClosed { code, .. } => format!("ws-closed:{code}"),
             other => format!("{other:?}"),
         };

@@ -16,6 +16,7 @@ const BASE: &[&str] = &[
     "h2c",
     "nativeEndpoints",
     "reflection",
+    "handleProtocols",
 ];
 
 const POOL: &[&str] = &[
@@ -60,6 +61,8 @@ const PROTOCOL_SPECIFIC: &[&str] = &[
     "heartbeatInterval",
     "maxPayload",
     "maxBufferedAmount",
+    "maxReceiveQueue",
+    "keepOpenDuringDrainDelay",
 ];
 
 const SSL1: &[&str] = &[

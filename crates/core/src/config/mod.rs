@@ -217,10 +217,19 @@ pub struct WsSettings {
     pub max_payload: usize,
     /// Largest amount of unsent data a connection may queue, bytes (past it: terminated).
     pub max_buffered: usize,
+    /// Bytes of received messages (and pongs) a connection may have waiting for the handler;
+    /// reading pauses while they are spent.
+    pub max_receive_queue: usize,
+    /// `handleProtocols` is set: the handler chooses the subprotocol (else the first offered).
+    pub choose_protocol: bool,
+    /// Keep connections open through shutdown steps 1–2 (the drain delay) and close them (1001)
+    /// at step 3, instead of at step 1.
+    pub keep_open_during_drain_delay: bool,
 }
 
 pub const DEFAULT_WS_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 pub const DEFAULT_WS_MAX_BUFFERED: usize = 16 * 1024 * 1024;
+pub const DEFAULT_WS_MAX_RECEIVE_QUEUE: usize = 8 * 1024 * 1024;
 
 fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
     let specific = ProtocolSpecific::of(obj);
@@ -237,6 +246,15 @@ fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
             .map(|n| n as usize)
             .unwrap_or(DEFAULT_WS_MAX_BUFFERED)
             .max(1),
+        max_receive_queue: num("maxReceiveQueue")?
+            .map(|n| n as usize)
+            .unwrap_or(DEFAULT_WS_MAX_RECEIVE_QUEUE)
+            .max(1),
+        // JavaScript sends `true` for a function (the function stays there).
+        choose_protocol: obj.get("handleProtocols") == Some(&Value::Bool(true)),
+        keep_open_during_drain_delay: specific
+            .boolean("keepOpenDuringDrainDelay")?
+            .unwrap_or(false),
     })
 }
 
@@ -537,6 +555,18 @@ impl<'a> ProtocolSpecific<'a> {
             Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}")).map(Some),
         }
     }
+
+    /// A boolean setting, `None` when absent.
+    fn boolean(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.0.and_then(|m| m.get(key)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(ConfigError::new(
+                format!("connectionPool.protocolSpecific.{key}"),
+                format!("must be a boolean, got {v}"),
+            )),
+        }
+    }
 }
 
 fn non_negative(v: &Value, key: &str) -> Result<u64, ConfigError> {
@@ -654,6 +684,17 @@ pub fn resolve_options(
         if !h.is_boolean() && !h.is_null() {
             return Err(ConfigError::new("h2c", "must be a boolean"));
         }
+    }
+    match input.get("handleProtocols") {
+        None | Some(Value::Null) => {}
+        Some(_) if !matches!(protocol, Protocol::Ws | Protocol::Wss) => {
+            return Err(ConfigError::new(
+                "handleProtocols",
+                "only the WebSocket server chooses subprotocols",
+            ))
+        }
+        Some(Value::Bool(true)) => {}
+        Some(_) => return Err(ConfigError::new("handleProtocols", "must be a function")),
     }
     match input.get("reflection") {
         Some(_) if protocol != Protocol::Grpc => {

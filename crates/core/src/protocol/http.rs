@@ -4,8 +4,8 @@
 
 use super::ws;
 use crate::bridge::{
-    simple_response, AbortConnection, Bridge, RequestBody, RequestBodyPump, RequestHead,
-    ResponseBody, INLINE_BODY_LIMIT,
+    simple_response, AbortConnection, Bridge, ProtocolChoice, RequestBody, RequestBodyPump,
+    RequestHead, ResponseBody, INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
@@ -36,6 +36,28 @@ enum Mode {
     Http2,
     /// Cleartext port serving both: HTTP/2 when the client opens with the preface.
     Detect,
+}
+
+/// How long the handler may take to choose a subprotocol (`handleProtocols` is synchronous; this
+/// only bounds a JavaScript thread that is stuck).
+const PROTOCOL_CHOICE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An announced WebSocket that has not been handed its socket: dropped (refused, or the client
+/// left while the handler chose), it tells the handler the connection ended.
+struct UnopenedWebSocket<'a> {
+    bridge: &'a Bridge,
+    id: u32,
+    reason: &'static str,
+    /// Set once the connection task owns the WebSocket (it reports the end itself).
+    handed_over: bool,
+}
+
+impl Drop for UnopenedWebSocket<'_> {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            self.bridge.ws_closed(self.id, 1006, self.reason.to_owned());
+        }
+    }
 }
 
 /// Serves HTTP connections for one server: the protocol part of the lifecycle.
@@ -70,18 +92,21 @@ impl HttpProtocol {
         }
     }
 
-    /// Accepts a WebSocket upgrade: answers 101, announces the connection (with its upgrade
-    /// request) to the handler, and runs it in its own task once hyper hands the socket over.
-    fn upgrade(
+    /// Accepts a WebSocket upgrade: announces the connection (with its upgrade request) to the
+    /// handler, answers 101, and runs it in its own task once hyper hands the socket over. The
+    /// subprotocol is the first one offered, unless `handleProtocols` is set: then the 101 waits
+    /// for the handler's choice.
+    async fn upgrade(
         &self,
         req: Request<Incoming>,
         conn: &ConnectionInfo,
-        settings: &WsSettings,
+        settings: Arc<WsSettings>,
     ) -> Response<ResponseBody> {
-        let response = match ws::handshake_response(&req) {
-            Ok(r) => r,
-            Err(status) => return closing(status),
+        let handshake = match ws::check_handshake(req.headers()) {
+            Ok(h) => h,
+            Err(refusal) => return refusal.response(),
         };
+        let choose_in_js = settings.choose_protocol && !handshake.protocols.is_empty();
         let head = RequestHead {
             id: 0,
             method: req.method().as_str().to_owned(),
@@ -94,16 +119,47 @@ impl HttpProtocol {
             peer: conn.peer.clone(),
             body: RequestBody::Upgrade,
         };
-        let Some((id, outbound)) = self.bridge.open_websocket(head) else {
+        let Some(opened) = self.bridge.open_websocket(head, choose_in_js) else {
             return closing(StatusCode::SERVICE_UNAVAILABLE);
         };
+        let id = opened.id;
+        // Until the socket is handed over, an upgrade that does not happen (refused, or the client
+        // gone while the handler chose) must still end the connection the handler was told of.
+        let mut pending = UnopenedWebSocket {
+            bridge: &self.bridge,
+            id,
+            reason: "upgrade abandoned",
+            handed_over: false,
+        };
+        let protocol = match opened.protocol_choice {
+            None => handshake.protocols.into_iter().next(),
+            Some(choice) => match tokio::time::timeout(PROTOCOL_CHOICE_TIMEOUT, choice).await {
+                Ok(Ok(ProtocolChoice::Selected(p))) => Some(p),
+                Ok(Ok(ProtocolChoice::NoProtocol)) => None,
+                Ok(Ok(ProtocolChoice::Failed)) => {
+                    pending.reason = "handleProtocols failed";
+                    return closing(StatusCode::INTERNAL_SERVER_ERROR);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    pending.reason = "no subprotocol choice from the handler";
+                    return closing(StatusCode::SERVICE_UNAVAILABLE);
+                }
+            },
+        };
+        let Ok(response) = ws::switching_protocols(&handshake.accept, protocol.as_deref()) else {
+            pending.reason = "handleProtocols chose a value that is not a valid header value";
+            return closing(StatusCode::INTERNAL_SERVER_ERROR);
+        };
+        pending.handed_over = true;
         let on_upgrade = hyper::upgrade::on(req);
         let bridge = self.bridge.clone();
-        let settings = settings.clone();
         let phase = conn.phase.clone();
+        let outbound = opened.outbound;
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => ws::run(upgraded, bridge, id, settings, outbound, phase).await,
+                Ok(upgraded) => {
+                    ws::run(upgraded, bridge, id, (*settings).clone(), outbound, phase).await
+                }
                 Err(e) => bridge.ws_closed(id, 1006, format!("upgrade failed: {e}")),
             }
         });
@@ -254,9 +310,9 @@ impl HttpProtocol {
                 .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             return refused;
         }
-        if let Some(settings) = &*self.websocket.load() {
+        if let Some(settings) = self.websocket.load_full() {
             if ws::is_upgrade(req.headers(), req.method()) {
-                return self.upgrade(req, conn, settings);
+                return self.upgrade(req, conn, settings).await;
             }
         }
         // HTTP/2 has a header-list size limit but no count: node:http's maxHeadersCount applies.

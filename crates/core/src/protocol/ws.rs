@@ -9,8 +9,7 @@ use crate::config::WsSettings;
 use crate::lifecycle::{Phase, PhaseSignal};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
@@ -25,9 +24,14 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// Messages of one connection handed to JavaScript and not yet processed, at most; past it the
-/// connection stops reading (TCP backpressure) instead of queueing.
-const MESSAGES_IN_FLIGHT: usize = 32;
+/// Writes queued for the writer task, at most. Past it the connection keeps what it must still
+/// send in `Backlog` and stops reading until the writer takes it: a peer that floods pings while
+/// not reading the pongs gets TCP backpressure instead of a growing queue.
+const WRITE_QUEUE: usize = 16;
+
+/// Bytes one event (message or pong) is charged on top of its payload against `maxReceiveQueue`:
+/// what it costs beside the payload on its way to JavaScript, so that empty frames are bounded too.
+const EVENT_OVERHEAD: usize = 256;
 
 /// Whether a request asks for a WebSocket upgrade (RFC 6455 §4.2.1).
 pub fn is_upgrade(headers: &HeaderMap, method: &http::Method) -> bool {
@@ -43,22 +47,135 @@ pub fn is_upgrade(headers: &HeaderMap, method: &http::Method) -> bool {
         && has_token(http::header::CONNECTION, "upgrade")
 }
 
-/// The 101 answer for a valid upgrade request, or a 400/426 for a bad one.
-pub fn handshake_response(
-    req: &Request<Incoming>,
-) -> Result<Response<crate::bridge::ResponseBody>, StatusCode> {
-    let headers = req.headers();
+/// A valid upgrade request: what the 101 needs.
+pub struct Handshake {
+    /// `Sec-WebSocket-Accept`.
+    pub accept: String,
+    /// Subprotocols offered (`Sec-WebSocket-Protocol`), in the client's order, no duplicates.
+    pub protocols: Vec<String>,
+}
+
+/// Why an upgrade request is refused: status and the body `ws` answers with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal(pub StatusCode, pub &'static str);
+
+impl Refusal {
+    pub fn response(&self) -> Response<crate::bridge::ResponseBody> {
+        let mut r = Response::new(crate::bridge::ResponseBody::full(Some(Bytes::from_static(
+            self.1.as_bytes(),
+        ))));
+        *r.status_mut() = self.0;
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    }
+}
+
+/// Checks an upgrade request as `ws`'s `handleUpgrade` does (RFC 6455 §4.2.1): a key of 16
+/// base64-encoded bytes, version 13, a well-formed subprotocol list.
+pub fn check_handshake(headers: &HeaderMap) -> Result<Handshake, Refusal> {
+    let key = headers
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes())
+        .filter(|k| is_valid_key(k))
+        .ok_or(Refusal(
+            StatusCode::BAD_REQUEST,
+            "Missing or invalid Sec-WebSocket-Key header",
+        ))?;
     if headers
         .get(http::header::SEC_WEBSOCKET_VERSION)
         .map(|v| v.as_bytes())
         != Some(b"13")
     {
-        return Err(StatusCode::UPGRADE_REQUIRED);
+        return Err(Refusal(
+            StatusCode::UPGRADE_REQUIRED,
+            "Missing or invalid Sec-WebSocket-Version header",
+        ));
     }
-    let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
-        return Err(StatusCode::BAD_REQUEST);
+    let mut offered = headers.get_all(http::header::SEC_WEBSOCKET_PROTOCOL).iter();
+    let protocols = match offered.next() {
+        None => Vec::new(),
+        // Repeated header lines count as one list, as node joins them.
+        Some(first) => {
+            let mut joined = first.as_bytes().to_vec();
+            for more in offered {
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(more.as_bytes());
+            }
+            parse_protocols(&joined).ok_or(Refusal(
+                StatusCode::BAD_REQUEST,
+                "Invalid Sec-WebSocket-Protocol header",
+            ))?
+        }
     };
-    let accept = derive_accept_key(key.as_bytes());
+    Ok(Handshake {
+        accept: derive_accept_key(key),
+        protocols,
+    })
+}
+
+/// `ws`'s key check: `/^[+/0-9A-Za-z]{22}==$/` (16 bytes in base64).
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key[22..] == *b"=="
+        && key[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+/// RFC 7230 `tchar`.
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// A `Sec-WebSocket-Protocol` value as `ws`'s `subprotocol.parse` reads it: comma-separated
+/// tokens, spaces or tabs around them (not leading the value, not trailing it), no empty or
+/// repeated entries; `None` when it is malformed.
+fn parse_protocols(header: &[u8]) -> Option<Vec<String>> {
+    let mut protocols: Vec<String> = Vec::new();
+    let mut add = |token: &[u8]| {
+        let token = String::from_utf8_lossy(token).into_owned();
+        if protocols.contains(&token) {
+            return false;
+        }
+        protocols.push(token);
+        true
+    };
+    let (mut start, mut end): (Option<usize>, Option<usize>) = (None, None);
+    for (i, &c) in header.iter().enumerate() {
+        if end.is_none() && is_token_char(c) {
+            start.get_or_insert(i);
+        } else if i != 0 && (c == b' ' || c == b'\t') {
+            if end.is_none() && start.is_some() {
+                end = Some(i);
+            }
+        } else if c == b',' {
+            let s = start?;
+            if !add(&header[s..end.unwrap_or(i)]) {
+                return None;
+            }
+            (start, end) = (None, None);
+        } else {
+            return None;
+        }
+    }
+    let s = start?;
+    if end.is_some() || !add(&header[s..]) {
+        return None;
+    }
+    Some(protocols)
+}
+
+/// The 101 for a checked handshake, with the chosen subprotocol if any; `Err` if the chosen
+/// value cannot be a header value.
+pub fn switching_protocols(
+    accept: &str,
+    protocol: Option<&str>,
+) -> Result<Response<crate::bridge::ResponseBody>, http::header::InvalidHeaderValue> {
     let mut r = Response::new(crate::bridge::ResponseBody::full(None));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -69,8 +186,14 @@ pub fn handshake_response(
     );
     h.insert(
         http::header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).map_err(|_| StatusCode::BAD_REQUEST)?,
+        HeaderValue::from_str(accept)?,
     );
+    if let Some(protocol) = protocol {
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_str(protocol)?,
+        );
+    }
     Ok(r)
 }
 
@@ -79,6 +202,9 @@ fn config(settings: &WsSettings) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
+        // No max_write_buffer_size: a data frame over it would fail the connection (and
+        // maxBufferedAmount may grow at run time); the pongs tungstenite queues while the writer
+        // is stuck stay few because reading stops then (`Backlog`).
         .max_message_size(Some(settings.max_payload))
         .max_frame_size(Some(settings.max_payload))
 }
@@ -115,10 +241,20 @@ pub async fn run(
     // still sees terminate requests, pong deadlines and shutdown.
     let (sink, mut stream) = ws.split();
     let buffered = bridge.ws_buffered(id);
-    let (writes, write_queue) = mpsc::unbounded_channel();
+    let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
+    let mut backlog = Backlog::default();
     let mut writer = tokio::spawn(write_loop(sink, write_queue, buffered));
-    let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
+    // Bytes of events handed to JavaScript and not yet taken by the handler (`maxReceiveQueue`).
+    let receive_budget = settings.max_receive_queue.clamp(1, MAX_RECEIVE_PERMITS);
+    let receive_permits = Arc::new(Semaphore::new(receive_budget));
+    // A received event waiting for budget; nothing more is read meanwhile.
+    let mut waiting_event: Option<(BridgeEvent, u32)> = None;
     let mut draining_signal = phase.clone();
+    let close_at = if settings.keep_open_during_drain_delay {
+        Phase::Closing
+    } else {
+        Phase::Draining
+    };
     let mut forced_signal = phase.clone();
     let mut draining = false;
     let mut ping_timer = (!settings.ping_interval.is_zero()).then(|| {
@@ -127,16 +263,25 @@ pub async fn run(
             settings.ping_interval,
         )
     });
+    // The server's pings carry a sequence number (from an unguessable start); only a pong echoing
+    // one sent since the oldest unanswered ping proves the peer alive (an unsolicited pong does
+    // not, nor one guessing the next number).
+    let mut ping_seq: u64 = first_ping_seq(id);
+    let mut oldest_unanswered: u64 = ping_seq;
     let mut pong_deadline: Option<Instant> = None;
     // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
     let mut close_deadline: Option<Instant> = None;
-    let send_close = |writes: &mpsc::UnboundedSender<Write>, code: CloseCode, reason: String| {
-        let _ = writes.send(Write::Close(CloseFrame {
-            code,
-            reason: reason.into(),
-        }));
-        Some(Instant::now() + CLOSE_TIMEOUT)
-    };
+    let send_close =
+        |backlog: &mut Backlog, writes: &mpsc::Sender<Write>, code: CloseCode, reason: String| {
+            backlog.queue(
+                writes,
+                Write::Close(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }),
+            );
+            Some(Instant::now() + CLOSE_TIMEOUT)
+        };
     let (code, reason, graceful) = loop {
         let next_ping = async {
             match ping_timer.as_mut() {
@@ -153,31 +298,41 @@ pub async fn run(
                 None => std::future::pending::<()>().await,
             }
         };
+        let event_cost = waiting_event.as_ref().map_or(0, |(_, cost)| *cost);
+        // Reading pauses while the replies it owes (pongs, close replies) wait for room in the
+        // write queue, or a received event waits for budget. What the handler sends does not pause
+        // it (that is bounded by `maxBufferedAmount`).
+        let reading = !backlog.has_flush() && waiting_event.is_none();
         tokio::select! {
-            frame = stream.next() => {
+            frame = stream.next(), if reading => {
                 let Some(frame) = frame else { break (1006, String::new(), false) };
                 match frame {
                     Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                        // A handler that falls behind slows this client down: no reading until a
-                        // permit frees up (TCP backpressure), never an unbounded queue.
-                        let Ok(permit) = in_flight.clone().acquire_owned().await else { break (1011, String::new(), false) };
                         let (data, binary) = match message {
                             Message::Text(text) => (Bytes::from(text), false),
                             Message::Binary(data) => (data, true),
                             _ => unreachable!(),
                         };
-                        bridge.emit(id, BridgeEvent::WsMessage { data, binary, permit: Some(permit) });
+                        let cost = event_cost_of(data.len(), receive_budget);
+                        match receive_permits.clone().try_acquire_many_owned(cost) {
+                            Ok(permit) => bridge.emit(id, BridgeEvent::WsMessage { data, binary, permit: Some(permit) }),
+                            Err(_) => waiting_event = Some((BridgeEvent::WsMessage { data, binary, permit: None }, cost)),
+                        }
                     }
                     // tungstenite queued the pong (or the close reply); the writer sends it.
-                    Ok(Message::Ping(_)) => {
-                        let _ = writes.send(Write::Flush);
-                    }
+                    Ok(Message::Ping(_)) => backlog.request_flush(&writes),
                     Ok(Message::Pong(data)) => {
-                        pong_deadline = None;
-                        bridge.emit(id, BridgeEvent::WsPong(data));
+                        if pong_deadline.is_some() && answers_ping(&data, oldest_unanswered, ping_seq) {
+                            pong_deadline = None;
+                        }
+                        let cost = event_cost_of(data.len(), receive_budget);
+                        match receive_permits.clone().try_acquire_many_owned(cost) {
+                            Ok(permit) => bridge.emit(id, BridgeEvent::WsPong { data, permit: Some(permit) }),
+                            Err(_) => waiting_event = Some((BridgeEvent::WsPong { data, permit: None }, cost)),
+                        }
                     }
                     Ok(Message::Close(frame)) => {
-                        let _ = writes.send(Write::Flush);
+                        backlog.request_flush(&writes);
                         let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
                         break (code, reason, true);
                     }
@@ -186,53 +341,79 @@ pub async fn run(
                         let code = close_code_for(&e);
                         if code != CloseCode::Abnormal {
                             let reason = e.to_string();
-                            send_close(&writes, code, reason.clone());
+                            send_close(&mut backlog, &writes, code, reason.clone());
                             break (u16::from(code), reason, true);
                         }
                         break (1006, e.to_string(), false);
                     }
                 }
             }
+            permit = receive_permits.clone().acquire_many_owned(event_cost), if waiting_event.is_some() => {
+                let Ok(permit) = permit else { break (1011, String::new(), false) };
+                let event = match waiting_event.take() {
+                    Some((BridgeEvent::WsMessage { data, binary, .. }, _)) => BridgeEvent::WsMessage { data, binary, permit: Some(permit) },
+                    Some((BridgeEvent::WsPong { data, .. }, _)) => BridgeEvent::WsPong { data, permit: Some(permit) },
+                    _ => continue,
+                };
+                bridge.emit(id, event);
+            }
+            room = writes.reserve(), if !backlog.is_empty() => {
+                let Ok(room) = room else { break (1006, "write failed".into(), false) };
+                if let Some(write) = backlog.pop() {
+                    room.send(write);
+                }
+            }
             out = outbound.recv() => match out {
-                Some(WsOutbound::Message(message, len)) => {
-                    let _ = writes.send(Write::Message(message, len));
-                }
-                Some(WsOutbound::Ping(data)) => {
-                    let _ = writes.send(Write::Message(Message::Ping(data), 0));
-                }
+                Some(WsOutbound::Message(message, len)) => backlog.queue(&writes, Write::Message(message, len)),
                 Some(WsOutbound::Close(code, reason)) => {
-                    close_deadline = close_deadline.or(send_close(&writes, CloseCode::from(code), reason));
+                    close_deadline = close_deadline.or(send_close(&mut backlog, &writes, CloseCode::from(code), reason));
                 }
                 Some(WsOutbound::Terminate) | None => break (1006, String::new(), false),
             },
             _ = next_ping => {
+                ping_seq = ping_seq.wrapping_add(1);
                 if pong_deadline.is_none() {
+                    oldest_unanswered = ping_seq;
                     pong_deadline = Some(Instant::now() + settings.pong_timeout);
                 }
-                let _ = writes.send(Write::Message(Message::Ping(Bytes::new()), 0));
+                let payload = Bytes::copy_from_slice(&ping_seq.to_be_bytes());
+                backlog.queue(&writes, Write::Message(Message::Ping(payload), 0));
             }
             _ = late => {
-                if pong_deadline.is_some_and(|d| d <= Instant::now()) {
+                let now = Instant::now();
+                if pong_deadline.is_some_and(|d| d <= now) {
+                    if waiting_event.is_some() {
+                        // Reading waits for the handler: the pong may be unread, not missing.
+                        pong_deadline = Some(now + settings.pong_timeout);
+                        continue;
+                    }
                     bridge.metrics().ws_dead_peer();
                     break (1006, "no pong within pongTimeout".into(), false);
                 }
                 break (1006, "closing handshake timed out".into(), false);
             }
             _ = &mut writer => break (1006, "write failed".into(), false),
-            _ = draining_signal.reached(Phase::Draining), if !draining => {
+            // Shutdown step 1 (or step 3 with `keepOpenDuringDrainDelay`): close 1001.
+            _ = draining_signal.reached(close_at), if !draining => {
                 draining = true;
-                close_deadline = close_deadline.or(send_close(&writes, CloseCode::Away, "server shutting down".into()));
+                close_deadline = close_deadline.or(send_close(&mut backlog, &writes, CloseCode::Away, "server shutting down".into()));
             }
             _ = forced_signal.reached(Phase::Forced) => break (1006, "closed by server shutdown".into(), false),
         }
     };
     if graceful {
         // Let the writer send what is queued (a close reply, our close frame), briefly.
-        drop(writes);
-        if tokio::time::timeout(Duration::from_secs(1), &mut writer)
-            .await
-            .is_err()
-        {
+        let flushed = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(write) = backlog.pop() {
+                if writes.send(write).await.is_err() {
+                    break;
+                }
+            }
+            drop(writes);
+            let _ = (&mut writer).await;
+        })
+        .await;
+        if flushed.is_err() {
             writer.abort();
         }
     } else {
@@ -240,6 +421,92 @@ pub async fn run(
     }
     bridge.ws_closed(id, code, reason);
     drop(phase);
+}
+
+/// Semaphore permits are counted in `u32` by `acquire_many`.
+const MAX_RECEIVE_PERMITS: usize = u32::MAX as usize;
+
+/// Budget an event takes: its payload and overhead, at most the whole budget (a message larger
+/// than `maxReceiveQueue` still goes through, alone).
+fn event_cost_of(payload: usize, budget: usize) -> u32 {
+    payload.saturating_add(EVENT_OVERHEAD).min(budget) as u32
+}
+
+/// Whether a pong's payload echoes one of the server's pings `oldest..=newest` (wrapping).
+fn answers_ping(payload: &[u8], oldest: u64, newest: u64) -> bool {
+    <[u8; 8]>::try_from(payload)
+        .map(|seq| u64::from_be_bytes(seq).wrapping_sub(oldest) <= newest.wrapping_sub(oldest))
+        .unwrap_or(false)
+}
+
+/// Where connection `id`'s ping numbers start: its id mixed with a per-process random key
+/// (splitmix64), so a peer cannot predict them; one system random draw per process.
+fn first_ping_seq(id: u32) -> u64 {
+    static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let key = *KEY.get_or_init(|| {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 8];
+        match ring::rand::SystemRandom::new().fill(&mut bytes) {
+            Ok(()) => u64::from_ne_bytes(bytes),
+            // No system randomness: the clock, still not guessable to the nanosecond.
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        }
+    });
+    let mut z = key ^ u64::from(id);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Writes the writer task has no room for yet, in order. Grows only by what the handler sends
+/// (bounded by `maxBufferedAmount`), control frames it asks for, and one flush: reading stops
+/// while that flush waits.
+#[derive(Default)]
+struct Backlog {
+    writes: std::collections::VecDeque<Write>,
+    /// Whether a `Write::Flush` is among `writes` (at most one).
+    flush: bool,
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    fn has_flush(&self) -> bool {
+        self.flush
+    }
+
+    fn pop(&mut self) -> Option<Write> {
+        let write = self.writes.pop_front();
+        if matches!(write, Some(Write::Flush)) {
+            self.flush = false;
+        }
+        write
+    }
+
+    fn queue(&mut self, writes: &mpsc::Sender<Write>, write: Write) {
+        let write = if self.writes.is_empty() {
+            match writes.try_send(write) {
+                Err(mpsc::error::TrySendError::Full(write)) => write,
+                _ => return,
+            }
+        } else {
+            write
+        };
+        self.flush |= matches!(write, Write::Flush);
+        self.writes.push_back(write);
+    }
+
+    /// Asks the writer to send what tungstenite queued itself (pongs, close replies); a flush
+    /// still waiting here covers them too, since it flushes whatever is queued when it runs.
+    fn request_flush(&mut self, writes: &mpsc::Sender<Write>) {
+        if !self.flush {
+            self.queue(writes, Write::Flush);
+        }
+    }
 }
 
 enum Write {
@@ -253,7 +520,7 @@ type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, 
 /// Sends what the connection queues; a message's bytes leave `bufferedAmount` once written.
 async fn write_loop(
     mut sink: Sink,
-    mut queue: mpsc::UnboundedReceiver<Write>,
+    mut queue: mpsc::Receiver<Write>,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     while let Some(write) = queue.recv().await {
@@ -274,3 +541,56 @@ async fn write_loop(
 
 /// How long a closing handshake may take after the server sent its close frame.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(header: &str) -> Option<Vec<String>> {
+        parse_protocols(header.as_bytes())
+    }
+
+    #[test]
+    fn subprotocol_lists_parse_as_ws_parses_them() {
+        assert_eq!(parsed("a"), Some(vec!["a".into()]));
+        assert_eq!(
+            parsed("graphql-transport-ws, graphql-ws"),
+            Some(vec!["graphql-transport-ws".into(), "graphql-ws".into()])
+        );
+        assert_eq!(parsed("a ,\tb"), Some(vec!["a".into(), "b".into()]));
+        for bad in ["", " a", "a ", "a,", ",a", "a,,b", "a b", "a,a", "a;b", "é"] {
+            assert_eq!(parsed(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pongs_count_only_when_they_echo_an_outstanding_ping() {
+        let seq = |n: u64| n.to_be_bytes();
+        assert!(answers_ping(&seq(5), 5, 7));
+        assert!(answers_ping(&seq(7), 5, 7));
+        assert!(!answers_ping(&seq(4), 5, 7));
+        assert!(!answers_ping(&seq(8), 5, 7));
+        assert!(!answers_ping(b"", 5, 7));
+        assert!(!answers_ping(b"unsolicited", 5, 7));
+        // Across the wrap.
+        assert!(answers_ping(&seq(u64::MAX), u64::MAX - 1, 1));
+        assert!(answers_ping(&seq(0), u64::MAX - 1, 1));
+        assert!(!answers_ping(&seq(2), u64::MAX - 1, 1));
+        assert_ne!(first_ping_seq(1), first_ping_seq(2));
+    }
+
+    #[test]
+    fn keys_must_be_16_bytes_of_base64() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZ*==",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+        ] {
+            assert!(!is_valid_key(bad), "{bad:?}");
+        }
+    }
+}

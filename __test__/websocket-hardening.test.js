@@ -1,0 +1,570 @@
+'use strict';
+// WsServer hardening (issue 16) and drop-in fidelity with `ws` (issue 15) with real sockets: raw
+// net sockets for floods and bad handshakes, the `ws` package as client. Memory is measured on a
+// server running in a child process (its RSS from /proc), so the test process's own buffers do not
+// count; every flood is bounded in time and count.
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('crypto');
+const fs = require('fs');
+const net = require('net');
+const { spawn } = require('child_process');
+const WebSocket = require('ws');
+const { WsServer } = require('..');
+const { withTimeout } = require('./helpers');
+
+const MiB = 1024 * 1024;
+
+after(() => {
+  setTimeout(() => {
+    console.error('websocket-hardening.test.js: process still alive 5 s after the last test; a handle is kept open');
+    process.exit(1);
+  }, 5000).unref();
+});
+
+// ---------------------------------------------------------------------------------------------------
+// A WsServer in a child process
+
+/**
+ * The child: a WsServer with `options` (JSON in argv), echoing messages (with WS_REFERENCE=1 the
+ * `ws` package's WebSocketServer instead, to compare figures; the memory tests print theirs). With `lagMs`, the first
+ * message blocks its JS thread that long (a handler that falls behind), then the child reports
+ * 'lag-over' over IPC. Prints its port on stdout.
+ */
+const CHILD = `
+  const { options, lagMs, reference } = JSON.parse(process.argv[1]);
+  let s;
+  if (reference) {
+    // The \`ws\` package's server, for side-by-side figures (WS_REFERENCE=1).
+    const { WebSocketServer } = require('ws');
+    const maxPayload = options.connectionPool?.protocolSpecific?.maxPayload;
+    s = new WebSocketServer({ host: '127.0.0.1', port: 0, ...(maxPayload ? { maxPayload } : {}) });
+    s.Start = (cb) => s.once('listening', cb);
+    s.server = s;
+  } else {
+    const { WsServer } = require(${JSON.stringify(require.resolve('..'))});
+    const app = { callback: () => () => {}, config: () => undefined };
+    s = new WsServer(app, { hostname: '127.0.0.1', port: 0, protocol: 'ws', ...options });
+  }
+  let lagged = false;
+  s.on('connection', (c) => c.on('message', (d, b) => {
+    if (lagMs && !lagged) {
+      lagged = true;
+      const end = Date.now() + lagMs;
+      while (Date.now() < end);
+      process.send('lag-over');
+      return;
+    }
+    c.send(d, { binary: b });
+  }));
+  s.Start(() => process.stdout.write(s.server.address().port + '\\n'));
+  process.on('disconnect', () => process.exit(0));
+`;
+
+const children = new Set();
+after(() => { for (const c of children) c.kill('SIGKILL'); });
+
+async function startChild({ options = {}, lagMs = 0 } = {}) {
+  const reference = process.env.WS_REFERENCE === '1';
+  const child = spawn(process.execPath, ['-e', CHILD, JSON.stringify({ options, lagMs, reference })], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  children.add(child);
+  const port = await withTimeout(new Promise((resolve) => {
+    child.stdout.once('data', (d) => resolve(Number(String(d).trim())));
+  }), 10000, 'child WsServer');
+  return {
+    child,
+    port,
+    stop() { children.delete(child); child.kill('SIGKILL'); },
+  };
+}
+
+/** `VmRSS` (now) or `VmHWM` (peak) of a process, bytes. */
+function memoryOf(pid, field = 'VmRSS') {
+  const line = fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith(`${field}:`));
+  return Number(line.split(/\s+/)[1]) * 1024;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Raw WebSocket clients over net sockets
+
+/** One masked client frame. */
+function frame(opcode, payload = Buffer.alloc(0)) {
+  assert.ok(payload.length < 126);
+  const key = crypto.randomBytes(4);
+  const masked = Buffer.from(payload);
+  for (let i = 0; i < masked.length; i++) masked[i] ^= key[i & 3];
+  return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length]), key, masked]);
+}
+
+/** Server frames in `buf`: [{ opcode, payload }] and the unparsed rest. */
+function parseFrames(buf) {
+  const frames = [];
+  let off = 0;
+  while (buf.length - off >= 2) {
+    let len = buf[off + 1] & 0x7f;
+    let hdr = 2;
+    if (len === 126) {
+      if (buf.length - off < 4) break;
+      len = buf.readUInt16BE(off + 2);
+      hdr = 4;
+    } else if (len === 127) {
+      if (buf.length - off < 10) break;
+      len = Number(buf.readBigUInt64BE(off + 2));
+      hdr = 10;
+    }
+    if (buf.length - off < hdr + len) break;
+    frames.push({ opcode: buf[off] & 0x0f, payload: buf.subarray(off + hdr, off + hdr + len) });
+    off += hdr + len;
+  }
+  return { frames, rest: buf.subarray(off) };
+}
+
+/**
+ * Sends a hand-made upgrade request with `headers` (name → value; `undefined` leaves a default
+ * out) and resolves with { status, head (the response head text), socket, frames, ended } once the
+ * response head arrived. `read: false` stops reading right after the head.
+ */
+function rawUpgrade(port, { path = '/', headers = {}, read = true } = {}) {
+  const all = {
+    Host: `127.0.0.1:${port}`,
+    Upgrade: 'websocket',
+    Connection: 'Upgrade',
+    'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64'),
+    'Sec-WebSocket-Version': '13',
+    ...headers,
+  };
+  const lines = Object.entries(all).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return withTimeout(new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    let head = null;
+    const frames = [];
+    const ended = new Promise((r) => socket.once('close', r));
+    socket.on('error', () => {});
+    socket.once('error', reject);
+    socket.on('connect', () => socket.write(`GET ${path} HTTP/1.1\r\n${lines}\r\n`));
+    socket.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (head === null) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        head = buf.subarray(0, end).toString('latin1');
+        buf = buf.subarray(end + 4);
+        if (!read) socket.pause();
+        resolve({ status: Number(head.split(' ')[1]), head, socket, frames, ended });
+      }
+      const parsed = parseFrames(buf);
+      buf = parsed.rest;
+      frames.push(...parsed.frames);
+    });
+  }), 5000, 'raw upgrade');
+}
+
+/** Writes `make(i)` for i = 0.. until `count` or `ms` passed, honouring backpressure; resolves with how many were written and whether the peer stopped taking them. */
+function flood(socket, make, { count, ms }) {
+  return new Promise((resolve) => {
+    const deadline = Date.now() + ms;
+    let i = 0;
+    let stalled = false;
+    let timer = null;
+    const finish = () => {
+      clearTimeout(timer);
+      socket.off('drain', pump);
+      resolve({ written: i, stalled });
+    };
+    const pump = () => {
+      stalled = false;
+      while (i < count && Date.now() < deadline) {
+        const ok = socket.write(make(i++));
+        if (!ok) {
+          stalled = true;
+          return; // wait for 'drain' (or the deadline)
+        }
+      }
+      finish();
+    };
+    socket.on('drain', pump);
+    timer = setTimeout(finish, ms + 10);
+    pump();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+describe('WsServer hardening: ping flood from a client that never reads (issue 16 §1)', () => {
+  it('memory stays bounded and the server stops reading once its replies cannot be written', async (t) => {
+    const srv = await startChild();
+    try {
+      const rss0 = memoryOf(srv.child.pid);
+      const peer = await rawUpgrade(srv.port, { read: false });
+      assert.equal(peer.status, 101);
+      // 125-byte pings (the largest allowed): the pongs fill the socket buffers soon.
+      const payload = Buffer.alloc(125, 0x70);
+      const ping = frame(0x9, payload);
+      const result = await flood(peer.socket, () => ping, { count: 4_000_000, ms: 5000 });
+      const grown = memoryOf(srv.child.pid, 'VmHWM') - rss0;
+      peer.socket.destroy();
+      t.diagnostic(`server RSS +${(grown / MiB).toFixed(1)} MiB; ${result.written} pings taken; stalled ${result.stalled}`);
+      assert.ok(grown < 64 * MiB, `server RSS grew by ${(grown / MiB).toFixed(1)} MiB during ${result.written} pings`);
+      assert.ok(result.stalled, `the server kept reading: all ${result.written} pings were taken`);
+      assert.ok(result.written < 1_000_000, `the server took ${result.written} pings before it stopped reading`);
+    } finally {
+      srv.stop();
+    }
+  });
+
+  it('unsolicited pongs do not keep a peer that never answers the server pings alive', async () => {
+    const server = new WsServer({ callback: () => () => {}, config: () => undefined }, {
+      hostname: '127.0.0.1', port: 0, protocol: 'ws',
+      connectionPool: { protocolSpecific: { pingInterval: 300, pongTimeout: 200 } },
+    });
+    await withTimeout(new Promise((resolve) => server.Start(resolve)), 5000, 'Start');
+    try {
+      const peer = await rawUpgrade(server.server.address().port);
+      const t0 = Date.now();
+      // A pong every 50 ms (never the answer to a server ping); the pings themselves are ignored.
+      const pong = frame(0xa, Buffer.from('unsolicited'));
+      const timer = setInterval(() => peer.socket.write(pong), 50);
+      const gone = await withTimeout(peer.ended.then(() => Date.now() - t0), 3000, 'server terminates the peer').catch((e) => e);
+      clearInterval(timer);
+      peer.socket.destroy();
+      assert.ok(!(gone instanceof Error), 'the peer survived 3 s with pingInterval 300 / pongTimeout 200');
+      assert.ok(gone < 1500, `terminated after ${gone} ms`);
+      assert.ok(peer.frames.some((f) => f.opcode === 0x9), 'the server pinged');
+      assert.ok(server.connectionPool.getMetrics().wsDeadPeers >= 1, "counted as a dead peer");
+    } finally {
+      await server.gracefulShutdown({ drainDelay: 0, timeout: 3000, stepTimeout: 2000 });
+    }
+  });
+
+  it('a pong answering the server ping keeps a peer alive (ws client: automatic pongs)', async () => {
+    const server = new WsServer({ callback: () => () => {}, config: () => undefined }, {
+      hostname: '127.0.0.1', port: 0, protocol: 'ws',
+      connectionPool: { protocolSpecific: { pingInterval: 100, pongTimeout: 100 } },
+    });
+    await withTimeout(new Promise((resolve) => server.Start(resolve)), 5000, 'Start');
+    try {
+      const ws = new WebSocket(`ws://127.0.0.1:${server.server.address().port}/`);
+      let pings = 0;
+      ws.on('ping', () => { pings++; });
+      await withTimeout(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); }), 5000, 'open');
+      let closed = false;
+      ws.once('close', () => { closed = true; });
+      await withTimeout(new Promise((resolve) => { const on = () => { if (pings >= 10) { ws.off('ping', on); resolve(); } }; ws.on('ping', on); }), 5000, '10 server pings');
+      assert.equal(closed, false, 'a peer answering every ping was terminated');
+      ws.close();
+    } finally {
+      await server.gracefulShutdown({ drainDelay: 0, timeout: 3000, stepTimeout: 2000 });
+    }
+  });
+});
+
+describe('WsServer hardening: receive queue bounded in bytes (issue 16 §2)', () => {
+  it('while the handler lags, large messages do not pile up in memory', async (t) => {
+    const MESSAGE = 4 * MiB;
+    const srv = await startChild({ options: { connectionPool: { protocolSpecific: { maxPayload: MESSAGE } } }, lagMs: 4000 });
+    try {
+      const rss0 = memoryOf(srv.child.pid);
+      const lagOver = new Promise((resolve) => srv.child.once('message', resolve));
+      const data = Buffer.alloc(MESSAGE, 0x61);
+      const clients = [];
+      for (let c = 0; c < 2; c++) {
+        const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/`, { maxPayload: 0 });
+        ws.on('error', () => {});
+        await withTimeout(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); }), 5000, 'open');
+        clients.push(ws);
+      }
+      for (const ws of clients) for (let i = 0; i < 33; i++) ws.send(data);
+      await withTimeout(lagOver, 15000, 'the lagging handler');
+      const grown = memoryOf(srv.child.pid, 'VmHWM') - rss0;
+      for (const ws of clients) ws.terminate();
+      t.diagnostic(`server RSS peak +${(grown / MiB).toFixed(1)} MiB`);
+      assert.ok(grown < 96 * MiB, `server RSS grew by ${(grown / MiB).toFixed(1)} MiB while 2 × 33 × 4 MiB were sent to a lagging handler`);
+    } finally {
+      srv.stop();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// In-process servers: ours and ws's, side by side
+
+const wsServers = new Set();
+after(async () => {
+  for (const s of wsServers) await s.gracefulShutdown({ drainDelay: 0, timeout: 3000, stepTimeout: 2000 }).catch(() => {});
+});
+
+/** Our WsServer with `options`; `onConnection(client, req)` defaults to echo. */
+async function startOurs(options = {}, onConnection = (c) => c.on('message', (d, b) => c.send(d, { binary: b }))) {
+  const server = new WsServer({ callback: () => () => {}, config: () => undefined }, { hostname: '127.0.0.1', port: 0, protocol: 'ws', ...options });
+  server.on('connection', onConnection);
+  await withTimeout(new Promise((resolve) => server.Start(resolve)), 5000, 'Start');
+  wsServers.add(server);
+  return { server, port: server.server.address().port };
+}
+
+const referenceServers = new Set();
+after(() => Promise.all([...referenceServers].map((server) => new Promise((resolve) => {
+  for (const c of server.clients) c.terminate();
+  server.close(resolve);
+}))));
+
+/** ws's WebSocketServer with `options`, for the reference answers. */
+async function startReference(options = {}) {
+  const server = new WebSocket.WebSocketServer({ host: '127.0.0.1', port: 0, ...options });
+  await new Promise((resolve) => server.once('listening', resolve));
+  referenceServers.add(server);
+  return { server, port: server.address().port };
+}
+
+/** A `ws` client: resolves with it once open, or rejects with `statusCode` on an HTTP answer. */
+function connect(port, protocols, options = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/`, protocols, options);
+  ws.on('error', () => {});
+  return withTimeout(new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+    ws.once('unexpected-response', (_req, res) => { reject(Object.assign(new Error(`unexpected response ${res.statusCode}`), { statusCode: res.statusCode })); ws.terminate(); });
+  }), 5000, 'connect');
+}
+
+describe('WsServer: maxReceiveQueue', () => {
+  it('a budget smaller than the messages still delivers every message, in order (each goes through alone)', async () => {
+    const { port } = await startOurs({ connectionPool: { protocolSpecific: { maxReceiveQueue: 1024, maxPayload: 64 * 1024 } } });
+    const ws = await connect(port);
+    const got = [];
+    const all = withTimeout(new Promise((resolve) => ws.on('message', (d) => { got.push(d); if (got.length === 20) resolve(); })), 10000, '20 echoes');
+    const sent = [];
+    for (let i = 0; i < 20; i++) {
+      const m = Buffer.alloc(10 * 1024, i);
+      sent.push(m);
+      ws.send(m);
+    }
+    await all;
+    assert.deepEqual(got.map((d) => d[0]), sent.map((d) => d[0]));
+    assert.ok(got.every((d, i) => d.equals(sent[i])));
+    ws.terminate();
+  });
+});
+
+describe('WsServer hardening: Sec-WebSocket-Key is checked as RFC 6455 §4.2.1 and ws check it (issue 16 §7)', () => {
+  let ours;
+  let reference;
+  before(async () => {
+    ours = await startOurs();
+    reference = await startReference();
+  });
+
+  const keys = {
+    empty: '',
+    'not base64': 'not a key at all!!',
+    '15 bytes': crypto.randomBytes(15).toString('base64'),
+    '17 bytes': crypto.randomBytes(17).toString('base64'),
+    'unpadded 16 bytes': crypto.randomBytes(16).toString('base64').replace(/=+$/, ''),
+    'bad character': `${crypto.randomBytes(16).toString('base64').slice(0, 21)}*==`,
+  };
+  for (const [what, key] of Object.entries(keys)) {
+    it(`${what} key: 400 like ws, not upgraded`, async () => {
+      const mine = await rawUpgrade(ours.port, { headers: { 'Sec-WebSocket-Key': key } });
+      const theirs = await rawUpgrade(reference.port, { headers: { 'Sec-WebSocket-Key': key } });
+      mine.socket.destroy();
+      theirs.socket.destroy();
+      assert.equal(theirs.status, 400, 'ws answers 400');
+      assert.equal(mine.status, 400, `answered ${mine.head.split('\r\n')[0]}`);
+    });
+  }
+
+  it('a missing key: 400', async () => {
+    const mine = await rawUpgrade(ours.port, { headers: { 'Sec-WebSocket-Key': undefined } });
+    mine.socket.destroy();
+    assert.equal(mine.status, 400);
+  });
+
+  it('a valid key is still upgraded, with the right Sec-WebSocket-Accept', async () => {
+    const key = crypto.randomBytes(16).toString('base64');
+    const mine = await rawUpgrade(ours.port, { headers: { 'Sec-WebSocket-Key': key } });
+    mine.socket.destroy();
+    assert.equal(mine.status, 101);
+    const accept = crypto.createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    assert.match(mine.head, new RegExp(`\\r\\nsec-websocket-accept: ${accept.replace(/[+/]/g, '\\$&')}`, 'i'));
+  });
+});
+
+describe('NativeWebSocket ping/pong payloads over 125 bytes throw as in ws (issue 16 §6)', () => {
+  it('ping(126 bytes) and pong(126 bytes) throw RangeError; 125 bytes go out as control frames', async () => {
+    let server;
+    const { port } = await startOurs({}, (c) => { server = c; });
+    const peer = await rawUpgrade(port);
+    await withTimeout((async () => { while (!server) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    const expected = { name: 'RangeError', message: 'The data size must not be greater than 125 bytes' };
+    // ws's own WebSocket, server side, for the reference behaviour.
+    const reference = await startReference();
+    const refSide = new Promise((resolve) => reference.server.once('connection', resolve));
+    const refClient = await connect(reference.port);
+    const refServer = await refSide;
+    for (const [what, data] of [['a Buffer', Buffer.alloc(126)], ['a string', 'x'.repeat(126)], ['a multi-byte string', 'é'.repeat(63)]]) {
+      assert.throws(() => refServer.ping(data), expected, `ws: ping(${what})`);
+      assert.throws(() => server.ping(data), expected, `ping(${what})`);
+      assert.throws(() => server.pong(data), expected, `pong(${what})`);
+    }
+    refClient.terminate();
+    server.ping(Buffer.alloc(125, 1));
+    server.pong(Buffer.alloc(125, 2));
+    server.ping('after');
+    await withTimeout((async () => {
+      while (!peer.frames.some((f) => f.opcode === 0x9 && String(f.payload) === 'after')) await new Promise((r) => peer.socket.once('data', r));
+    })(), 5000, 'the frames');
+    const control = peer.frames.filter((f) => f.opcode === 0x9 || f.opcode === 0xa);
+    assert.deepEqual(control.map((f) => [f.opcode, f.payload.length]), [[0x9, 125], [0xa, 125], [0x9, 5]]);
+    assert.ok(!peer.frames.some((f) => f.payload.length > 125 && f.opcode >= 0x8), 'no oversized control frame went out');
+    peer.socket.destroy();
+  });
+});
+
+describe('NativeWebSocket pings from the handler are bounded like sends', () => {
+  it('pings to a peer that never reads count toward maxBufferedAmount: ERR_WS_BACKPRESSURE and terminated, not an endless queue', async () => {
+    let server;
+    const { port } = await startOurs({ connectionPool: { protocolSpecific: { maxBufferedAmount: 64 * 1024, pingInterval: 0 } } }, (c) => { server = c; });
+    const peer = await rawUpgrade(port, { read: false });
+    await withTimeout((async () => { while (!server) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    const errors = [];
+    server.on('error', (e) => errors.push(e.code));
+    const closedCode = new Promise((resolve) => server.once('close', resolve));
+    const payload = Buffer.alloc(125, 0x70);
+    let sent = 0;
+    while (sent < 1_000_000 && errors.length === 0) {
+      server.ping(payload);
+      sent++;
+    }
+    assert.deepEqual(errors, ['ERR_WS_BACKPRESSURE'], `after ${sent} pings`);
+    assert.ok(sent < 1_000_000);
+    assert.equal(await withTimeout(closedCode, 5000, 'terminated'), 1006);
+    peer.socket.destroy();
+  });
+});
+
+describe('WsServer subprotocols (Sec-WebSocket-Protocol) as ws selects them (issue 15)', () => {
+  const OFFER = ['graphql-transport-ws', 'graphql-ws'];
+
+  it('by default the first offered is selected: the client sees it, and so does the handler as client.protocol', async () => {
+    let serverSide;
+    const { port } = await startOurs({}, (c) => { serverSide = c; });
+    const reference = await startReference();
+    const theirs = await connect(reference.port, OFFER);
+    const mine = await connect(port, OFFER);
+    assert.equal(theirs.protocol, 'graphql-transport-ws', 'ws selects the first');
+    assert.equal(mine.protocol, theirs.protocol);
+    await withTimeout((async () => { while (!serverSide) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    assert.equal(serverSide.protocol, 'graphql-transport-ws');
+    mine.terminate();
+    theirs.terminate();
+  });
+
+  it('no offer: no protocol header, client.protocol is empty', async () => {
+    let serverSide;
+    const { port } = await startOurs({}, (c) => { serverSide = c; });
+    const peer = await rawUpgrade(port);
+    peer.socket.destroy();
+    assert.equal(peer.status, 101);
+    assert.doesNotMatch(peer.head, /sec-websocket-protocol/i);
+    await withTimeout((async () => { while (!serverSide) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    assert.equal(serverSide.protocol, '');
+  });
+
+  // (Spaces around the whole value are not part of it: HTTP parsers drop them.)
+  for (const header of ['', 'a,', ',a', 'a,,b', 'a, ,b', 'a b', 'a,a', 'a;b']) {
+    it(`an empty or invalid offer ${JSON.stringify(header)} is refused with 400, as ws refuses it`, async () => {
+      const { port } = await startOurs();
+      const reference = await startReference();
+      const mine = await rawUpgrade(port, { headers: { 'Sec-WebSocket-Protocol': header } });
+      const theirs = await rawUpgrade(reference.port, { headers: { 'Sec-WebSocket-Protocol': header } });
+      mine.socket.destroy();
+      theirs.socket.destroy();
+      assert.equal(theirs.status, 400, 'ws answers 400');
+      assert.equal(mine.status, 400, `answered ${mine.head.split('\r\n')[0]}`);
+    });
+  }
+
+  it('handleProtocols(protocols: Set, request) chooses: its answer is in the 101 and is client.protocol', async () => {
+    const calls = [];
+    let serverSide;
+    const { port } = await startOurs({
+      handleProtocols(protocols, req) {
+        calls.push({ protocols: [...protocols], isSet: protocols instanceof Set, url: req.url });
+        return 'graphql-ws';
+      },
+    }, (c) => {
+      serverSide = c;
+      c.on('message', (d) => c.send(d));
+    });
+    const mine = await connect(port, OFFER);
+    assert.equal(mine.protocol, 'graphql-ws');
+    assert.deepEqual(calls, [{ protocols: OFFER, isSet: true, url: '/' }]);
+    await withTimeout((async () => { while (!serverSide) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    assert.equal(serverSide.protocol, 'graphql-ws');
+    // Messages flow as usual on a negotiated connection.
+    const echoed = new Promise((resolve) => mine.once('message', (d) => resolve(String(d))));
+    mine.send('hello');
+    assert.equal(await withTimeout(echoed, 5000, 'echo'), 'hello');
+    mine.terminate();
+  });
+
+  it('handleProtocols returning false: 101 without a protocol header, as ws answers', async () => {
+    let serverSide;
+    const { port } = await startOurs({ handleProtocols: () => false }, (c) => { serverSide = c; });
+    const reference = await startReference({ handleProtocols: () => false });
+    const mine = await rawUpgrade(port, { headers: { 'Sec-WebSocket-Protocol': 'a, b' } });
+    const theirs = await rawUpgrade(reference.port, { headers: { 'Sec-WebSocket-Protocol': 'a, b' } });
+    mine.socket.destroy();
+    theirs.socket.destroy();
+    assert.equal(theirs.status, 101);
+    assert.doesNotMatch(theirs.head, /sec-websocket-protocol/i);
+    assert.equal(mine.status, 101);
+    assert.doesNotMatch(mine.head, /sec-websocket-protocol/i);
+    await withTimeout((async () => { while (!serverSide) await new Promise((r) => setImmediate(r)); })(), 5000, 'connection');
+    assert.equal(serverSide.protocol, '');
+  });
+
+  it('handleProtocols is not asked when nothing is offered; a throw refuses the upgrade with 500 and reaches handlerError', async () => {
+    let asked = 0;
+    const errors = [];
+    const { server, port } = await startOurs({ handleProtocols: () => { asked++; throw new Error('boom'); } });
+    server.on('handlerError', (e) => errors.push(e.message));
+    const plain = await rawUpgrade(port);
+    plain.socket.destroy();
+    assert.equal(plain.status, 101);
+    assert.equal(asked, 0);
+    const refused = await rawUpgrade(port, { headers: { 'Sec-WebSocket-Protocol': 'a' } });
+    await withTimeout(refused.ended, 5000, 'the refused connection closes');
+    assert.equal(refused.status, 500);
+    assert.equal(asked, 1);
+    assert.deepEqual(errors, ['boom']);
+    // The refused upgrade is not left open on the server.
+    await withTimeout((async () => {
+      while (server.connectionPool.getMetrics().activeConnections > 0) await new Promise((r) => setTimeout(r, 20));
+    })(), 5000, 'no connection left open');
+  });
+
+  it('handleProtocols set and removed by updateConfig applies to new connections, without a restart', async () => {
+    const { server, port } = await startOurs();
+    const before = await connect(port, OFFER);
+    assert.equal(before.protocol, 'graphql-transport-ws');
+    const set = await server.updateConfig({ handleProtocols: () => 'graphql-ws' });
+    assert.deepEqual([set.changedKeys, set.restarted], [['handleProtocols'], false]);
+    const chosen = await connect(port, OFFER);
+    assert.equal(chosen.protocol, 'graphql-ws');
+    await server.updateConfig({ handleProtocols: null });
+    const byDefault = await connect(port, OFFER);
+    assert.equal(byDefault.protocol, 'graphql-transport-ws');
+    for (const ws of [before, chosen, byDefault]) ws.terminate();
+  });
+
+  it('handleProtocols must be a function (ConfigHelper and the constructor), and only on WebSocket servers', () => {
+    const { ConfigHelper } = require('../config');
+    const fn = () => false;
+    assert.equal(ConfigHelper.createWebSocketConfig({ handleProtocols: fn }).handleProtocols, fn);
+    assert.throws(() => ConfigHelper.createWebSocketConfig({ handleProtocols: 'first' }), { code: 'ERR_INVALID_CONFIG', key: 'handleProtocols' });
+    assert.throws(() => ConfigHelper.createHttpConfig({ handleProtocols: fn }), { code: 'ERR_INVALID_CONFIG' });
+    assert.throws(() => new WsServer({ callback: () => () => {} }, { hostname: '127.0.0.1', port: 0, protocol: 'ws', handleProtocols: 'first' }), { code: 'ERR_INVALID_CONFIG' });
+  });
+});
