@@ -44,7 +44,7 @@ function terminate(app) {
 }
 
 describe('shutdown releases every client at once (Koatty app, SIGTERM, default options)', () => {
-  it('HTTP/1.1: idle keep-alive sockets close at once, the request in flight gets its answer with Connection: close, exit within 1 s of it', async () => {
+  it('HTTP/1.1: idle keep-alive sockets close at once, the request in flight gets its answer with Connection: close, exit within 1 s of it', async (t) => {
     const app = await start();
     const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
     const idleClosed = [];
@@ -70,13 +70,14 @@ describe('shutdown releases every client at once (Koatty app, SIGTERM, default o
       const exit = await exited;
       assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null }, app.output());
       const after = exit.at - answeredAt;
+      t.diagnostic(`http1: idle sockets closed ${latest} ms after SIGTERM, in-flight answered ${answeredAt - t0} ms after it, exit ${after} ms after that`);
       assert.ok(after < EXIT_AFTER_LAST_RESPONSE_MS, `exited ${after} ms after the last in-flight response (${exit.at - t0} ms after SIGTERM)`);
     } finally {
       agent.destroy();
     }
   });
 
-  it('HTTP/2: GOAWAY at once, the stream in flight completes, exit within 1 s of it', async () => {
+  it('HTTP/2: GOAWAY at once, the stream in flight completes, exit within 1 s of it', async (t) => {
     const app = await start({ KOATTY_TEST_PROTOCOL: 'http2', KOATTY_TEST_KEY_FILE: certs.server.key, KOATTY_TEST_CRT_FILE: certs.server.cert });
     const idle = await h2connect(`https://127.0.0.1:${app.port}`, { ca: certs.ca.certPem });
     const busy = await h2connect(`https://127.0.0.1:${app.port}`, { ca: certs.ca.certPem });
@@ -94,6 +95,7 @@ describe('shutdown releases every client at once (Koatty app, SIGTERM, default o
       const exit = await exited;
       assert.equal(exit.code, 0, app.output());
       const after = exit.at - answeredAt;
+      t.diagnostic(`http2: GOAWAY ${gotGoaway - t0} ms after SIGTERM, in-flight answered ${answeredAt - t0} ms after it, exit ${after} ms after that`);
       assert.ok(after < EXIT_AFTER_LAST_RESPONSE_MS, `exited ${after} ms after the last in-flight response (${exit.at - t0} ms after SIGTERM)`);
     } finally {
       idle.destroy();
@@ -101,7 +103,7 @@ describe('shutdown releases every client at once (Koatty app, SIGTERM, default o
     }
   });
 
-  it('WebSocket: every client gets close 1001 at once and the process exits within 1 s', async () => {
+  it('WebSocket: every client gets close 1001 at once and the process exits within 1 s', async (t) => {
     const app = await start({ KOATTY_TEST_PROTOCOL: 'ws' });
     const clients = await Promise.all([1, 2, 3].map(() => new Promise((resolve, reject) => {
       const ws = new WebSocket(`ws://127.0.0.1:${app.port}/ws/echo`);
@@ -117,10 +119,11 @@ describe('shutdown releases every client at once (Koatty app, SIGTERM, default o
     }
     const exit = await exited;
     assert.equal(exit.code, 0, app.output());
+    t.diagnostic(`ws: close 1001 ${Math.max(...closed.map((c) => c.at)) - t0} ms after SIGTERM, exit ${exit.at - t0} ms after it`);
     assert.ok(exit.at - t0 < EXIT_AFTER_LAST_RESPONSE_MS, `exited ${exit.at - t0} ms after SIGTERM`);
   });
 
-  it('gRPC: the call in flight completes, a call made after the signal on the open channel fails UNAVAILABLE (never INTERNAL), exit within 1 s', async () => {
+  it('gRPC: the call in flight completes, a call made after the signal on the open channel fails UNAVAILABLE (never INTERNAL), exit within 1 s', async (t) => {
     const protoFile = path.join(KOATTY_APP_DIR, 'src', 'proto', 'greeter.proto');
     const app = await start({
       KOATTY_TEST_PROTOCOL: 'grpc',
@@ -149,6 +152,7 @@ describe('shutdown releases every client at once (Koatty app, SIGTERM, default o
       const exit = await exited;
       assert.equal(exit.code, 0, app.output());
       const after = exit.at - inFlight.at;
+      t.diagnostic(`grpc: late call ${late.err.code} ${late.at - t0} ms after SIGTERM, in-flight answered ${inFlight.at - t0} ms after it, exit ${after} ms after that`);
       assert.ok(after < EXIT_AFTER_LAST_RESPONSE_MS, `exited ${after} ms after the last in-flight call (${exit.at - t0} ms after SIGTERM)`);
     } finally {
       client.close();
