@@ -12,6 +12,7 @@ const { spawn } = require('child_process');
 const WebSocket = require('ws');
 const { WsServer } = require('..');
 const { withTimeout } = require('./helpers');
+const { frame: wsFrame, parseFrames } = require('./ws-frames');
 
 const MiB = 1024 * 1024;
 
@@ -87,36 +88,10 @@ function memoryOf(pid, field = 'VmRSS') {
 // ---------------------------------------------------------------------------------------------------
 // Raw WebSocket clients over net sockets
 
-/** One masked client frame. */
+/** One masked client frame (a control frame here: at most 125 bytes). */
 function frame(opcode, payload = Buffer.alloc(0)) {
   assert.ok(payload.length < 126);
-  const key = crypto.randomBytes(4);
-  const masked = Buffer.from(payload);
-  for (let i = 0; i < masked.length; i++) masked[i] ^= key[i & 3];
-  return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length]), key, masked]);
-}
-
-/** Server frames in `buf`: [{ opcode, payload }] and the unparsed rest. */
-function parseFrames(buf) {
-  const frames = [];
-  let off = 0;
-  while (buf.length - off >= 2) {
-    let len = buf[off + 1] & 0x7f;
-    let hdr = 2;
-    if (len === 126) {
-      if (buf.length - off < 4) break;
-      len = buf.readUInt16BE(off + 2);
-      hdr = 4;
-    } else if (len === 127) {
-      if (buf.length - off < 10) break;
-      len = Number(buf.readBigUInt64BE(off + 2));
-      hdr = 10;
-    }
-    if (buf.length - off < hdr + len) break;
-    frames.push({ opcode: buf[off] & 0x0f, payload: buf.subarray(off + hdr, off + hdr + len) });
-    off += hdr + len;
-  }
-  return { frames, rest: buf.subarray(off) };
+  return wsFrame({ opcode, payload });
 }
 
 /**
