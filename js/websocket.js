@@ -4,6 +4,7 @@
 // bufferedAmount, and the 'message' / 'close' / 'error' / 'pong' events. Frames, pings, limits and
 // the closing handshake are handled in Rust (crates/core/src/protocol/ws.rs).
 const { EventEmitter } = require('node:events');
+const { codedError } = require('./response');
 
 const CONNECTING = 0;
 const OPEN = 1;
@@ -14,12 +15,6 @@ const CLOSED = 3;
 const MAX_CONTROL_PAYLOAD = 125;
 /** The upgrade waits for this server's `handleProtocols` (set by the native side). */
 const FLAG_WS_CHOOSE_PROTOCOL = 1 << 14;
-
-function codedError(code, message) {
-  const err = new Error(message);
-  err.code = code;
-  return err;
-}
 
 /** Payload as (buffer, text) for the native call; strings stay strings (sent as text frames). */
 function payload(data) {
