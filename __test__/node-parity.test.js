@@ -465,3 +465,54 @@ describe('res.statusMessage after writeHead', () => {
     assert.deepEqual(seen, ['Created', 'Created']);
   });
 });
+
+describe('socket timeouts from the handler (res.setTimeout, req.setTimeout)', () => {
+  it('res.setTimeout(150, cb): the callback fires and can answer, as node\'s', async () => {
+      const handler = (req, res) => {
+        const t0 = Date.now();
+        res.setTimeout(150, () => {
+          res.statusCode = 504;
+          res.end(`timed out after ${Date.now() - t0 >= 140 ? 'the delay' : 'too soon'}`);
+        });
+      };
+      for (const make of [nodeServer, nativeServer]) {
+        const s = await make(handler);
+        try {
+          const r = await rawExchange(s.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+          assert.match(r.head || '', /^HTTP\/1\.1 504 /, `${make.name}: ${JSON.stringify(r)}`);
+          assert.equal(r.body.toString(), 'timed out after the delay', make.name);
+        } finally {
+        await s.close();
+      }
+    }
+  });
+
+  // req.setTimeout on a request already complete (a GET): node tells only the response, and with
+  // nobody listening there it destroys the connection, like res.setTimeout without a listener.
+  for (const [name, arm] of [['res.setTimeout(150)', (req, res) => res.setTimeout(150)], ['req.setTimeout(150, cb) on a complete GET', (req) => req.setTimeout(150, () => {})]]) {
+    it(`${name} with no response listener destroys the connection, as node's`, async () => {
+      for (const make of [nodeServer, nativeServer]) {
+        const s = await make((req, res) => { arm(req, res); });
+        try {
+          const r = await rawExchange(s.port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', { waitClose: true });
+          assert.ok(r.error || (r.closed && !r.head), `${make.name}: the connection ends without a response: ${JSON.stringify(r)}`);
+        } finally {
+          await s.close();
+        }
+      }
+    });
+  }
+
+  it('a timer cleared by answering first never fires', async () => {
+    let fired = 0;
+    const s = await nativeServer((req, res) => { res.setTimeout(100, () => { fired++; }); res.end('quick'); });
+    try {
+      const r = await rawExchange(s.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      assert.equal(r.body.toString(), 'quick');
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      assert.equal(fired, 0);
+    } finally {
+      await s.close();
+    }
+  });
+});

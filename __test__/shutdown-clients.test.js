@@ -10,11 +10,14 @@
 const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('http');
+const net = require('net');
+const tls = require('tls');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const WebSocket = require('ws');
 const { getCerts } = require('./certs');
+const { Http2Server, GrpcServer, WsServer } = require('..');
 const { startKoattyApp, request, h2connect, h2request, withTimeout } = require('./helpers');
 
 const KOATTY_APP_DIR = path.join(__dirname, 'fixtures', 'koatty-app');
@@ -159,4 +162,61 @@ describe('shutdown releases every client at once (Koatty app, SIGTERM, default o
       idleClient.close();
     }
   });
+});
+
+// A peer that went away without a word (a dead host, a dropped NAT entry) keeps its TCP connection
+// open and never answers again. HTTP/2's graceful shutdown waits for an answer to its PING; grpc-js's
+// tryShutdown and node's http2 close() do not wait for such a peer, nor must this server.
+describe('shutdown is not held by a peer that went silent', () => {
+  const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+  const EMPTY_SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+  const app = { callback: () => (req, res) => res.end('ok') };
+
+  async function started(server) {
+    server.on('error', () => {});
+    await new Promise((resolve) => server.Start(resolve));
+    return server.server.address().port;
+  }
+
+  /** Opens a connection that says `hello` (then, for TLS, completes the handshake) and goes silent. */
+  function silentPeer(port, { hello, secure = false } = {}) {
+    return new Promise((resolve, reject) => {
+      const socket = secure
+        ? tls.connect({ port, host: '127.0.0.1', ca: certs.ca.certPem, ALPNProtocols: ['h2'] }, () => { socket.pause(); resolve(socket); })
+        : net.connect(port, '127.0.0.1', () => {
+          if (hello) socket.write(hello);
+          socket.pause(); // never reads again: the server's PING / close frame goes unanswered
+          resolve(socket);
+        });
+      socket.on('error', () => {});
+      socket.once('error', reject);
+    });
+  }
+
+  const cases = [
+    ['h2c session (preface + SETTINGS, then silent)', () => new Http2Server(app, { hostname: '127.0.0.1', port: 0, protocol: 'http2', h2c: true }), { hello: Buffer.concat([PREFACE, EMPTY_SETTINGS]) }],
+    ['gRPC connection (preface + SETTINGS, then silent)', () => new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc' }), { hello: Buffer.concat([PREFACE, EMPTY_SETTINGS]) }],
+    ['HTTP/2 over TLS (handshake, then silent)', () => new Http2Server(app, { hostname: '127.0.0.1', port: 0, protocol: 'http2', ssl: { mode: 'manual', key: certs.server.key, cert: certs.server.cert } }), { secure: true }],
+    ['WebSocket (upgraded, then never reads)', () => new WsServer(app, { hostname: '127.0.0.1', port: 0, protocol: 'ws' }), {
+      hello: 'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    }],
+  ];
+  for (const [name, make, peer] of cases) {
+    it(name, async () => {
+      const server = make();
+      const port = await started(server);
+      const socket = await silentPeer(port, peer);
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        assert.ok(server.connectionPool.getMetrics().activeConnections >= 1, 'the silent peer is connected');
+        const report = await withTimeout(server.gracefulShutdown({ drainDelay: 5000, timeout: 10000 }), 15000, 'gracefulShutdown');
+        // At most: the 1 s a fresh connection gets for a first request, then 1 s of quiet after the
+        // GOAWAY / close frame (crates/core/src/conn/drive.rs). Before: the whole `timeout`.
+        assert.ok(report.duration < 2600, `shutdown took ${report.duration} ms with a silent peer (grpc-js / node: at once) ${JSON.stringify(report.steps)}`);
+        assert.equal(report.forced, 0, 'closed by the drain, not forced');
+      } finally {
+        socket.destroy();
+      }
+    });
+  }
 });

@@ -521,6 +521,18 @@ describe('WsServer: connection limit and backpressure', () => {
     }
   });
 
+  it('one message larger than maxBufferedAmount goes out when nothing else is queued (as ws sends it)', async () => {
+    const srv = await startWs({ protocolSpecific: { maxBufferedAmount: 64 * 1024, maxPayload: 1024 * 1024 } });
+    const ws = await connect(srv.url('/big'));
+    const big = crypto.randomBytes(300 * 1024);
+    const got = nextMessages(ws, 1);
+    ws.send(big);
+    const [m] = await got;
+    assert.ok(Buffer.from(m.data).equals(big), 'the 300 KiB echo arrived whole');
+    assert.equal(ws.readyState, WebSocket.OPEN);
+    ws.close();
+  });
+
   it('a reader that stops reading: server memory stays bounded and the connection is terminated past maxBufferedAmount; others unaffected', async () => {
     const MAX = 2 * 1024 * 1024;
     const CHUNK = Buffer.alloc(256 * 1024, 0x5a);

@@ -99,6 +99,15 @@ class Bridge {
       return;
     }
     const res = new NativeResponse(this, id, req);
+    // The socket's timeout tells the request (while incomplete) and the response, as node's server does.
+    req.socket._onTimeout = (socket) => {
+      // Still arriving (node's `!req.complete`): only a streamed body can be; an empty or inline
+      // one was received whole before the handler ran.
+      const stillArriving = req._streamed && !req.complete;
+      const reqHeard = stillArriving && req.emit('timeout', socket);
+      return res.emit('timeout', socket) || reqHeard;
+    };
+    req.socket._abortConnection = () => res.destroy();
     if (typeof traceId === 'string' && traceId !== '' && this.traceHeaderKey !== null) {
       res._presetTraceHeaders(this.traceHeaderName, this.traceHeaderKey, traceId);
     }

@@ -326,7 +326,12 @@ class GrpcDispatcher {
 
   /** `{ service, implementation }` as grpc-js's addService takes them. Returns the paths added. */
   register(service, implementation) {
-    if (!service || typeof service !== 'object') throw statusError(Status.INVALID_ARGUMENT, 'RegisterService needs { service, implementation }');
+    if (!service || typeof service !== 'object') {
+      // A programming error, not a call status: a string code like node's argument errors.
+      const err = new TypeError('RegisterService needs { service, implementation } (grpc-js service definitions)');
+      err.code = 'ERR_INVALID_ARG_TYPE';
+      throw err;
+    }
     const added = [];
     for (const [name, method] of Object.entries(service)) {
       if (!method || typeof method.path !== 'string') continue;

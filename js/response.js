@@ -337,9 +337,10 @@ class NativeResponse extends Stream {
     this.emit('drain');
   }
 
-  // Present on node's ServerResponse; not meaningful here.
-  setTimeout(_ms, cb) {
-    if (typeof cb === 'function') this.once('timeout', cb);
+  /** As node's: `cb` listens for 'timeout', and the socket's timer is set (see NativeSocket). */
+  setTimeout(ms, cb) {
+    if (typeof cb === 'function') this.on('timeout', cb);
+    this.req.socket.setTimeout(ms);
     return this;
   }
 
@@ -359,6 +360,7 @@ class NativeResponse extends Stream {
 }
 
 function finish(res) {
+  res.req.socket._clearTimer();
   res.writableFinished = true;
   res._bridge.forget(res._id);
   res.emit('finish');

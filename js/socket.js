@@ -58,6 +58,7 @@ class NativeSocket extends EventEmitter {
   }
 
   _close() {
+    this._clearTimer();
     if (this.destroyed) return;
     this.destroyed = true;
     this.writable = false;
@@ -76,9 +77,36 @@ class NativeSocket extends EventEmitter {
     return this;
   }
 
-  setTimeout(_ms, cb) {
+  /**
+   * node's socket timeout as its http server uses it: after `ms` the socket emits 'timeout', and
+   * the request (while not complete) and the response are told; when nobody listens anywhere the
+   * connection is destroyed. 0 clears it. (node restarts the timer on activity; here it runs from
+   * the call, which is what `res.setTimeout`/`req.setTimeout` users rely on.)
+   */
+  setTimeout(ms, cb) {
     if (typeof cb === 'function') this.once('timeout', cb);
+    this._clearTimer();
+    const delay = Number(ms);
+    if (delay > 0 && !this.destroyed) {
+      this._timer = setTimeout(() => {
+        this._timer = null;
+        const socketHeard = this.emit('timeout');
+        const told = typeof this._onTimeout === 'function' && this._onTimeout(this);
+        // Nobody listens: the connection goes, as node destroys the socket.
+        if (!socketHeard && !told) {
+          if (typeof this._abortConnection === 'function') this._abortConnection();
+          else this.destroy();
+        }
+      }, delay);
+    }
     return this;
+  }
+
+  _clearTimer() {
+    if (this._timer) {
+      clearTimeout(this._timer);
+      this._timer = null;
+    }
   }
 
   setNoDelay() {

@@ -820,7 +820,8 @@ impl Bridge {
     }
 
     /// Queues a message of `len` bytes (for `bufferedAmount`); past `max_buffered` the connection
-    /// is terminated instead.
+    /// is terminated instead — unless nothing else is queued: one message larger than the limit
+    /// goes out alone (the limit is for a peer that does not read, not for big messages).
     fn ws_queue(
         &self,
         id: u32,
@@ -835,8 +836,9 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
-        let queued = conn.buffered.fetch_add(len, AcqRel) + len;
-        if queued > max_buffered {
+        let before = conn.buffered.fetch_add(len, AcqRel);
+        let queued = before + len;
+        if queued > max_buffered && before > 0 {
             let _ = conn.tx.send(WsOutbound::Terminate);
             return Err(BridgeError::Backpressure(id));
         }

@@ -33,7 +33,7 @@ impl Activity {
         Arc::new(a)
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last_ms.store(now_ms(), Ordering::Relaxed);
     }
 
@@ -50,12 +50,12 @@ pub(crate) struct HeadWatch<I> {
     partial_head: AtomicBool,
     /// Where a dropped [`Watched`] leaves its socket when a head was partial.
     reclaimed: Mutex<Option<I>>,
-    /// Stamped on every read and write when the server has a `connectionTimeout`.
-    activity: Option<Arc<Activity>>,
+    /// Stamped on every read and write (`connectionTimeout`, and a drained connection's quiet).
+    activity: Arc<Activity>,
 }
 
 impl<I> HeadWatch<I> {
-    pub(crate) fn new(activity: Option<Arc<Activity>>) -> Arc<Self> {
+    pub(crate) fn new(activity: Arc<Activity>) -> Arc<Self> {
         Arc::new(HeadWatch {
             partial_head: AtomicBool::new(false),
             reclaimed: Mutex::new(None),
@@ -104,9 +104,9 @@ impl<I> Watched<I> {
     }
 
     fn wrote(&self, polled: &Poll<io::Result<usize>>) {
-        if let (Some(activity), Poll::Ready(Ok(n))) = (&self.watch.activity, polled) {
+        if let Poll::Ready(Ok(n)) = polled {
             if *n > 0 {
-                activity.touch();
+                self.watch.activity.touch();
             }
         }
     }
@@ -143,9 +143,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
             if !this.watch.partial_head.load(Ordering::Relaxed) {
                 this.watch.partial_head.store(true, Ordering::Relaxed);
             }
-            if let Some(activity) = &this.watch.activity {
-                activity.touch();
-            }
+            this.watch.activity.touch();
         }
         polled
     }
@@ -202,7 +200,7 @@ mod tests {
     #[tokio::test]
     async fn a_socket_dropped_mid_head_is_handed_back_an_idle_one_is_not() {
         let (client, server) = tokio::io::duplex(64);
-        let watch = HeadWatch::new(None);
+        let watch = HeadWatch::new(Activity::new());
         let mut watched = Watched::new(server, watch.clone());
         let (mut client_read, mut client_write) = tokio::io::split(client);
         client_write.write_all(b"GET / HT").await.unwrap();
@@ -218,7 +216,7 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"));
 
         let (_client, server) = tokio::io::duplex(64);
-        let watch = HeadWatch::new(None);
+        let watch = HeadWatch::new(Activity::new());
         watch.head_complete();
         drop(Watched::new(server, watch.clone()));
         assert!(watch.take_reclaimed().is_none(), "no partial head: closed");

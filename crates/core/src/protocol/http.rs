@@ -11,6 +11,7 @@ use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, 
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
 use crate::conn::{
     configure_http2, drive, establish, http2_builder, watch_connection, ConnStream, ConnectionInfo,
+    Tracked,
 };
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::TlsSource;
@@ -408,16 +409,20 @@ impl HttpProtocol {
     async fn serve_io(self: Arc<Self>, io: ConnStream, info: ConnectionInfo, mode: Mode) {
         let phase = info.phase.clone();
         let info = Arc::new(info);
-        let (head_watch, first) = watch_connection(&self.limits.load());
+        let (head_watch, requests) = watch_connection(&self.limits.load());
         let this = self.clone();
-        let begun = first.clone();
+        let tracker = requests.clone();
         let heads = head_watch.clone();
         let service = service_fn(move |req| {
-            begun.mark();
+            // In flight until its response body is dropped (a drained connection waits for it).
+            let in_flight = tracker.started();
             heads.head_complete();
             let this = this.clone();
             let info = info.clone();
-            async move { this.handle(req, &info).await }
+            async move {
+                let response = this.handle(req, &info).await?;
+                Ok::<_, AbortConnection>(response.map(|body| Tracked::new(body, in_flight)))
+            }
         });
         // Sockets are watched for slow HTTP/1 request heads (408) and for connectionTimeout.
         let http2 = self.http2.load_full();
@@ -425,14 +430,14 @@ impl HttpProtocol {
             (Mode::Http2, Some(settings)) => {
                 let conn = http2_builder(settings)
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
-                drive(conn, phase, first, |c| c.graceful_shutdown()).await;
+                drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 false
             }
             (Mode::Detect, Some(settings)) => {
                 let builder = self.detecting_builder(settings);
                 let conn = builder
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
-                let ended = drive(conn, phase, first, |c| c.graceful_shutdown()).await;
+                let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 matches!(ended, Some(Err(e)) if is_header_timeout(&*e))
             }
             _ if self.websocket.load().is_some() => {
@@ -440,14 +445,14 @@ impl HttpProtocol {
                     .http1_builder()
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service)
                     .with_upgrades();
-                let ended = drive(conn, phase, first, |c| c.graceful_shutdown()).await;
+                let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 matches!(ended, Some(Err(e)) if is_header_timeout(&e))
             }
             _ => {
                 let conn = self
                     .http1_builder()
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
-                let ended = drive(conn, phase, first, |c| c.graceful_shutdown()).await;
+                let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 matches!(ended, Some(Err(e)) if is_header_timeout(&e))
             }
         };
@@ -589,10 +594,12 @@ fn node_connection_headers(
         http::header::CONNECTION,
         HeaderValue::from_static("keep-alive"),
     );
-    if !keep_alive_timeout.is_zero() {
+    // A handler's own `Keep-Alive` is kept, as node keeps it.
+    let hint = http::header::HeaderName::from_static("keep-alive");
+    if !keep_alive_timeout.is_zero() && !headers.contains_key(&hint) {
         let timeout = format!("timeout={}", keep_alive_timeout.as_secs());
         if let Ok(value) = HeaderValue::from_str(&timeout) {
-            headers.insert(http::header::HeaderName::from_static("keep-alive"), value);
+            headers.insert(hint, value);
         }
     }
 }

@@ -263,11 +263,11 @@ pub async fn run(
             settings.ping_interval,
         )
     });
-    // The server's pings carry a sequence number (from an unguessable start); only a pong echoing
-    // one sent since the oldest unanswered ping proves the peer alive (an unsolicited pong does
-    // not, nor one guessing the next number).
-    let mut ping_seq: u64 = first_ping_seq(id);
-    let mut oldest_unanswered: u64 = ping_seq;
+    // Each server ping carries an unguessable payload (a keyed MAC of the connection and a
+    // counter); only a pong echoing one still unanswered proves the peer alive — not an
+    // unsolicited pong, nor one predicting the next payload from those it saw.
+    let mut ping_seq: u64 = 0;
+    let mut unanswered = UnansweredPings::default();
     let mut pong_deadline: Option<Instant> = None;
     // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
     let mut close_deadline: Option<Instant> = None;
@@ -322,7 +322,7 @@ pub async fn run(
                     // tungstenite queued the pong (or the close reply); the writer sends it.
                     Ok(Message::Ping(_)) => backlog.request_flush(&writes),
                     Ok(Message::Pong(data)) => {
-                        if pong_deadline.is_some() && answers_ping(&data, oldest_unanswered, ping_seq) {
+                        if pong_deadline.is_some() && unanswered.answered_by(&data) {
                             pong_deadline = None;
                         }
                         let cost = event_cost_of(data.len(), receive_budget);
@@ -373,10 +373,9 @@ pub async fn run(
             _ = next_ping => {
                 ping_seq = ping_seq.wrapping_add(1);
                 if pong_deadline.is_none() {
-                    oldest_unanswered = ping_seq;
                     pong_deadline = Some(Instant::now() + settings.pong_timeout);
                 }
-                let payload = Bytes::copy_from_slice(&ping_seq.to_be_bytes());
+                let payload = Bytes::copy_from_slice(&unanswered.sent(ping_payload(id, ping_seq)));
                 backlog.queue(&writes, Write::Message(Message::Ping(payload), 0));
             }
             _ = late => {
@@ -396,7 +395,11 @@ pub async fn run(
             // Shutdown step 1 (or step 3 with `keepOpenDuringDrainDelay`): close 1001.
             _ = draining_signal.reached(close_at), if !draining => {
                 draining = true;
-                close_deadline = close_deadline.or(send_close(&mut backlog, &writes, CloseCode::Away, "server shutting down".into()));
+                // A live peer answers the close at once; one that went away silently must not
+                // hold the shutdown for the whole closing-handshake timeout.
+                let shutdown_deadline = Instant::now() + SHUTDOWN_CLOSE_TIMEOUT;
+                close_deadline = Some(close_deadline.map_or(shutdown_deadline, |d| d.min(shutdown_deadline)));
+                send_close(&mut backlog, &writes, CloseCode::Away, "server shutting down".into());
             }
             _ = forced_signal.reached(Phase::Forced) => break (1006, "closed by server shutdown".into(), false),
         }
@@ -432,32 +435,55 @@ fn event_cost_of(payload: usize, budget: usize) -> u32 {
     payload.saturating_add(EVENT_OVERHEAD).min(budget) as u32
 }
 
-/// Whether a pong's payload echoes one of the server's pings `oldest..=newest` (wrapping).
-fn answers_ping(payload: &[u8], oldest: u64, newest: u64) -> bool {
-    <[u8; 8]>::try_from(payload)
-        .map(|seq| u64::from_be_bytes(seq).wrapping_sub(oldest) <= newest.wrapping_sub(oldest))
-        .unwrap_or(false)
+/// The payloads of the server's pings not yet answered (the newest few: a peer that leaves more
+/// unanswered is reaped by its pong deadline anyway).
+#[derive(Default)]
+struct UnansweredPings(std::collections::VecDeque<[u8; 8]>);
+
+impl UnansweredPings {
+    const KEPT: usize = 8;
+
+    fn sent(&mut self, payload: [u8; 8]) -> [u8; 8] {
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(payload);
+        payload
+    }
+
+    /// Whether `pong` echoes one of them; if so, they are all answered.
+    fn answered_by(&mut self, pong: &[u8]) -> bool {
+        let hit = self.0.iter().any(|p| p[..] == *pong);
+        if hit {
+            self.0.clear();
+        }
+        hit
+    }
 }
 
-/// Where connection `id`'s ping numbers start: its id mixed with a per-process random key
-/// (splitmix64), so a peer cannot predict them; one system random draw per process.
-fn first_ping_seq(id: u32) -> u64 {
-    static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let key = *KEY.get_or_init(|| {
+/// Ping `seq` of connection `id`: the first 8 bytes of HMAC-SHA256 under a per-process random
+/// key, so seeing earlier pings tells a peer nothing about the next one.
+fn ping_payload(id: u32, seq: u64) -> [u8; 8] {
+    static KEY: std::sync::OnceLock<ring::hmac::Key> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
         use ring::rand::SecureRandom;
-        let mut bytes = [0u8; 8];
-        match ring::rand::SystemRandom::new().fill(&mut bytes) {
-            Ok(()) => u64::from_ne_bytes(bytes),
+        let mut bytes = [0u8; 32];
+        if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
             // No system randomness: the clock, still not guessable to the nanosecond.
-            Err(_) => std::time::SystemTime::now()
+            let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
+                .map_or(0, |d| d.as_nanos());
+            bytes[..16].copy_from_slice(&nanos.to_ne_bytes());
         }
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes)
     });
-    let mut z = key ^ u64::from(id);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    let mut message = [0u8; 12];
+    message[..4].copy_from_slice(&id.to_be_bytes());
+    message[4..].copy_from_slice(&seq.to_be_bytes());
+    let tag = ring::hmac::sign(key, &message);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&tag.as_ref()[..8]);
+    out
 }
 
 /// Writes the writer task has no room for yet, in order. Grows only by what the handler sends
@@ -542,6 +568,9 @@ async fn write_loop(
 /// How long a closing handshake may take after the server sent its close frame.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the closing handshake may take when the server closes for shutdown.
+pub const SHUTDOWN_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,19 +593,28 @@ mod tests {
     }
 
     #[test]
-    fn pongs_count_only_when_they_echo_an_outstanding_ping() {
-        let seq = |n: u64| n.to_be_bytes();
-        assert!(answers_ping(&seq(5), 5, 7));
-        assert!(answers_ping(&seq(7), 5, 7));
-        assert!(!answers_ping(&seq(4), 5, 7));
-        assert!(!answers_ping(&seq(8), 5, 7));
-        assert!(!answers_ping(b"", 5, 7));
-        assert!(!answers_ping(b"unsolicited", 5, 7));
-        // Across the wrap.
-        assert!(answers_ping(&seq(u64::MAX), u64::MAX - 1, 1));
-        assert!(answers_ping(&seq(0), u64::MAX - 1, 1));
-        assert!(!answers_ping(&seq(2), u64::MAX - 1, 1));
-        assert_ne!(first_ping_seq(1), first_ping_seq(2));
+    fn pongs_count_only_when_they_echo_an_unanswered_ping() {
+        let mut pings = UnansweredPings::default();
+        let first = pings.sent(ping_payload(7, 1));
+        let second = pings.sent(ping_payload(7, 2));
+        // Unpredictable: neither the next counter nor another connection gives the same bytes.
+        assert_ne!(first, second);
+        assert_ne!(ping_payload(7, 3), ping_payload(8, 3));
+        assert!(!pings.answered_by(b""));
+        assert!(!pings.answered_by(b"unsolicited"));
+        assert!(
+            !pings.answered_by(&ping_payload(7, 3)),
+            "a ping not sent yet"
+        );
+        assert!(pings.answered_by(&first));
+        // Answered: all of them, so an old one echoed again no longer counts.
+        assert!(!pings.answered_by(&second));
+        // Only the newest few are kept.
+        for seq in 10..30 {
+            pings.sent(ping_payload(7, seq));
+        }
+        assert!(!pings.answered_by(&ping_payload(7, 10)));
+        assert!(pings.answered_by(&ping_payload(7, 29)));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::bridge::grpc::{metadata_map, CallCancel, CallGuard, OutState, GRPC_HI
 use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead};
 use crate::config::{GrpcSettings, LiveLimits, ServerConfig};
 use crate::conn::watch::Watched;
-use crate::conn::{drive, establish, http2_builder, watch_connection, ConnStream, ConnectionInfo};
+use crate::conn::{
+    drive, establish, http2_builder, watch_connection, ConnStream, ConnectionInfo, Tracked,
+};
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::TlsSource;
 use arc_swap::ArcSwap;
@@ -670,10 +672,11 @@ impl GrpcProtocol {
         let phase = conn.phase.clone();
         let this = self.clone();
         // connectionTimeout: the socket stamps when bytes last moved; a quiet connection gets GOAWAY.
-        let (watch, first) = watch_connection(&self.limits.load());
-        let begun = first.clone();
+        let (watch, requests) = watch_connection(&self.limits.load());
+        let tracker = requests.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
-            begun.mark();
+            // In flight until its response body is dropped (a drained connection waits for it).
+            let in_flight = tracker.started();
             let this = this.clone();
             let conn = conn.clone();
             async move {
@@ -687,7 +690,8 @@ impl GrpcProtocol {
                         .unwrap_or_default(),
                 };
                 req.extensions_mut().insert(target);
-                Ok::<_, Infallible>(this.call(req, &conn).await)
+                let response = this.call(req, &conn).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
         // The same HTTP/2 settings as the HTTP/2 server (initialWindowSize included).
@@ -695,7 +699,7 @@ impl GrpcProtocol {
         drive(
             b.serve_connection(TokioIo::new(Watched::new(io, watch)), service),
             phase,
-            first,
+            requests,
             |c| c.graceful_shutdown(),
         )
         .await;
