@@ -565,7 +565,7 @@ impl NativeServer {
                 if let Some(earlier) = earlier {
                     tokio::spawn(async move {
                         earlier
-                            .shutdown(Duration::from_millis(drain_timeout_ms as u64))
+                            .retire(Duration::from_millis(drain_timeout_ms as u64))
                             .await;
                     });
                 }
@@ -587,7 +587,7 @@ impl NativeServer {
             .take();
         if let Some(old) = replaced {
             napi::bindgen_prelude::spawn(async move {
-                old.shutdown(Duration::from_millis(drain_timeout_ms as u64))
+                old.retire(Duration::from_millis(drain_timeout_ms as u64))
                     .await;
             });
         }

@@ -107,6 +107,12 @@ impl ServeHandle {
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         self.server.shutdown(timeout).await
     }
+
+    /// A restart replaced this listener: as [`ServeHandle::shutdown`], but idle HTTP/1 keep-alive
+    /// connections are left to close by themselves (see [`crate::lifecycle::Phase::Retiring`]).
+    pub async fn retire(&self, timeout: Duration) -> ShutdownReport {
+        self.server.retire(timeout).await
+    }
 }
 
 /// What differs per protocol when a server starts (see [`ServeHandle::start_on`] for the order).

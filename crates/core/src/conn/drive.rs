@@ -50,7 +50,10 @@ pub(crate) async fn drive<C: Future>(
                     drain(conn.as_mut());
                 }
             }
-            _ = draining_signal.reached(Phase::Draining), if !draining => draining = true,
+            // HTTP/2 (and gRPC) connections go at a restart too: GOAWAY lets clients move over
+            // without a lost request. HTTP/1 ones only at shutdown: closing an idle keep-alive
+            // connection races a client that is reusing it.
+            _ = draining_signal.reached(requests.drain_phase()), if !draining => draining = true,
             // A connection that has not begun a request yet may have one on the wire: give it a
             // moment before draining (hyper would close such a connection at once).
             _ = requests.begun_or(FRESH_CONNECTION_GRACE), if draining && !drained => {
@@ -85,6 +88,8 @@ pub(crate) fn watch_connection<I>(limits: &Limits) -> (Arc<HeadWatch<I>>, Arc<Co
 #[derive(Default)]
 pub(crate) struct ConnRequests {
     begun: AtomicBool,
+    /// The connection speaks HTTP/2 (known from the start, or from its first request).
+    http2: AtomicBool,
     in_flight: AtomicUsize,
     /// Woken when the first request begins and when the last one in flight ends.
     changed: Notify,
@@ -101,6 +106,20 @@ impl ConnRequests {
             self.changed.notify_waiters();
         }
         InFlight(self.clone())
+    }
+
+    /// Marks the connection as HTTP/2 (see [`drive`]).
+    pub(crate) fn speaks_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// The phase from which the connection is drained.
+    fn drain_phase(&self) -> Phase {
+        if self.http2.load(Ordering::Relaxed) {
+            Phase::Retiring
+        } else {
+            Phase::Draining
+        }
     }
 
     /// Resolves at once if a request has begun, else when one does or `grace` passes.

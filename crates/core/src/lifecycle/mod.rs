@@ -26,6 +26,11 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     Running,
+    /// A restart replaced this listener: HTTP/2, gRPC and WebSocket connections are asked to go
+    /// (GOAWAY, 1001), HTTP/1 ones close after their next response (`Connection: close`) or when
+    /// idle past `keepAliveTimeout` — not at once, which would race a client reusing an idle
+    /// keep-alive socket. Nothing is refused.
+    Retiring,
     /// Shutdown step 1: finish what is in flight, accept no new requests, close when idle.
     Draining,
     /// Shutdown step 3: as `Draining`, and connections an option kept open through steps 1–2
@@ -240,6 +245,25 @@ impl Server {
         self.phase.send_replace(Phase::Forced);
         self.wait_closed(grace).await;
         forced
+    }
+
+    /// A restart's old listener: stop accepting, retire connections for up to `timeout` (see
+    /// [`Phase::Retiring`]), then ask what is left to close (1 s) and force the rest.
+    pub async fn retire(&self, timeout: Duration) -> ShutdownReport {
+        self.stop_accepting().await;
+        let connections_at_start = self.open_connections();
+        self.advance(Phase::Retiring);
+        let mut forced = 0;
+        if !self.wait_closed(timeout).await {
+            self.begin_closing();
+            if !self.wait_closed(Duration::from_secs(1)).await {
+                forced = self.force_close(Duration::from_secs(1)).await;
+            }
+        }
+        ShutdownReport {
+            connections_at_start,
+            forced,
+        }
     }
 
     /// The whole sequence: stop accepting, drain for up to `timeout`, then force what is left.

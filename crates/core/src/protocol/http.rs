@@ -413,9 +413,15 @@ impl HttpProtocol {
         let this = self.clone();
         let tracker = requests.clone();
         let heads = head_watch.clone();
-        let service = service_fn(move |req| {
+        if matches!(mode, Mode::Http2) {
+            requests.speaks_http2();
+        }
+        let service = service_fn(move |req: Request<Incoming>| {
             // In flight until its response body is dropped (a drained connection waits for it).
             let in_flight = tracker.started();
+            if req.version() == Version::HTTP_2 {
+                tracker.speaks_http2();
+            }
             heads.head_complete();
             let this = this.clone();
             let info = info.clone();

@@ -250,10 +250,12 @@ pub async fn run(
     // A received event waiting for budget; nothing more is read meanwhile.
     let mut waiting_event: Option<(BridgeEvent, u32)> = None;
     let mut draining_signal = phase.clone();
+    // Shutdown step 1 or a restart (`Retiring` comes first in both), or step 3 (`Closing`) when
+    // asked to stay through the drain delay.
     let close_at = if settings.keep_open_during_drain_delay {
         Phase::Closing
     } else {
-        Phase::Draining
+        Phase::Retiring
     };
     let mut forced_signal = phase.clone();
     let mut draining = false;

@@ -120,14 +120,14 @@ fn watch_status(
             }
             // Shutdown closes the listener (NOT_SERVING) just before connections drain; both may
             // be seen at once, so the change of status is sent above before the stream ends.
-            if w.phase.current() >= Phase::Draining {
+            if w.phase.current() >= Phase::Retiring {
                 w.done = true;
                 return Some((Err(Status::unavailable("server is shutting down")), w));
             }
             tokio::select! {
                 changed = w.accepting.changed() => changed.ok()?,
                 changed = w.registry_changed.changed() => changed.ok()?,
-                _ = w.phase.reached(Phase::Draining) => {}
+                _ = w.phase.reached(Phase::Retiring) => {}
             }
         }
     })

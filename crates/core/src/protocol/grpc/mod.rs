@@ -673,6 +673,7 @@ impl GrpcProtocol {
         let this = self.clone();
         // connectionTimeout: the socket stamps when bytes last moved; a quiet connection gets GOAWAY.
         let (watch, requests) = watch_connection(&self.limits.load());
+        requests.speaks_http2();
         let tracker = requests.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             // In flight until its response body is dropped (a drained connection waits for it).
