@@ -516,3 +516,21 @@ describe('socket timeouts from the handler (res.setTimeout, req.setTimeout)', ()
     }
   });
 });
+
+describe('a handler-set Transfer-Encoding that does not end in chunked', () => {
+  it('goes out with chunked appended last and every other header untouched (no "Connection: keep-alive, chunked")', async () => {
+    const s = await nativeServer((req, res) => {
+      res.setHeader('Transfer-Encoding', 'gzip');
+      res.write('ab');
+      res.end('cd');
+    });
+    try {
+      const r = await rawExchange(s.port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { waitClose: true });
+      assert.match(r.head, /\r\nTransfer-Encoding: gzip, chunked\r\n/i, r.head);
+      assert.doesNotMatch(r.head, /\r\nConnection: [^\r]*chunked/i, r.head);
+      assert.match(r.body.toString(), /^2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n$/, JSON.stringify(r.body.toString()));
+    } finally {
+      await s.close();
+    }
+  });
+});

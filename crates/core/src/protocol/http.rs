@@ -578,6 +578,7 @@ fn node_connection_headers(
     };
     let headers = response.headers_mut();
     insert_date(headers);
+    chunked_last(headers);
     let user_set = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -607,6 +608,30 @@ fn node_connection_headers(
         if let Ok(value) = HeaderValue::from_str(&timeout) {
             headers.insert(hint, value);
         }
+    }
+}
+
+/// A handler's `Transfer-Encoding` that does not end in `chunked` (`gzip`) gets it appended here:
+/// HTTP/1.1 needs `chunked` last to frame the body, and hyper's own appending also tacks
+/// `, chunked` onto later multi-valued lines (`Connection: keep-alive, chunked`).
+fn chunked_last(headers: &mut http::HeaderMap) {
+    let Some(last) = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .last()
+    else {
+        return;
+    };
+    let ends_chunked = last.to_str().is_ok_and(|v| {
+        v.rsplit(',')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+    });
+    if !ends_chunked {
+        headers.append(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
     }
 }
 
