@@ -618,7 +618,7 @@ fn chunked_last(headers: &mut http::HeaderMap) {
     let Some(last) = headers
         .get_all(http::header::TRANSFER_ENCODING)
         .iter()
-        .last()
+        .next_back()
     else {
         return;
     };
