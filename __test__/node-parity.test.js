@@ -416,14 +416,15 @@ describe('Content-Length that disagrees with the body (issue 16 §9)', () => {
     });
   }
 
-  it('streamed writes past the announced length are cut and reported (the frame stays exact)', async () => {
+  it('streamed writes past the announced length are cut and reported, and the connection closes after the response', async () => {
     const reported = [];
     const o = await nativeServer((req, res) => { res.setHeader('Content-Length', '4'); res.write('abc'); res.end('def'); });
     o.server.on('handlerError', (err) => reported.push(err.code));
-    const r = await rawExchange(o.port, GET('/'));
+    const r = await rawExchange(o.port, GET('/'), { waitClose: true });
     await o.close();
     assert.equal(r.body, 'abcd');
     assert.ok(!r.extra, 'no bytes beyond the announced length');
+    assert.equal(r.closed || Boolean(r.error), true, `the connection ended after the response: ${JSON.stringify(r)}`);
     assert.deepEqual(reported, ['ERR_HTTP_CONTENT_LENGTH_MISMATCH']);
   });
 

@@ -75,6 +75,12 @@ impl ResponseWriter {
             .is_some_and(|d| d != 0 && d != self.bytes_written() as u64)
     }
 
+    /// More bytes were written than the `Content-Length` announced (hyper sent only those).
+    pub(crate) fn overran_length(&self) -> bool {
+        self.declared
+            .is_some_and(|d| d != 0 && (self.bytes_written() as u64) > d)
+    }
+
     pub(crate) fn finish(self) {
         self.state.ended.store(true, Ordering::Release);
         let _ = self.tx.send(Chunk::End);

@@ -223,6 +223,15 @@ struct Pending {
     http2: bool,
     /// A HEAD request: its response carries no body whatever the handler writes.
     head_request: bool,
+    /// The request's connection, to close once its response is out (see [`CloseConnection`]).
+    close_connection: Option<Arc<dyn CloseConnection>>,
+}
+
+/// A connection that can be asked to close after the response in flight (HTTP/1: no further
+/// request is read on it). The bridge asks when a streamed body ran past its `Content-Length`:
+/// hyper sent exactly the announced bytes, and the connection must not carry the rest.
+pub trait CloseConnection: Send + Sync {
+    fn close_after_response(&self);
 }
 
 pub(crate) struct Shared {
@@ -399,6 +408,7 @@ impl Bridge {
         streamed_body: Option<RequestBodyPump>,
         limits: &Limits,
         deadline: tokio::time::Instant,
+        close_connection: Option<Arc<dyn CloseConnection>>,
     ) -> Response<ResponseBody> {
         let permit = match self.shared.in_flight.clone().acquire_owned().await {
             Ok(p) => p,
@@ -422,6 +432,7 @@ impl Bridge {
                     started: std::time::Instant::now(),
                     http2: head.http_version >= 20,
                     head_request: head.method == "HEAD",
+                    close_connection,
                 },
             );
         }
@@ -665,6 +676,11 @@ impl Bridge {
             pending.started.elapsed(),
         );
         let mismatch = w.length_mismatch();
+        if w.overran_length() {
+            if let Some(connection) = &pending.close_connection {
+                connection.close_after_response();
+            }
+        }
         w.finish();
         Ok(mismatch)
     }

@@ -3,6 +3,7 @@
 
 use super::watch::{Activity, HeadWatch};
 use super::FRESH_CONNECTION_GRACE;
+use crate::bridge::CloseConnection;
 use crate::config::Limits;
 use crate::lifecycle::{Phase, PhaseSignal};
 use std::future::Future;
@@ -60,6 +61,12 @@ pub(crate) async fn drive<C: Future>(
                 drained = true;
                 drain(conn.as_mut());
             }
+            // The bridge wants no further request on it (a body overran its Content-Length):
+            // drained as at shutdown — HTTP/1 closes once the response in flight is out.
+            _ = requests.close_wanted(), if !drained => {
+                drained = true;
+                drain(conn.as_mut());
+            }
             _ = requests.settled(DRAINED_QUIET_LIMIT), if drained => {
                 tracing::debug!("drained connection quiet with nothing in flight; closing");
                 return None;
@@ -88,6 +95,8 @@ pub(crate) fn watch_connection<I>(limits: &Limits) -> (Arc<HeadWatch<I>>, Arc<Co
 #[derive(Default)]
 pub(crate) struct ConnRequests {
     begun: AtomicBool,
+    /// The bridge asked for the connection to close after its response in flight.
+    close_wanted: AtomicBool,
     /// The connection speaks HTTP/2 (known from the start, or from its first request).
     http2: AtomicBool,
     in_flight: AtomicUsize,
@@ -106,6 +115,19 @@ impl ConnRequests {
             self.changed.notify_waiters();
         }
         InFlight(self.clone())
+    }
+
+    /// Resolves once the connection was asked to close (see [`CloseConnection`]).
+    async fn close_wanted(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.close_wanted.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Marks the connection as HTTP/2 (see [`drive`]).
@@ -156,6 +178,13 @@ impl ConnRequests {
                 _ = tokio::time::sleep(left) => {}
             }
         }
+    }
+}
+
+impl CloseConnection for ConnRequests {
+    fn close_after_response(&self) {
+        self.close_wanted.store(true, Ordering::Release);
+        self.changed.notify_waiters();
     }
 }
 

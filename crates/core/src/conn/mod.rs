@@ -10,7 +10,7 @@ mod drive;
 mod stream;
 pub(crate) mod watch;
 
-pub(crate) use drive::{drive, watch_connection, Tracked};
+pub(crate) use drive::{drive, watch_connection, ConnRequests, Tracked};
 pub(crate) use stream::ConnStream;
 
 use crate::config::Http2Settings;

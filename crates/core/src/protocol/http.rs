@@ -4,14 +4,14 @@
 
 use super::ws;
 use crate::bridge::{
-    simple_response, AbortConnection, Bridge, ProtocolChoice, RequestBody, RequestBodyPump,
-    RequestHead, ResponseBody, INLINE_BODY_LIMIT,
+    simple_response, AbortConnection, Bridge, CloseConnection, ProtocolChoice, RequestBody,
+    RequestBodyPump, RequestHead, ResponseBody, INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
 use crate::conn::{
-    configure_http2, drive, establish, http2_builder, watch_connection, ConnStream, ConnectionInfo,
-    Tracked,
+    configure_http2, drive, establish, http2_builder, watch_connection, ConnRequests, ConnStream,
+    ConnectionInfo, Tracked,
 };
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::tls::TlsSource;
@@ -263,11 +263,12 @@ impl HttpProtocol {
         &self,
         req: Request<Incoming>,
         conn: &ConnectionInfo,
+        requests: &Arc<ConnRequests>,
     ) -> Result<Response<ResponseBody>, AbortConnection> {
         let version = req.version();
         let head_on_h2 = version == Version::HTTP_2 && req.method() == http::Method::HEAD;
         let client_keeps_alive = client_wants_keep_alive(&req);
-        let mut response = self.respond(req, conn).await;
+        let mut response = self.respond(req, conn, requests).await;
         if response.extensions().get::<AbortConnection>().is_some() {
             return Err(AbortConnection);
         }
@@ -295,6 +296,7 @@ impl HttpProtocol {
         &self,
         req: Request<Incoming>,
         conn: &ConnectionInfo,
+        requests: &Arc<ConnRequests>,
     ) -> Response<ResponseBody> {
         if self.endpoints.any() {
             if let Some(answer) = self.native_endpoint(&req) {
@@ -380,7 +382,11 @@ impl HttpProtocol {
             peer: conn.peer.clone(),
             body: body_kind,
         };
-        self.bridge.dispatch(head, pump, &limits, deadline).await
+        // HTTP/1 only: an HTTP/2 stream that overran its length is cut alone.
+        let connection = (http_version < 20).then(|| requests.clone() as Arc<dyn CloseConnection>);
+        self.bridge
+            .dispatch(head, pump, &limits, deadline, connection)
+            .await
     }
 
     /// Picks HTTP/1.1 or HTTP/2 for a ready connection: by ALPN over TLS, by the preface on a
@@ -425,8 +431,9 @@ impl HttpProtocol {
             heads.head_complete();
             let this = this.clone();
             let info = info.clone();
+            let tracker = tracker.clone();
             async move {
-                let response = this.handle(req, &info).await?;
+                let response = this.handle(req, &info, &tracker).await?;
                 Ok::<_, AbortConnection>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
