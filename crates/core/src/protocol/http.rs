@@ -611,11 +611,28 @@ fn node_connection_headers(
     // A handler's own `Keep-Alive` is kept, as node keeps it.
     let hint = http::header::HeaderName::from_static("keep-alive");
     if !keep_alive_timeout.is_zero() && !headers.contains_key(&hint) {
-        let timeout = format!("timeout={}", keep_alive_timeout.as_secs());
-        if let Ok(value) = HeaderValue::from_str(&timeout) {
-            headers.insert(hint, value);
-        }
+        headers.insert(hint, keep_alive_value(keep_alive_timeout.as_secs()));
     }
+}
+
+/// `timeout=<s>`, formatted once per thread for the value in use (not once per response).
+fn keep_alive_value(seconds: u64) -> HeaderValue {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHED: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        match &*cached {
+            Some((s, value)) if *s == seconds => value.clone(),
+            _ => {
+                let value = HeaderValue::from_str(&format!("timeout={seconds}"))
+                    .unwrap_or_else(|_| HeaderValue::from_static("timeout=5"));
+                *cached = Some((seconds, value.clone()));
+                value
+            }
+        }
+    })
 }
 
 /// A handler's `Transfer-Encoding` that does not end in `chunked` (`gzip`) gets it appended here:
