@@ -42,8 +42,6 @@ type RequestArgs = FnArgs<(
 type EventArgs = FnArgs<(u32, u32, Option<Buffer>, Option<String>)>;
 /// (errorCode, errorMessage, address, port, family)
 type ListenArgs = FnArgs<(Option<String>, Option<String>, String, u32, String)>;
-/// (connectionsAtStart, forced)
-type CloseArgs = FnArgs<(u32, u32)>;
 
 const FLAG_ENCRYPTED: u32 = 1 << 8;
 const FLAG_STREAMED_BODY: u32 = 1 << 9;
@@ -700,31 +698,6 @@ impl NativeServer {
         // A restart's old listener not retired yet (shutdown right after updateConfig).
         self.retire_replaced(0);
         self.sink.set(None);
-    }
-
-    /// Stops accepting, drains for up to `timeoutMs`, closes what is left, then releases the
-    /// JavaScript callbacks. `onClosed(connectionsAtStart, forced)`.
-    #[napi]
-    pub fn close(&self, timeout_ms: u32, on_closed: Function<CloseArgs, ()>) -> Result<()> {
-        let done = callback(on_closed)?;
-        let listener = self
-            .listener
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let sink = self.sink.clone();
-        napi::bindgen_prelude::spawn(async move {
-            let report = match listener {
-                Some(l) => l.shutdown(Duration::from_millis(timeout_ms as u64)).await,
-                None => Default::default(),
-            };
-            sink.set(None);
-            done.call(
-                (report.connections_at_start as u32, report.forced as u32).into(),
-                ThreadsafeFunctionCallMode::NonBlocking,
-            );
-        });
-        Ok(())
     }
 
     #[napi]
