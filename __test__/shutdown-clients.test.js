@@ -17,7 +17,8 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const WebSocket = require('ws');
 const { getCerts } = require('./certs');
-const { Http2Server, GrpcServer, WsServer } = require('..');
+const https = require('https');
+const { Http2Server, GrpcServer, WsServer, HttpsServer } = require('..');
 const { startKoattyApp, request, h2connect, h2request, withTimeout } = require('./helpers');
 
 const KOATTY_APP_DIR = path.join(__dirname, 'fixtures', 'koatty-app');
@@ -219,4 +220,51 @@ describe('shutdown is not held by a peer that went silent', () => {
       }
     });
   }
+});
+
+describe('shutdown does not cut a response still on its way to a slow reader', () => {
+  // The handler ends long before the reader has read everything: the rest waits in socket and TLS
+  // buffers while nothing moves for stretches, which must not count as a dead peer.
+  it('HTTPS: a 4 MiB streamed response read slowly (20 ms per chunk) during the drain arrives whole', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const total = 64; // × 64 KiB = 4 MiB
+    let finishedAt = 0;
+    const server = new HttpsServer({
+      callback: () => (req, res) => {
+        res.setHeader('Content-Length', String(chunk.length * total));
+        res.on('finish', () => { finishedAt = Date.now(); });
+        let sent = 0;
+        const pump = () => {
+          while (sent < total) {
+            sent++;
+            if (!res.write(chunk)) return res.once('drain', pump);
+          }
+          res.end();
+        };
+        pump();
+      },
+    }, { hostname: '127.0.0.1', port: 0, protocol: 'https', ssl: { mode: 'manual', key: certs.server.key, cert: certs.server.cert } });
+    server.on('error', () => {});
+    await new Promise((resolve) => server.Start(resolve));
+    const port = server.server.address().port;
+    let shutdown;
+    const done = await withTimeout(new Promise((resolve) => {
+      const req = https.get({ port, host: '127.0.0.1', path: '/', ca: certs.ca.certPem, agent: false }, (res) => {
+        let n = 0;
+        setTimeout(() => { shutdown = server.gracefulShutdown({ drainDelay: 0, timeout: 20000 }); }, 200);
+        res.on('data', (d) => {
+          n += d.length;
+          res.pause();
+          setTimeout(() => res.resume(), 20);
+        });
+        res.on('end', () => resolve({ n, at: Date.now() }));
+        res.on('error', (err) => resolve({ n, error: err.code }));
+        res.on('aborted', () => resolve({ n, error: 'aborted' }));
+      });
+      req.on('error', (err) => resolve({ n: -1, error: err.code }));
+    }), 30000, 'the whole response');
+    assert.equal(done.n, chunk.length * total, `every byte arrived (the handler had finished ${done.at - finishedAt} ms before the reader did): ${JSON.stringify(done)}`);
+    const report = await shutdown;
+    assert.equal(report.forced, 0);
+  });
 });

@@ -563,6 +563,9 @@ impl Bridge {
         let mut response =
             build_response(status, reason, headers, encoding, ResponseBody::Full(None));
         let no_body = head_request || !status_has_body(response.status());
+        // Several values (an array, `2, 2`, `2, 3`) become one, or none when they disagree: a
+        // list would let a body longer than one of them through (response smuggling).
+        let conflicting_length = !single_content_length(response.headers_mut());
         let declared = declared_length(response.headers());
         if end {
             let pending = self.shared.take_in_stage(id, false)?;
@@ -613,7 +616,7 @@ impl Bridge {
             let _ = tx.send(response);
             Ok(Sent {
                 more: true,
-                length_mismatch,
+                length_mismatch: length_mismatch || conflicting_length,
             })
         } else {
             let (writer, stream) = body::channel(
@@ -643,7 +646,7 @@ impl Bridge {
             };
             Ok(Sent {
                 more,
-                length_mismatch: false,
+                length_mismatch: conflicting_length,
             })
         }
     }
@@ -1008,6 +1011,39 @@ fn status_has_body(status: StatusCode) -> bool {
 }
 
 /// The `Content-Length` the handler set, when it is one valid number.
+/// Leaves at most one `Content-Length`: the handler's values (several headers, or a comma list)
+/// collapse to one when they all agree; when they disagree or do not parse, none is left (the
+/// body is then framed without it) and `false` is returned.
+fn single_content_length(headers: &mut HeaderMap) -> bool {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return true;
+    };
+    let single = values.next().is_none() && !first.as_bytes().contains(&b',');
+    if single {
+        return true;
+    }
+    let mut agreed: Option<u64> = None;
+    let mut valid = true;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        for part in value.to_str().unwrap_or(",").split(',') {
+            match (part.trim().parse::<u64>(), agreed) {
+                (Ok(n), None) => agreed = Some(n),
+                (Ok(n), Some(a)) if n == a => {}
+                _ => valid = false,
+            }
+        }
+    }
+    headers.remove(http::header::CONTENT_LENGTH);
+    match agreed.filter(|_| valid) {
+        Some(n) => {
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+            true
+        }
+        None => false,
+    }
+}
+
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
     let first = values.next()?.to_str().ok()?.trim().parse::<u64>().ok()?;

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Once a draining connection has no request in flight, how long it may stay with no byte moving
-/// (counted from its last response handed over at the latest) before it is dropped. A live peer
-/// finishes the GOAWAY exchange and reads its last response well within it; a peer that went away
-/// without a word would otherwise hold the shutdown until its timeout (hyper's HTTP/2 graceful
-/// shutdown waits for a PING answer that never comes). The cost: a client that stops reading for
-/// this long in the middle of its last response during a drain loses the rest of it.
+/// How long a connection that was idle when it was drained (nothing in flight then or since) may
+/// stay with no byte moving before it is dropped. A live peer finishes the GOAWAY exchange well
+/// within it; a peer that went away without a word would otherwise hold the shutdown until its
+/// timeout (hyper's HTTP/2 graceful shutdown waits for a PING answer that never comes). A
+/// connection that served a request during the drain is never dropped this way: its response may
+/// still sit in buffers, waiting for a slow reader or a flow-control window (node waits for it
+/// too), and only the shutdown's own timeout ends it.
 pub(crate) const DRAINED_QUIET_LIMIT: Duration = Duration::from_millis(1000);
 
 /// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
@@ -48,6 +49,7 @@ pub(crate) async fn drive<C: Future>(
                 if quiet_left.is_some_and(|left| left.is_zero()) {
                     tracing::debug!("connection idle past connectionTimeout; closing");
                     drained = true;
+                    requests.drained();
                     drain(conn.as_mut());
                 }
             }
@@ -59,15 +61,20 @@ pub(crate) async fn drive<C: Future>(
             // moment before draining (hyper would close such a connection at once).
             _ = requests.begun_or(FRESH_CONNECTION_GRACE), if draining && !drained => {
                 drained = true;
+                requests.drained();
                 drain(conn.as_mut());
             }
             // The bridge wants no further request on it (a body overran its Content-Length):
             // drained as at shutdown — HTTP/1 closes once the response in flight is out.
             _ = requests.close_wanted(), if !drained => {
                 drained = true;
+                requests.drained();
                 drain(conn.as_mut());
             }
-            _ = requests.settled(DRAINED_QUIET_LIMIT), if drained => {
+            // HTTP/2 (or not known yet: no request ever came): hyper's graceful HTTP/2 shutdown
+            // waits for a PING answer; an HTTP/1 connection closes by itself once its response
+            // is out, and may still be handing it to a slow reader.
+            _ = requests.settled(DRAINED_QUIET_LIMIT), if drained && requests.may_hang_in_shutdown() => {
                 tracing::debug!("drained connection quiet with nothing in flight; closing");
                 return None;
             }
@@ -78,12 +85,16 @@ pub(crate) async fn drive<C: Future>(
 
 /// What a connection task watches: its socket (a begun request head, and when bytes last moved)
 /// and its requests.
-pub(crate) fn watch_connection<I>(limits: &Limits) -> (Arc<HeadWatch<I>>, Arc<ConnRequests>) {
+pub(crate) fn watch_connection<I>(
+    limits: &Limits,
+    socket: Option<SocketFd>,
+) -> (Arc<HeadWatch<I>>, Arc<ConnRequests>) {
     let activity = Activity::new();
     let watch = HeadWatch::new(activity.clone());
     let requests = ConnRequests {
         activity,
         idle_limit: limits.connection_timeout,
+        socket,
         ..Default::default()
     };
     (watch, Arc::new(requests))
@@ -97,6 +108,11 @@ pub(crate) struct ConnRequests {
     begun: AtomicBool,
     /// The bridge asked for the connection to close after its response in flight.
     close_wanted: AtomicBool,
+    /// The connection is draining.
+    draining: AtomicBool,
+    /// A request was in flight when the drain began, or began after: its response may still be
+    /// on its way out, so the connection is not dropped for being quiet.
+    served_while_draining: AtomicBool,
     /// The connection speaks HTTP/2 (known from the start, or from its first request).
     http2: AtomicBool,
     in_flight: AtomicUsize,
@@ -104,13 +120,39 @@ pub(crate) struct ConnRequests {
     changed: Notify,
     activity: Arc<Activity>,
     idle_limit: Option<Duration>,
+    /// The connection's socket, to ask the kernel whether bytes are still on their way out.
+    socket: Option<SocketFd>,
+}
+
+/// A socket's file descriptor (Unix), for [`unsent_bytes`].
+pub(crate) type SocketFd = i32;
+
+/// Bytes the kernel still holds for the peer (sent but not acknowledged, or not sent yet): a
+/// response handed over before the drain may still be on its way to a slow reader.
+fn unsent_bytes(socket: Option<SocketFd>) -> usize {
+    #[cfg(target_os = "linux")]
+    if let Some(fd) = socket {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int; `fd` is the connection's open socket (the connection
+        // task that owns it is the one asking).
+        if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } == 0 {
+            return n.max(0) as usize;
+        }
+    }
+    let _ = socket;
+    0
 }
 
 impl ConnRequests {
     /// A request began; it counts as in flight until the guard (moved into its response body)
     /// is dropped.
     pub(crate) fn started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // SeqCst with `drained`: one of the two sees the other (a request starting as the drain
+        // begins is counted as served during it).
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.draining.load(Ordering::SeqCst) {
+            self.served_while_draining.store(true, Ordering::SeqCst);
+        }
         if !self.begun.swap(true, Ordering::AcqRel) {
             self.changed.notify_waiters();
         }
@@ -158,9 +200,29 @@ impl ConnRequests {
         }
     }
 
-    /// Resolves once no request is in flight and no byte has moved for `quiet`.
+    /// Whether hyper's own graceful shutdown of this connection may wait on the peer forever.
+    fn may_hang_in_shutdown(&self) -> bool {
+        self.http2.load(Ordering::Relaxed) || !self.begun.load(Ordering::Acquire)
+    }
+
+    /// The drain began (see [`ConnRequests::settled`]).
+    fn drained(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            self.served_while_draining.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Resolves once no request is in flight and no byte has moved for `quiet` — never for a
+    /// connection that served a request during the drain.
     async fn settled(&self, quiet: Duration) {
+        if self.served_while_draining.load(Ordering::SeqCst) {
+            return std::future::pending().await;
+        }
         loop {
+            if self.served_while_draining.load(Ordering::SeqCst) {
+                return std::future::pending().await;
+            }
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -170,7 +232,13 @@ impl ConnRequests {
             }
             let left = self.activity.quiet_left(quiet);
             if left.is_zero() {
-                return;
+                if unsent_bytes(self.socket) == 0 {
+                    return;
+                }
+                // Still on its way to the peer: look again after another quiet period (bounded
+                // by the shutdown's timeout).
+                tokio::time::sleep(quiet).await;
+                continue;
             }
             // Sleep until the connection could have been quiet long enough, then look again.
             tokio::select! {

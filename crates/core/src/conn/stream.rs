@@ -14,6 +14,24 @@ pub(crate) enum ConnStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl ConnStream {
+    /// The socket's file descriptor (Unix).
+    pub(crate) fn socket_fd(&self) -> Option<super::drive::SocketFd> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            Some(match self {
+                ConnStream::Plain(s) => s.as_raw_fd(),
+                ConnStream::Tls(s) => s.get_ref().0.as_raw_fd(),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+}
+
 impl AsyncRead for ConnStream {
     fn poll_read(
         self: Pin<&mut Self>,

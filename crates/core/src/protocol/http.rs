@@ -415,7 +415,7 @@ impl HttpProtocol {
     async fn serve_io(self: Arc<Self>, io: ConnStream, info: ConnectionInfo, mode: Mode) {
         let phase = info.phase.clone();
         let info = Arc::new(info);
-        let (head_watch, requests) = watch_connection(&self.limits.load());
+        let (head_watch, requests) = watch_connection(&self.limits.load(), io.socket_fd());
         let this = self.clone();
         let tracker = requests.clone();
         let heads = head_watch.clone();

@@ -672,7 +672,7 @@ impl GrpcProtocol {
         let phase = conn.phase.clone();
         let this = self.clone();
         // connectionTimeout: the socket stamps when bytes last moved; a quiet connection gets GOAWAY.
-        let (watch, requests) = watch_connection(&self.limits.load());
+        let (watch, requests) = watch_connection(&self.limits.load(), io.socket_fd());
         requests.speaks_http2();
         let tracker = requests.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
