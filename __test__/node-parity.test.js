@@ -535,3 +535,25 @@ describe('a handler-set Transfer-Encoding that does not end in chunked', () => {
     }
   });
 });
+
+describe('a handler Content-Length given several times (issue 16 §9, re-probe)', () => {
+  for (const value of [['2', '2'], '2, 2', '2, 3']) {
+    it(`${JSON.stringify(value)} with a longer body: no second response smuggled through, reported`, async () => {
+      const reported = [];
+      const smuggled = 'HTTP/1.1 200 OK\r\nX-Smuggled: 1\r\nContent-Length: 4\r\n\r\nEVIL';
+      const o = await nativeServer((req, res) => { res.setHeader('Content-Length', value); res.end(`ab${smuggled}`); });
+      o.server.on('handlerError', (err) => reported.push(err.code));
+      try {
+        const r = await rawExchange(o.port, GET('/'));
+        // One Content-Length line frames exactly what follows: nothing beyond it could be read as
+        // a second response (when the values disagree there is none of the handler's, and the
+        // whole body is framed by the server's own length).
+        assert.equal((r.head.match(/\r\ncontent-length:/gi) || []).length, 1, r.head);
+        assert.ok(!r.extra, `no bytes beyond the framed response: ${JSON.stringify(r)}`);
+        assert.deepEqual(reported, ['ERR_HTTP_CONTENT_LENGTH_MISMATCH']);
+      } finally {
+        await o.close();
+      }
+    });
+  }
+});
