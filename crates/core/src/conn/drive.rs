@@ -116,8 +116,11 @@ pub(crate) struct ConnRequests {
     /// The connection speaks HTTP/2 (known from the start, or from its first request).
     http2: AtomicBool,
     in_flight: AtomicUsize,
-    /// Woken when the first request begins and when the last one in flight ends.
+    /// Woken when the first request begins, and (while draining) when the last one in flight
+    /// ends: nothing waits on it per request while the connection runs normally.
     changed: Notify,
+    /// Woken when the bridge asks for the connection to close.
+    close: Notify,
     activity: Arc<Activity>,
     idle_limit: Option<Duration>,
     /// The connection's socket, to ask the kernel whether bytes are still on their way out.
@@ -162,7 +165,7 @@ impl ConnRequests {
     /// Resolves once the connection was asked to close (see [`CloseConnection`]).
     async fn close_wanted(&self) {
         loop {
-            let notified = self.changed.notified();
+            let notified = self.close.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.close_wanted.load(Ordering::Acquire) {
@@ -252,7 +255,7 @@ impl ConnRequests {
 impl CloseConnection for ConnRequests {
     fn close_after_response(&self) {
         self.close_wanted.store(true, Ordering::Release);
-        self.changed.notify_waiters();
+        self.close.notify_waiters();
     }
 }
 
@@ -261,7 +264,10 @@ pub(crate) struct InFlight(Arc<ConnRequests>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // Only a draining connection waits for its requests to end (see `settled`).
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.draining.load(Ordering::SeqCst)
+        {
             // The body was handed to the connection, not yet written: the quiet time a drained
             // connection gets before it is dropped counts from here.
             self.0.activity.touch();
