@@ -15,6 +15,7 @@ const { installTracer, koattyDefaultLogger } = require('./tracer');
 const { offeredProtocols } = require('./websocket');
 
 const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
+const { invalidConfig } = require('./config');
 
 const DEFAULT_SHUTDOWN = { timeout: 30000 };
 /** Protocols one native server can switch between on restart. */
@@ -348,7 +349,7 @@ class WsServer extends HttpServer {
     // handleProtocols runs here; the native side only learns that the 101 must wait for it.
     const { handleProtocols } = options;
     if (handleProtocols !== undefined && handleProtocols !== null && typeof handleProtocols !== 'function') {
-      throw codedError('ERR_INVALID_CONFIG', 'ERR_INVALID_CONFIG: handleProtocols: must be a function');
+      throw invalidConfig('handleProtocols', 'must be a function');
     }
     options = { ...options, handleProtocols: typeof handleProtocols === 'function' ? true : undefined };
     if (options.ssl || options.protocol !== 'wss') return options;

@@ -1044,10 +1044,15 @@ fn single_content_length(headers: &mut HeaderMap) -> bool {
     }
 }
 
+/// The `Content-Length` the head announces (one value: see [`single_content_length`]).
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
-    let first = values.next()?.to_str().ok()?.trim().parse::<u64>().ok()?;
-    values.next().is_none().then_some(first)
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A response with the status's reason phrase as a plain-text body.

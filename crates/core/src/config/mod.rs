@@ -140,6 +140,18 @@ pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
 pub const DEFAULT_MAX_HEADERS_COUNT: usize = 2000;
 
 impl Limits {
+    /// hyper's header-read timer runs from the moment a connection waits for the next request
+    /// head, so it bounds both idle keep-alive time and slow header senders (slowloris): the
+    /// smaller of `keepAliveTimeout` and `headersTimeout` applies (0 = that limit is off). Doing
+    /// the idle timer there rather than with a per-request activity signal keeps the hot path free
+    /// of extra wake-ups. A new connection that sends nothing gets the same time.
+    pub fn header_read_timeout(&self) -> Option<Duration> {
+        [self.keep_alive_timeout, self.headers_timeout]
+            .into_iter()
+            .filter(|d| !d.is_zero())
+            .min()
+    }
+
     /// The header-field limit in force: 0 means "no count limit" as in node, which the head size
     /// still bounds (a field takes at least 4 bytes: `a:` and CRLF).
     pub fn header_fields_limit(&self) -> usize {

@@ -36,41 +36,36 @@ pub(crate) async fn drive<C: Future>(
     let mut draining_signal = phase.clone();
     let mut forced_signal = phase;
     let mut draining = false;
-    let mut drained = false;
     loop {
+        let drained = requests.is_drained();
         let quiet_left = requests
             .idle_limit
             .map(|limit| requests.activity.quiet_left(limit));
-        tokio::select! {
+        // Each branch says whether the connection is to be drained now.
+        let drain_now = tokio::select! {
             ended = conn.as_mut() => return Some(ended),
             // connectionTimeout: no byte moved for that long. The connection drains as at
             // shutdown, so a request still in flight (a quiet long poll) completes first.
             _ = tokio::time::sleep(quiet_left.unwrap_or_default()), if quiet_left.is_some() && !drained => {
-                if quiet_left.is_some_and(|left| left.is_zero()) {
+                let idle = quiet_left.is_some_and(|left| left.is_zero());
+                if idle {
                     tracing::debug!("connection idle past connectionTimeout; closing");
-                    drained = true;
-                    requests.drained();
-                    drain(conn.as_mut());
                 }
+                idle
             }
             // HTTP/2 (and gRPC) connections go at a restart too: GOAWAY lets clients move over
             // without a lost request. HTTP/1 ones only at shutdown: closing an idle keep-alive
             // connection races a client that is reusing it.
-            _ = draining_signal.reached(requests.drain_phase()), if !draining => draining = true,
+            _ = draining_signal.reached(requests.drain_phase()), if !draining => {
+                draining = true;
+                false
+            }
             // A connection that has not begun a request yet may have one on the wire: give it a
             // moment before draining (hyper would close such a connection at once).
-            _ = requests.begun_or(FRESH_CONNECTION_GRACE), if draining && !drained => {
-                drained = true;
-                requests.drained();
-                drain(conn.as_mut());
-            }
+            _ = requests.begun_or(FRESH_CONNECTION_GRACE), if draining && !drained => true,
             // The bridge wants no further request on it (a body overran its Content-Length):
             // drained as at shutdown — HTTP/1 closes once the response in flight is out.
-            _ = requests.close_wanted(), if !drained => {
-                drained = true;
-                requests.drained();
-                drain(conn.as_mut());
-            }
+            _ = requests.close_wanted(), if !drained => true,
             // HTTP/2 (or not known yet: no request ever came): hyper's graceful HTTP/2 shutdown
             // waits for a PING answer; an HTTP/1 connection closes by itself once its response
             // is out, and may still be handing it to a slow reader.
@@ -79,6 +74,10 @@ pub(crate) async fn drive<C: Future>(
                 return None;
             }
             _ = forced_signal.reached(Phase::Forced) => return None,
+        };
+        if drain_now {
+            requests.mark_drained();
+            drain(conn.as_mut());
         }
     }
 }
@@ -108,8 +107,8 @@ pub(crate) struct ConnRequests {
     begun: AtomicBool,
     /// The bridge asked for the connection to close after its response in flight.
     close_wanted: AtomicBool,
-    /// The connection is draining.
-    draining: AtomicBool,
+    /// The connection was asked to drain (see [`drive`]).
+    drained: AtomicBool,
     /// A request was in flight when the drain began, or began after: its response may still be
     /// on its way out, so the connection is not dropped for being quiet.
     served_while_draining: AtomicBool,
@@ -153,7 +152,7 @@ impl ConnRequests {
         // SeqCst with `drained`: one of the two sees the other (a request starting as the drain
         // begins is counted as served during it).
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if self.draining.load(Ordering::SeqCst) {
+        if self.drained.load(Ordering::SeqCst) {
             self.served_while_draining.store(true, Ordering::SeqCst);
         }
         if !self.begun.swap(true, Ordering::AcqRel) {
@@ -208,9 +207,13 @@ impl ConnRequests {
         self.http2.load(Ordering::Relaxed) || !self.begun.load(Ordering::Acquire)
     }
 
+    fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::SeqCst)
+    }
+
     /// The drain began (see [`ConnRequests::settled`]).
-    fn drained(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+    fn mark_drained(&self) {
+        self.drained.store(true, Ordering::SeqCst);
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             self.served_while_draining.store(true, Ordering::SeqCst);
         }
@@ -219,9 +222,6 @@ impl ConnRequests {
     /// Resolves once no request is in flight and no byte has moved for `quiet` — never for a
     /// connection that served a request during the drain.
     async fn settled(&self, quiet: Duration) {
-        if self.served_while_draining.load(Ordering::SeqCst) {
-            return std::future::pending().await;
-        }
         loop {
             if self.served_while_draining.load(Ordering::SeqCst) {
                 return std::future::pending().await;
@@ -262,11 +262,18 @@ impl CloseConnection for ConnRequests {
 /// Holds a request in flight (see [`ConnRequests::started`]).
 pub(crate) struct InFlight(Arc<ConnRequests>);
 
+impl InFlight {
+    /// The connection the request came on.
+    pub(crate) fn connection(&self) -> &Arc<ConnRequests> {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         // Only a draining connection waits for its requests to end (see `settled`).
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.0.draining.load(Ordering::SeqCst)
+            && self.0.drained.load(Ordering::SeqCst)
         {
             // The body was handed to the connection, not yet written: the quiet time a drained
             // connection gets before it is dropped counts from here.

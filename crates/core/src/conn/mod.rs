@@ -13,8 +13,9 @@ pub(crate) mod watch;
 pub(crate) use drive::{drive, watch_connection, ConnRequests, Tracked};
 pub(crate) use stream::ConnStream;
 
-use crate::config::Http2Settings;
+use crate::config::{Http2Settings, Limits};
 use crate::lifecycle::{Phase, PhaseSignal};
+use crate::metrics::Metrics;
 use crate::tls::{PeerInfo, TlsSource};
 use hyper::server::conn::http2;
 use hyper_util::rt::TokioExecutor;
@@ -62,26 +63,33 @@ impl ConnectionInfo {
     pub fn alpn(&self) -> Option<&str> {
         self.peer.as_deref().and_then(|p| p.alpn.as_deref())
     }
+
+    /// Shutdown began and no listener accepts any more (a restart's old connections still
+    /// serve): a request or call that arrives now (pipelined, or on a connection that has not
+    /// seen the GOAWAY yet) is new work, to be refused the way clients retry elsewhere.
+    pub fn refuses_new_work(&self, metrics: &Metrics) -> bool {
+        self.phase.current() >= Phase::Draining && !metrics.accepting()
+    }
 }
 
 /// How long a draining connection that has not begun its first request waits for one.
 pub(crate) const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(1000);
 
-/// Turns an accepted socket into a ready connection: waits for its first bytes (bounded by
-/// `first_bytes_within`, the header timer a parser would run), then does the TLS handshake when
-/// `tls` is given (bounded by `handshake_timeout`). `None`: the connection is closed.
+/// Turns an accepted socket into a ready connection: waits for its first bytes (bounded by the
+/// header timer a parser would run, or by `handshakeTimeout` over TLS), then does the TLS
+/// handshake when `tls` is given (bounded by `handshakeTimeout`). `None`: the connection is closed.
 pub(crate) async fn establish(
     stream: TcpStream,
     remote: SocketAddr,
     phase: PhaseSignal,
     tls: Option<&TlsSource>,
-    first_bytes_within: Option<Duration>,
-    handshake_timeout: Duration,
+    limits: &Limits,
 ) -> Option<(ConnStream, ConnectionInfo)> {
+    let handshake_timeout = limits.handshake_timeout;
     let within = if tls.is_some() {
         Some(handshake_timeout)
     } else {
-        first_bytes_within
+        limits.header_read_timeout()
     };
     if !first_bytes(&stream, within, &phase).await {
         return None;

@@ -34,7 +34,7 @@ pub enum Phase {
     /// Shutdown step 1: finish what is in flight, accept no new requests, close when idle.
     Draining,
     /// Shutdown step 3: as `Draining`, and connections an option kept open through steps 1–2
-    /// (WebSockets with `keepOpenUntilDrain`) are asked to close too.
+    /// (WebSockets with `keepOpenDuringDrainDelay`) are asked to close too.
     Closing,
     /// Close now.
     Forced,
@@ -250,28 +250,26 @@ impl Server {
     /// A restart's old listener: stop accepting, retire connections for up to `timeout` (see
     /// [`Phase::Retiring`]), then ask what is left to close (1 s) and force the rest.
     pub async fn retire(&self, timeout: Duration) -> ShutdownReport {
-        self.stop_accepting().await;
-        let connections_at_start = self.open_connections();
-        self.advance(Phase::Retiring);
-        let mut forced = 0;
-        if !self.wait_closed(timeout).await {
-            self.begin_closing();
-            if !self.wait_closed(Duration::from_secs(1)).await {
-                forced = self.force_close(Duration::from_secs(1)).await;
-            }
-        }
-        ShutdownReport {
-            connections_at_start,
-            forced,
-        }
+        self.wind_down(Phase::Retiring, timeout).await
     }
 
     /// The whole sequence: stop accepting, drain for up to `timeout`, then force what is left.
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        self.wind_down(Phase::Closing, timeout).await
+    }
+
+    /// Stops accepting, moves connections to `first` and waits up to `timeout` for them to close;
+    /// then, if `first` was gentler than `Closing`, asks the rest to close (1 s); then forces.
+    async fn wind_down(&self, first: Phase, timeout: Duration) -> ShutdownReport {
         self.stop_accepting().await;
         let connections_at_start = self.open_connections();
-        self.begin_closing();
-        let forced = if self.wait_closed(timeout).await {
+        self.advance(first);
+        let mut closed = self.wait_closed(timeout).await;
+        if !closed && first < Phase::Closing {
+            self.begin_closing();
+            closed = self.wait_closed(Duration::from_secs(1)).await;
+        }
+        let forced = if closed {
             0
         } else {
             self.force_close(Duration::from_secs(1)).await

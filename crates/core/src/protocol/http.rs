@@ -229,8 +229,10 @@ impl HttpProtocol {
             .keep_alive(true)
             .title_case_headers(true)
             .max_header_size(limits.max_header_size)
-            .header_read_timeout(header_read_timeout(&limits));
-        set_max_headers(&mut b, &limits);
+            .header_read_timeout(limits.header_read_timeout());
+        if let Some(max) = custom_max_headers(&limits) {
+            b.max_headers(max);
+        }
         b
     }
 
@@ -245,9 +247,9 @@ impl HttpProtocol {
             .keep_alive(true)
             .title_case_headers(true)
             .max_buf_size(limits.max_header_size.max(8192))
-            .header_read_timeout(header_read_timeout(&limits));
-        if limits.header_fields_limit() != HYPER_DEFAULT_MAX_HEADERS {
-            b.http1().max_headers(limits.header_fields_limit());
+            .header_read_timeout(limits.header_read_timeout());
+        if let Some(max) = custom_max_headers(&limits) {
+            b.http1().max_headers(max);
         }
         let mut h2 = b.http2();
         configure_http2!(h2, settings);
@@ -303,10 +305,7 @@ impl HttpProtocol {
                 return answer;
             }
         }
-        // Shutdown began (no listener accepts any more; a restart's old connections still serve):
-        // a request that arrives now (pipelined, or on a connection that has not seen the GOAWAY
-        // yet) is new work, refused the way clients retry elsewhere.
-        if conn.phase.current() >= Phase::Draining && !self.bridge.metrics().accepting() {
+        if conn.refuses_new_work(self.bridge.metrics()) {
             let mut refused = closing(StatusCode::SERVICE_UNAVAILABLE);
             refused
                 .headers_mut()
@@ -431,9 +430,8 @@ impl HttpProtocol {
             heads.head_complete();
             let this = this.clone();
             let info = info.clone();
-            let tracker = tracker.clone();
             async move {
-                let response = this.handle(req, &info, &tracker).await?;
+                let response = this.handle(req, &info, in_flight.connection()).await?;
                 Ok::<_, AbortConnection>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
@@ -512,21 +510,10 @@ fn h2_headers(parts: &http::request::Parts, encrypted: bool) -> Vec<String> {
 /// buffer of that many slots per request head.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-fn set_max_headers(b: &mut http1::Builder, limits: &Limits) {
-    if limits.header_fields_limit() != HYPER_DEFAULT_MAX_HEADERS {
-        b.max_headers(limits.header_fields_limit());
-    }
-}
-
-/// hyper's header-read timer runs from the moment a connection waits for the next request head, so
-/// it bounds both idle keep-alive time and slow header senders (slowloris): the smaller of
-/// `keepAliveTimeout` and `headersTimeout` applies (0 = that limit is off). Doing the idle timer
-/// here rather than with a per-request activity signal keeps the hot path free of extra wake-ups.
-fn header_read_timeout(limits: &Limits) -> Option<Duration> {
-    [limits.keep_alive_timeout, limits.headers_timeout]
-        .into_iter()
-        .filter(|d| !d.is_zero())
-        .min()
+/// The header-field limit to give hyper's HTTP/1 builders, when it is not hyper's own.
+fn custom_max_headers(limits: &Limits) -> Option<usize> {
+    let max = limits.header_fields_limit();
+    (max != HYPER_DEFAULT_MAX_HEADERS).then_some(max)
 }
 
 /// Whether the client's request lets the connection live on (hyper's rules): HTTP/1.1 unless it
@@ -716,17 +703,8 @@ impl ConnectionHandler for HttpProtocol {
         phase: PhaseSignal,
     ) -> BoxFuture {
         Box::pin(async move {
-            let limits = self.limits.load();
-            let ready = establish(
-                stream,
-                remote,
-                phase,
-                self.tls.as_deref(),
-                header_read_timeout(&limits),
-                limits.handshake_timeout,
-            )
-            .await;
-            drop(limits);
+            let limits = self.limits.load_full();
+            let ready = establish(stream, remote, phase, self.tls.as_deref(), &limits).await;
             let Some((io, info)) = ready else { return };
             let Some(mode) = self.mode_for(&info) else {
                 return;

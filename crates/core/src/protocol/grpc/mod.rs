@@ -14,7 +14,7 @@ use crate::conn::watch::Watched;
 use crate::conn::{
     drive, establish, http2_builder, watch_connection, ConnStream, ConnectionInfo, Tracked,
 };
-use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
+use crate::lifecycle::{BoxFuture, ConnectionHandler, PhaseSignal};
 use crate::tls::TlsSource;
 use arc_swap::ArcSwap;
 use bytes::{Buf, BufMut, Bytes};
@@ -250,7 +250,6 @@ impl GrpcProtocol {
         req: Request<Incoming>,
         conn: &ConnectionInfo,
     ) -> Response<tonic::body::Body> {
-        let phase = &conn.phase;
         let path = req.uri().path().to_owned();
         let methods = self.methods.load();
         let registered = methods.request_shape(&path);
@@ -259,7 +258,7 @@ impl GrpcProtocol {
         if registered.is_none() {
             if path == health::CHECK || path == health::WATCH {
                 let metrics = self.bridge.metrics().clone();
-                return health::serve(req, metrics, self.methods.clone(), phase.clone()).await;
+                return health::serve(req, metrics, self.methods.clone(), conn.phase.clone()).await;
             }
             if reflection::Reflection::serves(&path) {
                 if let Some(reflection) = self.methods.load().reflection.clone() {
@@ -268,10 +267,8 @@ impl GrpcProtocol {
             }
             return Status::unimplemented(format!("method {path} is not implemented")).into_http();
         }
-        // A call that arrives once shutdown began (on a connection whose client has not yet seen
-        // the GOAWAY; a restart's old connections still serve) is refused the way clients retry
-        // elsewhere: UNAVAILABLE, never reaching the handler (koatty_trace would answer INTERNAL).
-        if phase.current() >= Phase::Draining && !self.bridge.metrics().accepting() {
+        // Refused as UNAVAILABLE, never reaching the handler (koatty_trace would answer INTERNAL).
+        if conn.refuses_new_work(self.bridge.metrics()) {
             return Status::unavailable("server is shutting down").into_http();
         }
         let settings = self.settings.load();
@@ -643,23 +640,8 @@ impl ConnectionHandler for GrpcProtocol {
         phase: PhaseSignal,
     ) -> BoxFuture {
         Box::pin(async move {
-            let limits = self.limits.load();
-            // A connection that sends nothing is closed when an HTTP/2 client would have sent
-            // its preface long since (the HTTP header timer), or by the handshake timer over TLS.
-            let first_bytes_within = [limits.keep_alive_timeout, limits.headers_timeout]
-                .into_iter()
-                .filter(|d| !d.is_zero())
-                .min();
-            let ready = establish(
-                stream,
-                remote,
-                phase,
-                self.tls.as_deref(),
-                first_bytes_within,
-                limits.handshake_timeout,
-            )
-            .await;
-            drop(limits);
+            let limits = self.limits.load_full();
+            let ready = establish(stream, remote, phase, self.tls.as_deref(), &limits).await;
             let Some((io, info)) = ready else { return };
             // Boxed: the HTTP/2 state is allocated only once bytes came.
             Box::pin(self.serve_h2(io, info)).await
