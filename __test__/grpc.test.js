@@ -672,6 +672,26 @@ describe('GrpcServer: deadlines and cancellation', () => {
   }
 });
 
+describe('GrpcServer: maxInFlight bounds calls as it bounds HTTP requests', () => {
+  it('with maxInFlight 2, five slow calls reach the handler at most two at a time and all succeed', async () => {
+    const ctx = await startServer({ options: { connectionPool: { maxInFlight: 2 } } });
+    try {
+      const echo = client(Echo, ctx.address);
+      ctx.state.maxInFlight = 0;
+      const results = await Promise.all(Array.from({ length: 5 }, (_, i) => call(echo, 'Unary', { message: `q${i}`, delay_ms: 100 })));
+      results.forEach((r, i) => {
+        assert.equal(r.err, null, `call ${i}`);
+        assert.equal(r.value.message, `q${i}`);
+      });
+      assert.equal(ctx.state.maxInFlight, 2, 'the handler saw at most maxInFlight calls at once (and the cap was used)');
+      echo.close();
+      clients.delete(echo);
+    } finally {
+      await stopServer(ctx.server);
+    }
+  });
+});
+
 describe('GrpcServer: message size limits', () => {
   const LIMIT = 64 * 1024;
   let ctx;

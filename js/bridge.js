@@ -5,25 +5,27 @@ const { NativeRequest } = require('./request');
 const { NativeResponse } = require('./response');
 const { NativeWebSocket } = require('./websocket');
 
-const FLAG_WEBSOCKET = 1 << 11;
-const FLAG_GRPC = 1 << 12;
+const { RequestFlag, EventKind } = require('./wire');
 
-const EVENT_BODY_CHUNK = 1;
-const EVENT_BODY_END = 2;
-const EVENT_BODY_ERROR = 3;
-const EVENT_DRAIN = 4;
-const EVENT_TRACE_TIMEOUT = 5;
-const EVENT_CLOSED_MIN = 10;
-const EVENT_CLOSED_MAX = 13;
-const EVENT_WS_TEXT = 20;
-const EVENT_WS_BINARY = 21;
-const EVENT_WS_PONG = 22;
-const EVENT_WS_CLOSED = 23;
-const EVENT_GRPC_MESSAGE = 30;
-const EVENT_GRPC_INPUT_END = 31;
-const EVENT_GRPC_INPUT_ERROR = 32;
-const EVENT_GRPC_CANCELLED = 33;
-const EVENT_GRPC_DRAIN = 34;
+const FLAG_WEBSOCKET = RequestFlag.WebSocket;
+const FLAG_GRPC = RequestFlag.Grpc;
+
+const EVENT_BODY_CHUNK = EventKind.BodyChunk;
+const EVENT_BODY_END = EventKind.BodyEnd;
+const EVENT_BODY_ERROR = EventKind.BodyError;
+const EVENT_DRAIN = EventKind.Drain;
+const EVENT_TRACE_TIMEOUT = EventKind.TraceTimeout;
+const EVENT_CLOSED_MIN = EventKind.Closed;
+const EVENT_CLOSED_MAX = EventKind.ClosedLast;
+const EVENT_WS_TEXT = EventKind.WsText;
+const EVENT_WS_BINARY = EventKind.WsBinary;
+const EVENT_WS_PONG = EventKind.WsPong;
+const EVENT_WS_CLOSED = EventKind.WsClosed;
+const EVENT_GRPC_MESSAGE = EventKind.GrpcMessage;
+const EVENT_GRPC_INPUT_END = EventKind.GrpcInputEnd;
+const EVENT_GRPC_INPUT_ERROR = EventKind.GrpcInputError;
+const EVENT_GRPC_CANCELLED = EventKind.GrpcCancelled;
+const EVENT_GRPC_DRAIN = EventKind.GrpcDrain;
 const EARLY_EVENT_TTL_MS = 5000;
 const EARLY_EVENT_LIMIT = 10000;
 

@@ -6,6 +6,9 @@
 // own functions, here.
 const { EventEmitter } = require('node:events');
 const { Duplex } = require('node:stream');
+const { SendResult } = require('./wire');
+
+const FULL = SendResult.Full;
 
 const Status = Object.freeze({
   OK: 0,
@@ -212,7 +215,7 @@ class ServerCall extends Duplex {
     if (!ok) return cb && cb(bytesOrError);
     this._headSent = true;
     const r = this._bridge.native.grpcWrite(this._id, bytesOrError);
-    if (r === 0) this._pendingWrite = cb ?? true;
+    if (r === FULL) this._pendingWrite = cb ?? true;
     else if (cb) cb();
   }
 

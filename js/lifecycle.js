@@ -31,13 +31,16 @@ function shutdownOptions(options) {
   return opts;
 }
 
-/** Resolves with the callback's arguments, or with `undefined` once `ms` pass (timer cleared). */
+/** Resolves with what `start()`'s promise resolves, or with `undefined` once `ms` pass (timer cleared). */
 function within(ms, start) {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const timer = setTimeout(() => resolve(undefined), ms);
-    start((...args) => {
+    start().then((value) => {
       clearTimeout(timer);
-      resolve(args);
+      resolve(value);
+    }, (err) => {
+      clearTimeout(timer);
+      reject(err);
     });
   });
 }
@@ -72,20 +75,21 @@ async function runShutdown(server, native, options) {
     return result;
   };
 
-  report.connectionsAtStart = native.metrics().activeConnections;
-  await step('stopAcceptingNewConnections', opts.stepTimeout, (done) => native.stopAccepting(done));
+  report.connectionsAtStart = JSON.parse(native.metricsJson()).activeConnections;
+  // Each native step resolves `true`/an outcome (never undefined: that means the step timed out).
+  await step('stopAcceptingNewConnections', opts.stepTimeout, () => native.stopAccepting().then(() => true));
   // Steps 2 and 3 are bounded on the native side (their own timeout argument).
-  await step('waitDrainDelay', UNBOUNDED, (done) => native.waitIdle(Math.min(opts.drainDelay, left()), done));
-  const drained = await step('waitForConnectionCompletion', UNBOUNDED, (done) => native.drain(left(), done), (r) => (r[0] ? 'completed' : 'timeout'));
-  if (drained) report.drained = drained[0];
-  const forced = await step('forceCloseRemainingConnections', opts.stepTimeout, (done) => native.forceClose(Math.min(opts.stepTimeout, 1000), done));
-  if (forced) {
-    report.forced = forced[0];
-    if (forced[0] > 0) report.drained = false;
+  await step('waitDrainDelay', UNBOUNDED, () => native.waitIdle(Math.min(opts.drainDelay, left())));
+  const drained = await step('waitForConnectionCompletion', UNBOUNDED, () => native.drain(left()), (r) => (r.drained ? 'completed' : 'timeout'));
+  if (drained) report.drained = drained.drained;
+  const forced = await step('forceCloseRemainingConnections', opts.stepTimeout, () => native.forceClose(Math.min(opts.stepTimeout, 1000)));
+  if (forced !== undefined) {
+    report.forced = forced;
+    if (forced > 0) report.drained = false;
   }
-  await step('stopMonitoringAndCleanup', opts.stepTimeout, (done) => {
+  await step('stopMonitoringAndCleanup', opts.stepTimeout, () => {
     native.release();
-    done(true);
+    return Promise.resolve(true);
   });
   report.duration = Date.now() - started;
   return report;

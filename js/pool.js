@@ -5,6 +5,16 @@
 // event-loop lag, against thresholds that `connectionPool.health` may override.
 const { performance } = require('node:perf_hooks');
 
+/** The native counters (one JSON conversion in Rust for every field). */
+function nativeMetrics(native) {
+  return JSON.parse(native.metricsJson());
+}
+
+/** The native per-second samples, oldest first (`second`: Unix time in s). */
+function nativeHistory(native, seconds) {
+  return JSON.parse(native.metricsHistoryJson(seconds));
+}
+
 const LAG_TICK_MS = 100;
 const LAG_HISTORY_SECONDS = 300;
 
@@ -75,7 +85,7 @@ class ConnectionPoolManager {
 
   /** Counters and latency figures (ms). */
   getMetrics() {
-    const m = this._native.metrics();
+    const m = nativeMetrics(this._native);
     return {
       activeConnections: m.activeConnections,
       totalConnections: m.totalConnections,
@@ -91,7 +101,7 @@ class ConnectionPoolManager {
       requestsFailed: m.requestsFailed,
       requestsTimedOut: m.requestsTimedOut,
       requestsAborted: m.requestsAborted,
-      responses5xx: m.responses5Xx ?? m.responses5xx,
+      responses5xx: m.responses5xx,
       /** WebSocket peers terminated for missing a pong. */
       wsDeadPeers: m.wsDeadPeers,
       rejectedConnections: m.rejectedConnections,
@@ -104,8 +114,8 @@ class ConnectionPoolManager {
 
   /** Per-second samples `{ timestamp, requests, errors, connections, averageLatency }`, oldest first. */
   getMetricsHistory(seconds = 300) {
-    return this._native.metricsHistory(Math.max(1, Math.min(300, seconds | 0))).map((s) => ({
-      timestamp: s.timestamp,
+    return nativeHistory(this._native, Math.max(1, Math.min(300, seconds | 0))).map((s) => ({
+      timestamp: s.second * 1000,
       requests: s.requests,
       errors: s.errors,
       connections: s.connections,
@@ -131,8 +141,8 @@ class ConnectionPoolManager {
   /** `{ status: 'healthy' | 'degraded' | 'overloaded', reasons, ...figures }`. */
   getHealth() {
     const t = { ...HEALTH_DEFAULTS, ...this._options.connectionPool?.health };
-    const m = this._native.metrics();
-    const history = this._native.metricsHistory(t.windowSeconds);
+    const m = nativeMetrics(this._native);
+    const history = nativeHistory(this._native, t.windowSeconds);
     let requests = 0;
     let errors = 0;
     let latencySum = 0;
@@ -194,6 +204,7 @@ function createConnectionPool(protocol, native, options) {
 }
 
 module.exports = {
+  nativeMetrics,
   HEALTH_DEFAULTS,
   ConnectionPoolManager,
   HttpConnectionPoolManager,

@@ -4,10 +4,12 @@
 const { IncomingMessage } = require('node:http');
 const { NativeSocket } = require('./socket');
 
-const FLAG_ENCRYPTED = 1 << 8;
-const FLAG_STREAMED_BODY = 1 << 9;
-const FLAG_AUTHORIZED = 1 << 10;
-const FLAG_TRACE_TIMER = 1 << 13;
+const { RequestFlag } = require('./wire');
+
+const FLAG_ENCRYPTED = RequestFlag.Encrypted;
+const FLAG_STREAMED_BODY = RequestFlag.StreamedBody;
+const FLAG_AUTHORIZED = RequestFlag.Authorized;
+const FLAG_TRACE_TIMER = RequestFlag.TraceTimer;
 const kHeaders = Symbol('headers');
 const kBody = Symbol('inlineBody');
 const kTraceId = Symbol('traceId');

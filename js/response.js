@@ -9,10 +9,13 @@ const kHeaders = Symbol('outHeaders');
 const kStarted = Symbol('nativeHeadSent');
 // writeHead ran (explicitly): the status and reason were validated then.
 const kHeadWritten = Symbol('headWritten');
-// Framing bits for the native respond (src/napi/server.rs): Content-Length removed by the handler.
-const FRAMING_REMOVED_CONTENT_LENGTH = 1;
+const { codedError } = require('./errors');
+const { FramingFlag, SendResult } = require('./wire');
+
+const FRAMING_REMOVED_CONTENT_LENGTH = FramingFlag.RemovedContentLength;
 // respond/end result: sent, but the handler's Content-Length disagreed with the body.
-const LENGTH_MISMATCH = 2;
+const LENGTH_MISMATCH = SendResult.LengthMismatch;
+const FULL = SendResult.Full;
 // What node's checkInvalidHeaderChar refuses in a reason phrase.
 const INVALID_REASON_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 
@@ -21,12 +24,6 @@ const TRACE_IDLE = 0; // no timer (trace mode off, or the middleware chain has s
 const TRACE_NATIVE = 1; // the native timer runs (it lives until the response head goes out)
 const TRACE_JS = 2; // a JS timer took over (`_traceTimer`)
 const TRACE_FIRED = 3; // the timeout answered
-
-function codedError(code, message, Type = Error) {
-  const err = new Type(message);
-  err.code = code;
-  return err;
-}
 
 /** node's writeHead check: `code | 0` within 100–999, else ERR_HTTP_INVALID_STATUS_CODE (RangeError). */
 function validStatusCode(statusCode) {
@@ -265,7 +262,7 @@ class NativeResponse extends Stream {
     const [buf, text] = toChunk(chunk, encoding);
     const result = this[kStarted] ? this._bridge.native.write(this._id, buf, text) : this._start(buf, text, false);
     if (typeof callback === 'function') process.nextTick(callback);
-    if (result === 0) {
+    if (result === FULL) {
       this.writableNeedDrain = true;
       return false;
     }
@@ -372,4 +369,4 @@ function finish(res) {
   if (!req._consuming && !req._streamed && !req.destroyed && (req.listenerCount('close') > 0 || req.listenerCount('end') > 0)) req._dump();
 }
 
-module.exports = { NativeResponse, codedError, TRACE_IDLE, TRACE_NATIVE, TRACE_JS, TRACE_FIRED };
+module.exports = { NativeResponse, TRACE_IDLE, TRACE_NATIVE, TRACE_JS, TRACE_FIRED };

@@ -7,7 +7,7 @@ const binding = require('./binding');
 
 const { NativeServer } = binding;
 const { Bridge } = require('./bridge');
-const { codedError } = require('./response');
+const { codedError } = require('./errors');
 const logger = require('./logger');
 const { createConnectionPool } = require('./pool');
 const { GrpcDispatcher } = require('./grpc');
@@ -63,12 +63,6 @@ function nativeOptions(options) {
   }
 }
 
-/** A native constructor error as a coded Error (`ERR_TLS_CONFIG: …` → code ERR_TLS_CONFIG). */
-function constructionError(e) {
-  const match = /^(ERR_[A-Z_]+):/.exec(e.message);
-  return codedError(match ? match[1] : 'ERR_INVALID_CONFIG', e.message);
-}
-
 class BaseServer extends EventEmitter {
   constructor(app, options) {
     super();
@@ -86,12 +80,8 @@ class BaseServer extends EventEmitter {
     this.status = undefined;
     this.listenCallback = undefined;
     this.server = new ListenerHandle(this);
-    let native;
-    try {
-      native = new NativeServer(this.nativeOptionsJson(options));
-    } catch (e) {
-      throw constructionError(e);
-    }
+    // Bad options or TLS settings throw here, coded (`ERR_INVALID_CONFIG`, `ERR_TLS_CONFIG`).
+    const native = new NativeServer(this.nativeOptionsJson(options));
     if (native.generatedDevCertificate) {
       logger.warn(`${this.constructor.name}: no ssl.key/ssl.cert given; serving a generated self-signed development certificate`);
     }
@@ -137,8 +127,7 @@ class BaseServer extends EventEmitter {
 
   /** Re-reads the TLS key and certificate for new handshakes; open connections keep theirs. */
   reloadCertificates() {
-    const failure = this._native.reloadCertificates();
-    if (failure) throw constructionError(new Error(failure));
+    this._native.reloadCertificates();
   }
 
   /** gRPC servers: a new call. */
@@ -163,9 +152,9 @@ class BaseServer extends EventEmitter {
   Start(listenCallback) {
     const callback = listenCallback ?? this.listenCallback;
     const bridge = this._bridge;
-    this._native.listen(bridge.onRequest, bridge.onEvent, (code, message, address, port, family) => {
-      if (code) {
-        const err = codedError(code, message);
+    this._native.listen(bridge.onRequest, bridge.onEvent).then(({ errorCode, errorMessage, address, port, family }) => {
+      if (errorCode) {
+        const err = codedError(errorCode, errorMessage);
         err.syscall = 'listen';
         err.address = this.options.hostname;
         err.port = this.options.port;
@@ -183,6 +172,12 @@ class BaseServer extends EventEmitter {
       this.server.emit('listening');
       this.emit('listening');
       if (typeof callback === 'function') callback();
+    }).catch((err) => {
+      // A 'listening' handler or the callback threw: an uncaught exception, as with node's servers
+      // (not an unhandled rejection of a promise the user never saw).
+      process.nextTick(() => {
+        throw err;
+      });
     });
     return this.server;
   }
@@ -252,8 +247,7 @@ class BaseServer extends EventEmitter {
    * if `next` needs a restart.
    */
   applyConfigChanges(next) {
-    const failure = this._native.applyInPlace(this.nativeOptionsJson(next));
-    if (failure) throw constructionError(new Error(failure));
+    this._native.applyInPlace(this.nativeOptionsJson(next));
     this.adoptOptions(next);
   }
 
@@ -271,12 +265,9 @@ class BaseServer extends EventEmitter {
     }
     const json = this.nativeOptionsJson(next);
     const drainTimeout = Math.min(Math.max(0, (this.options.connectionPool?.requestTimeout ?? DEFAULT_SHUTDOWN.timeout) | 0), DEFAULT_SHUTDOWN.timeout);
-    const address = await new Promise((resolve, reject) => {
-      this._native.restart(json, drainTimeout, (code, message, host, port, family) => {
-        if (code) reject(codedError(code, message));
-        else resolve({ address: host, family, port });
-      });
-    });
+    const { errorCode, errorMessage, address: host, port, family } = await this._native.restart(json, drainTimeout);
+    if (errorCode) throw codedError(errorCode, errorMessage);
+    const address = { address: host, family, port };
     this.server._address = address;
     this.adoptOptions(next);
     this.protocol = this.options.protocol ?? this.defaultProtocol(this.options);

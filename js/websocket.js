@@ -4,7 +4,8 @@
 // bufferedAmount, and the 'message' / 'close' / 'error' / 'pong' events. Frames, pings, limits and
 // the closing handshake are handled in Rust (crates/core/src/protocol/ws.rs).
 const { EventEmitter } = require('node:events');
-const { codedError } = require('./response');
+const { codedError } = require('./errors');
+const { RequestFlag, SendResult } = require('./wire');
 
 const CONNECTING = 0;
 const OPEN = 1;
@@ -14,7 +15,8 @@ const CLOSED = 3;
 /** Largest ping/pong payload (RFC 6455 §5.5). */
 const MAX_CONTROL_PAYLOAD = 125;
 /** The upgrade waits for this server's `handleProtocols` (set by the native side). */
-const FLAG_WS_CHOOSE_PROTOCOL = 1 << 14;
+const FLAG_WS_CHOOSE_PROTOCOL = RequestFlag.WsChooseProtocol;
+const BACKPRESSURE = SendResult.Backpressure;
 
 /** Payload as (buffer, text) for the native call; strings stay strings (sent as text frames). */
 function payload(data) {
@@ -73,9 +75,10 @@ class NativeWebSocket extends EventEmitter {
     this._queued(this._bridge.native.wsSend(this._id, buf, text, binary), cb);
   }
 
-  /** What a native send returned: the bytes queued, -4 (terminated: too much unsent), < 0 (gone). */
+  /** What a native send returned: the bytes queued, or a negative SendResult (Backpressure:
+   * terminated for too much unsent; others: gone). */
   _queued(queued, cb) {
-    if (queued === -4) {
+    if (queued === BACKPRESSURE) {
       const err = codedError('ERR_WS_BACKPRESSURE', 'ERR_WS_BACKPRESSURE: too much unsent data queued for a slow peer; the connection was terminated');
       if (typeof cb === 'function') process.nextTick(cb, err);
       this.emit('error', err);

@@ -9,6 +9,10 @@ pub enum ServeError {
     Bind { code: &'static str, message: String },
     #[error("ERR_INVALID_CONFIG: {0}")]
     InvalidConfig(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("ERR_RESTART_REQUIRED: {0}")]
+    RestartRequired(String),
     #[error("ERR_SERVER_STATE: {0}")]
     State(String),
     #[error("ERR_IO: {0}")]
@@ -21,6 +25,8 @@ impl ServeError {
         match self {
             ServeError::Bind { code, .. } => code,
             ServeError::InvalidConfig(_) => "ERR_INVALID_CONFIG",
+            ServeError::Tls(_) => "ERR_TLS_CONFIG",
+            ServeError::RestartRequired(_) => "ERR_RESTART_REQUIRED",
             ServeError::State(_) => "ERR_SERVER_STATE",
             ServeError::Io(_) => "ERR_IO",
         }

@@ -1,5 +1,7 @@
 //! koatty_serve core: everything the native server does that does not need Node.
 //!
+//! - [`host`]: one JavaScript server object's native side (options, listener, restart, shutdown)
+//! - [`server`]: one listener started for a protocol (the seed's template method)
 //! - [`config`]: options, validation and defaults
 //! - [`lifecycle`]: listener, accept loop, connection tracking and shutdown, shared by every protocol
 //! - [`conn`]: an accepted socket made a ready connection (first bytes, TLS), run under the phase
@@ -13,6 +15,7 @@ pub mod bridge;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod host;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

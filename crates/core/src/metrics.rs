@@ -85,7 +85,8 @@ struct Slot {
 }
 
 /// One second of history.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SecondSample {
     /// Unix time of the second, in seconds.
     pub second: u64,
@@ -196,7 +197,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// A point-in-time copy of the counters.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MetricsSnapshot {
     pub uptime_ms: u64,
     pub active_connections: u64,

@@ -6,6 +6,7 @@ use crate::config::{GrpcSettings, Limits, LiveLimits, Protocol, ServerConfig};
 use crate::error::Result;
 use crate::lifecycle::{ConnectionHandler, Server, ShutdownReport};
 use crate::metrics::Metrics;
+use crate::protocol::grpc::MethodRegistry;
 use crate::protocol::{GrpcProtocol, HttpProtocol};
 use crate::tls::TlsSource;
 use arc_swap::ArcSwap;
@@ -31,8 +32,9 @@ impl ServeHandle {
         config: &ServerConfig,
         bridge: Bridge,
         tls: Option<Arc<TlsSource>>,
+        grpc_methods: MethodRegistry,
     ) -> Result<ServeHandle> {
-        Self::start_on(config, bridge, tls, None).await
+        Self::start_on(config, bridge, tls, grpc_methods, None).await
     }
 
     /// As [`ServeHandle::start`], taking over an already bound `listener` when given.
@@ -48,9 +50,10 @@ impl ServeHandle {
         config: &ServerConfig,
         bridge: Bridge,
         tls: Option<Arc<TlsSource>>,
+        grpc_methods: MethodRegistry,
         listener: Option<tokio::net::TcpListener>,
     ) -> Result<ServeHandle> {
-        let parts = protocol_parts(config);
+        let parts = protocol_parts(config, grpc_methods);
         let limits = initialize_connection_pool(config);
         let handler = parts.create_protocol_server(config, &bridge, &limits, tls);
         let server =
@@ -136,9 +139,12 @@ trait ProtocolParts: Send + Sync {
     }
 }
 
-fn protocol_parts(config: &ServerConfig) -> Box<dyn ProtocolParts> {
+fn protocol_parts(config: &ServerConfig, grpc_methods: MethodRegistry) -> Box<dyn ProtocolParts> {
     match (config.protocol, &config.grpc) {
-        (Protocol::Grpc, Some(settings)) => Box::new(GrpcParts(settings.clone())),
+        (Protocol::Grpc, Some(settings)) => Box::new(GrpcParts {
+            settings: settings.clone(),
+            methods: grpc_methods,
+        }),
         // HTTPS, HTTP/2 and WebSocket are HTTP servers with TLS, h2 or upgrades switched on.
         _ => Box::new(HttpParts),
     }
@@ -198,8 +204,11 @@ impl ProtocolParts for HttpParts {
     }
 }
 
-/// gRPC over HTTP/2; methods are registered from JavaScript on the bridge.
-struct GrpcParts(GrpcSettings);
+/// gRPC over HTTP/2; methods are registered from JavaScript (see [`crate::host::Host`]).
+struct GrpcParts {
+    settings: GrpcSettings,
+    methods: MethodRegistry,
+}
 
 impl ProtocolParts for GrpcParts {
     fn create_protocol_server(
@@ -213,18 +222,18 @@ impl ProtocolParts for GrpcParts {
             bridge.clone(),
             limits.clone(),
             tls,
-            self.0.clone(),
-            bridge.grpc_methods().clone(),
+            self.settings.clone(),
+            self.methods.clone(),
         ))
     }
 
     fn perform_protocol_specific_initialization(
         &self,
         _config: &ServerConfig,
-        bridge: &Bridge,
+        _bridge: &Bridge,
         local_addr: SocketAddr,
     ) {
-        let methods = bridge.grpc_methods().load().method_count();
+        let methods = self.methods.load().method_count();
         if methods == 0 {
             // Every call will be UNIMPLEMENTED (the health service still answers).
             tracing::warn!(%local_addr, "gRPC server listening with no registered method");

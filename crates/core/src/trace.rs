@@ -33,12 +33,45 @@ impl TraceSettings {
     }
 }
 
-/// Trace information handed out with one request.
-#[derive(Debug, Clone, Copy)]
-pub struct TraceRequest<'a> {
-    pub settings: &'a TraceSettings,
-    /// The `http_timeout` timer runs natively for this request ([`crate::bridge::BridgeEvent::TraceTimeout`]).
+/// What native trace mode attaches to one request handed to JavaScript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTrace {
+    /// koatty_trace's request id: sent by the client or generated here; `Some("")` for a
+    /// WebSocket upgrade without one (koatty_trace draws a new id per message, in JavaScript);
+    /// `None` when the JavaScript tracer must decide (see the module documentation).
+    pub id: Option<String>,
+    /// The `http_timeout` timer runs natively for this request
+    /// ([`crate::bridge::BridgeEvent::TraceTimeout`]).
     pub timer_armed: bool,
+}
+
+impl TraceSettings {
+    /// The trace of a request with these flat headers and URL (`upgrade`: a WebSocket upgrade,
+    /// whose id serves every message).
+    pub fn request_trace(
+        &self,
+        headers: &[String],
+        url: &str,
+        upgrade: bool,
+        timer_armed: bool,
+    ) -> RequestTrace {
+        let id = match resolve_request_id(headers, url, self) {
+            IdResolution::Sent(id) => Some(id),
+            IdResolution::Absent if upgrade => Some(String::new()),
+            IdResolution::Absent => uuid_v4(),
+            IdResolution::Unresolved => None,
+        };
+        RequestTrace { id, timer_armed }
+    }
+
+    /// When koatty_trace's `http_timeout` fires for a request starting now, if before the
+    /// request's own `deadline` (the later one never fires).
+    pub fn timer_deadline(&self, deadline: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        if self.timeout.is_zero() {
+            return None;
+        }
+        Some(tokio::time::Instant::now() + self.timeout).filter(|at| *at < deadline)
+    }
 }
 
 /// The outcome of [`resolve_request_id`].

@@ -5,7 +5,6 @@ use super::{Bridge, BridgeEvent, CloseReason, PendingGuard, Shared, RESPONSE_HIG
 use bytes::Bytes;
 use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -335,139 +334,76 @@ impl StreamBody {
     }
 }
 
-/// Bytes of a streamed body read ahead of the handler's pulls.
-const READ_AHEAD: usize = 256 * 1024;
+/// Where a streamed request body goes: the protocol reads it off the wire (it knows the framing)
+/// and hands it to the handler here, one chunk per pull ([`Bridge::pull_body`]).
+pub struct BodyFeed {
+    /// One item per chunk the handler asks for; closed once the request is answered or gone.
+    pub pulls: mpsc::Receiver<()>,
+    pub to_handler: BodyChunks,
+    /// `maxBodySize`, if any.
+    pub max_body_size: Option<u64>,
+    /// The request deadline.
+    pub deadline: Instant,
+}
 
-/// The request body broke: a malformed body (bad chunk) is answered 400 if the handler has not
-/// answered yet; a client that went away ends the request. Either way the handler sees the error.
-fn body_failed(bridge: &Bridge, id: u32, e: &hyper::Error) {
-    let error = format!("ERR_REQUEST_BODY: request body failed: {e}");
-    let malformed = e.is_parse()
-        || e.is_user()
-        || std::error::Error::source(e)
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
-                )
-            });
-    if malformed {
-        bridge.fail_request(id, StatusCode::BAD_REQUEST, error);
-    } else {
-        bridge.emit(id, BridgeEvent::BodyError(error));
-        bridge.abandon(id);
+/// The handler's side of a [`BodyFeed`].
+pub struct BodyChunks {
+    bridge: Bridge,
+    id: u32,
+}
+
+impl BodyChunks {
+    /// Bytes read off the wire (counted as received whether or not the handler takes them).
+    pub fn received(&self, bytes: usize) {
+        self.bridge.metrics().bytes_received(bytes);
+    }
+
+    /// A chunk the handler asked for.
+    pub fn chunk(&self, data: Bytes) {
+        self.bridge.emit(self.id, BridgeEvent::BodyChunk(data));
+    }
+
+    /// The body is complete.
+    pub fn end(&self) {
+        self.bridge.emit(self.id, BridgeEvent::BodyEnd);
+    }
+
+    /// The body cannot be taken (malformed, too large, too slow): the handler's `req` gets
+    /// `error`, and the client gets `status` if the handler has not answered yet.
+    pub fn fail(&self, status: StatusCode, error: String) {
+        self.bridge.fail_request(self.id, status, error);
+    }
+
+    /// The client broke off: the handler's `req` gets `error` and the request ends.
+    pub fn broken(&self, error: String) {
+        self.bridge.emit(self.id, BridgeEvent::BodyError(error));
+        self.bridge.abandon(self.id);
     }
 }
 
-/// Reads a streamed request body, one frame per pull from the handler, so a large upload is never
-/// buffered whole in Rust and a slow handler slows the client down (TCP backpressure).
-pub struct RequestBodyPump {
-    body: hyper::body::Incoming,
+/// A request body read by a protocol and fed to the handler (see [`Bridge::dispatch`]).
+pub trait BodySource: Send + 'static {
+    fn feed(self, feed: BodyFeed) -> impl std::future::Future<Output = ()> + Send + 'static;
 }
 
-impl RequestBodyPump {
-    pub fn new(body: hyper::body::Incoming) -> Self {
-        RequestBodyPump { body }
-    }
-
-    pub(crate) async fn run(
-        mut self,
-        bridge: Bridge,
+impl Bridge {
+    pub(super) fn spawn_body_feed<B: BodySource>(
+        &self,
+        source: B,
         id: u32,
-        mut pulls: mpsc::Receiver<()>,
+        pulls: mpsc::Receiver<()>,
         max_body_size: Option<u64>,
         deadline: Instant,
     ) {
-        let mut received: u64 = 0;
-        // Up to READ_AHEAD bytes are read before the handler asks for them: a read is always
-        // outstanding, so a client that resets or sends a malformed body is noticed even while the
-        // handler is not reading (otherwise the request would hold its slot until requestTimeout).
-        let mut ready: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
-        let mut ready_bytes = 0usize;
-        let mut ended = false;
-        let mut wanted = false;
-        loop {
-            if wanted {
-                if let Some(chunk) = ready.pop_front() {
-                    ready_bytes -= chunk.len();
-                    wanted = false;
-                    bridge.emit(id, BridgeEvent::BodyChunk(chunk));
-                } else if ended {
-                    bridge.emit(id, BridgeEvent::BodyEnd);
-                    return;
-                }
-            }
-            tokio::select! {
-                pull = pulls.recv() => match pull {
-                    Some(()) => wanted = true,
-                    // The request is answered (or gone): drop what is still arriving.
-                    None => return self.discard_rest(ended, received, max_body_size, deadline).await,
-                },
-                frame = self.body.frame(), if !ended && ready_bytes < READ_AHEAD => match frame {
-                    None => ended = true,
-                    Some(Err(e)) => return body_failed(&bridge, id, &e),
-                    Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else { continue };
-                        received += data.len() as u64;
-                        bridge.metrics().bytes_received(data.len());
-                        if max_body_size.is_some_and(|max| received > max) {
-                            bridge.fail_request(
-                                id,
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                "ERR_BODY_TOO_LARGE: request body too large".into(),
-                            );
-                            return;
-                        }
-                        if !data.is_empty() {
-                            ready_bytes += data.len();
-                            ready.push_back(data);
-                        }
-                    }
-                },
-                _ = tokio::time::sleep_until(deadline) => return self.timed_out(&bridge, id),
-            }
-        }
-    }
-
-    /// The response went out before the body was read: keep reading and dropping it, so the
-    /// client can finish sending and read the answer (node does the same; a connection closed
-    /// with unread data makes clients see EPIPE or a reset instead of the status). Bounded by
-    /// `DISCARD_AFTER_RESPONSE_LIMIT`, `DISCARD_AFTER_RESPONSE_TIME`, the body limit and the
-    /// request deadline; past a bound the body is dropped and hyper closes the connection.
-    async fn discard_rest(
-        mut self,
-        ended: bool,
-        received: u64,
-        max_body_size: Option<u64>,
-        deadline: Instant,
-    ) {
-        if ended {
-            return;
-        }
-        let limit = super::DISCARD_AFTER_RESPONSE_LIMIT
-            .min(max_body_size.map_or(u64::MAX, |max| max.saturating_sub(received)));
-        let until = deadline.min(Instant::now() + super::DISCARD_AFTER_RESPONSE_TIME);
-        let mut dropped: u64 = 0;
-        let _ = tokio::time::timeout_at(until, async {
-            while let Some(Ok(frame)) = self.body.frame().await {
-                if let Ok(data) = frame.into_data() {
-                    dropped += data.len() as u64;
-                    if dropped > limit {
-                        tracing::debug!(dropped, "request body past the discard limit; closing");
-                        return;
-                    }
-                }
-            }
-        })
-        .await;
-    }
-
-    fn timed_out(self, bridge: &Bridge, id: u32) {
-        bridge.fail_request(
-            id,
-            StatusCode::REQUEST_TIMEOUT,
-            "ERR_REQUEST_TIMEOUT: request body not received in time".into(),
-        );
+        let feed = BodyFeed {
+            pulls,
+            to_handler: BodyChunks {
+                bridge: self.clone(),
+                id,
+            },
+            max_body_size,
+            deadline,
+        };
+        tokio::spawn(source.feed(feed));
     }
 }

@@ -4,24 +4,43 @@
 //! map is owned by a guard that reports cancellation when the client resets it or its deadline
 //! passes, and removes it.
 
-use super::{Bridge, BridgeError, BridgeEvent, RequestHead, Shared};
+use super::{Bridge, BridgeError, BridgeEvent, InFlight, RequestHead, Shared};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use tonic::metadata::MetadataMap;
-use tonic::{Code, Status};
 
 /// Queued response bytes above which `grpc_write` reports backpressure.
 pub const GRPC_HIGH_WATER_MARK: usize = 64 * 1024;
 
+/// How a call ends: a gRPC status code (0 = OK), its details and trailing metadata (flat pairs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallStatus {
+    pub code: i32,
+    pub details: String,
+    pub trailers: Vec<String>,
+}
+
+impl CallStatus {
+    pub fn new(code: i32, details: impl Into<String>) -> Self {
+        CallStatus {
+            code,
+            details: details.into(),
+            trailers: Vec::new(),
+        }
+    }
+}
+
 /// What starts the response: initial metadata (flat header pairs), or an error before anything
 /// was sent (a trailers-only response).
-pub type CallHead = Result<Vec<String>, Status>;
+pub type CallHead = Result<Vec<String>, CallStatus>;
+
+/// A response message, or the status that ends the response.
+pub type CallOutput = Result<Bytes, CallStatus>;
 
 pub(crate) struct GrpcCall {
     head: Option<oneshot::Sender<CallHead>>,
-    out: mpsc::UnboundedSender<Result<Bytes, Status>>,
+    out: mpsc::UnboundedSender<CallOutput>,
     pub(crate) out_state: Arc<OutState>,
 }
 
@@ -42,11 +61,13 @@ pub enum CallCancel {
     Shutdown = 3,
 }
 
-/// Removes a call when the request side goes away before the handler ended it.
+/// Removes a call when the request side goes away before the handler ended it. It also holds
+/// the call's share of the in-flight cap.
 pub struct CallGuard {
     shared: Arc<Shared>,
     id: u32,
     pub(crate) reason: CallCancel,
+    _in_flight: InFlight,
 }
 
 impl Drop for CallGuard {
@@ -66,49 +87,21 @@ impl Drop for CallGuard {
     }
 }
 
-pub(crate) fn flat_metadata(map: &http::HeaderMap) -> Vec<String> {
-    super::flat_headers(map)
-}
-
-/// Response metadata from flat pairs; names and values that are not valid gRPC metadata (or are
-/// reserved for the transport) are left out.
-pub fn metadata_map(flat: &[String]) -> MetadataMap {
-    let mut headers = http::HeaderMap::new();
-    for pair in flat.chunks_exact(2) {
-        let name = pair[0].to_ascii_lowercase();
-        if name.starts_with(':')
-            || matches!(
-                name.as_str(),
-                "content-type" | "te" | "content-length" | "connection" | "host"
-            )
-            || (name.starts_with("grpc-") && name != "grpc-previous-rpc-attempts")
-        {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(&pair[1]),
-        ) {
-            headers.append(n, v);
-        }
-    }
-    MetadataMap::from_headers(headers)
+/// A call as the protocol runs it: its id, the response head to wait for, the response
+/// messages, the write-queue state shared with the handler side, and the guard that cancels it
+/// if dropped.
+pub(crate) struct OpenedCall {
+    pub id: u32,
+    pub head: oneshot::Receiver<CallHead>,
+    pub output: mpsc::UnboundedReceiver<CallOutput>,
+    pub out_state: Arc<OutState>,
+    pub guard: CallGuard,
 }
 
 impl Bridge {
-    /// Announces a call. Returns its id, the receiver of the response head, the response message
-    /// stream, and the guard that cancels it if dropped; `None` when the handler side is closing.
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn open_grpc_call(
-        &self,
-        mut head: RequestHead,
-    ) -> Option<(
-        u32,
-        oneshot::Receiver<CallHead>,
-        mpsc::UnboundedReceiver<Result<Bytes, Status>>,
-        Arc<OutState>,
-        CallGuard,
-    )> {
+    /// Announces a call once the in-flight cap has room; `None` when the handler side is closing.
+    pub(crate) async fn open_grpc_call(&self, mut head: RequestHead) -> Option<OpenedCall> {
+        let in_flight = self.admit().await?;
         let id = self.next_id();
         head.id = id;
         let (head_tx, head_rx) = oneshot::channel();
@@ -130,10 +123,17 @@ impl Bridge {
             shared: self.shared.clone(),
             id,
             reason: CallCancel::Client,
+            _in_flight: in_flight,
         };
         self.shared.metrics.request_started();
-        if self.shared.sink.request(head) {
-            Some((id, head_rx, out_rx, out_state, guard))
+        if self.shared.sink.request(head, None) {
+            Some(OpenedCall {
+                id,
+                head: head_rx,
+                output: out_rx,
+                out_state,
+                guard,
+            })
         } else {
             drop(guard);
             None
@@ -179,13 +179,7 @@ impl Bridge {
     }
 
     /// Ends the call with a status (0 = OK) and trailing metadata.
-    pub fn grpc_end(
-        &self,
-        id: u32,
-        code: i32,
-        details: String,
-        trailers: Vec<String>,
-    ) -> Result<(), BridgeError> {
+    pub fn grpc_end(&self, id: u32, status: CallStatus) -> Result<(), BridgeError> {
         let call = self
             .shared
             .grpc_calls
@@ -193,8 +187,8 @@ impl Bridge {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id)
             .ok_or(BridgeError::Gone(id))?;
-        let status = Status::with_metadata(Code::from_i32(code), details, metadata_map(&trailers));
-        if code == 0 {
+        let ok = status.code == 0;
+        if ok {
             self.shared.metrics.request_finished(
                 200,
                 call.out_state.queued.load(Ordering::Relaxed),
@@ -205,7 +199,7 @@ impl Bridge {
         }
         match call.head {
             // Nothing sent yet: OK still needs headers first; an error becomes trailers-only.
-            Some(tx) if code == 0 => {
+            Some(tx) if ok => {
                 let _ = tx.send(Ok(Vec::new()));
                 let _ = call.out.send(Err(status));
             }
@@ -220,7 +214,7 @@ impl Bridge {
     }
 
     /// Tells the handler about an ended call (deadline or shutdown) and answers the client.
-    pub(crate) fn grpc_cancel(&self, id: u32, reason: CallCancel, status: Status) {
+    pub(crate) fn grpc_cancel(&self, id: u32, reason: CallCancel, status: CallStatus) {
         let call = self
             .shared
             .grpc_calls

@@ -10,19 +10,11 @@
 mod body;
 pub mod grpc;
 
-pub use body::{RequestBodyPump, ResponseBody};
-
-/// Request body still arriving when the response has been sent is read and dropped up to this
-/// many bytes (node keeps reading too, so the client can finish sending and read the answer);
-/// past it the connection is closed.
-pub const DISCARD_AFTER_RESPONSE_LIMIT: u64 = 8 * 1024 * 1024;
-
-/// ... and for at most this long (never past the request deadline).
-pub const DISCARD_AFTER_RESPONSE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+pub use body::{BodyChunks, BodyFeed, BodySource, ResponseBody};
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::trace::{TraceRequest, TraceSettings};
+use crate::trace::{RequestTrace, TraceSettings};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -125,10 +117,31 @@ pub enum BridgeEvent {
 /// What the handler asks of a WebSocket connection.
 #[derive(Debug)]
 pub enum WsOutbound {
-    /// A message and its payload length (for `bufferedAmount`).
-    Message(tokio_tungstenite::tungstenite::Message, usize),
+    /// A message: binary, or text when the bytes are UTF-8 (the protocol sends invalid text as
+    /// binary, as `ws` does for a Buffer).
+    Message {
+        data: Bytes,
+        binary: bool,
+    },
+    /// A ping the handler sends.
+    Ping(Bytes),
+    /// An unsolicited pong the handler sends.
+    Pong(Bytes),
     Close(u16, String),
     Terminate,
+}
+
+impl WsOutbound {
+    /// Bytes it adds to `bufferedAmount`: a message's payload; a ping or pong counts its 2-byte
+    /// frame head too, as in ws, so a handler sending them faster than the peer reads is bounded.
+    pub fn buffered_len(&self) -> usize {
+        const CONTROL_FRAME_HEAD: usize = 2;
+        match self {
+            WsOutbound::Message { data, .. } => data.len(),
+            WsOutbound::Ping(data) | WsOutbound::Pong(data) => data.len() + CONTROL_FRAME_HEAD,
+            WsOutbound::Close(..) | WsOutbound::Terminate => 0,
+        }
+    }
 }
 
 struct WsConnection {
@@ -156,6 +169,8 @@ pub struct OpenedWebSocket {
     pub outbound: mpsc::UnboundedReceiver<WsOutbound>,
     /// The handler's subprotocol choice, when it was asked for one.
     pub protocol_choice: Option<oneshot::Receiver<ProtocolChoice>>,
+    /// The upgrade's share of the in-flight cap: dropped once the upgrade is answered.
+    pub in_flight: InFlight,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,14 +185,10 @@ pub enum CloseReason {
 
 /// The handler side of the bridge (JavaScript in the addon, a closure in tests).
 pub trait RequestSink: Send + Sync + 'static {
-    /// Hands over a request. Returns `false` if it cannot be delivered (the sink is closing).
-    fn request(&self, head: RequestHead) -> bool;
-    /// Hands over a request of a server in native trace mode (HTTP requests and WebSocket
-    /// upgrades); `trace` is `None` while trace mode is off.
-    fn request_traced(&self, head: RequestHead, trace: Option<TraceRequest<'_>>) -> bool {
-        let _ = trace;
-        self.request(head)
-    }
+    /// Hands over a request, with what native trace mode attaches to it (`None` while trace
+    /// mode is off, and for gRPC calls). Returns `false` if it cannot be delivered (the sink is
+    /// closing).
+    fn request(&self, head: RequestHead, trace: Option<RequestTrace>) -> bool;
     /// Delivers an event about request `id`.
     fn event(&self, id: u32, event: BridgeEvent);
 }
@@ -239,7 +250,6 @@ pub(crate) struct Shared {
     pending: Mutex<HashMap<u32, Pending>>,
     websockets: Mutex<HashMap<u32, WsConnection>>,
     grpc_calls: Mutex<HashMap<u32, grpc::GrpcCall>>,
-    grpc_methods: crate::protocol::grpc::MethodRegistry,
     next_id: AtomicU32,
     in_flight: Arc<Semaphore>,
     /// The in-flight cap now, and permits still to retire after it was lowered (they are
@@ -284,12 +294,12 @@ impl Shared {
 }
 
 /// Removes a pending entry when its waiter goes away without the response having completed, and
-/// tells the handler side. It also holds the in-flight permit.
+/// tells the handler side. It also holds the request's share of the in-flight cap.
 pub struct PendingGuard {
     shared: Arc<Shared>,
     id: u32,
     reason: CloseReason,
-    permit: Option<OwnedSemaphorePermit>,
+    _in_flight: InFlight,
 }
 
 impl PendingGuard {
@@ -306,13 +316,24 @@ impl Drop for PendingGuard {
                 .sink
                 .event(self.id, BridgeEvent::Closed(self.reason));
         }
-        use std::sync::atomic::Ordering::AcqRel;
+    }
+}
+
+/// One unit of the in-flight cap (`maxInFlight`), held while a request, a gRPC call or a
+/// WebSocket upgrade is with the handler: every way in takes one, so the cap bounds them all.
+/// Dropped, it returns its unit — or retires it, when the cap was lowered meanwhile.
+pub struct InFlight {
+    shared: Arc<Shared>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
         let retire = self
             .shared
             .permits_to_retire
-            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| {
-                n.checked_sub(1)
-            })
+            .fetch_update(AcqRel, Acquire, |n| n.checked_sub(1))
             .is_ok();
         if let (true, Some(permit)) = (retire, self.permit.take()) {
             permit.forget();
@@ -334,7 +355,6 @@ impl Bridge {
                 pending: Mutex::new(HashMap::new()),
                 websockets: Mutex::new(HashMap::new()),
                 grpc_calls: Mutex::new(HashMap::new()),
-                grpc_methods: Default::default(),
                 next_id: AtomicU32::new(1),
                 in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
                 max_in_flight: std::sync::atomic::AtomicUsize::new(max_in_flight.max(1)),
@@ -377,11 +397,6 @@ impl Bridge {
         self.shared.trace.store(settings.map(Arc::new));
     }
 
-    /// gRPC method paths registered by the handler side (shared by every listener).
-    pub fn grpc_methods(&self) -> &crate::protocol::grpc::MethodRegistry {
-        &self.shared.grpc_methods
-    }
-
     /// Requests handed to the handler and not finished.
     pub fn pending_count(&self) -> usize {
         self.shared
@@ -389,6 +404,16 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len()
+    }
+
+    /// Waits for a unit of the in-flight cap (backpressure: the caller stops reading meanwhile).
+    /// `None` once the cap is closed.
+    pub(crate) async fn admit(&self) -> Option<InFlight> {
+        let permit = self.shared.in_flight.clone().acquire_owned().await.ok()?;
+        Some(InFlight {
+            shared: self.shared.clone(),
+            permit: Some(permit),
+        })
     }
 
     pub(crate) fn next_id(&self) -> u32 {
@@ -402,17 +427,16 @@ impl Bridge {
 
     /// Hands a request to the sink and waits for the response head, within the request deadline.
     /// `body` is the request body still to be read, if it is streamed.
-    pub async fn dispatch(
+    pub async fn dispatch<B: BodySource>(
         &self,
         mut head: RequestHead,
-        streamed_body: Option<RequestBodyPump>,
+        streamed_body: Option<B>,
         limits: &Limits,
         deadline: tokio::time::Instant,
         close_connection: Option<Arc<dyn CloseConnection>>,
     ) -> Response<ResponseBody> {
-        let permit = match self.shared.in_flight.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return simple_response(StatusCode::SERVICE_UNAVAILABLE),
+        let Some(in_flight) = self.admit().await else {
+            return simple_response(StatusCode::SERVICE_UNAVAILABLE);
         };
         let id = self.next_id();
         head.id = id;
@@ -440,27 +464,21 @@ impl Bridge {
             shared: self.shared.clone(),
             id,
             reason: CloseReason::ClientGone,
-            permit: Some(permit),
+            _in_flight: in_flight,
         };
         self.shared.metrics.request_started();
-        if let (Some(pump), Some((_, pull_rx))) = (streamed_body, pull) {
-            tokio::spawn(pump.run(self.clone(), id, pull_rx, limits.max_body_size, deadline));
+        if let (Some(source), Some((_, pull_rx))) = (streamed_body, pull) {
+            self.spawn_body_feed(source, id, pull_rx, limits.max_body_size, deadline);
         }
         // Native trace mode: koatty_trace's `http_timeout` timer is this request's second deadline;
         // it only notifies the handler side, which then answers (or ignores it once its middleware
         // chain has settled). It lives as long as the wait for the response head; the JS tracer
         // takes over when the head goes out first.
-        let trace = self.shared.trace.load_full();
-        let trace_deadline = trace
-            .as_ref()
-            .filter(|t| !t.timeout.is_zero())
-            .map(|t| tokio::time::Instant::now() + t.timeout)
-            .filter(|at| *at < deadline);
-        let traced = trace.as_deref().map(|settings| TraceRequest {
-            settings,
-            timer_armed: trace_deadline.is_some(),
-        });
-        if !self.shared.sink.request_traced(head, traced) {
+        let settings = self.shared.trace.load_full();
+        let trace_deadline = settings.as_ref().and_then(|t| t.timer_deadline(deadline));
+        let trace = settings
+            .map(|t| t.request_trace(&head.headers, &head.url, false, trace_deadline.is_some()));
+        if !self.shared.sink.request(head, trace) {
             guard.set_reason(CloseReason::Rejected);
             return simple_response(StatusCode::SERVICE_UNAVAILABLE);
         }
@@ -729,12 +747,14 @@ impl Bridge {
     }
 
     /// Announces an accepted WebSocket upgrade to the handler (`choose_protocol`: asking it to
-    /// choose the subprotocol). `None` if the handler side is closing.
-    pub fn open_websocket(
+    /// choose the subprotocol), once the in-flight cap has room. `None` if the handler side is
+    /// closing.
+    pub async fn open_websocket(
         &self,
         mut head: RequestHead,
         choose_protocol: bool,
     ) -> Option<OpenedWebSocket> {
+        let in_flight = self.admit().await?;
         let id = self.next_id();
         head.id = id;
         head.body = if choose_protocol {
@@ -762,16 +782,15 @@ impl Bridge {
                 },
             );
         // Native trace mode: the upgrade request's id serves every message (koatty_trace §2.8).
-        let trace = self.shared.trace.load_full();
-        let traced = trace.as_deref().map(|settings| TraceRequest {
-            settings,
-            timer_armed: false,
-        });
-        if self.shared.sink.request_traced(head, traced) {
+        let trace = (self.shared.trace.load())
+            .as_ref()
+            .map(|t| t.request_trace(&head.headers, &head.url, true, false));
+        if self.shared.sink.request(head, trace) {
             Some(OpenedWebSocket {
                 id,
                 outbound: rx,
                 protocol_choice: choice_rx,
+                in_flight,
             })
         } else {
             self.shared
@@ -793,62 +812,18 @@ impl Bridge {
             .unwrap_or_default()
     }
 
-    /// Queues a message; returns the bytes now queued (`bufferedAmount`). Past `max_buffered`
-    /// the connection is terminated and `Backpressure` returned.
+    /// Queues a message, ping or pong; returns the bytes now queued (`bufferedAmount`). Past
+    /// `max_buffered` the connection is terminated instead and `Backpressure` returned — unless
+    /// nothing else is queued: one message larger than the limit goes out alone (the limit is for
+    /// a peer that does not read, not for big messages).
     pub fn ws_send(
         &self,
         id: u32,
-        data: Bytes,
-        binary: bool,
+        message: WsOutbound,
         max_buffered: usize,
-    ) -> Result<usize, BridgeError> {
-        use tokio_tungstenite::tungstenite::Message;
-        let len = data.len();
-        self.ws_queue(id, len, max_buffered, move || {
-            if binary {
-                Message::Binary(data)
-            } else {
-                match String::from_utf8(data.to_vec()) {
-                    Ok(text) => Message::Text(text.into()),
-                    Err(_) => Message::Binary(data),
-                }
-            }
-        })
-    }
-
-    /// Queues a ping (or with `pong`, an unsolicited pong) the handler sends. It counts toward
-    /// `bufferedAmount` and `max_buffered` with its 2-byte frame head, as in ws, so that a
-    /// handler sending them faster than the peer reads is bounded too.
-    pub fn ws_send_control(
-        &self,
-        id: u32,
-        data: Bytes,
-        pong: bool,
-        max_buffered: usize,
-    ) -> Result<usize, BridgeError> {
-        use tokio_tungstenite::tungstenite::Message;
-        const CONTROL_FRAME_HEAD: usize = 2;
-        let len = data.len() + CONTROL_FRAME_HEAD;
-        self.ws_queue(id, len, max_buffered, move || {
-            if pong {
-                Message::Pong(data)
-            } else {
-                Message::Ping(data)
-            }
-        })
-    }
-
-    /// Queues a message of `len` bytes (for `bufferedAmount`); past `max_buffered` the connection
-    /// is terminated instead — unless nothing else is queued: one message larger than the limit
-    /// goes out alone (the limit is for a peer that does not read, not for big messages).
-    fn ws_queue(
-        &self,
-        id: u32,
-        len: usize,
-        max_buffered: usize,
-        message: impl FnOnce() -> tokio_tungstenite::tungstenite::Message,
     ) -> Result<usize, BridgeError> {
         use std::sync::atomic::Ordering::AcqRel;
+        let len = message.buffered_len();
         let map = self
             .shared
             .websockets
@@ -861,9 +836,7 @@ impl Bridge {
             let _ = conn.tx.send(WsOutbound::Terminate);
             return Err(BridgeError::Backpressure(id));
         }
-        conn.tx
-            .send(WsOutbound::Message(message(), len))
-            .map_err(|_| BridgeError::Gone(id))?;
+        conn.tx.send(message).map_err(|_| BridgeError::Gone(id))?;
         Ok(queued)
     }
 
@@ -1076,6 +1049,39 @@ pub fn simple_response(status: StatusCode) -> Response<ResponseBody> {
 pub enum HeaderEncoding {
     Latin1,
     Utf8,
+}
+
+impl HeaderEncoding {
+    /// How Node's `http` would encode a head's header values: UTF-8 when the head goes out in one
+    /// write with a string chunk — `end(nonEmptyString)`, a string `write` on a response that is
+    /// not chunked, `write('')`/`flushHeaders()` — else latin1. `flat` is `name\0value\0…`;
+    /// `text` is the chunk sent with the head when it is a string.
+    pub fn as_node_would(flat: &str, text: Option<&str>, end: bool) -> HeaderEncoding {
+        // ASCII values are the same bytes either way; latin1 spares the HTTP/2 check.
+        let Some(text) = text.filter(|_| !flat.is_ascii()) else {
+            return HeaderEncoding::Latin1;
+        };
+        let mut has_length = false;
+        let mut chunked = false;
+        let mut parts = flat.split('\0');
+        while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+            if name.eq_ignore_ascii_case("content-length") {
+                has_length = true;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked |= value.to_ascii_lowercase().contains("chunked");
+            }
+        }
+        let utf8 = if end {
+            !text.is_empty() && !chunked
+        } else {
+            text.is_empty() || (has_length && !chunked)
+        };
+        if utf8 {
+            HeaderEncoding::Utf8
+        } else {
+            HeaderEncoding::Latin1
+        }
+    }
 }
 
 fn build_response<S: AsRef<str>>(

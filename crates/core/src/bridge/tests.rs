@@ -20,7 +20,7 @@ struct TestSink {
 }
 
 impl RequestSink for TestSink {
-    fn request(&self, head: RequestHead) -> bool {
+    fn request(&self, head: RequestHead, _: Option<crate::trace::RequestTrace>) -> bool {
         (self.on_request)(self.bridge.get().expect("bridge set"), head);
         true
     }
@@ -70,7 +70,7 @@ async fn serve(limits: Limits, on_request: OnRequest) -> Harness {
         websocket: None,
         grpc: None,
     };
-    let handle = ServeHandle::start(&config, bridge.clone(), None)
+    let handle = ServeHandle::start(&config, bridge.clone(), None, Default::default())
         .await
         .expect("bind");
     Harness {
@@ -580,7 +580,7 @@ async fn bind_conflict_is_a_coded_error() {
         grpc: None,
     };
     let bridge = Bridge::new(Arc::new(NullSink), 8, Default::default());
-    let err = ServeHandle::start(&config, bridge, None)
+    let err = ServeHandle::start(&config, bridge, None, Default::default())
         .await
         .err()
         .expect("second bind fails");
@@ -590,7 +590,7 @@ async fn bind_conflict_is_a_coded_error() {
 
 struct NullSink;
 impl RequestSink for NullSink {
-    fn request(&self, _: RequestHead) -> bool {
+    fn request(&self, _: RequestHead, _: Option<crate::trace::RequestTrace>) -> bool {
         false
     }
     fn event(&self, _: u32, _: BridgeEvent) {}
@@ -611,7 +611,7 @@ async fn native_endpoints_answer_without_the_handler_and_readiness_follows_shutd
         "hostname": "127.0.0.1", "port": 0, "nativeEndpoints": { "metrics": "/prom" }
     }))
     .unwrap();
-    let handle = ServeHandle::start(&config, bridge.clone(), None)
+    let handle = ServeHandle::start(&config, bridge.clone(), None, Default::default())
         .await
         .unwrap();
     let addr = handle.local_addr();
@@ -926,4 +926,46 @@ async fn destroy_before_the_head_closes_the_connection_without_a_response() {
     let resp = exchange(h.handle.local_addr(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(resp, "");
     assert_eq!(h.bridge.pending_count(), 0);
+}
+
+#[test]
+fn header_encoding_is_nodes() {
+    use HeaderEncoding::{Latin1, Utf8};
+    let plain = "x-a\0b";
+    let accented = "x-a\0é";
+    // ASCII heads are the same either way.
+    assert_eq!(
+        HeaderEncoding::as_node_would(plain, Some("hi"), true),
+        Latin1
+    );
+    // end(nonEmptyString): UTF-8; end('') or a Buffer: latin1.
+    assert_eq!(
+        HeaderEncoding::as_node_would(accented, Some("hi"), true),
+        Utf8
+    );
+    assert_eq!(
+        HeaderEncoding::as_node_would(accented, Some(""), true),
+        Latin1
+    );
+    assert_eq!(HeaderEncoding::as_node_would(accented, None, true), Latin1);
+    // A chunked end: latin1.
+    let chunked = "x-a\0é\0transfer-encoding\0chunked";
+    assert_eq!(
+        HeaderEncoding::as_node_would(chunked, Some("hi"), true),
+        Latin1
+    );
+    // write(string): UTF-8 only with a Content-Length (not chunked); write('') always.
+    assert_eq!(
+        HeaderEncoding::as_node_would(accented, Some("hi"), false),
+        Latin1
+    );
+    let sized = "x-a\0é\0Content-Length\0\x32";
+    assert_eq!(
+        HeaderEncoding::as_node_would(sized, Some("hi"), false),
+        Utf8
+    );
+    assert_eq!(
+        HeaderEncoding::as_node_would(accented, Some(""), false),
+        Utf8
+    );
 }

@@ -366,11 +366,16 @@ pub async fn run(
                 }
             }
             out = outbound.recv() => match out {
-                Some(WsOutbound::Message(message, len)) => backlog.queue(&writes, Write::Message(message, len)),
                 Some(WsOutbound::Close(code, reason)) => {
                     close_deadline = close_deadline.or(send_close(&mut backlog, &writes, CloseCode::from(code), reason));
                 }
                 Some(WsOutbound::Terminate) | None => break (1006, String::new(), false),
+                Some(message) => {
+                    let len = message.buffered_len();
+                    if let Some(message) = frame_of(message) {
+                        backlog.queue(&writes, Write::Message(message, len));
+                    }
+                }
             },
             _ = next_ping => {
                 ping_seq = ping_seq.wrapping_add(1);
@@ -537,7 +542,27 @@ impl Backlog {
     }
 }
 
+/// The frame for a message the handler queued (close and terminate are handled by the loop).
+fn frame_of(message: WsOutbound) -> Option<Message> {
+    Some(match message {
+        WsOutbound::Message { data, binary: true } => Message::Binary(data),
+        // Text that is not UTF-8 goes out binary (the handler's bytes as they are).
+        // (A clone of `Bytes` shares the bytes: no copy either way.)
+        WsOutbound::Message {
+            data,
+            binary: false,
+        } => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(data.clone()) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Binary(data),
+        },
+        WsOutbound::Ping(data) => Message::Ping(data),
+        WsOutbound::Pong(data) => Message::Pong(data),
+        WsOutbound::Close(..) | WsOutbound::Terminate => return None,
+    })
+}
+
 enum Write {
+    /// A frame and what it counts in `bufferedAmount`.
     Message(Message, usize),
     Flush,
     Close(CloseFrame),

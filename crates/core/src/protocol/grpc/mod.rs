@@ -7,7 +7,9 @@
 pub mod health;
 pub mod reflection;
 
-use crate::bridge::grpc::{metadata_map, CallCancel, CallGuard, OutState, GRPC_HIGH_WATER_MARK};
+use crate::bridge::grpc::{
+    CallCancel, CallGuard, CallOutput, CallStatus, OpenedCall, OutState, GRPC_HIGH_WATER_MARK,
+};
 use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead};
 use crate::config::{GrpcSettings, LiveLimits, ServerConfig};
 use crate::conn::watch::Watched;
@@ -36,8 +38,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tonic::codec::{
     BufferSettings, Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder,
 };
+use tonic::metadata::MetadataMap;
 use tonic::server::Grpc;
-use tonic::{Status, Streaming};
+use tonic::{Code, Status, Streaming};
 
 /// Request messages of one call handed to JavaScript and not yet taken, at most.
 const MESSAGES_IN_FLIGHT: usize = 16;
@@ -311,6 +314,40 @@ impl GrpcProtocol {
     }
 }
 
+/// The tonic status for a call's end as the handler gave it.
+fn status_of(status: CallStatus) -> Status {
+    Status::with_metadata(
+        Code::from_i32(status.code),
+        status.details,
+        metadata_map(&status.trailers),
+    )
+}
+
+/// Response metadata from flat pairs; names and values that are not valid gRPC metadata (or are
+/// reserved for the transport) are left out.
+fn metadata_map(flat: &[String]) -> MetadataMap {
+    let mut headers = http::HeaderMap::new();
+    for pair in flat.chunks_exact(2) {
+        let name = pair[0].to_ascii_lowercase();
+        if name.starts_with(':')
+            || matches!(
+                name.as_str(),
+                "content-type" | "te" | "content-length" | "connection" | "host"
+            )
+            || (name.starts_with("grpc-") && name != "grpc-previous-rpc-attempts")
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&pair[1]),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    MetadataMap::from_headers(headers)
+}
+
 /// Status headers as grpc-js clients expect them: tonic reports size limits as OUT_OF_RANGE where
 /// gRPC (and grpc-js) use RESOURCE_EXHAUSTED, and percent-encodes more of `grpc-message` than the
 /// spec's "outside 0x20–0x7E, and %" (grpc-js then shows `%3F` for `?`).
@@ -458,7 +495,7 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
                 headers: {
                     // `:authority` first, as node's http2 shows it (grpc-js's `call.getHost()`).
                     let mut flat = vec![":authority".to_owned(), authority];
-                    flat.extend(crate::bridge::grpc::flat_metadata(&metadata.into_headers()));
+                    flat.extend(crate::bridge::flat_headers(&metadata.into_headers()));
                     flat
                 },
                 http_version: 20,
@@ -468,7 +505,14 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
                 peer: conn.peer.clone(),
                 body: RequestBody::GrpcCall,
             };
-            let Some((id, head_rx, out_rx, out_state, guard)) = bridge.open_grpc_call(head) else {
+            let Some(OpenedCall {
+                id,
+                head: head_rx,
+                output: out_rx,
+                out_state,
+                guard,
+            }) = bridge.open_grpc_call(head).await
+            else {
                 return Err(Status::unavailable("server is shutting down"));
             };
             tokio::spawn(pump_requests(bridge.clone(), id, input, reset));
@@ -481,14 +525,15 @@ impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
                     bridge.grpc_cancel(
                         id,
                         CallCancel::Deadline,
-                        Status::deadline_exceeded("deadline exceeded"),
+                        CallStatus::new(Code::DeadlineExceeded as i32, "deadline exceeded"),
                     );
                 }))
             });
             // The guard moves with the response: dropped early (client reset) it reports the cancel.
             let head = head_rx
                 .await
-                .map_err(|_| Status::cancelled("call ended"))??;
+                .map_err(|_| Status::cancelled("call ended"))?
+                .map_err(status_of)?;
             let stream = OutStream {
                 rx: out_rx,
                 state: out_state,
@@ -550,7 +595,7 @@ impl http_body::Body for ResetWatch {
 
 /// Response messages from JavaScript; signals `drain` and owns the call's cancel guard.
 struct OutStream {
-    rx: mpsc::UnboundedReceiver<Result<Bytes, Status>>,
+    rx: mpsc::UnboundedReceiver<CallOutput>,
     state: Arc<OutState>,
     bridge: Bridge,
     id: u32,
@@ -579,7 +624,7 @@ impl Stream for OutStream {
                 self.bridge.emit(self.id, BridgeEvent::GrpcDrain);
             }
         }
-        item
+        item.map(|next| next.map(|output| output.map_err(status_of)))
     }
 }
 
@@ -607,7 +652,7 @@ async fn pump_requests(
                 return bridge.grpc_cancel(
                     id,
                     CallCancel::Client,
-                    Status::cancelled("client cancelled"),
+                    CallStatus::new(Code::Cancelled as i32, "client cancelled"),
                 )
             }
             // The clean end goes to the handler at once, as grpc-js delivers it. A client that
@@ -620,6 +665,7 @@ async fn pump_requests(
             Err(status) => {
                 let message = format!("{}: {}", status.code() as i32, status.message());
                 bridge.emit(id, BridgeEvent::GrpcInputError(message));
+                let status = CallStatus::new(status.code() as i32, status.message());
                 return bridge.grpc_cancel(id, CallCancel::Client, status);
             }
         }

@@ -2,10 +2,12 @@
 //! cleartext HTTP/2 with prior knowledge — handing requests to the bridge. TLS handshakes run in
 //! the connection task under a timeout, never in the accept loop.
 
+mod request_body;
+
 use super::ws;
 use crate::bridge::{
     simple_response, AbortConnection, Bridge, CloseConnection, ProtocolChoice, RequestBody,
-    RequestBodyPump, RequestHead, ResponseBody, INLINE_BODY_LIMIT,
+    RequestHead, ResponseBody, INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
@@ -24,6 +26,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use request_body::RequestBodyPump;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,7 +123,7 @@ impl HttpProtocol {
             peer: conn.peer.clone(),
             body: RequestBody::Upgrade,
         };
-        let Some(opened) = self.bridge.open_websocket(head, choose_in_js) else {
+        let Some(opened) = self.bridge.open_websocket(head, choose_in_js).await else {
             return closing(StatusCode::SERVICE_UNAVAILABLE);
         };
         let id = opened.id;

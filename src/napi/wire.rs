@@ -1,0 +1,254 @@
+//! What crosses into JavaScript per request and per event, and the numbers both sides read.
+//! The enums are exported to JavaScript (`js/` imports them from the binding instead of
+//! re-declaring them).
+
+use bytes::Bytes;
+use koatty_serve_core::bridge::{BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink};
+use koatty_serve_core::trace::RequestTrace;
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use std::sync::RwLock;
+
+/// Request flags; bits 0–7 hold the HTTP version (10, 11, 20).
+#[napi]
+pub enum RequestFlag {
+    /// TLS.
+    Encrypted = 0x100,
+    /// The body is streamed (pulled with `pullBody`), not inline.
+    StreamedBody = 0x200,
+    /// The client certificate was verified (`socket.authorized`).
+    Authorized = 0x400,
+    /// A WebSocket upgrade: the connection's events follow.
+    WebSocket = 0x800,
+    /// A gRPC call.
+    Grpc = 0x1000,
+    /// Native trace mode: the `http_timeout` timer runs natively.
+    TraceTimer = 0x2000,
+    /// A WebSocket upgrade waiting for `wsSelectProtocol` (the server has `handleProtocols`).
+    WsChooseProtocol = 0x4000,
+}
+
+/// Event kinds (`onEvent(id, kind, chunk, message)`).
+#[napi]
+pub enum EventKind {
+    BodyChunk = 1,
+    BodyEnd = 2,
+    BodyError = 3,
+    Drain = 4,
+    TraceTimeout = 5,
+    /// `Closed + reason` (1 client gone, 2 timed out, 3 rejected).
+    Closed = 10,
+    ClosedLast = 13,
+    WsText = 20,
+    WsBinary = 21,
+    WsPong = 22,
+    /// message: `"<code> <reason>"`.
+    WsClosed = 23,
+    GrpcMessage = 30,
+    GrpcInputEnd = 31,
+    GrpcInputError = 32,
+    /// message: the cancel reason (1 client, 2 deadline, 3 shutdown).
+    GrpcCancelled = 33,
+    GrpcDrain = 34,
+}
+
+/// What the hot-path calls (`respond`, `write`, `end`, `grpcWrite`, `wsSend`) return; cheaper
+/// than exceptions per request.
+#[napi]
+pub enum SendResult {
+    /// Sent; more may follow without exceeding the high-water mark.
+    Sent = 1,
+    /// Queued; wait for `drain`.
+    Full = 0,
+    /// Sent, but the handler's `Content-Length` disagreed with the body (sent no more than
+    /// announced; the connection closes).
+    LengthMismatch = 2,
+    Gone = -1,
+    HeadersSent = -2,
+    HeadersNotSent = -3,
+    /// Too much queued for a peer that does not read: the connection was terminated.
+    Backpressure = -4,
+    /// A ping/pong payload over 125 bytes.
+    ControlPayloadTooLarge = -5,
+}
+
+/// `respond`'s `framing` bits.
+#[napi]
+pub enum FramingFlag {
+    /// The handler removed `Content-Length` (node's `_removedContLen`).
+    RemovedContentLength = 1,
+}
+
+pub fn send_result(r: std::result::Result<bool, BridgeError>) -> i32 {
+    (match r {
+        Ok(true) => SendResult::Sent,
+        Ok(false) => SendResult::Full,
+        Err(e) => error_result(e),
+    }) as i32
+}
+
+pub fn error_result(e: BridgeError) -> SendResult {
+    match e {
+        BridgeError::Gone(_) => SendResult::Gone,
+        BridgeError::HeadersSent(_) => SendResult::HeadersSent,
+        BridgeError::HeadersNotSent(_) => SendResult::HeadersNotSent,
+        BridgeError::Backpressure(_) => SendResult::Backpressure,
+    }
+}
+
+/// A body given as a Buffer or as a string.
+pub fn bytes_of(body: Option<Buffer>, text: Option<String>) -> Option<Bytes> {
+    match (body, text) {
+        (Some(b), _) => Some(Bytes::copy_from_slice(&b)),
+        (None, Some(t)) => Some(Bytes::from(t)),
+        (None, None) => None,
+    }
+}
+
+/// (id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetailsJson, traceId)
+/// headers: `name\0value\0name\0value…` — one string instead of one per name and value, which is
+/// what crossing into JavaScript costs most (HTTP forbids NUL in names and values).
+pub type RequestArgs = FnArgs<(
+    u32,
+    String,
+    String,
+    String,
+    Option<Buffer>,
+    u32,
+    String,
+    u32,
+    Option<String>,
+    Option<String>,
+)>;
+/// (id, kind, chunk, message)
+pub type EventArgs = FnArgs<(u32, u32, Option<Buffer>, Option<String>)>;
+
+fn event_kind(e: &BridgeEvent) -> u32 {
+    (match e {
+        BridgeEvent::BodyChunk(_) => EventKind::BodyChunk,
+        BridgeEvent::BodyEnd => EventKind::BodyEnd,
+        BridgeEvent::BodyError(_) => EventKind::BodyError,
+        BridgeEvent::Drain => EventKind::Drain,
+        BridgeEvent::TraceTimeout => EventKind::TraceTimeout,
+        BridgeEvent::Closed(reason) => return EventKind::Closed as u32 + *reason as u32,
+        BridgeEvent::WsMessage { binary: false, .. } => EventKind::WsText,
+        BridgeEvent::WsMessage { binary: true, .. } => EventKind::WsBinary,
+        BridgeEvent::WsPong { .. } => EventKind::WsPong,
+        BridgeEvent::WsClosed { .. } => EventKind::WsClosed,
+        BridgeEvent::GrpcMessage { .. } => EventKind::GrpcMessage,
+        BridgeEvent::GrpcInputEnd => EventKind::GrpcInputEnd,
+        BridgeEvent::GrpcInputError(_) => EventKind::GrpcInputError,
+        BridgeEvent::GrpcCancelled(_) => EventKind::GrpcCancelled,
+        BridgeEvent::GrpcDrain => EventKind::GrpcDrain,
+    }) as u32
+}
+
+pub struct JsFunctions {
+    pub request: ThreadsafeFunction<RequestArgs, (), RequestArgs, Status, false>,
+    pub event: ThreadsafeFunction<EventArgs, (), EventArgs, Status, false>,
+}
+
+/// Delivers bridge calls to JavaScript. Holds the threadsafe functions only while listening, so an
+/// idle process can exit.
+#[derive(Default)]
+pub struct JsSink {
+    functions: RwLock<Option<JsFunctions>>,
+}
+
+impl JsSink {
+    pub fn set(&self, f: Option<JsFunctions>) {
+        *self.functions.write().unwrap_or_else(|e| e.into_inner()) = f;
+    }
+}
+
+impl RequestSink for JsSink {
+    fn request(&self, head: RequestHead, trace: Option<RequestTrace>) -> bool {
+        let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = guard.as_ref() else {
+            return false;
+        };
+        let mut flags = head.http_version;
+        let trace_id = trace.and_then(|t| {
+            if t.timer_armed {
+                flags |= RequestFlag::TraceTimer as u32;
+            }
+            t.id
+        });
+        if head.encrypted {
+            flags |= RequestFlag::Encrypted as u32;
+        }
+        if head.peer.as_ref().is_some_and(|p| p.authorized) {
+            flags |= RequestFlag::Authorized as u32;
+        }
+        let body = match head.body {
+            RequestBody::Empty => None,
+            RequestBody::Inline(b) => Some(Buffer::from(b.to_vec())),
+            RequestBody::Streamed => {
+                flags |= RequestFlag::StreamedBody as u32;
+                None
+            }
+            RequestBody::Upgrade => {
+                flags |= RequestFlag::WebSocket as u32;
+                None
+            }
+            RequestBody::UpgradeChoosingProtocol => {
+                flags |= RequestFlag::WebSocket as u32 | RequestFlag::WsChooseProtocol as u32;
+                None
+            }
+            RequestBody::GrpcCall => {
+                flags |= RequestFlag::Grpc as u32;
+                None
+            }
+        };
+        let args = (
+            head.id,
+            head.method,
+            head.url,
+            head.headers.join("\0"),
+            body,
+            flags,
+            head.remote.ip().to_canonical().to_string(),
+            head.remote.port() as u32,
+            head.peer.as_ref().map(|p| p.to_json()),
+            trace_id,
+        );
+        f.request
+            .call(args.into(), ThreadsafeFunctionCallMode::NonBlocking)
+            == Status::Ok
+    }
+
+    fn event(&self, id: u32, event: BridgeEvent) {
+        let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = guard.as_ref() else { return };
+        let kind = event_kind(&event);
+        let (chunk, message) = match event {
+            BridgeEvent::BodyChunk(b) => (Some(Buffer::from(b.to_vec())), None),
+            BridgeEvent::BodyError(m) => (None, Some(m)),
+            BridgeEvent::WsClosed { code, reason } => (None, Some(format!("{code} {reason}"))),
+            BridgeEvent::GrpcInputError(m) => (None, Some(m)),
+            BridgeEvent::GrpcCancelled(reason) => (None, Some((reason as u32).to_string())),
+            BridgeEvent::WsMessage { data, permit, .. }
+            | BridgeEvent::WsPong { data, permit }
+            | BridgeEvent::GrpcMessage { data, permit } => {
+                // The permit is released once the handler has taken the message (the callback runs
+                // on the JS thread after it returns), bounding each connection's queue.
+                let args = (id, kind, Some(Buffer::from(data.to_vec())), None::<String>).into();
+                f.event.call_with_return_value(
+                    args,
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                    move |_, _| {
+                        drop(permit);
+                        Ok(())
+                    },
+                );
+                return;
+            }
+            _ => (None, None),
+        };
+        f.event.call(
+            (id, kind, chunk, message).into(),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+    }
+}
