@@ -192,7 +192,7 @@ impl NativeServer {
         status: u32,
         reason: Option<String>,
         headers: String,
-        body: Option<Buffer>,
+        body: Option<BufferSlice<'_>>,
         text: Option<String>,
         end: bool,
         framing: u32,
@@ -224,7 +224,7 @@ impl NativeServer {
     }
 
     #[napi]
-    pub fn write(&self, id: u32, body: Option<Buffer>, text: Option<String>) -> i32 {
+    pub fn write(&self, id: u32, body: Option<BufferSlice<'_>>, text: Option<String>) -> i32 {
         match bytes_of(body, text) {
             Some(b) => send_result(self.host.bridge().write(id, b)),
             None => SendResult::Sent as i32,
@@ -232,7 +232,7 @@ impl NativeServer {
     }
 
     #[napi]
-    pub fn end(&self, id: u32, body: Option<Buffer>, text: Option<String>) -> i32 {
+    pub fn end(&self, id: u32, body: Option<BufferSlice<'_>>, text: Option<String>) -> i32 {
         match self.host.bridge().end(id, bytes_of(body, text)) {
             Ok(true) => SendResult::LengthMismatch as i32,
             other => send_result(other.map(|_| true)),
@@ -287,7 +287,7 @@ impl NativeServer {
     pub fn ws_send(
         &self,
         id: u32,
-        body: Option<Buffer>,
+        body: Option<BufferSlice<'_>>,
         text: Option<String>,
         binary: bool,
     ) -> f64 {
@@ -299,7 +299,7 @@ impl NativeServer {
 
     /// Sends a ping; as `wsSend` (`ControlPayloadTooLarge` over 125 bytes).
     #[napi]
-    pub fn ws_ping(&self, id: u32, body: Option<Buffer>) -> f64 {
+    pub fn ws_ping(&self, id: u32, body: Option<BufferSlice<'_>>) -> f64 {
         self.ws_queue(
             id,
             WsOutbound::Ping(bytes_of(body, None).unwrap_or_default()),
@@ -308,7 +308,7 @@ impl NativeServer {
 
     /// Sends an (unsolicited) pong; as `wsPing`.
     #[napi]
-    pub fn ws_pong(&self, id: u32, body: Option<Buffer>) -> f64 {
+    pub fn ws_pong(&self, id: u32, body: Option<BufferSlice<'_>>) -> f64 {
         self.ws_queue(
             id,
             WsOutbound::Pong(bytes_of(body, None).unwrap_or_default()),
@@ -377,14 +377,14 @@ impl NativeServer {
     /// `Gone`: the call is gone, or was ended RESOURCE_EXHAUSTED for a message over
     /// `maxSendMessageLength`).
     #[napi]
-    pub fn grpc_write(&self, id: u32, message: Buffer) -> i32 {
+    pub fn grpc_write(&self, id: u32, message: BufferSlice<'_>) -> i32 {
         let message = bytes::Bytes::copy_from_slice(&message);
         send_result(self.host.grpc_write(id, message))
     }
 
     /// A unary answer in one crossing: the message, then status OK with trailing metadata.
     #[napi]
-    pub fn grpc_reply(&self, id: u32, message: Buffer, trailers: Vec<String>) -> i32 {
+    pub fn grpc_reply(&self, id: u32, message: BufferSlice<'_>, trailers: Vec<String>) -> i32 {
         let message = bytes::Bytes::copy_from_slice(&message);
         send_result(self.host.grpc_reply(id, message, trailers).map(|()| true))
     }

@@ -97,12 +97,46 @@ pub fn error_result(e: BridgeError) -> SendResult {
     }
 }
 
-/// A body given as a Buffer or as a string.
-pub fn bytes_of(body: Option<Buffer>, text: Option<String>) -> Option<Bytes> {
+/// A body given as a Buffer or as a string. The Buffer is borrowed for the call only
+/// (`BufferSlice`: no reference is created, as a `Buffer` parameter would) and copied once.
+pub fn bytes_of(body: Option<BufferSlice<'_>>, text: Option<String>) -> Option<Bytes> {
     match (body, text) {
         (Some(b), _) => Some(Bytes::copy_from_slice(&b)),
         (None, Some(t)) => Some(Bytes::from(t)),
         (None, None) => None,
+    }
+}
+
+/// Payloads up to this size reach JavaScript copied into memory V8 owns; larger ones are wrapped.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// Bytes handed to JavaScript as a Buffer. A small payload is copied into a Buffer V8 allocates:
+/// one memcpy, where wrapping Rust memory costs a finalizer, a global handle and external-memory
+/// accounting per Buffer (the larger share of a small WebSocket message's cost on the JS thread).
+/// A large one is handed over without a copy when the bytes are not shared.
+pub struct JsBytes(pub Bytes);
+
+impl ToNapiValue for JsBytes {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        let bytes = val.0;
+        if bytes.is_empty() || bytes.len() > COPY_LIMIT {
+            return unsafe { Buffer::to_napi_value(env, Buffer::from(Vec::from(bytes))) };
+        }
+        let mut data = std::ptr::null_mut();
+        let mut buffer = std::ptr::null_mut();
+        check_status!(
+            unsafe {
+                sys::napi_create_buffer_copy(
+                    env,
+                    bytes.len(),
+                    bytes.as_ptr().cast(),
+                    &mut data,
+                    &mut buffer,
+                )
+            },
+            "Failed to copy bytes into a Buffer"
+        )?;
+        Ok(buffer)
     }
 }
 
@@ -114,7 +148,7 @@ pub type RequestArgs = FnArgs<(
     String,
     String,
     String,
-    Option<Buffer>,
+    Option<JsBytes>,
     u32,
     String,
     u32,
@@ -122,7 +156,7 @@ pub type RequestArgs = FnArgs<(
     Option<String>,
 )>;
 /// (id, kind, chunk, message)
-pub type EventArgs = FnArgs<(u32, u32, Option<Buffer>, Option<String>)>;
+pub type EventArgs = FnArgs<(u32, u32, Option<JsBytes>, Option<String>)>;
 
 fn event_kind(e: &BridgeEvent) -> u32 {
     (match e {
@@ -183,7 +217,7 @@ impl RequestSink for JsSink {
         }
         let body = match head.body {
             RequestBody::Empty => None,
-            RequestBody::Inline(b) => Some(Buffer::from(b.to_vec())),
+            RequestBody::Inline(b) => Some(JsBytes(b)),
             RequestBody::Streamed => {
                 flags |= RequestFlag::StreamedBody as u32;
                 None
@@ -223,7 +257,7 @@ impl RequestSink for JsSink {
         let Some(f) = guard.as_ref() else { return };
         let kind = event_kind(&event);
         let (chunk, message) = match event {
-            BridgeEvent::BodyChunk(b) => (Some(Buffer::from(b.to_vec())), None),
+            BridgeEvent::BodyChunk(b) => (Some(JsBytes(b)), None),
             BridgeEvent::BodyError(m) => (None, Some(m)),
             BridgeEvent::WsClosed { code, reason } => (None, Some(format!("{code} {reason}"))),
             BridgeEvent::GrpcInputError(m) => (None, Some(m)),
@@ -233,7 +267,7 @@ impl RequestSink for JsSink {
             | BridgeEvent::GrpcMessage { data, permit } => {
                 // The permit is released once the handler has taken the message (the callback runs
                 // on the JS thread after it returns), bounding each connection's queue.
-                let args = (id, kind, Some(Buffer::from(data.to_vec())), None::<String>).into();
+                let args = (id, kind, Some(JsBytes(data)), None::<String>).into();
                 f.event.call_with_return_value(
                     args,
                     ThreadsafeFunctionCallMode::NonBlocking,

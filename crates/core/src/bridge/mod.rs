@@ -145,7 +145,11 @@ impl WsOutbound {
 }
 
 struct WsConnection {
+    /// Close and terminate requests, to the connection's task.
     tx: mpsc::UnboundedSender<WsOutbound>,
+    /// Messages, pings and pongs, straight to the connection's writer (one wake per message, not
+    /// two); bounded by `max_buffered`.
+    messages: mpsc::UnboundedSender<WsOutbound>,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
     /// Until the handler chose the subprotocol (`handleProtocols`): where its answer goes.
     protocol_choice: Option<oneshot::Sender<ProtocolChoice>>,
@@ -165,8 +169,10 @@ pub enum ProtocolChoice {
 /// An announced WebSocket upgrade, before its 101.
 pub struct OpenedWebSocket {
     pub id: u32,
-    /// What the handler sends.
+    /// What the handler asks of the connection (close, terminate).
     pub outbound: mpsc::UnboundedReceiver<WsOutbound>,
+    /// What the handler sends (messages, pings, pongs), for the connection's writer.
+    pub messages: mpsc::UnboundedReceiver<WsOutbound>,
     /// The handler's subprotocol choice, when it was asked for one.
     pub protocol_choice: Option<oneshot::Receiver<ProtocolChoice>>,
     /// The upgrade's share of the in-flight cap: dropped once the upgrade is answered.
@@ -763,6 +769,7 @@ impl Bridge {
             RequestBody::Upgrade
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        let (messages, messages_rx) = mpsc::unbounded_channel();
         let (choice_tx, choice_rx) = if choose_protocol {
             let (t, r) = oneshot::channel();
             (Some(t), Some(r))
@@ -777,6 +784,7 @@ impl Bridge {
                 id,
                 WsConnection {
                     tx,
+                    messages,
                     buffered: Default::default(),
                     protocol_choice: choice_tx,
                 },
@@ -789,6 +797,7 @@ impl Bridge {
             Some(OpenedWebSocket {
                 id,
                 outbound: rx,
+                messages: messages_rx,
                 protocol_choice: choice_rx,
                 in_flight,
             })
@@ -836,7 +845,9 @@ impl Bridge {
             let _ = conn.tx.send(WsOutbound::Terminate);
             return Err(BridgeError::Backpressure(id));
         }
-        conn.tx.send(message).map_err(|_| BridgeError::Gone(id))?;
+        conn.messages
+            .send(message)
+            .map_err(|_| BridgeError::Gone(id))?;
         Ok(queued)
     }
 

@@ -228,9 +228,13 @@ pub async fn run(
     bridge: Bridge,
     id: u32,
     settings: WsSettings,
-    mut outbound: mpsc::UnboundedReceiver<WsOutbound>,
+    outbound: Outbound,
     phase: PhaseSignal,
 ) {
+    let Outbound {
+        control: mut outbound,
+        messages,
+    } = outbound;
     let ws = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
         Role::Server,
@@ -243,7 +247,7 @@ pub async fn run(
     let buffered = bridge.ws_buffered(id);
     let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
     let mut backlog = Backlog::default();
-    let mut writer = tokio::spawn(write_loop(sink, write_queue, buffered));
+    let mut writer = tokio::spawn(write_loop(sink, write_queue, messages, buffered));
     // Bytes of events handed to JavaScript and not yet taken by the handler (`maxReceiveQueue`).
     let receive_budget = settings.max_receive_queue.clamp(1, MAX_RECEIVE_PERMITS);
     let receive_permits = Arc::new(Semaphore::new(receive_budget));
@@ -570,25 +574,92 @@ enum Write {
 
 type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
 
-/// Sends what the connection queues; a message's bytes leave `bufferedAmount` once written.
+/// What the handler sends a connection: close/terminate requests (to its task) and messages,
+/// pings and pongs (to its writer).
+pub struct Outbound {
+    pub control: mpsc::UnboundedReceiver<WsOutbound>,
+    pub messages: mpsc::UnboundedReceiver<WsOutbound>,
+}
+
+/// Writes taken per flush: what is ready goes out together (one write for a burst), within this.
+const WRITES_PER_FLUSH: usize = 64;
+
+/// Sends what the connection queues (`queue`: its own writes — pongs, pings, close frames) and
+/// what the handler sends (`messages`). Everything ready goes out in one flush; a message's bytes
+/// leave `bufferedAmount` once flushed. A close frame goes after every message the handler sent
+/// before asking for it.
 async fn write_loop(
     mut sink: Sink,
     mut queue: mpsc::Receiver<Write>,
+    mut messages: mpsc::UnboundedReceiver<WsOutbound>,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    while let Some(write) = queue.recv().await {
-        let result = match write {
-            Write::Message(message, len) => {
-                let r = sink.send(message).await;
-                buffered.fetch_sub(len, Ordering::AcqRel);
-                r
-            }
-            Write::Flush => sink.flush().await,
-            Write::Close(frame) => sink.send(Message::Close(Some(frame))).await,
+    let mut messages_open = true;
+    loop {
+        let first = tokio::select! {
+            biased;
+            write = queue.recv() => match write {
+                Some(write) => write,
+                None => return,
+            },
+            message = messages.recv(), if messages_open => match message {
+                Some(message) => handler_write(message),
+                None => {
+                    messages_open = false;
+                    continue;
+                }
+            },
         };
+        let mut next = Some(first);
+        let mut flushed_len = 0usize;
+        let mut taken = 0;
+        while let Some(write) = next.take() {
+            taken += 1;
+            let result = match write {
+                Write::Message(message, len) => {
+                    flushed_len += len;
+                    sink.feed(message).await
+                }
+                Write::Flush => Ok(()),
+                Write::Close(frame) => {
+                    // The handler's messages sent before its close request go first.
+                    let mut result = Ok(());
+                    while let (Ok(message), true) = (messages.try_recv(), result.is_ok()) {
+                        if let Write::Message(m, len) = handler_write(message) {
+                            flushed_len += len;
+                            result = sink.feed(m).await;
+                        }
+                    }
+                    match result {
+                        Ok(()) => sink.feed(Message::Close(Some(frame))).await,
+                        err => err,
+                    }
+                }
+            };
+            if result.is_err() {
+                return;
+            }
+            if taken < WRITES_PER_FLUSH {
+                next = queue
+                    .try_recv()
+                    .ok()
+                    .or_else(|| messages.try_recv().ok().map(handler_write));
+            }
+        }
+        let result = sink.flush().await;
+        buffered.fetch_sub(flushed_len, Ordering::AcqRel);
         if result.is_err() {
             return;
         }
+    }
+}
+
+/// A write for what the handler sent (close and terminate go to the connection's task).
+fn handler_write(message: WsOutbound) -> Write {
+    let len = message.buffered_len();
+    match frame_of(message) {
+        Some(frame) => Write::Message(frame, len),
+        None => Write::Flush,
     }
 }
 

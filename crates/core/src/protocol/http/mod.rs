@@ -159,10 +159,15 @@ impl HttpProtocol {
         let bridge = self.bridge.clone();
         let phase = conn.phase.clone();
         let outbound = opened.outbound;
+        let messages = opened.messages;
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    ws::run(upgraded, bridge, id, (*settings).clone(), outbound, phase).await
+                    let queues = ws::Outbound {
+                        control: outbound,
+                        messages,
+                    };
+                    ws::run(upgraded, bridge, id, (*settings).clone(), queues, phase).await
                 }
                 Err(e) => bridge.ws_closed(id, 1006, format!("upgrade failed: {e}")),
             }
