@@ -8,6 +8,8 @@
 //!   lenient about what `NewServe` lets through (unknown protocol, absent host/port).
 
 mod keys;
+#[cfg(test)]
+mod outcome_tests;
 
 use serde_json::{Map, Value};
 use std::time::Duration;
