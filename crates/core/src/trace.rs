@@ -8,7 +8,6 @@
 //! valid header value) is left [`IdResolution::Unresolved`]: the JS tracer then runs its own rules,
 //! including the errors they raise.
 
-use std::cell::RefCell;
 use std::time::Duration;
 
 /// What the tracer was configured with (koatty_core's mapping of the Koatty config, read at the
@@ -252,42 +251,17 @@ fn qs_decode(s: &str) -> Option<String> {
 // ------------------------------------------------------------------------------------------------
 // UUID v4
 
-const RANDOM_POOL: usize = 512;
-
-thread_local! {
-    /// Random bytes drawn in blocks (one `getrandom` per 32 ids); `.1` = bytes used.
-    static POOL: RefCell<([u8; RANDOM_POOL], usize)> = const { RefCell::new(([0; RANDOM_POOL], RANDOM_POOL)) };
-}
-
-/// A random (version 4) UUID in lower case, as `crypto.randomUUID()` gives; `None` if the system's
-/// random source failed.
+/// A random (version 4) UUID in lower case, as `crypto.randomUUID()` gives (`uuid` with
+/// `fast-rng`: a thread-local CSPRNG seeded from the system). Always `Some`; the `Option` stays
+/// for the callers written when the system random source could fail here.
 pub fn uuid_v4() -> Option<String> {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    POOL.with(|pool| {
-        let (bytes, used) = &mut *pool.borrow_mut();
-        if *used + 16 > RANDOM_POOL {
-            ring::rand::SystemRandom::new().fill(bytes).ok()?;
-            *used = 0;
-        }
-        b.copy_from_slice(&bytes[*used..*used + 16]);
-        // Drawn bytes are not kept around.
-        bytes[*used..*used + 16].fill(0);
-        *used += 16;
-        Some(())
-    })?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push(HEX[(byte >> 4) as usize] as char);
-        s.push(HEX[(byte & 0xf) as usize] as char);
-    }
-    Some(s)
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Some(
+        uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut buf)
+            .to_owned(),
+    )
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -535,7 +509,7 @@ mod tests {
     fn uuids_are_lower_case_v4_and_differ() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let u = uuid_v4().expect("random source");
+            let u = uuid_v4().expect("always Some");
             assert_eq!(u.len(), 36);
             let b = u.as_bytes();
             assert_eq!((b[8], b[13], b[18], b[23]), (b'-', b'-', b'-', b'-'));

@@ -1,8 +1,10 @@
-//! The option names each server accepts, so that a typo is an error naming the key instead of a
-//! silently ignored setting.
+//! The option names each server accepts, as listed for the README's options table (which
+//! `__test__/readme.test.js` checks against these lists). The names are enforced by the serde
+//! structs of `shape.rs`; the test below keeps the two the same, in the same order (the order of
+//! the "expected one of" list in error messages).
 
-use super::{ConfigError, Protocol};
-use serde_json::{Map, Value};
+use super::shape;
+use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 const BASE: &[&str] = &[
     "hostname",
@@ -93,89 +95,42 @@ const SSL_ENABLED: &[&str] = &[
     "clientCertRequired",
 ];
 
-/// Keys valid under `ssl` for a protocol family (empty = no `ssl` section).
-pub fn known_keys(protocol: Protocol) -> Vec<&'static str> {
-    match protocol {
-        Protocol::Http => vec![],
-        Protocol::Https => SSL1.to_vec(),
-        Protocol::Http2 => SSL1.iter().chain(SSL2_EXTRA).copied().collect(),
-        Protocol::Grpc | Protocol::Ws | Protocol::Wss => SSL_ENABLED.to_vec(),
+/// The names a serde-derived struct accepts, in declaration order.
+pub(super) fn names<'de, T: Deserialize<'de>>() -> Vec<&'static str> {
+    struct Capture<'a>(&'a mut Vec<&'static str>);
+    impl<'de> Deserializer<'de> for Capture<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.extend(fields);
+            Err(de::Error::custom("names taken"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
     }
+    let mut names = vec![];
+    let _ = T::deserialize(Capture(&mut names));
+    names
 }
 
-fn check(prefix: &str, map: &Map<String, Value>, allowed: &[&str]) -> Result<(), ConfigError> {
-    for key in map.keys() {
-        if !allowed.contains(&key.as_str()) {
-            let path = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
-            return Err(ConfigError::new(
-                path,
-                format!("unknown option (expected one of: {})", allowed.join(", ")),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The option group `key` of `map` (named `path` in errors): absent or null is `None`, anything but
-/// an object is an error.
-fn group<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Option<&'a Map<String, Value>>, ConfigError> {
-    match map.get(key).filter(|v| !v.is_null()) {
-        None => Ok(None),
-        Some(v) => v
-            .as_object()
-            .map(Some)
-            .ok_or_else(|| ConfigError::new(path, "must be an object")),
-    }
-}
-
-/// Rejects option names no server knows. `ssl_on_plain_server` says whether an `ssl` section on a
-/// plain server is an error (ConfigHelper) or ignored (constructors: options switched from https
-/// to http by updateConfig keep it).
-pub(super) fn reject_unknown(
-    protocol: Protocol,
-    options: &Map<String, Value>,
-    ssl_on_plain_server: bool,
-) -> Result<(), ConfigError> {
-    check("", options, BASE)?;
-    if let Some(pool) = group(options, "connectionPool", "connectionPool")? {
-        check("connectionPool", pool, POOL)?;
-        let nested = [
-            (
-                "protocolSpecific",
-                "connectionPool.protocolSpecific",
-                PROTOCOL_SPECIFIC,
-            ),
-            ("health", "connectionPool.health", HEALTH),
-        ];
-        for (key, path, allowed) in nested {
-            if let Some(map) = group(pool, key, path)? {
-                check(path, map, allowed)?;
-            }
-        }
-    }
-    if let Some(ssl) = options.get("ssl").filter(|v| !v.is_null()) {
-        let allowed = known_keys(protocol);
-        if allowed.is_empty() && !ssl_on_plain_server {
-            return Ok(());
-        }
-        if allowed.is_empty() {
-            return Err(ConfigError::new(
-                "ssl",
-                format!("not an option of the {} server", protocol.as_str()),
-            ));
-        }
-        let ssl = ssl
-            .as_object()
-            .ok_or_else(|| ConfigError::new("ssl", "must be an object"))?;
-        check("ssl", ssl, &allowed)?;
-    }
-    Ok(())
+#[test]
+fn the_serde_structs_accept_exactly_the_listed_names() {
+    let cat = |a: &[&'static str], b: &[&'static str]| [a, b].concat();
+    assert_eq!(names::<shape::Options>(), BASE);
+    assert_eq!(names::<shape::Pool>(), POOL);
+    assert_eq!(names::<shape::HealthNames>(), HEALTH);
+    assert_eq!(names::<shape::ProtocolSpecificNames>(), PROTOCOL_SPECIFIC);
+    assert_eq!(names::<shape::TlsNames>(), SSL1);
+    assert_eq!(names::<shape::Http2TlsNames>(), cat(SSL1, SSL2_EXTRA));
+    assert_eq!(names::<shape::EnabledTlsNames>(), SSL_ENABLED);
 }

@@ -6,13 +6,19 @@
 //!   `ConfigHelper.create*Config` returns to JavaScript.
 //! - [`ServerConfig::from_options`] turns already-resolved options into engine settings; it is
 //!   lenient about what `NewServe` lets through (unknown protocol, absent host/port).
+//!
+//! Both read the options through the serde structs of [`shape`] first (option names at every
+//! level, and the values both check alike), then check what each words its own way.
 
+#[cfg(test)]
 mod keys;
+#[cfg(test)]
+mod outcome_tests;
+mod shape;
 
 use serde_json::{Map, Value};
+use shape::{check_ssl_names, non_negative, parse_port, read, Given, Group, Options, Pool};
 use std::time::Duration;
-
-pub use keys::known_keys;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -243,7 +249,7 @@ pub const DEFAULT_WS_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 pub const DEFAULT_WS_MAX_BUFFERED: usize = 16 * 1024 * 1024;
 pub const DEFAULT_WS_MAX_RECEIVE_QUEUE: usize = 8 * 1024 * 1024;
 
-fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
+fn websocket_from(obj: &Map<String, Value>, given: &Options) -> Result<WsSettings, ConfigError> {
     let specific = ProtocolSpecific::of(obj);
     let num = |key: &str| specific.number(key);
     Ok(WsSettings {
@@ -262,8 +268,7 @@ fn websocket_from(obj: &Map<String, Value>) -> Result<WsSettings, ConfigError> {
             .map(|n| n as usize)
             .unwrap_or(DEFAULT_WS_MAX_RECEIVE_QUEUE)
             .max(1),
-        // JavaScript sends `true` for a function (the function stays there).
-        choose_protocol: obj.get("handleProtocols") == Some(&Value::Bool(true)),
+        choose_protocol: matches!(given.handle_protocols, Some(Given::Valid(true))),
         keep_open_during_drain_delay: specific
             .boolean("keepOpenDuringDrainDelay")?
             .unwrap_or(false),
@@ -285,49 +290,6 @@ impl Endpoints {
     pub fn any(&self) -> bool {
         self.healthz.is_some() || self.readyz.is_some() || self.metrics.is_some()
     }
-}
-
-fn endpoints_from(v: Option<&Value>) -> Result<Endpoints, ConfigError> {
-    let defaults = Endpoints {
-        healthz: Some("/healthz".into()),
-        readyz: Some("/readyz".into()),
-        metrics: Some("/metrics".into()),
-    };
-    let obj = match v {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(Endpoints::default()),
-        Some(Value::Bool(true)) => return Ok(defaults),
-        Some(Value::Object(m)) => m,
-        Some(v) => {
-            return Err(ConfigError::new(
-                "nativeEndpoints",
-                format!("must be true, false or an object, got {v}"),
-            ))
-        }
-    };
-    let path = |key: &str, default: Option<String>| -> Result<Option<String>, ConfigError> {
-        match obj.get(key) {
-            None | Some(Value::Null) | Some(Value::Bool(true)) => Ok(default),
-            Some(Value::Bool(false)) => Ok(None),
-            Some(Value::String(p)) if p.starts_with('/') => Ok(Some(p.clone())),
-            Some(v) => Err(ConfigError::new(
-                format!("nativeEndpoints.{key}"),
-                format!("must be a path starting with '/' or a boolean, got {v}"),
-            )),
-        }
-    };
-    for key in obj.keys() {
-        if !["healthz", "readyz", "metrics"].contains(&key.as_str()) {
-            return Err(ConfigError::new(
-                format!("nativeEndpoints.{key}"),
-                "unknown option (expected one of: healthz, readyz, metrics)",
-            ));
-        }
-    }
-    Ok(Endpoints {
-        healthz: path("healthz", defaults.healthz)?,
-        readyz: path("readyz", defaults.readyz)?,
-        metrics: path("metrics", defaults.metrics)?,
-    })
 }
 
 impl ServerConfig {
@@ -369,42 +331,41 @@ impl ServerConfig {
         let obj = options
             .as_object()
             .ok_or_else(|| ConfigError::new("options", "must be an object"))?;
-        let hostname = match obj.get("hostname") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(ConfigError::new("hostname", "must be a string")),
+        let given: Options = read(options, "")?;
+        let hostname = match &given.hostname {
+            None => None,
+            Some(Given::Valid(s)) if s.is_empty() => None,
+            Some(Given::Valid(s)) => Some(s.clone()),
+            Some(Given::Invalid(_)) => {
+                return Err(ConfigError::new("hostname", "must be a string"))
+            }
         };
-        let port = match obj.get("port") {
-            None | Some(Value::Null) => 0,
-            Some(v) => parse_port(v)?,
-        };
-        let protocol = obj
-            .get("protocol")
-            .and_then(Value::as_str)
-            .and_then(Protocol::parse)
-            .unwrap_or(Protocol::Http);
-        keys::reject_unknown(protocol, obj, false)?;
-        let reuse_port = obj
-            .get("reusePort")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let limits = match obj.get("connectionPool") {
-            None | Some(Value::Null) => Limits::default(),
-            Some(pool) => limits_from(pool)?,
-        };
-        let ssl = obj.get("ssl").filter(|v| !v.is_null()).cloned();
+        let port = given.port.as_ref().map_or(0, |p| p.0);
+        let protocol = match &given.protocol {
+            Some(Given::Valid(s)) => Protocol::parse(s),
+            _ => None,
+        }
+        .unwrap_or(Protocol::Http);
+        if let Some(ssl) = &given.ssl {
+            check_ssl_names(protocol, ssl, false)?;
+        }
+        let reuse_port = matches!(given.reuse_port, Some(Given::Valid(true)));
+        let limits = given
+            .connection_pool
+            .given()
+            .map(limits_from)
+            .unwrap_or_default();
+        let ssl = given.ssl.clone();
         let http2 = match protocol {
-            Protocol::Http2 => Some(http2_from(obj, ssl.as_ref())?),
+            Protocol::Http2 => Some(http2_from(obj, &given, ssl.as_ref())?),
             _ => None,
         };
-        let endpoints = endpoints_from(obj.get("nativeEndpoints"))?;
         let websocket = match protocol {
-            Protocol::Ws | Protocol::Wss => Some(websocket_from(obj)?),
+            Protocol::Ws | Protocol::Wss => Some(websocket_from(obj, &given)?),
             _ => None,
         };
         let grpc = match protocol {
-            Protocol::Grpc => Some(grpc_from(obj)?),
+            Protocol::Grpc => Some(grpc_from(obj, &given)?),
             _ => None,
         };
         Ok(ServerConfig {
@@ -415,75 +376,44 @@ impl ServerConfig {
             limits,
             ssl,
             http2,
-            endpoints,
+            endpoints: given.native_endpoints,
             websocket,
             grpc,
         })
     }
 }
 
-fn ms(pool: &Map<String, Value>, key: &str) -> Result<Option<Duration>, ConfigError> {
-    match pool.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => {
-            let n = non_negative(v, &format!("connectionPool.{key}"))?;
-            Ok(Some(Duration::from_millis(n)))
-        }
-    }
-}
-
-fn count(pool: &Map<String, Value>, key: &str) -> Result<Option<u64>, ConfigError> {
-    match pool.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => non_negative(v, &format!("connectionPool.{key}")).map(Some),
-    }
-}
-
-fn limits_from(pool: &Value) -> Result<Limits, ConfigError> {
-    let pool = pool
-        .as_object()
-        .ok_or_else(|| ConfigError::new("connectionPool", "must be an object"))?;
+fn limits_from(pool: &Pool) -> Limits {
     let d = Limits::default();
-    let max_in_flight = count(pool, "maxInFlight")?
-        .map(|n| n as usize)
-        .unwrap_or(d.max_in_flight);
-    if max_in_flight == 0 {
-        return Err(ConfigError::new(
-            "connectionPool.maxInFlight",
-            "must be at least 1",
-        ));
-    }
-    let max_header_size = count(pool, "maxHeaderSize")?
-        .map(|n| n as usize)
-        .unwrap_or(d.max_header_size);
-    if max_header_size < 1024 {
-        return Err(ConfigError::new(
-            "connectionPool.maxHeaderSize",
-            "must be at least 1024 bytes",
-        ));
-    }
-    Ok(Limits {
-        max_connections: count(pool, "maxConnections")?.map(|n| n as usize),
-        max_in_flight,
-        keep_alive_timeout: ms(pool, "keepAliveTimeout")?.unwrap_or(d.keep_alive_timeout),
-        headers_timeout: ms(pool, "headersTimeout")?.unwrap_or(d.headers_timeout),
-        request_timeout: ms(pool, "requestTimeout")?.unwrap_or(d.request_timeout),
+    let ms = |n: Option<u64>| n.map(Duration::from_millis);
+    Limits {
+        max_connections: pool.max_connections.map(|n| n as usize),
+        max_in_flight: pool.max_in_flight.map_or(d.max_in_flight, |n| n as usize),
+        keep_alive_timeout: ms(pool.keep_alive_timeout).unwrap_or(d.keep_alive_timeout),
+        headers_timeout: ms(pool.headers_timeout).unwrap_or(d.headers_timeout),
+        request_timeout: ms(pool.request_timeout).unwrap_or(d.request_timeout),
         // 0 = off, as for the other timeouts.
-        connection_timeout: ms(pool, "connectionTimeout")?.filter(|d| !d.is_zero()),
-        max_header_size,
-        max_headers_count: count(pool, "maxHeadersCount")?
-            .map(|n| n as usize)
-            .unwrap_or(d.max_headers_count),
-        max_body_size: count(pool, "maxBodySize")?,
-        handshake_timeout: ms(pool, "handshakeTimeout")?.unwrap_or(d.handshake_timeout),
-    })
+        connection_timeout: ms(pool.connection_timeout).filter(|d| !d.is_zero()),
+        max_header_size: pool
+            .max_header_size
+            .map_or(d.max_header_size, |n| n as usize),
+        max_headers_count: pool
+            .max_headers_count
+            .map_or(d.max_headers_count, |n| n as usize),
+        max_body_size: pool.max_body_size,
+        handshake_timeout: ms(pool.handshake_timeout).unwrap_or(d.handshake_timeout),
+    }
 }
 
-fn http2_from(obj: &Map<String, Value>, ssl: Option<&Value>) -> Result<Http2Settings, ConfigError> {
-    let cleartext = match obj.get("h2c") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
+fn http2_from(
+    obj: &Map<String, Value>,
+    given: &Options,
+    ssl: Option<&Value>,
+) -> Result<Http2Settings, ConfigError> {
+    let cleartext = match &given.h2c {
+        None | Some(Given::Valid(None)) => false,
+        Some(Given::Valid(Some(b))) => *b,
+        Some(Given::Invalid(v)) => {
             return Err(ConfigError::new(
                 "h2c",
                 format!("must be a boolean, got {v}"),
@@ -529,21 +459,22 @@ fn http2_from(obj: &Map<String, Value>, ssl: Option<&Value>) -> Result<Http2Sett
     })
 }
 
-fn grpc_from(obj: &Map<String, Value>) -> Result<GrpcSettings, ConfigError> {
+fn grpc_from(obj: &Map<String, Value>, given: &Options) -> Result<GrpcSettings, ConfigError> {
     let specific = ProtocolSpecific::of(obj);
     let size = |key: &str, default: usize| -> Result<usize, ConfigError> {
         match specific.0.and_then(|m| m.get(key)) {
             None | Some(Value::Null) => Ok(default),
             // grpc-js uses -1 for "unlimited".
             Some(Value::Number(n)) if n.as_i64() == Some(-1) => Ok(usize::MAX),
-            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}"))
-                .map(|n| n as usize),
+            Some(v) => non_negative(v)
+                .map(|n| n as usize)
+                .map_err(|m| ConfigError::new(format!("connectionPool.protocolSpecific.{key}"), m)),
         }
     };
     Ok(GrpcSettings {
         max_receive_message_length: size("maxReceiveMessageLength", 4 * 1024 * 1024)?,
         max_send_message_length: size("maxSendMessageLength", usize::MAX)?,
-        http2: http2_from(obj, None)?,
+        http2: http2_from(obj, given, None)?,
     })
 }
 
@@ -564,7 +495,9 @@ impl<'a> ProtocolSpecific<'a> {
     fn number(&self, key: &str) -> Result<Option<u64>, ConfigError> {
         match self.0.and_then(|m| m.get(key)) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => non_negative(v, &format!("connectionPool.protocolSpecific.{key}")).map(Some),
+            Some(v) => non_negative(v)
+                .map(Some)
+                .map_err(|m| ConfigError::new(format!("connectionPool.protocolSpecific.{key}"), m)),
         }
     }
 
@@ -581,32 +514,6 @@ impl<'a> ProtocolSpecific<'a> {
     }
 }
 
-fn non_negative(v: &Value, key: &str) -> Result<u64, ConfigError> {
-    match v.as_f64() {
-        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= 9.007_199_254_740_991e15 => Ok(n as u64),
-        Some(_) => Err(ConfigError::new(
-            key,
-            format!("must be a non-negative integer, got {v}"),
-        )),
-        None => Err(ConfigError::new(key, format!("must be a number, got {v}"))),
-    }
-}
-
-fn parse_port(v: &Value) -> Result<u16, ConfigError> {
-    let n = match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
-    match n {
-        Some(n) if (0.0..=65535.0).contains(&n) && n.fract() == 0.0 => Ok(n as u16),
-        _ => Err(ConfigError::new(
-            "port",
-            format!("must be an integer from 0 to 65535, got {v}"),
-        )),
-    }
-}
-
 /// Strict validation plus defaults, for `ConfigHelper.create<Protocol>Config`.
 ///
 /// `protocol` is the helper's protocol family (`http`, `https`, `http2`, `grpc`, `ws`); the options'
@@ -616,17 +523,21 @@ pub fn resolve_options(
     options: &Value,
     env: &Environment,
 ) -> Result<Value, ConfigError> {
-    let input = match options {
-        Value::Null => Map::new(),
-        Value::Object(m) => m.clone(),
+    let empty = Value::Object(Map::new());
+    let options = match options {
+        Value::Null => &empty,
+        Value::Object(_) => options,
         _ => return Err(ConfigError::new("options", "must be an object")),
     };
-    keys::reject_unknown(protocol, &input, true)?;
+    let given: Options = read(options, "")?;
+    if let Some(ssl) = &given.ssl {
+        check_ssl_names(protocol, ssl, true)?;
+    }
 
-    let mut out = input.clone();
+    let mut out = options.as_object().cloned().unwrap_or_default();
     // hostname: given, else IP, else 127.0.0.1
-    match input.get("hostname") {
-        None | Some(Value::Null) => {
+    match &given.hostname {
+        None => {
             let host = env
                 .ip
                 .clone()
@@ -634,8 +545,8 @@ pub fn resolve_options(
                 .unwrap_or_else(|| DEFAULT_HOSTNAME.into());
             out.insert("hostname".into(), Value::String(host));
         }
-        Some(Value::String(_)) => {}
-        Some(v) => {
+        Some(Given::Valid(_)) => {}
+        Some(Given::Invalid(v)) => {
             return Err(ConfigError::new(
                 "hostname",
                 format!("must be a string, got {v}"),
@@ -643,24 +554,24 @@ pub fn resolve_options(
         }
     }
     // port: given (0 stays 0), else PORT, else APP_PORT, else 3000
-    let port = match input.get("port") {
-        None | Some(Value::Null) => {
+    let port = match &given.port {
+        None => {
             let from_env = [&env.port, &env.app_port]
                 .into_iter()
                 .flatten()
                 .find(|s| !s.is_empty())
                 .map(|s| parse_port(&Value::String(s.clone())))
-                .transpose()?;
+                .transpose()
+                .map_err(|m| ConfigError::new("port", m))?;
             from_env.unwrap_or(DEFAULT_PORT)
         }
-        Some(v) => parse_port(v)?,
+        Some(p) => p.0,
     };
     out.insert("port".into(), Value::from(port));
 
-    let given = input.get("protocol");
-    let chosen = match given {
-        None | Some(Value::Null) => protocol.as_str().to_string(),
-        Some(Value::String(s)) => {
+    let chosen = match &given.protocol {
+        None => protocol.as_str().to_string(),
+        Some(Given::Valid(s)) => {
             let p = Protocol::parse(s)
                 .ok_or_else(|| ConfigError::new("protocol", format!("unknown protocol '{s}'")))?;
             let family_ok = p == protocol || (protocol == Protocol::Ws && p == Protocol::Wss);
@@ -672,7 +583,7 @@ pub fn resolve_options(
             }
             s.clone()
         }
-        Some(v) => {
+        Some(Given::Invalid(v)) => {
             return Err(ConfigError::new(
                 "protocol",
                 format!("must be a string, got {v}"),
@@ -681,62 +592,62 @@ pub fn resolve_options(
     };
     out.insert("protocol".into(), Value::String(chosen));
 
-    if let Some(t) = input.get("trace") {
-        if !t.is_boolean() && !t.is_null() {
-            return Err(ConfigError::new("trace", "must be a boolean"));
-        }
+    if let Some(Given::Invalid(_)) = given.trace {
+        return Err(ConfigError::new("trace", "must be a boolean"));
     }
-    if let Some(h) = input.get("h2c") {
+    if let Some(h2c) = &given.h2c {
         if protocol != Protocol::Http2 {
             return Err(ConfigError::new(
                 "h2c",
                 "only the http2 server serves cleartext HTTP/2",
             ));
         }
-        if !h.is_boolean() && !h.is_null() {
+        if let Given::Invalid(_) = h2c {
             return Err(ConfigError::new("h2c", "must be a boolean"));
         }
     }
-    match input.get("handleProtocols") {
-        None | Some(Value::Null) => {}
+    match &given.handle_protocols {
+        None => {}
         Some(_) if !matches!(protocol, Protocol::Ws | Protocol::Wss) => {
             return Err(ConfigError::new(
                 "handleProtocols",
                 "only the WebSocket server chooses subprotocols",
             ))
         }
-        Some(Value::Bool(true)) => {}
+        Some(Given::Valid(true)) => {}
         Some(_) => return Err(ConfigError::new("handleProtocols", "must be a function")),
     }
-    match input.get("reflection") {
+    match &given.reflection {
         Some(_) if protocol != Protocol::Grpc => {
             return Err(ConfigError::new(
                 "reflection",
                 "only the grpc server serves reflection",
             ))
         }
-        None | Some(Value::Null) if protocol == Protocol::Grpc => {
+        None | Some(Given::Valid(None)) if protocol == Protocol::Grpc => {
             out.insert("reflection".into(), Value::Bool(false));
         }
-        Some(r) if !r.is_boolean() && !r.is_null() => {
+        Some(Given::Invalid(_)) => {
             return Err(ConfigError::new("reflection", "must be a boolean"));
         }
         _ => {}
     }
-    endpoints_from(input.get("nativeEndpoints"))?;
-    if let Some(r) = input.get("reusePort") {
-        if !r.is_boolean() && !r.is_null() {
-            return Err(ConfigError::new("reusePort", "must be a boolean"));
-        }
+    if let Some(Given::Invalid(_)) = given.reuse_port {
+        return Err(ConfigError::new("reusePort", "must be a boolean"));
     }
 
-    // connectionPool: validate through the engine's own parser, then write every default out.
-    let pool_in = input
+    // connectionPool: write every default out.
+    let no_pool = Pool::default();
+    let limits = limits_from(match &given.connection_pool {
+        Group::Absent => &no_pool,
+        Group::Null => return Err(ConfigError::new("connectionPool", "must be an object")),
+        Group::Given(pool) => pool,
+    });
+    let mut pool = options
         .get("connectionPool")
+        .and_then(Value::as_object)
         .cloned()
-        .unwrap_or(Value::Object(Map::new()));
-    let limits = limits_from(&pool_in)?;
-    let mut pool = pool_in.as_object().cloned().unwrap_or_default();
+        .unwrap_or_default();
     let production = env.is_production();
     let set = |pool: &mut Map<String, Value>, key: &str, v: Value| {
         if pool.get(key).is_none_or(Value::is_null) {
@@ -792,6 +703,14 @@ pub fn resolve_options(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn native_endpoints_are_named() {
+        assert_eq!(
+            keys::names::<shape::EndpointPaths>(),
+            ["healthz", "readyz", "metrics"]
+        );
+    }
 
     #[test]
     fn from_options_is_lenient_like_new_serve() {

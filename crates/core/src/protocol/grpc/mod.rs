@@ -368,36 +368,18 @@ fn fix_status_headers(headers: &mut http::HeaderMap) {
     }
 }
 
+/// What the gRPC spec percent-encodes in `grpc-message`: every byte outside 0x20–0x7E, and '%'
+/// (`percent_encoding` always encodes non-ASCII bytes; `CONTROLS` adds 0x00–0x1F and 0x7F).
+const GRPC_MESSAGE_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
 fn percent_decode(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(
-                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                16,
-            ) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode(bytes)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn percent_encode_spec(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for &b in message.as_bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE_ENCODE).to_string()
 }
 
 /// Applies [`fix_status_headers`] to the trailers of a response body.
@@ -760,6 +742,18 @@ mod tests {
         );
         fix_status_headers(&mut h);
         assert_eq!(h["grpc-message"], "100%25 %C3%A9");
+    }
+
+    #[test]
+    fn grpc_message_percent_coding_round_trips_non_ascii_and_percent() {
+        let message = "100% done, é ✓\n\t\u{7f} ~ ?";
+        let encoded = percent_encode_spec(message);
+        assert_eq!(encoded, "100%25 done, %C3%A9 %E2%9C%93%0A%09%7F ~ ?");
+        assert_eq!(percent_decode(encoded.as_bytes()), message);
+        // Not a valid escape: kept as it is; lower-case hex decodes too.
+        assert_eq!(percent_decode(b"%zz %4 %c3%a9"), "%zz %4 \u{e9}");
+        // Bytes that are not UTF-8 become U+FFFD.
+        assert_eq!(percent_decode(b"a%FFb"), "a\u{fffd}b");
     }
 
     #[test]
