@@ -244,7 +244,7 @@ impl RequestSink for JsSink {
             flags,
             head.remote.ip().to_canonical().to_string(),
             head.remote.port() as u32,
-            head.peer.as_ref().map(|p| p.to_json()),
+            head.peer.as_ref().map(|p| p.to_json().to_owned()),
             trace_id,
         );
         f.request

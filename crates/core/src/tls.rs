@@ -619,6 +619,7 @@ impl TlsSource {
                 .negotiated_cipher_suite()
                 .map(|s| openssl_name(s.suite())),
             certificate: certs.first().map(|c| describe_certificate(c.as_ref())),
+            json: Default::default(),
         }
     }
 }
@@ -650,11 +651,18 @@ pub struct PeerInfo {
     pub protocol: Option<String>,
     pub cipher: Option<String>,
     pub certificate: Option<PeerCertificate>,
+    /// [`PeerInfo::to_json`], written once per connection (every request hands it over).
+    pub json: std::sync::OnceLock<String>,
 }
 
 impl PeerInfo {
-    /// The details JavaScript reads lazily (`getPeerCertificate()`, `getCipher()`, …), as JSON.
-    pub fn to_json(&self) -> String {
+    /// The details JavaScript reads lazily (`getPeerCertificate()`, `getCipher()`, …), as JSON;
+    /// built on first use and kept (the connection's requests share it).
+    pub fn to_json(&self) -> &str {
+        self.json.get_or_init(|| self.build_json())
+    }
+
+    fn build_json(&self) -> String {
         let pairs = |v: &[(String, String)]| {
             let mut m = serde_json::Map::new();
             for (k, val) in v {
