@@ -58,7 +58,7 @@ class Bridge {
     // belongs to (e.g. a WebSocket's first message): such events wait here until it arrives.
     this.early = new Map();
     this.trace = trace === true;
-    // Set by the server when js/tracer.js traces a Koatty app: it sets X-Request-Id itself.
+    // Set by the server when js/trace traces a Koatty app: it sets X-Request-Id itself.
     this.appTracer = false;
     // Native trace mode with request ids from the native side: koatty_trace's id header (name as
     // configured, lower-case key), preset on each response with the other trace headers.

@@ -47,7 +47,7 @@ class NativeRequest extends IncomingMessage {
     this._id = id;
     this._streamed = (flags & FLAG_STREAMED_BODY) !== 0;
     this[kBody] = body;
-    // Native trace mode (js/tracer.js): koatty_trace's request id as resolved natively (a
+    // Native trace mode (js/trace): koatty_trace's request id as resolved natively (a
     // WebSocket upgrade without one: ''), or undefined; whether the http_timeout timer is native.
     this._traceId = traceId ?? undefined;
     this._traceTimer = (flags & FLAG_TRACE_TIMER) !== 0;

@@ -19,7 +19,7 @@ const FULL = SendResult.Full;
 // What node's checkInvalidHeaderChar refuses in a reason phrase.
 const INVALID_REASON_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 
-// Native trace mode (js/tracer.js): where the request's http_timeout timer is.
+// Native trace mode (js/trace): where the request's http_timeout timer is.
 const TRACE_IDLE = 0; // no timer (trace mode off, or the middleware chain has settled)
 const TRACE_NATIVE = 1; // the native timer runs (it lives until the response head goes out)
 const TRACE_JS = 2; // a JS timer took over (`_traceTimer`)

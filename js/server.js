@@ -11,7 +11,7 @@ const { codedError } = require('./errors');
 const logger = require('./logger');
 const { createConnectionPool } = require('./pool');
 const { GrpcDispatcher } = require('./grpc');
-const { installTracer, koattyDefaultLogger } = require('./tracer');
+const { installTracer, koattyDefaultLogger } = require('./trace');
 const { offeredProtocols } = require('./websocket');
 
 const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
@@ -98,7 +98,7 @@ class BaseServer extends EventEmitter {
     Object.defineProperty(this, '_bridge', { value: bridge, enumerable: false });
     Object.defineProperty(this, '_stopping', { value: null, writable: true, enumerable: false });
     this.connectionPool = createConnectionPool(this.protocol, native, options);
-    // Native trace mode (js/tracer.js): with `trace: true` a Koatty app gets this server's tracer
+    // Native trace mode (js/trace): with `trace: true` a Koatty app gets this server's tracer
     // instead of koatty_trace (app.tracer is defined now, before any app.callback()).
     // Once the tracer has read the app's config (first app.callback()), request ids, the trace
     // headers and the http_timeout timer come from the native side.
