@@ -21,7 +21,6 @@ const { randomUUID } = require('node:crypto');
 const { inspect } = require('node:util');
 const { Stream } = require('node:stream');
 const { validateHeaderName } = require('node:http');
-const { TRACE_IDLE, TRACE_NATIVE, TRACE_JS, TRACE_FIRED } = require('../response');
 
 let binding = null;
 try {
@@ -44,6 +43,105 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const stats = { nativeLines: 0, nativeTimeouts: 0, timerTakeovers: 0 };
 const LEVELS = { debug: 7, info: 6, warning: 4, error: 3 };
 const SHUTDOWN_BODY = 'Server is in the process of shutting down';
+// The native http_timeout timer runs for the request (a request flag; src/napi/wire.rs).
+const FLAG_TRACE_TIMER = binding === null ? 0 : binding.RequestFlag.TraceTimer;
+
+// ------------------------------------------------------------------------------------------------
+// The request path's side: one hook per request, made by the server's NativeTrace
+
+// Where a request's http_timeout timer is (RequestTrace.timerState).
+const TRACE_IDLE = 0; // no timer (the middleware chain has settled, or it has not started)
+const TRACE_NATIVE = 1; // the native timer runs (it lives until the response head goes out)
+const TRACE_JS = 2; // a JS timer took over (RequestTrace.timer)
+const TRACE_FIRED = 3; // the timeout answered
+
+/**
+ * One request's trace hook: `res._trace` (HTTP) or the WebSocket's `_trace` (its upgrade
+ * request's id). It carries what the native side resolved for the middleware, and where the
+ * http_timeout timer is. The request path tells it three things and knows nothing else of trace:
+ * `headSending()` (js/response.js, before the head goes out), `closed()` (the response was
+ * destroyed or the native side lost the request) and `timerFired()` (js/bridge.js, the native
+ * timer's event).
+ */
+class RequestTrace {
+  constructor(id, nativeTimer) {
+    /** koatty_trace's request id as resolved natively ('' for a WebSocket without one), or undefined. */
+    this.id = id;
+    /** Whether the native http_timeout timer runs for this request. */
+    this.nativeTimer = nativeTimer;
+    /** Whether koatty_trace's four headers were preset in the response's header map. */
+    this.preset = false;
+    /** The middleware's ctx, until the access line is written ('finish'). */
+    this.ctx = null;
+    /** TRACE_*: where the http_timeout timer is. */
+    this.timerState = TRACE_IDLE;
+    /** The app's timer handling (`{ timeout(trace), lost(trace) }`) while the native timer runs. */
+    this.watch = null;
+    /** The JS timer that took over from the native one. */
+    this.timer = null;
+  }
+
+  /** The response head is about to go out: the native timer ends with the wait for it. */
+  headSending() {
+    if (this.timerState === TRACE_NATIVE) this.watch.lost(this);
+  }
+
+  /** The response was destroyed, or the native side lost the request: its timer is gone. */
+  closed() {
+    if (this.timerState === TRACE_NATIVE) this.watch.lost(this);
+  }
+
+  /** The native http_timeout timer fired (it never fires once the head is out). */
+  timerFired() {
+    if (this.timerState === TRACE_NATIVE) this.watch.timeout(this);
+  }
+}
+
+/**
+ * Native trace mode on one server once the app's tracer has read its config (the native side
+ * resolves ids and runs the timer from then on): each HTTP request gets its hook, with
+ * koatty_trace's four headers preset when the id came resolved; each WebSocket one for its id.
+ */
+class NativeTrace {
+  constructor(headerName) {
+    this.headerName = headerName;
+    this.headerKey = headerName.toLowerCase();
+  }
+
+  /**
+   * A new HTTP request (`id` and `flags` as the native side sent them). koatty_trace's four
+   * headers go first and in its order, before any other (a natively resolved id is a valid header
+   * value): what its `ctx.set`/`setHeader` calls would leave in the header map.
+   */
+  request(_req, res, id, flags) {
+    const trace = new RequestTrace(id ?? undefined, (flags & FLAG_TRACE_TIMER) !== 0);
+    if (typeof id === 'string' && id !== '') {
+      res._presetHeader(this.headerKey, this.headerName, id);
+      res._presetHeader('x-powered-by', 'X-Powered-By', 'Koatty');
+      res._presetHeader('x-content-type-options', 'X-Content-Type-Options', 'nosniff');
+      res._presetHeader('x-xss-protection', 'X-XSS-Protection', '1;mode=block');
+      trace.preset = true;
+    }
+    res._trace = trace;
+  }
+
+  /** A new WebSocket: its upgrade request's id serves every message. */
+  upgrade(_req, client, id) {
+    Object.defineProperty(client, '_trace', { value: new RequestTrace(id ?? undefined, false) });
+  }
+
+  /** A handler failed before the head went out (the server's 500 clears all headers). */
+  failed() {}
+}
+
+/** The request's hook from the native side, or null: the response's (HTTP), the WebSocket's. */
+function traceOf(ctx, protocol) {
+  if (protocol === 'grpc') return null;
+  const holder = protocol === 'ws' || protocol === 'wss' ? ctx.websocket : ctx.res;
+  if (holder === null || holder === undefined) return null;
+  const trace = holder._trace;
+  return trace instanceof RequestTrace ? trace : null;
+}
 
 // ------------------------------------------------------------------------------------------------
 // Per-request helpers
@@ -295,9 +393,11 @@ function createLeanTrace(app, mods, cfg, onNative) {
 
   // ---- HTTP (http, https, http2)
   function onHttpFinish() {
-    const ctx = this._traceCtx;
-    if (ctx === undefined || ctx === null) return;
-    this._traceCtx = null;
+    const trace = this._trace;
+    if (trace === undefined || trace === null) return;
+    const ctx = trace.ctx;
+    if (ctx === null) return;
+    trace.ctx = null;
     const status = ctx.status;
     const failed = status >= 400;
     const how = log.sink(failed);
@@ -321,31 +421,31 @@ function createLeanTrace(app, mods, cfg, onNative) {
     settleLikeCore(ctx, () => catcher(ctx, new Exception('Request Timeout', 1, 408)));
   }
 
-  // The native http_timeout timer (NativeResponse `_traceState`): `timeout` when it fires, `lost`
+  // The native http_timeout timer (RequestTrace `timerState`): `timeout` when it fires, `lost`
   // when it ends with the chain still running (the head went out first, or the request closed).
   const nativeWatch = {
-    timeout(res) {
-      const remaining = res._traceCtx.startTime + timeout - Date.now();
-      if (remaining > EARLY_TIMEOUT_TOLERANCE_MS) armJsTimer(res, remaining);
-      else fireHttpTimeout(res);
+    timeout(trace) {
+      const remaining = trace.ctx.startTime + timeout - Date.now();
+      if (remaining > EARLY_TIMEOUT_TOLERANCE_MS) armJsTimer(trace, remaining);
+      else fireHttpTimeout(trace);
     },
-    lost(res) {
-      armJsTimer(res, res._traceCtx.startTime + timeout - Date.now());
+    lost(trace) {
+      armJsTimer(trace, trace.ctx.startTime + timeout - Date.now());
     },
   };
 
-  function armJsTimer(res, ms) {
+  function armJsTimer(trace, ms) {
     stats.timerTakeovers++;
-    res._traceState = TRACE_JS;
-    res._traceTimer = setTimeout(fireHttpTimeout, Math.max(0, ms), res, res._traceCtx);
+    trace.timerState = TRACE_JS;
+    trace.timer = setTimeout(fireHttpTimeout, Math.max(0, ms), trace, trace.ctx);
   }
 
   // Runs in koatty_core's context store for the request, as koatty_trace's timer callback does
   // (an @ExceptionHandler may read app.currentContext).
-  function fireHttpTimeout(res, ctx = res._traceCtx) {
-    if (res._traceState !== TRACE_NATIVE && res._traceState !== TRACE_JS) return;
-    res._traceState = TRACE_FIRED;
-    res._traceTimer = null;
+  function fireHttpTimeout(trace, ctx = trace.ctx) {
+    if (trace.timerState !== TRACE_NATIVE && trace.timerState !== TRACE_JS) return;
+    trace.timerState = TRACE_FIRED;
+    trace.timer = null;
     stats.nativeTimeouts++;
     const answer = () => settleLikeCore(ctx, () => catcher(ctx, new Exception('Request Timeout', 1, 408)));
     const store = app.ctxStorage;
@@ -354,16 +454,17 @@ function createLeanTrace(app, mods, cfg, onNative) {
   }
 
   // The chain settled: false when the timeout answered already.
-  function chainSettled(res) {
-    const state = res._traceState;
+  function chainSettled(trace) {
+    const state = trace.timerState;
     if (state === TRACE_FIRED) return false;
-    if (state === TRACE_JS) clearTimeout(res._traceTimer);
-    res._traceState = TRACE_IDLE;
-    res._traceTimer = null;
+    if (state === TRACE_JS) clearTimeout(trace.timer);
+    trace.timerState = TRACE_IDLE;
+    trace.timer = null;
     return true;
   }
 
-  async function httpTrace(ctx, next, terminated, preset) {
+  // `nativeTrace`: the request's hook from the native side, or null.
+  async function httpTrace(ctx, next, terminated, preset, nativeTrace) {
     ctx.encoding = encoding;
     const res = ctx.res;
     if (!preset) {
@@ -371,19 +472,25 @@ function createLeanTrace(app, mods, cfg, onNative) {
       res.setHeader('X-Content-Type-Options', 'nosniff');
       res.setHeader('X-XSS-Protection', '1;mode=block');
     }
-    res._traceCtx = ctx;
+    // The finish listener finds ctx on the response's hook (one of its own without the native side).
+    let trace = nativeTrace;
+    if (trace === null) {
+      trace = new RequestTrace(undefined, false);
+      res._trace = trace;
+    }
+    trace.ctx = ctx;
     res.on('finish', onHttpFinish);
     if (terminated) return afterHttp(ctx);
-    if (ctx.req._traceTimer === true && res._traceState === TRACE_IDLE) {
-      // No JS timer: the native one notifies (NativeResponse._onTraceTimeout) only if it fires.
-      res._traceWatch = nativeWatch;
-      res._traceState = TRACE_NATIVE;
+    if (trace.nativeTimer && trace.timerState === TRACE_IDLE) {
+      // No JS timer: the native one notifies (RequestTrace.timerFired) only if it fires.
+      trace.watch = nativeWatch;
+      trace.timerState = TRACE_NATIVE;
       try {
         await next();
       } catch (err) {
-        return chainSettled(res) ? catcher(ctx, err) : undefined;
+        return chainSettled(trace) ? catcher(ctx, err) : undefined;
       }
-      return chainSettled(res) ? afterHttp(ctx) : undefined;
+      return chainSettled(trace) ? afterHttp(ctx) : undefined;
     }
     const timer = setTimeout(onHttpTimeout, timeout, ctx);
     try {
@@ -519,8 +626,10 @@ function createLeanTrace(app, mods, cfg, onNative) {
     define(ctx, 'startTime', Date.now());
     let terminated = false;
     const protocol = ctx.protocol;
+    // What the native side resolved for this request (none for gRPC).
+    const trace = traceOf(ctx, protocol);
     // The trace headers preset on the response (the id was resolved natively): HTTP only.
-    let preset = ctx.res._tracePreset === true;
+    let preset = trace !== null && trace.preset;
     const server = app.server;
     if (server !== null && server !== undefined && server.status === 503) {
       if (preset) {
@@ -542,8 +651,8 @@ function createLeanTrace(app, mods, cfg, onNative) {
     } else {
       define(ctx, 'originalPath', ctx.path);
       define(ctx, 'version', ctx.req.httpVersion);
-      // Resolved natively by the same rules (src/trace.rs), '' for a WebSocket without one.
-      requestId = ctx.req._traceId;
+      // Resolved natively by the same rules (crates/core/src/trace.rs), '' for a WebSocket without one.
+      requestId = trace === null ? undefined : trace.id;
       if (typeof requestId !== 'string') {
         const header = ctx.headers[headerKey];
         requestId = Array.isArray(header) ? header.join('.') : header;
@@ -565,8 +674,8 @@ function createLeanTrace(app, mods, cfg, onNative) {
       return wsTrace(ctx, next, terminated);
     }
     if (!preset) ctx.set(headerName, requestId);
-    return httpTrace(ctx, next, terminated, preset);
+    return httpTrace(ctx, next, terminated, preset, trace);
   };
 }
 
-module.exports = { createLeanTrace, respond, stats };
+module.exports = { createLeanTrace, respond, stats, NativeTrace, RequestTrace };
