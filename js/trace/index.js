@@ -1,8 +1,8 @@
 'use strict';
-// Native trace mode (docs/TRACE.md), behind one boundary: the server is Koatty's tracer.
-// ./koatty.js finds koatty_trace in a Koatty app and puts ./emulation.js's middleware in its place;
-// this module connects a server to them. The request path sees `bridge.trace` (null when off) and
-// each response's `_trace` hook (null when off), nothing else.
+// Trace, behind one boundary (docs/TRACE.md). In native trace mode the server is Koatty's tracer:
+// ./koatty.js finds koatty_trace in a Koatty app and puts ./emulation.js's middleware in its place
+// (its access lines: ./access-log.js). This module connects a server to them. The request path sees
+// `bridge.trace` (null when off) and each response's `_trace` hook (null when off), nothing else.
 const { installTracer, isKoattyApp, koattyDefaultLogger } = require('./koatty');
 const { createLeanTrace, respond, stats, NativeTrace } = require('./emulation');
 
