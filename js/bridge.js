@@ -29,16 +29,6 @@ const EVENT_GRPC_DRAIN = EventKind.GrpcDrain;
 const EARLY_EVENT_TTL_MS = 5000;
 const EARLY_EVENT_LIMIT = 10000;
 
-/** `X-Request-Id: <req.traceId>`; an id that is no valid header value is replaced by a new UUID. */
-function echoTraceId(req, res) {
-  try {
-    res.setHeader('X-Request-Id', req.traceId);
-  } catch {
-    req._replaceTraceId();
-    res.setHeader('X-Request-Id', req.traceId);
-  }
-}
-
 class Bridge {
   /**
    * @param native the addon's NativeServer
@@ -48,7 +38,7 @@ class Bridge {
   /**
    * @param onUpgrade (req, client) => void, for WebSocket servers: a new connection
    */
-  constructor(native, handler, onHandlerError, trace = false, onUpgrade = null, onGrpcCall = null) {
+  constructor(native, handler, onHandlerError, onUpgrade = null, onGrpcCall = null) {
     this.native = native;
     this.onUpgrade = onUpgrade;
     this.onGrpcCall = onGrpcCall;
@@ -57,13 +47,10 @@ class Bridge {
     // Requests and events travel in two native queues, so an event can overtake the request it
     // belongs to (e.g. a WebSocket's first message): such events wait here until it arrives.
     this.early = new Map();
-    this.trace = trace === true;
-    // Set by the server when js/tracer.js traces a Koatty app: it sets X-Request-Id itself.
-    this.appTracer = false;
-    // Native trace mode with request ids from the native side: koatty_trace's id header (name as
-    // configured, lower-case key), preset on each response with the other trace headers.
-    this.traceHeaderName = null;
-    this.traceHeaderKey = null;
+    // The server's trace (js/trace, which sets it): null when off, else told of each new request
+    // (`request`, `upgrade`: the response's or WebSocket's trace hook) and of a handler's 500
+    // (`failed`).
+    this.trace = null;
     this.handler = handler;
     this.onHandlerError = onHandlerError;
     this.open = new Map();
@@ -88,9 +75,10 @@ class Bridge {
       this.calls.set(id, this.onGrpcCall(this, id, url, metadata, remoteAddress, remotePort));
       return;
     }
-    const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId);
+    const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
     if ((flags & FLAG_WEBSOCKET) !== 0) {
       const client = new NativeWebSocket(this, id, req, flags);
+      if (this.trace !== null) this.trace.upgrade(req, client, traceId);
       this.sockets.set(id, client);
       try {
         this.onUpgrade(req, client);
@@ -110,11 +98,8 @@ class Bridge {
       return res.emit('timeout', socket) || reqHeard;
     };
     req.socket._abortConnection = () => res.destroy();
-    if (typeof traceId === 'string' && traceId !== '' && this.traceHeaderKey !== null) {
-      res._presetTraceHeaders(this.traceHeaderName, this.traceHeaderKey, traceId);
-    }
     this.open.set(id, res);
-    if (this.trace && !this.appTracer) echoTraceId(req, res);
+    if (this.trace !== null) this.trace.request(req, res, traceId, flags);
     try {
       const result = this.handler(req, res);
       if (result !== undefined && result !== null && typeof result.then === 'function') {
@@ -145,7 +130,7 @@ class Bridge {
         res._onDrain();
         break;
       case EVENT_TRACE_TIMEOUT:
-        res._onTraceTimeout();
+        if (res._trace !== null) res._trace.timerFired();
         break;
       default:
         if (kind >= EVENT_CLOSED_MIN && kind <= EVENT_CLOSED_MAX) {
@@ -246,7 +231,7 @@ class Bridge {
     if (res.writableEnded || res.destroyed) return;
     if (!res.headersSent) {
       for (const name of res.getHeaderNames()) res.removeHeader(name);
-      if (this.trace && !this.appTracer) echoTraceId(res.req, res);
+      if (this.trace !== null) this.trace.failed(res.req, res);
       res._removedContLen = false;
       // The handler's reason may be what threw (ERR_INVALID_CHAR).
       res.statusMessage = undefined;

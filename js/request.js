@@ -9,7 +9,6 @@ const { RequestFlag } = require('./wire');
 const FLAG_ENCRYPTED = RequestFlag.Encrypted;
 const FLAG_STREAMED_BODY = RequestFlag.StreamedBody;
 const FLAG_AUTHORIZED = RequestFlag.Authorized;
-const FLAG_TRACE_TIMER = RequestFlag.TraceTimer;
 const kHeaders = Symbol('headers');
 const kBody = Symbol('inlineBody');
 const kTraceId = Symbol('traceId');
@@ -27,7 +26,7 @@ function traceIdOf(req) {
 }
 
 class NativeRequest extends IncomingMessage {
-  constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort, tlsDetails, traceId) {
+  constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort, tlsDetails) {
     super(null);
     this.socket = new NativeSocket(remoteAddress, remotePort, (flags & FLAG_ENCRYPTED) !== 0, (flags & FLAG_AUTHORIZED) !== 0, tlsDetails);
     // req.socket.destroy() ends the connection, as destroying node's socket does.
@@ -47,10 +46,6 @@ class NativeRequest extends IncomingMessage {
     this._id = id;
     this._streamed = (flags & FLAG_STREAMED_BODY) !== 0;
     this[kBody] = body;
-    // Native trace mode (js/tracer.js): koatty_trace's request id as resolved natively (a
-    // WebSocket upgrade without one: ''), or undefined; whether the http_timeout timer is native.
-    this._traceId = traceId ?? undefined;
-    this._traceTimer = (flags & FLAG_TRACE_TIMER) !== 0;
   }
 
   // Built on first use with node's own header-line rules (set-cookie arrays, joined duplicates).

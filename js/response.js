@@ -19,12 +19,6 @@ const FULL = SendResult.Full;
 // What node's checkInvalidHeaderChar refuses in a reason phrase.
 const INVALID_REASON_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 
-// Native trace mode (js/tracer.js): where the request's http_timeout timer is.
-const TRACE_IDLE = 0; // no timer (trace mode off, or the middleware chain has settled)
-const TRACE_NATIVE = 1; // the native timer runs (it lives until the response head goes out)
-const TRACE_JS = 2; // a JS timer took over (`_traceTimer`)
-const TRACE_FIRED = 3; // the timeout answered
-
 /** node's writeHead check: `code | 0` within 100–999, else ERR_HTTP_INVALID_STATUS_CODE (RangeError). */
 function validStatusCode(statusCode) {
   const code = statusCode | 0;
@@ -66,32 +60,17 @@ class NativeResponse extends Stream {
     this.sendDate = true;
     this.chunkedEncoding = false;
     this.shouldKeepAlive = true;
-    // Native trace mode: the tracer's context, whether the trace headers were preset, and the
-    // http_timeout timer's state (TRACE_*), its hooks (`{ timeout(res), lost(res) }`) and JS timer.
-    this._traceCtx = null;
-    this._tracePreset = false;
-    this._traceState = TRACE_IDLE;
-    this._traceWatch = null;
-    this._traceTimer = null;
+    // Native trace mode (js/trace): this request's trace hook, told when the head is about to go
+    // out and when the response is gone; null when off.
+    this._trace = null;
   }
 
   /**
-   * koatty_trace's four headers, first and in its order, before any other (the request id was
-   * resolved natively and is a valid header value): what its `ctx.set`/`setHeader` calls would
-   * leave in the header map, without running node's validators again.
+   * A header known to be valid (`key` its name lower-cased), put in the header map as setHeader
+   * would, without running node's validators again (js/trace presets koatty_trace's headers).
    */
-  _presetTraceHeaders(name, key, id) {
-    const h = this[kHeaders];
-    h[key] = [name, id];
-    h['x-powered-by'] = ['X-Powered-By', 'Koatty'];
-    h['x-content-type-options'] = ['X-Content-Type-Options', 'nosniff'];
-    h['x-xss-protection'] = ['X-XSS-Protection', '1;mode=block'];
-    this._tracePreset = true;
-  }
-
-  // The native http_timeout timer fired (it never fires once the head is out).
-  _onTraceTimeout() {
-    if (this._traceState === TRACE_NATIVE) this._traceWatch.timeout(this);
+  _presetHeader(key, name, value) {
+    this[kHeaders][key] = [name, value];
   }
 
   get socket() {
@@ -220,8 +199,8 @@ class NativeResponse extends Stream {
     const explicitHead = this[kHeadWritten];
     if (!explicitHead) this.writeHead(this.statusCode);
     this[kStarted] = true;
-    // The native trace timer ends with the wait for the head: a JS timer takes over.
-    if (this._traceState === TRACE_NATIVE) this._traceWatch.lost(this);
+    const trace = this._trace;
+    if (trace !== null) trace.headSending();
     const framing = this._removedContLen || explicitHead ? FRAMING_REMOVED_CONTENT_LENGTH : 0;
     const result = this._bridge.native.respond(this._id, this.statusCode, this.statusMessage, this._flatHeaders(), buf, text, end, framing);
     if (result === LENGTH_MISMATCH) this._lengthMismatch();
@@ -307,7 +286,7 @@ class NativeResponse extends Stream {
     if (this.destroyed) return this;
     this.destroyed = true;
     this.writable = false;
-    if (this._traceState === TRACE_NATIVE) this._traceWatch.lost(this);
+    if (this._trace !== null) this._trace.closed();
     this._bridge.native.destroy(this._id);
     this._bridge.forget(this._id);
     this.req._onAbort();
@@ -320,7 +299,7 @@ class NativeResponse extends Stream {
 
   // The native side lost the request (client gone, or request timeout).
   _onClose() {
-    if (this._traceState === TRACE_NATIVE) this._traceWatch.lost(this);
+    if (this._trace !== null) this._trace.closed();
     if (this.destroyed) return;
     this.destroyed = true;
     this.writable = false;
@@ -369,4 +348,4 @@ function finish(res) {
   if (!req._consuming && !req._streamed && !req.destroyed && (req.listenerCount('close') > 0 || req.listenerCount('end') > 0)) req._dump();
 }
 
-module.exports = { NativeResponse, TRACE_IDLE, TRACE_NATIVE, TRACE_JS, TRACE_FIRED };
+module.exports = { NativeResponse };

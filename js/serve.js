@@ -4,7 +4,7 @@
 const fs = require('node:fs');
 const { HttpServer, HttpsServer, Http2Server, WsServer, GrpcServer } = require('./server');
 const { CreateTerminus } = require('./terminus');
-const { isKoattyApp } = require('./tracer');
+const { isKoattyApp } = require('./trace');
 const { invalidConfig } = require('./config');
 const { isPlainObject } = require('./lifecycle');
 
@@ -18,7 +18,7 @@ const TRACE_DEFAULT = true;
 const ON = /^(1|true|on|yes)$/i;
 
 /**
- * Native trace mode (js/tracer.js) for the NewServe path: `opt.trace` when given as a boolean,
+ * Native trace mode (js/trace) for the NewServe path: `opt.trace` when given as a boolean,
  * else the env `KOATTY_SERVE_TRACE` (1/true/on/yes, or 0/false/off/no), else the Koatty config key
  * `native_trace` (config.ts / config.yaml, or koatty_config's env override), else TRACE_DEFAULT
  * (Koatty apps only; trace: true on another app only echoes X-Request-Id, see README).

@@ -11,7 +11,7 @@ const { codedError } = require('./errors');
 const logger = require('./logger');
 const { createConnectionPool } = require('./pool');
 const { GrpcDispatcher } = require('./grpc');
-const { installTracer, koattyDefaultLogger } = require('./tracer');
+const { traceServer, koattyDefaultLogger } = require('./trace');
 const { offeredProtocols } = require('./websocket');
 
 const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
@@ -90,7 +90,6 @@ class BaseServer extends EventEmitter {
       this.createRequestHandler(),
       // The request's trace id (X-Request-Id, requestId, or a generated one) goes on the line.
       (err, req) => this.emit('handlerError', err, req) || logger.error(`request handler failed${traceTag(req)}`, err),
-      options.trace,
       (req, client) => this.onUpgrade(req, client),
       (bridge, id, path, headers, remoteAddress, remotePort) => this.onGrpcCall(bridge, id, path, headers, remoteAddress, remotePort),
     );
@@ -98,16 +97,9 @@ class BaseServer extends EventEmitter {
     Object.defineProperty(this, '_bridge', { value: bridge, enumerable: false });
     Object.defineProperty(this, '_stopping', { value: null, writable: true, enumerable: false });
     this.connectionPool = createConnectionPool(this.protocol, native, options);
-    // Native trace mode (js/tracer.js): with `trace: true` a Koatty app gets this server's tracer
-    // instead of koatty_trace (app.tracer is defined now, before any app.callback()).
-    // Once the tracer has read the app's config (first app.callback()), request ids, the trace
-    // headers and the http_timeout timer come from the native side.
-    const onLeanTracer = (headerName, idName, timeoutMs) => {
-      bridge.traceHeaderName = headerName;
-      bridge.traceHeaderKey = headerName.toLowerCase();
-      native.setTrace(headerName, idName, timeoutMs);
-    };
-    if (options.trace === true && installTracer(app, onLeanTracer)) bridge.appTracer = true;
+    // `trace` (js/trace): native trace mode for a Koatty app (chosen now, before any
+    // app.callback()); for another app X-Request-Id echoed, switched at run time by `_setTrace`.
+    Object.defineProperty(this, '_setTrace', { value: traceServer(app, bridge, native, options.trace === true), enumerable: false });
   }
 
   /** The options handed to the native side (protocols may derive some, e.g. ssl from ext). */
@@ -279,7 +271,7 @@ class BaseServer extends EventEmitter {
   /** Takes `next` as the server's options after a change has been applied. */
   adoptOptions(next) {
     Object.assign(this.options, next);
-    this._bridge.trace = this.options.trace === true;
+    this._setTrace(this.options.trace === true);
   }
 }
 
