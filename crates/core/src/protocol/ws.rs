@@ -288,6 +288,13 @@ pub async fn run(
             );
             Some(Instant::now() + CLOSE_TIMEOUT)
         };
+    // The futures that outlive one message are made once: re-creating them per message registered
+    // a waiter on the server-wide phase channel (twice) and a timer per pass of the loop.
+    let drain_reached = draining_signal.reached(close_at);
+    let forced = forced_signal.reached(Phase::Forced);
+    let late = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(drain_reached, forced, late);
+    let mut late_at: Option<Instant> = None;
     let (code, reason, graceful) = loop {
         let next_ping = async {
             match ping_timer.as_mut() {
@@ -298,12 +305,12 @@ pub async fn run(
             }
         };
         let deadline = [pong_deadline, close_deadline].into_iter().flatten().min();
-        let late = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending::<()>().await,
+        if deadline != late_at {
+            late_at = deadline;
+            if let Some(d) = deadline {
+                late.as_mut().reset(d);
             }
-        };
+        }
         let event_cost = waiting_event.as_ref().map_or(0, |(_, cost)| *cost);
         // Reading pauses while the replies it owes (pongs, close replies) wait for room in the
         // write queue, or a received event waits for budget. What the handler sends does not pause
@@ -389,7 +396,7 @@ pub async fn run(
                 let payload = Bytes::copy_from_slice(&unanswered.sent(ping_payload(id, ping_seq)));
                 backlog.queue(&writes, Write::Message(Message::Ping(payload), 0));
             }
-            _ = late => {
+            _ = &mut late, if late_at.is_some() => {
                 let now = Instant::now();
                 if pong_deadline.is_some_and(|d| d <= now) {
                     if waiting_event.is_some() {
@@ -404,7 +411,7 @@ pub async fn run(
             }
             _ = &mut writer => break (1006, "write failed".into(), false),
             // Shutdown step 1 (or step 3 with `keepOpenDuringDrainDelay`): close 1001.
-            _ = draining_signal.reached(close_at), if !draining => {
+            _ = &mut drain_reached, if !draining => {
                 draining = true;
                 // A live peer answers the close at once; one that went away silently must not
                 // hold the shutdown for the whole closing-handshake timeout.
@@ -412,7 +419,7 @@ pub async fn run(
                 close_deadline = Some(close_deadline.map_or(shutdown_deadline, |d| d.min(shutdown_deadline)));
                 send_close(&mut backlog, &writes, CloseCode::Away, "server shutting down".into());
             }
-            _ = forced_signal.reached(Phase::Forced) => break (1006, "closed by server shutdown".into(), false),
+            _ = &mut forced => break (1006, "closed by server shutdown".into(), false),
         }
     };
     if graceful {
