@@ -733,3 +733,6 @@ impl ConnectionHandler for HttpProtocol {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
