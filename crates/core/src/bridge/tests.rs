@@ -1,4 +1,5 @@
-//! Bridge internals that need no server: how header values cross between Rust and JavaScript.
+//! Bridge internals that need no server: how header values cross between Rust and JavaScript,
+//! and what a WebSocket send counts in `bufferedAmount`.
 //! (Whole-server tests of the bridge live in `crates/core/tests/`.)
 
 use super::*;
@@ -62,4 +63,19 @@ fn header_encoding_is_nodes() {
         HeaderEncoding::as_node_would(accented, Some(""), false),
         Utf8
     );
+}
+
+#[test]
+fn buffered_amount_counts_payloads_and_control_frame_heads() {
+    let data = |n: usize| Bytes::from(vec![b'x'; n]);
+    let message = WsOutbound::Message {
+        data: data(10),
+        binary: false,
+    };
+    assert_eq!(message.buffered_len(), 10);
+    // A ping or pong counts its 2-byte frame head too, as ws counts it.
+    assert_eq!(WsOutbound::Ping(data(3)).buffered_len(), 5);
+    assert_eq!(WsOutbound::Pong(Bytes::new()).buffered_len(), 2);
+    assert_eq!(WsOutbound::Close(1000, "bye".into()).buffered_len(), 0);
+    assert_eq!(WsOutbound::Terminate.buffered_len(), 0);
 }
