@@ -164,7 +164,7 @@ async fn close_codes_cross_both_ways() {
         Some((4001, "done".into()))
     );
     // tungstenite answers while it is read on; the closing handshake completes.
-    assert!(ws.next().await.is_none());
+    assert!(within(ws.next()).await.is_none());
     assert_eq!(h.next_event().await, (id, "ws-closed:4001".into()));
     until(|| h.bridge.websocket_count() == 0 && h.handle.open_connections() == 0).await;
 }
@@ -253,7 +253,7 @@ async fn draining_closes_websockets_with_1001() {
         close_code(&next_frame(&mut ws).await),
         Some((1001, "server shutting down".into()))
     );
-    assert!(ws.next().await.is_none());
+    assert!(within(ws.next()).await.is_none());
     assert_eq!(h.next_event().await, (id, "ws-closed:1001".into()));
     assert!(
         h.handle

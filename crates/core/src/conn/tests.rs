@@ -4,7 +4,7 @@
 use super::*;
 use crate::bridge::CloseConnection;
 use crate::config::ServerConfig;
-use crate::lifecycle::tests::{capturing_server, Accepted, TestServer};
+use crate::lifecycle::tests::{capturing_server, within, Accepted, TestServer};
 use std::time::Instant as StdInstant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -64,7 +64,7 @@ async fn establish_waits_for_the_first_bytes_and_leaves_them_to_the_parser() {
     assert!(info.peer.is_none() && info.alpn().is_none());
     // Peeked, not read: the parser gets every byte.
     let mut first = [0u8; 16];
-    io.read_exact(&mut first).await.unwrap();
+    within(io.read_exact(&mut first)).await.unwrap();
     assert_eq!(&first, b"GET / HTTP/1.1\r\n");
 }
 
@@ -82,7 +82,7 @@ async fn a_silent_connection_is_closed_at_the_header_timer() {
         "{waited:?}"
     );
     let mut buf = [0u8; 1];
-    assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed");
+    assert_eq!(within(client.read(&mut buf)).await.unwrap(), 0, "closed");
 }
 
 #[tokio::test]
@@ -194,8 +194,7 @@ async fn a_tls_handshake_gives_an_encrypted_stream_and_the_peer_details() {
     let (_t, client, conn) = accepted(Limits::default()).await;
     let task = establish_in_task(conn, Some(dev_tls()), Limits::default());
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tls_client(&[b"http/1.1"])
-        .connect(name, client)
+    let mut tls = within(tls_client(&[b"http/1.1"]).connect(name, client))
         .await
         .expect("handshake");
     let (mut io, info) = outcome(task).await.expect("ready");
@@ -204,7 +203,7 @@ async fn a_tls_handshake_gives_an_encrypted_stream_and_the_peer_details() {
     assert!(info.peer.is_some());
     tls.write_all(b"ping").await.unwrap();
     let mut got = [0u8; 4];
-    io.read_exact(&mut got).await.unwrap();
+    within(io.read_exact(&mut got)).await.unwrap();
     assert_eq!(&got, b"ping", "decrypted by the server side");
 }
 

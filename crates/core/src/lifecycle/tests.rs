@@ -99,6 +99,13 @@ async fn capturing_server_on(
     }
 }
 
+/// `f`, which must end within 5 s (a regression fails the test instead of hanging it).
+pub(crate) async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(5), f)
+        .await
+        .expect("done within 5 s")
+}
+
 /// Ends `conn` once the phase reaches `phase` (as a protocol would close it).
 fn close_at(conn: Accepted, phase: Phase) -> JoinHandle<()> {
     let mut signal = conn.phase.clone();
@@ -175,7 +182,7 @@ async fn begin_draining_reaches_open_connections_and_wait_closed_sees_them_go() 
     assert_eq!(t.server.open_connections(), 0);
     let mut buf = [0u8; 1];
     assert_eq!(
-        client.read(&mut buf).await.unwrap(),
+        within(client.read(&mut buf)).await.unwrap(),
         0,
         "the client sees EOF"
     );
@@ -301,8 +308,8 @@ async fn retire_asks_connections_to_close_only_after_its_timeout() {
     let started = tokio::time::Instant::now();
     let report = t.server.retire(Duration::from_millis(50)).await;
     assert!(started.elapsed() >= Duration::from_millis(50));
-    assert_eq!(seen.recv().await, Some(Phase::Retiring));
-    assert_eq!(seen.recv().await, Some(Phase::Closing));
+    assert_eq!(within(seen.recv()).await, Some(Phase::Retiring));
+    assert_eq!(within(seen.recv()).await, Some(Phase::Closing));
     assert_eq!(
         report,
         ShutdownReport {
@@ -325,7 +332,7 @@ async fn max_connections_is_read_at_each_accept_and_turns_the_rest_away() {
     let mut c2 = TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 1];
     // Rejected: the handler's `reject` closes it.
-    assert_eq!(c2.read(&mut buf).await.unwrap(), 0);
+    assert_eq!(within(c2.read(&mut buf)).await.unwrap(), 0);
     assert_eq!(t.handler.rejected.load(Ordering::SeqCst), 1);
     assert_eq!(t.metrics.snapshot().rejected_connections, 1);
     assert_eq!(t.server.open_connections(), 1);

@@ -187,6 +187,13 @@ pub async fn read_response(s: &mut TcpStream, body_len: usize) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `f`, which must end within 5 s (a regression fails the test instead of hanging it).
+pub async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(5), f)
+        .await
+        .expect("done within 5 s")
+}
+
 /// Waits (yielding) until `done` holds, for at most 5 s.
 pub async fn until(mut done: impl FnMut() -> bool) {
     tokio::time::timeout(Duration::from_secs(5), async {
