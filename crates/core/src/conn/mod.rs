@@ -177,3 +177,6 @@ pub(crate) fn http2_builder(settings: &Http2Settings) -> http2::Builder<TokioExe
     configure_http2!(b, settings);
     b
 }
+
+#[cfg(test)]
+mod tests;

@@ -357,3 +357,6 @@ async fn accept_until_stopped(
         tokio::spawn(handler.clone().serve(stream, remote, signal));
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

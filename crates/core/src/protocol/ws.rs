@@ -736,4 +736,278 @@ mod tests {
             assert!(!is_valid_key(bad), "{bad:?}");
         }
     }
+    // ---- the upgrade handshake
+
+    const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn refusal(pairs: &[(&str, &str)]) -> Refusal {
+        match check_handshake(&headers(pairs)) {
+            Ok(_) => panic!("accepted: {pairs:?}"),
+            Err(r) => r,
+        }
+    }
+
+    #[test]
+    fn a_valid_handshake_gets_the_rfc_accept_key_and_the_offered_protocols_in_order() {
+        let h = check_handshake(&headers(&[
+            ("sec-websocket-key", RFC_KEY),
+            ("sec-websocket-version", "13"),
+        ]))
+        .unwrap();
+        // RFC 6455 §1.3's example.
+        assert_eq!(h.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(h.protocols.is_empty());
+        // Several lines are one list, as node joins them.
+        let h = check_handshake(&headers(&[
+            ("sec-websocket-key", RFC_KEY),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-protocol", "chat, superchat"),
+            ("sec-websocket-protocol", "v2"),
+        ]))
+        .unwrap();
+        assert_eq!(h.protocols, ["chat", "superchat", "v2"]);
+    }
+
+    #[test]
+    fn bad_handshakes_are_refused_as_ws_refuses_them() {
+        let bad_key = Refusal(
+            StatusCode::BAD_REQUEST,
+            "Missing or invalid Sec-WebSocket-Key header",
+        );
+        let bad_version = Refusal(
+            StatusCode::UPGRADE_REQUIRED,
+            "Missing or invalid Sec-WebSocket-Version header",
+        );
+        let bad_protocol = Refusal(
+            StatusCode::BAD_REQUEST,
+            "Invalid Sec-WebSocket-Protocol header",
+        );
+        assert_eq!(refusal(&[("sec-websocket-version", "13")]), bad_key);
+        assert_eq!(
+            refusal(&[
+                ("sec-websocket-key", "c2hvcnQ="),
+                ("sec-websocket-version", "13")
+            ]),
+            bad_key
+        );
+        // The key is checked first.
+        assert_eq!(refusal(&[]), bad_key);
+        assert_eq!(refusal(&[("sec-websocket-key", RFC_KEY)]), bad_version);
+        assert_eq!(
+            refusal(&[
+                ("sec-websocket-key", RFC_KEY),
+                ("sec-websocket-version", "8")
+            ]),
+            bad_version
+        );
+        assert_eq!(
+            refusal(&[
+                ("sec-websocket-key", RFC_KEY),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-protocol", "a,,b"),
+            ]),
+            bad_protocol
+        );
+        // A protocol repeated across lines is a duplicate.
+        assert_eq!(
+            refusal(&[
+                ("sec-websocket-key", RFC_KEY),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-protocol", "a"),
+                ("sec-websocket-protocol", "a"),
+            ]),
+            bad_protocol
+        );
+    }
+
+    #[test]
+    fn a_refusal_answers_its_status_and_text_and_closes() {
+        let r = Refusal(
+            StatusCode::UPGRADE_REQUIRED,
+            "Missing or invalid Sec-WebSocket-Version header",
+        )
+        .response();
+        assert_eq!(r.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(r.headers()[http::header::CONNECTION], "close");
+        assert_eq!(
+            r.headers()[http::header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert!(matches!(
+            r.body(),
+            crate::bridge::ResponseBody::Full(Some(b))
+                if b == "Missing or invalid Sec-WebSocket-Version header"
+        ));
+    }
+
+    #[test]
+    fn upgrades_are_get_requests_with_both_tokens() {
+        let upgrade =
+            |method: http::Method, pairs: &[(&str, &str)]| is_upgrade(&headers(pairs), &method);
+        let both = [
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, Upgrade"),
+        ];
+        assert!(upgrade(http::Method::GET, &both));
+        assert!(!upgrade(http::Method::POST, &both));
+        assert!(!upgrade(http::Method::GET, &[("upgrade", "websocket")]));
+        assert!(!upgrade(http::Method::GET, &[("connection", "upgrade")]));
+        assert!(!upgrade(
+            http::Method::GET,
+            &[("upgrade", "h2c"), ("connection", "upgrade")]
+        ));
+    }
+
+    #[test]
+    fn the_101_carries_the_accept_key_and_the_chosen_protocol() {
+        let r = switching_protocols("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None).unwrap();
+        assert_eq!(r.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let h = r.headers();
+        assert_eq!(h[http::header::UPGRADE], "websocket");
+        assert_eq!(h[http::header::CONNECTION], "Upgrade");
+        assert_eq!(
+            h[http::header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert!(!h.contains_key(http::header::SEC_WEBSOCKET_PROTOCOL));
+        let r = switching_protocols("k", Some("superchat")).unwrap();
+        assert_eq!(
+            r.headers()[http::header::SEC_WEBSOCKET_PROTOCOL],
+            "superchat"
+        );
+        // What handleProtocols returned cannot be a header value: no 101.
+        assert!(switching_protocols("k", Some("bad\nvalue")).is_err());
+    }
+
+    // ---- frames and close codes
+
+    #[test]
+    fn text_goes_out_as_text_when_it_is_utf8_and_as_binary_when_not() {
+        let text = |data: &'static [u8]| {
+            frame_of(WsOutbound::Message {
+                data: Bytes::from_static(data),
+                binary: false,
+            })
+        };
+        assert_eq!(text("héllo".as_bytes()), Some(Message::text("héllo")));
+        assert_eq!(
+            text(b"\xff\xfe"),
+            Some(Message::Binary(Bytes::from_static(b"\xff\xfe")))
+        );
+        // Binary stays binary, valid UTF-8 or not.
+        assert_eq!(
+            frame_of(WsOutbound::Message {
+                data: Bytes::from_static(b"abc"),
+                binary: true,
+            }),
+            Some(Message::Binary(Bytes::from_static(b"abc")))
+        );
+        assert_eq!(
+            frame_of(WsOutbound::Ping(Bytes::from_static(b"p"))),
+            Some(Message::Ping(Bytes::from_static(b"p")))
+        );
+        assert_eq!(
+            frame_of(WsOutbound::Pong(Bytes::from_static(b"q"))),
+            Some(Message::Pong(Bytes::from_static(b"q")))
+        );
+        // Close and terminate are the connection loop's, not frames to queue.
+        assert_eq!(frame_of(WsOutbound::Close(1000, String::new())), None);
+        assert_eq!(frame_of(WsOutbound::Terminate), None);
+    }
+
+    #[test]
+    fn read_errors_close_with_the_codes_ws_uses() {
+        let code = |e: WsError| u16::from(close_code_for(&e));
+        assert_eq!(
+            code(WsError::Capacity(CapacityError::MessageTooLong {
+                size: 2,
+                max_size: 1
+            })),
+            1009
+        );
+        assert_eq!(code(WsError::Utf8("bad".into())), 1007);
+        assert_eq!(
+            code(WsError::Protocol(ProtocolError::UnmaskedFrameFromClient)),
+            1002
+        );
+        assert_eq!(
+            code(WsError::Protocol(ProtocolError::InvalidCloseSequence)),
+            1002
+        );
+        // Not the peer's fault in the protocol's terms: no close frame, 1006 reported.
+        assert_eq!(code(WsError::ConnectionClosed), 1006);
+        assert_eq!(
+            code(WsError::Io(std::io::ErrorKind::ConnectionReset.into())),
+            1006
+        );
+    }
+
+    #[test]
+    fn connection_settings_bound_messages_and_frames_by_max_payload() {
+        let settings = crate::config::ServerConfig::from_options(&serde_json::json!({
+            "protocol": "ws",
+            "connectionPool": { "protocolSpecific": { "maxPayload": 1234 } }
+        }))
+        .unwrap()
+        .websocket
+        .expect("ws settings");
+        let c = config(&settings);
+        assert_eq!(c.max_message_size, Some(1234));
+        assert_eq!(c.max_frame_size, Some(1234));
+        // Idle connections stay small.
+        assert_eq!(c.read_buffer_size, 8 * 1024);
+        assert_eq!(c.write_buffer_size, 0);
+    }
+
+    // ---- flow control
+
+    #[test]
+    fn events_cost_their_payload_and_overhead_up_to_the_whole_budget() {
+        assert_eq!(event_cost_of(0, 1 << 20), EVENT_OVERHEAD as u32);
+        assert_eq!(event_cost_of(1000, 1 << 20), 1000 + EVENT_OVERHEAD as u32);
+        // Larger than the budget: all of it (it goes through, alone).
+        assert_eq!(event_cost_of(10 << 20, 1 << 20), 1 << 20);
+        assert_eq!(event_cost_of(usize::MAX, 1 << 20), 1 << 20);
+    }
+
+    fn is_message(w: Option<Write>, text: &str) -> bool {
+        matches!(w, Some(Write::Message(Message::Text(t), _)) if t.as_str() == text)
+    }
+
+    fn write(text: &str) -> Write {
+        Write::Message(Message::text(text.to_owned()), text.len())
+    }
+
+    #[tokio::test]
+    async fn the_backlog_keeps_order_and_holds_one_flush() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut backlog = Backlog::default();
+        backlog.queue(&tx, write("a"));
+        assert!(backlog.is_empty(), "room in the queue: sent at once");
+        backlog.queue(&tx, write("b"));
+        assert!(!backlog.is_empty(), "queue full: kept");
+        backlog.request_flush(&tx);
+        backlog.request_flush(&tx);
+        assert!(backlog.has_flush(), "reading pauses while the flush waits");
+        assert!(is_message(rx.recv().await, "a"));
+        // Room again, but what waits goes first: order is kept.
+        backlog.queue(&tx, write("c"));
+        assert!(rx.try_recv().is_err());
+        assert!(is_message(backlog.pop(), "b"));
+        assert!(matches!(backlog.pop(), Some(Write::Flush)));
+        assert!(!backlog.has_flush());
+        assert!(is_message(backlog.pop(), "c"), "one flush, not two");
+        assert!(backlog.pop().is_none());
+    }
 }

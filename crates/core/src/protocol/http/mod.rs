@@ -738,3 +738,6 @@ impl ConnectionHandler for HttpProtocol {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
