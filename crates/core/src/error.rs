@@ -5,7 +5,7 @@ use std::io;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{code}: {message}")]
+    #[error("{message}")]
     Bind { code: &'static str, message: String },
     #[error("ERR_INVALID_CONFIG: {0}")]
     InvalidConfig(#[from] crate::config::ConfigError),

@@ -301,9 +301,22 @@ async fn accept_loop(
     connections.metrics.listener_stopped();
     if *stop.borrow() == Stop::Close {
         // Connections the kernel already completed would be reset when the socket closes: take
-        // them in (they are served, and drain, like the others).
-        use futures_util::FutureExt;
-        while let Some(Ok((stream, remote))) = listener.accept().now_or_never() {
+        // them in (they are served, and drain, like the others). Accepted from the socket itself
+        // until it has none: tokio's readiness may not have seen the newest ones yet.
+        let socket = socket2::SockRef::from(&listener);
+        loop {
+            let (accepted, address) = match socket.accept() {
+                Ok(a) => a,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let stream = std::net::TcpStream::from(accepted);
+            let (Some(remote), Ok(())) = (address.as_socket(), stream.set_nonblocking(true)) else {
+                continue;
+            };
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let signal = PhaseSignal(phase.clone(), Arc::new(connections.open()));
             tokio::spawn(handler.clone().serve(stream, remote, signal));
