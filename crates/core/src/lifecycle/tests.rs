@@ -353,7 +353,7 @@ async fn bind_shares_a_port_only_with_reuse_port() {
     assert_eq!(err.code(), "EADDRINUSE");
     assert_eq!(
         err.to_string(),
-        format!("EADDRINUSE: listen EADDRINUSE: address already in use 127.0.0.1:{port}")
+        format!("listen EADDRINUSE: address already in use 127.0.0.1:{port}")
     );
     // A bracketed literal is an address, not a name to look up.
     let bracketed = bind(Some("[127.0.0.1]"), 0, false).await.unwrap();
