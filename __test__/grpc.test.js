@@ -772,6 +772,26 @@ describe('GrpcServer: HTTP/2 settings', () => {
   });
 });
 
+describe('GrpcServer: the largest HTTP/2 window', () => {
+  it('initialWindowSize 2^31-1 (node:http2 accepts it) serves calls; 2^31 is refused with ERR_INVALID_CONFIG naming the key', async () => {
+    const ctx = await startServer({ options: { connectionPool: { protocolSpecific: { initialWindowSize: 2 ** 31 - 1 } } } });
+    try {
+      const echo = client(Echo, ctx.address);
+      const r = await call(echo, 'Unary', { message: 'wide' });
+      assert.equal(r.err, null, 'the connection was not reset (h2 asserted on a connection window over 2^31-1)');
+      assert.equal(r.value.message, 'wide');
+      echo.close();
+      clients.delete(echo);
+    } finally {
+      await stopServer(ctx.server);
+    }
+    assert.throws(
+      () => new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc', connectionPool: { protocolSpecific: { initialWindowSize: 2 ** 31 } } }),
+      (e) => e.code === 'ERR_INVALID_CONFIG' && /initialWindowSize/.test(e.message),
+    );
+  });
+});
+
 describe('GrpcServer: connectionTimeout', () => {
   it('a quiet connection is closed (GOAWAY) after connectionTimeout; the client reconnects for the next call', async () => {
     const { server, address } = await startServer({ options: { connectionPool: { connectionTimeout: 300 } } });

@@ -511,6 +511,27 @@ describe('updateConfig', () => {
     }
   });
 
+  it('a shutdown right after a restart waits for the requests in flight on the replaced listener (probe: they were reset, the report said drained in 1 ms)', async () => {
+    const { server, state, port } = await serve('http');
+    try {
+      const slow = settle(request({ port, path: '/slow?ms=800' }));
+      await pollUntil(() => state.slowStarted, (n) => n === 1, { timeoutMs: 3000, intervalMs: 10 });
+      const r = await server.updateConfig({ nativeEndpoints: true });
+      assert.equal(r.restarted, true);
+      const t0 = Date.now();
+      const rep = await server.gracefulShutdown({ drainDelay: 0, timeout: 5000 });
+      const took = Date.now() - t0;
+      assert.equal(state.slowDone, 1, `the shutdown ended only after the request in flight was answered (${took} ms)`);
+      const answer = await slow;
+      assert.equal(answer.status, 200, `the slow request on the old listener was answered: ${JSON.stringify(answer)}`);
+      assert.equal(answer.body, 'slow');
+      assert.equal(rep.drained, true);
+      assert.ok(rep.connectionsAtStart >= 1, 'the old listener\'s connection is counted');
+    } finally {
+      await cleanup(server);
+    }
+  });
+
   it('keys in an option group the server was built without are reported by path and classified one by one', async () => {
     // NewServe (the Koatty path) builds servers without a connectionPool group.
     const { server, state, port } = await serve('http');

@@ -67,6 +67,9 @@ pub struct Host {
     listener: Slot,
     /// The listener a restart replaced, until [`Host::retire_replaced`].
     replaced: Slot,
+    /// Replaced listeners still draining in the background: a shutdown takes them in (their
+    /// requests in flight are waited for and forced like the current listener's).
+    retiring: Arc<Mutex<Vec<Arc<ServeHandle>>>>,
 }
 
 impl Host {
@@ -84,6 +87,7 @@ impl Host {
             grpc_methods: Default::default(),
             listener: Default::default(),
             replaced: Default::default(),
+            retiring: Default::default(),
         })
     }
 
@@ -93,6 +97,29 @@ impl Host {
 
     fn listener(&self) -> Option<Arc<ServeHandle>> {
         lock(&self.listener).clone()
+    }
+
+    /// Every listener with connections of this server: the current one, one a restart replaced,
+    /// and those still retiring.
+    fn all_listeners(&self) -> Vec<Arc<ServeHandle>> {
+        let mut all: Vec<_> = self.listener().into_iter().collect();
+        all.extend(lock(&self.replaced).clone());
+        all.extend(lock(&self.retiring).iter().cloned());
+        all
+    }
+
+    /// Drains `old` for up to `drain_timeout`, counted among the retiring listeners meanwhile.
+    fn retire(
+        &self,
+        old: Arc<ServeHandle>,
+        drain_timeout: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let retiring = self.retiring.clone();
+        lock(&retiring).push(old.clone());
+        async move {
+            old.retire(drain_timeout).await;
+            lock(&retiring).retain(|l| !Arc::ptr_eq(l, &old));
+        }
     }
 
     fn config<R>(&self, f: impl FnOnce(&ServerConfig) -> R) -> R {
@@ -189,7 +216,7 @@ impl Host {
         *lock(&self.current) = next;
         let earlier = std::mem::replace(&mut *lock(&self.replaced), old);
         if let Some(earlier) = earlier {
-            tokio::spawn(async move { earlier.retire(drain_timeout).await });
+            tokio::spawn(self.retire(earlier, drain_timeout));
         }
         Ok(addr)
     }
@@ -203,9 +230,10 @@ impl Host {
         drain_timeout: Duration,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let old = lock(&self.replaced).take();
+        let retired = old.map(|old| self.retire(old, drain_timeout));
         async move {
-            if let Some(old) = old {
-                old.retire(drain_timeout).await;
+            if let Some(retired) = retired {
+                retired.await;
             }
         }
     }
@@ -214,7 +242,7 @@ impl Host {
     /// connection is asked to drain (idle keep-alive ones close, HTTP/2 and gRPC get GOAWAY,
     /// WebSockets close 1001) while what is in flight finishes.
     pub async fn stop_accepting(&self) {
-        if let Some(l) = self.listener() {
+        for l in self.all_listeners() {
             let server = l.lifecycle();
             // The listener first: `accepting` turns false (health watchers learn NOT_SERVING,
             // late requests are refused), then every connection, those the close took in from
@@ -227,47 +255,52 @@ impl Host {
     /// Shutdown step 2: waits up to `timeout` for the open connections to close by themselves
     /// (nothing is asked of them). Returns whether they all did.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        match self.listener() {
-            Some(l) => l.lifecycle().wait_closed(timeout).await,
-            None => true,
-        }
+        let all = self.all_listeners();
+        let waits = all.iter().map(|l| l.lifecycle().wait_closed(timeout));
+        futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .all(|closed| closed)
     }
 
     /// Shutdown step 3: asks every connection (also those kept open through the drain delay) to
     /// finish and close, and waits up to `timeout`.
     pub async fn drain(&self, timeout: Duration) -> Drained {
-        let Some(l) = self.listener() else {
-            return Drained {
-                drained: true,
-                open_at_start: 0,
-                still_open: 0,
-            };
-        };
-        let server = l.lifecycle();
-        let open_at_start = server.open_connections();
-        server.begin_closing();
-        let drained = server.wait_closed(timeout).await;
+        let all = self.all_listeners();
+        let open = || all.iter().map(|l| l.open_connections()).sum::<usize>();
+        let open_at_start = open();
+        for l in &all {
+            l.lifecycle().begin_closing();
+        }
+        let waits = all.iter().map(|l| l.lifecycle().wait_closed(timeout));
+        let drained = futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .all(|closed| closed);
         Drained {
             drained,
             open_at_start,
-            still_open: server.open_connections(),
+            still_open: open(),
         }
     }
 
     /// Shutdown step 4: closes every remaining connection now (waits up to `grace` for them).
     /// Returns how many were closed.
     pub async fn force_close(&self, grace: Duration) -> usize {
-        match self.listener() {
-            Some(l) => l.lifecycle().force_close(grace).await,
-            None => 0,
-        }
+        let all = self.all_listeners();
+        let forced = all.iter().map(|l| l.lifecycle().force_close(grace));
+        futures_util::future::join_all(forced)
+            .await
+            .into_iter()
+            .sum()
     }
 
-    /// Shutdown step 5: drops the listener. A restart's old listener not retired yet (shutdown
-    /// right after a restart) is retired in the future returned, to run in the background.
+    /// Shutdown step 5: drops the listeners (steps 1–4 have closed their connections).
     pub fn release(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         lock(&self.listener).take();
-        self.retire_replaced(Duration::ZERO)
+        let replaced = self.retire_replaced(Duration::ZERO);
+        lock(&self.retiring).clear();
+        replaced
     }
 
     /// The metrics every listener of this server counts into.

@@ -405,6 +405,9 @@ fn limits_from(pool: &Pool) -> Limits {
     }
 }
 
+/// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1: 2^31 − 1).
+pub const MAX_H2_WINDOW: u32 = (1 << 31) - 1;
+
 fn http2_from(
     obj: &Map<String, Value>,
     given: &Options,
@@ -450,7 +453,16 @@ fn http2_from(
         max_header_list_size: num("maxHeaderListSize")?
             .map(clamp)
             .unwrap_or(DEFAULT_H2_MAX_HEADER_LIST_SIZE),
-        initial_window_size: num("initialWindowSize")?.map(clamp),
+        initial_window_size: match num("initialWindowSize")? {
+            // node's http2 throws ERR_HTTP2_INVALID_SETTING_VALUE past it; h2 asserts on it.
+            Some(n) if n > MAX_H2_WINDOW as u64 => {
+                return Err(ConfigError::new(
+                    "connectionPool.protocolSpecific.initialWindowSize",
+                    format!("must be at most {MAX_H2_WINDOW} (HTTP/2's largest window), got {n}"),
+                ))
+            }
+            n => n.map(clamp),
+        },
         max_send_buffer_size,
         keep_alive_interval: num("keepAliveTime")?
             .filter(|n| *n > 0)

@@ -34,8 +34,10 @@ macro_rules! configure_http2 {
             .max_header_list_size(settings.max_header_list_size)
             .max_send_buf_size(settings.max_send_buffer_size);
         if let Some(window) = settings.initial_window_size {
+            // The connection's window is four streams' worth, within HTTP/2's largest.
+            let connection = window.saturating_mul(4).min($crate::config::MAX_H2_WINDOW);
             $b.initial_stream_window_size(window)
-                .initial_connection_window_size(window.saturating_mul(4));
+                .initial_connection_window_size(connection);
         }
         if let Some(interval) = settings.keep_alive_interval {
             $b.keep_alive_interval(interval)
