@@ -61,6 +61,13 @@ describe('option names are checked (decisions.md §4, §9)', () => {
     assert.equal(ok.connectionPool.health.overloadedErrorRate, 0.3);
   });
 
+  it('NaN and Infinity are refused by name, not taken as "not set" (a NaN port bound the default port)', () => {
+    rejects(() => serve.ConfigHelper.createHttpConfig({ port: NaN }), 'port: must be a finite number');
+    rejects(() => new serve.HttpServer(app, { port: Number('nope') }), 'port: must be a finite number');
+    rejects(() => new serve.HttpServer(app, { port: 0, connectionPool: { keepAliveTimeout: Infinity } }), 'connectionPool.keepAliveTimeout');
+    rejects(() => serve.ConfigHelper.createWebSocketConfig({ connectionPool: { protocolSpecific: { maxPayload: -Infinity } } }), 'connectionPool.protocolSpecific.maxPayload');
+  });
+
   it('NewServe stays lenient (2.3.0 semantics): undefined hostname/port and an unknown protocol still construct', () => {
     const server = serve.NewServe({ ...app, config: () => undefined }, { hostname: undefined, port: undefined, protocol: 'bogus' });
     assert.equal(server.constructor.name, 'HttpServer');

@@ -10,6 +10,28 @@ function invalidConfig(key, message) {
   return err;
 }
 
+/**
+ * Options as JSON for the native side. NaN and ±Infinity are refused by name: JSON would turn them
+ * into null, i.e. "not set", and a bad `Number(process.env.PORT)` would bind the default port
+ * (node's listen throws ERR_SOCKET_BAD_PORT for NaN).
+ */
+function optionsJson(options) {
+  const paths = new WeakMap();
+  const replacer = function (key, value) {
+    const base = paths.get(this);
+    const path = base ? `${base}.${key}` : key;
+    if (typeof value === 'number' && !Number.isFinite(value)) throw invalidConfig(path, `must be a finite number, got ${value}`);
+    if (value !== null && typeof value === 'object') paths.set(value, path);
+    return value;
+  };
+  try {
+    return JSON.stringify(options, replacer);
+  } catch (e) {
+    if (e.code === 'ERR_INVALID_CONFIG') throw e;
+    throw invalidConfig('options', `not serialisable: ${e.message}`);
+  }
+}
+
 function environment() {
   const { IP, PORT, APP_PORT, NODE_ENV } = process.env;
   return { ip: IP, port: PORT, appPort: APP_PORT, nodeEnv: NODE_ENV };
@@ -25,13 +47,7 @@ function create(protocol, options) {
     if (typeof handleProtocols !== 'function') throw invalidConfig('handleProtocols', 'must be a function');
     rest.handleProtocols = true;
   }
-  let json;
-  try {
-    json = JSON.stringify(rest);
-  } catch (e) {
-    throw invalidConfig('options', `not serialisable: ${e.message}`);
-  }
-  const result = resolveConfig(protocol, json, environment());
+  const result = resolveConfig(protocol, optionsJson(rest), environment());
   if (result.options === undefined || result.options === null) throw invalidConfig(result.errorKey, result.errorMessage);
   const resolved = JSON.parse(result.options);
   if (ext !== undefined) resolved.ext = ext;
@@ -47,4 +63,4 @@ const ConfigHelper = {
   createWebSocketConfig: (options) => create('ws', options),
 };
 
-module.exports = { ConfigHelper, invalidConfig };
+module.exports = { ConfigHelper, invalidConfig, optionsJson };

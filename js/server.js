@@ -15,7 +15,7 @@ const { traceServer, koattyDefaultLogger } = require('./trace');
 const { offeredProtocols } = require('./websocket');
 
 const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
-const { invalidConfig } = require('./config');
+const { invalidConfig, optionsJson } = require('./config');
 
 const DEFAULT_SHUTDOWN = { timeout: 30000 };
 /** Protocols one native server can switch between on restart. */
@@ -56,11 +56,7 @@ class ListenerHandle extends EventEmitter {
 /** Every key but `ext` goes across, so that the native side rejects unknown (misspelt) ones. */
 function nativeOptions(options) {
   const { ext: _ext, ...rest } = options;
-  try {
-    return JSON.stringify(rest);
-  } catch (e) {
-    throw codedError('ERR_INVALID_CONFIG', `ERR_INVALID_CONFIG: options: not serialisable: ${e.message}`);
-  }
+  return optionsJson(rest);
 }
 
 class BaseServer extends EventEmitter {
