@@ -372,7 +372,8 @@ class WsServer extends HttpServer {
       }
     });
     client.on('error', (err) => {
-      logger.error('websocket error', err);
+      // Logged only when the app has no 'error' listener of its own (it handles what it hears).
+      if (client.listenerCount('error') <= 1) logger.error('websocket error', err);
       client.close(1011);
     });
   }
