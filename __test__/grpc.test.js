@@ -772,6 +772,50 @@ describe('GrpcServer: HTTP/2 settings', () => {
   });
 });
 
+describe('GrpcServer: malformed unary calls, answered as a grpc-js server answers them', () => {
+  /** A raw h2 call to Echo/Unary carrying `messages` (each an empty EchoRequest): resolves grpc-status. */
+  function rawUnary(address, messages) {
+    return new Promise((resolve, reject) => {
+      const session = http2.connect(`http://${address}`);
+      session.on('error', reject);
+      const req = session.request({ ':method': 'POST', ':path': `${ECHO}/Unary`, 'content-type': 'application/grpc', te: 'trailers' });
+      let status = null;
+      let message = null;
+      const take = (h) => {
+        if (h['grpc-status'] !== undefined) {
+          status = Number(h['grpc-status']);
+          message = decodeURIComponent(h['grpc-message'] || '');
+        }
+      };
+      req.on('response', take);
+      req.on('trailers', take);
+      req.on('data', () => {});
+      req.on('close', () => {
+        session.close();
+        resolve({ status, message });
+      });
+      req.end(Buffer.alloc(5 * messages));
+    });
+  }
+
+  it('no request message, or two, end UNIMPLEMENTED and never reach the handler (the handler saw call.request undefined)', async () => {
+    const ctx = await startServer();
+    try {
+      const before = ctx.state.calls.length;
+      const none = await withTimeout(rawUnary(ctx.address, 0), 5000, 'no message');
+      assert.deepEqual(none, { status: GrpcStatus.UNIMPLEMENTED, message: `Received no request message for server streaming method ${ECHO}/Unary` });
+      const two = await withTimeout(rawUnary(ctx.address, 2), 5000, 'two messages');
+      assert.deepEqual(two, { status: GrpcStatus.UNIMPLEMENTED, message: `Received a second request message for server streaming method ${ECHO}/Unary` });
+      assert.equal(ctx.state.calls.length, before, 'the handler ran for none of them');
+      const one = await withTimeout(rawUnary(ctx.address, 1), 5000, 'one message');
+      assert.equal(one.status, GrpcStatus.OK);
+      await expectPendingZero(ctx.server);
+    } finally {
+      await stopServer(ctx.server);
+    }
+  });
+});
+
 describe('GrpcServer: the largest HTTP/2 window', () => {
   it('initialWindowSize 2^31-1 (node:http2 accepts it) serves calls; 2^31 is refused with ERR_INVALID_CONFIG naming the key', async () => {
     const ctx = await startServer({ options: { connectionPool: { protocolSpecific: { initialWindowSize: 2 ** 31 - 1 } } } });

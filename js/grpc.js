@@ -137,6 +137,7 @@ class ServerCall extends Duplex {
     Object.defineProperty(this, '_method', { value: method });
     this.metadata = Metadata.fromFlat(flat);
     this.request = undefined;
+    Object.defineProperty(this, '_gotRequest', { value: false, writable: true });
     this.cancelled = false;
     this._peer = peer;
     this._host = flatValue(flat, ':authority') || flatValue(flat, 'host') || '';
@@ -262,14 +263,23 @@ class ServerCall extends Duplex {
       this._finish(Status.INTERNAL, `Error deserializing request: ${err.message}`);
       return;
     }
-    if (this._method.requestStream) this.push(value);
-    else this.request = value;
+    if (this._method.requestStream) {
+      this.push(value);
+    } else if (this._gotRequest) {
+      // As grpc-js: a single-request method given a second message ends UNIMPLEMENTED, unhandled.
+      this._finish(Status.UNIMPLEMENTED, `Received a second request message for server streaming method ${this._path}`);
+    } else {
+      this._gotRequest = true;
+      this.request = value;
+    }
   }
 
   _onInputEnd() {
     // After a cancel the request stream is not complete: never report its end.
-    if (this.cancelled) return;
+    if (this.cancelled || this._ended) return;
     if (this._method.requestStream) this.push(null);
+    // As grpc-js: a single-request method given no message never reaches the handler.
+    else if (!this._gotRequest) this._finish(Status.UNIMPLEMENTED, `Received no request message for server streaming method ${this._path}`);
     else this.emit('_unaryReady');
   }
 
