@@ -708,7 +708,11 @@ pub fn resolve_options(
         Value::from(limits.handshake_timeout.as_millis() as u64),
     );
     out.insert("connectionPool".into(), Value::Object(pool));
-    Ok(Value::Object(out))
+    let resolved = Value::Object(out);
+    // What the constructors check as well (protocolSpecific values, for one): options ConfigHelper
+    // returns must construct.
+    ServerConfig::from_options(&resolved)?;
+    Ok(resolved)
 }
 
 #[cfg(test)]
