@@ -8,7 +8,7 @@ use koatty_serve_core::bridge::{
     RequestHead, RequestSink, WsOutbound,
 };
 use koatty_serve_core::config::ServerConfig;
-use koatty_serve_core::protocol::grpc::{GrpcRegistry, RequestShape};
+use koatty_serve_core::protocol::grpc::{Compression, GrpcRegistry, RequestShape};
 use koatty_serve_core::server::ServeHandle;
 use koatty_serve_core::tls::TlsSource;
 use koatty_serve_core::trace::{self, IdResolution, TraceRequest, TraceSettings};
@@ -54,6 +54,8 @@ const FLAG_WS_CHOOSE_PROTOCOL: u32 = 1 << 14;
 
 /// Largest ping/pong payload (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
+/// grpc-js's `WriteFlags.NoCompress`: this response message goes out uncompressed.
+const WRITE_FLAG_NO_COMPRESS: u32 = 2;
 
 fn event_kind(e: &BridgeEvent) -> u32 {
     match e {
@@ -881,9 +883,23 @@ impl NativeServer {
         self.bridge.grpc_send_metadata(id, metadata).is_ok()
     }
 
-    /// Queues a serialised response message: 1 = room, 0 = wait for drain, -1 = call gone.
+    /// Chooses the call's response compression (grpc-js's `compressionAlgorithms` number):
+    /// 1 = set, -2 = the response head was already sent, -1 = call gone (or unknown number).
     #[napi]
-    pub fn grpc_write(&self, id: u32, message: Buffer) -> i32 {
+    pub fn grpc_set_compression(&self, id: u32, algorithm: u32) -> i32 {
+        let Some(compression) = Compression::from_number(u64::from(algorithm)) else {
+            return -1;
+        };
+        match self.bridge.grpc_set_compression(id, compression) {
+            Ok(()) => 1,
+            Err(e) => code_of(Err(e)),
+        }
+    }
+
+    /// Queues a serialised response message: 1 = room, 0 = wait for drain, -1 = call gone.
+    /// `flags`: grpc-js's write flags; `NoCompress` (2) sends this message uncompressed.
+    #[napi]
+    pub fn grpc_write(&self, id: u32, message: Buffer, flags: Option<u32>) -> i32 {
         // The limit applies to the message as serialised (grpc-js checks before compressing).
         let max = self.current(|c| {
             c.config
@@ -897,15 +913,25 @@ impl NativeServer {
             let _ = self.bridge.grpc_end(id, 8, details, Vec::new());
             return -1;
         }
-        code_of(self.bridge.grpc_write(id, Bytes::copy_from_slice(&message)))
+        let compress = flags.unwrap_or(0) & WRITE_FLAG_NO_COMPRESS == 0;
+        code_of(
+            self.bridge
+                .grpc_write(id, Bytes::copy_from_slice(&message), compress),
+        )
     }
 
-    /// A unary answer in one crossing: the message, then status OK with trailing metadata.
-    /// 1 = sent, -1 = call gone (or the message was over `maxSendMessageLength`: ended with
-    /// RESOURCE_EXHAUSTED, as `grpcWrite` does).
+    /// A unary answer in one crossing: the message (with `flags` as `grpc_write`), then status
+    /// OK with trailing metadata. 1 = sent, -1 = call gone (or the message was over
+    /// `maxSendMessageLength`: ended with RESOURCE_EXHAUSTED, as `grpcWrite` does).
     #[napi]
-    pub fn grpc_reply(&self, id: u32, message: Buffer, trailers: Vec<String>) -> i32 {
-        if self.grpc_write(id, message) < 0 {
+    pub fn grpc_reply(
+        &self,
+        id: u32,
+        message: Buffer,
+        trailers: Vec<String>,
+        flags: Option<u32>,
+    ) -> i32 {
+        if self.grpc_write(id, message, flags) < 0 {
             return -1;
         }
         match self.bridge.grpc_end(id, 0, "OK".to_string(), trailers) {

@@ -56,6 +56,7 @@ const PROTOCOL_SPECIFIC: &[&str] = &[
     "keepAliveTimeout",
     "maxReceiveMessageLength",
     "maxSendMessageLength",
+    "defaultCompressionAlgorithm",
     "pingInterval",
     "pongTimeout",
     "heartbeatInterval",

@@ -213,6 +213,9 @@ pub struct GrpcSettings {
     pub max_receive_message_length: usize,
     /// Largest response message, bytes.
     pub max_send_message_length: usize,
+    /// How response messages are compressed unless the handler chooses, when the client accepts
+    /// it (`defaultCompressionAlgorithm`; identity by default, as grpc-js's server).
+    pub default_compression_algorithm: crate::protocol::grpc::Compression,
     pub http2: Http2Settings,
 }
 
@@ -543,6 +546,18 @@ fn grpc_from(obj: &Map<String, Value>) -> Result<GrpcSettings, ConfigError> {
     Ok(GrpcSettings {
         max_receive_message_length: size("maxReceiveMessageLength", 4 * 1024 * 1024)?,
         max_send_message_length: size("maxSendMessageLength", usize::MAX)?,
+        default_compression_algorithm: match specific
+            .0
+            .and_then(|m| m.get("defaultCompressionAlgorithm"))
+        {
+            None | Some(Value::Null) => Default::default(),
+            Some(v) => crate::protocol::grpc::Compression::from_option(v).ok_or_else(|| {
+                ConfigError::new(
+                    "connectionPool.protocolSpecific.defaultCompressionAlgorithm",
+                    format!("must be 'identity', 'deflate' or 'gzip' (or grpc-js's compressionAlgorithms 0, 1, 2), got {v}"),
+                )
+            })?,
+        },
         http2: http2_from(obj, None)?,
     })
 }
