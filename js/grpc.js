@@ -127,6 +127,8 @@ const COMPRESSION = { identity: 0, deflate: 1, gzip: 2 };
 
 /** grpc-js's write flags (`WriteFlags`) as a number, or undefined. */
 const writeFlags = (flags) => (Number.isInteger(flags) ? flags : undefined);
+/** grpc-js's `WriteFlags.NoCompress`. */
+const NO_COMPRESS = 2;
 
 /**
  * One call. Streaming calls are object-mode Duplex streams (read: request messages, write:
@@ -240,7 +242,8 @@ class ServerCall extends Duplex {
     const [ok, bytesOrError] = this._serialize(value);
     if (!ok) return cb && cb(bytesOrError);
     this._headSent = true;
-    const r = this._bridge.native.grpcWrite(this._id, bytesOrError, writeFlags(flags));
+    const native = this._bridge.native;
+    const r = writeFlags(flags) & NO_COMPRESS ? native.grpcWriteUncompressed(this._id, bytesOrError) : native.grpcWrite(this._id, bytesOrError);
     if (r === 0) this._pendingWrite = cb ?? true;
     else if (cb) cb();
   }

@@ -897,9 +897,20 @@ impl NativeServer {
     }
 
     /// Queues a serialised response message: 1 = room, 0 = wait for drain, -1 = call gone.
-    /// `flags`: grpc-js's write flags; `NoCompress` (2) sends this message uncompressed.
     #[napi]
-    pub fn grpc_write(&self, id: u32, message: Buffer, flags: Option<u32>) -> i32 {
+    pub fn grpc_write(&self, id: u32, message: Buffer) -> i32 {
+        self.write_grpc_message(id, message, true)
+    }
+
+    /// As `grpc_write`, for a message written with grpc-js's `WriteFlags.NoCompress`: it goes out
+    /// uncompressed whatever the call's encoding. (A method of its own keeps a flags argument
+    /// off the per-message path.)
+    #[napi]
+    pub fn grpc_write_uncompressed(&self, id: u32, message: Buffer) -> i32 {
+        self.write_grpc_message(id, message, false)
+    }
+
+    fn write_grpc_message(&self, id: u32, message: Buffer, compress: bool) -> i32 {
         // The limit applies to the message as serialised (grpc-js checks before compressing).
         let max = self.current(|c| {
             c.config
@@ -913,16 +924,16 @@ impl NativeServer {
             let _ = self.bridge.grpc_end(id, 8, details, Vec::new());
             return -1;
         }
-        let compress = flags.unwrap_or(0) & WRITE_FLAG_NO_COMPRESS == 0;
         code_of(
             self.bridge
                 .grpc_write(id, Bytes::copy_from_slice(&message), compress),
         )
     }
 
-    /// A unary answer in one crossing: the message (with `flags` as `grpc_write`), then status
-    /// OK with trailing metadata. 1 = sent, -1 = call gone (or the message was over
-    /// `maxSendMessageLength`: ended with RESOURCE_EXHAUSTED, as `grpcWrite` does).
+    /// A unary answer in one crossing: the message, then status OK with trailing metadata;
+    /// `flags`: grpc-js's write flags (`NoCompress`, 2: the message goes out uncompressed).
+    /// 1 = sent, -1 = call gone (or the message was over `maxSendMessageLength`: ended with
+    /// RESOURCE_EXHAUSTED, as `grpcWrite` does).
     #[napi]
     pub fn grpc_reply(
         &self,
@@ -931,7 +942,8 @@ impl NativeServer {
         trailers: Vec<String>,
         flags: Option<u32>,
     ) -> i32 {
-        if self.grpc_write(id, message, flags) < 0 {
+        let compress = flags.unwrap_or(0) & WRITE_FLAG_NO_COMPRESS == 0;
+        if self.write_grpc_message(id, message, compress) < 0 {
             return -1;
         }
         match self.bridge.grpc_end(id, 0, "OK".to_string(), trailers) {

@@ -532,6 +532,10 @@ fn percent_encode_spec(message: &str) -> String {
 /// Response messages ready together go out in one DATA frame, up to this size.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 
+/// The response buffer grows by at least this much (as tonic's encoder buffer with
+/// [`buffer_settings`]), so a burst of small streamed messages does not reallocate for each.
+const BUFFER_STEP: usize = 1024;
+
 /// The response body of a call answered by JavaScript: each message with its 5-byte prefix,
 /// compressed when the call's encoding is not identity and the message allows it, then the status
 /// as trailers (as grpc-js clients expect them, see [`fix_status_headers`]).
@@ -549,7 +553,10 @@ impl ResponseBody {
     fn encode(&mut self, message: OutMessage) -> Result<(), Status> {
         let offset = self.buf.len();
         let compressed = message.compress && self.compression != Compression::Identity;
-        self.buf.reserve(5 + message.data.len());
+        let need = 5 + message.data.len();
+        if self.buf.capacity() - offset < need {
+            self.buf.reserve(need.max(BUFFER_STEP));
+        }
         self.buf.put_bytes(0, 5);
         if compressed {
             if let Err(err) = compress(self.compression, &message.data, &mut self.buf) {
