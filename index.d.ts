@@ -56,6 +56,12 @@ export interface ConnectionPoolConfig {
     keepAliveTimeout?: number;
     maxReceiveMessageLength?: number;
     maxSendMessageLength?: number;
+    /**
+     * gRPC: how response messages are compressed when the client accepts it: 'identity' (default,
+     * as grpc-js's server), 'deflate' or 'gzip', or grpc-js's `compressionAlgorithms` 0, 1, 2. A
+     * handler can choose per call (`call.setCompression`) and per message (write flag 2).
+     */
+    defaultCompressionAlgorithm?: 'identity' | 'deflate' | 'gzip' | 0 | 1 | 2;
     pingInterval?: number;
     pongTimeout?: number;
     heartbeatInterval?: number;

@@ -1,14 +1,16 @@
 'use strict';
 // The standard gRPC interop test cases (grpc/doc/interop-test-descriptions.md) against a
 // grpc.testing.TestService implemented in JavaScript on GrpcServer, driven by an @grpc/grpc-js client;
-// then a python grpcio client (unary + server streaming + metadata + status) when python3 and grpcio
+// then a python grpcio client (unary + server streaming + metadata + status + compression) when python3 and grpcio
 // are available: a venv under the OS temp dir is created on first use from __test__/python/requirements.txt,
 // otherwise the python tests are skipped with the reason.
 // Protos: __test__/protos/grpc/testing/{empty,messages,test}.proto (subset of the upstream files).
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('fs');
+const http2 = require('http2');
 const os = require('os');
+const zlib = require('zlib');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -35,6 +37,8 @@ const SPECIAL_MESSAGE = '\t\ntest with whitespace\r\nand Unicode BMP ☺ and non
 // TestService in JS (as grpc-node's interop server implements it)
 
 const payload = (size) => ({ type: 'COMPRESSABLE', body: Buffer.alloc(size) });
+/** grpc-js's `WriteFlags.NoCompress`. */
+const NO_COMPRESS = 2;
 const wait = (us) => new Promise((resolve) => setTimeout(resolve, Math.ceil(us / 1000)));
 
 function makeTestService(state) {
@@ -68,8 +72,10 @@ function makeTestService(state) {
 
     UnaryCall(call, callback) {
       track(call, 'UnaryCall');
-      const trailer = echoMetadata(call);
       const req = call.request;
+      // server_compressed_unary: response_compressed true → compressed, false → not.
+      if (req.response_compressed) call.setCompression(req.response_compressed.value ? 'gzip' : 'identity');
+      const trailer = echoMetadata(call);
       if (req.response_status && req.response_status.code) {
         callback(failure(req.response_status, trailer));
         return;
@@ -79,12 +85,15 @@ function makeTestService(state) {
 
     async StreamingOutputCall(call) {
       const rec = track(call, 'StreamingOutputCall');
-      const trailer = echoMetadata(call);
       const req = call.request;
+      // server_compressed_streaming: each response's `compressed` says whether it is compressed.
+      const compressed = (p) => Boolean(p.compressed && p.compressed.value);
+      if (req.response_parameters.some(compressed)) call.setCompression('gzip');
+      const trailer = echoMetadata(call);
       for (const p of req.response_parameters) {
         if (p.interval_us > 0) await wait(p.interval_us);
         if (call.cancelled) return;
-        call.write({ payload: payload(p.size) });
+        call.write({ payload: payload(p.size) }, compressed(p) ? 0 : NO_COMPRESS);
         rec.written = (rec.written || 0) + 1;
       }
       if (req.response_status && req.response_status.code) call.emit('error', failure(req.response_status, trailer));
@@ -166,6 +175,41 @@ function collect(stream) {
   });
 }
 
+/**
+ * One call with node's http2 client sending grpc-js's `grpc-accept-encoding`: resolves { headers,
+ * frames: [{ compressed, data }] } (the 5-byte prefix's flag and the message as on the wire).
+ */
+async function rawFrames(port, callPath, message) {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  try {
+    const frame = Buffer.alloc(5 + message.length);
+    frame.writeUInt32BE(message.length, 1);
+    message.copy(frame, 5);
+    return await withTimeout(new Promise((resolve, reject) => {
+      const stream = session.request({ ':method': 'POST', ':path': callPath, 'content-type': 'application/grpc', te: 'trailers', 'grpc-accept-encoding': 'identity,deflate,gzip' });
+      let headers;
+      const chunks = [];
+      stream.on('response', (h) => { headers = h; });
+      stream.on('data', (c) => chunks.push(c));
+      stream.on('error', reject);
+      stream.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const frames = [];
+        for (let o = 0; o + 5 <= body.length;) {
+          const len = body.readUInt32BE(o + 1);
+          frames.push({ compressed: body[o], data: body.subarray(o + 5, o + 5 + len) });
+          o += 5 + len;
+        }
+        resolve({ headers, frames });
+      });
+      stream.end(frame);
+    }), 5000, `raw call ${callPath}`);
+  } finally {
+    session.destroy();
+  }
+}
+
 const nextMessage = (stream, what) => withTimeout(new Promise((resolve) => stream.once('data', resolve)), 5000, what);
 
 describe('gRPC interop test cases: grpc-js client → JS TestService on GrpcServer', () => {
@@ -234,6 +278,53 @@ describe('gRPC interop test cases: grpc-js client → JS TestService on GrpcServ
     const r = await result;
     assert.equal(r.err, null);
     assert.equal(r.status.code, grpc.status.OK);
+  });
+
+  it('client_compressed_unary / client_compressed_streaming (gzip and deflate requests)', async () => {
+    for (const algorithm of ['gzip', 'deflate']) {
+      const c = new testing.TestService(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.default_compression_algorithm': grpc.compressionAlgorithms[algorithm] });
+      try {
+        const r = await unary(c, 'UnaryCall', { response_size: 314159, payload: { body: Buffer.alloc(271828) } });
+        assert.equal(r.err, null, algorithm);
+        assert.equal(r.value.payload.body.length, 314159);
+        const s = await new Promise((resolve) => {
+          const call = c.StreamingInputCall((err, value) => resolve({ err, value }));
+          for (const size of [27182, 45904]) call.write({ payload: { body: Buffer.alloc(size) } });
+          call.end();
+        });
+        assert.equal(s.err, null, algorithm);
+        assert.equal(s.value.aggregated_payload_size, 73086);
+      } finally {
+        c.close();
+      }
+    }
+  });
+
+  it('server_compressed_unary and server_compressed_streaming (response_compressed, compressed)', async () => {
+    for (const value of [true, false]) {
+      const r = await unary(client, 'UnaryCall', { response_size: 314159, payload: { body: Buffer.alloc(271828) }, response_compressed: { value } });
+      assert.equal(r.err, null);
+      assert.equal(r.value.payload.body.length, 314159);
+    }
+    const r = await collect(client.StreamingOutputCall({ response_parameters: [{ size: 31415, compressed: { value: true } }, { size: 92653, compressed: { value: false } }] }));
+    assert.equal(r.err, null);
+    assert.deepEqual(r.messages.map((m) => m.payload.body.length), [31415, 92653]);
+    // The flags on the wire (grpc-js clients do not expose them): node's http2 client.
+    const wire = await rawFrames(port, '/grpc.testing.TestService/StreamingOutputCall',
+      testing.TestService.service.StreamingOutputCall.requestSerialize({ response_parameters: [{ size: 31415, compressed: { value: true } }, { size: 92653, compressed: { value: false } }] }));
+    assert.equal(wire.headers['grpc-encoding'], 'gzip');
+    const serialized = (size) => testing.TestService.service.StreamingOutputCall.responseSerialize({ payload: payload(size) });
+    assert.deepEqual(wire.frames.map((f) => f.compressed), [1, 0]);
+    assert.ok(zlib.gunzipSync(wire.frames[0].data).equals(serialized(31415)));
+    assert.ok(wire.frames[1].data.equals(serialized(92653)));
+    const off = await rawFrames(port, '/grpc.testing.TestService/UnaryCall',
+      testing.TestService.service.UnaryCall.requestSerialize({ response_size: 100, response_compressed: { value: false } }));
+    assert.equal(off.headers['grpc-encoding'], 'identity');
+    assert.deepEqual(off.frames.map((f) => f.compressed), [0]);
+    const on = await rawFrames(port, '/grpc.testing.TestService/UnaryCall',
+      testing.TestService.service.UnaryCall.requestSerialize({ response_size: 100, response_compressed: { value: true } }));
+    assert.equal(on.headers['grpc-encoding'], 'gzip');
+    assert.deepEqual(on.frames.map((f) => f.compressed), [1]);
   });
 
   it('empty_stream', async () => {
@@ -396,7 +487,7 @@ describe('python grpcio client → JS TestService on GrpcServer', () => {
     if (server) await server.gracefulShutdown({ drainDelay: 0, timeout: 3000 });
   });
 
-  it('unary, server streaming, metadata and status from grpcio', async (t) => {
+  it('unary, server streaming, metadata, status and compression (both ways) from grpcio', async (t) => {
     if (py.skip) {
       t.skip(py.skip);
       return;
@@ -416,6 +507,9 @@ describe('python grpcio client → JS TestService on GrpcServer', () => {
     assert.deepEqual(out.special_status_message, { code: 'UNKNOWN', details: SPECIAL_MESSAGE });
     assert.deepEqual(out.unimplemented_method, { code: 'UNIMPLEMENTED' });
     assert.deepEqual(out.timeout, { code: 'DEADLINE_EXCEEDED' });
+    assert.deepEqual(out.client_compressed_unary, { gzip: 314159, deflate: 314159 });
+    assert.deepEqual(out.server_compressed_unary, [314159, 314159]);
+    assert.deepEqual(out.server_compressed_streaming, [31415, 92653]);
   });
 
   it('shutdown: a call from grpcio on a channel opened before it fails UNAVAILABLE (retryable), never INTERNAL', async (t) => {

@@ -275,16 +275,21 @@ function collect(stream) {
 }
 
 /**
- * One call with node's http2 client, to see the wire: resolves { headers, messages (Buffers, the
- * uncompressed ones), trailers }. `message` is the serialised request.
+ * One call with node's http2 client, to see the wire: resolves { headers, messages (Buffers, as
+ * on the wire), frames ({ compressed, data } per message: the 5-byte prefix's flag), body,
+ * trailers }. `message` is the serialised request; `compress: 'gzip' | 'deflate'` sends it
+ * compressed (flag 1, grpc-encoding).
  */
-async function rawCall(address, callPath, message, extraHeaders = {}) {
+async function rawCall(address, callPath, message, extraHeaders = {}, { compress } = {}) {
   const session = http2.connect(`http://${address}`);
   session.on('error', () => {});
   try {
-    const frame = Buffer.alloc(5 + message.length);
-    frame.writeUInt32BE(message.length, 1);
-    message.copy(frame, 5);
+    const payload = compress === 'gzip' ? zlib.gzipSync(message) : compress === 'deflate' ? zlib.deflateSync(message) : message;
+    const frame = Buffer.alloc(5 + payload.length);
+    frame[0] = compress ? 1 : 0;
+    frame.writeUInt32BE(payload.length, 1);
+    payload.copy(frame, 5);
+    if (compress) extraHeaders = { 'grpc-encoding': compress, ...extraHeaders };
     return await withTimeout(new Promise((resolve, reject) => {
       const stream = session.request({ ':method': 'POST', ':path': callPath, 'content-type': 'application/grpc', te: 'trailers', ...extraHeaders });
       let headers;
@@ -297,12 +302,14 @@ async function rawCall(address, callPath, message, extraHeaders = {}) {
       stream.on('end', () => {
         const body = Buffer.concat(chunks);
         const messages = [];
+        const frames = [];
         for (let o = 0; o + 5 <= body.length;) {
           const len = body.readUInt32BE(o + 1);
           messages.push(body.subarray(o + 5, o + 5 + len));
+          frames.push({ compressed: body[o], data: body.subarray(o + 5, o + 5 + len) });
           o += 5 + len;
         }
-        resolve({ headers, trailers, messages, body });
+        resolve({ headers, trailers, messages, frames, body });
       });
       stream.end(frame);
     }), 5000, `raw call ${callPath}`);
@@ -699,7 +706,8 @@ describe('GrpcServer: message size limits', () => {
 
   before(async () => {
     ctx = await startServer({
-      options: { connectionPool: { protocolSpecific: { maxReceiveMessageLength: LIMIT, maxSendMessageLength: LIMIT } } },
+      // gzip replies, so that a reply's limit is seen to apply before compression.
+      options: { connectionPool: { protocolSpecific: { maxReceiveMessageLength: LIMIT, maxSendMessageLength: LIMIT, defaultCompressionAlgorithm: 'gzip' } } },
     });
     // A client that sends without compression and accepts big replies, so only the server's limits apply.
     echo = client(Echo, ctx.address, undefined, { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 });
@@ -730,8 +738,8 @@ describe('GrpcServer: message size limits', () => {
   });
 
   it('a reply over maxSendMessageLength → RESOURCE_EXHAUSTED also when it compresses well', async () => {
-    // grpc-js clients announce grpc-accept-encoding gzip, so the server gzips the reply; the limit is
-    // on the message, not on its compressed size (grpc-js and grpc core check the serialized size).
+    // This server gzips replies (grpc-js clients accept gzip); the limit is on the message, not on
+    // its compressed size (grpc-js and grpc core check the serialized size).
     const r = await call(echo, 'Unary', { message: 'zeros', size: LIMIT + 1000 });
     assert.ok(r.err, `an error (got a ${r.value && r.value.blob.length}-byte reply)`);
     assert.equal(r.err.code, grpc.status.RESOURCE_EXHAUSTED, `got ${r.err.code} ${r.err.details}`);
@@ -855,62 +863,254 @@ describe('GrpcServer: connectionTimeout', () => {
   });
 });
 
-describe('GrpcServer: gzip', () => {
-  let ctx;
+/**
+ * The request headers a @grpc/grpc-js client sends (captured from a real call to a node http2
+ * server), without the pseudo-headers: what the raw calls below send, so that the wire checks see
+ * what a grpc-js client would get.
+ */
+async function grpcJsRequestHeaders() {
+  const server = http2.createServer();
+  let seen;
+  server.on('stream', (stream, headers) => {
+    seen = headers;
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12' }, { endStream: true });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const c = new Echo(`127.0.0.1:${server.address().port}`, grpc.credentials.createInsecure());
+  try {
+    await call(c, 'Unary', { message: 'headers' });
+  } finally {
+    c.close();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  return Object.fromEntries(Object.entries(seen).filter(([k]) => !k.startsWith(':') && !['content-type', 'te', 'grpc-timeout'].includes(k)));
+}
 
-  before(async () => { ctx = await startServer(); });
-  after(() => stopServer(ctx && ctx.server));
+/**
+ * Echo handlers for the compression tests. Unary: `message` 'gzip'/'deflate'/'identity' →
+ * `call.setCompression(message)` first; `code` 2 → the reply with flags 2 (grpc-js's
+ * `WriteFlags.NoCompress`); the reply is `{ message: 'x' }` plus `size` bytes of 'a'.
+ * ServerStream: `count` messages, the odd ones written with NoCompress, after
+ * `setCompression(message)` when `message` names an algorithm. `details` 'late' tries
+ * setCompression after the head went out and records what it threw.
+ */
+function compressionEcho(state) {
+  const algorithm = (m) => (['gzip', 'deflate', 'identity'].includes(m) ? m : null);
+  const reply = (req) => ({ message: 'x', blob: req.size ? Buffer.alloc(req.size, 0x61) : Buffer.alloc(0) });
+  return {
+    Unary(call, callback) {
+      const req = call.request;
+      if (algorithm(req.message)) call.setCompression(req.message);
+      if (req.details === 'late') {
+        call.sendMetadata(new Metadata());
+        try {
+          call.setCompression('gzip');
+        } catch (err) {
+          state.late = err;
+        }
+      }
+      if (req.code === 2) callback(null, reply(req), undefined, 2);
+      else callback(null, reply(req));
+    },
+    ServerStream(call) {
+      const req = call.request;
+      if (algorithm(req.message)) call.setCompression(req.message);
+      for (let i = 0; i < req.count; i++) call.write({ ...reply(req), index: i }, i % 2 ? 2 : undefined);
+      call.end();
+    },
+  };
+}
 
-  it('a grpc-js client compressing with gzip (grpc.default_compression_algorithm 2) is served', async () => {
-    const gz = client(Echo, ctx.address, undefined, { 'grpc.default_compression_algorithm': 2 });
-    const blob = Buffer.alloc(200 * 1024, 'compressible text ');
-    const r = await call(gz, 'Unary', { message: 'gzip', blob, size: 0 });
-    assert.equal(r.err, null);
-    assert.ok(r.value.blob.equals(blob));
-    const seen = ctx.state.calls.at(-1).metadata;
-    assert.equal(seen.get('grpc-encoding').length, 0, 'grpc-* headers are not metadata');
-    const up = await call(gz, 'ClientStream', [{ message: 'a', blob }, { message: 'b', blob }]);
-    assert.equal(up.err, null);
-    assert.equal(up.value.blob.toString(), String(2 * blob.length));
+const UNARY = `${ECHO}/Unary`;
+const request = (r) => Echo.service.Unary.requestSerialize(r);
+const replyBytes = (r) => Echo.service.Unary.responseSerialize({ message: 'x', blob: r.size ? Buffer.alloc(r.size, 0x61) : Buffer.alloc(0) });
+
+describe('GrpcServer: compression — identity responses by default, compressed requests read', () => {
+  let grpcJs;
+  let plain;
+
+  before(async () => {
+    grpcJs = await grpcJsRequestHeaders();
+    plain = await startServer({ implementation: compressionEcho({}) });
+  });
+  after(() => stopServer(plain && plain.server));
+
+  it('grpc-js clients list gzip in grpc-accept-encoding (what makes the default matter)', () => {
+    assert.match(grpcJs['grpc-accept-encoding'], /(^|,)gzip(,|$)/, JSON.stringify(grpcJs));
   });
 
-  it('on the wire: a gzip-compressed request is accepted and the reply is gzip-compressed when asked', async () => {
-    const session = http2.connect(`http://${ctx.address}`);
-    session.on('error', () => {});
+  it('by default a reply to a grpc-js client is identity: flag 0, the message as serialised; headers as grpc-js\'s server sends', async () => {
+    const r = { message: 'small', size: 0 };
+    const got = await rawCall(plain.address, UNARY, request(r), grpcJs);
+    assert.equal(got.trailers['grpc-status'], '0');
+    assert.equal(got.headers['grpc-encoding'], 'identity');
+    assert.equal(got.headers['grpc-accept-encoding'], 'identity,deflate,gzip');
+    assert.equal(got.frames.length, 1);
+    assert.equal(got.frames[0].compressed, 0, 'compressed flag clear');
+    assert.ok(got.frames[0].data.equals(replyBytes(r)), 'the message exactly as serialised');
+    assert.equal(got.body.length, 5 + replyBytes(r).length);
+    // A large compressible one too: still identity.
+    const big = await rawCall(plain.address, UNARY, request({ size: 50000 }), grpcJs);
+    assert.equal(big.frames[0].compressed, 0);
+    assert.equal(big.frames[0].data.length, replyBytes({ size: 50000 }).length);
+  });
+
+  it('by default streamed replies are identity too', async () => {
+    const req = Echo.service.ServerStream.requestSerialize({ count: 4, size: 1000 });
+    const got = await rawCall(plain.address, `${ECHO}/ServerStream`, req, grpcJs);
+    assert.equal(got.trailers['grpc-status'], '0');
+    assert.equal(got.headers['grpc-encoding'], 'identity');
+    assert.deepEqual(got.frames.map((f) => f.compressed), [0, 0, 0, 0]);
+  });
+
+  it('requests compressed with gzip or deflate are read (grpc-js client and on the wire)', async () => {
+    const blob = Buffer.alloc(200 * 1024, 'compressible text ');
+    for (const algorithm of [2, 1]) {
+      const c = client(Echo, plain.address, undefined, { 'grpc.default_compression_algorithm': algorithm });
+      const r = await call(c, 'Unary', { message: 'compressed request', size: 7 });
+      assert.equal(r.err, null, `algorithm ${algorithm}`);
+      assert.equal(r.value.blob.length, 7);
+    }
+    for (const compress of ['gzip', 'deflate']) {
+      const got = await rawCall(plain.address, UNARY, request({ message: 'wire', blob, size: 3 }), grpcJs, { compress });
+      assert.equal(got.trailers['grpc-status'], '0', `${compress}: ${got.trailers['grpc-message']}`);
+      assert.equal(got.frames[0].compressed, 0, 'the reply is identity even so');
+    }
+  });
+
+  it('a request encoding the server does not read → UNIMPLEMENTED naming what it accepts', async () => {
+    const got = await rawCall(plain.address, UNARY, request({ message: 'br' }), { ...grpcJs, 'grpc-encoding': 'br' });
+    assert.equal(got.headers['grpc-status'], '12');
+    assert.equal(got.headers['grpc-accept-encoding'], 'identity,deflate,gzip');
+  });
+
+  it('health responses advertise grpc-accept-encoding too and read compressed requests', async () => {
+    const got = await rawCall(plain.address, '/grpc.health.v1.Health/Check', Buffer.alloc(0), grpcJs, { compress: 'deflate' });
+    assert.equal(got.trailers['grpc-status'], '0', got.trailers['grpc-message']);
+    assert.equal(got.headers['grpc-accept-encoding'], 'identity,deflate,gzip');
+    assert.equal(got.headers['grpc-encoding'], 'identity');
+    assert.equal(got.frames[0].compressed, 0);
+  });
+});
+
+describe('GrpcServer: compression — defaultCompressionAlgorithm, per call and per message', () => {
+  let grpcJs;
+  let plain;
+  let gzip;
+  const state = {};
+
+  before(async () => {
+    grpcJs = await grpcJsRequestHeaders();
+    plain = await startServer({ implementation: compressionEcho(state) });
+    gzip = await startServer({
+      implementation: compressionEcho(state),
+      options: { connectionPool: { protocolSpecific: { defaultCompressionAlgorithm: 'gzip' } } },
+    });
+  });
+  after(async () => {
+    await stopServer(plain && plain.server);
+    await stopServer(gzip && gzip.server);
+  });
+
+  it('defaultCompressionAlgorithm: gzip compresses replies the client accepts (grpc-encoding gzip, flag 1)', async () => {
+    const r = { size: 50000 };
+    const got = await rawCall(gzip.address, UNARY, request(r), grpcJs);
+    assert.equal(got.trailers['grpc-status'], '0');
+    assert.equal(got.headers['grpc-encoding'], 'gzip');
+    assert.equal(got.headers['grpc-accept-encoding'], 'identity,deflate,gzip');
+    assert.equal(got.frames[0].compressed, 1);
+    assert.ok(got.frames[0].data.length < 1000, `50000 'a' bytes compress (${got.frames[0].data.length} bytes)`);
+    assert.ok(zlib.gunzipSync(got.frames[0].data).equals(replyBytes(r)));
+    // What a grpc-js client makes of it.
+    const c = client(Echo, gzip.address);
+    const v = await call(c, 'Unary', { size: 50000 });
+    assert.equal(v.err, null);
+    assert.equal(v.value.blob.length, 50000);
+  });
+
+  it('defaultCompressionAlgorithm: a client that does not list it gets identity', async () => {
+    for (const headers of [{ 'grpc-accept-encoding': 'identity' }, { 'grpc-accept-encoding': 'identity,deflate' }, {}]) {
+      const got = await rawCall(gzip.address, UNARY, request({ size: 100 }), headers);
+      assert.equal(got.headers['grpc-encoding'], 'identity', JSON.stringify(headers));
+      assert.equal(got.frames[0].compressed, 0, JSON.stringify(headers));
+    }
+  });
+
+  it('defaultCompressionAlgorithm: deflate (zlib), and grpc-js\'s numbers (compressionAlgorithms) are accepted', async () => {
+    const ctx = await startServer({
+      implementation: compressionEcho(state),
+      options: { connectionPool: { protocolSpecific: { defaultCompressionAlgorithm: grpc.compressionAlgorithms.deflate } } },
+    });
     try {
-      const message = Echo.service.Unary.requestSerialize({ message: 'wire', size: 50000 });
-      const packed = zlib.gzipSync(message);
-      const frame = Buffer.alloc(5 + packed.length);
-      frame[0] = 1; // compressed
-      frame.writeUInt32BE(packed.length, 1);
-      packed.copy(frame, 5);
-      const stream = session.request({
-        ':method': 'POST', ':path': `${ECHO}/Unary`, 'content-type': 'application/grpc', te: 'trailers',
-        'grpc-encoding': 'gzip', 'grpc-accept-encoding': 'gzip',
-      });
-      const got = await withTimeout(new Promise((resolve, reject) => {
-        let headers;
-        let trailers;
-        const chunks = [];
-        stream.on('response', (h) => { headers = h; });
-        stream.on('trailers', (t) => { trailers = t; });
-        stream.on('data', (c) => chunks.push(c));
-        stream.on('end', () => resolve({ headers, trailers, body: Buffer.concat(chunks) }));
-        stream.on('error', reject);
-        stream.end(frame);
-      }), 5000, 'raw gzip call');
-      assert.equal(got.headers[':status'], 200);
-      assert.equal(got.headers['grpc-encoding'], 'gzip');
-      assert.equal(got.trailers['grpc-status'], '0');
-      assert.equal(got.body[0], 1, 'compressed flag set');
-      const len = got.body.readUInt32BE(1);
-      assert.equal(got.body.length, 5 + len);
-      assert.ok(len < 1000, `50000 'a' bytes compress (${len} bytes)`);
-      const reply = Echo.service.Unary.responseDeserialize(zlib.gunzipSync(got.body.subarray(5)));
-      assert.equal(reply.message, 'wire');
-      assert.equal(reply.blob.length, 50000);
+      const got = await rawCall(ctx.address, UNARY, request({ size: 1000 }), grpcJs);
+      assert.equal(got.headers['grpc-encoding'], 'deflate');
+      assert.equal(got.frames[0].compressed, 1);
+      assert.ok(zlib.inflateSync(got.frames[0].data).equals(replyBytes({ size: 1000 })));
+      const v = await call(client(Echo, ctx.address), 'Unary', { size: 1000 });
+      assert.equal(v.err, null);
+      assert.equal(v.value.blob.length, 1000);
     } finally {
-      session.destroy();
+      await stopServer(ctx.server);
+    }
+  });
+
+  it('defaultCompressionAlgorithm: a value other than identity/deflate/gzip/0/1/2 is refused, naming the key', () => {
+    for (const bad of ['br', 3, true]) {
+      assert.throws(
+        () => new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc', connectionPool: { protocolSpecific: { defaultCompressionAlgorithm: bad } } }),
+        (e) => e.code === 'ERR_INVALID_CONFIG' && e.message.includes('defaultCompressionAlgorithm'),
+        String(bad),
+      );
+    }
+    const ok = ConfigHelper.createGrpcConfig({ connectionPool: { protocolSpecific: { defaultCompressionAlgorithm: 'gzip' } } });
+    assert.equal(ok.connectionPool.protocolSpecific.defaultCompressionAlgorithm, 'gzip');
+  });
+
+  it('per call: call.setCompression(\'gzip\') compresses on an identity server; (\'identity\') turns the default off', async () => {
+    const on = await rawCall(plain.address, UNARY, request({ message: 'gzip', size: 1000 }), grpcJs);
+    assert.equal(on.headers['grpc-encoding'], 'gzip');
+    assert.equal(on.frames[0].compressed, 1);
+    assert.ok(zlib.gunzipSync(on.frames[0].data).equals(replyBytes({ size: 1000 })));
+    const off = await rawCall(gzip.address, UNARY, request({ message: 'identity', size: 1000 }), grpcJs);
+    assert.equal(off.headers['grpc-encoding'], 'identity');
+    assert.equal(off.frames[0].compressed, 0);
+    // Asked for but not accepted by the client: identity.
+    const refused = await rawCall(plain.address, UNARY, request({ message: 'gzip', size: 1000 }), { 'grpc-accept-encoding': 'identity' });
+    assert.equal(refused.headers['grpc-encoding'], 'identity');
+    assert.equal(refused.frames[0].compressed, 0);
+  });
+
+  it('per message: grpc-js\'s WriteFlags.NoCompress (2) keeps a message uncompressed (unary callback flags, call.write(msg, flags))', async () => {
+    const unary = await rawCall(gzip.address, UNARY, request({ code: 2, size: 1000 }), grpcJs);
+    assert.equal(unary.trailers['grpc-status'], '0');
+    assert.equal(unary.headers['grpc-encoding'], 'gzip');
+    assert.equal(unary.frames[0].compressed, 0);
+    assert.ok(unary.frames[0].data.equals(replyBytes({ size: 1000 })));
+    // Interop server_compressed_streaming: compressed and uncompressed messages in one stream.
+    const req = Echo.service.ServerStream.requestSerialize({ message: 'gzip', count: 4, size: 1000 });
+    const stream = await rawCall(plain.address, `${ECHO}/ServerStream`, req, grpcJs);
+    assert.equal(stream.trailers['grpc-status'], '0');
+    assert.equal(stream.headers['grpc-encoding'], 'gzip');
+    assert.deepEqual(stream.frames.map((f) => f.compressed), [1, 0, 1, 0]);
+    const decoded = stream.frames.map((f) => Echo.service.ServerStream.responseDeserialize(f.compressed ? zlib.gunzipSync(f.data) : f.data));
+    assert.deepEqual(decoded.map((m) => [m.index, m.blob.length]), [[0, 1000], [1, 1000], [2, 1000], [3, 1000]]);
+    // And through a grpc-js client.
+    const c = client(Echo, plain.address);
+    const got = await collect(c.ServerStream({ message: 'gzip', count: 4, size: 1000 }));
+    assert.equal(got.err, null);
+    assert.deepEqual(got.messages.map((m) => m.index), [0, 1, 2, 3]);
+  });
+
+  it('setCompression: only before the head goes out (ERR_HTTP_HEADERS_SENT), and only known algorithms (ERR_INVALID_ARG_VALUE)', async () => {
+    state.late = null;
+    const got = await rawCall(plain.address, UNARY, request({ details: 'late', size: 10 }), grpcJs);
+    assert.equal(got.trailers['grpc-status'], '0');
+    assert.equal(got.headers['grpc-encoding'], 'identity');
+    assert.equal(state.late && state.late.code, 'ERR_HTTP_HEADERS_SENT');
+    const { ServerCall } = require('../js/grpc');
+    const fake = Object.create(ServerCall.prototype);
+    for (const bad of ['br', 3, -1, null]) {
+      assert.throws(() => fake.setCompression(bad), (e) => e.code === 'ERR_INVALID_ARG_VALUE', String(bad));
     }
   });
 });

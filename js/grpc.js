@@ -125,6 +125,14 @@ function statusError(code, details) {
 
 const CANCEL_REASONS = { 1: 'client cancelled', 2: 'deadline exceeded', 3: 'server shutting down' };
 
+/** Compression algorithms by name, numbered as grpc-js's `compressionAlgorithms`. */
+const COMPRESSION = { identity: 0, deflate: 1, gzip: 2 };
+
+/** grpc-js's write flags (`WriteFlags`) as a number, or undefined. */
+const writeFlags = (flags) => (Number.isInteger(flags) ? flags : undefined);
+/** grpc-js's `WriteFlags.NoCompress`. */
+const NO_COMPRESS = 2;
+
 /**
  * One call. Streaming calls are object-mode Duplex streams (read: request messages, write:
  * response messages), as grpc-js's are; unary calls carry `request`.
@@ -172,6 +180,29 @@ class ServerCall extends Duplex {
     return this._host;
   }
 
+  /**
+   * Compression of this call's response messages: 'identity', 'deflate' or 'gzip' (or grpc-js's
+   * `compressionAlgorithms` 0, 1, 2), in place of the server's `defaultCompressionAlgorithm`.
+   * Only before the response head goes out (`sendMetadata`, the first message, the unary answer);
+   * it applies when the client lists the algorithm in `grpc-accept-encoding`. A message written
+   * with grpc-js's `WriteFlags.NoCompress` (2) still goes out uncompressed.
+   */
+  setCompression(algorithm) {
+    const n = typeof algorithm === 'string' ? COMPRESSION[algorithm] : algorithm;
+    if (!Number.isInteger(n) || n < 0 || n > 2) {
+      const err = new TypeError(`The argument 'algorithm' must be 'identity', 'deflate' or 'gzip' (or 0, 1, 2). Received ${typeof algorithm === 'string' ? `'${algorithm}'` : String(algorithm)}`);
+      err.code = 'ERR_INVALID_ARG_VALUE';
+      throw err;
+    }
+    if (this._ended) return;
+    if (this._headSent) {
+      const err = new Error('Cannot set the compression after the response metadata was sent');
+      err.code = 'ERR_HTTP_HEADERS_SENT';
+      throw err;
+    }
+    this._bridge.native.grpcSetCompression(this._id, n);
+  }
+
   sendMetadata(metadata) {
     if (this._headSent || this._ended) return;
     this._headSent = true;
@@ -201,21 +232,22 @@ class ServerCall extends Duplex {
   }
 
   /** A unary answer: the message and status OK in one native call. */
-  _reply(value, trailers) {
+  _reply(value, trailers, flags) {
     const [ok, bytes] = this._serialize(value);
     if (!ok) return;
     // Marked ended only once the native call is made, so that a throw here still finishes the
     // call (UNKNOWN) rather than leaving it to its deadline.
-    this._bridge.native.grpcReply(this._id, bytes, toFlat(trailers));
+    this._bridge.native.grpcReply(this._id, bytes, toFlat(trailers), writeFlags(flags));
     this._headSent = true;
     this._markEnded();
   }
 
-  _sendMessage(value, cb) {
+  _sendMessage(value, cb, flags) {
     const [ok, bytesOrError] = this._serialize(value);
     if (!ok) return cb && cb(bytesOrError);
     this._headSent = true;
-    const r = this._bridge.native.grpcWrite(this._id, bytesOrError);
+    const native = this._bridge.native;
+    const r = writeFlags(flags) & NO_COMPRESS ? native.grpcWriteUncompressed(this._id, bytesOrError) : native.grpcWrite(this._id, bytesOrError);
     if (r === FULL) this._pendingWrite = cb ?? true;
     else if (cb) cb();
   }
@@ -223,13 +255,14 @@ class ServerCall extends Duplex {
   // Writable side (server and bidi streaming). Messages go out at once, in order, rather than
   // through the Writable buffer, so a status sent right after some writes (`call.emit('error')`,
   // as grpc-js allows) follows every message written before it. `false` + 'drain' as usual.
+  // `write(message, flags, cb)`: a number in the encoding's place is grpc-js's write flags.
   write(value, encoding, cb) {
     if (typeof encoding === 'function') cb = encoding;
     if (this._ended || this.cancelled) {
       if (typeof cb === 'function') process.nextTick(cb);
       return false;
     }
-    this._sendMessage(value, typeof cb === 'function' ? cb : undefined);
+    this._sendMessage(value, typeof cb === 'function' ? cb : undefined, encoding);
     return this._pendingWrite === null;
   }
 
@@ -317,16 +350,19 @@ function kindOf(method) {
   return 'unary';
 }
 
-/** `callback(err, value, trailer)` as grpc-js gives unary and client-streaming handlers. */
+/**
+ * `callback(err, value, trailer, flags)` as grpc-js gives unary and client-streaming handlers
+ * (`flags`: grpc-js's write flags for the reply; `NoCompress` (2) keeps it uncompressed).
+ */
 function unaryCallback(call) {
-  return (err, value, trailer) => {
+  return (err, value, trailer, flags) => {
     if (call._ended) return;
     if (err) {
       const code = Number.isInteger(err.code) && err.code > 0 && err.code <= 16 ? err.code : Status.UNKNOWN;
       call._finish(code, err.details ?? err.message ?? String(err), err.metadata ?? trailer);
       return;
     }
-    call._reply(value, trailer);
+    call._reply(value, trailer, flags);
   };
 }
 

@@ -2,7 +2,10 @@
 
 Calls grpc.testing.TestService (protos in __test__/protos/grpc/testing) on HOST:PORT: empty_unary,
 large_unary, server_streaming, custom_metadata, status_code_and_message, special_status_message,
-unimplemented_method and a deadline. No generated stubs: the few protobuf messages are encoded and
+unimplemented_method, a deadline, client_compressed_unary (gzip and deflate requests) and
+server_compressed_unary / server_compressed_streaming (grpcio reads compressed and uncompressed
+replies; whether each was compressed on the wire is checked by the node tests, grpcio does not
+show it). No generated stubs: the few protobuf messages are encoded and
 decoded by hand, so only grpcio is needed. Prints one JSON line with the results; exit 0 when every
 call did what the interop descriptions expect.
 
@@ -72,12 +75,19 @@ def payload(size):
     return field_bytes(2, b"\0" * size)
 
 
-def simple_request(response_size=0, payload_size=0, status=None):
+def bool_value(value):
+    # BoolValue { value = 1 }
+    return field_varint(1, 1) if value else b""
+
+
+def simple_request(response_size=0, payload_size=0, status=None, response_compressed=None):
     msg = b""
     if response_size:
         msg += field_varint(2, response_size)
     if payload_size:
         msg += field_bytes(3, payload(payload_size))
+    if response_compressed is not None:
+        msg += field_bytes(6, bool_value(response_compressed))
     if status:
         code, message = status
         msg += field_bytes(7, field_varint(1, code) + field_bytes(2, message.encode("utf-8")))
@@ -90,12 +100,14 @@ def payload_size_of(response):
     return len(parse(p).get(2, [b""])[0])
 
 
-def streaming_output_request(sizes, interval_us=0):
+def streaming_output_request(sizes, interval_us=0, compressed=None):
     msg = b""
-    for size in sizes:
+    for i, size in enumerate(sizes):
         params = field_varint(1, size)
         if interval_us:
             params += field_varint(2, interval_us)
+        if compressed is not None:
+            params += field_bytes(3, bool_value(compressed[i]))
         msg += field_bytes(2, params)
     return msg
 
@@ -153,12 +165,28 @@ def main():
         except grpc.RpcError as err:
             out["timeout"] = {"code": err.code().name}
 
+        out["client_compressed_unary"] = {}
+        for name, algorithm in (("gzip", grpc.Compression.Gzip), ("deflate", grpc.Compression.Deflate)):
+            reply = unary("UnaryCall")(simple_request(314159, 271828), timeout=5, compression=algorithm)
+            out["client_compressed_unary"][name] = payload_size_of(reply)
+
+        out["server_compressed_unary"] = [
+            payload_size_of(unary("UnaryCall")(simple_request(314159, 271828, response_compressed=c), timeout=5))
+            for c in (True, False)
+        ]
+        replies = list(server_stream("StreamingOutputCall")(
+            streaming_output_request([31415, 92653], compressed=[True, False]), timeout=5))
+        out["server_compressed_streaming"] = [payload_size_of(r) for r in replies]
+
     expected_sizes = [31415, 9, 2653, 58979]
     ok = (out["empty_unary"]["ok"] and out["large_unary"]["size"] == 314159
           and out["server_streaming"]["sizes"] == expected_sizes
           and out["status_code_and_message"].get("code") == "UNKNOWN"
           and out["unimplemented_method"]["code"] == "UNIMPLEMENTED"
-          and out["timeout"]["code"] == "DEADLINE_EXCEEDED")
+          and out["timeout"]["code"] == "DEADLINE_EXCEEDED"
+          and out["client_compressed_unary"] == {"gzip": 314159, "deflate": 314159}
+          and out["server_compressed_unary"] == [314159, 314159]
+          and out["server_compressed_streaming"] == [31415, 92653])
     print(json.dumps(out))
     return 0 if ok else 1
 

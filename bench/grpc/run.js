@@ -8,8 +8,18 @@
 //
 //   node bench/grpc/run.js [--rounds 5] [--duration 8] [--warmup 3] [--unary-c 8] [--unary-m 16]
 //                          [--stream-c 4] [--stream-m 8] [--stream-count 100] [--threads 1]
-//                          [--wait-idle 20] [--retry-noisy 2] [--only unary|stream]
-//                          [--native-require FILE]
+//                          [--wait-idle 20] [--retry-noisy 2] [--only unary|unary-gjs|stream[,…]]
+//                          [--native-require FILE] [--baseline DIR]
+//
+// Workloads: `unary` (grpc-load, which sends no grpc-accept-encoding), `unary-gjs` (the same unary
+// load through grpc-stream-load -n 1 with the request headers every @grpc/grpc-js client adds:
+// `grpc-accept-encoding: identity,deflate,gzip`, `accept-encoding: identity` — what decides
+// whether a server compresses its replies; grpc-stream-load also counts replies with the compressed
+// flag) and `stream` (server streaming). Default: unary and stream.
+//
+// --baseline DIR adds a row 'native-base': the native server loaded from a copy of the package in
+// DIR (package.json, index.js, config.js, binding.js, js/, the .node binary of another build), e.g.
+// the commit before a change, so before and after run interleaved in one session.
 //
 // --wait-idle S: before each run wait up to S s for the machine to be idle. --retry-noisy N: a run
 // during which the rest of the machine used ≥ 15 % of a CPU is repeated up to N times (the noisy
@@ -43,7 +53,7 @@ const STREAM_LOAD = path.join(TARGET_DIR, 'release', 'grpc-stream-load');
 function parseArgs(argv) {
   const o = {
     rounds: 5, duration: 8, warmup: 3, unaryC: 8, unaryM: 16, streamC: 4, streamM: 8, streamCount: 100,
-    threads: 1, waitIdle: 20, only: null, nativeRequire: null, retryNoisy: 2,
+    threads: 1, waitIdle: 20, only: null, nativeRequire: null, retryNoisy: 2, baseline: null,
   };
   const keys = {
     '--rounds': 'rounds', '--duration': 'duration', '--warmup': 'warmup', '--unary-c': 'unaryC', '--unary-m': 'unaryM',
@@ -60,6 +70,8 @@ function parseArgs(argv) {
       o.only = argv[++i];
     } else if (a === '--native-require') {
       o.nativeRequire = path.resolve(argv[++i]);
+    } else if (a === '--baseline') {
+      o.baseline = path.resolve(argv[++i]);
     } else if (keys[a]) {
       o[keys[a]] = Number(argv[++i]);
     } else {
@@ -132,6 +144,9 @@ function runLoad(tool, args) {
   });
 }
 
+/** The request headers @grpc/grpc-js 1.x clients add to every call (compression-filter.ts). */
+const GRPC_JS_HEADERS = ['-H', 'grpc-accept-encoding: identity,deflate,gzip', '-H', 'accept-encoding: identity'];
+
 // ---------------------------------------------------------------- servers
 const SERVERS = [
   { name: 'native', script: 'server-native.js', desc: 'native GrpcServer (this addon), RegisterService with the proto-loader definition' },
@@ -141,7 +156,8 @@ const SERVERS = [
 function startServer(server) {
   return new Promise((resolve, reject) => {
     const args = [...(server.preload ? ['-r', server.preload] : []), path.join(HERE, server.script)];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'production' } });
+    const env = { ...process.env, NODE_ENV: 'production', ...(server.root ? { BENCH_NATIVE_ROOT: server.root } : {}) };
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     let err = '';
     const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${server.name} did not start\n${out}\n${err}`)); }, 15000);
@@ -203,7 +219,9 @@ async function measure(opts, server, workload, bodies) {
     const tool = workload === 'unary' ? GRPC_LOAD : STREAM_LOAD;
     const load = workload === 'unary'
       ? ['-c', opts.unaryC, '-m', opts.unaryM, '-b', bodies.unary, '-p', '/helloworld.Greeter/SayHello']
-      : ['-c', opts.streamC, '-m', opts.streamM, '-n', opts.streamCount, '-T', 2, '-b', bodies.stream, '-p', '/helloworld.Greeter/SayHelloStream'];
+      : workload === 'unary-gjs'
+        ? ['-c', opts.unaryC, '-m', opts.unaryM, '-n', 1, '-T', 2, ...GRPC_JS_HEADERS, '-b', bodies.unary, '-p', '/helloworld.Greeter/SayHello']
+        : ['-c', opts.streamC, '-m', opts.streamM, '-n', opts.streamCount, '-T', 2, '-b', bodies.stream, '-p', '/helloworld.Greeter/SayHelloStream'];
     const common = ['-t', opts.threads, '-w', 0, ...load].map(String);
     const warm = await runLoad(tool, [...common, '-d', String(opts.warmup), `127.0.0.1:${port}`]);
     const m0 = readMachine();
@@ -217,7 +235,7 @@ async function measure(opts, server, workload, bodies) {
     const usPerTick = 1e6 / CLK_TCK;
     const jsTicks = c1.js - c0.js;
     const procTicks = c1.proc - c0.proc;
-    const perCall = workload === 'unary' ? 1 : opts.streamCount;
+    const perCall = workload === 'stream' ? opts.streamCount : 1;
     const machineTicks = (m1.busy - m0.busy);
     return {
       server: server.name,
@@ -225,6 +243,8 @@ async function measure(opts, server, workload, bodies) {
       tool: path.basename(tool),
       callsPerSec: r.rps || 0,
       msgsPerSec: (r.rps || 0) * perCall,
+      // Replies with the compressed flag set (grpc-stream-load only), as a share of the messages.
+      compressedShare: r.compressed !== undefined && r.msgs ? r.compressed / r.msgs : null,
       ok: r.ok || 0,
       failed: r.failed || 0,
       timeouts: r.timeouts || 0,
@@ -259,10 +279,15 @@ const range = (xs, d) => `${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)
 
 function summarize(runs, opts, servers) {
   const lines = [];
-  for (const workload of ['unary', 'stream']) {
+  const titles = {
+    unary: 'Unary SayHello',
+    'unary-gjs': 'Unary SayHello with grpc-js\'s request headers (grpc-accept-encoding: identity,deflate,gzip)',
+    stream: `Server streaming SayHelloStream (${opts.streamCount} messages per call)`,
+  };
+  for (const workload of ['unary', 'unary-gjs', 'stream']) {
     const rows = runs.filter((r) => r.workload === workload);
     if (rows.length === 0) continue;
-    lines.push('', `### ${workload === 'unary' ? 'Unary SayHello' : `Server streaming SayHelloStream (${opts.streamCount} messages per call)`}`, '');
+    lines.push('', `### ${titles[workload]}`, '');
     lines.push(`| server | calls/s | msgs/s | p50 ms | p99 ms | JS-thread CPU µs/call | process CPU µs/call | JS thread busy | process CPU | failed + timed out | other CPU | rounds |`);
     lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const server of servers) {
@@ -271,18 +296,27 @@ function summarize(runs, opts, servers) {
       const col = (k) => rs.map((r) => r[k]);
       lines.push(`| ${server.name} | ${fmt(median(col('callsPerSec')))} (${range(col('callsPerSec'))}) | ${fmt(median(col('msgsPerSec')))} | ${fmt(median(col('p50ms')), 2)} | ${fmt(median(col('p99ms')), 2)} (${range(col('p99ms'), 2)}) | ${fmt(median(col('jsUsPerCall')), 1)} (${range(col('jsUsPerCall'), 1)}) | ${fmt(median(col('procUsPerCall')), 1)} | ${fmt(median(col('jsCpuShare')) * 100)} % | ${fmt(median(col('procCpuShare')) * 100)} % | ${rs.reduce((n, r) => n + r.failed + r.timeouts, 0)} | ${fmt(Math.max(...col('otherCpuShare')) * 100)} % max | ${rs.length} |`);
     }
-    // Paired ratios per round, each native row against grpc-js.
-    for (const server of servers.filter((s) => s.name !== 'grpc-js')) {
+    const compressed = servers.map((server) => {
+      const shares = rows.filter((r) => r.server === server.name && r.compressedShare !== null && r.compressedShare !== undefined).map((r) => r.compressedShare);
+      return shares.length ? `${server.name} ${fmt(median(shares) * 100)} %` : null;
+    }).filter(Boolean);
+    if (compressed.length) lines.push('', `Replies with the compressed flag (grpc-stream-load), median share: ${compressed.join(', ')}.`);
+    // Paired ratios per round, each native row against grpc-js, and native against native-base.
+    const pairings = servers.filter((s) => s.name !== 'grpc-js').map((s) => [s.name, 'grpc-js']);
+    if (servers.some((s) => s.name === 'native-base')) pairings.push(['native', 'native-base']);
+    for (const [name, base] of pairings) {
+      if (name === base) continue;
       const pairs = [];
       for (let round = 0; round < opts.rounds; round++) {
-        const n = rows.find((r) => r.server === server.name && r.round === round);
-        const j = rows.find((r) => r.server === 'grpc-js' && r.round === round);
-        if (n && j && n.ok > 0) pairs.push({ tput: n.callsPerSec / j.callsPerSec, cpu: n.jsUsPerCall / j.jsUsPerCall, p99: n.p99ms / j.p99ms });
+        const n = rows.find((r) => r.server === name && r.round === round);
+        const j = rows.find((r) => r.server === base && r.round === round);
+        if (n && j && n.ok > 0) pairs.push({ tput: n.callsPerSec / j.callsPerSec, cpu: n.jsUsPerCall / j.jsUsPerCall, proc: n.procUsPerCall / j.procUsPerCall, p99: n.p99ms / j.p99ms });
       }
       if (pairs.length) {
-        lines.push('', `${server.name} ÷ grpc-js, paired per round (median, range over ${pairs.length} rounds): ` +
+        lines.push('', `${name} ÷ ${base}, paired per round (median, range over ${pairs.length} rounds): ` +
           `throughput **${fmt(median(pairs.map((p) => p.tput)), 2)}×** (${range(pairs.map((p) => p.tput), 2)}), ` +
           `JS-thread CPU per call **${fmt(median(pairs.map((p) => p.cpu)), 3)}** (${range(pairs.map((p) => p.cpu), 3)}), ` +
+          `process CPU per call ${fmt(median(pairs.map((p) => p.proc)), 3)} (${range(pairs.map((p) => p.proc), 3)}), ` +
           `p99 ${fmt(median(pairs.map((p) => p.p99)), 2)} (${range(pairs.map((p) => p.p99), 2)}).`);
       }
     }
@@ -329,12 +363,17 @@ async function main() {
   if (opts.nativeRequire) {
     servers.splice(1, 0, { name: 'native+require', script: 'server-native.js', preload: opts.nativeRequire, desc: `native GrpcServer, node -r ${opts.nativeRequire}` });
   }
+  if (opts.baseline) {
+    if (!fs.existsSync(path.join(opts.baseline, 'index.js'))) throw new Error(`--baseline ${opts.baseline}: no index.js (a copy of the package is expected)`);
+    servers.splice(1, 0, { name: 'native-base', script: 'server-native.js', root: opts.baseline, desc: `native GrpcServer loaded from ${opts.baseline}` });
+  }
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'koatty-grpc-bench-'));
   const bodies = {
     unary: bodyFile(tmp, 'sayhello', 'SayHello', { name: 'world' }),
     stream: bodyFile(tmp, 'sayhellostream', 'SayHelloStream', { name: 'world', count: opts.streamCount }),
   };
-  const workloads = opts.only ? [opts.only] : ['unary', 'stream'];
+  const workloads = opts.only ? opts.only.split(',') : ['unary', 'stream'];
+  for (const w of workloads) if (!['unary', 'unary-gjs', 'stream'].includes(w)) throw new Error(`unknown workload ${w} (unary, unary-gjs, stream)`);
   const addon = path.join(ROOT, 'koatty_serve.linux-x64-gnu.node');
   const addonStat = () => (fs.existsSync(addon) ? fs.statSync(addon).mtimeMs : null);
   const addonAtStart = addonStat();
@@ -371,7 +410,7 @@ async function main() {
           console.error(`[bench] round ${round + 1} ${workload} ${server.name}: other processes used ${fmt(r.otherCpuShare * 100)} % of a CPU, repeating`);
         }
         runs.push(r);
-        console.error(`[bench] round ${round + 1} ${workload.padEnd(6)} ${server.name.padEnd(14)} ${fmt(r.callsPerSec).padStart(8)} calls/s ${fmt(r.msgsPerSec).padStart(10)} msgs/s  p99 ${fmt(r.p99ms, 2)} ms  JS ${fmt(r.jsUsPerCall, 1)} µs/call  proc ${fmt(r.procUsPerCall, 1)} µs/call  JS busy ${fmt(r.jsCpuShare * 100)} %  loadgen ${fmt(r.loadgenCpuShare * 100)} %  other ${fmt(r.otherCpuShare * 100)} %${r.failed || r.timeouts ? `  FAILED ${r.failed} TIMEOUTS ${r.timeouts}` : ''}${r.firstError ? `  (${r.firstError})` : ''}${r.addonChanged ? '  (addon rebuilt during the run!)' : ''}`);
+        console.error(`[bench] round ${round + 1} ${workload.padEnd(9)} ${server.name.padEnd(14)} ${fmt(r.callsPerSec).padStart(8)} calls/s ${fmt(r.msgsPerSec).padStart(10)} msgs/s  p99 ${fmt(r.p99ms, 2)} ms  JS ${fmt(r.jsUsPerCall, 1)} µs/call  proc ${fmt(r.procUsPerCall, 1)} µs/call  JS busy ${fmt(r.jsCpuShare * 100)} %  loadgen ${fmt(r.loadgenCpuShare * 100)} %  other ${fmt(r.otherCpuShare * 100)} %${r.compressedShare !== null ? `  compressed ${fmt(r.compressedShare * 100)} %` : ''}${r.failed || r.timeouts ? `  FAILED ${r.failed} TIMEOUTS ${r.timeouts}` : ''}${r.firstError ? `  (${r.firstError})` : ''}${r.addonChanged ? '  (addon rebuilt during the run!)' : ''}`);
       }
     }
   }

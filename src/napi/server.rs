@@ -8,6 +8,7 @@ use super::wire::{
 };
 use koatty_serve_core::bridge::grpc::CallStatus;
 use koatty_serve_core::bridge::{Framing, HeaderEncoding, ProtocolChoice, WsOutbound};
+use koatty_serve_core::config::Compression;
 use koatty_serve_core::host::{Host, WsSendError};
 use koatty_serve_core::trace::TraceSettings;
 use napi::bindgen_prelude::*;
@@ -16,6 +17,9 @@ use napi_derive::napi;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// grpc-js's `WriteFlags.NoCompress`: a response message goes out uncompressed.
+const WRITE_FLAG_NO_COMPRESS: u32 = 2;
 
 /// Where a server listens, or why it could not (`errorCode`/`errorMessage`: a Promise rejected
 /// from Rust cannot carry a `code`, so the outcome says it and `js/` throws).
@@ -373,20 +377,50 @@ impl NativeServer {
         self.host.bridge().grpc_send_metadata(id, metadata).is_ok()
     }
 
+    /// Chooses the call's response compression (grpc-js's `compressionAlgorithms` number): a
+    /// `SendResult` (`Sent`; `HeadersSent`: the response head went out; `Gone`: the call is gone
+    /// or the number unknown).
+    #[napi]
+    pub fn grpc_set_compression(&self, id: u32, algorithm: u32) -> i32 {
+        let Some(compression) = Compression::from_number(u64::from(algorithm)) else {
+            return SendResult::Gone as i32;
+        };
+        let set = self.host.bridge().grpc_set_compression(id, compression);
+        send_result(set.map(|()| true))
+    }
+
     /// Queues a serialised response message: a `SendResult` (`Sent`, `Full`: wait for drain,
     /// `Gone`: the call is gone, or was ended RESOURCE_EXHAUSTED for a message over
     /// `maxSendMessageLength`).
     #[napi]
     pub fn grpc_write(&self, id: u32, message: BufferSlice<'_>) -> i32 {
         let message = bytes::Bytes::copy_from_slice(&message);
-        send_result(self.host.grpc_write(id, message))
+        send_result(self.host.grpc_write(id, message, true))
     }
 
-    /// A unary answer in one crossing: the message, then status OK with trailing metadata.
+    /// As `grpcWrite`, for a message written with grpc-js's `WriteFlags.NoCompress`: it goes out
+    /// uncompressed whatever the call's encoding (a method of its own keeps a flags argument off
+    /// the per-message path).
     #[napi]
-    pub fn grpc_reply(&self, id: u32, message: BufferSlice<'_>, trailers: Vec<String>) -> i32 {
+    pub fn grpc_write_uncompressed(&self, id: u32, message: BufferSlice<'_>) -> i32 {
         let message = bytes::Bytes::copy_from_slice(&message);
-        send_result(self.host.grpc_reply(id, message, trailers).map(|()| true))
+        send_result(self.host.grpc_write(id, message, false))
+    }
+
+    /// A unary answer in one crossing: the message, then status OK with trailing metadata;
+    /// `flags`: grpc-js's write flags (`NoCompress`, 2: the message goes out uncompressed).
+    #[napi]
+    pub fn grpc_reply(
+        &self,
+        id: u32,
+        message: BufferSlice<'_>,
+        trailers: Vec<String>,
+        flags: Option<u32>,
+    ) -> i32 {
+        let compress = flags.unwrap_or(0) & WRITE_FLAG_NO_COMPRESS == 0;
+        let message = bytes::Bytes::copy_from_slice(&message);
+        let sent = self.host.grpc_reply(id, message, compress, trailers);
+        send_result(sent.map(|()| true))
     }
 
     /// Ends a call with a status code (0 = OK), details and trailing metadata.

@@ -398,7 +398,13 @@ impl Host {
     /// Queues a serialised response message; `Ok(false)`: wait for drain. A message over
     /// `maxSendMessageLength` ends the call with RESOURCE_EXHAUSTED (as grpc-js, which checks
     /// before compressing) and is reported as `Gone`.
-    pub fn grpc_write(&self, id: u32, message: bytes::Bytes) -> Result<bool, BridgeError> {
+    /// `compress: false` keeps this message uncompressed (grpc-js's `WriteFlags.NoCompress`).
+    pub fn grpc_write(
+        &self,
+        id: u32,
+        message: bytes::Bytes,
+        compress: bool,
+    ) -> Result<bool, BridgeError> {
         let max = self.config(|c| {
             c.grpc
                 .as_ref()
@@ -412,7 +418,7 @@ impl Host {
                 .grpc_end(id, CallStatus::new(RESOURCE_EXHAUSTED, details));
             return Err(BridgeError::Gone(id));
         }
-        self.bridge.grpc_write(id, message)
+        self.bridge.grpc_write(id, message, compress)
     }
 
     /// A unary answer at once: the message, then status OK with trailing metadata.
@@ -420,9 +426,10 @@ impl Host {
         &self,
         id: u32,
         message: bytes::Bytes,
+        compress: bool,
         trailers: Vec<String>,
     ) -> Result<(), BridgeError> {
-        self.grpc_write(id, message)?;
+        self.grpc_write(id, message, compress)?;
         self.bridge.grpc_end(
             id,
             CallStatus {

@@ -9,12 +9,16 @@
 //!   which is what @grpc/grpc-js does with one frame per streamed message) is raised, and the windows
 //!   are 4 MiB per stream and connection;
 //! - every call has a timeout (`-T`, default 5 s): a call that gets no answer is counted as timed
-//!   out and its stream reset, instead of stalling its loop for the rest of the run.
+//!   out and its stream reset, instead of stalling its loop for the rest of the run;
+//! - `-H 'name: value'` (repeatable) adds a request header, e.g. the `grpc-accept-encoding` every
+//!   @grpc/grpc-js client sends; `compressed=` counts the response messages whose 5-byte prefix has
+//!   the compressed flag set (the messages are not decompressed).
 //!
 //! Usage: grpc-stream-load [-c CONNS] [-m STREAMS] [-d SECS] [-w WARMUP] [-t THREADS] [-n MESSAGES]
-//!                         [-T TIMEOUT_SECS] -b BODYFILE -p PATH HOST:PORT
+//!                         [-T TIMEOUT_SECS] [-H 'NAME: VALUE']... -b BODYFILE -p PATH HOST:PORT
 //! Last line: RESULT rps=<calls/s> mps=<messages/s> ok=<n> failed=<n> timeouts=<n> msgs=<n> secs=<f>
-//!            conns=<n> p50_ms=<f> p99_ms=<f>      (latency: request sent → trailers received)
+//!            conns=<n> p50_ms=<f> p99_ms=<f> compressed=<n>
+//!            (latency: request sent → trailers received; counts over the measured window)
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +40,7 @@ struct Args {
     body: String,
     path: String,
     addr: String,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 fn parse_args() -> Args {
@@ -50,6 +55,7 @@ fn parse_args() -> Args {
         body: String::new(),
         path: String::new(),
         addr: "127.0.0.1:3000".into(),
+        headers: Vec::new(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -66,6 +72,14 @@ fn parse_args() -> Args {
             "-T" => { a.timeout = num("-T"); i += 2; }
             "-b" => { a.body = v.unwrap_or_else(|| usage("-b FILE")); i += 2; }
             "-p" => { a.path = v.unwrap_or_else(|| usage("-p PATH")); i += 2; }
+            "-H" => {
+                let h = v.unwrap_or_else(|| usage("-H 'NAME: VALUE'"));
+                let (name, value) = h.split_once(':').unwrap_or_else(|| usage("-H 'NAME: VALUE'"));
+                let name = http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).unwrap_or_else(|_| usage("-H: bad header name"));
+                let value = http::HeaderValue::from_str(value.trim()).unwrap_or_else(|_| usage("-H: bad header value"));
+                a.headers.push((name, value));
+                i += 2;
+            }
             "-h" | "--help" => usage(""),
             s => {
                 a.addr = s.trim_start_matches("http://").trim_end_matches('/').to_string();
@@ -83,7 +97,7 @@ fn usage(msg: &str) -> ! {
     if !msg.is_empty() {
         eprintln!("grpc-stream-load: {msg}");
     }
-    eprintln!("usage: grpc-stream-load [-c CONNS] [-m STREAMS] [-d SECS] [-w WARMUP] [-t THREADS] [-n MESSAGES] [-T TIMEOUT] -b BODY -p PATH HOST:PORT");
+    eprintln!("usage: grpc-stream-load [-c CONNS] [-m STREAMS] [-d SECS] [-w WARMUP] [-t THREADS] [-n MESSAGES] [-T TIMEOUT] [-H 'NAME: VALUE']... -b BODY -p PATH HOST:PORT");
     std::process::exit(2)
 }
 
@@ -95,6 +109,7 @@ struct Shared {
     failed: AtomicU64,
     timeouts: AtomicU64,
     msgs: AtomicU64,
+    compressed: AtomicU64,
     conn_errors: AtomicU64,
     connected: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
@@ -121,6 +136,8 @@ struct MessageCounter {
     /// Bytes of the current message still to skip.
     skip: usize,
     count: u64,
+    /// Messages whose prefix has the compressed flag.
+    compressed: u64,
 }
 
 impl MessageCounter {
@@ -146,6 +163,7 @@ impl MessageCounter {
                 return;
             }
             let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+            self.compressed += u64::from(self.buf[0] == 1);
             self.buf.clear();
             self.count += 1;
             self.skip = len;
@@ -153,14 +171,17 @@ impl MessageCounter {
     }
 }
 
-async fn one_call(sr: &mut SendRequest<Bytes>, authority: &str, path: &str, body: &Bytes) -> Result<u64, String> {
-    let req = Request::builder()
+/// One call: Ok((messages, compressed messages)).
+async fn one_call(sr: &mut SendRequest<Bytes>, a: &Args, body: &Bytes) -> Result<(u64, u64), String> {
+    let mut req = Request::builder()
         .method(Method::POST)
-        .uri(format!("http://{authority}{path}"))
+        .uri(format!("http://{}{}", a.addr, a.path))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .map_err(|e| e.to_string())?;
+        .header("te", "trailers");
+    for (name, value) in &a.headers {
+        req = req.header(name, value);
+    }
+    let req = req.body(()).map_err(|e| e.to_string())?;
     *sr = sr.clone().ready().await.map_err(|e| format!("ready: {e}"))?;
     let (resp_fut, mut send) = sr.send_request(req, false).map_err(|e| format!("send_request: {e}"))?;
     send.send_data(body.clone(), true).map_err(|e| format!("send_data: {e}"))?;
@@ -169,7 +190,7 @@ async fn one_call(sr: &mut SendRequest<Bytes>, authority: &str, path: &str, body
         return Err(format!(":status {}", resp.status()));
     }
     if let Some(ok) = grpc_status_ok(resp.headers()) {
-        return if ok { Ok(0) } else { Err(format!("grpc-status {:?} (trailers-only)", resp.headers().get("grpc-status"))) };
+        return if ok { Ok((0, 0)) } else { Err(format!("grpc-status {:?} (trailers-only)", resp.headers().get("grpc-status"))) };
     }
     let mut rb = resp.into_body();
     let mut counter = MessageCounter::default();
@@ -180,7 +201,7 @@ async fn one_call(sr: &mut SendRequest<Bytes>, authority: &str, path: &str, body
     }
     let trailers = rb.trailers().await.map_err(|e| format!("trailers: {e}"))?;
     match trailers.as_ref().and_then(grpc_status_ok) {
-        Some(true) => Ok(counter.count),
+        Some(true) => Ok((counter.count, counter.compressed)),
         Some(false) => Err(format!(
             "grpc-status {:?} {:?}",
             trailers.as_ref().unwrap().get("grpc-status"),
@@ -227,18 +248,19 @@ async fn conn_main(a: Arc<Args>, body: Bytes, sh: Arc<Shared>) {
         tasks.push(tokio::spawn(async move {
             while !sh.stop.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
-                let r = tokio::time::timeout(timeout, one_call(&mut sr, &a.addr, &a.path, &body)).await;
+                let r = tokio::time::timeout(timeout, one_call(&mut sr, &a, &body)).await;
                 let measuring = sh.measuring.load(Ordering::Relaxed);
                 match r {
-                    Ok(Ok(n)) if a.messages.is_none_or(|want| want == n) => {
+                    Ok(Ok((n, compressed))) if a.messages.is_none_or(|want| want == n) => {
                         if measuring {
                             sh.ok.fetch_add(1, Ordering::Relaxed);
                             sh.msgs.fetch_add(n, Ordering::Relaxed);
+                            sh.compressed.fetch_add(compressed, Ordering::Relaxed);
                             let us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
                             sh.lat_us.lock().unwrap().push(us);
                         }
                     }
-                    Ok(Ok(n)) => {
+                    Ok(Ok((n, _))) => {
                         if measuring {
                             sh.failed.fetch_add(1, Ordering::Relaxed);
                         }
@@ -307,6 +329,7 @@ fn main() {
         let failed = sh.failed.load(Ordering::Relaxed);
         let timeouts = sh.timeouts.load(Ordering::Relaxed);
         let msgs = sh.msgs.load(Ordering::Relaxed);
+        let compressed = sh.compressed.load(Ordering::Relaxed);
         sh.stop.store(true, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         for h in handles {
@@ -323,8 +346,8 @@ fn main() {
             println!("grpc-stream-load: first error: {e}");
         }
         println!(
-            "RESULT rps={:.1} mps={:.1} ok={} failed={} timeouts={} msgs={} secs={:.3} conns={} p50_ms={:.3} p99_ms={:.3}",
-            ok as f64 / elapsed, msgs as f64 / elapsed, ok, failed, timeouts, msgs, elapsed, connected, pct(&lat, 50.0), pct(&lat, 99.0)
+            "RESULT rps={:.1} mps={:.1} ok={} failed={} timeouts={} msgs={} secs={:.3} conns={} p50_ms={:.3} p99_ms={:.3} compressed={}",
+            ok as f64 / elapsed, msgs as f64 / elapsed, ok, failed, timeouts, msgs, elapsed, connected, pct(&lat, 50.0), pct(&lat, 99.0), compressed
         );
         if connected == 0 || ok == 0 { 1 } else { 0 }
     });

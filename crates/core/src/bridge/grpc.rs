@@ -5,8 +5,9 @@
 //! passes, and removes it.
 
 use super::{Bridge, BridgeError, BridgeEvent, InFlight, RequestHead, Shared};
+use crate::config::Compression;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,7 +37,14 @@ impl CallStatus {
 pub type CallHead = Result<Vec<String>, CallStatus>;
 
 /// A response message, or the status that ends the response.
-pub type CallOutput = Result<Bytes, CallStatus>;
+pub type CallOutput = Result<OutMessage, CallStatus>;
+
+/// A response message and whether it may be compressed (grpc-js's `WriteFlags.NoCompress` clears
+/// it); it is compressed only when the call's response encoding is not identity.
+pub struct OutMessage {
+    pub data: Bytes,
+    pub compress: bool,
+}
 
 pub(crate) struct GrpcCall {
     head: Option<oneshot::Sender<CallHead>>,
@@ -48,6 +56,21 @@ pub(crate) struct GrpcCall {
 pub(crate) struct OutState {
     pub(crate) queued: AtomicUsize,
     pub(crate) want_drain: AtomicBool,
+    /// The handler's choice of response compression for the call ([`COMPRESSION_UNSET`]: the
+    /// server's `defaultCompressionAlgorithm`), fixed once the head is sent.
+    compression: AtomicU8,
+}
+
+const COMPRESSION_UNSET: u8 = 0;
+
+impl OutState {
+    /// What the handler chose with `grpc_set_compression`, if anything.
+    pub(crate) fn compression(&self) -> Option<Compression> {
+        match self.compression.load(Ordering::Acquire) {
+            COMPRESSION_UNSET => None,
+            n => Compression::from_number(u64::from(n - 1)),
+        }
+    }
 }
 
 /// Why a call ended without the handler finishing it.
@@ -158,16 +181,38 @@ impl Bridge {
         })
     }
 
-    /// Queues a response message (sending empty initial metadata first if none was sent).
+    /// Chooses the call's response compression; only before the head is sent
+    /// ([`BridgeError::HeadersSent`] after). The client must accept it for it to apply.
+    pub fn grpc_set_compression(
+        &self,
+        id: u32,
+        compression: Compression,
+    ) -> Result<(), BridgeError> {
+        self.with_call(id, |c| {
+            if c.head.is_none() {
+                return Err(BridgeError::HeadersSent(id));
+            }
+            c.out_state
+                .compression
+                .store(compression as u8 + 1, Ordering::Release);
+            Ok(())
+        })?
+    }
+
+    /// Queues a response message (sending empty initial metadata first if none was sent);
+    /// `compress: false` keeps this message uncompressed whatever the call's encoding.
     /// Returns whether the queue is below the high-water mark.
-    pub fn grpc_write(&self, id: u32, message: Bytes) -> Result<bool, BridgeError> {
+    pub fn grpc_write(&self, id: u32, message: Bytes, compress: bool) -> Result<bool, BridgeError> {
         self.with_call(id, |c| {
             if let Some(tx) = c.head.take() {
                 let _ = tx.send(Ok(Vec::new()));
             }
             let len = message.len();
             let queued = c.out_state.queued.fetch_add(len, Ordering::SeqCst) + len;
-            let _ = c.out.send(Ok(message));
+            let _ = c.out.send(Ok(OutMessage {
+                data: message,
+                compress,
+            }));
             if queued < GRPC_HIGH_WATER_MARK {
                 return true;
             }

@@ -58,6 +58,7 @@ const PROTOCOL_SPECIFIC: &[&str] = &[
     "keepAliveTimeout",
     "maxReceiveMessageLength",
     "maxSendMessageLength",
+    "defaultCompressionAlgorithm",
     "pingInterval",
     "pongTimeout",
     "heartbeatInterval",

@@ -219,6 +219,9 @@ pub struct GrpcSettings {
     pub max_receive_message_length: usize,
     /// Largest response message, bytes.
     pub max_send_message_length: usize,
+    /// How response messages are compressed unless the handler chooses, when the client accepts
+    /// it (`defaultCompressionAlgorithm`; identity by default, as grpc-js's server).
+    pub default_compression_algorithm: Compression,
     pub http2: Http2Settings,
 }
 
@@ -405,6 +408,53 @@ fn limits_from(pool: &Pool) -> Limits {
     }
 }
 
+/// A message compression algorithm, numbered as grpc-js's `compressionAlgorithms` (the values of
+/// its `grpc.default_compression_algorithm` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    #[default]
+    Identity = 0,
+    Deflate = 1,
+    Gzip = 2,
+}
+
+impl Compression {
+    pub fn from_number(n: u64) -> Option<Compression> {
+        match n {
+            0 => Some(Compression::Identity),
+            1 => Some(Compression::Deflate),
+            2 => Some(Compression::Gzip),
+            _ => None,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Compression> {
+        match name {
+            "identity" => Some(Compression::Identity),
+            "deflate" => Some(Compression::Deflate),
+            "gzip" => Some(Compression::Gzip),
+            _ => None,
+        }
+    }
+
+    /// From an option's value: a name, or grpc-js's number.
+    pub fn from_option(value: &serde_json::Value) -> Option<Compression> {
+        match value {
+            serde_json::Value::String(s) => Compression::from_name(s),
+            serde_json::Value::Number(n) => n.as_u64().and_then(Compression::from_number),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Identity => "identity",
+            Compression::Deflate => "deflate",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
 /// The largest HTTP/2 flow-control window (RFC 9113 §6.9.1: 2^31 − 1).
 pub const MAX_H2_WINDOW: u32 = (1 << 31) - 1;
 
@@ -486,6 +536,18 @@ fn grpc_from(obj: &Map<String, Value>, given: &Options) -> Result<GrpcSettings, 
     Ok(GrpcSettings {
         max_receive_message_length: size("maxReceiveMessageLength", 4 * 1024 * 1024)?,
         max_send_message_length: size("maxSendMessageLength", usize::MAX)?,
+        default_compression_algorithm: match specific
+            .0
+            .and_then(|m| m.get("defaultCompressionAlgorithm"))
+        {
+            None | Some(Value::Null) => Default::default(),
+            Some(v) => Compression::from_option(v).ok_or_else(|| {
+                ConfigError::new(
+                    "connectionPool.protocolSpecific.defaultCompressionAlgorithm",
+                    format!("must be 'identity', 'deflate' or 'gzip' (or grpc-js's compressionAlgorithms 0, 1, 2), got {v}"),
+                )
+            })?,
+        },
         http2: http2_from(obj, given, None)?,
     })
 }

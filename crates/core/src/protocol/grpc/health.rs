@@ -6,7 +6,7 @@
 //! registered), and ends with UNAVAILABLE when its connection drains so it does not hold the
 //! shutdown up.
 
-use super::{tower_fn, MethodRegistry, RawCodec, ResponseStream};
+use super::{tower_fn, MethodRegistry, ResponseStream};
 use crate::lifecycle::{Phase, PhaseSignal};
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -14,7 +14,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use tokio::sync::watch;
-use tonic::server::Grpc;
 use tonic::{Status, Streaming};
 
 pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -77,7 +76,7 @@ pub(super) async fn serve(
             Ok(tonic::Response::new(reply))
         }
     });
-    Grpc::new(RawCodec).streaming(service, req).await
+    super::grpc_service().streaming(service, req).await
 }
 
 struct Watching {

@@ -1,16 +1,20 @@
-//! gRPC on HTTP/2 with tonic's server framing: Rust routes calls by path and moves raw message
-//! bytes (JavaScript deserialises with the service definition's own functions); tonic handles
-//! framing, gzip, message-size limits (RESOURCE_EXHAUSTED) and trailers. Deadlines
-//! (`grpc-timeout`), client cancellation, the standard health service ([`health`]) and server
-//! reflection ([`reflection`]) are handled here.
+//! gRPC on HTTP/2: Rust routes calls by path and moves raw message bytes (JavaScript deserialises
+//! with the service definition's own functions). tonic reads request messages (framing, gzip and
+//! deflate, the size limit → RESOURCE_EXHAUSTED); response messages are framed here
+//! ([`ResponseBody`]), identity unless the server's `defaultCompressionAlgorithm` or the handler
+//! asks for compression (per message, grpc-js's `WriteFlags.NoCompress` opts out), and the status
+//! goes out as trailers. Deadlines (`grpc-timeout`), client cancellation, the standard health
+//! service ([`health`]) and server reflection ([`reflection`]) are handled here.
 
 pub mod health;
 pub mod reflection;
 
 use crate::bridge::grpc::{
-    CallCancel, CallGuard, CallOutput, CallStatus, OpenedCall, OutState, GRPC_HIGH_WATER_MARK,
+    CallCancel, CallGuard, CallOutput, CallStatus, OpenedCall, OutMessage, OutState,
+    GRPC_HIGH_WATER_MARK,
 };
 use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead};
+use crate::config::Compression;
 use crate::config::{GrpcSettings, LiveLimits, ServerConfig};
 use crate::conn::watch::Watched;
 use crate::conn::{
@@ -19,7 +23,7 @@ use crate::conn::{
 use crate::lifecycle::{BoxFuture, ConnectionHandler, PhaseSignal};
 use crate::tls::TlsSource;
 use arc_swap::ArcSwap;
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -38,8 +42,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tonic::codec::{
     BufferSettings, Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder,
 };
-use tonic::metadata::MetadataMap;
-use tonic::server::Grpc;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status, Streaming};
 
 /// Request messages of one call handed to JavaScript and not yet taken, at most.
@@ -111,6 +114,83 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// What the client can read of a response compression (grpc compression spec).
+trait IfAccepted {
+    fn if_accepted(self, request: &http::HeaderMap) -> Compression;
+}
+
+impl IfAccepted for Compression {
+    /// This algorithm if the client lists it in `grpc-accept-encoding`, else identity: a server
+    /// sends uncompressed what the client cannot read (grpc compression spec).
+    fn if_accepted(self, request: &http::HeaderMap) -> Compression {
+        let listed = request
+            .get_all("grpc-accept-encoding")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|name| name.trim() == self.name());
+        if self == Compression::Identity || listed {
+            self
+        } else {
+            Compression::Identity
+        }
+    }
+}
+
+/// `grpc-accept-encoding` of every response (not trailers-only): the request encodings this
+/// server reads, as a grpc-js server sends it.
+pub const ACCEPT_ENCODING: &str = "identity,deflate,gzip";
+
+/// Request encodings tonic decompresses (those [`ACCEPT_ENCODING`] lists).
+const REQUEST_ENCODINGS: [CompressionEncoding; 2] =
+    [CompressionEncoding::Gzip, CompressionEncoding::Deflate];
+
+/// The request's `grpc-encoding`: none, identity, gzip or deflate; another is UNIMPLEMENTED
+/// naming what is accepted (as tonic answers it).
+fn request_encoding(request: &http::HeaderMap) -> Result<Option<CompressionEncoding>, Status> {
+    match request.get("grpc-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => Ok(None),
+        Some(b"gzip") => Ok(Some(CompressionEncoding::Gzip)),
+        Some(b"deflate") => Ok(Some(CompressionEncoding::Deflate)),
+        Some(other) => {
+            let mut status = Status::unimplemented(format!(
+                "Content is compressed with `{}` which isn't supported",
+                String::from_utf8_lossy(other)
+            ));
+            status.metadata_mut().insert(
+                "grpc-accept-encoding",
+                MetadataValue::from_static(ACCEPT_ENCODING),
+            );
+            Err(status)
+        }
+    }
+}
+
+/// tonic's server framing for the health and reflection services: requests in every encoding
+/// [`ACCEPT_ENCODING`] lists, identity responses.
+fn grpc_service() -> tonic::server::Grpc<RawCodec> {
+    REQUEST_ENCODINGS
+        .into_iter()
+        .fold(tonic::server::Grpc::new(RawCodec), |grpc, encoding| {
+            grpc.accept_compressed(encoding)
+        })
+}
+
+/// Adds the encoding headers a grpc-js server sends with every response head (not with a
+/// trailers-only answer): `grpc-accept-encoding`, and `grpc-encoding` if not yet set (identity).
+fn advertise_encodings(headers: &mut http::HeaderMap) {
+    if headers.contains_key("grpc-status") {
+        return;
+    }
+    headers.insert(
+        "grpc-accept-encoding",
+        http::HeaderValue::from_static(ACCEPT_ENCODING),
+    );
+    headers
+        .entry("grpc-encoding")
+        .or_insert(http::HeaderValue::from_static("identity"));
 }
 
 /// The gRPC server part plugged into the lifecycle.
@@ -259,27 +339,40 @@ impl GrpcProtocol {
         let single_response = methods.single_response(&path);
         drop(methods);
         if registered.is_none() {
-            if path == health::CHECK || path == health::WATCH {
+            let mut response = if path == health::CHECK || path == health::WATCH {
                 let metrics = self.bridge.metrics().clone();
-                return health::serve(req, metrics, self.methods.clone(), conn.phase.clone()).await;
-            }
-            if reflection::Reflection::serves(&path) {
-                if let Some(reflection) = self.methods.load().reflection.clone() {
-                    return reflection.serve(req).await;
-                }
-            }
-            return Status::unimplemented(format!("method {path} is not implemented")).into_http();
+                health::serve(req, metrics, self.methods.clone(), conn.phase.clone()).await
+            } else if let Some(reflection) = reflection::Reflection::serves(&path)
+                .then(|| self.methods.load().reflection.clone())
+                .flatten()
+            {
+                reflection.serve(req).await
+            } else {
+                return Status::unimplemented(format!("method {path} is not implemented"))
+                    .into_http();
+            };
+            advertise_encodings(response.headers_mut());
+            return response;
         }
         // Refused as UNAVAILABLE, never reaching the handler (koatty_trace would answer INTERNAL).
         if conn.refuses_new_work(self.bridge.metrics()) {
             return Status::unavailable("server is shutting down").into_http();
         }
-        let settings = self.settings.load();
-        let mut grpc = Grpc::new(RawCodec)
-            .max_decoding_message_size(settings.max_receive_message_length)
-            .max_encoding_message_size(settings.max_send_message_length)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip);
+        let (max_receive, default_compression) = {
+            let settings = self.settings.load();
+            (
+                settings.max_receive_message_length,
+                settings.default_compression_algorithm,
+            )
+        };
+        let encoding = match request_encoding(req.headers()) {
+            Ok(encoding) => encoding,
+            Err(status) => {
+                let mut response = status.into_http();
+                fix_status_headers(response.headers_mut());
+                return response;
+            }
+        };
         let client_deadline = req
             .headers()
             .get("grpc-timeout")
@@ -300,17 +393,49 @@ impl GrpcProtocol {
             conn: conn.clone(),
             deadline,
         };
+        let (mut parts, body) = req.into_parts();
+        let target = parts.extensions.remove::<CallTarget>();
         // tonic reports a client's RST_STREAM on the request stream as a clean end; remember it.
         let reset = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut req = req.map(|body| ResetWatch {
+        let body = ResetWatch {
             inner: body,
             reset: reset.clone(),
-        });
-        req.extensions_mut().insert(ClientReset(reset));
-        let response = grpc.streaming(call, req).await;
-        let (mut parts, body) = response.into_parts();
-        fix_status_headers(&mut parts.headers);
-        Response::from_parts(parts, tonic::body::Body::new(StatusFix { inner: body }))
+        };
+        let input = Streaming::new_request(RawDecoder, body, encoding, Some(max_receive));
+        let (metadata, messages) = match call.start(&parts.headers, target, reset, input).await {
+            Ok(head) => head,
+            Err(status) => {
+                let mut response = status.into_http();
+                fix_status_headers(response.headers_mut());
+                return response;
+            }
+        };
+        // The handler's choice, else the server's; identity unless the client reads it.
+        let compression = messages
+            .state
+            .compression()
+            .unwrap_or(default_compression)
+            .if_accepted(&parts.headers);
+        let mut head = http::HeaderMap::with_capacity(3 + metadata.len());
+        head.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        head.insert(
+            "grpc-encoding",
+            http::HeaderValue::from_static(compression.name()),
+        );
+        advertise_encodings(&mut head);
+        head.extend(metadata.into_headers());
+        let mut response = Response::new(tonic::body::Body::new(ResponseBody {
+            messages,
+            compression,
+            buf: BytesMut::new(),
+            ending: None,
+            done: false,
+        }));
+        *response.headers_mut() = head;
+        response
     }
 }
 
@@ -382,12 +507,85 @@ fn percent_encode_spec(message: &str) -> String {
     percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE_ENCODE).to_string()
 }
 
-/// Applies [`fix_status_headers`] to the trailers of a response body.
-struct StatusFix {
-    inner: tonic::body::Body,
+/// Response messages ready together go out in one DATA frame, up to this size.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// The response buffer grows by at least this much (as tonic's encoder buffer with
+/// [`buffer_settings`]), so a burst of small streamed messages does not reallocate for each.
+const BUFFER_STEP: usize = 1024;
+
+/// The response body of a call answered by JavaScript: each message with its 5-byte prefix,
+/// compressed when the call's encoding is not identity and the message allows it, then the status
+/// as trailers (as grpc-js clients expect them, see [`fix_status_headers`]).
+struct ResponseBody {
+    messages: OutStream,
+    compression: Compression,
+    buf: BytesMut,
+    /// The status that ends the call, once it came (sent after the messages buffered before it).
+    ending: Option<Status>,
+    done: bool,
 }
 
-impl http_body::Body for StatusFix {
+impl ResponseBody {
+    /// Appends one framed message to `buf` (nothing on error).
+    fn encode(&mut self, message: OutMessage) -> Result<(), Status> {
+        let offset = self.buf.len();
+        let compressed = message.compress && self.compression != Compression::Identity;
+        let need = 5 + message.data.len();
+        if self.buf.capacity() - offset < need {
+            self.buf.reserve(need.max(BUFFER_STEP));
+        }
+        self.buf.put_bytes(0, 5);
+        if compressed {
+            if let Err(err) = compress(self.compression, &message.data, &mut self.buf) {
+                self.buf.truncate(offset);
+                return Err(Status::internal(format!("Error compressing: {err}")));
+            }
+        } else {
+            self.buf.extend_from_slice(&message.data);
+        }
+        let len = self.buf.len() - offset - 5;
+        let Ok(len) = u32::try_from(len) else {
+            self.buf.truncate(offset);
+            return Err(Status::resource_exhausted(format!(
+                "Cannot return body with more than 4GB of data but got {len} bytes"
+            )));
+        };
+        self.buf[offset] = u8::from(compressed);
+        self.buf[offset + 1..offset + 5].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// `data` compressed with `algorithm` (zlib's default level, as grpc-js and tonic) onto `out`.
+fn compress(algorithm: Compression, data: &[u8], out: &mut BytesMut) -> std::io::Result<()> {
+    use std::io::Write;
+    let level = flate2::Compression::new(6);
+    match algorithm {
+        Compression::Identity => out.extend_from_slice(data),
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(out.writer(), level);
+            encoder.write_all(data)?;
+            encoder.finish()?;
+        }
+        Compression::Deflate => {
+            let mut encoder = flate2::write::ZlibEncoder::new(out.writer(), level);
+            encoder.write_all(data)?;
+            encoder.finish()?;
+        }
+    }
+    Ok(())
+}
+
+/// The status as trailers.
+fn status_trailers(status: &Status) -> Result<http_body::Frame<Bytes>, Status> {
+    let mut trailers = http::HeaderMap::with_capacity(3);
+    status.add_header(&mut trailers)?;
+    fix_status_headers(&mut trailers);
+    Ok(http_body::Frame::trailers(trailers))
+}
+
+impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Status;
 
@@ -395,24 +593,46 @@ impl http_body::Body for StatusFix {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_trailers() {
-                Ok(mut trailers) => {
-                    fix_status_headers(&mut trailers);
-                    http_body::Frame::trailers(trailers)
-                }
-                Err(frame) => frame,
-            }))),
-            other => other,
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
         }
+        if this.ending.is_none() {
+            loop {
+                match Pin::new(&mut this.messages).poll_next(cx) {
+                    Poll::Ready(Some(Ok(message))) => {
+                        if let Err(status) = this.encode(message) {
+                            this.ending = Some(status);
+                            break;
+                        }
+                        if this.buf.len() >= YIELD_THRESHOLD {
+                            break;
+                        }
+                    }
+                    Poll::Ready(Some(Err(status))) => {
+                        this.ending = Some(status);
+                        break;
+                    }
+                    // The handler side went away without a status: OK, as tonic ends such a body.
+                    Poll::Ready(None) => {
+                        this.ending = Some(Status::ok(""));
+                        break;
+                    }
+                    Poll::Pending if this.buf.is_empty() => return Poll::Pending,
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if !this.buf.is_empty() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(this.buf.split().freeze()))));
+        }
+        let status = this.ending.take().unwrap_or_else(|| Status::ok(""));
+        this.done = true;
+        Poll::Ready(Some(status_trailers(&status)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        self.done
     }
 }
 
@@ -447,103 +667,89 @@ struct JsCall {
     deadline: Option<Duration>,
 }
 
+/// Response messages of the health and reflection services (framed by tonic).
 pub(crate) type ResponseStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
-impl tonic::codegen::Service<tonic::Request<Streaming<Bytes>>> for JsCall {
-    type Response = tonic::Response<ResponseStream>;
-    type Error = Status;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Status>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: tonic::Request<Streaming<Bytes>>) -> Self::Future {
-        let bridge = self.bridge.clone();
-        let conn = self.conn.clone();
-        let deadline = self.deadline;
-        Box::pin(async move {
-            let (metadata, extensions, input) = request.into_parts();
-            let target = extensions.get::<CallTarget>().cloned();
-            let (path, authority) = target.map(|t| (t.path, t.authority)).unwrap_or_default();
-            let reset = extensions
-                .get::<ClientReset>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default();
-            let head = RequestHead {
-                id: 0,
-                method: "POST".into(),
-                url: path,
-                headers: {
-                    // `:authority` first, as node's http2 shows it (grpc-js's `call.getHost()`).
-                    let mut flat = vec![":authority".to_owned(), authority];
-                    flat.extend(crate::bridge::flat_headers(&metadata.into_headers()));
-                    flat
-                },
-                http_version: 20,
-                remote: conn.remote,
-                local_port: conn.local_port,
-                encrypted: conn.peer.is_some(),
-                peer: conn.peer.clone(),
-                body: RequestBody::GrpcCall,
-            };
-            let Some(OpenedCall {
-                id,
-                head: head_rx,
-                output: out_rx,
-                out_state,
-                guard,
-            }) = bridge.open_grpc_call(head).await
-            else {
-                return Err(Status::unavailable("server is shutting down"));
-            };
-            tokio::spawn(pump_requests(bridge.clone(), id, input, reset));
-            // The deadline's timer ends with the call (it moves into the response stream), so a
-            // long requestTimeout leaves no sleeping task per finished call behind.
-            let deadline_timer = deadline.map(|timeout| {
-                let bridge = bridge.clone();
-                AbortOnDrop(tokio::spawn(async move {
-                    tokio::time::sleep(timeout).await;
-                    bridge.grpc_cancel(
-                        id,
-                        CallCancel::Deadline,
-                        CallStatus::new(Code::DeadlineExceeded as i32, "deadline exceeded"),
-                    );
-                }))
-            });
-            // The guard moves with the response: dropped early (client reset) it reports the cancel.
-            let head = head_rx
-                .await
-                .map_err(|_| Status::cancelled("call ended"))?
-                .map_err(status_of)?;
-            let stream = OutStream {
-                rx: out_rx,
-                state: out_state,
-                bridge,
-                id,
-                _guard: guard,
-                _deadline: deadline_timer,
-            };
-            Ok(tonic::Response::from_parts(
-                metadata_map(&head),
-                Box::pin(stream) as ResponseStream,
-                Default::default(),
-            ))
-        })
+impl JsCall {
+    /// Announces the call to JavaScript and waits for the response head: the initial metadata
+    /// and the stream of response messages, or the status of a trailers-only answer.
+    async fn start(
+        self,
+        request: &http::HeaderMap,
+        target: Option<CallTarget>,
+        reset: Arc<std::sync::atomic::AtomicBool>,
+        input: Streaming<Bytes>,
+    ) -> Result<(MetadataMap, OutStream), Status> {
+        let JsCall {
+            bridge,
+            conn,
+            deadline,
+        } = self;
+        let (path, authority) = target.map(|t| (t.path, t.authority)).unwrap_or_default();
+        let head = RequestHead {
+            id: 0,
+            method: "POST".into(),
+            url: path,
+            headers: {
+                // `:authority` first, as node's http2 shows it (grpc-js's `call.getHost()`).
+                let mut flat = vec![":authority".to_owned(), authority];
+                flat.extend(crate::bridge::flat_headers(request));
+                flat
+            },
+            http_version: 20,
+            remote: conn.remote,
+            local_port: conn.local_port,
+            encrypted: conn.peer.is_some(),
+            peer: conn.peer.clone(),
+            body: RequestBody::GrpcCall,
+        };
+        let Some(OpenedCall {
+            id,
+            head: head_rx,
+            output: out_rx,
+            out_state,
+            guard,
+        }) = bridge.open_grpc_call(head).await
+        else {
+            return Err(Status::unavailable("server is shutting down"));
+        };
+        tokio::spawn(pump_requests(bridge.clone(), id, input, reset));
+        // The deadline's timer ends with the call (it moves into the response stream), so a
+        // long requestTimeout leaves no sleeping task per finished call behind.
+        let deadline_timer = deadline.map(|timeout| {
+            let bridge = bridge.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                bridge.grpc_cancel(
+                    id,
+                    CallCancel::Deadline,
+                    CallStatus::new(Code::DeadlineExceeded as i32, "deadline exceeded"),
+                );
+            }))
+        });
+        // The guard moves with the response: dropped early (client reset) it reports the cancel.
+        let head = head_rx
+            .await
+            .map_err(|_| Status::cancelled("call ended"))?
+            .map_err(status_of)?;
+        let stream = OutStream {
+            rx: out_rx,
+            state: out_state,
+            bridge,
+            id,
+            _guard: guard,
+            _deadline: deadline_timer,
+        };
+        Ok((metadata_map(&head), stream))
     }
 }
 
-/// The call's path and authority, put into the request extensions before tonic takes the
-/// request apart.
+/// The call's path and authority, put into the request extensions by the connection's service.
 #[derive(Clone)]
 struct CallTarget {
     path: String,
     authority: String,
 }
-
-/// Set when the request stream failed (the client reset the call).
-#[derive(Clone)]
-struct ClientReset(Arc<std::sync::atomic::AtomicBool>);
 
 /// The request body, noting a reset that tonic would otherwise report as a clean end.
 struct ResetWatch {
@@ -595,12 +801,13 @@ impl Drop for AbortOnDrop {
 }
 
 impl Stream for OutStream {
-    type Item = Result<Bytes, Status>;
+    type Item = Result<OutMessage, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some(Ok(ref bytes))) = item {
-            let before = self.state.queued.fetch_sub(bytes.len(), Ordering::SeqCst);
-            if before - bytes.len() < GRPC_HIGH_WATER_MARK
+        if let Poll::Ready(Some(Ok(ref message))) = item {
+            let len = message.data.len();
+            let before = self.state.queued.fetch_sub(len, Ordering::SeqCst);
+            if before - len < GRPC_HIGH_WATER_MARK
                 && self.state.want_drain.swap(false, Ordering::SeqCst)
             {
                 self.bridge.emit(self.id, BridgeEvent::GrpcDrain);
@@ -763,6 +970,75 @@ mod tests {
         assert_eq!(parse_timeout("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_timeout("7x"), None);
         assert_eq!(parse_timeout(""), None);
+    }
+
+    #[test]
+    fn response_compression_needs_the_client_to_accept_it() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(Compression::Gzip.if_accepted(&h), Compression::Identity);
+        h.insert(
+            "grpc-accept-encoding",
+            http::HeaderValue::from_static("identity, deflate,gzip"),
+        );
+        assert_eq!(Compression::Gzip.if_accepted(&h), Compression::Gzip);
+        assert_eq!(Compression::Deflate.if_accepted(&h), Compression::Deflate);
+        h.insert(
+            "grpc-accept-encoding",
+            http::HeaderValue::from_static("identity,gzipped"),
+        );
+        assert_eq!(Compression::Gzip.if_accepted(&h), Compression::Identity);
+        assert_eq!(Compression::Identity.if_accepted(&h), Compression::Identity);
+    }
+
+    #[test]
+    fn default_compression_algorithm_option() {
+        use serde_json::json;
+        let of = |v: serde_json::Value| {
+            ServerConfig::from_options(&json!({"protocol": "grpc", "connectionPool": {"protocolSpecific": {"defaultCompressionAlgorithm": v}}}))
+                .map(|c| c.grpc.unwrap().default_compression_algorithm)
+        };
+        assert_eq!(of(json!(null)), Ok(Compression::Identity));
+        assert_eq!(of(json!("gzip")), Ok(Compression::Gzip));
+        assert_eq!(of(json!("deflate")), Ok(Compression::Deflate));
+        assert_eq!(of(json!(2)), Ok(Compression::Gzip));
+        assert_eq!(of(json!(0)), Ok(Compression::Identity));
+        for bad in [
+            json!("br"),
+            json!("GZIP"),
+            json!(3),
+            json!(-1),
+            json!(1.5),
+            json!(true),
+        ] {
+            let e = of(bad.clone()).unwrap_err();
+            assert_eq!(
+                e.key, "connectionPool.protocolSpecific.defaultCompressionAlgorithm",
+                "{bad}"
+            );
+        }
+        let none = ServerConfig::from_options(&json!({"protocol": "grpc"})).unwrap();
+        assert_eq!(
+            none.grpc.unwrap().default_compression_algorithm,
+            Compression::Identity
+        );
+    }
+
+    #[test]
+    fn unknown_request_encodings_are_unimplemented() {
+        let mut h = http::HeaderMap::new();
+        assert!(matches!(request_encoding(&h), Ok(None)));
+        h.insert("grpc-encoding", http::HeaderValue::from_static("deflate"));
+        assert!(matches!(
+            request_encoding(&h),
+            Ok(Some(CompressionEncoding::Deflate))
+        ));
+        h.insert("grpc-encoding", http::HeaderValue::from_static("br"));
+        let status = request_encoding(&h).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        assert_eq!(
+            status.metadata().get("grpc-accept-encoding").unwrap(),
+            ACCEPT_ENCODING
+        );
     }
 
     #[test]

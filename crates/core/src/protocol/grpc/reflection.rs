@@ -7,7 +7,7 @@
 //! the call. A file is sent with the dependencies not yet sent on the same stream.
 
 use super::health::HEALTH_SERVICE;
-use super::{tower_fn, RawCodec, ResponseStream};
+use super::{tower_fn, ResponseStream};
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -19,7 +19,6 @@ use prost_types::{
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use tonic::server::Grpc;
 use tonic::Streaming;
 
 const V1: &str = "grpc.reflection.v1.ServerReflection";
@@ -109,7 +108,7 @@ impl Reflection {
                 Ok(tonic::Response::new(Box::pin(replies) as ResponseStream))
             }
         });
-        Grpc::new(RawCodec).streaming(service, req).await
+        super::grpc_service().streaming(service, req).await
     }
 }
 
