@@ -101,6 +101,7 @@ pub(super) struct ProtocolSpecificNames {
     keep_alive_timeout: Option<IgnoredAny>,
     max_receive_message_length: Option<IgnoredAny>,
     max_send_message_length: Option<IgnoredAny>,
+    default_compression_algorithm: Option<IgnoredAny>,
     ping_interval: Option<IgnoredAny>,
     pong_timeout: Option<IgnoredAny>,
     heartbeat_interval: Option<IgnoredAny>,
