@@ -244,12 +244,7 @@ struct Pending {
     close_connection: Option<Arc<dyn CloseConnection>>,
 }
 
-/// A connection that can be asked to close after the response in flight (HTTP/1: no further
-/// request is read on it). The bridge asks when a streamed body ran past its `Content-Length`:
-/// hyper sent exactly the announced bytes, and the connection must not carry the rest.
-pub trait CloseConnection: Send + Sync {
-    fn close_after_response(&self);
-}
+pub use crate::lifecycle::CloseConnection;
 
 pub(crate) struct Shared {
     sink: Arc<dyn RequestSink>,
@@ -1095,6 +1090,11 @@ impl HeaderEncoding {
     }
 }
 
+/// A response's custom reason phrase (node's `statusMessage`), for the protocol to write (HTTP/1;
+/// HTTP/2 has none).
+#[derive(Debug, Clone)]
+pub struct StatusReason(pub Bytes);
+
 fn build_response<S: AsRef<str>>(
     status: u16,
     reason: Option<&str>,
@@ -1111,9 +1111,8 @@ fn build_response<S: AsRef<str>>(
     // would write `<none>`).
     let reason = reason.or(status.canonical_reason().is_none().then_some("unknown"));
     if let Some(reason) = reason.filter(|r| Some(*r) != status.canonical_reason()) {
-        if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
-            r.extensions_mut().insert(phrase);
-        }
+        r.extensions_mut()
+            .insert(StatusReason(Bytes::copy_from_slice(reason.as_bytes())));
     }
     r
 }

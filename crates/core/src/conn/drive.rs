@@ -3,8 +3,8 @@
 
 use super::watch::{Activity, HeadWatch};
 use super::FRESH_CONNECTION_GRACE;
-use crate::bridge::CloseConnection;
 use crate::config::Limits;
+use crate::lifecycle::CloseConnection;
 use crate::lifecycle::{Phase, PhaseSignal};
 use std::future::Future;
 use std::pin::pin;

@@ -60,6 +60,13 @@ impl PhaseSignal {
     }
 }
 
+/// A connection that can be asked to close after the response in flight (HTTP/1: no further
+/// request is read on it). The bridge asks when a streamed body ran past its `Content-Length`:
+/// hyper sent exactly the announced bytes, and the connection must not carry the rest.
+pub trait CloseConnection: Send + Sync {
+    fn close_after_response(&self);
+}
+
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// The protocol-specific part of a server.

@@ -7,7 +7,7 @@ mod request_body;
 use super::ws;
 use crate::bridge::{
     simple_response, AbortConnection, Bridge, CloseConnection, ProtocolChoice, RequestBody,
-    RequestHead, ResponseBody, INLINE_BODY_LIMIT,
+    RequestHead, ResponseBody, StatusReason, INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
@@ -281,6 +281,12 @@ impl HttpProtocol {
         let mut response = self.respond(req, conn, requests).await;
         if response.extensions().get::<AbortConnection>().is_some() {
             return Err(AbortConnection);
+        }
+        // The handler's reason phrase, in hyper's terms (HTTP/1 writes it).
+        if let Some(StatusReason(reason)) = response.extensions_mut().remove::<StatusReason>() {
+            if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason) {
+                response.extensions_mut().insert(phrase);
+            }
         }
         if let (Version::HTTP_11 | Version::HTTP_10, Some(client_keeps_alive)) =
             (version, client_keeps_alive)
