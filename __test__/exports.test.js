@@ -61,6 +61,13 @@ describe('option names are checked (decisions.md §4, §9)', () => {
     assert.equal(ok.connectionPool.health.overloadedErrorRate, 0.3);
   });
 
+  it('health thresholds are checked by value too (a string threshold or a window of -5 s was reported back as given)', () => {
+    rejects(() => new serve.HttpServer(app, { port: 0, connectionPool: { health: { degradedErrorRate: 'a' } } }), 'connectionPool.health.degradedErrorRate: must be a non-negative number');
+    rejects(() => serve.ConfigHelper.createHttpConfig({ connectionPool: { health: { windowSeconds: -5 } } }), 'connectionPool.health.windowSeconds');
+    rejects(() => serve.ConfigHelper.createHttpConfig({ connectionPool: { health: { windowSeconds: { a: 1 } } } }), 'connectionPool.health.windowSeconds');
+    assert.equal(serve.ConfigHelper.createHttpConfig({ connectionPool: { health: { windowSeconds: 300, overloadedLatencyMs: 0 } } }).connectionPool.health.windowSeconds, 300);
+  });
+
   it('NaN and Infinity are refused by name, not taken as "not set" (a NaN port bound the default port)', () => {
     rejects(() => serve.ConfigHelper.createHttpConfig({ port: NaN }), 'port: must be a finite number');
     rejects(() => new serve.HttpServer(app, { port: Number('nope') }), 'port: must be a finite number');

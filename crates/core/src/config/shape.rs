@@ -76,15 +76,48 @@ pub(super) struct Pool {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[allow(dead_code)]
 pub(super) struct HealthNames {
-    degraded_utilisation: Option<IgnoredAny>,
-    overloaded_utilisation: Option<IgnoredAny>,
-    degraded_error_rate: Option<IgnoredAny>,
-    overloaded_error_rate: Option<IgnoredAny>,
-    degraded_latency_ms: Option<IgnoredAny>,
-    overloaded_latency_ms: Option<IgnoredAny>,
-    degraded_event_loop_lag_ms: Option<IgnoredAny>,
-    overloaded_event_loop_lag_ms: Option<IgnoredAny>,
-    window_seconds: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "threshold")]
+    degraded_utilisation: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    overloaded_utilisation: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    degraded_error_rate: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    overloaded_error_rate: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    degraded_latency_ms: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    overloaded_latency_ms: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    degraded_event_loop_lag_ms: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    overloaded_event_loop_lag_ms: Option<f64>,
+    #[serde(default, deserialize_with = "window_seconds")]
+    window_seconds: Option<u64>,
+}
+
+/// A health threshold (`js/pool.js` compares figures with it): a non-negative number.
+fn threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f >= 0.0) => Ok(n.as_f64()),
+        Some(v) => Err(de::Error::custom(format!(
+            "must be a non-negative number, got {v}"
+        ))),
+    }
+}
+
+/// The window health rates are taken over: whole seconds, 1 to 300 (the history kept).
+fn window_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|s| (1..=300).contains(&s)) => {
+            Ok(n.as_u64())
+        }
+        Some(v) => Err(de::Error::custom(format!(
+            "must be a whole number of seconds from 1 to 300, got {v}"
+        ))),
+    }
 }
 
 /// `connectionPool.protocolSpecific`: the names are checked here; each protocol's settings read
