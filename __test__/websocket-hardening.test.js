@@ -303,6 +303,26 @@ function connect(port, protocols, options = {}) {
   }), 5000, 'connect');
 }
 
+describe('WsServer: close() after a backlog, to a reader that is slow for a while', () => {
+  it('every message sent before close() arrives, then the close frame, as with ws (the closing handshake was cut off after 5 s)', async () => {
+    const MIB = 1024 * 1024;
+    const { port } = await startOurs({}, (c) => {
+      for (let i = 0; i < 6; i++) c.send(Buffer.alloc(MIB, i));
+      c.close(1000, 'done');
+    });
+    const ws = await connect(port);
+    ws._socket.pause(); // the reader takes 6 s before it reads at all
+    const got = [];
+    ws.on('message', (d) => got.push(d.length));
+    const closed = withTimeout(new Promise((resolve) => ws.on('close', (code) => resolve(code))), 20000, 'close');
+    await new Promise((resolve) => setTimeout(resolve, 6000));
+    ws._socket.resume();
+    const code = await closed;
+    assert.deepEqual(got, [MIB, MIB, MIB, MIB, MIB, MIB], 'all six messages');
+    assert.equal(code, 1000);
+  });
+});
+
 describe('WsServer: maxReceiveQueue', () => {
   it('a budget smaller than the messages still delivers every message, in order (each goes through alone)', async () => {
     const { port } = await startOurs({ connectionPool: { protocolSpecific: { maxReceiveQueue: 1024, maxPayload: 64 * 1024 } } });

@@ -50,6 +50,8 @@ pub(crate) struct GrpcCall {
     head: Option<oneshot::Sender<CallHead>>,
     out: mpsc::UnboundedSender<CallOutput>,
     pub(crate) out_state: Arc<OutState>,
+    /// When the call was handed over (its latency, as a request's).
+    started: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -140,6 +142,7 @@ impl Bridge {
                     head: Some(head_tx),
                     out: out_tx,
                     out_state: out_state.clone(),
+                    started: std::time::Instant::now(),
                 },
             );
         let guard = CallGuard {
@@ -237,7 +240,7 @@ impl Bridge {
             self.shared.metrics.request_finished(
                 200,
                 call.out_state.queued.load(Ordering::Relaxed),
-                std::time::Duration::ZERO,
+                call.started.elapsed(),
             );
         } else {
             self.shared.metrics.request_failed();

@@ -399,12 +399,12 @@ impl Bridge {
     }
 
     /// Requests handed to the handler and not finished.
+    /// Requests and gRPC calls handed to the handler and not finished (`pendingRequests`).
     pub fn pending_count(&self) -> usize {
-        self.shared
-            .pending
-            .lock()
+        let requests = (self.shared.pending.lock())
             .unwrap_or_else(|e| e.into_inner())
-            .len()
+            .len();
+        requests + self.grpc_call_count()
     }
 
     /// Waits for a unit of the in-flight cap (backpressure: the caller stops reading meanwhile).

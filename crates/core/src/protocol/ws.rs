@@ -670,8 +670,9 @@ fn handler_write(message: WsOutbound) -> Write {
     }
 }
 
-/// How long a closing handshake may take after the server sent its close frame.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing handshake may take from the handler's `close()`: ws's `closeTimeout` (30 s).
+/// It includes sending what the handler queued before the close frame, so a slow reader gets it.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the closing handshake may take when the server closes for shutdown.
 pub const SHUTDOWN_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
