@@ -697,6 +697,33 @@ describe('GrpcServer: maxInFlight bounds calls as it bounds HTTP requests', () =
       await stopServer(ctx.server);
     }
   });
+
+  it('single-request calls whose message never finishes arriving hold no slot: other calls are served (outside probe: they held the cap for good)', async () => {
+    const ctx = await startServer({ options: { connectionPool: { maxInFlight: 2 } } });
+    const session = http2.connect(`http://${ctx.address}`);
+    session.on('error', () => {});
+    try {
+      // Four calls (unary and server streaming) that send 3 of the 5 bytes of a message prefix and stop.
+      const stalled = ['Unary', 'ServerStream', 'Unary', 'ServerStream'].map((m) => {
+        const req = session.request({ ':method': 'POST', ':path': `${ECHO}/${m}`, 'content-type': 'application/grpc', te: 'trailers' });
+        req.on('error', () => {});
+        req.write(Buffer.from([0, 0, 0]));
+        return req;
+      });
+      await sleep(200);
+      const echo = client(Echo, ctx.address);
+      const r = await call(echo, 'Unary', { message: 'through' }, { deadline: Date.now() + 3000 });
+      assert.equal(r.err, null, `a normal call is served beside the stalled ones: ${r.err && r.err.message}`);
+      assert.equal(r.value.message, 'through');
+      for (const req of stalled) req.close(http2.constants.NGHTTP2_CANCEL);
+      echo.close();
+      clients.delete(echo);
+      await expectPendingZero(ctx.server);
+    } finally {
+      session.destroy();
+      await stopServer(ctx.server);
+    }
+  });
 });
 
 describe('GrpcServer: message size limits', () => {

@@ -399,12 +399,14 @@ impl Bridge {
     }
 
     /// Requests handed to the handler and not finished.
-    /// Requests and gRPC calls handed to the handler and not finished (`pendingRequests`).
+    /// HTTP requests handed to the handler and not finished (`pendingRequests`; gRPC calls are in
+    /// `requestsActive`).
     pub fn pending_count(&self) -> usize {
-        let requests = (self.shared.pending.lock())
+        self.shared
+            .pending
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .len();
-        requests + self.grpc_call_count()
+            .len()
     }
 
     /// Waits for a unit of the in-flight cap (backpressure: the caller stops reading meanwhile).

@@ -388,10 +388,20 @@ impl GrpcProtocol {
             (Some(c), Some(s)) => Some(c.min(s)),
             (c, s) => c.or(s),
         };
+        // A single request message is awaited within the client's deadline and requestTimeout,
+        // whatever the response's shape.
+        let first_message_within = match (client_deadline, !request_timeout.is_zero()) {
+            (Some(c), true) => Some(c.min(request_timeout)),
+            (Some(c), false) => Some(c),
+            (None, true) => Some(request_timeout),
+            (None, false) => None,
+        };
         let call = JsCall {
             bridge: self.bridge.clone(),
             conn: conn.clone(),
             deadline,
+            single_request: registered == Some(RequestShape::Single),
+            first_message_within,
         };
         let (mut parts, body) = req.into_parts();
         let target = parts.extensions.remove::<CallTarget>();
@@ -665,6 +675,10 @@ struct JsCall {
     bridge: Bridge,
     conn: ConnectionInfo,
     deadline: Option<Duration>,
+    /// The method takes one request message (unary, server streaming).
+    single_request: bool,
+    /// How long that message may take to arrive.
+    first_message_within: Option<Duration>,
 }
 
 /// Response messages of the health and reflection services (framed by tonic).
@@ -678,14 +692,49 @@ impl JsCall {
         request: &http::HeaderMap,
         target: Option<CallTarget>,
         reset: Arc<std::sync::atomic::AtomicBool>,
-        input: Streaming<Bytes>,
+        mut input: Streaming<Bytes>,
     ) -> Result<(MetadataMap, OutStream), Status> {
         let JsCall {
             bridge,
             conn,
             deadline,
+            single_request,
+            first_message_within,
         } = self;
+        let deadline_at = deadline.map(|d| tokio::time::Instant::now() + d);
         let (path, authority) = target.map(|t| (t.path, t.authority)).unwrap_or_default();
+        // A single-request call reaches the handler, and takes a unit of maxInFlight, only with
+        // its message: a client that never finishes sending it holds no slot (outside probe: a
+        // few stalled server-streaming calls held the whole cap for good).
+        let first = if single_request {
+            let read = input.message();
+            let read = match first_message_within {
+                Some(within) => match tokio::time::timeout(within, read).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded(
+                            "request message not received in time",
+                        ))
+                    }
+                },
+                None => read.await,
+            };
+            match read {
+                Ok(Some(message)) => Some(message),
+                Ok(None) if reset.load(Ordering::Acquire) => {
+                    return Err(Status::cancelled("client cancelled"))
+                }
+                // As a grpc-js server answers it (the handler is not called).
+                Ok(None) => {
+                    return Err(Status::unimplemented(format!(
+                        "Received no request message for server streaming method {path}"
+                    )))
+                }
+                Err(status) => return Err(status),
+            }
+        } else {
+            None
+        };
         let head = RequestHead {
             id: 0,
             method: "POST".into(),
@@ -713,13 +762,13 @@ impl JsCall {
         else {
             return Err(Status::unavailable("server is shutting down"));
         };
-        tokio::spawn(pump_requests(bridge.clone(), id, input, reset));
+        tokio::spawn(pump_requests(bridge.clone(), id, first, input, reset));
         // The deadline's timer ends with the call (it moves into the response stream), so a
         // long requestTimeout leaves no sleeping task per finished call behind.
-        let deadline_timer = deadline.map(|timeout| {
+        let deadline_timer = deadline_at.map(|at| {
             let bridge = bridge.clone();
             AbortOnDrop(tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
+                tokio::time::sleep_until(at).await;
                 bridge.grpc_cancel(
                     id,
                     CallCancel::Deadline,
@@ -821,10 +870,19 @@ impl Stream for OutStream {
 async fn pump_requests(
     bridge: Bridge,
     id: u32,
+    first: Option<Bytes>,
     mut input: Streaming<Bytes>,
     reset: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
+    // The message read before the call was opened (single-request methods).
+    if let Some(data) = first {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let permit = Some(permit);
+        bridge.emit(id, BridgeEvent::GrpcMessage { data, permit });
+    }
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
