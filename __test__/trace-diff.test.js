@@ -1,5 +1,5 @@
 'use strict';
-// Differential test of native trace mode (js/tracer.js, docs/TRACE.md): the Koatty 3.11.8 fixture app
+// Differential test of native trace mode (js/trace/, docs/TRACE.md): the Koatty 3.11.8 fixture app
 // (with its KOATTY_TRACE_DIFF routes: fixtures/koatty-app/src/controller/TraceDiffController.js) runs
 // twice per scenario in child processes — KOATTY_SERVE_TRACE=0 (koatty_trace 1.13.1 in JS) and
 // KOATTY_SERVE_TRACE=1 (the server's tracer) — and the same requests go to both. Compared per case:

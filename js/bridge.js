@@ -1,6 +1,6 @@
 'use strict';
 // One per server: receives requests and events from the native bridge (positional values, see
-// src/napi/server.rs) and routes them to the request/response objects.
+// src/napi/wire.rs) and routes them to the request/response objects.
 const { NativeRequest } = require('./request');
 const { NativeResponse } = require('./response');
 const { NativeWebSocket } = require('./websocket');

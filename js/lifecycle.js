@@ -1,6 +1,6 @@
 'use strict';
 // The parts of the shared lifecycle that are sequencing rather than I/O: the five named shutdown
-// steps and config hot reload. Each step is one native primitive (src/napi/server.rs); waiting is
+// steps and config hot reload. Each step awaits one native primitive (crates/core/src/host.rs); waiting is
 // done on the native side's notifications, never by polling.
 const { randomUUID } = require('node:crypto');
 const { isDeepStrictEqual } = require('node:util');

@@ -82,7 +82,7 @@ function reportReady(app) {
     logsLevel: app.config('logs_level'),
     serverCtor: app.server && app.server.constructor && app.server.constructor.name,
     protocol: app.config('protocol'),
-    // the native server's trace mode installed its tracer on the app (js/tracer.js)
+    // the native server's trace mode installed its tracer on the app (js/trace/)
     nativeTrace: app[Symbol.for('koatty_serve.tracer')] === true,
     grpcNoAccumulate: process.env.BENCH_GRPC_NO_ACCUMULATE === '1',
     koatty: koatty.version,

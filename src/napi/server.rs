@@ -82,7 +82,7 @@ impl NativeServer {
         Ok(NativeServer { host, sink })
     }
 
-    /// Native trace mode (js/tracer.js): with a header name, request ids are resolved natively and
+    /// Native trace mode (js/trace/): with a header name, request ids are resolved natively and
     /// the `http_timeout` timer runs natively for requests from now on; `null` switches it off.
     #[napi]
     pub fn set_trace(&self, header_name: Option<String>, id_name: String, timeout_ms: f64) {
