@@ -6,6 +6,8 @@ use koatty_serve_core::logging::{self, ForwardLayer, LogRecord, LogSink};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+
+use super::error::Code;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use tracing_subscriber::layer::SubscriberExt;
@@ -52,14 +54,15 @@ impl LogSink for JsLogSink {
 pub fn set_native_logger(
     level: String,
     on_log: Function<FnArgs<(String, String, String, String)>, ()>,
-) -> Result<()> {
+) -> Result<(), Code> {
     let rank = parse(&level)?;
     let f: LogFn = on_log
         .build_threadsafe_function::<FnArgs<(String, String, String, String)>>()
         .callee_handled::<false>()
         .weak::<true>()
         .max_queue_size::<QUEUE>()
-        .build()?;
+        .build()
+        .map_err(|e| Error::new("ERR_NATIVE_LOGGER", e.reason.clone()))?;
     *JS_LOGGER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(f));
     INSTALL.call_once(|| {
         // Another global subscriber (an embedding that set one first) keeps precedence.
@@ -73,7 +76,7 @@ pub fn set_native_logger(
 
 /// Changes the forwarded level at run time (`ERR_INVALID_CONFIG` for an unknown name).
 #[napi]
-pub fn set_native_log_level(level: String) -> Result<()> {
+pub fn set_native_log_level(level: String) -> Result<(), Code> {
     logging::set_max_level(parse(&level)?);
     Ok(())
 }
@@ -84,10 +87,10 @@ pub fn native_log_dropped() -> f64 {
     DROPPED.load(Ordering::Relaxed) as f64
 }
 
-fn parse(level: &str) -> Result<u8> {
+fn parse(level: &str) -> Result<u8, Code> {
     logging::parse_level(level).ok_or_else(|| {
         Error::new(
-            Status::InvalidArg,
+            "ERR_INVALID_CONFIG",
             format!(
                 "ERR_INVALID_CONFIG: log level '{level}' (expected off, error, warn, info, debug or trace)"
             ),
