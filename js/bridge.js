@@ -72,7 +72,17 @@ class Bridge {
   announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId) {
     if ((flags & FLAG_GRPC) !== 0) {
       const metadata = headers === '' ? [] : headers.split('\0');
-      this.calls.set(id, this.onGrpcCall(this, id, url, metadata, remoteAddress, remotePort));
+      const call = this.onGrpcCall(this, id, url, metadata, remoteAddress, remotePort);
+      this.calls.set(id, call);
+      // A unary or server-streaming call comes whole: its message, and the client done sending.
+      if (body !== undefined && body !== null && call !== undefined) {
+        try {
+          call._onMessage(body);
+          call._onInputEnd();
+        } catch (err) {
+          this.onHandlerError(err);
+        }
+      }
       return;
     }
     const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);

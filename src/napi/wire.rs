@@ -234,6 +234,11 @@ impl RequestSink for JsSink {
                 flags |= RequestFlag::Grpc as u32;
                 None
             }
+            // The request message; its presence says the client is done sending.
+            RequestBody::GrpcCallWhole(message) => {
+                flags |= RequestFlag::Grpc as u32;
+                Some(JsBytes(message))
+            }
         };
         let args = (
             head.id,

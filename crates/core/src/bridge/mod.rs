@@ -48,6 +48,9 @@ pub enum RequestBody {
     UpgradeChoosingProtocol,
     /// A gRPC call: request messages follow as events.
     GrpcCall,
+    /// A gRPC call whose whole request came with it: its one message, the client done sending
+    /// (unary and server streaming: one crossing instead of three).
+    GrpcCallWhole(Bytes),
 }
 
 /// What a handler is told about a request.

@@ -704,33 +704,32 @@ impl JsCall {
         let deadline_at = deadline.map(|d| tokio::time::Instant::now() + d);
         let (path, authority) = target.map(|t| (t.path, t.authority)).unwrap_or_default();
         // A single-request call reaches the handler, and takes a unit of maxInFlight, only with
-        // its message: a client that never finishes sending it holds no slot (outside probe: a
-        // few stalled server-streaming calls held the whole cap for good).
-        let first = if single_request {
-            let read = input.message();
-            let read = match first_message_within {
-                Some(within) => match tokio::time::timeout(within, read).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        return Err(Status::deadline_exceeded(
-                            "request message not received in time",
-                        ))
-                    }
-                },
-                None => read.await,
-            };
-            match read {
-                Ok(Some(message)) => Some(message),
-                Ok(None) if reset.load(Ordering::Acquire) => {
+        // its whole request: the message and the client's half-close, as a grpc-js server waits for
+        // them (a client that never finishes sending holds no slot; outside probe). It then crosses
+        // into JavaScript with the call, once, instead of as two more events.
+        let whole = if single_request {
+            let message = match next_message(&mut input, first_message_within).await? {
+                Some(message) => message,
+                None if reset.load(Ordering::Acquire) => {
                     return Err(Status::cancelled("client cancelled"))
                 }
                 // As a grpc-js server answers it (the handler is not called).
-                Ok(None) => {
+                None => {
                     return Err(Status::unimplemented(format!(
                         "Received no request message for server streaming method {path}"
                     )))
                 }
-                Err(status) => return Err(status),
+            };
+            match next_message(&mut input, first_message_within).await? {
+                None if reset.load(Ordering::Acquire) => {
+                    return Err(Status::cancelled("client cancelled"))
+                }
+                None => Some(message),
+                Some(_) => {
+                    return Err(Status::unimplemented(format!(
+                        "Received a second request message for server streaming method {path}"
+                    )))
+                }
             }
         } else {
             None
@@ -750,7 +749,10 @@ impl JsCall {
             local_port: conn.local_port,
             encrypted: conn.peer.is_some(),
             peer: conn.peer.clone(),
-            body: RequestBody::GrpcCall,
+            body: match whole {
+                Some(message) => RequestBody::GrpcCallWhole(message),
+                None => RequestBody::GrpcCall,
+            },
         };
         let Some(OpenedCall {
             id,
@@ -762,7 +764,9 @@ impl JsCall {
         else {
             return Err(Status::unavailable("server is shutting down"));
         };
-        tokio::spawn(pump_requests(bridge.clone(), id, first, input, reset));
+        if !single_request {
+            tokio::spawn(pump_requests(bridge.clone(), id, input, reset));
+        }
         // The deadline's timer ends with the call (it moves into the response stream), so a
         // long requestTimeout leaves no sleeping task per finished call behind.
         let deadline_timer = deadline_at.map(|at| {
@@ -866,23 +870,28 @@ impl Stream for OutStream {
     }
 }
 
+/// The next request message, within `within` (DEADLINE_EXCEEDED past it).
+async fn next_message(
+    input: &mut Streaming<Bytes>,
+    within: Option<Duration>,
+) -> Result<Option<Bytes>, Status> {
+    let read = input.message();
+    match within {
+        Some(within) => tokio::time::timeout(within, read)
+            .await
+            .map_err(|_| Status::deadline_exceeded("request message not received in time"))?,
+        None => read.await,
+    }
+}
+
 /// Hands request messages to JavaScript, at most `MESSAGES_IN_FLIGHT` at a time per call.
 async fn pump_requests(
     bridge: Bridge,
     id: u32,
-    first: Option<Bytes>,
     mut input: Streaming<Bytes>,
     reset: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MESSAGES_IN_FLIGHT));
-    // The message read before the call was opened (single-request methods).
-    if let Some(data) = first {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let permit = Some(permit);
-        bridge.emit(id, BridgeEvent::GrpcMessage { data, permit });
-    }
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
