@@ -145,7 +145,6 @@ class ServerCall extends Duplex {
     Object.defineProperty(this, '_method', { value: method });
     this.metadata = Metadata.fromFlat(flat);
     this.request = undefined;
-    Object.defineProperty(this, '_gotRequest', { value: false, writable: true });
     this.cancelled = false;
     this._peer = peer;
     this._host = flatValue(flat, ':authority') || flatValue(flat, 'host') || '';
@@ -296,23 +295,16 @@ class ServerCall extends Duplex {
       this._finish(Status.INTERNAL, `Error deserializing request: ${err.message}`);
       return;
     }
-    if (this._method.requestStream) {
-      this.push(value);
-    } else if (this._gotRequest) {
-      // As grpc-js: a single-request method given a second message ends UNIMPLEMENTED, unhandled.
-      this._finish(Status.UNIMPLEMENTED, `Received a second request message for server streaming method ${this._path}`);
-    } else {
-      this._gotRequest = true;
-      this.request = value;
-    }
+    // A single-request call arrives whole (its one message, then its end): the native side
+    // answers a missing or second message UNIMPLEMENTED, as grpc-js, before the handler.
+    if (this._method.requestStream) this.push(value);
+    else this.request = value;
   }
 
   _onInputEnd() {
     // After a cancel the request stream is not complete: never report its end.
     if (this.cancelled || this._ended) return;
     if (this._method.requestStream) this.push(null);
-    // As grpc-js: a single-request method given no message never reaches the handler.
-    else if (!this._gotRequest) this._finish(Status.UNIMPLEMENTED, `Received no request message for server streaming method ${this._path}`);
     else this.emit('_unaryReady');
   }
 

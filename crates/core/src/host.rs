@@ -58,6 +58,15 @@ pub struct Drained {
     pub still_open: usize,
 }
 
+/// Waits up to `timeout` for every connection of `listeners` to close; whether they all did.
+async fn all_closed(listeners: &[Arc<ServeHandle>], timeout: Duration) -> bool {
+    let waits = listeners.iter().map(|l| l.lifecycle().wait_closed(timeout));
+    futures_util::future::join_all(waits)
+        .await
+        .into_iter()
+        .all(|closed| closed)
+}
+
 /// One JavaScript server object's native side. Cheap to clone (the clones share everything).
 #[derive(Clone)]
 pub struct Host {
@@ -255,12 +264,7 @@ impl Host {
     /// Shutdown step 2: waits up to `timeout` for the open connections to close by themselves
     /// (nothing is asked of them). Returns whether they all did.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        let all = self.all_listeners();
-        let waits = all.iter().map(|l| l.lifecycle().wait_closed(timeout));
-        futures_util::future::join_all(waits)
-            .await
-            .into_iter()
-            .all(|closed| closed)
+        all_closed(&self.all_listeners(), timeout).await
     }
 
     /// Shutdown step 3: asks every connection (also those kept open through the drain delay) to
@@ -272,11 +276,7 @@ impl Host {
         for l in &all {
             l.lifecycle().begin_closing();
         }
-        let waits = all.iter().map(|l| l.lifecycle().wait_closed(timeout));
-        let drained = futures_util::future::join_all(waits)
-            .await
-            .into_iter()
-            .all(|closed| closed);
+        let drained = all_closed(&all, timeout).await;
         Drained {
             drained,
             open_at_start,
@@ -301,11 +301,6 @@ impl Host {
         let replaced = self.retire_replaced(Duration::ZERO);
         lock(&self.retiring).clear();
         replaced
-    }
-
-    /// The metrics every listener of this server counts into.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        self.bridge.metrics()
     }
 
     /// The counters now, with the requests pending in the handler and whether the server

@@ -325,11 +325,22 @@ async fn accept_loop(
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let signal = PhaseSignal(phase.clone(), Arc::new(connections.open()));
-            tokio::spawn(handler.clone().serve(stream, remote, signal));
+            serve_counted(&handler, stream, remote, &phase, &connections);
         }
     }
     listener
+}
+
+/// Hands an accepted connection to the protocol, counted open until its phase signal is dropped.
+fn serve_counted(
+    handler: &Arc<dyn ConnectionHandler>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    phase: &watch::Receiver<Phase>,
+    connections: &Arc<ConnectionCount>,
+) {
+    let signal = PhaseSignal(phase.clone(), Arc::new(connections.open()));
+    tokio::spawn(handler.clone().serve(stream, remote, signal));
 }
 
 async fn accept_until_stopped(
@@ -373,8 +384,7 @@ async fn accept_until_stopped(
             tokio::spawn(handler.clone().reject(stream));
             continue;
         }
-        let signal = PhaseSignal(phase.clone(), Arc::new(connections.open()));
-        tokio::spawn(handler.clone().serve(stream, remote, signal));
+        serve_counted(&handler, stream, remote, &phase, connections);
     }
 }
 

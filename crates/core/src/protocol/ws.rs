@@ -381,12 +381,7 @@ pub async fn run(
                     close_deadline = close_deadline.or(send_close(&mut backlog, &writes, CloseCode::from(code), reason));
                 }
                 Some(WsOutbound::Terminate) | None => break (1006, String::new(), false),
-                Some(message) => {
-                    let len = message.buffered_len();
-                    if let Some(message) = frame_of(message) {
-                        backlog.queue(&writes, Write::Message(message, len));
-                    }
-                }
+                Some(message) => backlog.queue(&writes, handler_write(message)),
             },
             _ = next_ping => {
                 ping_seq = ping_seq.wrapping_add(1);
