@@ -100,6 +100,12 @@ export interface HealthThresholds {
   overloadedLatencyMs: number;
   degradedEventLoopLagMs: number;
   overloadedEventLoopLagMs: number;
+  /** HTTP/2 and gRPC: refused streams / streams asked for, over the window. */
+  degradedRefusedStreamRate: number;
+  overloadedRefusedStreamRate: number;
+  /** WebSocket: connections ended for a missing pong / connections ended, over the window. */
+  degradedPongTimeoutRate: number;
+  overloadedPongTimeoutRate: number;
   windowSeconds: number;
 }
 
@@ -223,6 +229,93 @@ export interface ConnectionMetrics {
   accepting: boolean;
 }
 
+/** HTTP/1.1 figures (HttpServer, HttpsServer; HTTP/1.1 clients of Http2Server and WsServer). */
+export interface Http1Figures {
+  /** Requests served on a connection that had served one before. */
+  keepAliveReuses: number;
+  /** Requests per connection that served any, on average. */
+  requestsPerConnection: number;
+  /** Open HTTP/1.1 connections with no request in flight. */
+  idleConnections: number;
+}
+
+/** HTTP/2 figures (Http2Server, and GrpcServer's connections). */
+export interface Http2Figures {
+  /** Open HTTP/2 sessions. */
+  sessions: number;
+  /** Streams in flight. */
+  activeStreams: number;
+  /** The most streams in flight at once on one session, since start. */
+  maxStreamsPerSession: number;
+  /** Streams refused (RST_STREAM REFUSED_STREAM sent: over maxConcurrentStreams, or a header block too large). */
+  refusedStreams: number;
+  /** Streams reset by the client (RST_STREAM received). */
+  resetStreams: number;
+  /** Sessions sent a GOAWAY (shutdown, restart, closeConnection, connectionTimeout, protocol errors). */
+  goawaysSent: number;
+}
+
+/** WebSocket figures (WsServer). Messages are text and binary frames; pings and pongs are not. */
+export interface WebSocketFigures {
+  /** Open WebSocket connections. */
+  connections: number;
+  messagesIn: number;
+  messagesOut: number;
+  /** Payload bytes of the messages received. */
+  bytesIn: number;
+  /** Payload bytes of the messages sent. */
+  bytesOut: number;
+  /** The server's keep-alive pings (`pingInterval`). */
+  pingsSent: number;
+  /** Connections terminated for a pong missing past `pongTimeout` (as `wsDeadPeers`). */
+  pongTimeouts: number;
+  /** Connections ended, by close code: '1000'…'1015' one by one, any other under 'other'; 1006 when no close frame was exchanged. */
+  closeCodes: Record<string, number>;
+}
+
+/** A registered gRPC method's finished calls. */
+export interface GrpcMethodFigures {
+  calls: number;
+  /** ms from the call's arrival to its status */
+  averageLatency: number;
+}
+
+/** gRPC calls of registered methods in progress, by kind. */
+export interface GrpcActiveCalls {
+  unary: number;
+  clientStreaming: number;
+  serverStreaming: number;
+  bidiStreaming: number;
+}
+
+/** gRPC figures (GrpcServer). */
+export interface GrpcFigures {
+  /** Calls received (registered methods, health, reflection, unimplemented ones). */
+  callsStarted: number;
+  /** Calls ended, by the status code sent ('0'…'16', 'other'); a call the client reset counts under '1' (CANCELLED). */
+  callsByStatus: Record<string, number>;
+  /** By full method name (`/package.Service/Method`), registered methods only. */
+  callsByMethod: Record<string, GrpcMethodFigures>;
+  activeStreams: GrpcActiveCalls;
+}
+
+export interface HttpConnectionMetrics extends ConnectionMetrics {
+  http1: Http1Figures;
+}
+
+export interface Http2ConnectionMetrics extends HttpConnectionMetrics {
+  http2: Http2Figures;
+}
+
+export interface WebSocketConnectionMetrics extends HttpConnectionMetrics {
+  websocket: WebSocketFigures;
+}
+
+export interface GrpcConnectionMetrics extends ConnectionMetrics {
+  http2: Http2Figures;
+  grpc: GrpcFigures;
+}
+
 export interface MetricsSample {
   /** start of the second, ms since the epoch */
   timestamp: number;
@@ -230,6 +323,49 @@ export interface MetricsSample {
   errors: number;
   connections: number;
   averageLatency: number;
+}
+
+/** A second of an HTTP/2 or gRPC server. */
+export interface Http2MetricsSample extends MetricsSample {
+  refusedStreams: number;
+  resetStreams: number;
+}
+
+/** A second of a WebSocket server. */
+export interface WebSocketMetricsSample extends MetricsSample {
+  messagesIn: number;
+  messagesOut: number;
+  pongTimeouts: number;
+}
+
+/** TLS details of a live connection. */
+export interface LiveConnectionTls {
+  /** e.g. 'TLSv1.3' */
+  protocol: string | null;
+  /** OpenSSL name, e.g. 'TLS_AES_128_GCM_SHA256' */
+  cipher: string | null;
+  /** The client certificate was verified against `ca`. */
+  authorized: boolean;
+}
+
+/** One entry of `getConnections()`. */
+export interface LiveConnection {
+  /** For `closeConnection(id)`. */
+  id: number;
+  /** What it speaks: 'http1', 'http2', 'websocket' (after an upgrade) or 'grpc'. */
+  protocol: 'http1' | 'http2' | 'websocket' | 'grpc';
+  remoteAddress: string;
+  remotePort: number;
+  /** When it was accepted, ms since the epoch. */
+  since: number;
+  /** Requests (HTTP/2 streams, gRPC calls) begun on it. */
+  requests: number;
+  /** Bytes read and written (after TLS). */
+  bytesIn: number;
+  bytesOut: number;
+  tls: LiveConnectionTls | null;
+  /** Requests (streams, calls) in flight. */
+  streams: number;
 }
 
 export type HealthStatus = 'healthy' | 'degraded' | 'overloaded';
@@ -246,6 +382,18 @@ export interface ConnectionHealth {
   thresholds: HealthThresholds;
 }
 
+/** Health of an HTTP/2 or gRPC server. */
+export interface Http2ConnectionHealth extends ConnectionHealth {
+  /** Refused streams / streams asked for (served or refused), over the window. */
+  refusedStreamRate: number;
+}
+
+/** Health of a WebSocket server. */
+export interface WebSocketConnectionHealth extends ConnectionHealth {
+  /** Connections ended for a missing pong / connections ended, over the window. */
+  pongTimeoutRate: number;
+}
+
 export interface ConnectionPool {
   getMetrics(): ConnectionMetrics;
   /** Per-second samples of the last `seconds` (≤ 300), oldest first. */
@@ -253,6 +401,41 @@ export interface ConnectionPool {
   getHealth(): ConnectionHealth;
   /** The counters in Prometheus text format. */
   getPrometheusMetrics(): string;
+  /** The newest live connections, newest first, at most `limit` (default 100, ≤ 10000; ERR_OUT_OF_RANGE otherwise). */
+  getConnections(limit?: number): LiveConnection[];
+  /** Asks connection `id` to close gracefully; false when it is not open (ERR_INVALID_ARG_VALUE for a non-id). */
+  closeConnection(id: number): boolean;
+}
+
+/** `HttpServer`'s pool. */
+export interface HttpConnectionPool extends ConnectionPool {
+  getMetrics(): HttpConnectionMetrics;
+}
+
+/** `HttpsServer`'s pool (the HTTP/1.1 figures). */
+export interface HttpsConnectionPool extends HttpConnectionPool {
+  getMetrics(): HttpConnectionMetrics;
+}
+
+/** `Http2Server`'s pool: HTTP/2, and HTTP/1.1 for clients that fall back to it. */
+export interface Http2ConnectionPool extends HttpConnectionPool {
+  getMetrics(): Http2ConnectionMetrics;
+  getMetricsHistory(seconds?: number): Http2MetricsSample[];
+  getHealth(): Http2ConnectionHealth;
+}
+
+/** `WsServer`'s pool: WebSocket, and HTTP/1.1 for the plain requests it serves. */
+export interface WebSocketConnectionPool extends HttpConnectionPool {
+  getMetrics(): WebSocketConnectionMetrics;
+  getMetricsHistory(seconds?: number): WebSocketMetricsSample[];
+  getHealth(): WebSocketConnectionHealth;
+}
+
+/** `GrpcServer`'s pool: gRPC calls over HTTP/2 sessions. */
+export interface GrpcConnectionPool extends ConnectionPool {
+  getMetrics(): GrpcConnectionMetrics;
+  getMetricsHistory(seconds?: number): Http2MetricsSample[];
+  getHealth(): Http2ConnectionHealth;
 }
 
 export interface ListenerAddress {
@@ -315,16 +498,19 @@ export declare class BaseServer<O extends BaseServerOptions = BaseServerOptions>
 
 export declare class HttpServer<O extends BaseServerOptions = HttpServerOptions> extends BaseServer<O> {
   constructor(app: KoattyApplication, options: O | ListeningOptions);
+  readonly connectionPool: HttpConnectionPool;
 }
 
 /** HTTP/1.1 over TLS (rustls). Bad TLS settings throw `ERR_TLS_CONFIG` from the constructor. */
 export declare class HttpsServer extends HttpServer<HttpsServerOptions> {
   constructor(app: KoattyApplication, options: HttpsServerOptions | ListeningOptions);
+  readonly connectionPool: HttpsConnectionPool;
 }
 
 /** HTTP/2 over TLS (ALPN, HTTP/1.1 fallback unless `ssl.allowHTTP1` is false), or cleartext with `h2c`. */
 export declare class Http2Server extends HttpServer<Http2ServerOptions> {
   constructor(app: KoattyApplication, options: Http2ServerOptions | ListeningOptions);
+  readonly connectionPool: Http2ConnectionPool;
 }
 
 /**
@@ -334,6 +520,7 @@ export declare class Http2Server extends HttpServer<Http2ServerOptions> {
  */
 export declare class WsServer extends BaseServer<WebSocketServerOptions> {
   constructor(app: KoattyApplication, options: WebSocketServerOptions | ListeningOptions);
+  readonly connectionPool: WebSocketConnectionPool;
   on(event: 'connection', listener: (client: NativeWebSocket, req: IncomingMessage & { data?: Buffer }) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 }
@@ -377,6 +564,7 @@ export interface GrpcMethodDefinition {
  */
 export declare class GrpcServer extends BaseServer<GrpcServerOptions> {
   constructor(app: KoattyApplication, options: GrpcServerOptions | ListeningOptions);
+  readonly connectionPool: GrpcConnectionPool;
   RegisterService(impl: { service: Record<string, GrpcMethodDefinition>; implementation: Record<string, (...args: any[]) => any> }): void;
 }
 
@@ -447,16 +635,34 @@ export type LogLevel = 'off' | 'error' | 'warn' | 'warning' | 'info' | 'debug' |
  */
 export declare function setLogLevel(level: LogLevel): void;
 
-/** `server.connectionPool`: one class per protocol, as the seed names them, over the same native counters. */
+/** `server.connectionPool`: one class per protocol, as the seed names them, each with its protocol's own figures. */
 export declare class ConnectionPoolManager implements ConnectionPool {
   getMetrics(): ConnectionMetrics;
   getMetricsHistory(seconds?: number): MetricsSample[];
   getHealth(): ConnectionHealth;
   getPrometheusMetrics(): string;
+  getConnections(limit?: number): LiveConnection[];
+  closeConnection(id: number): boolean;
 }
-export declare class HttpConnectionPoolManager extends ConnectionPoolManager {}
-export declare class HttpsConnectionPoolManager extends ConnectionPoolManager {}
-export declare class Http2ConnectionPoolManager extends ConnectionPoolManager {}
-export declare class WebSocketConnectionPoolManager extends ConnectionPoolManager {}
-export declare class GrpcConnectionPoolManager extends ConnectionPoolManager {}
+export declare class HttpConnectionPoolManager extends ConnectionPoolManager implements HttpConnectionPool {
+  getMetrics(): HttpConnectionMetrics;
+}
+export declare class HttpsConnectionPoolManager extends ConnectionPoolManager implements HttpsConnectionPool {
+  getMetrics(): HttpConnectionMetrics;
+}
+export declare class Http2ConnectionPoolManager extends ConnectionPoolManager implements Http2ConnectionPool {
+  getMetrics(): Http2ConnectionMetrics;
+  getMetricsHistory(seconds?: number): Http2MetricsSample[];
+  getHealth(): Http2ConnectionHealth;
+}
+export declare class WebSocketConnectionPoolManager extends ConnectionPoolManager implements WebSocketConnectionPool {
+  getMetrics(): WebSocketConnectionMetrics;
+  getMetricsHistory(seconds?: number): WebSocketMetricsSample[];
+  getHealth(): WebSocketConnectionHealth;
+}
+export declare class GrpcConnectionPoolManager extends ConnectionPoolManager implements GrpcConnectionPool {
+  getMetrics(): GrpcConnectionMetrics;
+  getMetricsHistory(seconds?: number): Http2MetricsSample[];
+  getHealth(): Http2ConnectionHealth;
+}
 export {};

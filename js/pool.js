@@ -1,9 +1,13 @@
 'use strict';
 // `server.connectionPool`: the connection pool as the seed names it, one class per protocol over
-// the same native counters (kept in Rust without touching this thread). Health combines
-// utilisation, recent error rate and latency (from the per-second history) and this thread's
-// event-loop lag, against thresholds that `connectionPool.health` may override.
+// the native counters (kept in Rust without touching this thread): the figures every server has,
+// plus each protocol's own (HTTP/1.1 keep-alive, HTTP/2 streams, WebSocket messages, gRPC calls),
+// and the live connections (`getConnections()`, `closeConnection(id)`). Health combines
+// utilisation, recent error rate and latency (from the per-second history), this thread's
+// event-loop lag and the protocol's own signs of trouble (refused streams, pong timeouts), against
+// thresholds that `connectionPool.health` may override.
 const { performance } = require('node:perf_hooks');
+const { codedError } = require('./errors');
 
 /** The native counters (one JSON conversion in Rust for every field). */
 function nativeMetrics(native) {
@@ -72,9 +76,19 @@ const HEALTH_DEFAULTS = {
   /** Largest event-loop delay of the JavaScript thread over the window, ms. */
   degradedEventLoopLagMs: 100,
   overloadedEventLoopLagMs: 500,
+  /** HTTP/2 (and gRPC): streams refused / streams asked for over the window. */
+  degradedRefusedStreamRate: 0.01,
+  overloadedRefusedStreamRate: 0.1,
+  /** WebSocket: connections ended for a missing pong / connections ended over the window. */
+  degradedPongTimeoutRate: 0.1,
+  overloadedPongTimeoutRate: 0.5,
   /** Seconds of history the rates are taken over. */
   windowSeconds: 60,
 };
+
+/** `getConnections()` lists this many by default, and at most `MAX_CONNECTIONS_LISTED`. */
+const DEFAULT_CONNECTIONS_LISTED = 100;
+const MAX_CONNECTIONS_LISTED = 10000;
 
 class ConnectionPoolManager {
   constructor(native, options) {
@@ -83,36 +97,55 @@ class ConnectionPoolManager {
     Object.defineProperty(this, '_lag', { value: null, writable: true });
   }
 
-  /** Counters and latency figures (ms). */
+  /** Counters and latency figures (ms), with the protocol's own figures. */
   getMetrics() {
     const m = nativeMetrics(this._native);
-    return {
-      activeConnections: m.activeConnections,
-      totalConnections: m.totalConnections,
-      connectionsPerSecond: m.connectionsPerSecond,
-      averageLatency: m.averageLatencyMs,
-      p50Latency: m.p50LatencyMs,
-      p90Latency: m.p90LatencyMs,
-      p99Latency: m.p99LatencyMs,
-      errorRate: m.errorRate,
-      pendingRequests: m.pendingRequests,
-      requestsTotal: m.requestsTotal,
-      requestsActive: m.requestsActive,
-      requestsFailed: m.requestsFailed,
-      requestsTimedOut: m.requestsTimedOut,
-      requestsAborted: m.requestsAborted,
-      responses5xx: m.responses5xx,
-      /** WebSocket peers terminated for missing a pong. */
-      wsDeadPeers: m.wsDeadPeers,
-      rejectedConnections: m.rejectedConnections,
-      bytesIn: m.bytesIn,
-      bytesOut: m.bytesOut,
-      uptime: m.uptimeMs,
-      accepting: m.accepting,
-    };
+    return { ...sharedFigures(m), ...this._protocolFigures(m) };
   }
 
-  /** Per-second samples `{ timestamp, requests, errors, connections, averageLatency }`, oldest first. */
+  /** The protocol's own figures (`{ http1, http2, websocket, grpc }`, those that apply). */
+  _protocolFigures() {
+    return {};
+  }
+
+  /** The protocol's own per-second figures, from a native sample. */
+  _protocolSample() {
+    return {};
+  }
+
+  /** The protocol's own health checks: `[name, value, degraded, overloaded]` over the window. */
+  _protocolHealth() {
+    return [];
+  }
+
+  /**
+   * The newest live connections, newest first, at most `limit` (default 100, at most 10000):
+   * `{ id, protocol, remoteAddress, remotePort, since, requests, bytesIn, bytesOut, tls, streams }`.
+   * A connection is listed once its protocol is known (on an h2c port serving both, its first request).
+   */
+  getConnections(limit = DEFAULT_CONNECTIONS_LISTED) {
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 0) {
+      throw codedError('ERR_OUT_OF_RANGE', `The value of "limit" is out of range. It must be a non-negative integer. Received ${String(limit)}`, RangeError);
+    }
+    return JSON.parse(this._native.connectionsJson(Math.min(limit, MAX_CONNECTIONS_LISTED)));
+  }
+
+  /**
+   * Asks live connection `id` (from `getConnections()`) to close gracefully: HTTP/1.1 after the
+   * response in flight (idle: at once), HTTP/2 and gRPC with GOAWAY (open streams finish),
+   * WebSocket with close 1001. Returns false when no such connection is open.
+   */
+  closeConnection(id) {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) {
+      throw codedError('ERR_INVALID_ARG_VALUE', `The argument 'id' must be a connection id from getConnections(). Received ${String(id)}`, TypeError);
+    }
+    return this._native.closeConnection(id);
+  }
+
+  /**
+   * Per-second samples `{ timestamp, requests, errors, connections, averageLatency }` (plus the
+   * protocol's own rates), oldest first.
+   */
   getMetricsHistory(seconds = 300) {
     return nativeHistory(this._native, Math.max(1, Math.min(300, seconds | 0))).map((s) => ({
       timestamp: s.second * 1000,
@@ -120,6 +153,7 @@ class ConnectionPoolManager {
       errors: s.errors,
       connections: s.connections,
       averageLatency: s.averageLatencyMs,
+      ...this._protocolSample(s),
     }));
   }
 
@@ -151,6 +185,7 @@ class ConnectionPoolManager {
       errors += s.errors;
       latencySum += s.averageLatencyMs * s.requests;
     }
+    const own = this._protocolHealth(history, t);
     const max = this._options.connectionPool?.maxConnections;
     const figures = {
       utilisation: max ? m.activeConnections / max : 0,
@@ -163,7 +198,9 @@ class ConnectionPoolManager {
       ['errorRate', figures.errorRate, t.degradedErrorRate, t.overloadedErrorRate],
       ['averageLatency', figures.averageLatency, t.degradedLatencyMs, t.overloadedLatencyMs],
       ['eventLoopLag', figures.eventLoopLag, t.degradedEventLoopLagMs, t.overloadedEventLoopLagMs],
+      ...own,
     ];
+    for (const [name, value] of own) figures[name] = value;
     let status = 'healthy';
     const reasons = [];
     for (const [name, value, degraded, overloaded] of checks) {
@@ -183,11 +220,157 @@ function round(v) {
   return Math.round(v * 1000) / 1000;
 }
 
-class HttpConnectionPoolManager extends ConnectionPoolManager {}
-class HttpsConnectionPoolManager extends ConnectionPoolManager {}
-class Http2ConnectionPoolManager extends ConnectionPoolManager {}
-class WebSocketConnectionPoolManager extends ConnectionPoolManager {}
-class GrpcConnectionPoolManager extends ConnectionPoolManager {}
+/** What every server counts, from the native report. */
+function sharedFigures(m) {
+  return {
+    activeConnections: m.activeConnections,
+    totalConnections: m.totalConnections,
+    connectionsPerSecond: m.connectionsPerSecond,
+    averageLatency: m.averageLatencyMs,
+    p50Latency: m.p50LatencyMs,
+    p90Latency: m.p90LatencyMs,
+    p99Latency: m.p99LatencyMs,
+    errorRate: m.errorRate,
+    pendingRequests: m.pendingRequests,
+    requestsTotal: m.requestsTotal,
+    requestsActive: m.requestsActive,
+    requestsFailed: m.requestsFailed,
+    requestsTimedOut: m.requestsTimedOut,
+    requestsAborted: m.requestsAborted,
+    responses5xx: m.responses5xx,
+    /** WebSocket peers terminated for missing a pong. */
+    wsDeadPeers: m.wsDeadPeers,
+    rejectedConnections: m.rejectedConnections,
+    bytesIn: m.bytesIn,
+    bytesOut: m.bytesOut,
+    uptime: m.uptimeMs,
+    accepting: m.accepting,
+  };
+}
+
+const NO_HTTP1 = { keepAliveReuses: 0, requestsPerConnection: 0, idleConnections: 0 };
+const NO_HTTP2 = { sessions: 0, activeStreams: 0, maxStreamsPerSession: 0, refusedStreams: 0, resetStreams: 0, goawaysSent: 0 };
+
+/** HTTP/1.1: requests on reused connections, requests per connection, idle keep-alive connections. */
+function http1Figures(m) {
+  return { http1: { ...(m.http1 ?? NO_HTTP1) } };
+}
+
+/** HTTP/2 sessions and streams (the HTTP/2 server's, and gRPC's connections). */
+function http2Figures(m) {
+  return { http2: { ...(m.http2 ?? NO_HTTP2) } };
+}
+
+/** Share of `part` in `whole` over the window's samples (0 with nothing in the window). */
+function rateOver(history, part, whole) {
+  let p = 0;
+  let w = 0;
+  for (const s of history) {
+    p += part(s);
+    w += whole(s);
+  }
+  return w > 0 ? p / w : 0;
+}
+
+/** Refused streams among the streams clients asked for (served or refused). */
+function refusedStreamCheck(history, t) {
+  const rate = rateOver(history, (s) => s.refusedStreams, (s) => s.requests + s.refusedStreams);
+  return [['refusedStreamRate', rate, t.degradedRefusedStreamRate, t.overloadedRefusedStreamRate]];
+}
+
+function http2Sample(s) {
+  return { refusedStreams: s.refusedStreams, resetStreams: s.resetStreams };
+}
+
+class HttpConnectionPoolManager extends ConnectionPoolManager {
+  _protocolFigures(m) {
+    return http1Figures(m);
+  }
+}
+
+class HttpsConnectionPoolManager extends ConnectionPoolManager {
+  _protocolFigures(m) {
+    return http1Figures(m);
+  }
+}
+
+/** HTTP/2, and HTTP/1.1 for clients that fall back to it (or an h2c port's HTTP/1.1 ones). */
+class Http2ConnectionPoolManager extends ConnectionPoolManager {
+  _protocolFigures(m) {
+    return { ...http1Figures(m), ...http2Figures(m) };
+  }
+
+  _protocolSample(s) {
+    return http2Sample(s);
+  }
+
+  _protocolHealth(history, t) {
+    return refusedStreamCheck(history, t);
+  }
+}
+
+/** WebSocket, and HTTP/1.1 for the plain requests a WebSocket server serves too. */
+class WebSocketConnectionPoolManager extends ConnectionPoolManager {
+  _protocolFigures(m) {
+    const w = m.websocket ?? {};
+    return {
+      ...http1Figures(m),
+      websocket: {
+        connections: w.connections ?? 0,
+        messagesIn: w.messagesIn ?? 0,
+        messagesOut: w.messagesOut ?? 0,
+        bytesIn: w.bytesIn ?? 0,
+        bytesOut: w.bytesOut ?? 0,
+        pingsSent: w.pingsSent ?? 0,
+        pongTimeouts: w.pongTimeouts ?? 0,
+        closeCodes: { ...w.closeCodes },
+      },
+    };
+  }
+
+  _protocolSample(s) {
+    return { messagesIn: s.wsMessagesIn, messagesOut: s.wsMessagesOut, pongTimeouts: s.pongTimeouts };
+  }
+
+  _protocolHealth(history, t) {
+    const rate = rateOver(history, (s) => s.pongTimeouts, (s) => s.wsClosed);
+    return [['pongTimeoutRate', rate, t.degradedPongTimeoutRate, t.overloadedPongTimeoutRate]];
+  }
+}
+
+/** gRPC calls, over HTTP/2 sessions. */
+class GrpcConnectionPoolManager extends ConnectionPoolManager {
+  _protocolFigures(m) {
+    const g = m.grpc ?? {};
+    const callsByMethod = {};
+    for (const [method, f] of Object.entries(g.callsByMethod ?? {})) {
+      callsByMethod[method] = { calls: f.calls, averageLatency: f.averageLatencyMs };
+    }
+    const a = g.activeStreams ?? {};
+    return {
+      ...http2Figures(m),
+      grpc: {
+        callsStarted: g.callsStarted ?? 0,
+        callsByStatus: { ...g.callsByStatus },
+        callsByMethod,
+        activeStreams: {
+          unary: a.unary ?? 0,
+          clientStreaming: a.clientStreaming ?? 0,
+          serverStreaming: a.serverStreaming ?? 0,
+          bidiStreaming: a.bidiStreaming ?? 0,
+        },
+      },
+    };
+  }
+
+  _protocolSample(s) {
+    return http2Sample(s);
+  }
+
+  _protocolHealth(history, t) {
+    return refusedStreamCheck(history, t);
+  }
+}
 
 const POOL_BY_PROTOCOL = {
   http: HttpConnectionPoolManager,

@@ -54,6 +54,27 @@ import type {
   HealthStatus,
   ConnectionHealth,
   ConnectionPool,
+  HttpConnectionPool,
+  HttpsConnectionPool,
+  Http2ConnectionPool,
+  WebSocketConnectionPool,
+  GrpcConnectionPool,
+  HttpConnectionMetrics,
+  Http2ConnectionMetrics,
+  WebSocketConnectionMetrics,
+  GrpcConnectionMetrics,
+  Http1Figures,
+  Http2Figures,
+  WebSocketFigures,
+  GrpcFigures,
+  GrpcMethodFigures,
+  GrpcActiveCalls,
+  Http2MetricsSample,
+  WebSocketMetricsSample,
+  Http2ConnectionHealth,
+  WebSocketConnectionHealth,
+  LiveConnection,
+  LiveConnectionTls,
   ListenerAddress,
   ListenerHandle,
   KoattyServer,
@@ -113,6 +134,10 @@ const thresholds: HealthThresholds = {
   overloadedLatencyMs: 5000,
   degradedEventLoopLagMs: 100,
   overloadedEventLoopLagMs: 500,
+  degradedRefusedStreamRate: 0.01,
+  overloadedRefusedStreamRate: 0.1,
+  degradedPongTimeoutRate: 0.1,
+  overloadedPongTimeoutRate: 0.5,
   windowSeconds: 60,
 };
 const pool: ConnectionPoolConfig = {
@@ -225,6 +250,34 @@ if (connectionPool instanceof ConnectionPoolManager) {
   const p99: number = connectionPool.getMetrics().p99Latency;
   void p99;
 }
+// Each server's pool has its protocol's own figures.
+const httpPool: HttpConnectionPool = server.connectionPool;
+const http1: Http1Figures = httpPool.getMetrics().http1;
+const httpsPool: HttpsConnectionPool = https.connectionPool;
+const httpsMetrics: HttpConnectionMetrics = httpsPool.getMetrics();
+const h2Pool: Http2ConnectionPool = h2.connectionPool;
+const h2Metrics: Http2ConnectionMetrics = h2Pool.getMetrics();
+const h2Figures: Http2Figures = h2Metrics.http2;
+const refused: number = h2Figures.refusedStreams + h2Metrics.http1.keepAliveReuses;
+const h2History: Http2MetricsSample[] = h2Pool.getMetricsHistory(10);
+const h2Health: Http2ConnectionHealth = h2Pool.getHealth();
+const wsPool: WebSocketConnectionPool = ws.connectionPool;
+const wsMetrics: WebSocketConnectionMetrics = wsPool.getMetrics();
+const wsFigures: WebSocketFigures = wsMetrics.websocket;
+const normalCloses: number = wsFigures.closeCodes['1000'] ?? 0;
+const wsHistory: WebSocketMetricsSample[] = wsPool.getMetricsHistory();
+const wsHealth: WebSocketConnectionHealth = wsPool.getHealth();
+const grpcPool: GrpcConnectionPool = grpc.connectionPool;
+const grpcMetrics: GrpcConnectionMetrics = grpcPool.getMetrics();
+const grpcFigures: GrpcFigures = grpcMetrics.grpc;
+const unaryFigures: GrpcMethodFigures | undefined = grpcFigures.callsByMethod['/koatty.test.Echo/Unary'];
+const activeCalls: GrpcActiveCalls = grpcFigures.activeStreams;
+const okCalls: number = grpcFigures.callsByStatus[GrpcStatus.OK] ?? 0;
+const live: LiveConnection[] = connectionPool.getConnections(10);
+const firstTls: LiveConnectionTls | null = live[0]?.tls ?? null;
+const closed: boolean = live.length > 0 && h2Pool.closeConnection(live[0].id);
+void [http1, httpsMetrics, refused, h2History, h2Health.refusedStreamRate, normalCloses, wsHistory];
+void [wsHealth.pongTimeoutRate, unaryFigures, activeCalls.bidiStreaming, okCalls, firstTls, closed];
 
 // ---- shutdown and hot reload ---------------------------------------------------------------------
 const skip: ShutdownStepName[] = ['waitDrainDelay'];

@@ -273,6 +273,19 @@ impl NativeServer {
         self.host.prometheus()
     }
 
+    /// The newest `limit` live connections, newest first, as JSON.
+    #[napi]
+    pub fn connections_json(&self, limit: u32) -> String {
+        self.host.connections_json(limit as usize)
+    }
+
+    /// Asks live connection `id` to close gracefully; false when there is none (`id` is a whole
+    /// number, checked in JavaScript).
+    #[napi]
+    pub fn close_connection(&self, id: f64) -> bool {
+        id.is_finite() && id >= 1.0 && self.host.close_connection(id as u64)
+    }
+
     // --- WebSocket -------------------------------------------------------------------------------
 
     fn ws_queue(&self, id: u32, message: WsOutbound) -> f64 {

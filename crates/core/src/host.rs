@@ -7,7 +7,7 @@ use crate::bridge::grpc::CallStatus;
 use crate::bridge::{Bridge, BridgeError, RequestSink, WsOutbound};
 use crate::config::ServerConfig;
 use crate::error::{Result, ServeError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Sections};
 use crate::protocol::grpc::{GrpcRegistry, MethodRegistry, RequestShape};
 use crate::server::ServeHandle;
 use crate::tls::TlsSource;
@@ -85,11 +85,9 @@ impl Host {
     /// Validates `options_json` and builds TLS (bad settings fail here, before anything binds).
     pub fn new(options_json: &str, sink: Arc<dyn RequestSink>) -> Result<Host> {
         let current = prepare(options_json)?;
-        let bridge = Bridge::new(
-            sink,
-            current.config.limits.max_in_flight,
-            Arc::new(Metrics::default()),
-        );
+        let metrics = Metrics::default();
+        metrics.set_sections(Sections::of(current.config.protocol));
+        let bridge = Bridge::new(sink, current.config.limits.max_in_flight, Arc::new(metrics));
         Ok(Host {
             current: Arc::new(Mutex::new(current)),
             bridge,
@@ -220,6 +218,9 @@ impl Host {
         .await?;
         self.bridge
             .set_max_in_flight(next.config.limits.max_in_flight);
+        self.bridge
+            .metrics()
+            .set_sections(Sections::of(next.config.protocol));
         let addr = handle.local_addr();
         *lock(&self.listener) = Some(Arc::new(handle));
         *lock(&self.current) = next;
@@ -316,11 +317,32 @@ impl Host {
         }
         let metrics = self.bridge.metrics();
         let report = Report {
-            snapshot: metrics.snapshot(),
+            snapshot: self.snapshot(),
             pending_requests: self.bridge.pending_count(),
             accepting: metrics.accepting(),
         };
         serde_json::to_string(&report).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// The counters now, with the gRPC methods' figures (kept with the method registry).
+    fn snapshot(&self) -> crate::metrics::MetricsSnapshot {
+        let mut snapshot = self.bridge.metrics().snapshot();
+        if let Some(grpc) = &mut snapshot.grpc {
+            grpc.calls_by_method = self.grpc_methods.load().method_figures();
+        }
+        snapshot
+    }
+
+    /// The newest `limit` live connections, newest first, as JSON (`getConnections()`).
+    pub fn connections_json(&self, limit: usize) -> String {
+        let list = self.bridge.metrics().connections().list(limit);
+        serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Asks live connection `id` to close gracefully (`closeConnection(id)`); false when there is
+    /// no such connection.
+    pub fn close_connection(&self, id: u64) -> bool {
+        self.bridge.metrics().connections().close(id)
     }
 
     /// Per-second samples of the last `seconds` seconds (at most 300), oldest first, as JSON.
@@ -332,8 +354,7 @@ impl Host {
     /// The counters in Prometheus text format (what `nativeEndpoints.metrics` serves).
     pub fn prometheus(&self) -> String {
         let metrics = self.bridge.metrics();
-        metrics
-            .snapshot()
+        self.snapshot()
             .prometheus(self.bridge.pending_count(), metrics.accepting())
     }
 
@@ -386,6 +407,7 @@ impl Host {
             None => (registry, None),
             Some(files) => registry.with_reflection(&files),
         };
+        let registry = registry.keeping_figures_of(&self.grpc_methods.load());
         self.grpc_methods.store(registry);
         problem
     }

@@ -9,6 +9,7 @@
 //! - [`logging`]: log events handed to a sink outside the core (the JavaScript logger)
 //! - [`bridge`]: how requests are handed to a handler outside Rust (JavaScript) and answered
 //! - [`metrics`]: counters kept without touching the JavaScript thread
+//! - [`pool`]: the live connections (`getConnections()`, `closeConnection(id)`)
 //! - [`trace`]: native trace mode's request ids and access lines (Koatty's tracer)
 
 pub mod bridge;
@@ -19,6 +20,7 @@ pub mod host;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod pool;
 pub mod protocol;
 pub mod server;
 pub mod tls;

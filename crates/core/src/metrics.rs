@@ -5,7 +5,16 @@
 //! so a percentile is within ~19 % of the true value); the per-second history is a ring of slots
 //! keyed by the second they count, reset by the first event of a new second.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+mod protocols;
+
+pub use protocols::{
+    ActiveCalls, CallKind, GrpcFigures, Http1Figures, Http2Figures, MethodFigures, MethodStats,
+    Sections, WebSocketFigures,
+};
+use protocols::{GrpcCounters, Http1Counters, Http2Counters, WsCounters};
+
+use crate::pool::{Connection, Registry, WireProtocol};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const BUCKETS: usize = 128;
@@ -82,6 +91,12 @@ struct Slot {
     errors: AtomicU64,
     connections: AtomicU64,
     latency_sum_us: AtomicU64,
+    ws_messages_in: AtomicU64,
+    ws_messages_out: AtomicU64,
+    ws_closed: AtomicU64,
+    pong_timeouts: AtomicU64,
+    refused_streams: AtomicU64,
+    reset_streams: AtomicU64,
 }
 
 /// One second of history.
@@ -94,6 +109,15 @@ pub struct SecondSample {
     pub errors: u64,
     pub connections: u64,
     pub average_latency_ms: f64,
+    /// WebSocket messages received and sent, connections ended and those ended for a missing
+    /// pong.
+    pub ws_messages_in: u64,
+    pub ws_messages_out: u64,
+    pub ws_closed: u64,
+    pub pong_timeouts: u64,
+    /// HTTP/2 streams refused by the server and reset by clients.
+    pub refused_streams: u64,
+    pub reset_streams: u64,
 }
 
 struct History {
@@ -130,6 +154,12 @@ impl History {
             slot.errors.store(0, Relaxed);
             slot.connections.store(0, Relaxed);
             slot.latency_sum_us.store(0, Relaxed);
+            slot.ws_messages_in.store(0, Relaxed);
+            slot.ws_messages_out.store(0, Relaxed);
+            slot.ws_closed.store(0, Relaxed);
+            slot.pong_timeouts.store(0, Relaxed);
+            slot.refused_streams.store(0, Relaxed);
+            slot.reset_streams.store(0, Relaxed);
         }
         slot
     }
@@ -154,6 +184,12 @@ impl History {
                         } else {
                             s.latency_sum_us.load(Relaxed) as f64 / requests as f64 / 1000.0
                         },
+                        ws_messages_in: s.ws_messages_in.load(Relaxed),
+                        ws_messages_out: s.ws_messages_out.load(Relaxed),
+                        ws_closed: s.ws_closed.load(Relaxed),
+                        pong_timeouts: s.pong_timeouts.load(Relaxed),
+                        refused_streams: s.refused_streams.load(Relaxed),
+                        reset_streams: s.reset_streams.load(Relaxed),
                     }
                 })
             })
@@ -186,6 +222,14 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     latency: Histogram,
     history: History,
+    /// Every live connection (`getConnections()`), and how many speak each protocol.
+    pub(crate) connections: Registry,
+    http1: Http1Counters,
+    http2: Http2Counters,
+    ws: WsCounters,
+    grpc: GrpcCounters,
+    /// [`Sections`] as bits: whose figures the snapshot carries.
+    sections: AtomicU8,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -221,6 +265,14 @@ pub struct MetricsSnapshot {
     pub p50_latency_ms: f64,
     pub p90_latency_ms: f64,
     pub p99_latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http1: Option<Http1Figures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2: Option<Http2Figures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcFigures>,
 }
 
 impl Default for Metrics {
@@ -244,6 +296,12 @@ impl Default for Metrics {
             bytes_out: AtomicU64::new(0),
             latency: Histogram::new(),
             history: History::new(),
+            connections: Registry::default(),
+            http1: Http1Counters::default(),
+            http2: Http2Counters::default(),
+            ws: WsCounters::default(),
+            grpc: GrpcCounters::default(),
+            sections: AtomicU8::new(0),
         }
     }
 }
@@ -317,6 +375,129 @@ impl Metrics {
 
     pub(crate) fn ws_dead_peer(&self) {
         self.ws_dead_peers.fetch_add(1, Relaxed);
+        self.history.slot().pong_timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// Whose figures the snapshot carries (the protocol the server was started for).
+    pub fn set_sections(&self, sections: Sections) {
+        self.sections.store(sections.to_bits(), Relaxed);
+    }
+
+    /// The live connections (`getConnections()`, `closeConnection(id)`).
+    pub fn connections(&self) -> &Registry {
+        &self.connections
+    }
+
+    /// A request (HTTP/2 stream, gRPC call) began on `conn`, which had `in_flight_before` in
+    /// flight. Per connection: its request count; per protocol: keep-alive reuse and busy
+    /// connections (HTTP/1.1), streams in flight and their peak (HTTP/2).
+    pub(crate) fn request_began(&self, conn: &Connection, in_flight_before: usize, http2: bool) {
+        let served_before = conn.requests.fetch_add(1, Relaxed);
+        if !self.per_request {
+            return;
+        }
+        if http2 {
+            self.http2.active_streams.fetch_add(1, Relaxed);
+            let now = in_flight_before as u64 + 1;
+            // A plain load first: the peak rarely moves, and a read-modify-write every stream
+            // would bounce the line between I/O threads.
+            if now > self.http2.peak_streams.load(Relaxed) {
+                self.http2.peak_streams.fetch_max(now, Relaxed);
+            }
+        } else {
+            if served_before > 0 {
+                self.http1.keep_alive_reuses.fetch_add(1, Relaxed);
+            } else {
+                self.http1.used_connections.fetch_add(1, Relaxed);
+            }
+            if in_flight_before == 0 {
+                self.http1.busy.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A request of [`Metrics::request_began`] ended, leaving `in_flight_after` on its connection.
+    pub(crate) fn request_ended(&self, in_flight_after: usize, http2: bool) {
+        if !self.per_request {
+            return;
+        }
+        if http2 {
+            self.http2.active_streams.fetch_sub(1, Relaxed);
+        } else if in_flight_after == 0 {
+            self.http1.busy.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// The server refused an HTTP/2 stream (RST_STREAM REFUSED_STREAM).
+    pub(crate) fn h2_stream_refused(&self) {
+        self.http2.refused_streams.fetch_add(1, Relaxed);
+        self.history.slot().refused_streams.fetch_add(1, Relaxed);
+    }
+
+    /// A client reset an HTTP/2 stream.
+    pub(crate) fn h2_stream_reset(&self) {
+        self.http2.reset_streams.fetch_add(1, Relaxed);
+        self.history.slot().reset_streams.fetch_add(1, Relaxed);
+    }
+
+    /// An HTTP/2 session was sent its (first) GOAWAY.
+    pub(crate) fn h2_goaway_sent(&self) {
+        self.http2.goaways_sent.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn ws_message_in(&self, bytes: usize) {
+        if !self.per_request {
+            return;
+        }
+        self.ws.messages_in.fetch_add(1, Relaxed);
+        self.ws.bytes_in.fetch_add(bytes as u64, Relaxed);
+        self.history.slot().ws_messages_in.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn ws_message_out(&self, bytes: usize) {
+        if !self.per_request {
+            return;
+        }
+        self.ws.messages_out.fetch_add(1, Relaxed);
+        self.ws.bytes_out.fetch_add(bytes as u64, Relaxed);
+        self.history.slot().ws_messages_out.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn ws_ping_sent(&self) {
+        self.ws.pings_sent.fetch_add(1, Relaxed);
+    }
+
+    /// A WebSocket connection ended with `code` (1006 when no close frame was exchanged).
+    pub(crate) fn ws_closed(&self, code: u16) {
+        self.ws.closed(code);
+        self.history.slot().ws_closed.fetch_add(1, Relaxed);
+    }
+
+    /// A gRPC call arrived; `kind` when it is a registered method's.
+    pub(crate) fn grpc_call_began(&self, kind: Option<CallKind>) {
+        if !self.per_request {
+            return;
+        }
+        self.grpc.calls_started.fetch_add(1, Relaxed);
+        if let Some(kind) = kind {
+            self.grpc.call_began(kind);
+        }
+    }
+
+    /// A gRPC call of [`Metrics::grpc_call_began`] ended with status `code`.
+    pub(crate) fn grpc_call_ended(&self, kind: Option<CallKind>, code: i32) {
+        if !self.per_request {
+            return;
+        }
+        self.grpc.status_sent(code);
+        if let Some(kind) = kind {
+            self.grpc.call_ended(kind);
+        }
+    }
+
+    /// Whether per-request counting is on (see [`per_request_metrics`]).
+    pub(crate) fn counts_requests(&self) -> bool {
+        self.per_request
     }
 
     pub(crate) fn bytes_received(&self, n: usize) {
@@ -390,6 +571,7 @@ impl Metrics {
         let failed = self.requests_failed.load(Relaxed)
             + self.requests_timed_out.load(Relaxed)
             + responses_5xx;
+        let sections = Sections::from_bits(self.sections.load(Relaxed));
         MetricsSnapshot {
             uptime_ms: uptime.as_millis() as u64,
             active_connections: self.active_connections.load(Relaxed),
@@ -414,6 +596,22 @@ impl Metrics {
             p50_latency_ms: self.latency.quantile_ms(0.50),
             p90_latency_ms: self.latency.quantile_ms(0.90),
             p99_latency_ms: self.latency.quantile_ms(0.99),
+            http1: sections.http1.then(|| {
+                self.http1
+                    .figures(self.connections.open(WireProtocol::Http1))
+            }),
+            http2: sections.http2.then(|| {
+                let sessions = self.connections.open(WireProtocol::Http2)
+                    + self.connections.open(WireProtocol::Grpc);
+                self.http2.figures(sessions)
+            }),
+            websocket: sections.websocket.then(|| {
+                self.ws.figures(
+                    self.connections.open(WireProtocol::WebSocket),
+                    self.ws_dead_peers.load(Relaxed),
+                )
+            }),
+            grpc: sections.grpc.then(|| self.grpc.figures()),
         }
     }
 }
@@ -511,6 +709,19 @@ impl MetricsSnapshot {
                 ("{quantile=\"0.99\"}", self.p99_latency_ms),
             ],
         );
+        // Each protocol's own figures, labelled with it.
+        if let Some(f) = &self.http1 {
+            f.prometheus(&mut out);
+        }
+        if let Some(f) = &self.http2 {
+            f.prometheus(&mut out);
+        }
+        if let Some(f) = &self.websocket {
+            f.prometheus(&mut out);
+        }
+        if let Some(f) = &self.grpc {
+            f.prometheus(&mut out);
+        }
         out
     }
 }

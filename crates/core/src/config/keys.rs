@@ -46,6 +46,10 @@ const HEALTH: &[&str] = &[
     "overloadedLatencyMs",
     "degradedEventLoopLagMs",
     "overloadedEventLoopLagMs",
+    "degradedRefusedStreamRate",
+    "overloadedRefusedStreamRate",
+    "degradedPongTimeoutRate",
+    "overloadedPongTimeoutRate",
     "windowSeconds",
 ];
 

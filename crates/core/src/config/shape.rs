@@ -92,6 +92,14 @@ pub(super) struct HealthNames {
     degraded_event_loop_lag_ms: Option<f64>,
     #[serde(default, deserialize_with = "threshold")]
     overloaded_event_loop_lag_ms: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    degraded_refused_stream_rate: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    overloaded_refused_stream_rate: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    degraded_pong_timeout_rate: Option<f64>,
+    #[serde(default, deserialize_with = "threshold")]
+    overloaded_pong_timeout_rate: Option<f64>,
     #[serde(default, deserialize_with = "window_seconds")]
     window_seconds: Option<u64>,
 }

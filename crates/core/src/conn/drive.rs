@@ -6,9 +6,11 @@ use super::FRESH_CONNECTION_GRACE;
 use crate::config::Limits;
 use crate::lifecycle::CloseConnection;
 use crate::lifecycle::{Phase, PhaseSignal};
+use crate::metrics::Metrics;
+use crate::pool::{Connection, GracefulClose, WireProtocol};
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -82,27 +84,44 @@ pub(crate) async fn drive<C: Future>(
     }
 }
 
-/// What a connection task watches: its socket (a begun request head, and when bytes last moved)
-/// and its requests.
+/// What a connection task watches: its socket (a begun request head, when bytes last moved, how
+/// many, and HTTP/2's control frames) and its requests. The connection's entry among the live
+/// ones (`phase`'s) learns what it speaks and how to close it gracefully.
 pub(crate) fn watch_connection<I>(
     limits: &Limits,
     socket: Option<SocketFd>,
+    phase: &PhaseSignal,
+    protocol: WireProtocol,
 ) -> (Arc<HeadWatch<I>>, Arc<ConnRequests>) {
     let activity = Activity::new();
-    let watch = HeadWatch::new(activity.clone());
-    let requests = ConnRequests {
+    let connection = phase.connection().clone();
+    let metrics = phase.metrics().clone();
+    let watch = HeadWatch::new(activity.clone(), connection.clone(), metrics.clone());
+    let requests = Arc::new(ConnRequests {
+        begun: AtomicBool::new(false),
+        close_wanted: AtomicBool::new(false),
+        drained: AtomicBool::new(false),
+        served_while_draining: AtomicBool::new(false),
+        http2: AtomicBool::new(matches!(protocol, WireProtocol::Http2 | WireProtocol::Grpc)),
+        connection: connection.clone(),
+        metrics: metrics.clone(),
+        changed: Notify::new(),
+        close: Notify::new(),
         activity,
         idle_limit: limits.connection_timeout,
         socket,
-        ..Default::default()
-    };
-    (watch, Arc::new(requests))
+    });
+    if protocol != WireProtocol::Unknown {
+        metrics.connections.set_protocol(&connection, protocol);
+    }
+    let closer: Arc<dyn GracefulClose> = requests.clone();
+    connection.set_closer(Arc::downgrade(&closer));
+    (watch, requests)
 }
 
 /// A connection's requests: whether the first has begun (read when draining), how many are in
 /// flight (a response not yet fully handed to the connection), and the clock its socket stamps
 /// with its idle limit (`connectionTimeout`).
-#[derive(Default)]
 pub(crate) struct ConnRequests {
     begun: AtomicBool,
     /// The bridge asked for the connection to close after its response in flight.
@@ -114,7 +133,10 @@ pub(crate) struct ConnRequests {
     served_while_draining: AtomicBool,
     /// The connection speaks HTTP/2 (known from the start, or from its first request).
     http2: AtomicBool,
-    in_flight: AtomicUsize,
+    /// Its entry among the live connections; `streams` there counts the requests in flight (a
+    /// response not yet fully handed to the connection).
+    connection: Arc<Connection>,
+    metrics: Arc<Metrics>,
     /// Woken when the first request begins, and (while draining) when the last one in flight
     /// ends: nothing waits on it per request while the connection runs normally.
     changed: Notify,
@@ -151,14 +173,16 @@ impl ConnRequests {
     pub(crate) fn started(self: &Arc<Self>) -> InFlight {
         // SeqCst with `drained`: one of the two sees the other (a request starting as the drain
         // begins is counted as served during it).
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let before = self.connection.streams.fetch_add(1, Ordering::SeqCst);
+        let http2 = self.http2.load(Ordering::Relaxed);
+        self.metrics.request_began(&self.connection, before, http2);
         if self.drained.load(Ordering::SeqCst) {
             self.served_while_draining.store(true, Ordering::SeqCst);
         }
         if !self.begun.swap(true, Ordering::AcqRel) {
             self.changed.notify_waiters();
         }
-        InFlight(self.clone())
+        InFlight(self.clone(), http2)
     }
 
     /// Resolves once the connection was asked to close (see [`CloseConnection`]).
@@ -174,9 +198,22 @@ impl ConnRequests {
         }
     }
 
-    /// Marks the connection as HTTP/2 (see [`drive`]).
-    pub(crate) fn speaks_http2(&self) {
-        self.http2.store(true, Ordering::Relaxed);
+    /// What the connection turned out to speak, from its first request (a cleartext port serving
+    /// both HTTP/1.1 and h2c). Call before [`ConnRequests::started`].
+    pub(crate) fn learned(&self, http2: bool) {
+        if self.connection.protocol() == WireProtocol::Unknown {
+            let protocol = if http2 {
+                WireProtocol::Http2
+            } else {
+                WireProtocol::Http1
+            };
+            self.metrics
+                .connections
+                .set_protocol(&self.connection, protocol);
+        }
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The phase from which the connection is drained.
@@ -214,7 +251,7 @@ impl ConnRequests {
     /// The drain began (see [`ConnRequests::settled`]).
     fn mark_drained(&self) {
         self.drained.store(true, Ordering::SeqCst);
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
+        if self.connection.streams.load(Ordering::SeqCst) > 0 {
             self.served_while_draining.store(true, Ordering::SeqCst);
         }
     }
@@ -229,7 +266,7 @@ impl ConnRequests {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.in_flight.load(Ordering::Acquire) > 0 {
+            if self.connection.streams.load(Ordering::Acquire) > 0 {
                 notified.await;
                 continue;
             }
@@ -259,8 +296,16 @@ impl CloseConnection for ConnRequests {
     }
 }
 
-/// Holds a request in flight (see [`ConnRequests::started`]).
-pub(crate) struct InFlight(Arc<ConnRequests>);
+/// `closeConnection(id)`: drained as at shutdown, this connection alone (HTTP/1: closed after the
+/// response in flight, at once when idle; HTTP/2 and gRPC: GOAWAY, open streams finish).
+impl GracefulClose for ConnRequests {
+    fn close_gracefully(&self) {
+        self.close_after_response();
+    }
+}
+
+/// Holds a request in flight (see [`ConnRequests::started`]); whether it is an HTTP/2 stream.
+pub(crate) struct InFlight(Arc<ConnRequests>, bool);
 
 impl InFlight {
     /// The connection the request came on.
@@ -271,10 +316,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        let after = self.0.connection.streams.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.0.metrics.request_ended(after, self.1);
         // Only a draining connection waits for its requests to end (see `settled`).
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.0.drained.load(Ordering::SeqCst)
-        {
+        if after == 0 && self.0.drained.load(Ordering::SeqCst) {
             // The body was handed to the connection, not yet written: the quiet time a drained
             // connection gets before it is dropped counts from here.
             self.0.activity.touch();

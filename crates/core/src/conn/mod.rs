@@ -102,7 +102,9 @@ pub(crate) async fn establish(
         Some(tls) => {
             let (tls_stream, peer) =
                 accept_tls(tls, stream, handshake_timeout, remote, &phase).await?;
-            (ConnStream::Tls(Box::new(tls_stream)), Some(Arc::new(peer)))
+            let peer = Arc::new(peer);
+            phase.connection().set_peer(peer.clone());
+            (ConnStream::Tls(Box::new(tls_stream)), Some(peer))
         }
     };
     let info = ConnectionInfo {

@@ -5,6 +5,7 @@ use super::*;
 use crate::bridge::CloseConnection;
 use crate::config::ServerConfig;
 use crate::lifecycle::tests::{capturing_server, within, Accepted, TestServer};
+use crate::pool::WireProtocol;
 use std::time::Instant as StdInstant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -297,7 +298,8 @@ async fn drained_in(rx: &mut mpsc::UnboundedReceiver<()>, within: Duration) -> b
 #[tokio::test]
 async fn drive_returns_the_connections_own_outcome() {
     let (_t, _client, conn) = accepted(Limits::default()).await;
-    let (_, requests) = watch_connection::<()>(&Limits::default(), None);
+    let (_, requests) =
+        watch_connection::<()>(&Limits::default(), None, &conn.phase, WireProtocol::Http1);
     let ended = drive(async { 42 }, conn.phase, requests, |_| {}).await;
     assert_eq!(ended, Some(42));
 }
@@ -305,7 +307,8 @@ async fn drive_returns_the_connections_own_outcome() {
 #[tokio::test]
 async fn drive_drains_a_busy_connection_when_the_server_drains_and_drops_it_when_forced() {
     let (t, _client, conn) = accepted(Limits::default()).await;
-    let (_, requests) = watch_connection::<()>(&Limits::default(), None);
+    let (_, requests) =
+        watch_connection::<()>(&Limits::default(), None, &conn.phase, WireProtocol::Http1);
     let _request = requests.started();
     let (task, mut drained) = drive_forever(conn.phase, requests);
     assert!(!drained_in(&mut drained, Duration::from_millis(30)).await);
@@ -325,7 +328,7 @@ async fn drive_drains_a_connection_idle_past_connection_timeout() {
     let limits = limits_with(|l| l.connection_timeout = Some(Duration::from_millis(100)));
     let (t, _client, conn) = accepted(limits.clone()).await;
     let phase = conn.phase.clone();
-    let (_, requests) = watch_connection::<()>(&limits, None);
+    let (_, requests) = watch_connection::<()>(&limits, None, &conn.phase, WireProtocol::Http1);
     let started = StdInstant::now();
     let (_task, mut drained) = drive_forever(conn.phase, requests);
     assert!(drained_in(&mut drained, Duration::from_secs(2)).await);
@@ -341,7 +344,8 @@ async fn drive_drains_a_connection_idle_past_connection_timeout() {
 #[tokio::test]
 async fn drive_drains_a_connection_the_bridge_wants_closed() {
     let (_t, _client, conn) = accepted(Limits::default()).await;
-    let (_, requests) = watch_connection::<()>(&Limits::default(), None);
+    let (_, requests) =
+        watch_connection::<()>(&Limits::default(), None, &conn.phase, WireProtocol::Http1);
     let _request = requests.started();
     let (_task, mut drained) = drive_forever(conn.phase, requests.clone());
     assert!(!drained_in(&mut drained, Duration::from_millis(30)).await);

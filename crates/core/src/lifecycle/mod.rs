@@ -44,14 +44,21 @@ pub enum Phase {
 /// whatever carries a clone on (a WebSocket upgraded from an HTTP connection) stays counted and
 /// drained with the server.
 #[derive(Clone)]
-pub struct PhaseSignal(
-    watch::Receiver<Phase>,
-    #[allow(dead_code)] Arc<ConnectionSlot>,
-);
+pub struct PhaseSignal(watch::Receiver<Phase>, Arc<ConnectionSlot>);
 
 impl PhaseSignal {
     pub fn current(&self) -> Phase {
         *self.0.borrow()
+    }
+
+    /// The connection's entry among the server's live connections (`getConnections()`).
+    pub(crate) fn connection(&self) -> &Arc<crate::pool::Connection> {
+        &self.1 .1
+    }
+
+    /// The server's counters.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.1 .0.metrics
     }
 
     /// Resolves once the phase is at least `phase` (immediately if it already is).
@@ -94,18 +101,21 @@ struct ConnectionCount {
     metrics: Arc<Metrics>,
 }
 
-struct ConnectionSlot(Arc<ConnectionCount>);
+/// A connection's place in the count, and its entry among the live connections.
+struct ConnectionSlot(Arc<ConnectionCount>, Arc<crate::pool::Connection>);
 
 impl ConnectionCount {
-    fn open(self: &Arc<Self>) -> ConnectionSlot {
+    fn open(self: &Arc<Self>, remote: SocketAddr) -> ConnectionSlot {
         self.open.send_modify(|n| *n += 1);
         self.metrics.connection_opened();
-        ConnectionSlot(self.clone())
+        let entry = self.metrics.connections.register(remote);
+        ConnectionSlot(self.clone(), entry)
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
+        self.0.metrics.connections.unregister(&self.1);
         self.0.open.send_modify(|n| *n -= 1);
         self.0.metrics.connection_closed();
     }
@@ -339,7 +349,7 @@ fn serve_counted(
     phase: &watch::Receiver<Phase>,
     connections: &Arc<ConnectionCount>,
 ) {
-    let signal = PhaseSignal(phase.clone(), Arc::new(connections.open()));
+    let signal = PhaseSignal(phase.clone(), Arc::new(connections.open(remote)));
     tokio::spawn(handler.clone().serve(stream, remote, signal));
 }
 

@@ -7,6 +7,8 @@
 use crate::bridge::{Bridge, BridgeEvent, WsOutbound};
 use crate::config::WsSettings;
 use crate::lifecycle::{Phase, PhaseSignal};
+use crate::metrics::Metrics;
+use crate::pool::{GracefulClose, WireProtocol};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
@@ -247,7 +249,23 @@ pub async fn run(
     let buffered = bridge.ws_buffered(id);
     let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
     let mut backlog = Backlog::default();
-    let mut writer = tokio::spawn(write_loop(sink, write_queue, messages, buffered));
+    let metrics = bridge.metrics().clone();
+    // Among the live connections it is a WebSocket now, closed with 1001 when an operator asks.
+    metrics
+        .connections
+        .set_protocol(phase.connection(), WireProtocol::WebSocket);
+    let closer: Arc<dyn GracefulClose> = Arc::new(WsCloser {
+        bridge: bridge.clone(),
+        id,
+    });
+    phase.connection().set_closer(Arc::downgrade(&closer));
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        write_queue,
+        messages,
+        buffered,
+        metrics.clone(),
+    ));
     // Bytes of events handed to JavaScript and not yet taken by the handler (`maxReceiveQueue`).
     let receive_budget = settings.max_receive_queue.clamp(1, MAX_RECEIVE_PERMITS);
     let receive_permits = Arc::new(Semaphore::new(receive_budget));
@@ -326,6 +344,7 @@ pub async fn run(
                             Message::Binary(data) => (data, true),
                             _ => unreachable!(),
                         };
+                        metrics.ws_message_in(data.len());
                         let cost = event_cost_of(data.len(), receive_budget);
                         match receive_permits.clone().try_acquire_many_owned(cost) {
                             Ok(permit) => bridge.emit(id, BridgeEvent::WsMessage { data, binary, permit: Some(permit) }),
@@ -389,6 +408,7 @@ pub async fn run(
                     pong_deadline = Some(Instant::now() + settings.pong_timeout);
                 }
                 let payload = Bytes::copy_from_slice(&unanswered.sent(ping_payload(id, ping_seq)));
+                metrics.ws_ping_sent();
                 backlog.queue(&writes, Write::Message(Message::Ping(payload), 0));
             }
             _ = &mut late, if late_at.is_some() => {
@@ -435,8 +455,31 @@ pub async fn run(
     } else {
         writer.abort();
     }
+    metrics.ws_closed(code);
     bridge.ws_closed(id, code, reason);
+    drop(closer);
     drop(phase);
+}
+
+/// `closeConnection(id)` on a WebSocket: close 1001, as at shutdown (the closing handshake then
+/// runs as for a handler's `close()`).
+struct WsCloser {
+    bridge: Bridge,
+    id: u32,
+}
+
+impl GracefulClose for WsCloser {
+    fn close_gracefully(&self) {
+        let close = WsOutbound::Close(1001, "connection closed by the server".into());
+        let _ = self.bridge.ws_control(self.id, close);
+    }
+}
+
+/// A text or binary message going out counts (control frames do not).
+fn count_sent(metrics: &Metrics, message: &Message) {
+    if let Message::Text(_) | Message::Binary(_) = message {
+        metrics.ws_message_out(message.len());
+    }
 }
 
 /// Semaphore permits are counted in `u32` by `acquire_many`.
@@ -595,6 +638,7 @@ async fn write_loop(
     mut queue: mpsc::Receiver<Write>,
     mut messages: mpsc::UnboundedReceiver<WsOutbound>,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
+    metrics: Arc<Metrics>,
 ) {
     let mut messages_open = true;
     loop {
@@ -620,6 +664,7 @@ async fn write_loop(
             let result = match write {
                 Write::Message(message, len) => {
                     flushed_len += len;
+                    count_sent(&metrics, &message);
                     sink.feed(message).await
                 }
                 Write::Flush => Ok(()),
@@ -629,6 +674,7 @@ async fn write_loop(
                     while let (Ok(message), true) = (messages.try_recv(), result.is_ok()) {
                         if let Write::Message(m, len) = handler_write(message) {
                             flushed_len += len;
+                            count_sent(&metrics, &m);
                             result = sink.feed(m).await;
                         }
                     }

@@ -21,6 +21,8 @@ use crate::conn::{
     drive, establish, http2_builder, watch_connection, ConnStream, ConnectionInfo, Tracked,
 };
 use crate::lifecycle::{BoxFuture, ConnectionHandler, PhaseSignal};
+use crate::metrics::{CallKind, MethodFigures, MethodStats};
+use crate::pool::WireProtocol;
 use crate::tls::TlsSource;
 use arc_swap::ArcSwap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -240,7 +242,7 @@ impl SharedRegistry {
 /// Registered methods by path (`/package.Service/Method`), and reflection over them when on.
 #[derive(Default, Debug)]
 pub struct GrpcRegistry {
-    methods: HashMap<String, RequestShape>,
+    methods: HashMap<String, MethodEntry>,
     /// Methods whose response is a stream (server streaming and bidi): long-lived by design, so
     /// `requestTimeout` does not bound them (a client deadline still does).
     streamed_responses: std::collections::HashSet<String>,
@@ -254,12 +256,74 @@ pub enum RequestShape {
     Stream,
 }
 
+/// A registered method: its request shape and what its calls count (`callsByMethod`).
+#[derive(Debug)]
+struct MethodEntry {
+    shape: RequestShape,
+    stats: Arc<MethodStats>,
+}
+
+/// What a call's path names, looked up once per call.
+#[derive(Default)]
+struct MethodLookup {
+    /// `None`: not a registered method.
+    shape: Option<RequestShape>,
+    single_response: bool,
+    stats: Option<Arc<MethodStats>>,
+}
+
+impl MethodLookup {
+    fn kind(&self) -> Option<CallKind> {
+        self.shape
+            .map(|s| CallKind::of(s == RequestShape::Stream, !self.single_response))
+    }
+}
+
 impl GrpcRegistry {
     pub fn new(methods: impl IntoIterator<Item = (String, RequestShape)>) -> Self {
         GrpcRegistry {
-            methods: methods.into_iter().collect(),
+            methods: methods
+                .into_iter()
+                .map(|(path, shape)| {
+                    let stats = Default::default();
+                    (path, MethodEntry { shape, stats })
+                })
+                .collect(),
             streamed_responses: Default::default(),
             reflection: None,
+        }
+    }
+
+    /// Keeps the call figures of the methods `old` registered too (registering more services
+    /// replaces the registry, not what its methods counted).
+    pub fn keeping_figures_of(mut self, old: &GrpcRegistry) -> Self {
+        for (path, entry) in self.methods.iter_mut() {
+            if let Some(before) = old.methods.get(path) {
+                entry.stats = before.stats.clone();
+            }
+        }
+        self
+    }
+
+    /// Each registered method's finished calls and their average latency.
+    pub fn method_figures(&self) -> std::collections::BTreeMap<String, MethodFigures> {
+        self.methods
+            .iter()
+            .map(|(path, e)| (path.clone(), e.stats.figures()))
+            .collect()
+    }
+
+    fn lookup(&self, path: &str) -> MethodLookup {
+        match self.methods.get(path) {
+            Some(entry) => MethodLookup {
+                shape: Some(entry.shape),
+                single_response: self.single_response(path),
+                stats: Some(entry.stats.clone()),
+            },
+            None => MethodLookup {
+                single_response: true,
+                ..Default::default()
+            },
         }
     }
 
@@ -284,7 +348,7 @@ impl GrpcRegistry {
     }
 
     pub fn request_shape(&self, path: &str) -> Option<RequestShape> {
-        self.methods.get(path).copied()
+        self.methods.get(path).map(|e| e.shape)
     }
 
     /// Whether the method answers with one message (unary, client streaming).
@@ -332,12 +396,11 @@ impl GrpcProtocol {
         &self,
         req: Request<Incoming>,
         conn: &ConnectionInfo,
+        method: &MethodLookup,
     ) -> Response<tonic::body::Body> {
         let path = req.uri().path().to_owned();
-        let methods = self.methods.load();
-        let registered = methods.request_shape(&path);
-        let single_response = methods.single_response(&path);
-        drop(methods);
+        let registered = method.shape;
+        let single_response = method.single_response;
         if registered.is_none() {
             let mut response = if path == health::CHECK || path == health::WATCH {
                 let metrics = self.bridge.metrics().clone();
@@ -797,6 +860,103 @@ impl JsCall {
     }
 }
 
+/// What one call counts (`callsStarted`, `callsByStatus`, `callsByMethod`, active calls by kind),
+/// ended once: when its status goes out (a trailers-only answer, or the trailers after the
+/// messages), or, when none does (the client reset the stream, or the body failed), as CANCELLED.
+struct CallTally {
+    protocol: Arc<GrpcProtocol>,
+    kind: Option<CallKind>,
+    stats: Option<Arc<MethodStats>>,
+    started: std::time::Instant,
+    ended: bool,
+}
+
+impl CallTally {
+    fn begin(protocol: Arc<GrpcProtocol>, method: &MethodLookup) -> Self {
+        let kind = method.kind();
+        protocol.bridge.metrics().grpc_call_began(kind);
+        CallTally {
+            protocol,
+            kind,
+            stats: method.stats.clone(),
+            started: std::time::Instant::now(),
+            ended: false,
+        }
+    }
+
+    fn end(&mut self, code: i32) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let metrics = self.protocol.bridge.metrics();
+        metrics.grpc_call_ended(self.kind, code);
+        if let (Some(stats), true) = (&self.stats, metrics.counts_requests()) {
+            stats.record(self.started.elapsed());
+        }
+    }
+
+    /// Ends the call now if the response is trailers-only, else when its trailers go out.
+    fn watch<B>(mut self, response: Response<B>) -> Response<StatusTap<B>> {
+        if let Some(code) = status_in(response.headers()) {
+            self.end(code);
+        }
+        response.map(|body| StatusTap { body, tally: self })
+    }
+}
+
+impl Drop for CallTally {
+    fn drop(&mut self) {
+        self.end(Code::Cancelled as i32);
+    }
+}
+
+/// The `grpc-status` of a header block, if it carries one (UNKNOWN when it does not parse).
+fn status_in(headers: &http::HeaderMap) -> Option<i32> {
+    let value = headers.get("grpc-status")?;
+    Some(
+        std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Code::Unknown as i32),
+    )
+}
+
+pin_project_lite::pin_project! {
+    /// A call's response body, watched for the trailers that carry its status.
+    struct StatusTap<B> {
+        #[pin]
+        body: B,
+        tally: CallTally,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for StatusTap<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(code) = frame.trailers_ref().and_then(status_in) {
+                this.tally.end(code);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The call's path and authority, put into the request extensions by the connection's service.
 #[derive(Clone)]
 struct CallTarget {
@@ -956,8 +1116,12 @@ impl GrpcProtocol {
         let phase = conn.phase.clone();
         let this = self.clone();
         // connectionTimeout: the socket stamps when bytes last moved; a quiet connection gets GOAWAY.
-        let (watch, requests) = watch_connection(&self.limits.load(), io.socket_fd());
-        requests.speaks_http2();
+        let (watch, requests) = watch_connection(
+            &self.limits.load(),
+            io.socket_fd(),
+            &phase,
+            WireProtocol::Grpc,
+        );
         let tracker = requests.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             // In flight until its response body is dropped (a drained connection waits for it).
@@ -965,6 +1129,10 @@ impl GrpcProtocol {
             let this = this.clone();
             let conn = conn.clone();
             async move {
+                let method = this.methods.load().lookup(req.uri().path());
+                // Counted from here; if this future is dropped (the client reset the stream before
+                // the head), the tally still ends the call, as CANCELLED.
+                let tally = CallTally::begin(this, &method);
                 let target = CallTarget {
                     path: req.uri().path().to_owned(),
                     authority: (req.uri().authority().map(|a| a.to_string()))
@@ -975,14 +1143,15 @@ impl GrpcProtocol {
                         .unwrap_or_default(),
                 };
                 req.extensions_mut().insert(target);
-                let response = this.call(req, &conn).await;
+                let response = tally.protocol.call(req, &conn, &method).await;
+                let response = tally.watch(response);
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
         // The same HTTP/2 settings as the HTTP/2 server (initialWindowSize included).
         let b = http2_builder(&self.settings.load().http2);
         drive(
-            b.serve_connection(TokioIo::new(Watched::new(io, watch)), service),
+            b.serve_connection(TokioIo::new(Watched::new(io, watch, Some(true))), service),
             phase,
             requests,
             |c| c.graceful_shutdown(),

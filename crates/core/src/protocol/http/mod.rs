@@ -16,6 +16,7 @@ use crate::conn::{
     ConnectionInfo, Tracked,
 };
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
+use crate::pool::WireProtocol;
 use crate::tls::TlsSource;
 use arc_swap::ArcSwapOption;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
@@ -427,20 +428,25 @@ impl HttpProtocol {
     /// Serves one connection (plain or TLS) with HTTP/1.1 or HTTP/2.
     async fn serve_io(self: Arc<Self>, io: ConnStream, info: ConnectionInfo, mode: Mode) {
         let phase = info.phase.clone();
+        let (protocol, http2_frames) = match mode {
+            Mode::Http1 => (WireProtocol::Http1, None),
+            Mode::Http2 => (WireProtocol::Http2, Some(true)),
+            // The first request (the client preface, for the frames) tells.
+            Mode::Detect => (WireProtocol::Unknown, Some(false)),
+        };
+        let (head_watch, requests) =
+            watch_connection(&self.limits.load(), io.socket_fd(), &phase, protocol);
         let info = Arc::new(info);
-        let (head_watch, requests) = watch_connection(&self.limits.load(), io.socket_fd());
         let this = self.clone();
         let tracker = requests.clone();
         let heads = head_watch.clone();
-        if matches!(mode, Mode::Http2) {
-            requests.speaks_http2();
-        }
+        let detecting = matches!(mode, Mode::Detect);
         let service = service_fn(move |req: Request<Incoming>| {
+            if detecting {
+                tracker.learned(req.version() == Version::HTTP_2);
+            }
             // In flight until its response body is dropped (a drained connection waits for it).
             let in_flight = tracker.started();
-            if req.version() == Version::HTTP_2 {
-                tracker.speaks_http2();
-            }
             heads.head_complete();
             let this = this.clone();
             let info = info.clone();
@@ -453,30 +459,34 @@ impl HttpProtocol {
         let http2 = self.http2.load_full();
         let header_timeout = match (mode, http2.as_deref()) {
             (Mode::Http2, Some(settings)) => {
-                let conn = http2_builder(settings)
-                    .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
+                let io = Watched::new(io, head_watch.clone(), http2_frames);
+                let conn = http2_builder(settings).serve_connection(TokioIo::new(io), service);
                 drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 false
             }
             (Mode::Detect, Some(settings)) => {
                 let builder = self.detecting_builder(settings);
-                let conn = builder
-                    .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
+                let io = Watched::new(io, head_watch.clone(), http2_frames);
+                let conn = builder.serve_connection(TokioIo::new(io), service);
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 matches!(ended, Some(Err(e)) if is_header_timeout(&*e))
             }
             _ if self.websocket.load().is_some() => {
                 let conn = self
                     .http1_builder()
-                    .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service)
+                    .serve_connection(
+                        TokioIo::new(Watched::new(io, head_watch.clone(), None)),
+                        service,
+                    )
                     .with_upgrades();
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 matches!(ended, Some(Err(e)) if is_header_timeout(&e))
             }
             _ => {
-                let conn = self
-                    .http1_builder()
-                    .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
+                let conn = self.http1_builder().serve_connection(
+                    TokioIo::new(Watched::new(io, head_watch.clone(), None)),
+                    service,
+                );
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 matches!(ended, Some(Err(e)) if is_header_timeout(&e))
             }
