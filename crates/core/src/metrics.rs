@@ -124,7 +124,21 @@ struct History {
     slots: Vec<Slot>,
 }
 
+/// The current Unix second. Read for every counted event (per request, and per WebSocket message
+/// each way): on Linux the coarse clock, a few ns instead of ~20 (its ≤ 4 ms lag is nothing at a
+/// second's resolution).
 fn unix_second() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into `now`.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) } == 0 {
+            return now.tv_sec.max(0) as u64;
+        }
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
