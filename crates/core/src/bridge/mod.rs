@@ -9,6 +9,8 @@
 
 mod body;
 pub mod grpc;
+mod wake;
+pub use wake::{deferring_wakes, flush_deferred_wakes, has_deferred_wakes};
 
 pub use body::{BodyChunks, BodyFeed, BodySource, ResponseBody};
 
@@ -644,7 +646,9 @@ impl Bridge {
                 (body, None) if framing.removed_length => ResponseBody::without_length(body),
                 (body, _) => ResponseBody::Full(body),
             };
-            let _ = tx.send(response);
+            wake::send_soon(move || {
+                let _ = tx.send(response);
+            });
             Ok(Sent {
                 more: true,
                 length_mismatch: length_mismatch || conflicting_length,
@@ -667,10 +671,13 @@ impl Bridge {
                 }
             });
             let tx = sent.ok_or(BridgeError::Gone(id))??;
-            if tx.send(response).is_err() {
+            if tx.is_closed() {
                 self.shared.take(id);
                 return Err(BridgeError::Gone(id));
             }
+            wake::send_soon(move || {
+                let _ = tx.send(response);
+            });
             let more = match body {
                 Some(chunk) if !chunk.is_empty() => self.write(id, chunk)?,
                 _ => true,
@@ -852,9 +859,13 @@ impl Bridge {
             let _ = conn.tx.unbounded_send(WsOutbound::Terminate);
             return Err(BridgeError::Backpressure(id));
         }
-        conn.messages
-            .unbounded_send(message)
-            .map_err(|_| BridgeError::Gone(id))?;
+        if conn.messages.is_closed() {
+            return Err(BridgeError::Gone(id));
+        }
+        let queue = conn.messages.clone();
+        wake::send_soon(move || {
+            let _ = queue.unbounded_send(message);
+        });
         Ok(queued)
     }
 
@@ -889,9 +900,15 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
-        conn.tx
-            .unbounded_send(what)
-            .map_err(|_| BridgeError::Gone(id))
+        if conn.tx.is_closed() {
+            return Err(BridgeError::Gone(id));
+        }
+        // After the messages sent before it in this turn (they may be held: `wake`).
+        let queue = conn.tx.clone();
+        wake::send_soon(move || {
+            let _ = queue.unbounded_send(what);
+        });
+        Ok(())
     }
 
     /// Open WebSocket connections.
