@@ -449,6 +449,8 @@ const REQUIREMENTS = path.join(PY_DIR, 'requirements.txt');
 
 /** A python with grpcio: a venv under the temp dir (created once, reused). Resolves { python } or { skip }. */
 async function grpcioPython() {
+  // The venv below is laid out as on POSIX (bin/python; Windows has Scripts\python.exe).
+  if (process.platform === 'win32') return { skip: 'the python clients are set up for POSIX venvs only (not on Windows)' };
   const probe = probeProgram('python3', ['-c', 'import sys, venv; print(sys.version_info[0], sys.version_info[1])']);
   if (!probe.ok || !/^\d+ \d+/.test(probe.output.trim())) return { skip: 'python3 (with the venv module) is not available' };
   const [major, minor] = probe.output.trim().split(/\s+/);

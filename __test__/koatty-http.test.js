@@ -9,6 +9,7 @@ const path = require('path');
 const {
   KOATTY_APP_DIR, startKoattyApp, runKoattyAppToExit, keepAliveAgent, request, pollUntil, occupyPort,
 } = require('./helpers');
+const { NO_POSIX_SIGNALS } = require('./platform');
 
 const { pattern } = require(path.join(KOATTY_APP_DIR, 'lib', 'pattern'));
 const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
@@ -279,7 +280,7 @@ describe('Koatty 3.11.8 app served by the native koatty_serve', () => {
     assert.equal(again.status, 200);
   });
 
-  it('SIGTERM (Koatty terminus, NODE_ENV=production) stops and exits 0', async () => {
+  it('SIGTERM (Koatty terminus, NODE_ENV=production) stops and exits 0', { skip: NO_POSIX_SIGNALS }, async () => {
     const result = await app.stop();
     assert.equal(result.forced, false, `exited by itself\n${app.output()}`);
     assert.equal(result.code, 0, `exit code\n${app.output()}`);

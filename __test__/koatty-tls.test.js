@@ -9,6 +9,7 @@ const { getCerts } = require('./certs');
 const {
   startKoattyApp, httpsRequest, h2connect, h2close, h2request, pollUntil,
 } = require('./helpers');
+const { NO_POSIX_SIGNALS } = require('./platform');
 
 const certs = getCerts();
 const CA = certs.ca.certPem;
@@ -73,7 +74,7 @@ describe('Koatty app over https (NewServe → HttpsServer)', () => {
     assert.equal(m.metrics.pendingRequests, 0);
   });
 
-  it('SIGTERM stops the app and it exits 0', async () => {
+  it('SIGTERM stops the app and it exits 0', { skip: NO_POSIX_SIGNALS }, async () => {
     const result = await app.stop();
     assert.equal(result.forced, false, `exited by itself\n${app.output()}`);
     assert.equal(result.code, 0, `exit code\n${app.output()}`);
@@ -163,7 +164,7 @@ describe('Koatty app over http2 (NewServe → Http2Server)', () => {
     assert.equal(m.metrics.pendingRequests, 0);
   });
 
-  it('SIGTERM (sessions closed) stops the app and it exits 0', async () => {
+  it('SIGTERM (sessions closed) stops the app and it exits 0', { skip: NO_POSIX_SIGNALS }, async () => {
     await h2close(session);
     const result = await app.stop();
     assert.equal(result.forced, false, `exited by itself\n${app.output()}`);

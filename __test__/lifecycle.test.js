@@ -23,6 +23,7 @@ const {
   request, httpsRequest, keepAliveAgent, h2connect, h2request, startKoattyApp, pollUntil, occupyPort,
   withTimeout, sleep,
 } = require('./helpers');
+const { NO_POSIX_SIGNALS, NO_REUSEPORT_BALANCING } = require('./platform');
 const { startLoad, failures, describeStats } = require('./load');
 
 after(() => {
@@ -763,7 +764,7 @@ describe('updateConfig', () => {
 
 // ---------------------------------------------------------------------------------------------------
 
-describe('signals: the Koatty fixture with NODE_ENV=production (terminus)', () => {
+describe('signals: the Koatty fixture with NODE_ENV=production (terminus)', { skip: NO_POSIX_SIGNALS }, () => {
   it('SIGTERM while a slow request is in flight: it completes with 200, new connections are refused, exit code 0', async () => {
     const app = await startKoattyApp();
     try {
@@ -836,7 +837,7 @@ describe('reusePort: several processes on one port', () => {
     return { child, exited, line: withTimeout(line, 10000, 'reuse-port-server start') };
   }
 
-  it('two processes with reusePort:true bind the same port and both serve new connections', async () => {
+  it('two processes with reusePort:true bind the same port and both serve new connections', { skip: NO_REUSEPORT_BALANCING }, async () => {
     const port = await freePort();
     const a = spawnServer(port);
     const b = spawnServer(port);
@@ -873,7 +874,7 @@ describe('reusePort: several processes on one port', () => {
     }
   });
 
-  it('two unmodified Koatty apps share one port with KOATTY_SERVE_OPTIONS={"reusePort":true} (PM2/cluster)', async () => {
+  it('two unmodified Koatty apps share one port with KOATTY_SERVE_OPTIONS={"reusePort":true} (PM2/cluster)', { skip: NO_REUSEPORT_BALANCING }, async () => {
     const port = await freePort();
     const env = { KOATTY_SERVE_OPTIONS: JSON.stringify({ reusePort: true, nativeEndpoints: { readyz: '/readyz' } }) };
     const apps = await Promise.all([startKoattyApp({ port, env }), startKoattyApp({ port, env })]);

@@ -20,6 +20,7 @@ const { getCerts } = require('./certs');
 const https = require('https');
 const { Http2Server, GrpcServer, WsServer, HttpsServer } = require('..');
 const { startKoattyApp, request, h2connect, h2request, withTimeout } = require('./helpers');
+const { NO_POSIX_SIGNALS } = require('./platform');
 
 const KOATTY_APP_DIR = path.join(__dirname, 'fixtures', 'koatty-app');
 const certs = getCerts();
@@ -47,7 +48,7 @@ function terminate(app) {
   return { t0, exited };
 }
 
-describe('shutdown releases every client at once (Koatty app, SIGTERM, default options)', () => {
+describe('shutdown releases every client at once (Koatty app, SIGTERM, default options)', { skip: NO_POSIX_SIGNALS }, () => {
   it('HTTP/1.1: idle keep-alive sockets close at once, the request in flight gets its answer with Connection: close, exit within 1 s of it', async (t) => {
     const app = await start();
     const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });

@@ -8,11 +8,12 @@ const fs = require('fs');
 const path = require('path');
 
 const REPO_ROOT = path.join(__dirname, '..');
-const TSC = path.join(REPO_ROOT, 'node_modules', '.bin', 'tsc');
+// typescript's own entry script, run with this node (node_modules/.bin/tsc is a shell script, which Windows cannot spawn).
+const TSC = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
 const PROJECT = path.join('__test__', 'ts-consumer');
 
 function tsc(extraArgs = []) {
-  const r = spawnSync(TSC, ['--strict', '--noEmit', '-p', PROJECT, ...extraArgs], {
+  const r = spawnSync(process.execPath, [TSC, '--strict', '--noEmit', '-p', PROJECT, ...extraArgs], {
     cwd: REPO_ROOT,
     encoding: 'utf8',
     timeout: 60000,

@@ -12,6 +12,7 @@ const { WsServer, NewServe } = require('..');
 const { frame, parseFrames } = require('./ws-frames');
 const { getCerts } = require('./certs');
 const { request, startKoattyApp, pollUntil, withTimeout, sleep } = require('./helpers');
+const { NO_POSIX_SIGNALS } = require('./platform');
 
 after(() => {
   setTimeout(() => {
@@ -728,7 +729,7 @@ describe('Koatty 3.11.8 app with a WebSocket controller (koatty_router Websocket
     assert.equal(r.json().hello, 'world');
   });
 
-  it('SIGTERM (Koatty Stop) closes open sockets with 1001 and the process exits 0', async () => {
+  it('SIGTERM (Koatty Stop) closes open sockets with 1001 and the process exits 0', { skip: NO_POSIX_SIGNALS }, async () => {
     const ws = await connect(`ws://127.0.0.1:${app.port}/ws/echo`);
     const c = closed(ws, 15000);
     const exit = app.stop(15000);

@@ -7,6 +7,7 @@
 const { EventEmitter } = require('node:events');
 const { Duplex } = require('node:stream');
 const { SendResult } = require('./wire');
+const { flushWakesSoon } = require('./wakes');
 
 const FULL = SendResult.Full;
 
@@ -206,6 +207,7 @@ class ServerCall extends Duplex {
     if (this._headSent || this._ended) return;
     this._headSent = true;
     this._bridge.native.grpcSendMetadata(this._id, toFlat(metadata));
+    flushWakesSoon();
   }
 
   /** Ends the call with a status (0 = OK). Later calls are ignored. */
@@ -213,6 +215,7 @@ class ServerCall extends Duplex {
     if (this._ended) return;
     this._markEnded();
     this._bridge.native.grpcEnd(this._id, code, details, toFlat(trailers));
+    flushWakesSoon();
   }
 
   _markEnded() {
@@ -237,6 +240,7 @@ class ServerCall extends Duplex {
     // Marked ended only once the native call is made, so that a throw here still finishes the
     // call (UNKNOWN) rather than leaving it to its deadline.
     this._bridge.native.grpcReply(this._id, bytes, toFlat(trailers), writeFlags(flags));
+    flushWakesSoon();
     this._headSent = true;
     this._markEnded();
   }
@@ -247,6 +251,7 @@ class ServerCall extends Duplex {
     this._headSent = true;
     const native = this._bridge.native;
     const r = writeFlags(flags) & NO_COMPRESS ? native.grpcWriteUncompressed(this._id, bytesOrError) : native.grpcWrite(this._id, bytesOrError);
+    flushWakesSoon();
     if (r === FULL) this._pendingWrite = cb ?? true;
     else if (cb) cb();
   }

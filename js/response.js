@@ -11,6 +11,7 @@ const kStarted = Symbol('nativeHeadSent');
 const kHeadWritten = Symbol('headWritten');
 const { codedError } = require('./errors');
 const { FramingFlag, SendResult } = require('./wire');
+const { flushWakesSoon } = require('./wakes');
 
 const FRAMING_REMOVED_CONTENT_LENGTH = FramingFlag.RemovedContentLength;
 // respond/end result: sent, but the handler's Content-Length disagreed with the body.
@@ -203,6 +204,7 @@ class NativeResponse extends Stream {
     if (trace !== null) trace.headSending();
     const framing = this._removedContLen || explicitHead ? FRAMING_REMOVED_CONTENT_LENGTH : 0;
     const result = this._bridge.native.respond(this._id, this.statusCode, this.statusMessage, this._flatHeaders(), buf, text, end, framing);
+    flushWakesSoon();
     if (result === LENGTH_MISMATCH) this._lengthMismatch();
     return result;
   }

@@ -6,6 +6,7 @@
 const { EventEmitter } = require('node:events');
 const { codedError } = require('./errors');
 const { RequestFlag, SendResult } = require('./wire');
+const { flushWakesSoon } = require('./wakes');
 
 const CONNECTING = 0;
 const OPEN = 1;
@@ -78,6 +79,7 @@ class NativeWebSocket extends EventEmitter {
   /** What a native send returned: the bytes queued, or a negative SendResult (Backpressure:
    * terminated for too much unsent; others: gone). */
   _queued(queued, cb) {
+    flushWakesSoon();
     if (queued === BACKPRESSURE) {
       const err = codedError('ERR_WS_BACKPRESSURE', 'ERR_WS_BACKPRESSURE: too much unsent data queued for a slow peer; the connection was terminated');
       if (typeof cb === 'function') process.nextTick(cb, err);
@@ -135,12 +137,14 @@ class NativeWebSocket extends EventEmitter {
     if (Buffer.byteLength(text) > 123) throw codedError('ERR_WS_INVALID_CLOSE_REASON', 'The message must not be greater than 123 bytes');
     this.readyState = CLOSING;
     this._bridge.native.wsClose(this._id, code, text);
+    flushWakesSoon();
   }
 
   terminate() {
     if (this.readyState === CLOSED) return;
     this.readyState = CLOSING;
     this._bridge.native.wsTerminate(this._id);
+    flushWakesSoon();
   }
 
   pause() {

@@ -78,6 +78,8 @@ function npmInstall(appDir, tag) {
   console.log(`${tag} npm ${args.join(' ')} (in ${path.relative(process.cwd(), appDir) || '.'})`);
   const r = spawnSync(npm, args, {
     cwd: appDir,
+    // Node refuses to spawn a .cmd file without a shell (CVE-2024-27980); the arguments hold no spaces.
+    shell: process.platform === 'win32',
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, CI: 'true', npm_config_yes: 'true', npm_config_update_notifier: 'false' },
   });

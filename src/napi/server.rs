@@ -7,7 +7,9 @@ use super::wire::{
     SendResult,
 };
 use koatty_serve_core::bridge::grpc::CallStatus;
-use koatty_serve_core::bridge::{Framing, HeaderEncoding, ProtocolChoice, WsOutbound};
+use koatty_serve_core::bridge::{
+    deferring_wakes, flush_deferred_wakes, Framing, HeaderEncoding, ProtocolChoice, WsOutbound,
+};
 use koatty_serve_core::config::Compression;
 use koatty_serve_core::host::{Host, WsSendError};
 use koatty_serve_core::trace::TraceSettings;
@@ -211,16 +213,19 @@ impl NativeServer {
             encoding,
             removed_length: framing & FramingFlag::RemovedContentLength as u32 != 0,
         };
-        // js/response.js validated the code (100–999, as node's writeHead).
-        let sent = self.host.bridge().respond_with(
-            id,
-            status.min(999) as u16,
-            reason.as_deref(),
-            &headers,
-            framing,
-            bytes_of(body, text),
-            end,
-        );
+        // js/response.js validated the code (100–999, as node's writeHead); it also schedules
+        // `flushDeferredWakes` for the end of this turn.
+        let sent = deferring_wakes(|| {
+            self.host.bridge().respond_with(
+                id,
+                status.min(999) as u16,
+                reason.as_deref(),
+                &headers,
+                framing,
+                bytes_of(body, text),
+                end,
+            )
+        });
         match sent {
             Ok(sent) if sent.length_mismatch => SendResult::LengthMismatch as i32,
             other => send_result(other.map(|sent| sent.more)),
@@ -289,7 +294,8 @@ impl NativeServer {
     // --- WebSocket -------------------------------------------------------------------------------
 
     fn ws_queue(&self, id: u32, message: WsOutbound) -> f64 {
-        match self.host.ws_send(id, message) {
+        // Held until the end of the turn, as every answer (js/wakes.js flushes).
+        match deferring_wakes(|| self.host.ws_send(id, message)) {
             Ok(queued) => queued as f64,
             Err(WsSendError::ControlPayloadTooLarge) => {
                 SendResult::ControlPayloadTooLarge as i32 as f64
@@ -342,16 +348,13 @@ impl NativeServer {
     #[napi]
     pub fn ws_close(&self, id: u32, code: u32, reason: String) -> bool {
         let close = WsOutbound::Close(code as u16, reason);
-        self.host.bridge().ws_control(id, close).is_ok()
+        deferring_wakes(|| self.host.bridge().ws_control(id, close)).is_ok()
     }
 
     /// Drops the connection at once.
     #[napi]
     pub fn ws_terminate(&self, id: u32) -> bool {
-        self.host
-            .bridge()
-            .ws_control(id, WsOutbound::Terminate)
-            .is_ok()
+        deferring_wakes(|| self.host.bridge().ws_control(id, WsOutbound::Terminate)).is_ok()
     }
 
     /// The subprotocol `handleProtocols` chose (`null`: none; `failed`: it threw, the upgrade is
@@ -387,7 +390,7 @@ impl NativeServer {
     /// Sends a call's initial metadata (flat pairs; `-bin` values base64) now.
     #[napi]
     pub fn grpc_send_metadata(&self, id: u32, metadata: Vec<String>) -> bool {
-        self.host.bridge().grpc_send_metadata(id, metadata).is_ok()
+        deferring_wakes(|| self.host.bridge().grpc_send_metadata(id, metadata)).is_ok()
     }
 
     /// Chooses the call's response compression (grpc-js's `compressionAlgorithms` number): a
@@ -408,7 +411,7 @@ impl NativeServer {
     #[napi]
     pub fn grpc_write(&self, id: u32, message: BufferSlice<'_>) -> i32 {
         let message = bytes::Bytes::copy_from_slice(&message);
-        send_result(self.host.grpc_write(id, message, true))
+        send_result(deferring_wakes(|| self.host.grpc_write(id, message, true)))
     }
 
     /// As `grpcWrite`, for a message written with grpc-js's `WriteFlags.NoCompress`: it goes out
@@ -417,7 +420,7 @@ impl NativeServer {
     #[napi]
     pub fn grpc_write_uncompressed(&self, id: u32, message: BufferSlice<'_>) -> i32 {
         let message = bytes::Bytes::copy_from_slice(&message);
-        send_result(self.host.grpc_write(id, message, false))
+        send_result(deferring_wakes(|| self.host.grpc_write(id, message, false)))
     }
 
     /// A unary answer in one crossing: the message, then status OK with trailing metadata;
@@ -432,7 +435,7 @@ impl NativeServer {
     ) -> i32 {
         let compress = flags.unwrap_or(0) & WRITE_FLAG_NO_COMPRESS == 0;
         let message = bytes::Bytes::copy_from_slice(&message);
-        let sent = self.host.grpc_reply(id, message, compress, trailers);
+        let sent = deferring_wakes(|| self.host.grpc_reply(id, message, compress, trailers));
         send_result(sent.map(|()| true))
     }
 
@@ -444,6 +447,13 @@ impl NativeServer {
             details,
             trailers,
         };
-        self.host.bridge().grpc_end(id, status).is_ok()
+        deferring_wakes(|| self.host.bridge().grpc_end(id, status)).is_ok()
     }
+}
+
+/// Makes the sends that answers of this turn held back (see `deferring_wakes`): js/bridge.js calls
+/// it once per turn of the event loop, from `setImmediate`. Returns how many there were.
+#[napi]
+pub fn flush_deferred_wakes_now() -> u32 {
+    flush_deferred_wakes() as u32
 }

@@ -3,7 +3,7 @@
 //! restart replaced until it is retired. The addon's `NativeServer` only converts to and from
 //! this; restart orchestration and the shutdown primitives live here.
 
-use crate::bridge::grpc::CallStatus;
+use crate::bridge::grpc::{CallStatus, OutMessage};
 use crate::bridge::{Bridge, BridgeError, RequestSink, WsOutbound};
 use crate::config::ServerConfig;
 use crate::error::{Result, ServeError};
@@ -422,6 +422,12 @@ impl Host {
         message: bytes::Bytes,
         compress: bool,
     ) -> Result<bool, BridgeError> {
+        self.check_send_size(id, &message)?;
+        self.bridge.grpc_write(id, message, compress)
+    }
+
+    /// A message over `maxSendMessageLength` ends the call with RESOURCE_EXHAUSTED.
+    fn check_send_size(&self, id: u32, message: &[u8]) -> Result<(), BridgeError> {
         let max = self.config(|c| {
             c.grpc
                 .as_ref()
@@ -435,7 +441,7 @@ impl Host {
                 .grpc_end(id, CallStatus::new(RESOURCE_EXHAUSTED, details));
             return Err(BridgeError::Gone(id));
         }
-        self.bridge.grpc_write(id, message, compress)
+        Ok(())
     }
 
     /// A unary answer at once: the message, then status OK with trailing metadata.
@@ -446,9 +452,13 @@ impl Host {
         compress: bool,
         trailers: Vec<String>,
     ) -> Result<(), BridgeError> {
-        self.grpc_write(id, message, compress)?;
-        self.bridge.grpc_end(
+        self.check_send_size(id, &message)?;
+        self.bridge.grpc_reply(
             id,
+            OutMessage {
+                data: message,
+                compress,
+            },
             CallStatus {
                 code: 0,
                 details: "OK".into(),

@@ -179,7 +179,9 @@ impl Bridge {
     pub fn grpc_send_metadata(&self, id: u32, metadata: Vec<String>) -> Result<(), BridgeError> {
         self.with_call(id, |c| {
             if let Some(tx) = c.head.take() {
-                let _ = tx.send(Ok(metadata));
+                super::wake::send_soon(move || {
+                    let _ = tx.send(Ok(metadata));
+                });
             }
         })
     }
@@ -207,15 +209,21 @@ impl Bridge {
     /// Returns whether the queue is below the high-water mark.
     pub fn grpc_write(&self, id: u32, message: Bytes, compress: bool) -> Result<bool, BridgeError> {
         self.with_call(id, |c| {
-            if let Some(tx) = c.head.take() {
-                let _ = tx.send(Ok(Vec::new()));
-            }
             let len = message.len();
             let queued = c.out_state.queued.fetch_add(len, Ordering::SeqCst) + len;
-            let _ = c.out.send(Ok(OutMessage {
-                data: message,
-                compress,
-            }));
+            let out = c.out.clone();
+            let head = c.head.take();
+            super::wake::send_soon(move || {
+                let _ = out.send(Ok(OutMessage {
+                    data: message,
+                    compress,
+                }));
+                // The message is queued before the head is released: the stream task that wakes
+                // on the head then finds it and h2 writes HEADERS and DATA together.
+                if let Some(tx) = head {
+                    let _ = tx.send(Ok(Vec::new()));
+                }
+            });
             if queued < GRPC_HIGH_WATER_MARK {
                 return true;
             }
@@ -228,6 +236,26 @@ impl Bridge {
 
     /// Ends the call with a status (0 = OK) and trailing metadata.
     pub fn grpc_end(&self, id: u32, status: CallStatus) -> Result<(), BridgeError> {
+        self.grpc_finish(id, None, status)
+    }
+
+    /// A whole answer at once: `message`, then `status`. Both are queued before the head is
+    /// released, so the three go out in one write.
+    pub fn grpc_reply(
+        &self,
+        id: u32,
+        message: OutMessage,
+        status: CallStatus,
+    ) -> Result<(), BridgeError> {
+        self.grpc_finish(id, Some(message), status)
+    }
+
+    fn grpc_finish(
+        &self,
+        id: u32,
+        message: Option<OutMessage>,
+        status: CallStatus,
+    ) -> Result<(), BridgeError> {
         let call = self
             .shared
             .grpc_calls
@@ -235,6 +263,11 @@ impl Bridge {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id)
             .ok_or(BridgeError::Gone(id))?;
+        if let Some(message) = &message {
+            call.out_state
+                .queued
+                .fetch_add(message.data.len(), Ordering::SeqCst);
+        }
         let ok = status.code == 0;
         if ok {
             self.shared.metrics.request_finished(
@@ -245,19 +278,26 @@ impl Bridge {
         } else {
             self.shared.metrics.request_failed();
         }
-        match call.head {
-            // Nothing sent yet: OK still needs headers first; an error becomes trailers-only.
-            Some(tx) if ok => {
-                let _ = tx.send(Ok(Vec::new()));
-                let _ = call.out.send(Err(status));
+        let GrpcCall { head, out, .. } = call;
+        super::wake::send_soon(move || {
+            if let Some(message) = message {
+                let _ = out.send(Ok(message));
             }
-            Some(tx) => {
-                let _ = tx.send(Err(status));
+            match head {
+                // Nothing sent yet: OK still needs headers first (queued after the status, so
+                // that both go out in one write); an error becomes trailers-only.
+                Some(tx) if ok => {
+                    let _ = out.send(Err(status));
+                    let _ = tx.send(Ok(Vec::new()));
+                }
+                Some(tx) => {
+                    let _ = tx.send(Err(status));
+                }
+                None => {
+                    let _ = out.send(Err(status));
+                }
             }
-            None => {
-                let _ = call.out.send(Err(status));
-            }
-        }
+        });
         Ok(())
     }
 

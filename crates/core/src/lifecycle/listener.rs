@@ -58,11 +58,17 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
         // `::` accepts IPv4 too, like node's default.
         let _ = socket.set_only_v6(false);
     }
+    // SO_REUSEADDR lets a restarted server bind a port whose old connections are in TIME_WAIT. On
+    // Windows it means something else (a second socket may bind a port in use, so EADDRINUSE would
+    // never come): std and mio leave it off there, and so does this.
+    #[cfg(unix)]
     socket.set_reuse_address(true)?;
     #[cfg(unix)]
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
+    #[cfg(not(unix))]
+    let _ = reuse_port; // no SO_REUSEPORT on Windows: `reusePort` is ignored there
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;

@@ -343,6 +343,8 @@ async fn max_connections_is_read_at_each_accept_and_turns_the_rest_away() {
     assert_eq!(t.handler.rejected.load(Ordering::SeqCst), 1);
 }
 
+// SO_REUSEPORT is Unix-only; on Windows `reusePort` is ignored.
+#[cfg(unix)]
 #[tokio::test]
 async fn bind_shares_a_port_only_with_reuse_port() {
     let first = bind(Some("127.0.0.1"), 0, true).await.unwrap();

@@ -4,7 +4,7 @@
 //! message size (1009), invalid UTF-8 (1007) and protocol errors (1002), caps the bytes queued for a
 //! slow reader, and closes with 1001 when the server drains.
 
-use crate::bridge::{Bridge, BridgeEvent, WsOutbound};
+use crate::bridge::{Bridge, BridgeEvent, WsOutbound, WsQueueReceiver};
 use crate::config::WsSettings;
 use crate::lifecycle::{Phase, PhaseSignal};
 use crate::metrics::Metrics;
@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -30,6 +30,9 @@ use tokio_tungstenite::WebSocketStream;
 /// send in `Backlog` and stops reading until the writer takes it: a peer that floods pings while
 /// not reading the pongs gets TCP backpressure instead of a growing queue.
 const WRITE_QUEUE: usize = 16;
+/// tungstenite's read buffer: allocated with the connection and kept for its life (every idle
+/// connection pays it), and the most one read takes. A larger frame grows it to the frame's size.
+const READ_BUFFER: usize = 4 * 1024;
 
 /// Bytes one event (message or pong) is charged on top of its payload against `maxReceiveQueue`:
 /// what it costs beside the payload on its way to JavaScript, so that empty frames are bounded too.
@@ -202,7 +205,7 @@ pub fn switching_protocols(
 fn config(settings: &WsSettings) -> WebSocketConfig {
     // Small buffers: idle connections must stay cheap (tungstenite's defaults are 128 KiB each).
     WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         // No max_write_buffer_size: a data frame over it would fail the connection (and
         // maxBufferedAmount may grow at run time); the pongs tungstenite queues while the writer
@@ -247,7 +250,7 @@ pub async fn run(
     // still sees terminate requests, pong deadlines and shutdown.
     let (sink, mut stream) = ws.split();
     let buffered = bridge.ws_buffered(id);
-    let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
+    let (mut writes, write_queue) = futures_channel::mpsc::channel(WRITE_QUEUE);
     let mut backlog = Backlog::default();
     let metrics = bridge.metrics().clone();
     // Among the live connections it is a WebSocket now, closed with 1001 when an operator asks.
@@ -296,7 +299,7 @@ pub async fn run(
     // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
     let mut close_deadline: Option<Instant> = None;
     let send_close =
-        |backlog: &mut Backlog, writes: &mpsc::Sender<Write>, code: CloseCode, reason: String| {
+        |backlog: &mut Backlog, writes: &mut WriteSender, code: CloseCode, reason: String| {
             backlog.queue(
                 writes,
                 Write::Close(CloseFrame {
@@ -352,7 +355,7 @@ pub async fn run(
                         }
                     }
                     // tungstenite queued the pong (or the close reply); the writer sends it.
-                    Ok(Message::Ping(_)) => backlog.request_flush(&writes),
+                    Ok(Message::Ping(_)) => backlog.request_flush(&mut writes),
                     Ok(Message::Pong(data)) => {
                         if pong_deadline.is_some() && unanswered.answered_by(&data) {
                             pong_deadline = None;
@@ -364,7 +367,7 @@ pub async fn run(
                         }
                     }
                     Ok(Message::Close(frame)) => {
-                        backlog.request_flush(&writes);
+                        backlog.request_flush(&mut writes);
                         let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
                         break (code, reason, true);
                     }
@@ -373,7 +376,7 @@ pub async fn run(
                         let code = close_code_for(&e);
                         if code != CloseCode::Abnormal {
                             let reason = e.to_string();
-                            send_close(&mut backlog, &writes, code, reason.clone());
+                            send_close(&mut backlog, &mut writes, code, reason.clone());
                             break (u16::from(code), reason, true);
                         }
                         break (1006, e.to_string(), false);
@@ -389,18 +392,20 @@ pub async fn run(
                 };
                 bridge.emit(id, event);
             }
-            room = writes.reserve(), if !backlog.is_empty() => {
-                let Ok(room) = room else { break (1006, "write failed".into(), false) };
+            room = std::future::poll_fn(|cx| writes.poll_ready(cx)), if !backlog.is_empty() => {
+                if room.is_err() {
+                    break (1006, "write failed".into(), false);
+                }
                 if let Some(write) = backlog.pop() {
-                    room.send(write);
+                    let _ = writes.start_send(write);
                 }
             }
-            out = outbound.recv() => match out {
+            out = outbound.next() => match out {
                 Some(WsOutbound::Close(code, reason)) => {
-                    close_deadline = close_deadline.or(send_close(&mut backlog, &writes, CloseCode::from(code), reason));
+                    close_deadline = close_deadline.or(send_close(&mut backlog, &mut writes, CloseCode::from(code), reason));
                 }
                 Some(WsOutbound::Terminate) | None => break (1006, String::new(), false),
-                Some(message) => backlog.queue(&writes, handler_write(message)),
+                Some(message) => backlog.queue(&mut writes, handler_write(message)),
             },
             _ = next_ping => {
                 ping_seq = ping_seq.wrapping_add(1);
@@ -409,7 +414,7 @@ pub async fn run(
                 }
                 let payload = Bytes::copy_from_slice(&unanswered.sent(ping_payload(id, ping_seq)));
                 metrics.ws_ping_sent();
-                backlog.queue(&writes, Write::Message(Message::Ping(payload), 0));
+                backlog.queue(&mut writes, Write::Message(Message::Ping(payload), 0));
             }
             _ = &mut late, if late_at.is_some() => {
                 let now = Instant::now();
@@ -432,7 +437,7 @@ pub async fn run(
                 // hold the shutdown for the whole closing-handshake timeout.
                 let shutdown_deadline = Instant::now() + SHUTDOWN_CLOSE_TIMEOUT;
                 close_deadline = Some(close_deadline.map_or(shutdown_deadline, |d| d.min(shutdown_deadline)));
-                send_close(&mut backlog, &writes, CloseCode::Away, "server shutting down".into());
+                send_close(&mut backlog, &mut writes, CloseCode::Away, "server shutting down".into());
             }
             _ = &mut forced => break (1006, "closed by server shutdown".into(), false),
         }
@@ -569,10 +574,10 @@ impl Backlog {
         write
     }
 
-    fn queue(&mut self, writes: &mpsc::Sender<Write>, write: Write) {
+    fn queue(&mut self, writes: &mut WriteSender, write: Write) {
         let write = if self.writes.is_empty() {
             match writes.try_send(write) {
-                Err(mpsc::error::TrySendError::Full(write)) => write,
+                Err(e) if e.is_full() => e.into_inner(),
                 _ => return,
             }
         } else {
@@ -584,7 +589,7 @@ impl Backlog {
 
     /// Asks the writer to send what tungstenite queued itself (pongs, close replies); a flush
     /// still waiting here covers them too, since it flushes whatever is queued when it runs.
-    fn request_flush(&mut self, writes: &mpsc::Sender<Write>) {
+    fn request_flush(&mut self, writes: &mut WriteSender) {
         if !self.flush {
             self.queue(writes, Write::Flush);
         }
@@ -610,6 +615,10 @@ fn frame_of(message: WsOutbound) -> Option<Message> {
     })
 }
 
+/// The connection task's queue to its writer (bounded: `WRITE_QUEUE`, then `Backlog`). Like the
+/// handler's queues it is `futures-channel`'s, which costs almost nothing while idle.
+type WriteSender = futures_channel::mpsc::Sender<Write>;
+
 enum Write {
     /// A frame and what it counts in `bufferedAmount`.
     Message(Message, usize),
@@ -622,8 +631,8 @@ type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, 
 /// What the handler sends a connection: close/terminate requests (to its task) and messages,
 /// pings and pongs (to its writer).
 pub struct Outbound {
-    pub control: mpsc::UnboundedReceiver<WsOutbound>,
-    pub messages: mpsc::UnboundedReceiver<WsOutbound>,
+    pub control: WsQueueReceiver,
+    pub messages: WsQueueReceiver,
 }
 
 /// Writes taken per flush: what is ready goes out together (one write for a burst), within this.
@@ -635,8 +644,8 @@ const WRITES_PER_FLUSH: usize = 64;
 /// before asking for it.
 async fn write_loop(
     mut sink: Sink,
-    mut queue: mpsc::Receiver<Write>,
-    mut messages: mpsc::UnboundedReceiver<WsOutbound>,
+    mut queue: futures_channel::mpsc::Receiver<Write>,
+    mut messages: WsQueueReceiver,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
     metrics: Arc<Metrics>,
 ) {
@@ -644,11 +653,11 @@ async fn write_loop(
     loop {
         let first = tokio::select! {
             biased;
-            write = queue.recv() => match write {
+            write = queue.next() => match write {
                 Some(write) => write,
                 None => return,
             },
-            message = messages.recv(), if messages_open => match message {
+            message = messages.next(), if messages_open => match message {
                 Some(message) => handler_write(message),
                 None => {
                     messages_open = false;
@@ -1008,7 +1017,7 @@ mod tests {
         assert_eq!(c.max_message_size, Some(1234));
         assert_eq!(c.max_frame_size, Some(1234));
         // Idle connections stay small.
-        assert_eq!(c.read_buffer_size, 8 * 1024);
+        assert_eq!(c.read_buffer_size, READ_BUFFER);
         assert_eq!(c.write_buffer_size, 0);
     }
 
@@ -1033,18 +1042,19 @@ mod tests {
 
     #[tokio::test]
     async fn the_backlog_keeps_order_and_holds_one_flush() {
-        let (tx, mut rx) = mpsc::channel(1);
+        // Room for one write (futures-channel adds one slot per sender to the buffer).
+        let (mut tx, mut rx) = futures_channel::mpsc::channel(0);
         let mut backlog = Backlog::default();
-        backlog.queue(&tx, write("a"));
+        backlog.queue(&mut tx, write("a"));
         assert!(backlog.is_empty(), "room in the queue: sent at once");
-        backlog.queue(&tx, write("b"));
+        backlog.queue(&mut tx, write("b"));
         assert!(!backlog.is_empty(), "queue full: kept");
-        backlog.request_flush(&tx);
-        backlog.request_flush(&tx);
+        backlog.request_flush(&mut tx);
+        backlog.request_flush(&mut tx);
         assert!(backlog.has_flush(), "reading pauses while the flush waits");
-        assert!(is_message(rx.recv().await, "a"));
+        assert!(is_message(rx.next().await, "a"));
         // Room again, but what waits goes first: order is kept.
-        backlog.queue(&tx, write("c"));
+        backlog.queue(&mut tx, write("c"));
         assert!(rx.try_recv().is_err());
         assert!(is_message(backlog.pop(), "b"));
         assert!(matches!(backlog.pop(), Some(Write::Flush)));
