@@ -6,6 +6,7 @@ const { randomUUID } = require('node:crypto');
 const { isDeepStrictEqual } = require('node:util');
 const logger = require('./logger');
 const { invalidConfig } = require('./config');
+const { flushWakesNow } = require('./wakes');
 
 const SHUTDOWN_STEPS = [
   'stopAcceptingNewConnections',
@@ -62,6 +63,8 @@ async function runShutdown(server, native, options) {
   // Steps 1, 4 and 5 are bounded by stepTimeout alone (even once `timeout` is spent: forcing and
   // releasing must still happen); 2 and 3 by the native side's own timeout.
   const step = async (name, bound, body, verdict = () => 'completed') => {
+    // Answers held for the end of this turn go out before the step acts (js/wakes.js).
+    flushWakesNow();
     const t0 = Date.now();
     if (opts.skipSteps.includes(name)) {
       report.steps.push({ name, status: 'skipped', duration: 0 });

@@ -10,6 +10,7 @@ const { Bridge } = require('./bridge');
 const { codedError } = require('./errors');
 const logger = require('./logger');
 const { createConnectionPool } = require('./pool');
+const { flushWakesNow } = require('./wakes');
 const { GrpcDispatcher } = require('./grpc');
 const { traceServer, koattyDefaultLogger } = require('./trace');
 const { offeredProtocols } = require('./websocket');
@@ -253,6 +254,7 @@ class BaseServer extends EventEmitter {
     }
     const json = this.nativeOptionsJson(next);
     const drainTimeout = Math.min(Math.max(0, (this.options.connectionPool?.requestTimeout ?? DEFAULT_SHUTDOWN.timeout) | 0), DEFAULT_SHUTDOWN.timeout);
+    flushWakesNow();
     const { errorCode, errorMessage, address: host, port, family } = await this._native.restart(json, drainTimeout);
     if (errorCode) throw codedError(errorCode, errorMessage);
     const address = { address: host, family, port };
