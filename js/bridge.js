@@ -53,6 +53,10 @@ class Bridge {
     this.trace = null;
     this.handler = handler;
     this.onHandlerError = onHandlerError;
+    // What handlers get: the lean objects (Koatty, HttpServer), or for createServer ones that
+    // survive a framework swapping their prototype (js/create-server.js sets them).
+    this.Request = NativeRequest;
+    this.Response = NativeResponse;
     this.open = new Map();
     this.onRequest = this.onRequest.bind(this);
     this.onEvent = this.onEvent.bind(this);
@@ -85,7 +89,7 @@ class Bridge {
       }
       return;
     }
-    const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
+    const req = new this.Request(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
     if ((flags & FLAG_WEBSOCKET) !== 0) {
       const client = new NativeWebSocket(this, id, req, flags);
       if (this.trace !== null) this.trace.upgrade(req, client, traceId);
@@ -98,7 +102,7 @@ class Bridge {
       }
       return;
     }
-    const res = new NativeResponse(this, id, req);
+    const res = new this.Response(this, id, req);
     // The socket's timeout tells the request (while incomplete) and the response, as node's server does.
     req.socket._onTimeout = (socket) => {
       // Still arriving (node's `!req.complete`): only a streamed body can be; an empty or inline

@@ -194,6 +194,21 @@ impl JsSink {
     pub fn set(&self, f: Option<JsFunctions>) {
         *self.functions.write().unwrap_or_else(|e| e.into_inner()) = f;
     }
+
+    /// Whether the callbacks keep the event loop alive (node's `server.ref()`/`unref()`).
+    // napi-rs deprecates `refer`/`unref` in favour of cloning for reference counts; these are the
+    // event-loop references (`napi_ref_threadsafe_function`), which cloning does not touch.
+    #[allow(deprecated)]
+    pub fn set_referenced(&self, env: &Env, referenced: bool) {
+        let mut guard = self.functions.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = guard.as_mut() {
+            let _ = if referenced {
+                f.request.refer(env).and(f.event.refer(env))
+            } else {
+                f.request.unref(env).and(f.event.unref(env))
+            };
+        }
+    }
 }
 
 impl RequestSink for JsSink {

@@ -5,7 +5,7 @@ use super::watch::{Activity, HeadWatch};
 use super::FRESH_CONNECTION_GRACE;
 use crate::config::Limits;
 use crate::lifecycle::CloseConnection;
-use crate::lifecycle::{Phase, PhaseSignal};
+use crate::lifecycle::{Phase, PhaseSignal, Sweep};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,6 +25,8 @@ pub(crate) const DRAINED_QUIET_LIMIT: Duration = Duration::from_millis(1000);
 /// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
 /// flight, idle ones closed; HTTP/2: GOAWAY) when the phase says so, and drops it when forced, or
 /// when drained with nothing in flight and no byte moving for [`DRAINED_QUIET_LIMIT`].
+/// A sweep (node's `closeIdleConnections`/`closeAllConnections`) drains it when it has nothing in
+/// flight (HTTP/1), or drops it.
 /// Returns the connection's own outcome, or `None` when it was dropped.
 pub(crate) async fn drive<C: Future>(
     conn: C,
@@ -34,6 +36,7 @@ pub(crate) async fn drive<C: Future>(
 ) -> Option<C::Output> {
     let mut conn = pin!(conn);
     let mut draining_signal = phase.clone();
+    let mut sweep_signal = phase.clone();
     let mut forced_signal = phase;
     let mut draining = false;
     loop {
@@ -73,6 +76,12 @@ pub(crate) async fn drive<C: Future>(
                 tracing::debug!("drained connection quiet with nothing in flight; closing");
                 return None;
             }
+            sweep = sweep_signal.next_sweep() => match sweep {
+                Sweep::All => return None,
+                // An idle HTTP/1 connection (or one that has not begun a request) closes at
+                // once; one with a request in flight is left alone, as node does.
+                Sweep::Idle => !drained && requests.is_idle_http1(),
+            },
             _ = forced_signal.reached(Phase::Forced) => return None,
         };
         if drain_now {
@@ -115,6 +124,8 @@ pub(crate) struct ConnRequests {
     /// The connection speaks HTTP/2 (known from the start, or from its first request).
     http2: AtomicBool,
     in_flight: AtomicUsize,
+    /// Requests begun on the connection so far (`maxRequestsPerSocket`).
+    served: AtomicUsize,
     /// Woken when the first request begins, and (while draining) when the last one in flight
     /// ends: nothing waits on it per request while the connection runs normally.
     changed: Notify,
@@ -161,6 +172,11 @@ impl ConnRequests {
         InFlight(self.clone())
     }
 
+    /// Counts a request begun on the connection; returns its ordinal (1 for the first).
+    pub(crate) fn count_request(&self) -> usize {
+        self.served.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Resolves once the connection was asked to close (see [`CloseConnection`]).
     async fn close_wanted(&self) {
         loop {
@@ -205,6 +221,11 @@ impl ConnRequests {
     /// Whether hyper's own graceful shutdown of this connection may wait on the peer forever.
     fn may_hang_in_shutdown(&self) -> bool {
         self.http2.load(Ordering::Relaxed) || !self.begun.load(Ordering::Acquire)
+    }
+
+    /// No request in flight on an HTTP/1 connection (or one whose protocol is not known yet).
+    fn is_idle_http1(&self) -> bool {
+        !self.http2.load(Ordering::Relaxed) && self.in_flight.load(Ordering::SeqCst) == 0
     }
 
     fn is_drained(&self) -> bool {

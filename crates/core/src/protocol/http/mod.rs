@@ -269,15 +269,29 @@ impl HttpProtocol {
     /// the `Connection`/`Keep-Alive` headers are node's. A handler that destroyed the request
     /// gets no response at all: the error makes hyper close the connection (HTTP/2: reset the
     /// stream) without writing.
+    /// `ordinal`: the request's place on its connection (node's `maxRequestsPerSocket` on HTTP/1:
+    /// the last one allowed closes the connection after its response, one past it gets 503).
     async fn handle(
         &self,
         req: Request<Incoming>,
         conn: &ConnectionInfo,
         requests: &Arc<ConnRequests>,
+        ordinal: usize,
     ) -> Result<Response<ResponseBody>, AbortConnection> {
         let version = req.version();
         let head_on_h2 = version == Version::HTTP_2 && req.method() == http::Method::HEAD;
         let client_keeps_alive = client_wants_keep_alive(&req);
+        let max_requests = match version {
+            Version::HTTP_11 | Version::HTTP_10 => self.limits.load().max_requests_per_socket,
+            _ => None,
+        };
+        if max_requests.is_some_and(|max| ordinal > max) {
+            return Ok(closing(StatusCode::SERVICE_UNAVAILABLE));
+        }
+        let last_allowed = max_requests.is_some_and(|max| ordinal == max);
+        if last_allowed {
+            requests.close_after_response();
+        }
         let mut response = self.respond(req, conn, requests).await;
         if response.extensions().get::<AbortConnection>().is_some() {
             return Err(AbortConnection);
@@ -296,7 +310,7 @@ impl HttpProtocol {
             node_connection_headers(
                 &mut response,
                 version,
-                client_keeps_alive && !draining,
+                client_keeps_alive && !draining && !last_allowed,
                 keep_alive_timeout,
             );
         }
@@ -342,7 +356,7 @@ impl HttpProtocol {
             return closing(StatusCode::BAD_REQUEST);
         }
         let limits = self.limits.load_full();
-        let deadline = Instant::now() + limits.request_timeout;
+        let deadline = limits.request_deadline(Instant::now());
         let (parts, body) = req.into_parts();
         let declared = body.size_hint().exact();
         if let (Some(max), Some(len)) = (limits.max_body_size, declared) {
@@ -438,6 +452,7 @@ impl HttpProtocol {
         let service = service_fn(move |req: Request<Incoming>| {
             // In flight until its response body is dropped (a drained connection waits for it).
             let in_flight = tracker.started();
+            let ordinal = tracker.count_request();
             if req.version() == Version::HTTP_2 {
                 tracker.speaks_http2();
             }
@@ -445,7 +460,9 @@ impl HttpProtocol {
             let this = this.clone();
             let info = info.clone();
             async move {
-                let response = this.handle(req, &info, in_flight.connection()).await?;
+                let response = this
+                    .handle(req, &info, in_flight.connection(), ordinal)
+                    .await?;
                 Ok::<_, AbortConnection>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
