@@ -334,6 +334,48 @@ describe('createServer: fetch with undici', () => {
   });
 });
 
+describe('createServer: events', () => {
+  it("'checkContinue' gets an Expect: 100-continue request instead of 'request'; the client gets 100 Continue and sends its body", async () => {
+    const seen = [];
+    const server = serve((req, res) => {
+      seen.push('request');
+      res.end('plain');
+    });
+    server.on('checkContinue', (req, res) => {
+      seen.push('checkContinue');
+      res.writeContinue();
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => res.end(`got ${Buffer.concat(chunks)}`));
+    });
+    server.listen(0, '127.0.0.1');
+    const body = await new Promise((resolve, reject) => {
+      const req = http.request({ port: server.address().port, host: '127.0.0.1', method: 'POST', headers: { expect: '100-continue', 'content-length': 5 } }, (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve(text));
+      });
+      req.on('continue', () => req.end('hello'));
+      req.on('error', reject);
+    });
+    assert.equal(body, 'got hello');
+    assert.deepEqual(seen, ['checkContinue']);
+  });
+
+  it("a 'request' listener that throws: 500 and 'handlerError' (node would crash the process)", async () => {
+    const server = serve(() => {
+      throw new Error('listener broke');
+    });
+    const reported = once(server, 'handlerError');
+    server.listen(0, '127.0.0.1');
+    const res = await request({ port: server.address().port });
+    assert.equal(res.status, 500);
+    const [err, req] = await reported;
+    assert.equal(err.message, 'listener broke');
+    assert.equal(req.url, '/');
+  });
+});
+
 describe('createServer: WebSocket on the same port', () => {
   it("webSocket: true emits 'websocket' with a ws-compatible socket; plain requests still reach 'request'", async () => {
     const server = serve(hello, { webSocket: true });
