@@ -309,7 +309,7 @@ describe('createServer: fetch with undici', () => {
         req.on('end', () => {
           const body = JSON.parse(Buffer.concat(chunks).toString());
           res.setHeader('content-type', 'application/json');
-          res.end(JSON.stringify({ got: body, length: req.headers['content-length'] }));
+          res.end(JSON.stringify({ got: body, length: req.headers['content-length'], distinct: req.headersDistinct['content-type'] }));
         });
         return;
       }
@@ -320,7 +320,7 @@ describe('createServer: fetch with undici', () => {
     try {
       const base = `http://127.0.0.1:${server.address().port}`;
       const posted = await undici.fetch(`${base}/json`, { method: 'POST', body: JSON.stringify({ x: 1 }), headers: { 'content-type': 'application/json' }, dispatcher: agent });
-      assert.deepEqual(await posted.json(), { got: { x: 1 }, length: '7' });
+      assert.deepEqual(await posted.json(), { got: { x: 1 }, length: '7', distinct: ['application/json'] });
       const big = 'x'.repeat(200000);
       const streamedUp = await undici.fetch(`${base}/big`, { method: 'POST', body: JSON.stringify(big), dispatcher: agent });
       assert.equal((await streamedUp.json()).got.length, big.length);

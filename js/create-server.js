@@ -91,6 +91,7 @@ function listenError(outcome, host, port) {
   const errno = osConstants.errno[outcome.errorCode];
   if (errno !== undefined) err.errno = -errno;
   if (outcome.errorCode === 'ENOTFOUND') {
+    err.message = `getaddrinfo ENOTFOUND ${host}`;
     err.syscall = 'getaddrinfo';
     err.hostname = host;
   } else {
