@@ -99,6 +99,14 @@ describe('createServer: listen and address', () => {
     }
   });
 
+  it("an address this machine does not have: EADDRNOTAVAIL as node's (no port in the message for port 0)", async () => {
+    // 192.0.2.1 (TEST-NET-1) is on no interface here; nothing is sent anywhere.
+    const pick = (e) => ({ code: e.code, errno: e.errno, syscall: e.syscall, address: e.address, port: e.port, message: e.message });
+    const nodeErr = await new Promise((resolve) => http.createServer().on('error', resolve).listen(0, '192.0.2.1'));
+    const ours = await new Promise((resolve) => serve(hello).on('error', resolve).listen(0, '192.0.2.1'));
+    assert.deepEqual(pick(ours), pick(nodeErr));
+  });
+
   it('bad ports throw ERR_SOCKET_BAD_PORT at once, as node; paths and handles throw ERR_NOT_SUPPORTED', () => {
     for (const options of [{ port: 65536 }, { port: -1 }, { port: 1.5 }, { port: 'abc1' }, { port: true }, { host: '127.0.0.1' }]) {
       const nodeThrew = (() => {

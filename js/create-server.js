@@ -97,7 +97,9 @@ function listenError(outcome, host, port) {
   } else {
     err.syscall = 'listen';
     err.address = host ?? '::';
-    err.port = port;
+    // As node's: an ephemeral port is left out of the message and the error.
+    if (port > 0) err.port = port;
+    else err.message = err.message.replace(/:0$/, '');
   }
   return err;
 }
