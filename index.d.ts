@@ -562,6 +562,8 @@ export declare class NodeHttpServer extends EventEmitter {
   on(event: 'listening' | 'close', listener: () => void): this;
   on(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;
   on(event: 'websocket', listener: (socket: NativeWebSocket, req: IncomingMessage) => void): this;
+  /** A request head the native side answered with an error (400, 408, 431); `socket` is closed already. */
+  on(event: 'clientError', listener: (err: NodeJS.ErrnoException, socket: { remoteAddress: string; remotePort: number; readonly destroyed: boolean }) => void): this;
   on(event: 'handlerError', listener: (err: unknown, req?: IncomingMessage) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
   once(event: 'request' | 'checkContinue', listener: RequestListener): this;

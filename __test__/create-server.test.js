@@ -370,6 +370,29 @@ describe('createServer: events', () => {
     assert.deepEqual(seen, ['checkContinue']);
   });
 
+  it("'clientError' for a malformed request head, with node's code (the native side answered it)", async () => {
+    const ours = serve(hello).listen(0, '127.0.0.1');
+    const node = http.createServer(hello).listen(0, '127.0.0.1');
+    await once(node, 'listening');
+    /** The 'clientError' `server` emits for `raw`: `{ code, remote }`. */
+    const clientError = async (server, raw) => {
+      const heard = once(server, 'clientError');
+      const socket = net.connect(server.address().port, '127.0.0.1');
+      socket.on('error', () => {});
+      socket.write(raw);
+      const [err, errSocket] = await withTimeout(heard, 5000, `'clientError' for ${JSON.stringify(raw)}`);
+      socket.destroy();
+      return { code: err.code, remote: errSocket.remoteAddress };
+    };
+    try {
+      for (const raw of ['GET / HTTP/1.1\r\nBad Header\r\n\r\n', 'GET / HTTP/9.9\r\nHost: x\r\n\r\n', `GET / HTTP/1.1\r\nHost: x\r\nX: ${'a'.repeat(20000)}\r\n\r\n`]) {
+        assert.deepEqual(await clientError(ours, raw), await clientError(node, raw), JSON.stringify(raw.slice(0, 30)));
+      }
+    } finally {
+      node.close();
+    }
+  });
+
   it("a 'request' listener that throws: 500 and 'handlerError' (node would crash the process)", async () => {
     const server = serve(() => {
       throw new Error('listener broke');

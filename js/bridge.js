@@ -26,6 +26,7 @@ const EVENT_GRPC_INPUT_END = EventKind.GrpcInputEnd;
 const EVENT_GRPC_INPUT_ERROR = EventKind.GrpcInputError;
 const EVENT_GRPC_CANCELLED = EventKind.GrpcCancelled;
 const EVENT_GRPC_DRAIN = EventKind.GrpcDrain;
+const EVENT_CLIENT_ERROR = EventKind.ClientError;
 const EARLY_EVENT_TTL_MS = 5000;
 const EARLY_EVENT_LIMIT = 10000;
 
@@ -58,6 +59,9 @@ class Bridge {
     this.Request = NativeRequest;
     this.Response = NativeResponse;
     this.open = new Map();
+    // A request head the native side answered with an error: (code, remoteAddress, remotePort,
+    // message) for createServer's 'clientError'; null: nobody listens.
+    this.onClientError = null;
     this.onRequest = this.onRequest.bind(this);
     this.onEvent = this.onEvent.bind(this);
   }
@@ -125,6 +129,13 @@ class Bridge {
   }
 
   onEvent(id, kind, chunk, message) {
+    if (kind === EVENT_CLIENT_ERROR) {
+      if (this.onClientError !== null) {
+        const [code, address, port, text] = message.split('\0');
+        this.onClientError(code, address, Number(port), text);
+      }
+      return;
+    }
     if (!this.open.has(id) && !this.sockets.has(id) && !this.calls.has(id)) return this.hold(id, kind, chunk, message);
     if (kind >= EVENT_GRPC_MESSAGE) return this.onCallEvent(id, kind, chunk, message);
     if (kind >= EVENT_WS_TEXT) return this.onSocketEvent(id, kind, chunk, message);

@@ -11,6 +11,7 @@ const binding = require('./binding');
 const { Bridge } = require('./bridge');
 const { SwapSafeRequest } = require('./request');
 const { SwapSafeResponse } = require('./response');
+const { NativeSocket } = require('./socket');
 const { codedError } = require('./errors');
 const { optionsJson } = require('./config');
 const logger = require('./logger');
@@ -185,6 +186,7 @@ class NodeHttpServer extends EventEmitter {
     );
     this._bridge.Request = SwapSafeRequest;
     this._bridge.Response = SwapSafeResponse;
+    this._bridge.onClientError = (code, address, port, message) => this._onClientError(code, address, port, message, secure);
     this._address = null;
     this._closing = null;
     this._referenced = true;
@@ -234,6 +236,18 @@ class NodeHttpServer extends EventEmitter {
       return;
     }
     this.emit('request', req, res);
+  }
+
+  /**
+   * node's 'clientError' `(err, socket)`: the native side already answered the request head
+   * (400, 408, 431) and closed the connection, so the socket stands for it, already destroyed.
+   */
+  _onClientError(code, address, port, message, secure) {
+    if (this.listenerCount('clientError') === 0) return;
+    const err = codedError(code, message);
+    const socket = new NativeSocket(address, port, secure, false);
+    socket._close();
+    this.emit('clientError', err, socket);
   }
 
   /** `webSocket` option: a WebSocket on the same port, as ws's WebSocketServer 'connection' event. */

@@ -340,6 +340,7 @@ nodeServer.maxHeadersCount = null;
 nodeServer.setTimeout(1000).unref().ref();
 nodeServer.on('websocket', (socket: NativeWebSocket, req: IncomingMessage) => socket.send(String(req.url)));
 nodeServer.on('error', (err: NodeJS.ErrnoException) => void err.code);
+nodeServer.on('clientError', (err, socket) => void [err.code, socket.remoteAddress, socket.remotePort]);
 nodeServer.closeIdleConnections();
 nodeServer.closeAllConnections();
 nodeServer.close((err?: Error) => void err);

@@ -6,8 +6,8 @@ mod request_body;
 
 use super::ws;
 use crate::bridge::{
-    simple_response, AbortConnection, Bridge, CloseConnection, ProtocolChoice, RequestBody,
-    RequestHead, ResponseBody, StatusReason, INLINE_BODY_LIMIT,
+    simple_response, AbortConnection, Bridge, ClientError, CloseConnection, ProtocolChoice,
+    RequestBody, RequestHead, ResponseBody, StatusReason, INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
@@ -441,6 +441,7 @@ impl HttpProtocol {
     /// Serves one connection (plain or TLS) with HTTP/1.1 or HTTP/2.
     async fn serve_io(self: Arc<Self>, io: ConnStream, info: ConnectionInfo, mode: Mode) {
         let phase = info.phase.clone();
+        let remote = info.remote;
         let info = Arc::new(info);
         let (head_watch, requests) = watch_connection(&self.limits.load(), io.socket_fd());
         let this = self.clone();
@@ -468,19 +469,21 @@ impl HttpProtocol {
         });
         // Sockets are watched for slow HTTP/1 request heads (408) and for connectionTimeout.
         let http2 = self.http2.load_full();
-        let header_timeout = match (mode, http2.as_deref()) {
+        type ConnError = Box<dyn std::error::Error + Send + Sync>;
+        let boxed = |e: hyper::Error| Box::new(e) as ConnError;
+        let error: Option<ConnError> = match (mode, http2.as_deref()) {
             (Mode::Http2, Some(settings)) => {
                 let conn = http2_builder(settings)
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
                 drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
-                false
+                None
             }
             (Mode::Detect, Some(settings)) => {
                 let builder = self.detecting_builder(settings);
                 let conn = builder
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
-                matches!(ended, Some(Err(e)) if is_header_timeout(&*e))
+                ended.and_then(Result::err)
             }
             _ if self.websocket.load().is_some() => {
                 let conn = self
@@ -488,23 +491,67 @@ impl HttpProtocol {
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service)
                     .with_upgrades();
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
-                matches!(ended, Some(Err(e)) if is_header_timeout(&e))
+                ended.and_then(Result::err).map(boxed)
             }
             _ => {
                 let conn = self
                     .http1_builder()
                     .serve_connection(TokioIo::new(Watched::new(io, head_watch.clone())), service);
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
-                matches!(ended, Some(Err(e)) if is_header_timeout(&e))
+                ended.and_then(Result::err).map(boxed)
             }
+        };
+        let (header_timeout, refused) = match error.as_deref() {
+            Some(e) => (is_header_timeout(e), refused_head(e)),
+            None => (false, None),
         };
         // The socket comes back only if a request head had begun; an idle one is closed silently.
         if let Some(io) = head_watch.take_reclaimed() {
             if header_timeout {
                 answer_request_timeout(io).await;
+                self.bridge.client_error(ClientError {
+                    code: "ERR_HTTP_REQUEST_TIMEOUT",
+                    message: "Request timeout".into(),
+                    remote,
+                });
             }
         }
+        if let Some((code, message)) = refused {
+            self.bridge.client_error(ClientError {
+                code,
+                message,
+                remote,
+            });
+        }
     }
+}
+
+/// A request head hyper refused (and answered: 400, 414 or 431), as node's `'clientError'` code
+/// (llhttp's) and message; `None` for any other end of a connection.
+fn refused_head(error: &(dyn std::error::Error + 'static)) -> Option<(&'static str, String)> {
+    let e = error.downcast_ref::<hyper::Error>()?;
+    if !e.is_parse() {
+        return None;
+    }
+    let text = e.to_string();
+    let code = [
+        ("invalid HTTP method", "HPE_INVALID_METHOD"),
+        ("invalid HTTP version", "HPE_INVALID_VERSION"),
+        ("invalid URI", "HPE_INVALID_URL"),
+        ("URI too long", "HPE_HEADER_OVERFLOW"),
+        ("message head is too large", "HPE_HEADER_OVERFLOW"),
+        ("invalid HTTP header", "HPE_INVALID_HEADER_TOKEN"),
+        ("invalid content-length", "HPE_INVALID_CONTENT_LENGTH"),
+        ("invalid transfer-encoding", "HPE_INVALID_TRANSFER_ENCODING"),
+        (
+            "unexpected transfer-encoding",
+            "HPE_INVALID_TRANSFER_ENCODING",
+        ),
+    ]
+    .iter()
+    .find(|(prefix, _)| text.starts_with(prefix))
+    .map_or("HPE_INTERNAL", |(_, code)| code);
+    Some((code, format!("Parse Error: {text}")))
 }
 
 /// node's http2 compatibility API shows the request target as `:path` (path and query).
