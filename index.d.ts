@@ -558,7 +558,7 @@ export declare class NodeHttpServer extends EventEmitter {
   maxRequestsPerSocket: number | null;
   maxConnections: number | undefined;
   [Symbol.asyncDispose](): Promise<void>;
-  on(event: 'request' | 'checkContinue', listener: RequestListener): this;
+  on(event: 'request' | 'checkContinue' | 'checkExpectation', listener: RequestListener): this;
   on(event: 'listening' | 'close', listener: () => void): this;
   on(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;
   on(event: 'websocket', listener: (socket: NativeWebSocket, req: IncomingMessage) => void): this;
@@ -566,7 +566,7 @@ export declare class NodeHttpServer extends EventEmitter {
   on(event: 'clientError', listener: (err: NodeJS.ErrnoException, socket: { remoteAddress: string; remotePort: number; readonly destroyed: boolean }) => void): this;
   on(event: 'handlerError', listener: (err: unknown, req?: IncomingMessage) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
-  once(event: 'request' | 'checkContinue', listener: RequestListener): this;
+  once(event: 'request' | 'checkContinue' | 'checkExpectation', listener: RequestListener): this;
   once(event: 'listening' | 'close', listener: () => void): this;
   once(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;
   once(event: string | symbol, listener: (...args: any[]) => void): this;

@@ -370,6 +370,23 @@ describe('createServer: events', () => {
     assert.deepEqual(seen, ['checkContinue']);
   });
 
+  it("another expectation: 417 without a 'checkExpectation' listener, the listener with one (as node)", async () => {
+    const server = serve(hello).listen(0, '127.0.0.1');
+    const node = http.createServer(hello).listen(0, '127.0.0.1');
+    await once(node, 'listening');
+    try {
+      const ask = (port) => request({ port, headers: { expect: 'something-else' } });
+      const [ours, theirs] = [await ask(server.address().port), await ask(node.address().port)];
+      assert.equal(ours.status, 417);
+      assert.equal(ours.status, theirs.status);
+      server.on('checkExpectation', (req, res) => res.end(`expected ${req.headers.expect}`));
+      assert.equal((await ask(server.address().port)).text(), 'expected something-else');
+      assert.equal((await request({ port: server.address().port })).text(), 'hello GET /', 'requests without Expect are unaffected');
+    } finally {
+      node.close();
+    }
+  });
+
   it("'clientError' for a malformed request head, with node's code (the native side answered it)", async () => {
     const ours = serve(hello).listen(0, '127.0.0.1');
     const node = http.createServer(hello).listen(0, '127.0.0.1');

@@ -19,6 +19,8 @@ const { offeredProtocols } = require('./websocket');
 
 const { NativeServer } = binding;
 
+/** node's test for an `Expect: 100-continue` request. */
+const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i;
 /** A wait bounded only by the connections themselves, as node's close (setTimeout's largest delay). */
 const UNBOUNDED_MS = 2 ** 31 - 1;
 
@@ -229,13 +231,27 @@ class NodeHttpServer extends EventEmitter {
 
   _dispatch(req, res) {
     if (this._joinDuplicateHeaders) req.joinDuplicateHeaders = true;
-    // The native side sends 100 Continue when the body is first read (node's default without a
-    // listener); a 'checkContinue' listener gets the request instead of 'request', as in node.
-    if (this.listenerCount('checkContinue') > 0 && req.headers.expect === '100-continue') {
-      this.emit('checkContinue', req, res);
-      return;
+    // Header names arrive lower case; a scan is cheaper than building req.headers for every request.
+    const raw = req.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) {
+      if (raw[i] === 'expect') return this._expectation(req, res);
     }
     this.emit('request', req, res);
+  }
+
+  /**
+   * node's handling of `Expect` (HTTP/1.1): 100-continue goes to a 'checkContinue' listener, else
+   * to 'request' (the native side sends 100 Continue when the body is first read); any other
+   * expectation goes to 'checkExpectation', else is answered 417.
+   */
+  _expectation(req, res) {
+    if (req.httpVersion !== '1.1') return this.emit('request', req, res);
+    if (CONTINUE_EXPECTATION.test(req.headers.expect)) {
+      return this.emit(this.listenerCount('checkContinue') > 0 ? 'checkContinue' : 'request', req, res);
+    }
+    if (this.listenerCount('checkExpectation') > 0) return this.emit('checkExpectation', req, res);
+    res.writeHead(417);
+    res.end();
   }
 
   /**
