@@ -45,6 +45,8 @@ export interface ConnectionPoolConfig {
   maxBodySize?: number;
   /** Time allowed for a TLS handshake, ms (default 10000); a silent client never stalls others. */
   handshakeTimeout?: number;
+  /** Requests served on one HTTP/1 connection, at most (node's `maxRequestsPerSocket`; default none, 0 = none). */
+  maxRequestsPerSocket?: number;
   /** Thresholds of `getHealth()`. */
   health?: Partial<HealthThresholds>;
   protocolSpecific?: {
@@ -665,4 +667,120 @@ export declare class GrpcConnectionPoolManager extends ConnectionPoolManager imp
   getMetricsHistory(seconds?: number): Http2MetricsSample[];
   getHealth(): Http2ConnectionHealth;
 }
+// --- createServer: node's http.Server surface for any Node framework --------------------------------
+
+/** `createServer` options: node's `http.createServer` options this server honours, and this package's own. */
+export interface CreateServerOptions {
+  /** Idle time between requests on a keep-alive connection, ms (node's default 5000; 0 = none). */
+  keepAliveTimeout?: number;
+  /** Time for a request's headers, ms (default 60000 → 408). */
+  headersTimeout?: number;
+  /** Time for the whole request, ms (default 300000; 0 = none). */
+  requestTimeout?: number;
+  /** Request line + headers, bytes (default 16384 → 431). */
+  maxHeaderSize?: number;
+  /** As node's: repeated request headers joined with `, ` instead of dropped. */
+  joinDuplicateHeaders?: boolean;
+  /** This package's limits (maxInFlight, maxBodySize, handshakeTimeout, …); the properties above win. */
+  connectionPool?: ConnectionPoolConfig;
+  /** `/healthz`, `/readyz`, `/metrics` answered natively (see `BaseServerOptions.nativeEndpoints`). */
+  nativeEndpoints?: BaseServerOptions['nativeEndpoints'];
+  /**
+   * WebSocket on the same port: each upgrade becomes a 'websocket' event with a ws-compatible
+   * socket (instead of node's raw-socket 'upgrade').
+   */
+  webSocket?: boolean | { handleProtocols?: (protocols: Set<string>, req: IncomingMessage) => string | false };
+  /** Accepted as node accepts them; they change nothing here (README, "Use with Koa / Express / Fastify"). */
+  noDelay?: boolean;
+  keepAlive?: boolean;
+  keepAliveInitialDelay?: number;
+  highWaterMark?: number;
+  insecureHTTPParser?: boolean;
+  requireHostHeader?: boolean;
+  connectionsCheckingInterval?: number;
+  uniqueHeaders?: Array<string | string[]>;
+}
+
+/** `createSecureServer` options: node's TLS options (PEM), and with `allowHTTP1` HTTP/2. */
+export interface CreateSecureServerOptions extends CreateServerOptions {
+  key?: string | Buffer | Array<string | Buffer>;
+  cert?: string | Buffer | Array<string | Buffer>;
+  ca?: string | Buffer | Array<string | Buffer>;
+  passphrase?: string;
+  ciphers?: string;
+  honorCipherOrder?: boolean;
+  secureProtocol?: 'TLS_method' | 'TLSv1_2_method' | 'TLSv1_3_method';
+  minVersion?: 'TLSv1.2' | 'TLSv1.3';
+  maxVersion?: 'TLSv1.2' | 'TLSv1.3';
+  requestCert?: boolean;
+  rejectUnauthorized?: boolean;
+  /** Set (true or false): HTTP/2 as node's `http2.createSecureServer`, with HTTP/1.1 for clients without h2 when true. */
+  allowHTTP1?: boolean;
+}
+
+/** node's `listen(options)` fields this server reads. */
+export interface CreateServerListenOptions {
+  port?: number | string;
+  host?: string;
+  backlog?: number;
+  ipv6Only?: boolean;
+  reusePort?: boolean;
+  exclusive?: boolean;
+  signal?: AbortSignal;
+}
+
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+/**
+ * What `createServer` returns: node's http.Server members, served by the native core. The request
+ * and response objects keep working when a framework swaps their prototype (Express).
+ */
+export declare class NodeHttpServer extends EventEmitter {
+  /** Binds before returning: `address()` is right at once; 'listening' follows on the next tick. */
+  listen(port?: number | string, hostname?: string, backlog?: number, listeningListener?: () => void): this;
+  listen(port?: number | string, hostname?: string, listeningListener?: () => void): this;
+  listen(port?: number | string, listeningListener?: () => void): this;
+  listen(options: CreateServerListenOptions, listeningListener?: () => void): this;
+  listen(listeningListener?: () => void): this;
+  /** Stops accepting, closes idle connections, 'close' once the last connection ends. */
+  close(callback?: (err?: Error) => void): this;
+  closeAllConnections(): void;
+  closeIdleConnections(): void;
+  address(): ListenerAddress | null;
+  readonly listening: boolean;
+  getConnections(callback: (err: Error | null, count: number) => void): this;
+  ref(): this;
+  unref(): this;
+  setTimeout(msecs?: number, callback?: () => void): this;
+  /** The native counters (connections, requests, latency). */
+  getMetrics(): ConnectionMetrics;
+  /** Socket inactivity, ms (0 = none): a connection with no byte moving for that long closes. */
+  timeout: number;
+  keepAliveTimeout: number;
+  headersTimeout: number;
+  requestTimeout: number;
+  maxHeadersCount: number | null;
+  /** Requests per HTTP/1 connection (0 or null: no limit); the last response says `Connection: close`. */
+  maxRequestsPerSocket: number | null;
+  maxConnections: number | undefined;
+  [Symbol.asyncDispose](): Promise<void>;
+  on(event: 'request' | 'checkContinue' | 'checkExpectation', listener: RequestListener): this;
+  on(event: 'listening' | 'close', listener: () => void): this;
+  on(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;
+  on(event: 'websocket', listener: (socket: NativeWebSocket, req: IncomingMessage) => void): this;
+  /** A request head the native side answered with an error (400, 408, 431); `socket` is closed already. */
+  on(event: 'clientError', listener: (err: NodeJS.ErrnoException, socket: { remoteAddress: string; remotePort: number; readonly destroyed: boolean }) => void): this;
+  on(event: 'handlerError', listener: (err: unknown, req?: IncomingMessage) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+  once(event: 'request' | 'checkContinue' | 'checkExpectation', listener: RequestListener): this;
+  once(event: 'listening' | 'close', listener: () => void): this;
+  once(event: 'error', listener: (err: NodeJS.ErrnoException) => void): this;
+  once(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** node's `http.createServer([options][, requestListener])`, served by the native core. */
+export declare function createServer(requestListener?: RequestListener): NodeHttpServer;
+export declare function createServer(options: CreateServerOptions, requestListener?: RequestListener): NodeHttpServer;
+/** node's `https.createServer(options[, requestListener])`; with `allowHTTP1`, `http2.createSecureServer`. */
+export declare function createSecureServer(options: CreateSecureServerOptions, requestListener?: RequestListener): NodeHttpServer;
 export {};

@@ -5,11 +5,15 @@ const binding = require('./js/binding');
 const { HttpServer, HttpsServer, Http2Server, WsServer, GrpcServer, BaseServer } = require('./js/server');
 const { Metadata, Status } = require('./js/grpc');
 const { NewServe } = require('./js/serve');
+const { createServer, createSecureServer, NodeHttpServer } = require('./js/create-server');
 const { CreateTerminus, BindProcessEvent } = require('./js/terminus');
 const { ConfigHelper } = require('./js/config');
 const pools = require('./js/pool');
 
 exports.NewServe = NewServe;
+exports.createServer = createServer;
+exports.createSecureServer = createSecureServer;
+exports.NodeHttpServer = NodeHttpServer;
 exports.HttpServer = HttpServer;
 exports.HttpsServer = HttpsServer;
 exports.Http2Server = Http2Server;

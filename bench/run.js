@@ -54,6 +54,14 @@ const SERVERS = [
   { name: 'native-bare-metrics', group: 'bookkeeping', script: 'servers/native-bare.js', native: true, desc: 'the same with per-request metrics (the default)' },
   { name: 'node-http-hello', group: 'healthz', script: 'servers/node-http-bare.js', baseline: true, desc: 'node:http, res.end(\'hello\')' },
   { name: 'native-healthz', group: 'healthz', script: 'servers/native-healthz.js', native: true, path: '/healthz', body: 'ok', desc: 'native HttpServer with nativeEndpoints, GET /healthz (Rust, no JS)' },
+  // Issue 19: frameworks on node:http vs on createServer (same script, same route), and what the
+  // swap-safe request/response objects of createServer cost against HttpServer's lean ones.
+  { name: 'native-lean-bare', group: 'swap-safe', script: 'servers/native-bare.js', native: true, baseline: true, desc: 'native HttpServer (lean req/res), fake app' },
+  { name: 'native-create-bare', group: 'swap-safe', script: 'servers/framework.js', native: true, env: { BENCH_ON: 'native', BENCH_FRAMEWORK: 'bare' }, desc: 'native createServer (swap-safe req/res), same hello handler' },
+  ...['express4', 'express5', 'koa', 'fastify'].flatMap((framework) => [
+    { name: `node-${framework}`, group: framework, script: 'servers/framework.js', baseline: true, env: { BENCH_ON: 'node', BENCH_FRAMEWORK: framework }, desc: `${framework}, one hello route, on node:http` },
+    { name: `native-${framework}`, group: framework, script: 'servers/framework.js', native: true, env: { BENCH_ON: 'native', BENCH_FRAMEWORK: framework }, desc: `the same app on native createServer` },
+  ]),
 ];
 for (const s of SERVERS) s.proto = s.proto || 'http';
 const GROUP_TITLES = {
@@ -64,10 +72,15 @@ const GROUP_TITLES = {
   h2: 'HTTP/2 over TLS, bare servers (ratios vs node-h2-compat)',
   bookkeeping: 'metrics bookkeeping: native bare with per-request metrics vs without (ratios vs native-bare-nometrics)',
   healthz: 'native /healthz vs node:http hello (ratios vs node-http-hello; judged by CPU µs/req)',
+  'swap-safe': 'createServer\'s swap-safe req/res vs HttpServer\'s lean ones, bare hello (ratios vs native-lean-bare)',
+  express4: 'Express 4 hello route: node:http vs createServer (ratios vs node-express4)',
+  express5: 'Express 5 hello route: node:http vs createServer (ratios vs node-express5)',
+  koa: 'Koa 2 hello: node:http vs createServer (ratios vs node-koa)',
+  fastify: 'Fastify hello route (serverFactory): node:http vs createServer (ratios vs node-fastify)',
 };
 const GROUPS = Object.keys(GROUP_TITLES);
 // --group accepts group names and these aliases.
-const GROUP_ALIASES = { http1: ['bare', 'koatty', 'koatty-info'], tls: ['https', 'h2'], pool: ['bookkeeping', 'healthz'], all: GROUPS };
+const GROUP_ALIASES = { http1: ['bare', 'koatty', 'koatty-info'], tls: ['https', 'h2'], pool: ['bookkeeping', 'healthz'], frameworks: ['swap-safe', 'express4', 'express5', 'koa', 'fastify'], all: GROUPS };
 // Targets checked in the markdown (issue 4): row ÷ base, paired per round, median.
 const TARGETS = [
   { issue: 4, server: 'native-https-bare', vs: 'node-https-bare', metric: 'reqPerSec', min: 1.5 },
@@ -97,7 +110,8 @@ const HELP = `Usage: node bench/run.js [options]      (or: npm run bench -- [opt
   --quick           smoke run: 1 round, -d3s, 1 s warm-up (env BENCH_QUICK=1); explicit options win
   --group a,b       only these groups                   (env BENCH_GROUP, default all)
                     groups: ${GROUPS.join(', ')}
-                    aliases: http1 = bare,koatty,koatty-info; tls = https,h2; pool = bookkeeping,healthz; all
+                    aliases: http1 = bare,koatty,koatty-info; tls = https,h2; pool = bookkeeping,healthz;
+                    frameworks = swap-safe,express4,express5,koa,fastify; all
   --only a,b        only these servers                  (env BENCH_ONLY)
   --skip a,b        not these servers                   (env BENCH_SKIP)
   --allow-debug     run the native rows even if the addon is not a release build (loud warning)

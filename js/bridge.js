@@ -26,6 +26,7 @@ const EVENT_GRPC_INPUT_END = EventKind.GrpcInputEnd;
 const EVENT_GRPC_INPUT_ERROR = EventKind.GrpcInputError;
 const EVENT_GRPC_CANCELLED = EventKind.GrpcCancelled;
 const EVENT_GRPC_DRAIN = EventKind.GrpcDrain;
+const EVENT_CLIENT_ERROR = EventKind.ClientError;
 const EARLY_EVENT_TTL_MS = 5000;
 const EARLY_EVENT_LIMIT = 10000;
 
@@ -53,7 +54,14 @@ class Bridge {
     this.trace = null;
     this.handler = handler;
     this.onHandlerError = onHandlerError;
+    // What handlers get: the lean objects (Koatty, HttpServer), or for createServer ones that
+    // survive a framework swapping their prototype (js/create-server.js sets them).
+    this.Request = NativeRequest;
+    this.Response = NativeResponse;
     this.open = new Map();
+    // A request head the native side answered with an error: (code, remoteAddress, remotePort,
+    // message) for createServer's 'clientError'; null: nobody listens.
+    this.onClientError = null;
     this.onRequest = this.onRequest.bind(this);
     this.onEvent = this.onEvent.bind(this);
   }
@@ -85,7 +93,7 @@ class Bridge {
       }
       return;
     }
-    const req = new NativeRequest(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
+    const req = new this.Request(this, id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails);
     if ((flags & FLAG_WEBSOCKET) !== 0) {
       const client = new NativeWebSocket(this, id, req, flags);
       if (this.trace !== null) this.trace.upgrade(req, client, traceId);
@@ -98,7 +106,7 @@ class Bridge {
       }
       return;
     }
-    const res = new NativeResponse(this, id, req);
+    const res = new this.Response(this, id, req);
     // The socket's timeout tells the request (while incomplete) and the response, as node's server does.
     req.socket._onTimeout = (socket) => {
       // Still arriving (node's `!req.complete`): only a streamed body can be; an empty or inline
@@ -121,6 +129,13 @@ class Bridge {
   }
 
   onEvent(id, kind, chunk, message) {
+    if (kind === EVENT_CLIENT_ERROR) {
+      if (this.onClientError !== null) {
+        const [code, address, port, text] = message.split('\0');
+        this.onClientError(code, address, Number(port), text);
+      }
+      return;
+    }
     if (!this.open.has(id) && !this.sockets.has(id) && !this.calls.has(id)) return this.hold(id, kind, chunk, message);
     if (kind >= EVENT_GRPC_MESSAGE) return this.onCallEvent(id, kind, chunk, message);
     if (kind >= EVENT_WS_TEXT) return this.onSocketEvent(id, kind, chunk, message);

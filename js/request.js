@@ -5,11 +5,21 @@ const { IncomingMessage } = require('node:http');
 const { NativeSocket } = require('./socket');
 
 const { RequestFlag } = require('./wire');
+const { ownMethodsAssigner } = require('./own-methods');
 
 const FLAG_ENCRYPTED = RequestFlag.Encrypted;
 const FLAG_STREAMED_BODY = RequestFlag.StreamedBody;
 const FLAG_AUTHORIZED = RequestFlag.Authorized;
-const kHeaders = Symbol('headers');
+// node's own symbols for the lazily built header object, where node has them: its `headers`
+// getter (which runs instead of ours once a framework swaps the prototype, as Express does) then
+// builds the same object from `rawHeaders`, and both share one cache.
+const nodeSymbol = (() => {
+  const probe = new IncomingMessage(null);
+  const symbols = Object.getOwnPropertySymbols(probe);
+  return (name) => symbols.find((s) => s.description === name);
+})();
+const kHeaders = nodeSymbol('kHeaders') ?? Symbol('headers');
+const kHeadersCount = nodeSymbol('kHeadersCount') ?? Symbol('headersCount');
 const kBody = Symbol('inlineBody');
 const kTraceId = Symbol('traceId');
 const { randomUUID } = require('node:crypto');
@@ -42,6 +52,7 @@ class NativeRequest extends IncomingMessage {
     // Headers cross as one `name\0value\0…` string (one string is far cheaper than many).
     this.rawHeaders = rawHeaders === '' ? [] : rawHeaders.split('\0');
     this[kHeaders] = null;
+    this[kHeadersCount] = this.rawHeaders.length;
     this._bridge = bridge;
     this._id = id;
     this._streamed = (flags & FLAG_STREAMED_BODY) !== 0;
@@ -148,4 +159,22 @@ class NativeRequest extends IncomingMessage {
   }
 }
 
-module.exports = { NativeRequest };
+/**
+ * The request `createServer` hands out. Express (4 and 5) swaps the prototype of every request for
+ * its own, which inherits node's `IncomingMessage.prototype`: node's `_read`/`_destroy` would then
+ * run against a socket that is not node's. Own properties survive the swap, so the methods the
+ * stream machinery and the bridge call are copied onto each instance (shared functions: a store
+ * each, no allocation).
+ */
+const SWAP_SAFE_REQUEST_METHODS = ['_read', '_destroy', '_onChunk', '_onEnd', '_onBodyError', '_onAbort', '_replaceTraceId'].map((name) => [name, NativeRequest.prototype[name]]);
+
+const ownMethods = ownMethodsAssigner(SWAP_SAFE_REQUEST_METHODS);
+
+class SwapSafeRequest extends NativeRequest {
+  constructor(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort, tlsDetails) {
+    super(bridge, id, method, url, rawHeaders, body, flags, remoteAddress, remotePort, tlsDetails);
+    ownMethods(this);
+  }
+}
+
+module.exports = { NativeRequest, SwapSafeRequest };

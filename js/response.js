@@ -12,6 +12,7 @@ const kHeadWritten = Symbol('headWritten');
 const { codedError } = require('./errors');
 const { FramingFlag, SendResult } = require('./wire');
 const { flushWakesSoon } = require('./wakes');
+const { ownMethodsAssigner } = require('./own-methods');
 
 const FRAMING_REMOVED_CONTENT_LENGTH = FramingFlag.RemovedContentLength;
 // respond/end result: sent, but the handler's Content-Length disagreed with the body.
@@ -43,6 +44,8 @@ class NativeResponse extends Stream {
     this._bridge = bridge;
     this._id = id;
     this.req = req;
+    // An own property, as node's (a framework that swaps the prototype still finds it).
+    this.socket = req.socket;
     this.statusCode = 200;
     // As node: undefined until the head is written (or the handler sets it).
     this.statusMessage = undefined;
@@ -72,10 +75,6 @@ class NativeResponse extends Stream {
    */
   _presetHeader(key, name, value) {
     this[kHeaders][key] = [name, value];
-  }
-
-  get socket() {
-    return this.req.socket;
   }
 
   get connection() {
@@ -350,4 +349,35 @@ function finish(res) {
   if (!req._consuming && !req._streamed && !req.destroyed && (req.listenerCount('close') > 0 || req.listenerCount('end') > 0)) req._dump();
 }
 
-module.exports = { NativeResponse };
+/**
+ * The response `createServer` hands out. Express swaps the prototype of every response for its
+ * own, which inherits node's `ServerResponse.prototype`, whose methods look for node's internal
+ * state (`TypeError` in `node:_http_outgoing` on the first 404). Own properties survive the swap:
+ * every method of NativeResponse is copied onto each instance (shared functions, one store each),
+ * so Express's `res.send`, finalhandler and `send`'s streams call these, and node's never run.
+ */
+const SWAP_SAFE_RESPONSE_METHODS = (() => {
+  const proto = NativeResponse.prototype;
+  const methods = Object.getOwnPropertyNames(proto)
+    .filter((name) => name !== 'constructor' && typeof Object.getOwnPropertyDescriptor(proto, name).value === 'function')
+    .map((name) => [name, proto[name]]);
+  // node's alias, and what a module that replaces writeHead (on-headers) may call.
+  methods.push(['writeHeader', proto.writeHead], ['_implicitHeader', function _implicitHeader() {
+    this.writeHead(this.statusCode);
+  }], ['writeEarlyHints', function writeEarlyHints(_hints, callback) {
+    // 103 Early Hints are not sent (README, "Use with Koa / Express / Fastify").
+    if (typeof callback === 'function') process.nextTick(callback);
+  }]);
+  return methods;
+})();
+
+const ownMethods = ownMethodsAssigner(SWAP_SAFE_RESPONSE_METHODS);
+
+class SwapSafeResponse extends NativeResponse {
+  constructor(bridge, id, req) {
+    super(bridge, id, req);
+    ownMethods(this);
+  }
+}
+
+module.exports = { NativeResponse, SwapSafeResponse };

@@ -26,6 +26,9 @@ import {
   Http2ConnectionPoolManager,
   WebSocketConnectionPoolManager,
   GrpcConnectionPoolManager,
+  createServer,
+  createSecureServer,
+  NodeHttpServer,
 } from 'koatty_serve';
 import type {
   LogLevel,
@@ -85,6 +88,10 @@ import type {
   NativeResponse,
   TerminusOptions,
   RuntimeInfo,
+  CreateServerOptions,
+  CreateSecureServerOptions,
+  CreateServerListenOptions,
+  RequestListener,
 } from 'koatty_serve';
 import { ConfigHelper as ConfigHelperFromSubpath } from 'koatty_serve/config';
 import type * as FromConfig from 'koatty_serve/config';
@@ -363,3 +370,35 @@ setLogLevel('verbose');
 void [badProtocol, badSsl, status, configuredPort, baseOpts, all.map((s) => describeServer(s)), asEmitter];
 void [pending, history, healthStatus, healthLimits, prometheus, poolClass, lifecycle, unimplemented, noSuchStatus];
 void [native, info.buildProfile, info.workerThreads, info.version];
+
+// ---- createServer: node's http.Server surface -------------------------------------------------------
+const onRequest: RequestListener = (req, res) => {
+  res.setHeader('content-type', 'text/plain');
+  res.end(`${req.method} ${req.url}`);
+};
+const plainOptions: CreateServerOptions = { keepAliveTimeout: 5000, connectionPool: { maxInFlight: 1024 }, webSocket: true };
+const nodeServer: NodeHttpServer = createServer(plainOptions, onRequest);
+createServer(onRequest).close();
+const listenOptions: CreateServerListenOptions = { port: 0, host: '127.0.0.1', backlog: 511 };
+nodeServer.listen(listenOptions, () => {
+  const bound: ListenerAddress | null = nodeServer.address();
+  const isListening: boolean = nodeServer.listening;
+  nodeServer.getConnections((err: Error | null, count: number) => void [err, count, bound, isListening]);
+});
+nodeServer.listen(0, '127.0.0.1', () => undefined);
+nodeServer.keepAliveTimeout = 10000;
+nodeServer.headersTimeout = 20000;
+nodeServer.requestTimeout = 0;
+nodeServer.maxHeadersCount = null;
+nodeServer.setTimeout(1000).unref().ref();
+nodeServer.on('websocket', (socket: NativeWebSocket, req: IncomingMessage) => socket.send(String(req.url)));
+nodeServer.on('error', (err: NodeJS.ErrnoException) => void err.code);
+nodeServer.on('clientError', (err, socket) => void [err.code, socket.remoteAddress, socket.remotePort]);
+nodeServer.closeIdleConnections();
+nodeServer.closeAllConnections();
+nodeServer.close((err?: Error) => void err);
+// @ts-expect-error: a port is a number or a string
+nodeServer.listen({ port: true });
+const secureOptions: CreateSecureServerOptions = { key: '-----BEGIN PRIVATE KEY-----', cert: Buffer.from(''), allowHTTP1: true };
+const secureServer: NodeHttpServer = createSecureServer(secureOptions, onRequest);
+void [secureServer.getMetrics().activeConnections];

@@ -12,6 +12,7 @@ use koatty_serve_core::bridge::{
 };
 use koatty_serve_core::config::Compression;
 use koatty_serve_core::host::{Host, WsSendError};
+use koatty_serve_core::lifecycle::{BindOptions, Sweep};
 use koatty_serve_core::trace::TraceSettings;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunction;
@@ -127,6 +128,62 @@ impl NativeServer {
             self.sink.set(None);
         }
         started.into()
+    }
+
+    /// node's `server.listen()`: sets where requests and their events go, binds and starts
+    /// serving before it returns (see `Host::listen_now`). `referenced: false` (node's
+    /// `unref()`): the server does not keep the event loop alive.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn listen_now(
+        &self,
+        env: Env,
+        on_request: ThreadsafeFunction<RequestArgs, (), RequestArgs, Status, false>,
+        on_event: ThreadsafeFunction<EventArgs, (), EventArgs, Status, false>,
+        hostname: Option<String>,
+        port: u32,
+        backlog: Option<u32>,
+        ipv6_only: bool,
+        reuse_port: bool,
+        referenced: bool,
+    ) -> ListenOutcome {
+        self.sink.set(Some(JsFunctions {
+            request: on_request,
+            event: on_event,
+        }));
+        self.sink.set_referenced(&env, referenced);
+        let bind = BindOptions {
+            reuse_port,
+            backlog,
+            ipv6_only,
+        };
+        // JavaScript checked the port (node's ERR_SOCKET_BAD_PORT).
+        let port = port.min(u16::MAX as u32) as u16;
+        let started = napi::bindgen_prelude::within_runtime_if_available(|| {
+            self.host.listen_now(hostname.as_deref(), port, &bind)
+        });
+        if started.is_err() {
+            self.sink.set(None);
+        }
+        started.into()
+    }
+
+    /// node's `ref()`/`unref()`: whether a listening server keeps the event loop alive.
+    #[napi]
+    pub fn set_referenced(&self, env: Env, referenced: bool) {
+        self.sink.set_referenced(&env, referenced);
+    }
+
+    /// Connections open now (node's `getConnections`).
+    #[napi]
+    pub fn open_connections(&self) -> u32 {
+        self.host.open_connections() as u32
+    }
+
+    /// node's `closeIdleConnections()` (`all: false`) and `closeAllConnections()` (`all: true`).
+    #[napi]
+    pub fn close_connections(&self, all: bool) {
+        self.host.sweep(if all { Sweep::All } else { Sweep::Idle });
     }
 
     /// Applies new options in place, without a restart (see `Host::apply_in_place`).

@@ -3,7 +3,9 @@
 //! re-declaring them).
 
 use bytes::Bytes;
-use koatty_serve_core::bridge::{BridgeError, BridgeEvent, RequestBody, RequestHead, RequestSink};
+use koatty_serve_core::bridge::{
+    BridgeError, BridgeEvent, ClientError, RequestBody, RequestHead, RequestSink,
+};
 use koatty_serve_core::trace::RequestTrace;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -51,6 +53,9 @@ pub enum EventKind {
     /// message: the cancel reason (1 client, 2 deadline, 3 shutdown).
     GrpcCancelled = 33,
     GrpcDrain = 34,
+    /// A request head answered natively with an error (id 0); message:
+    /// `"<code>\0<remote address>\0<remote port>\0<message>"`.
+    ClientError = 40,
 }
 
 /// What the hot-path calls (`respond`, `write`, `end`, `grpcWrite`, `wsSend`) return; cheaper
@@ -194,6 +199,21 @@ impl JsSink {
     pub fn set(&self, f: Option<JsFunctions>) {
         *self.functions.write().unwrap_or_else(|e| e.into_inner()) = f;
     }
+
+    /// Whether the callbacks keep the event loop alive (node's `server.ref()`/`unref()`).
+    // napi-rs deprecates `refer`/`unref` in favour of cloning for reference counts; these are the
+    // event-loop references (`napi_ref_threadsafe_function`), which cloning does not touch.
+    #[allow(deprecated)]
+    pub fn set_referenced(&self, env: &Env, referenced: bool) {
+        let mut guard = self.functions.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = guard.as_mut() {
+            let _ = if referenced {
+                f.request.refer(env).and(f.event.refer(env))
+            } else {
+                f.request.unref(env).and(f.event.unref(env))
+            };
+        }
+    }
 }
 
 impl RequestSink for JsSink {
@@ -255,6 +275,22 @@ impl RequestSink for JsSink {
         f.request
             .call(args.into(), ThreadsafeFunctionCallMode::NonBlocking)
             == Status::Ok
+    }
+
+    fn client_error(&self, error: ClientError) {
+        let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = guard.as_ref() else { return };
+        let message = format!(
+            "{}\0{}\0{}\0{}",
+            error.code,
+            error.remote.ip().to_canonical(),
+            error.remote.port(),
+            error.message
+        );
+        f.event.call(
+            (0, EventKind::ClientError as u32, None, Some(message)).into(),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
     }
 
     fn event(&self, id: u32, event: BridgeEvent) {

@@ -7,6 +7,7 @@ use crate::bridge::grpc::{CallStatus, OutMessage};
 use crate::bridge::{Bridge, BridgeError, RequestSink, WsOutbound};
 use crate::config::ServerConfig;
 use crate::error::{Result, ServeError};
+use crate::lifecycle::{BindOptions, Sweep};
 use crate::metrics::{Metrics, Sections};
 use crate::protocol::grpc::{GrpcRegistry, MethodRegistry, RequestShape};
 use crate::server::ServeHandle;
@@ -163,6 +164,53 @@ impl Host {
         let addr = handle.local_addr();
         *lock(&self.listener) = Some(Arc::new(handle));
         Ok(addr)
+    }
+
+    /// Binds `hostname:port` and starts serving the current options before returning, as node's
+    /// `server.listen()` does (its `address()` is right at once). Runs within the tokio runtime
+    /// (the accept loop is spawned on it); a host name is resolved on the calling thread.
+    /// The address becomes the server's `hostname`/`port` options.
+    pub fn listen_now(
+        &self,
+        hostname: Option<&str>,
+        port: u16,
+        bind: &BindOptions,
+    ) -> Result<SocketAddr> {
+        let listener = crate::lifecycle::bind_now(hostname, port, bind)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let (config, tls) = {
+            let mut c = lock(&self.current);
+            c.config.hostname = hostname.map(str::to_owned);
+            c.config.port = port;
+            c.config.reuse_port = bind.reuse_port;
+            (c.config.clone(), c.tls.clone())
+        };
+        let handle = ServeHandle::serve_on(
+            &config,
+            self.bridge.clone(),
+            tls,
+            self.grpc_methods.clone(),
+            listener,
+        )?;
+        let addr = handle.local_addr();
+        *lock(&self.listener) = Some(Arc::new(handle));
+        Ok(addr)
+    }
+
+    /// Connections open on every listener of this server (node's `getConnections`).
+    pub fn open_connections(&self) -> usize {
+        self.all_listeners()
+            .iter()
+            .map(|l| l.open_connections())
+            .sum()
+    }
+
+    /// node's `closeIdleConnections()` / `closeAllConnections()`: the connections open now, on
+    /// every listener, close when idle or at once (see [`Sweep`]); accepting goes on.
+    pub fn sweep(&self, sweep: Sweep) {
+        for l in self.all_listeners() {
+            l.sweep(sweep);
+        }
     }
 
     /// Applies new options in place, without a restart: `maxConnections` at the next accept,
@@ -550,6 +598,29 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), "ERR_INVALID_CONFIG");
         assert!(host.listener().is_some());
+        host.release().await;
+    }
+
+    #[tokio::test]
+    async fn listen_now_binds_before_returning_and_a_taken_port_is_eaddrinuse() {
+        let host = Host::new(r#"{"protocol":"http"}"#, Arc::new(NoSink)).unwrap();
+        let bind = BindOptions::default();
+        let addr = host.listen_now(Some("127.0.0.1"), 0, &bind).unwrap();
+        assert_ne!(addr.port(), 0);
+        // Bound and accepting already: a client connects at once.
+        tokio::net::TcpStream::connect(addr).await.unwrap();
+        let other = Host::new(r#"{"protocol":"http"}"#, Arc::new(NoSink)).unwrap();
+        let err = other
+            .listen_now(Some("127.0.0.1"), addr.port(), &bind)
+            .unwrap_err();
+        assert_eq!(err.code(), "EADDRINUSE");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "listen EADDRINUSE: address already in use 127.0.0.1:{}",
+                addr.port()
+            )
+        );
         host.release().await;
     }
 

@@ -4,7 +4,7 @@
 use crate::bridge::Bridge;
 use crate::config::{GrpcSettings, Limits, LiveLimits, Protocol, ServerConfig};
 use crate::error::Result;
-use crate::lifecycle::{ConnectionHandler, Server, ShutdownReport};
+use crate::lifecycle::{bind, ConnectionHandler, Server, ShutdownReport, Sweep};
 use crate::metrics::Metrics;
 use crate::protocol::grpc::MethodRegistry;
 use crate::protocol::{GrpcProtocol, HttpProtocol};
@@ -44,7 +44,8 @@ impl ServeHandle {
     /// 1. `initialize_connection_pool`: the live limits the connection pool enforces;
     /// 2. `create_protocol_server`: the protocol's connection handler;
     /// 3. `configure_server_options`: bind (address, `reusePort`, backlog) or take the listener
-    ///    over, and start the shared accept loop and connection accounting;
+    ///    over (here, before [`ServeHandle::serve_on`]), and start the shared accept loop and
+    ///    connection accounting;
     /// 4. `perform_protocol_specific_initialization`: whatever the protocol does once it listens.
     pub async fn start_on(
         config: &ServerConfig,
@@ -53,11 +54,26 @@ impl ServeHandle {
         grpc_methods: MethodRegistry,
         listener: Option<tokio::net::TcpListener>,
     ) -> Result<ServeHandle> {
+        let listener = match listener {
+            Some(l) => l,
+            None => bind(config.hostname.as_deref(), config.port, config.reuse_port).await?,
+        };
+        Self::serve_on(config, bridge, tls, grpc_methods, listener)
+    }
+
+    /// As [`ServeHandle::start_on`], on a socket already bound (synchronously, within the
+    /// runtime: nothing here waits).
+    pub fn serve_on(
+        config: &ServerConfig,
+        bridge: Bridge,
+        tls: Option<Arc<TlsSource>>,
+        grpc_methods: MethodRegistry,
+        listener: tokio::net::TcpListener,
+    ) -> Result<ServeHandle> {
         let parts = protocol_parts(config, grpc_methods);
         let limits = initialize_connection_pool(config);
         let handler = parts.create_protocol_server(config, &bridge, &limits, tls);
-        let server =
-            configure_server_options(config, handler.clone(), &bridge, &limits, listener).await?;
+        let server = configure_server_options(handler.clone(), &bridge, &limits, listener)?;
         parts.perform_protocol_specific_initialization(config, &bridge, server.local_addr());
         Ok(ServeHandle {
             bridge,
@@ -86,6 +102,11 @@ impl ServeHandle {
 
     pub fn open_connections(&self) -> usize {
         self.server.open_connections()
+    }
+
+    /// node's `closeIdleConnections()` / `closeAllConnections()` (see [`Sweep`]).
+    pub fn sweep(&self, sweep: Sweep) {
+        self.server.sweep(sweep);
     }
 
     /// Applies new limits: `maxConnections` at the next accept, timeouts and body limits to new
@@ -155,16 +176,15 @@ fn initialize_connection_pool(config: &ServerConfig) -> LiveLimits {
     Arc::new(ArcSwap::from_pointee(config.limits.clone()))
 }
 
-/// Binds (or takes over `listener`) and starts accepting through the shared lifecycle.
-async fn configure_server_options(
-    config: &ServerConfig,
+/// Starts accepting on the bound `listener` through the shared lifecycle.
+fn configure_server_options(
     handler: Arc<dyn ConnectionHandler>,
     bridge: &Bridge,
     limits: &LiveLimits,
-    listener: Option<tokio::net::TcpListener>,
+    listener: tokio::net::TcpListener,
 ) -> Result<Server> {
     let metrics = bridge.metrics().clone();
-    Server::start(config, handler, metrics, limits.clone(), listener).await
+    Server::serve(listener, handler, metrics, limits.clone())
 }
 
 /// HTTP/1.1, HTTPS, HTTP/2 and WebSocket.

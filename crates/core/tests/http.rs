@@ -568,3 +568,41 @@ async fn native_endpoints_answer_without_the_handler_and_readiness_follows_shutd
         String::from_utf8_lossy(&out)
     );
 }
+
+#[tokio::test]
+async fn refused_request_heads_are_reported_with_node_codes_after_the_native_answer() {
+    let mut h = serve(Limits::default(), hello()).await;
+    for (raw, status, code) in [
+        (
+            "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+            "400",
+            "HPE_INVALID_HEADER_TOKEN",
+        ),
+        (
+            "GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+            "400",
+            "HPE_INVALID_VERSION",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            "400",
+            "HPE_INVALID_CONTENT_LENGTH",
+        ),
+    ] {
+        let answer = exchange(h.addr(), raw).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{raw:?}: {answer}"
+        );
+        assert_eq!(h.next_event().await, (0, format!("client-error:{code}")));
+    }
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert!(exchange(h.addr(), &big).await.starts_with("HTTP/1.1 431"));
+    assert_eq!(
+        h.next_event().await,
+        (0, "client-error:HPE_HEADER_OVERFLOW".to_string())
+    );
+}

@@ -125,3 +125,62 @@ async fn max_connections_changes_at_run_time() {
     .await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
 }
+
+#[tokio::test]
+async fn sweeps_close_idle_connections_or_all_while_the_server_keeps_accepting() {
+    use koatty_serve_core::lifecycle::Sweep;
+    // `/hang` is never answered; anything else gets an empty 200.
+    let h = serve(
+        Limits::default(),
+        Box::new(|bridge: &Bridge, head| {
+            if head.url != "/hang" {
+                bridge
+                    .respond(head.id, 200, None, NO_HEADERS, None, true)
+                    .unwrap();
+            }
+        }),
+    )
+    .await;
+    let addr = h.addr();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut idle, 0)
+        .await
+        .starts_with("HTTP/1.1 200 OK"));
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    until(|| h.bridge.pending_count() == 1).await;
+
+    // Idle: the idle keep-alive connection closes; the busy one stays.
+    h.handle.sweep(Sweep::Idle);
+    let mut rest = Vec::new();
+    within(idle.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(h.handle.open_connections(), 1);
+
+    // A connection accepted after the sweep is not touched by it.
+    let later = exchange(
+        addr,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(later.starts_with("HTTP/1.1 200 OK"), "{later}");
+
+    // All: the busy connection goes too, its request unanswered; the server still accepts.
+    h.handle.sweep(Sweep::All);
+    let mut cut = Vec::new();
+    let _ = within(busy.read_to_end(&mut cut)).await;
+    assert!(cut.is_empty(), "no response on a dropped connection");
+    until(|| h.handle.open_connections() == 0).await;
+    let after = exchange(
+        addr,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(after.starts_with("HTTP/1.1 200 OK"), "{after}");
+}

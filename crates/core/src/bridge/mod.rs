@@ -201,6 +201,18 @@ pub enum CloseReason {
     Rejected = 3,
 }
 
+/// A client sent a request head that could not be served (malformed, too large, or too slow)
+/// and was answered natively (400, 408, 413, 414, 431) before its connection closed: node's
+/// `'clientError'`, for the handler side to hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    /// node's code: llhttp's (`HPE_INVALID_HEADER_TOKEN`, `HPE_HEADER_OVERFLOW`, …) or
+    /// `ERR_HTTP_REQUEST_TIMEOUT`.
+    pub code: &'static str,
+    pub message: String,
+    pub remote: SocketAddr,
+}
+
 /// The handler side of the bridge (JavaScript in the addon, a closure in tests).
 pub trait RequestSink: Send + Sync + 'static {
     /// Hands over a request, with what native trace mode attaches to it (`None` while trace
@@ -209,6 +221,8 @@ pub trait RequestSink: Send + Sync + 'static {
     fn request(&self, head: RequestHead, trace: Option<RequestTrace>) -> bool;
     /// Delivers an event about request `id`.
     fn event(&self, id: u32, event: BridgeEvent);
+    /// Tells of a request head answered natively with an error (see [`ClientError`]).
+    fn client_error(&self, _error: ClientError) {}
 }
 
 /// Errors of the JavaScript-facing calls; the addon maps them to coded JS errors.
@@ -380,6 +394,11 @@ impl Bridge {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
+    }
+
+    /// Tells the handler side of a request head answered natively with an error.
+    pub fn client_error(&self, error: ClientError) {
+        self.shared.sink.client_error(error);
     }
 
     /// Changes the in-flight cap at run time: raising adds permits now; lowering retires idle

@@ -32,6 +32,7 @@ const POOL: &[&str] = &[
     "maxHeadersCount",
     "maxBodySize",
     "handshakeTimeout",
+    "maxRequestsPerSocket",
     "health",
     "protocolSpecific",
 ];

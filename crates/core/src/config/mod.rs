@@ -114,6 +114,9 @@ pub struct Limits {
     pub max_body_size: Option<u64>,
     /// Time allowed for a TLS handshake (and the first bytes of a cleartext HTTP/2 detection).
     pub handshake_timeout: Duration,
+    /// Requests served on one HTTP/1 connection, at most (node's `maxRequestsPerSocket`): the
+    /// last one's response says `Connection: close`; `None` (or 0) = unlimited.
+    pub max_requests_per_socket: Option<usize>,
 }
 
 impl Default for Limits {
@@ -129,6 +132,7 @@ impl Default for Limits {
             max_headers_count: DEFAULT_MAX_HEADERS_COUNT,
             max_body_size: None,
             handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            max_requests_per_socket: None,
         }
     }
 }
@@ -146,6 +150,17 @@ pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 * 1024;
 pub const DEFAULT_MAX_HEADERS_COUNT: usize = 2000;
 
 impl Limits {
+    /// When a request that begins at `now` must have been answered: `requestTimeout` later, or
+    /// with 0 (off, as node's) a year later, which no request lives to see.
+    pub fn request_deadline(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        const OFF: Duration = Duration::from_secs(365 * 24 * 3600);
+        now + if self.request_timeout.is_zero() {
+            OFF
+        } else {
+            self.request_timeout
+        }
+    }
+
     /// hyper's header-read timer runs from the moment a connection waits for the next request
     /// head, so it bounds both idle keep-alive time and slow header senders (slowloris): the
     /// smaller of `keepAliveTimeout` and `headersTimeout` applies (0 = that limit is off). Doing
@@ -405,6 +420,10 @@ fn limits_from(pool: &Pool) -> Limits {
             .map_or(d.max_headers_count, |n| n as usize),
         max_body_size: pool.max_body_size,
         handshake_timeout: ms(pool.handshake_timeout).unwrap_or(d.handshake_timeout),
+        max_requests_per_socket: pool
+            .max_requests_per_socket
+            .filter(|n| *n > 0)
+            .map(|n| n as usize),
     }
 }
 

@@ -65,6 +65,8 @@ pub(super) struct Pool {
     pub max_body_size: Option<u64>,
     #[serde(deserialize_with = "count")]
     pub handshake_timeout: Option<u64>,
+    #[serde(deserialize_with = "count")]
+    pub max_requests_per_socket: Option<u64>,
     #[allow(dead_code)]
     pub health: Group<HealthNames>,
     #[allow(dead_code)]

@@ -5,12 +5,12 @@ use super::watch::{Activity, HeadWatch};
 use super::FRESH_CONNECTION_GRACE;
 use crate::config::Limits;
 use crate::lifecycle::CloseConnection;
-use crate::lifecycle::{Phase, PhaseSignal};
+use crate::lifecycle::{Phase, PhaseSignal, Sweep};
 use crate::metrics::Metrics;
 use crate::pool::{Connection, GracefulClose, WireProtocol};
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -27,6 +27,8 @@ pub(crate) const DRAINED_QUIET_LIMIT: Duration = Duration::from_millis(1000);
 /// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
 /// flight, idle ones closed; HTTP/2: GOAWAY) when the phase says so, and drops it when forced, or
 /// when drained with nothing in flight and no byte moving for [`DRAINED_QUIET_LIMIT`].
+/// A sweep (node's `closeIdleConnections`/`closeAllConnections`) drains it when it has nothing in
+/// flight (HTTP/1), or drops it.
 /// Returns the connection's own outcome, or `None` when it was dropped.
 pub(crate) async fn drive<C: Future>(
     conn: C,
@@ -36,6 +38,7 @@ pub(crate) async fn drive<C: Future>(
 ) -> Option<C::Output> {
     let mut conn = pin!(conn);
     let mut draining_signal = phase.clone();
+    let mut sweep_signal = phase.clone();
     let mut forced_signal = phase;
     let mut draining = false;
     loop {
@@ -75,6 +78,12 @@ pub(crate) async fn drive<C: Future>(
                 tracing::debug!("drained connection quiet with nothing in flight; closing");
                 return None;
             }
+            sweep = sweep_signal.next_sweep() => match sweep {
+                Sweep::All => return None,
+                // An idle HTTP/1 connection (or one that has not begun a request) closes at
+                // once; one with a request in flight is left alone, as node does.
+                Sweep::Idle => !drained && requests.is_idle_http1(),
+            },
             _ = forced_signal.reached(Phase::Forced) => return None,
         };
         if drain_now {
@@ -105,6 +114,7 @@ pub(crate) fn watch_connection<I>(
         http2: AtomicBool::new(matches!(protocol, WireProtocol::Http2 | WireProtocol::Grpc)),
         connection: connection.clone(),
         metrics: metrics.clone(),
+        served: AtomicUsize::new(0),
         changed: Notify::new(),
         close: Notify::new(),
         activity,
@@ -137,6 +147,8 @@ pub(crate) struct ConnRequests {
     /// response not yet fully handed to the connection).
     connection: Arc<Connection>,
     metrics: Arc<Metrics>,
+    /// Requests begun on the connection so far (`maxRequestsPerSocket`).
+    served: AtomicUsize,
     /// Woken when the first request begins, and (while draining) when the last one in flight
     /// ends: nothing waits on it per request while the connection runs normally.
     changed: Notify,
@@ -183,6 +195,11 @@ impl ConnRequests {
             self.changed.notify_waiters();
         }
         InFlight(self.clone(), http2)
+    }
+
+    /// Counts a request begun on the connection; returns its ordinal (1 for the first).
+    pub(crate) fn count_request(&self) -> usize {
+        self.served.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Resolves once the connection was asked to close (see [`CloseConnection`]).
@@ -242,6 +259,11 @@ impl ConnRequests {
     /// Whether hyper's own graceful shutdown of this connection may wait on the peer forever.
     fn may_hang_in_shutdown(&self) -> bool {
         self.http2.load(Ordering::Relaxed) || !self.begun.load(Ordering::Acquire)
+    }
+
+    /// No request in flight on an HTTP/1 connection (or one whose protocol is not known yet).
+    fn is_idle_http1(&self) -> bool {
+        !self.http2.load(Ordering::Relaxed) && self.connection.streams.load(Ordering::SeqCst) == 0
     }
 
     fn is_drained(&self) -> bool {

@@ -8,7 +8,7 @@
 
 mod listener;
 
-pub use listener::bind;
+pub use listener::{bind, bind_now, BindOptions};
 
 use crate::config::{LiveLimits, ServerConfig};
 use crate::error::Result;
@@ -40,11 +40,27 @@ pub enum Phase {
     Forced,
 }
 
+/// What node's `closeIdleConnections()` / `closeAllConnections()` ask of the HTTP connections open
+/// at the time (later ones are not affected, and the server goes on accepting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Connections with no request in flight close (HTTP/1; HTTP/2 ones are left alone, as
+    /// node's http server does not track them).
+    Idle,
+    /// Every connection closes now, requests in flight or not.
+    All,
+}
+
 /// A connection's view of the server phase. It also holds the connection's place in the count:
 /// whatever carries a clone on (a WebSocket upgraded from an HTTP connection) stays counted and
 /// drained with the server.
 #[derive(Clone)]
-pub struct PhaseSignal(watch::Receiver<Phase>, Arc<ConnectionSlot>);
+pub struct PhaseSignal(
+    watch::Receiver<Phase>,
+    Arc<ConnectionSlot>,
+    /// Sweeps asked for since the connection was accepted (see [`Sweep`]).
+    watch::Receiver<Option<Sweep>>,
+);
 
 impl PhaseSignal {
     pub fn current(&self) -> Phase {
@@ -59,6 +75,18 @@ impl PhaseSignal {
     /// The server's counters.
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.1 .0.metrics
+    }
+
+    /// Resolves with the next sweep asked for; never, once the server is gone.
+    pub async fn next_sweep(&mut self) -> Sweep {
+        loop {
+            if self.2.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if let Some(sweep) = *self.2.borrow_and_update() {
+                return sweep;
+            }
+        }
     }
 
     /// Resolves once the phase is at least `phase` (immediately if it already is).
@@ -144,6 +172,8 @@ pub struct ShutdownReport {
 pub struct Server {
     local_addr: SocketAddr,
     phase: watch::Sender<Phase>,
+    /// The last sweep asked for (each connection subscribes when accepted).
+    sweeps: Arc<watch::Sender<Option<Sweep>>>,
     stop_accepting: watch::Sender<Stop>,
     connections: Arc<ConnectionCount>,
     accept_task: std::sync::Mutex<Option<JoinHandle<TcpListener>>>,
@@ -166,8 +196,20 @@ impl Server {
             Some(l) => l,
             None => bind(config.hostname.as_deref(), config.port, config.reuse_port).await?,
         };
+        Server::serve(listener, handler, metrics, limits)
+    }
+
+    /// Starts accepting on a bound `listener` (within the runtime, which it spawns the accept
+    /// loop on).
+    pub fn serve(
+        listener: TcpListener,
+        handler: Arc<dyn ConnectionHandler>,
+        metrics: Arc<Metrics>,
+        limits: LiveLimits,
+    ) -> Result<Server> {
         let local_addr = listener.local_addr()?;
         let (phase, _) = watch::channel(Phase::Running);
+        let sweeps = Arc::new(watch::channel(None).0);
         let (stop_accepting, stop_rx) = watch::channel(Stop::No);
         metrics.listener_started();
         let connections = Arc::new(ConnectionCount {
@@ -178,13 +220,17 @@ impl Server {
             listener,
             handler,
             stop_rx,
-            phase.subscribe(),
+            Signals {
+                phase: phase.subscribe(),
+                sweeps: sweeps.clone(),
+            },
             connections.clone(),
             limits,
         ));
         Ok(Server {
             local_addr,
             phase,
+            sweeps,
             stop_accepting,
             connections,
             accept_task: std::sync::Mutex::new(Some(task)),
@@ -197,6 +243,11 @@ impl Server {
 
     pub fn open_connections(&self) -> usize {
         *self.connections.open.borrow()
+    }
+
+    /// Asks the connections open now to close: idle ones, or all (see [`Sweep`]).
+    pub fn sweep(&self, sweep: Sweep) {
+        self.sweeps.send_replace(Some(sweep));
     }
 
     /// Stops accepting and closes the listening socket. Connections already waiting in its backlog
@@ -298,11 +349,17 @@ impl Server {
     }
 }
 
+/// What each accepted connection's [`PhaseSignal`] is made from.
+struct Signals {
+    phase: watch::Receiver<Phase>,
+    sweeps: Arc<watch::Sender<Option<Sweep>>>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     handler: Arc<dyn ConnectionHandler>,
     mut stop: watch::Receiver<Stop>,
-    phase: watch::Receiver<Phase>,
+    signals: Signals,
     connections: Arc<ConnectionCount>,
     limits: LiveLimits,
 ) -> TcpListener {
@@ -310,7 +367,7 @@ async fn accept_loop(
         listener,
         handler.clone(),
         &mut stop,
-        phase.clone(),
+        &signals,
         &connections,
         limits,
     )
@@ -335,7 +392,7 @@ async fn accept_loop(
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            serve_counted(&handler, stream, remote, &phase, &connections);
+            serve_counted(&handler, stream, remote, &signals, &connections);
         }
     }
     listener
@@ -346,10 +403,15 @@ fn serve_counted(
     handler: &Arc<dyn ConnectionHandler>,
     stream: TcpStream,
     remote: SocketAddr,
-    phase: &watch::Receiver<Phase>,
+    signals: &Signals,
     connections: &Arc<ConnectionCount>,
 ) {
-    let signal = PhaseSignal(phase.clone(), Arc::new(connections.open(remote)));
+    // Subscribed now: only sweeps asked for from here on concern this connection.
+    let signal = PhaseSignal(
+        signals.phase.clone(),
+        Arc::new(connections.open(remote)),
+        signals.sweeps.subscribe(),
+    );
     tokio::spawn(handler.clone().serve(stream, remote, signal));
 }
 
@@ -357,7 +419,7 @@ async fn accept_until_stopped(
     listener: TcpListener,
     handler: Arc<dyn ConnectionHandler>,
     stop: &mut watch::Receiver<Stop>,
-    phase: watch::Receiver<Phase>,
+    signals: &Signals,
     connections: &Arc<ConnectionCount>,
     limits: LiveLimits,
 ) -> TcpListener {
@@ -394,7 +456,7 @@ async fn accept_until_stopped(
             tokio::spawn(handler.clone().reject(stream));
             continue;
         }
-        serve_counted(&handler, stream, remote, &phase, connections);
+        serve_counted(&handler, stream, remote, signals, connections);
     }
 }
 

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use koatty_serve_core::bridge::{Bridge, BridgeEvent, RequestHead, RequestSink};
+use koatty_serve_core::bridge::{Bridge, BridgeEvent, ClientError, RequestHead, RequestSink};
 use koatty_serve_core::config::{Limits, ServerConfig};
 use koatty_serve_core::server::ServeHandle;
 use koatty_serve_core::trace::RequestTrace;
@@ -49,6 +49,12 @@ impl RequestSink for TestSink {
             other => format!("{other:?}"),
         };
         let _ = self.events.send((id, text));
+    }
+
+    fn client_error(&self, error: ClientError) {
+        let _ = self
+            .events
+            .send((0, format!("client-error:{}", error.code)));
     }
 }
 

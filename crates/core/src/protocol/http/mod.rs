@@ -6,8 +6,8 @@ mod request_body;
 
 use super::ws;
 use crate::bridge::{
-    simple_response, AbortConnection, Bridge, CloseConnection, ProtocolChoice, RequestBody,
-    RequestHead, ResponseBody, StatusReason, INLINE_BODY_LIMIT,
+    simple_response, AbortConnection, Bridge, ClientError, CloseConnection, ProtocolChoice,
+    RequestBody, RequestHead, ResponseBody, StatusReason, INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
@@ -270,15 +270,29 @@ impl HttpProtocol {
     /// the `Connection`/`Keep-Alive` headers are node's. A handler that destroyed the request
     /// gets no response at all: the error makes hyper close the connection (HTTP/2: reset the
     /// stream) without writing.
+    /// `ordinal`: the request's place on its connection (node's `maxRequestsPerSocket` on HTTP/1:
+    /// the last one allowed closes the connection after its response, one past it gets 503).
     async fn handle(
         &self,
         req: Request<Incoming>,
         conn: &ConnectionInfo,
         requests: &Arc<ConnRequests>,
+        ordinal: usize,
     ) -> Result<Response<ResponseBody>, AbortConnection> {
         let version = req.version();
         let head_on_h2 = version == Version::HTTP_2 && req.method() == http::Method::HEAD;
         let client_keeps_alive = client_wants_keep_alive(&req);
+        let max_requests = match version {
+            Version::HTTP_11 | Version::HTTP_10 => self.limits.load().max_requests_per_socket,
+            _ => None,
+        };
+        if max_requests.is_some_and(|max| ordinal > max) {
+            return Ok(closing(StatusCode::SERVICE_UNAVAILABLE));
+        }
+        let last_allowed = max_requests.is_some_and(|max| ordinal == max);
+        if last_allowed {
+            requests.close_after_response();
+        }
         let mut response = self.respond(req, conn, requests).await;
         if response.extensions().get::<AbortConnection>().is_some() {
             return Err(AbortConnection);
@@ -297,7 +311,7 @@ impl HttpProtocol {
             node_connection_headers(
                 &mut response,
                 version,
-                client_keeps_alive && !draining,
+                client_keeps_alive && !draining && !last_allowed,
                 keep_alive_timeout,
             );
         }
@@ -343,7 +357,7 @@ impl HttpProtocol {
             return closing(StatusCode::BAD_REQUEST);
         }
         let limits = self.limits.load_full();
-        let deadline = Instant::now() + limits.request_timeout;
+        let deadline = limits.request_deadline(Instant::now());
         let (parts, body) = req.into_parts();
         let declared = body.size_hint().exact();
         if let (Some(max), Some(len)) = (limits.max_body_size, declared) {
@@ -428,6 +442,7 @@ impl HttpProtocol {
     /// Serves one connection (plain or TLS) with HTTP/1.1 or HTTP/2.
     async fn serve_io(self: Arc<Self>, io: ConnStream, info: ConnectionInfo, mode: Mode) {
         let phase = info.phase.clone();
+        let remote = info.remote;
         let (protocol, http2_frames) = match mode {
             Mode::Http1 => (WireProtocol::Http1, None),
             Mode::Http2 => (WireProtocol::Http2, Some(true)),
@@ -447,29 +462,34 @@ impl HttpProtocol {
             }
             // In flight until its response body is dropped (a drained connection waits for it).
             let in_flight = tracker.started();
+            let ordinal = tracker.count_request();
             heads.head_complete();
             let this = this.clone();
             let info = info.clone();
             async move {
-                let response = this.handle(req, &info, in_flight.connection()).await?;
+                let response = this
+                    .handle(req, &info, in_flight.connection(), ordinal)
+                    .await?;
                 Ok::<_, AbortConnection>(response.map(|body| Tracked::new(body, in_flight)))
             }
         });
         // Sockets are watched for slow HTTP/1 request heads (408) and for connectionTimeout.
         let http2 = self.http2.load_full();
-        let header_timeout = match (mode, http2.as_deref()) {
+        type ConnError = Box<dyn std::error::Error + Send + Sync>;
+        let boxed = |e: hyper::Error| Box::new(e) as ConnError;
+        let error: Option<ConnError> = match (mode, http2.as_deref()) {
             (Mode::Http2, Some(settings)) => {
                 let io = Watched::new(io, head_watch.clone(), http2_frames);
                 let conn = http2_builder(settings).serve_connection(TokioIo::new(io), service);
                 drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
-                false
+                None
             }
             (Mode::Detect, Some(settings)) => {
                 let builder = self.detecting_builder(settings);
                 let io = Watched::new(io, head_watch.clone(), http2_frames);
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
-                matches!(ended, Some(Err(e)) if is_header_timeout(&*e))
+                ended.and_then(Result::err)
             }
             _ if self.websocket.load().is_some() => {
                 let conn = self
@@ -480,7 +500,7 @@ impl HttpProtocol {
                     )
                     .with_upgrades();
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
-                matches!(ended, Some(Err(e)) if is_header_timeout(&e))
+                ended.and_then(Result::err).map(boxed)
             }
             _ => {
                 let conn = self.http1_builder().serve_connection(
@@ -488,16 +508,60 @@ impl HttpProtocol {
                     service,
                 );
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
-                matches!(ended, Some(Err(e)) if is_header_timeout(&e))
+                ended.and_then(Result::err).map(boxed)
             }
+        };
+        let (header_timeout, refused) = match error.as_deref() {
+            Some(e) => (is_header_timeout(e), refused_head(e)),
+            None => (false, None),
         };
         // The socket comes back only if a request head had begun; an idle one is closed silently.
         if let Some(io) = head_watch.take_reclaimed() {
             if header_timeout {
                 answer_request_timeout(io).await;
+                self.bridge.client_error(ClientError {
+                    code: "ERR_HTTP_REQUEST_TIMEOUT",
+                    message: "Request timeout".into(),
+                    remote,
+                });
             }
         }
+        if let Some((code, message)) = refused {
+            self.bridge.client_error(ClientError {
+                code,
+                message,
+                remote,
+            });
+        }
     }
+}
+
+/// A request head hyper refused (and answered: 400, 414 or 431), as node's `'clientError'` code
+/// (llhttp's) and message; `None` for any other end of a connection.
+fn refused_head(error: &(dyn std::error::Error + 'static)) -> Option<(&'static str, String)> {
+    let e = error.downcast_ref::<hyper::Error>()?;
+    if !e.is_parse() {
+        return None;
+    }
+    let text = e.to_string();
+    let code = [
+        ("invalid HTTP method", "HPE_INVALID_METHOD"),
+        ("invalid HTTP version", "HPE_INVALID_VERSION"),
+        ("invalid URI", "HPE_INVALID_URL"),
+        ("URI too long", "HPE_HEADER_OVERFLOW"),
+        ("message head is too large", "HPE_HEADER_OVERFLOW"),
+        ("invalid HTTP header", "HPE_INVALID_HEADER_TOKEN"),
+        ("invalid content-length", "HPE_INVALID_CONTENT_LENGTH"),
+        ("invalid transfer-encoding", "HPE_INVALID_TRANSFER_ENCODING"),
+        (
+            "unexpected transfer-encoding",
+            "HPE_INVALID_TRANSFER_ENCODING",
+        ),
+    ]
+    .iter()
+    .find(|(prefix, _)| text.starts_with(prefix))
+    .map_or("HPE_INTERNAL", |(_, code)| code);
+    Some((code, format!("Parse Error: {text}")))
 }
 
 /// node's http2 compatibility API shows the request target as `:path` (path and query).
