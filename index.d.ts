@@ -752,8 +752,10 @@ export declare class NodeHttpServer extends EventEmitter {
   ref(): this;
   unref(): this;
   setTimeout(msecs?: number, callback?: () => void): this;
-  /** The native counters (connections, requests, latency). */
+  /** The native counters (connections, requests, latency): `connectionPool.getMetrics()`. */
   getMetrics(): ConnectionMetrics;
+  /** The pool as the other server classes have it: figures per protocol, live connections, history, health. */
+  readonly connectionPool: HttpConnectionPoolManager | HttpsConnectionPoolManager | Http2ConnectionPoolManager | WebSocketConnectionPoolManager;
   /** Socket inactivity, ms (0 = none): a connection with no byte moving for that long closes. */
   timeout: number;
   keepAliveTimeout: number;

@@ -342,6 +342,24 @@ describe('createServer: fetch with undici', () => {
   });
 });
 
+describe('createServer: the connection pool', () => {
+  it('getMetrics() has the figures ConnectionMetrics types (averageLatency, uptime, http1), as connectionPool.getMetrics()', async () => {
+    const server = serve(hello).listen(0, '127.0.0.1');
+    const agent = keepAliveAgent();
+    try {
+      for (let i = 0; i < 3; i++) assert.equal((await request({ port: server.address().port, agent })).status, 200);
+      const m = server.getMetrics();
+      assert.equal(typeof m.averageLatency, 'number');
+      assert.equal(typeof m.uptime, 'number');
+      assert.equal(m.requestsTotal, 3);
+      assert.equal(m.http1.keepAliveReuses, 2);
+      assert.equal(server.connectionPool.getConnections().length, 1);
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
 describe('createServer: events', () => {
   it("'checkContinue' gets an Expect: 100-continue request instead of 'request'; the client gets 100 Continue and sends its body", async () => {
     const seen = [];
@@ -368,6 +386,32 @@ describe('createServer: events', () => {
     });
     assert.equal(body, 'got hello');
     assert.deepEqual(seen, ['checkContinue']);
+  });
+
+  it("'checkContinue' can refuse the upload: the handler sees the head before any 100 Continue, as node (a small body was read whole first)", async () => {
+    const server = serve(hello);
+    let readBody = false;
+    server.on('checkContinue', (req, res) => {
+      req.on('data', () => { readBody = true; });
+      res.statusCode = 417;
+      res.end('no');
+    });
+    server.listen(0, '127.0.0.1');
+    const raw = await new Promise((resolve, reject) => {
+      const socket = net.connect(server.address().port, '127.0.0.1', () => {
+        socket.write('POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n');
+      });
+      let text = '';
+      socket.on('data', (d) => {
+        text += d;
+        if (text.includes('\r\n\r\nno')) { socket.destroy(); resolve(text); }
+      });
+      socket.on('error', reject);
+      setTimeout(() => { socket.destroy(); resolve(text); }, 3000).unref();
+    });
+    assert.match(raw, /^HTTP\/1\.1 417 /, raw);
+    assert.doesNotMatch(raw, /100 Continue/, 'no 100 Continue before the refusal');
+    assert.equal(readBody, false);
   });
 
   it("another expectation: 417 without a 'checkExpectation' listener, the listener with one (as node)", async () => {

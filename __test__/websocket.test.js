@@ -343,6 +343,14 @@ describe('WsServer: closing handshake', () => {
   before(async () => { srv = await startWs(); });
   after(async () => { await stopWs(srv.server); });
 
+  it("a client that drops the connection without a close frame is reported as 1006 on the server side, as ws reports it (was 1002)", async () => {
+    const ws = await connect(srv.url('/drop'));
+    const serverSide = await srv.accepted('/drop');
+    const onServer = closed(serverSide, 5000);
+    ws._socket.destroy();
+    assert.equal((await onServer).code, 1006);
+  });
+
   it("client close(4001, 'bye') is seen by the server with code and reason", async () => {
     const ws = await connect(srv.url('/close1'));
     const serverSide = await srv.accepted('/close1');

@@ -16,6 +16,7 @@ const { codedError } = require('./errors');
 const { optionsJson } = require('./config');
 const logger = require('./logger');
 const { offeredProtocols } = require('./websocket');
+const { createConnectionPool } = require('./pool');
 
 const { NativeServer } = binding;
 
@@ -186,6 +187,9 @@ class NodeHttpServer extends EventEmitter {
       (err, req) => this.emit('handlerError', err, req) || logger.error(`request handler failed (${req?.method} ${req?.url})`, err),
       (req, client) => this._onUpgrade(req, client),
     );
+    // The same pool object as the other server classes: metrics per protocol, live connections,
+    // history and health (the event-loop lag is sampled only between startMonitoring/stopMonitoring).
+    this.connectionPool = createConnectionPool(protocol, this._native, base);
     this._bridge.Request = SwapSafeRequest;
     this._bridge.Response = SwapSafeResponse;
     this._bridge.onClientError = (code, address, port, message) => this._onClientError(code, address, port, message, secure);
@@ -404,9 +408,9 @@ class NodeHttpServer extends EventEmitter {
     return this;
   }
 
-  /** The counters (connections, requests, latency), as the package's other servers report them. */
+  /** The counters (connections, requests, latency), as `connectionPool.getMetrics()`. */
   getMetrics() {
-    return JSON.parse(this._native.metricsJson());
+    return this.connectionPool.getMetrics();
   }
 
   [Symbol.asyncDispose]() {

@@ -221,6 +221,8 @@ fn close_code_for(e: &WsError) -> CloseCode {
         }
         WsError::Utf8(_) => CloseCode::Invalid,
         WsError::Protocol(ProtocolError::InvalidCloseSequence) => CloseCode::Protocol,
+        // The peer went away without a close frame: 1006, as ws reports it.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => CloseCode::Abnormal,
         WsError::Protocol(_) => CloseCode::Protocol,
         _ => CloseCode::Abnormal,
     }
@@ -988,6 +990,13 @@ mod tests {
             1009
         );
         assert_eq!(code(WsError::Utf8("bad".into())), 1007);
+        assert_eq!(
+            code(WsError::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            1006,
+            "a peer gone without a close frame"
+        );
         assert_eq!(
             code(WsError::Protocol(ProtocolError::UnmaskedFrameFromClient)),
             1002

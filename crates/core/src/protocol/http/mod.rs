@@ -365,8 +365,20 @@ impl HttpProtocol {
                 return closing(StatusCode::PAYLOAD_TOO_LARGE);
             }
         }
+        // The client waits for `100 Continue` before sending the body, which hyper sends at the
+        // first read: the handler sees the head first and may refuse (node's 'checkContinue').
+        let awaits_continue = parts.version == Version::HTTP_11
+            && parts
+                .headers
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let (body_kind, pump) = if body.is_end_stream() {
             (RequestBody::Empty, None)
+        } else if awaits_continue {
+            (
+                RequestBody::Streamed,
+                Some(RequestBodyPump::after_continue(body)),
+            )
         } else if declared.is_some_and(|len| len <= INLINE_BODY_LIMIT) {
             match tokio::time::timeout_at(deadline, body.collect()).await {
                 Ok(Ok(collected)) => {

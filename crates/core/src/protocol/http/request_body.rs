@@ -43,11 +43,26 @@ fn body_failed(to_handler: &BodyChunks, e: &hyper::Error) {
 /// A hyper request body to be streamed to the handler.
 pub struct RequestBodyPump {
     body: hyper::body::Incoming,
+    /// `Expect: 100-continue`: nothing is read (so hyper sends no `100 Continue`) until the
+    /// handler first reads; a handler that answers first (417, 401) refuses the upload, as node's
+    /// `'checkContinue'` allows.
+    awaits_continue: bool,
 }
 
 impl RequestBodyPump {
     pub fn new(body: hyper::body::Incoming) -> Self {
-        RequestBodyPump { body }
+        RequestBodyPump {
+            body,
+            awaits_continue: false,
+        }
+    }
+
+    /// A body the client sends only after `100 Continue`.
+    pub fn after_continue(body: hyper::body::Incoming) -> Self {
+        RequestBodyPump {
+            body,
+            awaits_continue: true,
+        }
     }
 
     async fn run(mut self, feed: BodyFeed) {
@@ -65,6 +80,7 @@ impl RequestBodyPump {
         let mut ready_bytes = 0usize;
         let mut ended = false;
         let mut wanted = false;
+        let mut reading = !self.awaits_continue;
         loop {
             if wanted {
                 if let Some(chunk) = ready.pop_front() {
@@ -78,11 +94,17 @@ impl RequestBodyPump {
             }
             tokio::select! {
                 pull = pulls.recv() => match pull {
-                    Some(()) => wanted = true,
+                    Some(()) => {
+                        wanted = true;
+                        reading = true;
+                    }
+                    // Answered without asking for the body after `Expect: 100-continue`: the client
+                    // was never told to send it (hyper closes the connection after the response).
+                    None if !reading => return,
                     // The request is answered (or gone): drop what is still arriving.
                     None => return self.discard_rest(ended, received, max_body_size, deadline).await,
                 },
-                frame = self.body.frame(), if !ended && ready_bytes < READ_AHEAD => match frame {
+                frame = self.body.frame(), if reading && !ended && ready_bytes < READ_AHEAD => match frame {
                     None => ended = true,
                     Some(Err(e)) => return body_failed(&to_handler, &e),
                     Some(Ok(frame)) => {
