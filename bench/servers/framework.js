@@ -53,7 +53,7 @@ async function main() {
     const native = require(nativeRoot());
     createServer = native.createServer;
     const info = native.runtimeInfo();
-    extra = { runtimeInfo: info, buildProfile: info.buildProfile };
+    extra = { root: nativeRoot(), runtimeInfo: info, buildProfile: info.buildProfile };
   }
   if (framework === 'fastify') {
     let server;
