@@ -513,17 +513,18 @@ describe('GrpcServer: the four call kinds, metadata and status (plaintext h2c)',
     }
   });
 
-  it('a throwing or rejecting handler → UNKNOWN with its message; the server keeps serving', async () => {
+  it("a throwing or rejecting handler → UNKNOWN 'Unknown error', as grpc-js (its message stays on the server); the server keeps serving", async () => {
     const before = ctx.state.handlerErrors.length;
     const thrown = await call(echo, 'Unary', { message: 'throw' });
     assert.equal(thrown.err.code, grpc.status.UNKNOWN);
-    assert.match(thrown.err.details, /handler threw: boom/);
+    assert.equal(thrown.err.details, 'Unknown error');
     const rejected = await call(echo, 'Unary', { message: 'reject' });
     assert.equal(rejected.err.code, grpc.status.UNKNOWN);
-    assert.match(rejected.err.details, /handler rejected: boom/);
+    assert.equal(rejected.err.details, 'Unknown error');
     const stream = await collect(echo.ServerStream({ message: 'throw', count: 3 }));
     assert.equal(stream.err.code, grpc.status.UNKNOWN);
-    assert.match(stream.err.details, /stream handler threw/);
+    assert.equal(stream.err.details, 'Unknown error');
+    assert.match(String(ctx.state.handlerErrors.at(-1)), /stream handler threw/, "the message reaches 'handlerError'");
     assert.equal(ctx.state.handlerErrors.length - before, 3, "each failure is reported as 'handlerError'");
     const ok = await call(echo, 'Unary', { message: 'still here' });
     assert.equal(ok.err, null);

@@ -464,7 +464,9 @@ class GrpcDispatcher {
     } catch {
       // logging must not break the server
     }
-    if (!call._ended) call._finish(Status.UNKNOWN, err && err.message ? err.message : String(err));
+    // As grpc-js: the client learns that the handler failed, not why (its message may hold
+    // internals); GRPC_NODE_DEBUG_SEND_ERROR_DETAILS sends it, with grpc-js's wording.
+    if (!call._ended) call._finish(Status.UNKNOWN, process.env.GRPC_NODE_DEBUG_SEND_ERROR_DETAILS ? `Server method handler threw error ${err && err.message ? err.message : String(err)}` : 'Unknown error');
   }
 }
 
