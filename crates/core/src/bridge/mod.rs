@@ -10,7 +10,7 @@
 mod body;
 pub mod grpc;
 mod wake;
-pub use wake::{deferring_wakes, flush_deferred_wakes, has_deferred_wakes};
+pub use wake::{deferring_wakes, flush_deferred_wakes};
 
 pub use body::{BodyChunks, BodyFeed, BodySource, ResponseBody};
 
@@ -155,6 +155,19 @@ impl WsOutbound {
 pub type WsQueue = futures_channel::mpsc::UnboundedSender<WsOutbound>;
 /// The receiving end of a [`WsQueue`].
 pub type WsQueueReceiver = futures_channel::mpsc::UnboundedReceiver<WsOutbound>;
+
+/// Queues `item` for a WebSocket connection, after everything this turn already queued for it
+/// (the sends may be held until the turn ends: `wake`); `Gone` once the connection's task is.
+fn queue_soon(queue: &WsQueue, id: u32, item: WsOutbound) -> Result<(), BridgeError> {
+    if queue.is_closed() {
+        return Err(BridgeError::Gone(id));
+    }
+    let queue = queue.clone();
+    wake::send_soon(move || {
+        let _ = queue.unbounded_send(item);
+    });
+    Ok(())
+}
 
 struct WsConnection {
     /// Close and terminate requests, to the connection's task.
@@ -878,13 +891,7 @@ impl Bridge {
             let _ = conn.tx.unbounded_send(WsOutbound::Terminate);
             return Err(BridgeError::Backpressure(id));
         }
-        if conn.messages.is_closed() {
-            return Err(BridgeError::Gone(id));
-        }
-        let queue = conn.messages.clone();
-        wake::send_soon(move || {
-            let _ = queue.unbounded_send(message);
-        });
+        queue_soon(&conn.messages, id, message)?;
         Ok(queued)
     }
 
@@ -919,15 +926,7 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
-        if conn.tx.is_closed() {
-            return Err(BridgeError::Gone(id));
-        }
-        // After the messages sent before it in this turn (they may be held: `wake`).
-        let queue = conn.tx.clone();
-        wake::send_soon(move || {
-            let _ = queue.unbounded_send(what);
-        });
-        Ok(())
+        queue_soon(&conn.tx, id, what)
     }
 
     /// Open WebSocket connections.

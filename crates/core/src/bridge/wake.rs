@@ -59,7 +59,8 @@ pub fn flush_deferred_wakes() -> usize {
 }
 
 /// Whether sends are waiting for [`flush_deferred_wakes`] on this thread.
-pub fn has_deferred_wakes() -> bool {
+#[cfg(test)]
+fn has_deferred_wakes() -> bool {
     DEFERRED.with_borrow(|d| !d.is_empty())
 }
 
