@@ -36,11 +36,13 @@ pub fn deferring_wakes<R>(f: impl FnOnce() -> R) -> R {
 /// queue, and a bounded delay for the first answers of a long turn).
 const MAX_HELD: usize = 64;
 
-/// Nor does a send wait longer than this for the ones after it: with a slow handler (a Koatty
-/// app spends ≈ 45 µs on a message) a turn of 64 answers held the first for ≈ 3 ms, its client
-/// waited, and the JS thread then idled for lack of new requests (a quarter of its time, with
-/// 64 WebSocket clients). A wake per 100 µs of answering costs little beside that work.
-const MAX_HOLD: Duration = Duration::from_micros(100);
+/// Nor does a send wait longer than this for the ones after it. With a slow handler (a Koatty
+/// app spends ≈ 45 µs on a request) a turn of 64 answers held the first for ≈ 3 ms: with one
+/// request in flight per client, the clients waited and the JS thread then idled for lack of
+/// new requests (a quarter of its time, 64 WebSocket clients). 100 µs fixed that but cost an
+/// HTTP/2 app 8 % (its 512 streams keep the JS thread busy; the wakes were pure cost); 300 µs
+/// keeps both (bench/RESULTS.md).
+const MAX_HOLD: Duration = Duration::from_micros(300);
 
 /// Makes `send` now, or at the next flush inside [`deferring_wakes`]; sends keep their order.
 pub(crate) fn send_soon(send: impl FnOnce() + 'static) {
