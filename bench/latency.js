@@ -46,7 +46,8 @@ function echoService() {
 function serve(kind, impl) {
   const ready = (port) => process.stdout.write(JSON.stringify({ port }) + '\n');
   const tls = () => ({ key: fs.readFileSync(process.env.LAT_KEY), cert: fs.readFileSync(process.env.LAT_CERT) });
-  const native = impl === 'native' ? require(ROOT) : null;
+  // BENCH_NATIVE_ROOT: another build of the package, for before/after runs.
+  const native = impl === 'native' ? require(process.env.BENCH_NATIVE_ROOT || ROOT) : null;
   if (native && native.runtimeInfo().buildProfile !== 'release') throw new Error('the addon is not a release build (npm run build)');
   if (kind === 'http' && impl === 'peer') {
     const s = require('node:http').createServer(hello);

@@ -6,11 +6,12 @@ use bytes::Bytes;
 use koatty_serve_core::bridge::{
     BridgeError, BridgeEvent, ClientError, RequestBody, RequestHead, RequestSink,
 };
+use koatty_serve_core::tls::PeerInfo;
 use koatty_serve_core::trace::RequestTrace;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// Request flags; bits 0–7 hold the HTTP version (10, 11, 20).
 #[napi]
@@ -145,6 +146,26 @@ impl ToNapiValue for JsBytes {
     }
 }
 
+/// Text a connection's requests share (its remote IP), handed to JavaScript as a string without a
+/// `String` made per request.
+pub struct JsSharedText(pub Arc<str>);
+
+impl ToNapiValue for JsSharedText {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        unsafe { <&str>::to_napi_value(env, &val.0) }
+    }
+}
+
+/// A TLS connection's details as JSON (built once per connection, on first use), handed to
+/// JavaScript as a string.
+pub struct JsPeerDetails(pub Arc<PeerInfo>);
+
+impl ToNapiValue for JsPeerDetails {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        unsafe { <&str>::to_napi_value(env, val.0.to_json()) }
+    }
+}
+
 /// (id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetailsJson, traceId)
 /// headers: `name\0value\0name\0value…` — one string instead of one per name and value, which is
 /// what crossing into JavaScript costs most (HTTP forbids NUL in names and values).
@@ -155,9 +176,9 @@ pub type RequestArgs = FnArgs<(
     String,
     Option<JsBytes>,
     u32,
-    String,
+    JsSharedText,
     u32,
-    Option<String>,
+    Option<JsPeerDetails>,
     Option<String>,
 )>;
 /// (id, kind, chunk, message)
@@ -267,9 +288,9 @@ impl RequestSink for JsSink {
             head.headers.join("\0"),
             body,
             flags,
-            head.remote.ip().to_canonical().to_string(),
+            JsSharedText(head.remote_ip),
             head.remote.port() as u32,
-            head.peer.as_ref().map(|p| p.to_json().to_owned()),
+            head.peer.map(JsPeerDetails),
             trace_id,
         );
         f.request

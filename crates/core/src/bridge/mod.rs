@@ -67,6 +67,8 @@ pub struct RequestHead {
     /// 10 = HTTP/1.0, 11 = HTTP/1.1, 20 = HTTP/2.
     pub http_version: u32,
     pub remote: SocketAddr,
+    /// `remote`'s IP as text, shared by the connection's requests.
+    pub remote_ip: Arc<str>,
     pub local_port: u16,
     pub encrypted: bool,
     /// TLS details of the connection (shared by its requests), when encrypted.

@@ -52,12 +52,20 @@ pub(crate) use configure_http2;
 #[derive(Clone)]
 pub struct ConnectionInfo {
     pub remote: SocketAddr,
+    /// The remote IP as text (IPv4-mapped IPv6 shown as IPv4, as node does), made once per
+    /// connection: every request hands it to JavaScript.
+    pub remote_ip: Arc<str>,
     pub local_port: u16,
     /// TLS details (ALPN, client certificate), when encrypted.
     pub peer: Option<Arc<PeerInfo>>,
     /// The connection's phase (and its place in the connection count), which a WebSocket
     /// upgraded from it carries on.
     pub phase: PhaseSignal,
+}
+
+/// [`ConnectionInfo::remote_ip`] for `remote`.
+pub fn remote_ip_text(remote: &SocketAddr) -> Arc<str> {
+    Arc::from(remote.ip().to_canonical().to_string())
 }
 
 impl ConnectionInfo {
@@ -109,6 +117,7 @@ pub(crate) async fn establish(
     };
     let info = ConnectionInfo {
         remote,
+        remote_ip: remote_ip_text(&remote),
         local_port,
         peer,
         phase,

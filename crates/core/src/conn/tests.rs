@@ -243,6 +243,7 @@ async fn plain_http_on_a_tls_port_fails_the_handshake_at_once() {
 fn info_for(conn: &Accepted) -> ConnectionInfo {
     ConnectionInfo {
         remote: conn.remote,
+        remote_ip: super::remote_ip_text(&conn.remote),
         local_port: 0,
         peer: None,
         phase: conn.phase.clone(),

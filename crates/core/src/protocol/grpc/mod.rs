@@ -809,6 +809,7 @@ impl JsCall {
             },
             http_version: 20,
             remote: conn.remote,
+            remote_ip: conn.remote_ip.clone(),
             local_port: conn.local_port,
             encrypted: conn.peer.is_some(),
             peer: conn.peer.clone(),

@@ -394,6 +394,7 @@ async fn the_connections_http_version_follows_alpn_or_h2c() {
     let conn = t.next().await;
     let info = |alpn: Option<&str>, encrypted: bool| ConnectionInfo {
         remote: conn.remote,
+        remote_ip: crate::conn::remote_ip_text(&conn.remote),
         local_port: 0,
         peer: encrypted.then(|| {
             Arc::new(PeerInfo {
