@@ -127,6 +127,10 @@ export interface SSLConfig extends BaseSSLConfig {
   certFile?: string;
   caFile?: string;
   clientCertRequired?: boolean;
+  /** As node's: ask for a client certificate (verified against `ca`). */
+  requestCert?: boolean;
+  /** As node's: with `false`, a client without a valid certificate gets in, `authorized` false. */
+  rejectUnauthorized?: boolean;
 }
 
 export interface SSL1Config extends BaseSSLConfig {

@@ -519,6 +519,25 @@ describe('createSecureServer', { skip: !hasOpenssl() && 'openssl CLI not availab
     assert.equal(h1.text(), 'v1.1');
   });
 
+  it('requestCert + rejectUnauthorized: false with webSocket: clients without a valid certificate get in, as node and ws', async () => {
+    const c = getCerts();
+    const server = createSecureServer({
+      key: c.server.keyPem, cert: c.server.certPem, ca: c.ca.certPem, requestCert: true, rejectUnauthorized: false, webSocket: true,
+    }, (req, res) => res.end(`authorized ${req.socket.authorized}`));
+    server.on('websocket', (ws, req) => ws.send(`authorized ${req.socket.authorized}`));
+    servers.add(server);
+    server.listen(0, '127.0.0.1');
+    const { port } = server.address();
+    const tls = { ca: c.ca.certPem, servername: 'localhost' };
+    assert.equal((await httpsRequest({ port, tls })).text(), 'authorized false');
+    const withCert = await httpsRequest({ port, tls: { ...tls, key: c.client.keyPem, cert: c.client.certPem } });
+    assert.equal(withCert.text(), 'authorized true');
+    const ws = new WebSocket(`wss://localhost:${port}/`, { ca: c.ca.certPem });
+    const [message] = await withTimeout(once(ws, 'message'), 5000, 'wss message');
+    assert.equal(message.toString(), 'authorized false');
+    ws.terminate();
+  });
+
   it('bad TLS material throws from createSecureServer, coded', () => {
     assert.throws(() => createSecureServer({ key: 'not a key', cert: 'not a cert' }), { code: 'ERR_TLS_CONFIG' });
     assert.throws(() => createSecureServer({ pfx: Buffer.alloc(1) }), { code: 'ERR_NOT_SUPPORTED' });

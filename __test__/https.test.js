@@ -106,6 +106,7 @@ describe('HttpsServer: requests over TLS', () => {
     assert.equal(b.encrypted, true, 'req.socket.encrypted');
     assert.equal(typeof b.authorized, 'boolean', 'req.socket.authorized is a boolean');
     assert.equal(b.authorized, false, 'no client certificate was requested');
+    assert.equal(b.authorizationError, null, 'authorizationError is null when no certificate was requested, as node');
     assert.equal(b.peer.available, true, 'req.socket.getPeerCertificate is a function');
     assert.equal(b.peer.empty, true, 'getPeerCertificate() is {} without a client certificate');
   });

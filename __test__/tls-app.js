@@ -73,6 +73,7 @@ function makeApp() {
         headers: req.headers,
         encrypted: s ? s.encrypted === true : null,
         authorized: s ? s.authorized : null,
+        authorizationError: s ? s.authorizationError : undefined,
         alpnProtocol: s ? s.alpnProtocol : null,
         peer: peerSummary(s),
       };

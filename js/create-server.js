@@ -169,8 +169,8 @@ class NodeHttpServer extends EventEmitter {
     if (secure) base.ssl = sslOf(options);
     if (secure && this._webSocket) {
       // ws/wss take the `enabled` form of ssl.
-      const { key, cert, ca, passphrase, ciphers, honorCipherOrder, secureProtocol, requestCert } = base.ssl;
-      base.ssl = { enabled: true, key, cert, ca, passphrase, ciphers, honorCipherOrder, secureProtocol, clientCertRequired: requestCert === true ? true : undefined };
+      const { key, cert, ca, passphrase, ciphers, honorCipherOrder, secureProtocol, requestCert, rejectUnauthorized } = base.ssl;
+      base.ssl = { enabled: true, key, cert, ca, passphrase, ciphers, honorCipherOrder, secureProtocol, requestCert, rejectUnauthorized };
     }
     if (options.nativeEndpoints !== undefined) base.nativeEndpoints = options.nativeEndpoints;
     if (this._webSocket && typeof this._webSocket === 'object' && typeof this._webSocket.handleProtocols === 'function') base.handleProtocols = true;

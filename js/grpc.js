@@ -435,7 +435,8 @@ class GrpcDispatcher {
     const entry = this.methods.get(path);
     const timeoutHeader = flatValue(flat, 'grpc-timeout');
     const deadline = timeoutHeader ? new Date(Date.now() + timeoutMs(timeoutHeader)) : Infinity;
-    const peer = `${remoteAddress.includes(':') ? `[${remoteAddress}]` : remoteAddress}:${remotePort}`;
+    // As grpc-js builds it (no brackets around an IPv6 address).
+    const peer = `${remoteAddress}:${remotePort}`;
     const call = new ServerCall(bridge, id, path, entry.method, flat, peer, deadline);
     const run = (...args) => {
       try {

@@ -11,7 +11,7 @@ const kStarted = Symbol('nativeHeadSent');
 const kHeadWritten = Symbol('headWritten');
 const { codedError } = require('./errors');
 const { FramingFlag, SendResult } = require('./wire');
-const { flushWakesSoon } = require('./wakes');
+const { flushWakesSoon, flushWakesNow } = require('./wakes');
 const { ownMethodsAssigner } = require('./own-methods');
 
 const FRAMING_REMOVED_CONTENT_LENGTH = FramingFlag.RemovedContentLength;
@@ -288,6 +288,9 @@ class NativeResponse extends Stream {
     this.destroyed = true;
     this.writable = false;
     if (this._trace !== null) this._trace.closed();
+    // A head given this turn is still held (js/wakes.js): send it first, as node has written it
+    // by now (`flushHeaders(); destroy()` sends the head, then closes).
+    if (this[kStarted]) flushWakesNow();
     this._bridge.native.destroy(this._id);
     this._bridge.forget(this._id);
     this.req._onAbort();

@@ -597,16 +597,17 @@ impl TlsSource {
     pub fn peer_info(&self, conn: &ServerConnection) -> PeerInfo {
         let certs = conn.peer_certificates().unwrap_or(&[]);
         let verdict = match (certs.split_first(), self.current.load().verifier.as_ref()) {
-            (None, _) => Err("peer did not present a certificate".to_string()),
-            (Some(_), None) => Err("client certificates are not requested".to_string()),
+            // No certificate asked for (no `requestCert`): unauthorized with no error, as node.
+            (_, None) => Err(None),
+            (None, Some(_)) => Err(Some("peer did not present a certificate".to_string())),
             (Some((leaf, rest)), Some(v)) => v
                 .verify_client_cert(leaf, rest, UnixTime::now())
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Some(e.to_string())),
         };
         PeerInfo {
             authorized: verdict.is_ok(),
-            authorization_error: verdict.err(),
+            authorization_error: verdict.err().flatten(),
             alpn: conn
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),

@@ -99,6 +99,8 @@ const SSL_ENABLED: &[&str] = &[
     "certFile",
     "caFile",
     "clientCertRequired",
+    "requestCert",
+    "rejectUnauthorized",
 ];
 
 /// The names a serde-derived struct accepts, in declaration order.

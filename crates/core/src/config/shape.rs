@@ -207,6 +207,10 @@ pub(super) struct EnabledTlsNames {
     cert_file: Option<IgnoredAny>,
     ca_file: Option<IgnoredAny>,
     client_cert_required: Option<IgnoredAny>,
+    // node's names, as in `https`: `requestCert` with `rejectUnauthorized: false` asks for a
+    // certificate without requiring a valid one (createSecureServer's `webSocket` option).
+    request_cert: Option<IgnoredAny>,
+    reject_unauthorized: Option<IgnoredAny>,
 }
 
 /// Reads `T` from `value`; an error names the dotted path of the offending option below `at`.
