@@ -285,7 +285,7 @@ impl RequestSink for JsSink {
             head.id,
             head.method,
             head.url,
-            head.headers.join("\0"),
+            head.headers.into_string(),
             body,
             flags,
             JsSharedText(head.remote_ip),

@@ -8,6 +8,7 @@
 //! valid header value) is left [`IdResolution::Unresolved`]: the JS tracer then runs its own rules,
 //! including the errors they raise.
 
+use crate::bridge::FlatHeaders;
 use std::time::Duration;
 
 /// What the tracer was configured with (koatty_core's mapping of the Koatty config, read at the
@@ -49,7 +50,7 @@ impl TraceSettings {
     /// whose id serves every message).
     pub fn request_trace(
         &self,
-        headers: &[String],
+        headers: &FlatHeaders,
         url: &str,
         upgrade: bool,
         timer_armed: bool,
@@ -112,11 +113,15 @@ const NODE_SPECIAL_HEADERS: &[&str] = &[
 /// (duplicates joined as Node joins them), else the `trace_id` query parameter as Koa's
 /// `ctx.query` gives it (repeated → `a,b`), else none.
 /// `headers` is the flat `[name, value, …]` list handed to JavaScript (names lower-case).
-pub fn resolve_request_id(headers: &[String], url: &str, settings: &TraceSettings) -> IdResolution {
+pub fn resolve_request_id(
+    headers: &FlatHeaders,
+    url: &str,
+    settings: &TraceSettings,
+) -> IdResolution {
     let mut values = headers
-        .chunks_exact(2)
-        .filter(|pair| pair[0] == settings.header_key)
-        .map(|pair| pair[1].as_str());
+        .pairs()
+        .filter(|(name, _)| *name == settings.header_key)
+        .map(|(_, value)| value);
     if let Some(first) = values.next() {
         let mut joined: Option<String> = None;
         for more in values {
@@ -410,11 +415,8 @@ mod tests {
         TraceSettings::new("X-Request-Id", "requestId", Duration::from_secs(10))
     }
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<String> {
-        pairs
-            .iter()
-            .flat_map(|(n, v)| [n.to_string(), v.to_string()])
-            .collect()
+    fn h(pairs: &[(&str, &str)]) -> FlatHeaders {
+        pairs.iter().copied().collect()
     }
 
     fn sent(s: &str) -> IdResolution {
@@ -446,7 +448,7 @@ mod tests {
             sent("t-1")
         );
         assert_eq!(
-            resolve_request_id(&[], "/a?traceId=t-3", &custom),
+            resolve_request_id(&FlatHeaders::default(), "/a?traceId=t-3", &custom),
             sent("t-3")
         );
         // duplicates of a header Node does not join: left to JavaScript
@@ -458,7 +460,7 @@ mod tests {
     #[test]
     fn query_follows_node_querystring() {
         let s = settings();
-        let r = |url: &str| resolve_request_id(&[], url, &s);
+        let r = |url: &str| resolve_request_id(&FlatHeaders::default(), url, &s);
         assert_eq!(r("/td/str"), IdResolution::Absent);
         assert_eq!(r("/td/str?x=1"), IdResolution::Absent);
         assert_eq!(r("/td/str?requestId=q-123"), sent("q-123"));
@@ -479,7 +481,7 @@ mod tests {
     #[test]
     fn what_javascript_must_decide_is_left_unresolved() {
         let s = settings();
-        let r = |url: &str| resolve_request_id(&[], url, &s);
+        let r = |url: &str| resolve_request_id(&FlatHeaders::default(), url, &s);
         // not a header value: koatty_trace's ctx.set throws (Koa's plain 500)
         assert_eq!(r("/td/str?requestId=a%0Ab"), IdResolution::Unresolved);
         assert_eq!(r("/td/str?requestId=%E4%B8%AD"), IdResolution::Unresolved);

@@ -62,8 +62,8 @@ pub struct RequestHead {
     pub method: String,
     /// Request target as sent (path and query for origin-form).
     pub url: String,
-    /// Flat `[name, value, name, value, …]`, names lower-case, in arrival order.
-    pub headers: Vec<String>,
+    /// Names lower-case, in arrival order.
+    pub headers: FlatHeaders,
     /// 10 = HTTP/1.0, 11 = HTTP/1.1, 20 = HTTP/2.
     pub http_version: u32,
     pub remote: SocketAddr,
@@ -1200,21 +1200,85 @@ fn latin1_bytes(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Turns a header map into the flat list handed to JavaScript.
-pub fn flat_headers(map: &HeaderMap) -> Vec<String> {
-    let mut out = Vec::with_capacity(map.len() * 2);
-    for (name, value) in map {
-        out.push(name.as_str().to_owned());
-        out.push(latin1_string(value.as_bytes()));
-    }
+pub fn flat_headers(map: &HeaderMap) -> FlatHeaders {
+    let mut out = FlatHeaders::with_capacity(map_text_len(map));
+    out.extend_from_map(map);
     out
 }
 
-/// A header value as Node's parsers read it: one character per byte (latin1), so `0xE9` is `é`
-/// and UTF-8 bytes show as their latin1 characters, exactly as in `req.headers` under node:http.
-fn latin1_string(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(ascii) if bytes.is_ascii() => ascii.to_owned(),
-        _ => bytes.iter().map(|&b| char::from(b)).collect(),
+/// About the bytes `map` takes as flat text (exact for ASCII values).
+pub(crate) fn map_text_len(map: &HeaderMap) -> usize {
+    map.iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 2)
+        .sum()
+}
+
+/// Request headers as JavaScript receives them: `name\0value\0name\0value…` in one string (HTTP
+/// forbids NUL in names and values), names lower-case, in arrival order. One allocation per
+/// request where a `String` per name and per value cost two per header.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlatHeaders(String);
+
+impl FlatHeaders {
+    pub fn with_capacity(bytes: usize) -> Self {
+        FlatHeaders(String::with_capacity(bytes))
+    }
+
+    pub fn push(&mut self, name: &str, value: &str) {
+        self.start_pair(name);
+        self.0.push_str(value);
+    }
+
+    /// A value as Node's parsers read it: one character per byte (latin1), so `0xE9` is `é` and
+    /// UTF-8 bytes show as their latin1 characters, exactly as in `req.headers` under node:http.
+    pub fn push_latin1(&mut self, name: &str, value: &[u8]) {
+        self.start_pair(name);
+        match std::str::from_utf8(value) {
+            Ok(ascii) if value.is_ascii() => self.0.push_str(ascii),
+            _ => self.0.extend(value.iter().map(|&b| char::from(b))),
+        }
+    }
+
+    /// Every field of `map`, in its order.
+    pub fn extend_from_map(&mut self, map: &HeaderMap) {
+        for (name, value) in map {
+            self.push_latin1(name.as_str(), value.as_bytes());
+        }
+    }
+
+    fn start_pair(&mut self, name: &str) {
+        if !self.0.is_empty() {
+            self.0.push('\0');
+        }
+        self.0.push_str(name);
+        self.0.push('\0');
+    }
+
+    /// The `(name, value)` pairs.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut parts = (!self.0.is_empty())
+            .then(|| self.0.split('\0'))
+            .into_iter()
+            .flatten();
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for FlatHeaders {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut out = FlatHeaders::default();
+        for (name, value) in pairs {
+            out.push(name, value);
+        }
+        out
     }
 }
 

@@ -17,10 +17,22 @@ fn request_header_values_are_read_as_latin1_like_node() {
         http::HeaderValue::from_bytes("é".as_bytes()).unwrap(),
     );
     let flat = crate::bridge::flat_headers(&map);
+    assert_eq!(flat.as_str(), "x-ascii\0plain\0x-latin1\0aéÿ\0x-utf8\0Ã©");
     assert_eq!(
-        flat,
-        vec!["x-ascii", "plain", "x-latin1", "aéÿ", "x-utf8", "Ã©"]
+        flat.pairs().collect::<Vec<_>>(),
+        [("x-ascii", "plain"), ("x-latin1", "aéÿ"), ("x-utf8", "Ã©")]
     );
+}
+
+#[test]
+fn flat_headers_keep_empty_values_and_none_is_empty() {
+    let flat: crate::bridge::FlatHeaders = [("a", ""), ("b", "c"), ("d", "")].into_iter().collect();
+    assert_eq!(flat.as_str(), "a\0\0b\0c\0d\0");
+    assert_eq!(
+        flat.pairs().collect::<Vec<_>>(),
+        [("a", ""), ("b", "c"), ("d", "")]
+    );
+    assert_eq!(crate::bridge::FlatHeaders::default().pairs().count(), 0);
 }
 
 #[test]

@@ -803,8 +803,11 @@ impl JsCall {
             url: path,
             headers: {
                 // `:authority` first, as node's http2 shows it (grpc-js's `call.getHost()`).
-                let mut flat = vec![":authority".to_owned(), authority];
-                flat.extend(crate::bridge::flat_headers(request));
+                let mut flat = crate::bridge::FlatHeaders::with_capacity(
+                    crate::bridge::map_text_len(request) + authority.len() + 12,
+                );
+                flat.push(":authority", &authority);
+                flat.extend_from_map(request);
                 flat
             },
             http_version: 20,

@@ -6,8 +6,8 @@ mod request_body;
 
 use super::ws;
 use crate::bridge::{
-    simple_response, AbortConnection, Bridge, ClientError, CloseConnection, ProtocolChoice,
-    RequestBody, RequestHead, ResponseBody, StatusReason, INLINE_BODY_LIMIT,
+    simple_response, AbortConnection, Bridge, ClientError, CloseConnection, FlatHeaders,
+    ProtocolChoice, RequestBody, RequestHead, ResponseBody, StatusReason, INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
@@ -394,11 +394,9 @@ impl HttpProtocol {
             (RequestBody::Streamed, Some(RequestBodyPump::new(body)))
         };
         let (http_version, url, headers) = if parts.version == Version::HTTP_2 {
-            (
-                20,
-                h2_path(&parts.uri),
-                h2_headers(&parts, conn.peer.is_some()),
-            )
+            let path = h2_path(&parts.uri);
+            let headers = h2_headers(&parts, &path, conn.peer.is_some());
+            (20, path, headers)
         } else {
             let version = match parts.version {
                 Version::HTTP_10 => 10,
@@ -586,25 +584,26 @@ fn h2_path(uri: &http::Uri) -> String {
 }
 
 /// Pseudo-headers first, as node's http2 compatibility API includes them in `req.headers`.
-fn h2_headers(parts: &http::request::Parts, encrypted: bool) -> Vec<String> {
-    let mut out = Vec::with_capacity(parts.headers.len() * 2 + 8);
-    out.push(":method".to_owned());
-    out.push(parts.method.as_str().to_owned());
-    if let Some(authority) = parts.uri.authority() {
-        out.push(":authority".to_owned());
-        out.push(authority.as_str().to_owned());
-    }
-    out.push(":scheme".to_owned());
-    out.push(
-        parts
-            .uri
-            .scheme_str()
-            .unwrap_or(if encrypted { "https" } else { "http" })
-            .to_owned(),
+fn h2_headers(parts: &http::request::Parts, path: &str, encrypted: bool) -> FlatHeaders {
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    let scheme = parts
+        .uri
+        .scheme_str()
+        .unwrap_or(if encrypted { "https" } else { "http" });
+    let mut out = FlatHeaders::with_capacity(
+        crate::bridge::map_text_len(&parts.headers)
+            + 48
+            + authority.map_or(0, str::len)
+            + scheme.len()
+            + path.len(),
     );
-    out.push(":path".to_owned());
-    out.push(h2_path(&parts.uri));
-    out.extend(crate::bridge::flat_headers(&parts.headers));
+    out.push(":method", parts.method.as_str());
+    if let Some(authority) = authority {
+        out.push(":authority", authority);
+    }
+    out.push(":scheme", scheme);
+    out.push(":path", path);
+    out.extend_from_map(&parts.headers);
     out
 }
 
