@@ -95,6 +95,8 @@ describe('Http2Server: h2 over TLS (ALPN)', () => {
     assert.equal(b.headers[':path'], '/inspect?x=1&y=%20');
     assert.equal(b.headers[':scheme'], 'https');
     assert.equal(b.headers[':authority'], `127.0.0.1:${port}`);
+    assert.equal(b.authority, `127.0.0.1:${port}`, 'req.authority, as Http2ServerRequest');
+    assert.equal(b.scheme, 'https', 'req.scheme, as Http2ServerRequest');
     assert.equal(b.headers['x-custom'], 'abc');
     assert.equal(b.headers.cookie, 'a=1');
     assert.equal(b.encrypted, true, 'req.socket.encrypted');

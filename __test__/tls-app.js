@@ -68,6 +68,8 @@ function makeApp() {
       const out = {
         method: req.method,
         url: req.url,
+        authority: req.authority,
+        scheme: req.scheme,
         httpVersion: req.httpVersion,
         httpVersionMajor: req.httpVersionMajor,
         headers: req.headers,

@@ -92,7 +92,14 @@ class Metadata {
     for (let i = 0; i < flat.length; i += 2) {
       const name = flat[i];
       if (name.startsWith(':') || TRANSPORT_HEADERS.has(name)) continue;
-      md.add(name, name.endsWith('-bin') ? Buffer.from(flat[i + 1], 'base64') : flat[i + 1]);
+      if (name.endsWith('-bin')) {
+        md.add(name, Buffer.from(flat[i + 1], 'base64'));
+        continue;
+      }
+      // A repeated text key is one value joined with ', ', as node's http2 hands it to grpc-js.
+      const previous = name === 'set-cookie' ? undefined : md.internalRepr.get(name);
+      if (previous !== undefined) previous[0] = `${previous[0]}, ${flat[i + 1]}`;
+      else md.add(name, flat[i + 1]);
     }
     return md;
   }

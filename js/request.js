@@ -75,6 +75,18 @@ class NativeRequest extends IncomingMessage {
     this[kHeaders] = value;
   }
 
+  /** HTTP/2: as node's Http2ServerRequest (`:authority`, else `host`); HTTP/1: undefined. */
+  get authority() {
+    if (this.httpVersionMajor < 2) return undefined;
+    const headers = this.headers;
+    return headers[':authority'] ?? headers.host;
+  }
+
+  /** HTTP/2: `:scheme`, as node's Http2ServerRequest; HTTP/1: undefined. */
+  get scheme() {
+    return this.httpVersionMajor < 2 ? undefined : this.headers[':scheme'];
+  }
+
   get connection() {
     return this.socket;
   }
