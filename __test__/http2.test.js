@@ -83,6 +83,16 @@ describe('Http2Server: h2 over TLS (ALPN)', () => {
     }
   });
 
+  it('fields whose value starts or ends with whitespace are left out, as node\'s http2 leaves them out', async () => {
+    const r = await h2request(session, { path: '/inspect', headers: { 'x-t': '\tv\t', 'x-s': '  v  ', 'x-inner': 'a\tb', 'x-plain': 'p' } });
+    assert.equal(r.status, 200);
+    const b = r.json();
+    assert.equal(b.headers['x-t'], undefined);
+    assert.equal(b.headers['x-s'], undefined);
+    assert.equal(b.headers['x-inner'], 'a\tb');
+    assert.equal(b.headers['x-plain'], 'p');
+  });
+
   it('the handler sees the request as node\'s http2 compatibility API shows it', async () => {
     const r = await h2request(session, { path: '/inspect?x=1&y=%20', headers: { 'x-custom': 'abc', cookie: 'a=1' } });
     assert.equal(r.status, 200);

@@ -1246,6 +1246,19 @@ impl FlatHeaders {
         }
     }
 
+    /// The fields of an HTTP/2 request: those whose value starts or ends with a space or tab
+    /// are left out, as node's http2 (nghttp2) leaves them out (RFC 9113 §8.2.1 forbids them).
+    pub fn extend_from_h2_map(&mut self, map: &HeaderMap) {
+        let edge = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+        for (name, value) in map {
+            let bytes = value.as_bytes();
+            if edge(bytes.first()) || edge(bytes.last()) {
+                continue;
+            }
+            self.push_latin1(name.as_str(), bytes);
+        }
+    }
+
     fn start_pair(&mut self, name: &str) {
         if !self.0.is_empty() {
             self.0.push('\0');

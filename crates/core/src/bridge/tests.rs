@@ -25,6 +25,29 @@ fn request_header_values_are_read_as_latin1_like_node() {
 }
 
 #[test]
+fn http2_fields_with_edge_whitespace_are_left_out_as_node_does() {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in [
+        ("x-t", "\tv\t"),
+        ("x-s", "  v  w  "),
+        ("x-only", " "),
+        ("x-ok", "a\tb"),
+        ("x-empty", ""),
+    ] {
+        map.append(
+            http::header::HeaderName::from_static(name),
+            http::HeaderValue::from_static(value),
+        );
+    }
+    let mut flat = crate::bridge::FlatHeaders::default();
+    flat.extend_from_h2_map(&map);
+    assert_eq!(
+        flat.pairs().collect::<Vec<_>>(),
+        [("x-ok", "a\tb"), ("x-empty", "")]
+    );
+}
+
+#[test]
 fn flat_headers_keep_empty_values_and_none_is_empty() {
     let flat: crate::bridge::FlatHeaders = [("a", ""), ("b", "c"), ("d", "")].into_iter().collect();
     assert_eq!(flat.as_str(), "a\0\0b\0c\0d\0");

@@ -807,7 +807,7 @@ impl JsCall {
                     crate::bridge::map_text_len(request) + authority.len() + 12,
                 );
                 flat.push(":authority", &authority);
-                flat.extend_from_map(request);
+                flat.extend_from_h2_map(request);
                 flat
             },
             http_version: 20,

@@ -603,7 +603,7 @@ fn h2_headers(parts: &http::request::Parts, path: &str, encrypted: bool) -> Flat
     }
     out.push(":scheme", scheme);
     out.push(":path", path);
-    out.extend_from_map(&parts.headers);
+    out.extend_from_h2_map(&parts.headers);
     out
 }
 
