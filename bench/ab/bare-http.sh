@@ -1,14 +1,14 @@
 #!/bin/bash
-# httpcmp.sh TAG CMD... : start server on port 39100, measure wrk -c64 3s: req/s, CPU µs/req (all threads, JS thread)
+# bare-http.sh TAG CMD…: starts `CMD… 39100` (hello-native.js ROOT / hello-node.js), then
+# `wrk -t1 -c64 -d3s` (after a 1 s warm-up): req/s and CPU µs per request.
+source "$(dirname "$0")/_common.sh"
 TAG=$1; shift
 "$@" 39100 > /tmp/httpcmp.out 2>&1 &
 sleep 1.2
 PID=$(pgrep -f "$* 39100" | head -1)
 wrk -t1 -c64 -d1s http://127.0.0.1:39100/ >/dev/null 2>&1
-t0=$(awk '{print $14+$15}' /proc/$PID/stat); j0=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat)
+before=$(cpu_ticks $PID)
 out=$(wrk -t1 -c64 -d3s http://127.0.0.1:39100/ 2>&1)
-t1=$(awk '{print $14+$15}' /proc/$PID/stat); j1=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat)
-req=$(echo "$out" | awk '/requests in/{print $1}')
-rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
-awk -v t=$TAG -v r=$rps -v a=$((t1-t0)) -v b=$((j1-j0)) -v n=$req 'BEGIN {printf "%-6s %9s req/s  CPU %.2f us/req  JS %.2f us/req\n", t, r, a*10000/n, b*10000/n}'
+after=$(cpu_ticks $PID)
+report $TAG "$(echo "$out" | awk '/Requests\/sec/{print $2}')" "$(echo "$out" | awk '/requests in/{print $1}')" req "$before" "$after"
 kill $PID; sleep 0.3
