@@ -361,6 +361,14 @@ pub(crate) fn family(
     }
 }
 
+/// One sample per entry of `counts`, labelled with its code (close codes, gRPC statuses).
+fn by_code(counts: &BTreeMap<String, u64>) -> Vec<(Vec<(&'static str, String)>, f64)> {
+    counts
+        .iter()
+        .map(|(code, n)| (vec![("code", code.clone())], *n as f64))
+        .collect()
+}
+
 /// `value` alone, labelled with its protocol only.
 fn one(value: f64) -> [(Vec<(&'static str, String)>, f64); 1] {
     [(Vec::new(), value)]
@@ -509,19 +517,14 @@ impl WebSocketFigures {
             p,
             &one(self.pong_timeouts as f64),
         );
-        let closes: Vec<_> = self
-            .close_codes
-            .iter()
-            .map(|(code, n)| (vec![("code", code.clone())], *n as f64))
-            .collect();
-        if !closes.is_empty() {
+        if !self.close_codes.is_empty() {
             family(
                 out,
                 "closes_total",
                 "counter",
                 "WebSocket connections ended, by close code.",
                 p,
-                &closes,
+                &by_code(&self.close_codes),
             );
         }
     }
@@ -538,19 +541,14 @@ impl GrpcFigures {
             p,
             &one(self.calls_started as f64),
         );
-        let by_status: Vec<_> = self
-            .calls_by_status
-            .iter()
-            .map(|(code, n)| (vec![("code", code.clone())], *n as f64))
-            .collect();
-        if !by_status.is_empty() {
+        if !self.calls_by_status.is_empty() {
             family(
                 out,
                 "calls_ended_total",
                 "counter",
                 "gRPC calls ended, by the status sent (a client reset counts as 1, CANCELLED).",
                 p,
-                &by_status,
+                &by_code(&self.calls_by_status),
             );
         }
         let a = &self.active_streams;
@@ -577,21 +575,14 @@ impl GrpcFigures {
             ],
         );
         if !self.calls_by_method.is_empty() {
-            let mut sums = Vec::new();
-            let mut counts = Vec::new();
-            for (method, f) in &self.calls_by_method {
-                sums.push((
-                    vec![("method", method.clone())],
-                    f.average_latency_ms * f.calls as f64,
-                ));
-                counts.push((vec![("method", method.clone())], f.calls as f64));
-            }
             // A summary without quantiles: `_sum` and `_count` per method.
             use std::fmt::Write;
             let name = "method_duration_milliseconds";
             let _ = write!(out, "# HELP koatty_serve_{name} Time from a registered method's call to its status, by method.\n# TYPE koatty_serve_{name} summary\n");
-            for ((labels, sum), (_, count)) in sums.iter().zip(&counts) {
-                let method = label_value(&labels[0].1);
+            for (method, f) in &self.calls_by_method {
+                let sum = f.average_latency_ms * f.calls as f64;
+                let count = f.calls as f64;
+                let method = label_value(method);
                 let _ = writeln!(
                     out,
                     "koatty_serve_{name}_sum{{protocol=\"{p}\",method=\"{method}\"}} {sum}"
