@@ -16,14 +16,9 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const { GrpcServer, Metadata } = require('..');
 const { spawn } = require('child_process');
-const { runProgram, probeProgram, withTimeout, pollUntil } = require('./helpers');
+const { runProgram, probeProgram, withTimeout, pollUntil, failIfKeptAlive } = require('./helpers');
 
-after(() => {
-  setTimeout(() => {
-    console.error('grpc-interop.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 const PROTO_DIR = path.join(__dirname, 'protos');
 const LOAD_OPTIONS = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] };

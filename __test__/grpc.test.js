@@ -16,14 +16,9 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const { GrpcServer, NewServe, Metadata, GrpcStatus, ConfigHelper } = require('..');
 const { getCerts } = require('./certs');
-const { startKoattyApp, KOATTY_APP_DIR, pollUntil, withTimeout, sleep } = require('./helpers');
+const { startKoattyApp, KOATTY_APP_DIR, pollUntil, withTimeout, sleep, failIfKeptAlive } = require('./helpers');
 
-after(() => {
-  setTimeout(() => {
-    console.error('grpc.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 const PROTO_DIR = path.join(__dirname, 'protos');
 // koatty_proto's LoadProto options (koatty-contract.md §5.1).

@@ -5,19 +5,14 @@
 // its reason (README "Differences from node" says the same). Header names are compared without
 // case (HTTP/1 names go out in title case here; node keeps the case given — also listed).
 // Run alone to print both heads for every case: `node __test__/heads-diff.test.js --print`.
-const { describe, it, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('http');
 const net = require('net');
 const { HttpServer } = require('..');
-const { withTimeout } = require('./helpers');
+const { withTimeout, failIfKeptAlive } = require('./helpers');
 
-after(() => {
-  setTimeout(() => {
-    console.error('heads-diff.test.js: process still alive 5 s after the last test');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 const H11 = (path, extra = '') => `GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
 

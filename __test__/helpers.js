@@ -416,6 +416,20 @@ function probeProgram(file, args = ['--version']) {
   return { ok: true, output: `${r.stdout}${r.stderr}` };
 }
 
+/**
+ * After the calling file's (or suite's) last test: if the process is still alive 5 s later, a
+ * handle was kept open after Stop — say so and fail the run instead of hanging it.
+ */
+function failIfKeptAlive(file) {
+  const { after } = require('node:test');
+  after(() => {
+    setTimeout(() => {
+      console.error(`${path.basename(file)}: process still alive 5 s after the last test; a handle is kept open after Stop`);
+      process.exit(1);
+    }, 5000).unref();
+  });
+}
+
 module.exports = {
   REPO_ROOT,
   KOATTY_APP_DIR,
@@ -434,4 +448,5 @@ module.exports = {
   occupyPort,
   withTimeout,
   sleep,
+  failIfKeptAlive,
 };

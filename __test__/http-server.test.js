@@ -6,18 +6,13 @@ const assert = require('node:assert/strict');
 const crypto = require('crypto');
 const http = require('http');
 const { HttpServer } = require('..');
-const { request, occupyPort, withTimeout, sleep } = require('./helpers');
+const { request, occupyPort, withTimeout, sleep, failIfKeptAlive } = require('./helpers');
 
 const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
 
 // A server that keeps a handle (tokio task, threadsafe function) alive after Stop would keep this
 // process from exiting and hang the runner: fail loudly instead.
-after(() => {
-  setTimeout(() => {
-    console.error('http-server.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 function fakeApp(handler) {
   return { callback: () => handler };

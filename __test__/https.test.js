@@ -11,15 +11,11 @@ const { HttpsServer, Http2Server } = require('..');
 const { getCerts } = require('./certs');
 const {
   httpsRequest, h2connect, h2close, h2request, rawConnection, runProgram, probeProgram, pollUntil, withTimeout, sleep,
+  failIfKeptAlive,
 } = require('./helpers');
 const { makeApp, start, stop, pattern, sha256 } = require('./tls-app');
 
-after(() => {
-  setTimeout(() => {
-    console.error('https.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 const certs = getCerts();
 const CA = certs.ca.certPem;

@@ -10,7 +10,7 @@
 //
 // Tests whose assertion message starts with "BUG:" document a server defect (see the report in
 // the assertion message); they are expected to fail until the server is fixed.
-const { describe, it, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('child_process');
 const http2 = require('http2');
@@ -22,16 +22,12 @@ const { getCerts } = require('./certs');
 const {
   request, httpsRequest, keepAliveAgent, h2connect, h2request, startKoattyApp, pollUntil, occupyPort,
   withTimeout, sleep,
+  failIfKeptAlive,
 } = require('./helpers');
 const { NO_POSIX_SIGNALS, NO_REUSEPORT_BALANCING } = require('./platform');
 const { startLoad, failures, describeStats } = require('./load');
 
-after(() => {
-  setTimeout(() => {
-    console.error('lifecycle.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 const certs = getCerts();
 const CA = certs.ca.certPem;

@@ -3,19 +3,14 @@
 // and on HttpServer; real sockets, raw `net` clients for heads, node's http client and undici's
 // fetch for bodies and errors. Node is the reference: where a test states an expectation, it was
 // measured on node:http (v20) and the node side of the test checks it again.
-const { describe, it, before, after } = require('node:test');
+const { describe, it, before } = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('http');
 const net = require('net');
 const { HttpServer } = require('..');
-const { withTimeout } = require('./helpers');
+const { withTimeout, failIfKeptAlive } = require('./helpers');
 
-after(() => {
-  setTimeout(() => {
-    console.error('node-parity.test.js: process still alive 5 s after the last test');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 /** Runs `handler` on a native HttpServer (with `options`); resolves { port, server, close }. */
 async function nativeServer(handler, options = {}) {

@@ -2,7 +2,7 @@
 // Per-protocol connection pools (issue 20): each pool's own figures in getMetrics(), the history,
 // the health and the Prometheus text, and getConnections()/closeConnection(), with real clients
 // nobody here wrote — node's http and http2 clients, `ws`, @grpc/grpc-js.
-const { describe, it, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const http2 = require('http2');
 const https = require('https');
@@ -15,14 +15,9 @@ const {
   HttpConnectionPoolManager, Http2ConnectionPoolManager, WebSocketConnectionPoolManager, GrpcConnectionPoolManager,
 } = require('..');
 const { getCerts } = require('./certs');
-const { request, httpsRequest, keepAliveAgent, pollUntil, withTimeout, sleep } = require('./helpers');
+const { request, httpsRequest, keepAliveAgent, pollUntil, withTimeout, sleep, failIfKeptAlive } = require('./helpers');
 
-after(() => {
-  setTimeout(() => {
-    console.error('pool-protocols.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 const certs = getCerts();
 const CA = certs.ca.certPem;

@@ -10,15 +10,10 @@ const net = require('net');
 const lib = require('..');
 
 const { HttpServer } = lib;
-const { REPO_ROOT, request, pollUntil, withTimeout, sleep } = require('./helpers');
+const { REPO_ROOT, request, pollUntil, withTimeout, sleep, failIfKeptAlive } = require('./helpers');
 
 // A server that keeps a handle alive after Stop would keep this process from exiting: fail loudly.
-after(() => {
-  setTimeout(() => {
-    console.error('pool.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 /** Health thresholds that never trip on this runner's own event-loop lag or on latency. */

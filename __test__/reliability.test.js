@@ -116,14 +116,9 @@ function defineTests() {
   const tls = require('tls');
   const { HttpServer, HttpsServer, Http2Server, WsServer } = require('..');
   const { getCerts } = require('./certs');
-  const { request, httpsRequest, pollUntil, withTimeout, sleep } = require('./helpers');
+  const { request, httpsRequest, pollUntil, withTimeout, sleep, failIfKeptAlive } = require('./helpers');
 
-  after(() => {
-    setTimeout(() => {
-      console.error('reliability.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
-      process.exit(1);
-    }, 5000).unref();
-  });
+  failIfKeptAlive(__filename);
 
   const certs = getCerts();
   const CA = certs.ca.certPem;

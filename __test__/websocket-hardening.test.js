@@ -11,18 +11,13 @@ const net = require('net');
 const { spawn } = require('child_process');
 const WebSocket = require('ws');
 const { WsServer } = require('..');
-const { withTimeout } = require('./helpers');
+const { withTimeout, failIfKeptAlive } = require('./helpers');
 const { NO_PROC_STATUS } = require('./platform');
 const { frame: wsFrame, parseFrames } = require('./ws-frames');
 
 const MiB = 1024 * 1024;
 
-after(() => {
-  setTimeout(() => {
-    console.error('websocket-hardening.test.js: process still alive 5 s after the last test; a handle is kept open');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 // ---------------------------------------------------------------------------------------------------
 // A WsServer in a child process

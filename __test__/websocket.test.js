@@ -11,15 +11,10 @@ const WebSocket = require('ws');
 const { WsServer, NewServe } = require('..');
 const { frame, parseFrames } = require('./ws-frames');
 const { getCerts } = require('./certs');
-const { request, startKoattyApp, pollUntil, withTimeout, sleep } = require('./helpers');
+const { request, startKoattyApp, pollUntil, withTimeout, sleep, failIfKeptAlive } = require('./helpers');
 const { NO_POSIX_SIGNALS } = require('./platform');
 
-after(() => {
-  setTimeout(() => {
-    console.error('websocket.test.js: process still alive 5 s after the last test; a handle is kept open after Stop');
-    process.exit(1);
-  }, 5000).unref();
-});
+failIfKeptAlive(__filename);
 
 // ---------------------------------------------------------------------------------------------------
 // Servers and clients
