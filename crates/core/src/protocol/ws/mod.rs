@@ -1,8 +1,11 @@
-//! WebSocket (RFC 6455) on tokio-tungstenite, over the HTTP/1.1 upgrade of [`super::HttpProtocol`]:
-//! each connection is one task that reads frames, writes what the handler sends, pings on its own
-//! (`pingInterval`, peers missing `pongTimeout` are terminated without waking JavaScript), bounds
-//! message size (1009), invalid UTF-8 (1007) and protocol errors (1002), caps the bytes queued for a
-//! slow reader, and closes with 1001 when the server drains.
+//! WebSocket (RFC 6455), over the HTTP/1.1 upgrade of [`super::HttpProtocol`]: each connection is
+//! one task that reads frames (`frames::FrameReader`), and a writer task that writes what the
+//! handler sends; the connection pings on its own (`pingInterval`, peers missing `pongTimeout` are
+//! terminated without waking JavaScript), bounds message size (1009), invalid UTF-8 (1007) and
+//! protocol errors (1002), caps the bytes queued for a slow reader, and closes with 1001 when the
+//! server drains.
+
+mod frames;
 
 use crate::bridge::{Bridge, BridgeEvent, WsOutbound, WsQueueReceiver};
 use crate::config::WsSettings;
@@ -10,6 +13,7 @@ use crate::lifecycle::{Phase, PhaseSignal};
 use crate::metrics::Metrics;
 use crate::pool::{GracefulClose, WireProtocol};
 use bytes::Bytes;
+use frames::{FrameBatch, FrameReader, Incoming};
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::upgrade::Upgraded;
@@ -17,22 +21,18 @@ use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::WriteHalf;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Writes queued for the writer task, at most. Past it the connection keeps what it must still
 /// send in `Backlog` and stops reading until the writer takes it: a peer that floods pings while
 /// not reading the pongs gets TCP backpressure instead of a growing queue.
 const WRITE_QUEUE: usize = 16;
-/// tungstenite's read buffer: allocated with the connection and kept for its life (every idle
-/// connection pays it), and the most one read takes. A larger frame grows it to the frame's size.
-const READ_BUFFER: usize = 4 * 1024;
 
 /// Bytes one event (message or pong) is charged on top of its payload against `maxReceiveQueue`:
 /// what it costs beside the payload on its way to JavaScript, so that empty frames are bounded too.
@@ -202,18 +202,6 @@ pub fn switching_protocols(
     Ok(r)
 }
 
-fn config(settings: &WsSettings) -> WebSocketConfig {
-    // Small buffers: idle connections must stay cheap (tungstenite's defaults are 128 KiB each).
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        // No max_write_buffer_size: a data frame over it would fail the connection (and
-        // maxBufferedAmount may grow at run time); the pongs tungstenite queues while the writer
-        // is stuck stay few because reading stops then (`Backlog`).
-        .max_message_size(Some(settings.max_payload))
-        .max_frame_size(Some(settings.max_payload))
-}
-
 fn close_code_for(e: &WsError) -> CloseCode {
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
@@ -242,15 +230,10 @@ pub async fn run(
         control: mut outbound,
         messages,
     } = outbound;
-    let ws = WebSocketStream::from_raw_socket(
-        TokioIo::new(upgraded),
-        Role::Server,
-        Some(config(&settings)),
-    )
-    .await;
     // Writing has its own task: a peer that stops reading blocks only the writer, while this loop
     // still sees terminate requests, pong deadlines and shutdown.
-    let (sink, mut stream) = ws.split();
+    let (read_half, write_half) = tokio::io::split(TokioIo::new(upgraded));
+    let mut stream = FrameReader::new(read_half, settings.max_payload);
     let buffered = bridge.ws_buffered(id);
     let (mut writes, write_queue) = futures_channel::mpsc::channel(WRITE_QUEUE);
     let mut backlog = Backlog::default();
@@ -265,7 +248,7 @@ pub async fn run(
     });
     phase.connection().set_closer(Arc::downgrade(&closer));
     let mut writer = tokio::spawn(write_loop(
-        sink,
+        write_half,
         write_queue,
         messages,
         buffered,
@@ -304,10 +287,10 @@ pub async fn run(
         |backlog: &mut Backlog, writes: &mut WriteSender, code: CloseCode, reason: String| {
             backlog.queue(
                 writes,
-                Write::Close(CloseFrame {
+                Write::Close(Some(CloseFrame {
                     code,
                     reason: reason.into(),
-                }),
+                })),
             );
             Some(Instant::now() + CLOSE_TIMEOUT)
         };
@@ -338,17 +321,11 @@ pub async fn run(
         // Reading pauses while the replies it owes (pongs, close replies) wait for room in the
         // write queue, or a received event waits for budget. What the handler sends does not pause
         // it (that is bounded by `maxBufferedAmount`).
-        let reading = !backlog.has_flush() && waiting_event.is_none();
+        let reading = !backlog.has_pong() && waiting_event.is_none();
         tokio::select! {
             frame = stream.next(), if reading => {
-                let Some(frame) = frame else { break (1006, String::new(), false) };
                 match frame {
-                    Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                        let (data, binary) = match message {
-                            Message::Text(text) => (Bytes::from(text), false),
-                            Message::Binary(data) => (data, true),
-                            _ => unreachable!(),
-                        };
+                    Ok(Incoming::Message { data, binary }) => {
                         metrics.ws_message_in(data.len());
                         let cost = event_cost_of(data.len(), receive_budget);
                         match receive_permits.clone().try_acquire_many_owned(cost) {
@@ -356,9 +333,11 @@ pub async fn run(
                             Err(_) => waiting_event = Some((BridgeEvent::WsMessage { data, binary, permit: None }, cost)),
                         }
                     }
-                    // tungstenite queued the pong (or the close reply); the writer sends it.
-                    Ok(Message::Ping(_)) => backlog.request_flush(&mut writes),
-                    Ok(Message::Pong(data)) => {
+                    // Answered with a pong, unless our close frame is out (RFC 6455 §5.5.1).
+                    Ok(Incoming::Ping(data)) => if close_deadline.is_none() {
+                        backlog.queue_pong(&mut writes, data);
+                    },
+                    Ok(Incoming::Pong(data)) => {
                         if pong_deadline.is_some() && unanswered.answered_by(&data) {
                             pong_deadline = None;
                         }
@@ -368,12 +347,21 @@ pub async fn run(
                             Err(_) => waiting_event = Some((BridgeEvent::WsPong { data, permit: None }, cost)),
                         }
                     }
-                    Ok(Message::Close(frame)) => {
-                        backlog.request_flush(&mut writes);
+                    Ok(Incoming::Close(frame)) => {
+                        // The peer's close: echoed (a code that may not be sent becomes 1002, as
+                        // tungstenite replies), or the answer to ours.
+                        let frame = if close_deadline.is_none() {
+                            let frame = frame.map(|f| if f.code.is_allowed() { f } else {
+                                CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() }
+                            });
+                            backlog.queue(&mut writes, Write::Close(frame.clone()));
+                            frame
+                        } else {
+                            frame
+                        };
                         let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
                         break (code, reason, true);
                     }
-                    Ok(Message::Frame(_)) => {}
                     Err(e) => {
                         let code = close_code_for(&e);
                         if code != CloseCode::Abnormal {
@@ -407,7 +395,9 @@ pub async fn run(
                     close_deadline = close_deadline.or(send_close(&mut backlog, &mut writes, CloseCode::from(code), reason));
                 }
                 Some(WsOutbound::Terminate) | None => break (1006, String::new(), false),
-                Some(message) => backlog.queue(&mut writes, handler_write(message)),
+                Some(message) => if let Some(write) = handler_write(message) {
+                    backlog.queue(&mut writes, write);
+                },
             },
             _ = next_ping => {
                 ping_seq = ping_seq.wrapping_add(1);
@@ -416,7 +406,7 @@ pub async fn run(
                 }
                 let payload = Bytes::copy_from_slice(&unanswered.sent(ping_payload(id, ping_seq)));
                 metrics.ws_ping_sent();
-                backlog.queue(&mut writes, Write::Message(Message::Ping(payload), 0));
+                backlog.queue(&mut writes, Write::Frame(OpCode::Control(Control::Ping), payload, 0));
             }
             _ = &mut late, if late_at.is_some() => {
                 let now = Instant::now();
@@ -482,13 +472,6 @@ impl GracefulClose for WsCloser {
     }
 }
 
-/// A text or binary message going out counts (control frames do not).
-fn count_sent(metrics: &Metrics, message: &Message) {
-    if let Message::Text(_) | Message::Binary(_) = message {
-        metrics.ws_message_out(message.len());
-    }
-}
-
 /// Semaphore permits are counted in `u32` by `acquire_many`.
 const MAX_RECEIVE_PERMITS: usize = u32::MAX as usize;
 
@@ -550,13 +533,13 @@ fn ping_payload(id: u32, seq: u64) -> [u8; 8] {
 }
 
 /// Writes the writer task has no room for yet, in order. Grows only by what the handler sends
-/// (bounded by `maxBufferedAmount`), control frames it asks for, and one flush: reading stops
-/// while that flush waits.
+/// (bounded by `maxBufferedAmount`), control frames it asks for, and one pong: reading stops
+/// while that pong waits.
 #[derive(Default)]
 struct Backlog {
     writes: std::collections::VecDeque<Write>,
-    /// Whether a `Write::Flush` is among `writes` (at most one).
-    flush: bool,
+    /// Whether a pong (answering the peer's ping) is among `writes` (at most one).
+    pong: bool,
 }
 
 impl Backlog {
@@ -564,14 +547,14 @@ impl Backlog {
         self.writes.is_empty()
     }
 
-    fn has_flush(&self) -> bool {
-        self.flush
+    fn has_pong(&self) -> bool {
+        self.pong
     }
 
     fn pop(&mut self) -> Option<Write> {
         let write = self.writes.pop_front();
-        if matches!(write, Some(Write::Flush)) {
-            self.flush = false;
+        if matches!(write, Some(Write::Pong(_))) {
+            self.pong = false;
         }
         write
     }
@@ -585,36 +568,23 @@ impl Backlog {
         } else {
             write
         };
-        self.flush |= matches!(write, Write::Flush);
+        self.pong |= matches!(write, Write::Pong(_));
         self.writes.push_back(write);
     }
 
-    /// Asks the writer to send what tungstenite queued itself (pongs, close replies); a flush
-    /// still waiting here covers them too, since it flushes whatever is queued when it runs.
-    fn request_flush(&mut self, writes: &mut WriteSender) {
-        if !self.flush {
-            self.queue(writes, Write::Flush);
+    /// Answers the peer's ping. A pong still waiting here answers this ping instead (RFC 6455
+    /// §5.5.3: the most recent ping may be the only one answered).
+    fn queue_pong(&mut self, writes: &mut WriteSender, data: Bytes) {
+        if self.pong {
+            if let Some(Write::Pong(waiting)) =
+                self.writes.iter_mut().find(|w| matches!(w, Write::Pong(_)))
+            {
+                *waiting = data;
+            }
+            return;
         }
+        self.queue(writes, Write::Pong(data));
     }
-}
-
-/// The frame for a message the handler queued (close and terminate are handled by the loop).
-fn frame_of(message: WsOutbound) -> Option<Message> {
-    Some(match message {
-        WsOutbound::Message { data, binary: true } => Message::Binary(data),
-        // Text that is not UTF-8 goes out binary (the handler's bytes as they are).
-        // (A clone of `Bytes` shares the bytes: no copy either way.)
-        WsOutbound::Message {
-            data,
-            binary: false,
-        } => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(data.clone()) {
-            Ok(text) => Message::Text(text),
-            Err(_) => Message::Binary(data),
-        },
-        WsOutbound::Ping(data) => Message::Ping(data),
-        WsOutbound::Pong(data) => Message::Pong(data),
-        WsOutbound::Close(..) | WsOutbound::Terminate => return None,
-    })
 }
 
 /// The connection task's queue to its writer (bounded: `WRITE_QUEUE`, then `Backlog`). Like the
@@ -622,13 +592,15 @@ fn frame_of(message: WsOutbound) -> Option<Message> {
 type WriteSender = futures_channel::mpsc::Sender<Write>;
 
 enum Write {
-    /// A frame and what it counts in `bufferedAmount`.
-    Message(Message, usize),
-    Flush,
-    Close(CloseFrame),
+    /// A frame, and what it counts in `bufferedAmount`.
+    Frame(OpCode, Bytes, usize),
+    /// The answer to the peer's ping.
+    Pong(Bytes),
+    /// A close frame: nothing is written after it.
+    Close(Option<CloseFrame>),
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
+type Socket = WriteHalf<TokioIo<Upgraded>>;
 
 /// What the handler sends a connection: close/terminate requests (to its task) and messages,
 /// pings and pongs (to its writer).
@@ -637,21 +609,23 @@ pub struct Outbound {
     pub messages: WsQueueReceiver,
 }
 
-/// Writes taken per flush: what is ready goes out together (one write for a burst), within this.
+/// Writes taken per batch: what is ready goes out together (one write for a burst), within this.
 const WRITES_PER_FLUSH: usize = 64;
 
 /// Sends what the connection queues (`queue`: its own writes — pongs, pings, close frames) and
-/// what the handler sends (`messages`). Everything ready goes out in one flush; a message's bytes
-/// leave `bufferedAmount` once flushed. A close frame goes after every message the handler sent
-/// before asking for it.
+/// what the handler sends (`messages`). Everything ready goes out in one write; a message's bytes
+/// leave `bufferedAmount` once written. A close frame goes after every message the handler sent
+/// before asking for it, and nothing goes after it.
 async fn write_loop(
-    mut sink: Sink,
+    mut socket: Socket,
     mut queue: futures_channel::mpsc::Receiver<Write>,
     mut messages: WsQueueReceiver,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
     metrics: Arc<Metrics>,
 ) {
     let mut messages_open = true;
+    let mut closed = false;
+    let mut batch = FrameBatch::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -660,7 +634,10 @@ async fn write_loop(
                 None => return,
             },
             message = messages.next(), if messages_open => match message {
-                Some(message) => handler_write(message),
+                Some(message) => match handler_write(message) {
+                    Some(write) => write,
+                    None => continue,
+                },
                 None => {
                     messages_open = false;
                     continue;
@@ -668,58 +645,72 @@ async fn write_loop(
             },
         };
         let mut next = Some(first);
-        let mut flushed_len = 0usize;
+        let mut written_len = 0usize;
         let mut taken = 0;
-        while let Some(write) = next.take() {
-            taken += 1;
-            let result = match write {
-                Write::Message(message, len) => {
-                    flushed_len += len;
-                    count_sent(&metrics, &message);
-                    sink.feed(message).await
+        let mut add = |write: Write, batch: &mut FrameBatch, closed: &mut bool| {
+            let (opcode, payload) = match write {
+                Write::Frame(opcode, payload, len) => {
+                    written_len += len;
+                    (opcode, payload)
                 }
-                Write::Flush => Ok(()),
+                Write::Pong(payload) => (OpCode::Control(Control::Pong), payload),
                 Write::Close(frame) => {
-                    // The handler's messages sent before its close request go first.
-                    let mut result = Ok(());
-                    while let (Ok(message), true) = (messages.try_recv(), result.is_ok()) {
-                        if let Write::Message(m, len) = handler_write(message) {
-                            flushed_len += len;
-                            count_sent(&metrics, &m);
-                            result = sink.feed(m).await;
-                        }
+                    if !*closed {
+                        batch.push_close(frame);
+                        *closed = true;
                     }
-                    match result {
-                        Ok(()) => sink.feed(Message::Close(Some(frame))).await,
-                        err => err,
-                    }
+                    return;
                 }
             };
-            if result.is_err() {
+            if *closed {
                 return;
             }
+            if let OpCode::Data(_) = opcode {
+                metrics.ws_message_out(payload.len());
+            }
+            batch.push(opcode, payload);
+        };
+        while let Some(write) = next.take() {
+            taken += 1;
+            if let Write::Close(_) = write {
+                // The handler's messages sent before its close request go first.
+                while let Ok(message) = messages.try_recv() {
+                    if let Some(write) = handler_write(message) {
+                        add(write, &mut batch, &mut closed);
+                    }
+                }
+            }
+            add(write, &mut batch, &mut closed);
             if taken < WRITES_PER_FLUSH {
                 next = queue
                     .try_recv()
                     .ok()
-                    .or_else(|| messages.try_recv().ok().map(handler_write));
+                    .or_else(|| messages.try_recv().ok().and_then(handler_write));
             }
         }
-        let result = sink.flush().await;
-        buffered.fetch_sub(flushed_len, Ordering::AcqRel);
+        let result = batch.write_to(&mut socket).await;
+        buffered.fetch_sub(written_len, Ordering::AcqRel);
         if result.is_err() {
             return;
         }
     }
 }
 
-/// A write for what the handler sent (close and terminate go to the connection's task).
-fn handler_write(message: WsOutbound) -> Write {
+/// A write for what the handler sent (close and terminate go to the connection's task). Text
+/// that is not UTF-8 goes out binary (the handler's bytes as they are).
+fn handler_write(message: WsOutbound) -> Option<Write> {
     let len = message.buffered_len();
-    match frame_of(message) {
-        Some(frame) => Write::Message(frame, len),
-        None => Write::Flush,
-    }
+    let (opcode, data) = match message {
+        WsOutbound::Message { data, binary } => {
+            let text = !binary && std::str::from_utf8(&data).is_ok();
+            let kind = if text { Data::Text } else { Data::Binary };
+            (OpCode::Data(kind), data)
+        }
+        WsOutbound::Ping(data) => (OpCode::Control(Control::Ping), data),
+        WsOutbound::Pong(data) => (OpCode::Control(Control::Pong), data),
+        WsOutbound::Close(..) | WsOutbound::Terminate => return None,
+    };
+    Some(Write::Frame(opcode, data, len))
 }
 
 /// How long a closing handshake may take from the handler's `close()`: ws's `closeTimeout` (30 s).
@@ -947,36 +938,32 @@ mod tests {
 
     #[test]
     fn text_goes_out_as_text_when_it_is_utf8_and_as_binary_when_not() {
+        let frame = |message| match handler_write(message) {
+            Some(Write::Frame(opcode, data, len)) => Some((u8::from(opcode), data, len)),
+            _ => None,
+        };
         let text = |data: &'static [u8]| {
-            frame_of(WsOutbound::Message {
+            frame(WsOutbound::Message {
                 data: Bytes::from_static(data),
                 binary: false,
             })
         };
-        assert_eq!(text("héllo".as_bytes()), Some(Message::text("héllo")));
-        assert_eq!(
-            text(b"\xff\xfe"),
-            Some(Message::Binary(Bytes::from_static(b"\xff\xfe")))
-        );
+        assert_eq!(text("héllo".as_bytes()), Some((1, Bytes::from("héllo"), 6)));
+        assert_eq!(text(b"\xff\xfe"), Some((2, Bytes::from_static(b"\xff\xfe"), 2)));
         // Binary stays binary, valid UTF-8 or not.
-        assert_eq!(
-            frame_of(WsOutbound::Message {
-                data: Bytes::from_static(b"abc"),
-                binary: true,
-            }),
-            Some(Message::Binary(Bytes::from_static(b"abc")))
-        );
-        assert_eq!(
-            frame_of(WsOutbound::Ping(Bytes::from_static(b"p"))),
-            Some(Message::Ping(Bytes::from_static(b"p")))
-        );
-        assert_eq!(
-            frame_of(WsOutbound::Pong(Bytes::from_static(b"q"))),
-            Some(Message::Pong(Bytes::from_static(b"q")))
-        );
+        let binary = WsOutbound::Message {
+            data: Bytes::from_static(b"abc"),
+            binary: true,
+        };
+        assert_eq!(frame(binary), Some((2, Bytes::from_static(b"abc"), 3)));
+        // Control frames count their payload and a 2-byte head in bufferedAmount.
+        let ping = WsOutbound::Ping(Bytes::from_static(b"p"));
+        assert_eq!(frame(ping), Some((9, Bytes::from_static(b"p"), 3)));
+        let pong = WsOutbound::Pong(Bytes::from_static(b"q"));
+        assert_eq!(frame(pong), Some((10, Bytes::from_static(b"q"), 3)));
         // Close and terminate are the connection loop's, not frames to queue.
-        assert_eq!(frame_of(WsOutbound::Close(1000, String::new())), None);
-        assert_eq!(frame_of(WsOutbound::Terminate), None);
+        assert!(handler_write(WsOutbound::Close(1000, String::new())).is_none());
+        assert!(handler_write(WsOutbound::Terminate).is_none());
     }
 
     #[test]
@@ -1013,23 +1000,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn connection_settings_bound_messages_and_frames_by_max_payload() {
-        let settings = crate::config::ServerConfig::from_options(&serde_json::json!({
-            "protocol": "ws",
-            "connectionPool": { "protocolSpecific": { "maxPayload": 1234 } }
-        }))
-        .unwrap()
-        .websocket
-        .expect("ws settings");
-        let c = config(&settings);
-        assert_eq!(c.max_message_size, Some(1234));
-        assert_eq!(c.max_frame_size, Some(1234));
-        // Idle connections stay small.
-        assert_eq!(c.read_buffer_size, READ_BUFFER);
-        assert_eq!(c.write_buffer_size, 0);
-    }
-
     // ---- flow control
 
     #[test]
@@ -1042,15 +1012,19 @@ mod tests {
     }
 
     fn is_message(w: Option<Write>, text: &str) -> bool {
-        matches!(w, Some(Write::Message(Message::Text(t), _)) if t.as_str() == text)
+        matches!(w, Some(Write::Frame(_, t, _)) if t == text.as_bytes())
     }
 
     fn write(text: &str) -> Write {
-        Write::Message(Message::text(text.to_owned()), text.len())
+        Write::Frame(
+            OpCode::Data(Data::Text),
+            Bytes::copy_from_slice(text.as_bytes()),
+            text.len(),
+        )
     }
 
     #[tokio::test]
-    async fn the_backlog_keeps_order_and_holds_one_flush() {
+    async fn the_backlog_keeps_order_and_holds_one_pong() {
         // Room for one write (futures-channel adds one slot per sender to the buffer).
         let (mut tx, mut rx) = futures_channel::mpsc::channel(0);
         let mut backlog = Backlog::default();
@@ -1058,17 +1032,20 @@ mod tests {
         assert!(backlog.is_empty(), "room in the queue: sent at once");
         backlog.queue(&mut tx, write("b"));
         assert!(!backlog.is_empty(), "queue full: kept");
-        backlog.request_flush(&mut tx);
-        backlog.request_flush(&mut tx);
-        assert!(backlog.has_flush(), "reading pauses while the flush waits");
+        backlog.queue_pong(&mut tx, Bytes::from_static(b"1"));
+        backlog.queue_pong(&mut tx, Bytes::from_static(b"2"));
+        assert!(backlog.has_pong(), "reading pauses while the pong waits");
         assert!(is_message(rx.next().await, "a"));
         // Room again, but what waits goes first: order is kept.
         backlog.queue(&mut tx, write("c"));
         assert!(rx.try_recv().is_err());
         assert!(is_message(backlog.pop(), "b"));
-        assert!(matches!(backlog.pop(), Some(Write::Flush)));
-        assert!(!backlog.has_flush());
-        assert!(is_message(backlog.pop(), "c"), "one flush, not two");
+        assert!(
+            matches!(backlog.pop(), Some(Write::Pong(p)) if p == "2"),
+            "one pong, for the latest ping"
+        );
+        assert!(!backlog.has_pong());
+        assert!(is_message(backlog.pop(), "c"));
         assert!(backlog.pop().is_none());
     }
 }
