@@ -162,18 +162,11 @@ impl HttpProtocol {
         let phase = conn.phase.clone();
         let outbound = opened.outbound;
         let messages = opened.messages;
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let queues = ws::Outbound {
-                        control: outbound,
-                        messages,
-                    };
-                    ws::run(upgraded, bridge, id, (*settings).clone(), queues, phase).await
-                }
-                Err(e) => bridge.ws_closed(id, 1006, format!("upgrade failed: {e}")),
-            }
-        });
+        let queues = ws::Outbound {
+            control: outbound,
+            messages,
+        };
+        tokio::spawn(ws::run(on_upgrade, bridge, id, settings.clone(), queues, phase));
         response
     }
 

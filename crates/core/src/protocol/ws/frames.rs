@@ -300,21 +300,25 @@ impl FrameBatch {
         self.chunks.is_empty() && self.run.is_empty()
     }
 
-    /// Writes every frame and flushes; on return the batch holds nothing.
-    pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> io::Result<()> {
+    /// Writes every frame and flushes; when it is done the batch holds nothing (no memory either).
+    pub fn poll_write_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.run.is_empty() {
             self.chunks.push_back(self.run.split().freeze());
         }
-        self.run = BytesMut::new();
         while !self.chunks.is_empty() {
-            let written = std::future::poll_fn(|cx| self.poll_write_some(cx, io)).await?;
+            let written = ready!(self.poll_write_some(cx, io))?;
             if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.consume(written);
         }
+        self.run = BytesMut::new();
         self.chunks = VecDeque::new();
-        std::future::poll_fn(|cx| Pin::new(&mut *io).poll_flush(cx)).await
+        Pin::new(io).poll_flush(cx)
     }
 
     fn poll_write_some<W: AsyncWrite + Unpin>(
@@ -523,7 +527,7 @@ mod tests {
             reason: "é".repeat(70).into(),
         }));
         let (mut ours, mut theirs) = tokio::io::duplex(1 << 20);
-        batch.write_to(&mut ours).await.unwrap();
+        std::future::poll_fn(|cx| batch.poll_write_to(&mut ours, cx)).await.unwrap();
         assert!(batch.is_empty());
         drop(ours);
         let mut got = Vec::new();

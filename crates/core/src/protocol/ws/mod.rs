@@ -14,25 +14,18 @@ use crate::metrics::Metrics;
 use crate::pool::{GracefulClose, WireProtocol};
 use bytes::Bytes;
 use frames::{FrameBatch, FrameReader, Incoming};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::WriteHalf;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-
-/// Writes queued for the writer task, at most. Past it the connection keeps what it must still
-/// send in `Backlog` and stops reading until the writer takes it: a peer that floods pings while
-/// not reading the pongs gets TCP backpressure instead of a growing queue.
-const WRITE_QUEUE: usize = 16;
 
 /// Bytes one event (message or pong) is charged on top of its payload against `maxReceiveQueue`:
 /// what it costs beside the payload on its way to JavaScript, so that empty frames are bounded too.
@@ -216,27 +209,35 @@ fn close_code_for(e: &WsError) -> CloseCode {
     }
 }
 
-/// Runs one WebSocket connection after the upgrade; `id` was announced to the handler with the
-/// upgrade request. `phase` keeps the connection counted by the lifecycle until it ends.
+/// Runs one WebSocket connection once hyper hands over the upgraded socket; `id` was announced to
+/// the handler with the upgrade request. `phase` keeps the connection counted by the lifecycle
+/// until it ends.
+///
+/// One task per connection, kept small (thousands may idle): it reads frames, writes what waits
+/// (a write in progress is one branch of its loop, so a peer that stops reading blocks only
+/// writing, while terminate requests, deadlines and shutdown are still seen), and one timer
+/// serves the next ping, the pong deadline and the closing handshake's deadline.
 pub async fn run(
-    upgraded: Upgraded,
+    on_upgrade: hyper::upgrade::OnUpgrade,
     bridge: Bridge,
     id: u32,
-    settings: WsSettings,
+    settings: Arc<WsSettings>,
     outbound: Outbound,
     phase: PhaseSignal,
 ) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => return bridge.ws_closed(id, 1006, format!("upgrade failed: {e}")),
+    };
     let Outbound {
-        control: mut outbound,
-        messages,
+        control: mut requests,
+        mut messages,
     } = outbound;
-    // Writing has its own task: a peer that stops reading blocks only the writer, while this loop
-    // still sees terminate requests, pong deadlines and shutdown.
-    let (read_half, write_half) = tokio::io::split(TokioIo::new(upgraded));
-    let mut stream = FrameReader::new(read_half, settings.max_payload);
+    let (read_half, mut socket) = tokio::io::split(TokioIo::new(upgraded));
+    let mut reader = FrameReader::new(read_half, settings.max_payload);
     let buffered = bridge.ws_buffered(id);
-    let (mut writes, write_queue) = futures_channel::mpsc::channel(WRITE_QUEUE);
-    let mut backlog = Backlog::default();
+    let mut out = Outgoing::default();
+    let mut messages_open = true;
     let metrics = bridge.metrics().clone();
     // Among the live connections it is a WebSocket now, closed with 1001 when an operator asks.
     metrics
@@ -247,34 +248,21 @@ pub async fn run(
         id,
     });
     phase.connection().set_closer(Arc::downgrade(&closer));
-    let mut writer = tokio::spawn(write_loop(
-        write_half,
-        write_queue,
-        messages,
-        buffered,
-        metrics.clone(),
-    ));
     // Bytes of events handed to JavaScript and not yet taken by the handler (`maxReceiveQueue`).
     let receive_budget = settings.max_receive_queue.clamp(1, MAX_RECEIVE_PERMITS);
     let receive_permits = Arc::new(Semaphore::new(receive_budget));
     // A received event waiting for budget; nothing more is read meanwhile.
     let mut waiting_event: Option<(BridgeEvent, u32)> = None;
-    let mut draining_signal = phase.clone();
     // Shutdown step 1 or a restart (`Retiring` comes first in both), or step 3 (`Closing`) when
-    // asked to stay through the drain delay.
+    // asked to stay through the drain delay; then `Forced`.
     let close_at = if settings.keep_open_during_drain_delay {
         Phase::Closing
     } else {
         Phase::Retiring
     };
-    let mut forced_signal = phase.clone();
     let mut draining = false;
-    let mut ping_timer = (!settings.ping_interval.is_zero()).then(|| {
-        tokio::time::interval_at(
-            Instant::now() + settings.ping_interval,
-            settings.ping_interval,
-        )
-    });
+    let mut next_ping = (!settings.ping_interval.is_zero())
+        .then(|| Instant::now() + settings.ping_interval);
     // Each server ping carries an unguessable payload (a keyed MAC of the connection and a
     // counter); only a pong echoing one still unanswered proves the peer alive — not an
     // unsolicited pong, nor one predicting the next payload from those it saw.
@@ -283,97 +271,89 @@ pub async fn run(
     let mut pong_deadline: Option<Instant> = None;
     // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
     let mut close_deadline: Option<Instant> = None;
-    let send_close =
-        |backlog: &mut Backlog, writes: &mut WriteSender, code: CloseCode, reason: String| {
-            backlog.queue(
-                writes,
-                Write::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                })),
-            );
-            Some(Instant::now() + CLOSE_TIMEOUT)
-        };
-    // The futures that outlive one message are made once: re-creating them per message registered
-    // a waiter on the server-wide phase channel (twice) and a timer per pass of the loop.
-    let drain_reached = draining_signal.reached(close_at);
-    let forced = forced_signal.reached(Phase::Forced);
-    let late = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(drain_reached, forced, late);
-    let mut late_at: Option<Instant> = None;
+    let send_close = |out: &mut Outgoing, code: CloseCode, reason: String| {
+        out.queue(Write::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })));
+        Some(Instant::now() + CLOSE_TIMEOUT)
+    };
+    // Made once, not per message (each would register a waiter on the server-wide phase channel).
+    let phase_step = phase_reached(phase.clone(), close_at);
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(phase_step, timer);
+    let mut timer_at: Option<Instant> = None;
     let (code, reason, graceful) = loop {
-        let next_ping = async {
-            match ping_timer.as_mut() {
-                Some(t) => {
-                    t.tick().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        let deadline = [pong_deadline, close_deadline].into_iter().flatten().min();
-        if deadline != late_at {
-            late_at = deadline;
-            if let Some(d) = deadline {
-                late.as_mut().reset(d);
+        if !out.is_writing() {
+            let released = out.fill(&mut messages, &metrics);
+            buffered.fetch_sub(released, Ordering::AcqRel);
+        }
+        let wake_at = [next_ping, pong_deadline, close_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        if wake_at != timer_at {
+            timer_at = wake_at;
+            if let Some(at) = wake_at {
+                timer.as_mut().reset(at);
             }
         }
         let event_cost = waiting_event.as_ref().map_or(0, |(_, cost)| *cost);
-        // Reading pauses while the replies it owes (pongs, close replies) wait for room in the
-        // write queue, or a received event waits for budget. What the handler sends does not pause
-        // it (that is bounded by `maxBufferedAmount`).
-        let reading = !backlog.has_pong() && waiting_event.is_none();
+        // Reading pauses while a pong it owes waits for the write in progress, or a received
+        // event waits for budget. What the handler sends does not pause it (that is bounded by
+        // `maxBufferedAmount`).
+        let reading = !out.has_pong() && waiting_event.is_none();
         tokio::select! {
-            frame = stream.next(), if reading => {
-                match frame {
-                    Ok(Incoming::Message { data, binary }) => {
-                        metrics.ws_message_in(data.len());
-                        let cost = event_cost_of(data.len(), receive_budget);
-                        match receive_permits.clone().try_acquire_many_owned(cost) {
-                            Ok(permit) => bridge.emit(id, BridgeEvent::WsMessage { data, binary, permit: Some(permit) }),
-                            Err(_) => waiting_event = Some((BridgeEvent::WsMessage { data, binary, permit: None }, cost)),
-                        }
-                    }
-                    // Answered with a pong, unless our close frame is out (RFC 6455 §5.5.1).
-                    Ok(Incoming::Ping(data)) => if close_deadline.is_none() {
-                        backlog.queue_pong(&mut writes, data);
-                    },
-                    Ok(Incoming::Pong(data)) => {
-                        if pong_deadline.is_some() && unanswered.answered_by(&data) {
-                            pong_deadline = None;
-                        }
-                        let cost = event_cost_of(data.len(), receive_budget);
-                        match receive_permits.clone().try_acquire_many_owned(cost) {
-                            Ok(permit) => bridge.emit(id, BridgeEvent::WsPong { data, permit: Some(permit) }),
-                            Err(_) => waiting_event = Some((BridgeEvent::WsPong { data, permit: None }, cost)),
-                        }
-                    }
-                    Ok(Incoming::Close(frame)) => {
-                        // The peer's close: echoed (a code that may not be sent becomes 1002, as
-                        // tungstenite replies), or the answer to ours.
-                        let frame = if close_deadline.is_none() {
-                            let frame = frame.map(|f| if f.code.is_allowed() { f } else {
-                                CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() }
-                            });
-                            backlog.queue(&mut writes, Write::Close(frame.clone()));
-                            frame
-                        } else {
-                            frame
-                        };
-                        let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
-                        break (code, reason, true);
-                    }
-                    Err(e) => {
-                        let code = close_code_for(&e);
-                        if code != CloseCode::Abnormal {
-                            let reason = e.to_string();
-                            send_close(&mut backlog, &mut writes, code, reason.clone());
-                            break (u16::from(code), reason, true);
-                        }
-                        break (1006, e.to_string(), false);
+            incoming = reader.next(), if reading => match incoming {
+                Ok(Incoming::Message { data, binary }) => {
+                    metrics.ws_message_in(data.len());
+                    let cost = event_cost_of(data.len(), receive_budget);
+                    match receive_permits.clone().try_acquire_many_owned(cost) {
+                        Ok(permit) => bridge.emit(id, BridgeEvent::WsMessage { data, binary, permit: Some(permit) }),
+                        Err(_) => waiting_event = Some((BridgeEvent::WsMessage { data, binary, permit: None }, cost)),
                     }
                 }
-            }
-            permit = receive_permits.clone().acquire_many_owned(event_cost), if waiting_event.is_some() => {
+                // Answered with a pong, unless our close frame is out (RFC 6455 §5.5.1).
+                Ok(Incoming::Ping(data)) => if close_deadline.is_none() {
+                    out.queue(Write::Pong(data));
+                },
+                Ok(Incoming::Pong(data)) => {
+                    if pong_deadline.is_some() && unanswered.answered_by(&data) {
+                        pong_deadline = None;
+                    }
+                    let cost = event_cost_of(data.len(), receive_budget);
+                    match receive_permits.clone().try_acquire_many_owned(cost) {
+                        Ok(permit) => bridge.emit(id, BridgeEvent::WsPong { data, permit: Some(permit) }),
+                        Err(_) => waiting_event = Some((BridgeEvent::WsPong { data, permit: None }, cost)),
+                    }
+                }
+                Ok(Incoming::Close(frame)) => {
+                    // The peer's close: echoed (a code that may not be sent becomes 1002, as
+                    // tungstenite replies), or the answer to ours.
+                    let frame = if close_deadline.is_none() {
+                        let frame = frame.map(|f| if f.code.is_allowed() { f } else {
+                            CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() }
+                        });
+                        out.queue(Write::Close(frame.clone()));
+                        frame
+                    } else {
+                        frame
+                    };
+                    let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                    break (code, reason, true);
+                }
+                Err(e) => {
+                    let code = close_code_for(&e);
+                    if code != CloseCode::Abnormal {
+                        let reason = e.to_string();
+                        send_close(&mut out, code, reason.clone());
+                        break (u16::from(code), reason, true);
+                    }
+                    break (1006, e.to_string(), false);
+                }
+            },
+            // (An async block: the Arc is cloned only when this branch is polled.)
+            permit = async { receive_permits.clone().acquire_many_owned(event_cost).await }, if waiting_event.is_some() => {
                 let Ok(permit) = permit else { break (1011, String::new(), false) };
                 let event = match waiting_event.take() {
                     Some((BridgeEvent::WsMessage { data, binary, .. }, _)) => BridgeEvent::WsMessage { data, binary, permit: Some(permit) },
@@ -382,80 +362,97 @@ pub async fn run(
                 };
                 bridge.emit(id, event);
             }
-            room = std::future::poll_fn(|cx| writes.poll_ready(cx)), if !backlog.is_empty() => {
-                if room.is_err() {
-                    break (1006, "write failed".into(), false);
+            written = std::future::poll_fn(|cx| out.poll_write(&mut socket, cx)), if out.is_writing() => match written {
+                Ok(released) => {
+                    buffered.fetch_sub(released, Ordering::AcqRel);
                 }
-                if let Some(write) = backlog.pop() {
-                    let _ = writes.start_send(write);
-                }
-            }
-            out = outbound.next() => match out {
+                Err(_) => break (1006, "write failed".into(), false),
+            },
+            message = messages.next(), if messages_open && !out.is_writing() => match message {
+                Some(message) => out.add_handler_message(message, &metrics),
+                None => messages_open = false,
+            },
+            request = requests.next() => match request {
                 Some(WsOutbound::Close(code, reason)) => {
-                    close_deadline = close_deadline.or(send_close(&mut backlog, &mut writes, CloseCode::from(code), reason));
+                    close_deadline = close_deadline.or(send_close(&mut out, CloseCode::from(code), reason));
                 }
                 Some(WsOutbound::Terminate) | None => break (1006, String::new(), false),
-                Some(message) => if let Some(write) = handler_write(message) {
-                    backlog.queue(&mut writes, write);
-                },
-            },
-            _ = next_ping => {
-                ping_seq = ping_seq.wrapping_add(1);
-                if pong_deadline.is_none() {
-                    pong_deadline = Some(Instant::now() + settings.pong_timeout);
+                Some(message) => {
+                    if let Some(write) = handler_write(message) {
+                        out.queue(write);
+                    }
                 }
-                let payload = Bytes::copy_from_slice(&unanswered.sent(ping_payload(id, ping_seq)));
-                metrics.ws_ping_sent();
-                backlog.queue(&mut writes, Write::Frame(OpCode::Control(Control::Ping), payload, 0));
-            }
-            _ = &mut late, if late_at.is_some() => {
+            },
+            _ = &mut timer, if timer_at.is_some() => {
                 let now = Instant::now();
+                if close_deadline.is_some_and(|d| d <= now) {
+                    break (1006, "closing handshake timed out".into(), false);
+                }
                 if pong_deadline.is_some_and(|d| d <= now) {
                     if waiting_event.is_some() {
                         // Reading waits for the handler: the pong may be unread, not missing.
                         pong_deadline = Some(now + settings.pong_timeout);
-                        continue;
+                    } else {
+                        bridge.metrics().ws_dead_peer();
+                        break (1006, "no pong within pongTimeout".into(), false);
                     }
-                    bridge.metrics().ws_dead_peer();
-                    break (1006, "no pong within pongTimeout".into(), false);
                 }
-                break (1006, "closing handshake timed out".into(), false);
+                if let Some(at) = next_ping.filter(|at| *at <= now) {
+                    // The next one an interval after this one was due (or after now, if late).
+                    next_ping = Some((at + settings.ping_interval).max(now));
+                    ping_seq = ping_seq.wrapping_add(1);
+                    if pong_deadline.is_none() {
+                        pong_deadline = Some(now + settings.pong_timeout);
+                    }
+                    let payload = Bytes::copy_from_slice(&unanswered.sent(ping_payload(id, ping_seq)));
+                    metrics.ws_ping_sent();
+                    out.queue(Write::Frame(OpCode::Control(Control::Ping), payload, 0));
+                }
             }
-            _ = &mut writer => break (1006, "write failed".into(), false),
-            // Shutdown step 1 (or step 3 with `keepOpenDuringDrainDelay`): close 1001.
-            _ = &mut drain_reached, if !draining => {
+            signal = &mut phase_step => {
+                if draining {
+                    break (1006, "closed by server shutdown".into(), false);
+                }
+                // Shutdown step 1 (or step 3 with `keepOpenDuringDrainDelay`): close 1001.
                 draining = true;
+                phase_step.set(phase_reached(signal, Phase::Forced));
                 // A live peer answers the close at once; one that went away silently must not
                 // hold the shutdown for the whole closing-handshake timeout.
                 let shutdown_deadline = Instant::now() + SHUTDOWN_CLOSE_TIMEOUT;
                 close_deadline = Some(close_deadline.map_or(shutdown_deadline, |d| d.min(shutdown_deadline)));
-                send_close(&mut backlog, &mut writes, CloseCode::Away, "server shutting down".into());
+                send_close(&mut out, CloseCode::Away, "server shutting down".into());
             }
-            _ = &mut forced => break (1006, "closed by server shutdown".into(), false),
         }
     };
     if graceful {
-        // Let the writer send what is queued (a close reply, our close frame), briefly.
-        let flushed = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(write) = backlog.pop() {
-                if writes.send(write).await.is_err() {
-                    break;
+        // Write what waits (a close reply, our close frame), briefly.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                if !out.is_writing() {
+                    let released = out.fill(&mut messages, &metrics);
+                    buffered.fetch_sub(released, Ordering::AcqRel);
+                    if !out.is_writing() {
+                        return;
+                    }
                 }
+                match std::future::poll_fn(|cx| out.poll_write(&mut socket, cx)).await {
+                    Ok(released) => buffered.fetch_sub(released, Ordering::AcqRel),
+                    Err(_) => return,
+                };
             }
-            drop(writes);
-            let _ = (&mut writer).await;
         })
         .await;
-        if flushed.is_err() {
-            writer.abort();
-        }
-    } else {
-        writer.abort();
     }
     metrics.ws_closed(code);
     bridge.ws_closed(id, code, reason);
     drop(closer);
     drop(phase);
+}
+
+/// `signal` once the server reaches `phase`, given back for the next wait.
+async fn phase_reached(mut signal: PhaseSignal, phase: Phase) -> PhaseSignal {
+    signal.reached(phase).await;
+    signal
 }
 
 /// `closeConnection(id)` on a WebSocket: close 1001, as at shutdown (the closing handshake then
@@ -532,64 +529,130 @@ fn ping_payload(id: u32, seq: u64) -> [u8; 8] {
     out
 }
 
-/// Writes the writer task has no room for yet, in order. Grows only by what the handler sends
-/// (bounded by `maxBufferedAmount`), control frames it asks for, and one pong: reading stops
-/// while that pong waits.
+/// What a connection writes: its own frames waiting (pongs, pings, close frames), and the batch
+/// being written. Its own frames go before the handler's messages waiting in their queue, except
+/// that a close frame goes after every message the handler sent before asking for it; nothing goes
+/// after a close frame.
 #[derive(Default)]
-struct Backlog {
-    writes: std::collections::VecDeque<Write>,
-    /// Whether a pong (answering the peer's ping) is among `writes` (at most one).
+struct Outgoing {
+    waiting: std::collections::VecDeque<Write>,
+    /// Whether a pong (answering the peer's ping) is among `waiting` (at most one).
     pong: bool,
+    batch: FrameBatch,
+    /// `batch` holds frames not yet written.
+    writing: bool,
+    /// What the frames in `batch` count in `bufferedAmount`.
+    batch_buffered: usize,
+    /// A close frame went into a batch.
+    closed: bool,
 }
 
-impl Backlog {
-    fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+impl Outgoing {
+    fn is_writing(&self) -> bool {
+        self.writing
     }
 
     fn has_pong(&self) -> bool {
         self.pong
     }
 
-    fn pop(&mut self) -> Option<Write> {
-        let write = self.writes.pop_front();
-        if matches!(write, Some(Write::Pong(_))) {
-            self.pong = false;
-        }
-        write
-    }
-
-    fn queue(&mut self, writes: &mut WriteSender, write: Write) {
-        let write = if self.writes.is_empty() {
-            match writes.try_send(write) {
-                Err(e) if e.is_full() => e.into_inner(),
-                _ => return,
+    /// Queues one of the connection's own writes. A pong still waiting answers this ping
+    /// instead (RFC 6455 §5.5.3: the most recent ping may be the only one answered).
+    fn queue(&mut self, write: Write) {
+        if let Write::Pong(data) = write {
+            if self.pong {
+                if let Some(Write::Pong(waiting)) =
+                    self.waiting.iter_mut().find(|w| matches!(w, Write::Pong(_)))
+                {
+                    *waiting = data;
+                }
+                return;
             }
-        } else {
-            write
-        };
-        self.pong |= matches!(write, Write::Pong(_));
-        self.writes.push_back(write);
-    }
-
-    /// Answers the peer's ping. A pong still waiting here answers this ping instead (RFC 6455
-    /// §5.5.3: the most recent ping may be the only one answered).
-    fn queue_pong(&mut self, writes: &mut WriteSender, data: Bytes) {
-        if self.pong {
-            if let Some(Write::Pong(waiting)) =
-                self.writes.iter_mut().find(|w| matches!(w, Write::Pong(_)))
-            {
-                *waiting = data;
-            }
+            self.pong = true;
+            self.waiting.push_back(Write::Pong(data));
             return;
         }
-        self.queue(writes, Write::Pong(data));
+        self.waiting.push_back(write);
+    }
+
+    /// Puts what waits into the batch — the connection's own writes, then the handler's messages
+    /// — up to `WRITES_PER_BATCH`, and starts writing it. Returns the `bufferedAmount` bytes of
+    /// messages dropped because a close frame went before them.
+    fn fill(&mut self, messages: &mut WsQueueReceiver, metrics: &Metrics) -> usize {
+        let mut taken = 0;
+        let mut dropped = 0;
+        while taken < WRITES_PER_BATCH {
+            let write = match self.waiting.pop_front() {
+                Some(write) => write,
+                None => match messages.try_recv().ok().and_then(handler_write) {
+                    Some(write) => write,
+                    None => break,
+                },
+            };
+            taken += 1;
+            if matches!(write, Write::Pong(_)) {
+                self.pong = false;
+            }
+            if let Write::Close(_) = write {
+                // The handler's messages sent before its close request go first.
+                while let Some(message) = messages.try_recv().ok() {
+                    if let Some(write) = handler_write(message) {
+                        dropped += self.add(write, metrics);
+                    }
+                }
+            }
+            dropped += self.add(write, metrics);
+        }
+        dropped
+    }
+
+    /// A message the handler sent, taken from its queue while nothing was being written.
+    fn add_handler_message(&mut self, message: WsOutbound, metrics: &Metrics) {
+        if let Some(write) = handler_write(message) {
+            // (Nothing is being written: what it counts is released when the batch is written.)
+            let dropped = self.add(write, metrics);
+            self.batch_buffered += dropped;
+            self.writing = true;
+        }
+    }
+
+    /// Adds a write to the batch; returns its `bufferedAmount` bytes if it is dropped instead.
+    fn add(&mut self, write: Write, metrics: &Metrics) -> usize {
+        let (opcode, payload, counted) = match write {
+            Write::Frame(opcode, payload, counted) => (opcode, payload, counted),
+            Write::Pong(payload) => (OpCode::Control(Control::Pong), payload, 0),
+            Write::Close(frame) => {
+                if !self.closed {
+                    self.batch.push_close(frame);
+                    self.closed = true;
+                    self.writing = true;
+                }
+                return 0;
+            }
+        };
+        if self.closed {
+            return counted;
+        }
+        if let OpCode::Data(_) = opcode {
+            metrics.ws_message_out(payload.len());
+        }
+        self.batch.push(opcode, payload);
+        self.batch_buffered += counted;
+        self.writing = true;
+        0
+    }
+
+    /// Writes the batch; when it is all written, returns the `bufferedAmount` bytes it held.
+    fn poll_write<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut W,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::ready!(self.batch.poll_write_to(socket, cx))?;
+        self.writing = false;
+        std::task::Poll::Ready(Ok(std::mem::take(&mut self.batch_buffered)))
     }
 }
-
-/// The connection task's queue to its writer (bounded: `WRITE_QUEUE`, then `Backlog`). Like the
-/// handler's queues it is `futures-channel`'s, which costs almost nothing while idle.
-type WriteSender = futures_channel::mpsc::Sender<Write>;
 
 enum Write {
     /// A frame, and what it counts in `bufferedAmount`.
@@ -600,101 +663,16 @@ enum Write {
     Close(Option<CloseFrame>),
 }
 
-type Socket = WriteHalf<TokioIo<Upgraded>>;
-
-/// What the handler sends a connection: close/terminate requests (to its task) and messages,
-/// pings and pongs (to its writer).
+/// What the handler sends a connection: close/terminate requests (to its loop, at once) and
+/// messages, pings and pongs (taken when nothing is being written; bounded by
+/// `maxBufferedAmount`).
 pub struct Outbound {
     pub control: WsQueueReceiver,
     pub messages: WsQueueReceiver,
 }
 
 /// Writes taken per batch: what is ready goes out together (one write for a burst), within this.
-const WRITES_PER_FLUSH: usize = 64;
-
-/// Sends what the connection queues (`queue`: its own writes — pongs, pings, close frames) and
-/// what the handler sends (`messages`). Everything ready goes out in one write; a message's bytes
-/// leave `bufferedAmount` once written. A close frame goes after every message the handler sent
-/// before asking for it, and nothing goes after it.
-async fn write_loop(
-    mut socket: Socket,
-    mut queue: futures_channel::mpsc::Receiver<Write>,
-    mut messages: WsQueueReceiver,
-    buffered: Arc<std::sync::atomic::AtomicUsize>,
-    metrics: Arc<Metrics>,
-) {
-    let mut messages_open = true;
-    let mut closed = false;
-    let mut batch = FrameBatch::default();
-    loop {
-        let first = tokio::select! {
-            biased;
-            write = queue.next() => match write {
-                Some(write) => write,
-                None => return,
-            },
-            message = messages.next(), if messages_open => match message {
-                Some(message) => match handler_write(message) {
-                    Some(write) => write,
-                    None => continue,
-                },
-                None => {
-                    messages_open = false;
-                    continue;
-                }
-            },
-        };
-        let mut next = Some(first);
-        let mut written_len = 0usize;
-        let mut taken = 0;
-        let mut add = |write: Write, batch: &mut FrameBatch, closed: &mut bool| {
-            let (opcode, payload) = match write {
-                Write::Frame(opcode, payload, len) => {
-                    written_len += len;
-                    (opcode, payload)
-                }
-                Write::Pong(payload) => (OpCode::Control(Control::Pong), payload),
-                Write::Close(frame) => {
-                    if !*closed {
-                        batch.push_close(frame);
-                        *closed = true;
-                    }
-                    return;
-                }
-            };
-            if *closed {
-                return;
-            }
-            if let OpCode::Data(_) = opcode {
-                metrics.ws_message_out(payload.len());
-            }
-            batch.push(opcode, payload);
-        };
-        while let Some(write) = next.take() {
-            taken += 1;
-            if let Write::Close(_) = write {
-                // The handler's messages sent before its close request go first.
-                while let Ok(message) = messages.try_recv() {
-                    if let Some(write) = handler_write(message) {
-                        add(write, &mut batch, &mut closed);
-                    }
-                }
-            }
-            add(write, &mut batch, &mut closed);
-            if taken < WRITES_PER_FLUSH {
-                next = queue
-                    .try_recv()
-                    .ok()
-                    .or_else(|| messages.try_recv().ok().and_then(handler_write));
-            }
-        }
-        let result = batch.write_to(&mut socket).await;
-        buffered.fetch_sub(written_len, Ordering::AcqRel);
-        if result.is_err() {
-            return;
-        }
-    }
-}
+const WRITES_PER_BATCH: usize = 64;
 
 /// A write for what the handler sent (close and terminate go to the connection's task). Text
 /// that is not UTF-8 goes out binary (the handler's bytes as they are).
@@ -1011,41 +989,56 @@ mod tests {
         assert_eq!(event_cost_of(usize::MAX, 1 << 20), 1 << 20);
     }
 
-    fn is_message(w: Option<Write>, text: &str) -> bool {
-        matches!(w, Some(Write::Frame(_, t, _)) if t == text.as_bytes())
+    #[test]
+    fn own_writes_go_first_a_close_after_the_messages_before_it_and_nothing_after_it() {
+        let metrics = Metrics::default();
+        let (handler, mut messages) = futures_channel::mpsc::unbounded();
+        let mut out = Outgoing::default();
+        let send = |text: &str| {
+            handler
+                .unbounded_send(WsOutbound::Message {
+                    data: Bytes::copy_from_slice(text.as_bytes()),
+                    binary: false,
+                })
+                .unwrap()
+        };
+        send("a");
+        send("b");
+        out.queue(Write::Pong(Bytes::from_static(b"1")));
+        out.queue(Write::Pong(Bytes::from_static(b"2")));
+        assert!(out.has_pong(), "reading pauses while the pong waits");
+        assert_eq!(out.fill(&mut messages, &metrics), 0);
+        assert!(out.is_writing() && !out.has_pong());
+        // Written: the latest pong only, then the messages.
+        assert_eq!(written(&mut out), [&[0x8a, 1, b'2'][..], &[0x81, 1, b'a'], &[0x81, 1, b'b']].concat());
+        // A close request: the message sent before it goes first.
+        send("c");
+        out.queue(Write::Close(None));
+        assert_eq!(out.fill(&mut messages, &metrics), 0);
+        assert_eq!(written(&mut out), [&[0x81, 1, b'c'][..], &[0x88, 0]].concat());
+        // After it, nothing: a message is dropped and released from bufferedAmount.
+        send("late");
+        out.queue(Write::Frame(OpCode::Control(Control::Ping), Bytes::new(), 0));
+        assert_eq!(out.fill(&mut messages, &metrics), 4, "'late' dropped");
+        assert!(!out.is_writing());
+        out.add_handler_message(WsOutbound::Message { data: Bytes::from_static(b"xy"), binary: true }, &metrics);
+        assert_eq!(written(&mut out), b"", "nothing after the close frame");
     }
 
-    fn write(text: &str) -> Write {
-        Write::Frame(
-            OpCode::Data(Data::Text),
-            Bytes::copy_from_slice(text.as_bytes()),
-            text.len(),
-        )
-    }
-
-    #[tokio::test]
-    async fn the_backlog_keeps_order_and_holds_one_pong() {
-        // Room for one write (futures-channel adds one slot per sender to the buffer).
-        let (mut tx, mut rx) = futures_channel::mpsc::channel(0);
-        let mut backlog = Backlog::default();
-        backlog.queue(&mut tx, write("a"));
-        assert!(backlog.is_empty(), "room in the queue: sent at once");
-        backlog.queue(&mut tx, write("b"));
-        assert!(!backlog.is_empty(), "queue full: kept");
-        backlog.queue_pong(&mut tx, Bytes::from_static(b"1"));
-        backlog.queue_pong(&mut tx, Bytes::from_static(b"2"));
-        assert!(backlog.has_pong(), "reading pauses while the pong waits");
-        assert!(is_message(rx.next().await, "a"));
-        // Room again, but what waits goes first: order is kept.
-        backlog.queue(&mut tx, write("c"));
-        assert!(rx.try_recv().is_err());
-        assert!(is_message(backlog.pop(), "b"));
-        assert!(
-            matches!(backlog.pop(), Some(Write::Pong(p)) if p == "2"),
-            "one pong, for the latest ping"
-        );
-        assert!(!backlog.has_pong());
-        assert!(is_message(backlog.pop(), "c"));
-        assert!(backlog.pop().is_none());
+    /// What the batch writes (over a duplex).
+    fn written(out: &mut Outgoing) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
+            if out.is_writing() {
+                std::future::poll_fn(|cx| out.poll_write(&mut ours, cx)).await.unwrap();
+            }
+            drop(ours);
+            let mut bytes = Vec::new();
+            theirs.read_to_end(&mut bytes).await.unwrap();
+            bytes
+        })
     }
 }
+
