@@ -42,8 +42,8 @@ pub(super) struct FrameReader<R> {
     buf: BytesMut,
     /// The frame being received: its header and payload length.
     header: Option<(FrameHeader, usize)>,
-    /// A fragmented message so far: whether it is binary, and its bytes.
-    fragments: Option<(bool, BytesMut)>,
+    /// A fragmented message so far.
+    fragments: Option<Fragments>,
     /// Largest frame, and largest message (`maxPayload` for both).
     max_size: usize,
 }
@@ -146,11 +146,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     (Data::Continue, None) => {
                         return Err(WsError::Protocol(ProtocolError::UnexpectedContinueFrame))
                     }
-                    (Data::Continue, Some((_, so_far))) => {
-                        if payload.len() > self.max_size - so_far.len() {
-                            return Err(too_long(so_far.len() + payload.len(), self.max_size));
-                        }
-                        so_far.extend_from_slice(&payload);
+                    (Data::Continue, Some(so_far)) => {
+                        so_far.extend(&payload, self.max_size)?;
                         None
                     }
                     (_, Some(_)) => {
@@ -164,17 +161,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 };
                 if let Some(binary) = started {
                     // (Within max_size: the frame was.)
-                    if !header.is_final {
-                        self.fragments = Some((binary, payload));
-                        return Ok(None);
+                    if header.is_final {
+                        return message(binary, payload).map(Some);
                     }
-                    return message(binary, payload).map(Some);
+                    let mut first = Fragments {
+                        binary,
+                        data: payload,
+                        checked: 0,
+                    };
+                    first.check_text()?;
+                    self.fragments = Some(first);
+                    return Ok(None);
                 }
                 if !header.is_final {
                     return Ok(None);
                 }
-                let (binary, data) = self.fragments.take().expect("a fragmented message");
-                message(binary, data).map(Some)
+                let whole = self.fragments.take().expect("a fragmented message");
+                whole.complete().map(Some)
             }
         }
     }
@@ -207,6 +210,49 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             )));
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A fragmented message being received. Its text is checked as fragments arrive, so invalid
+/// UTF-8 fails the connection at the fragment that holds it (as tungstenite did), not at the end.
+struct Fragments {
+    binary: bool,
+    data: BytesMut,
+    /// Bytes of `data` known to be valid UTF-8 (text only).
+    checked: usize,
+}
+
+impl Fragments {
+    fn extend(&mut self, payload: &[u8], max_size: usize) -> Result<(), WsError> {
+        if payload.len() > max_size - self.data.len() {
+            return Err(too_long(self.data.len() + payload.len(), max_size));
+        }
+        self.data.extend_from_slice(payload);
+        self.check_text()
+    }
+
+    /// Checks the text received since the last check; a character cut at the end waits for the
+    /// next fragment.
+    fn check_text(&mut self) -> Result<(), WsError> {
+        if self.binary {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => self.checked = self.data.len(),
+            Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    fn complete(self) -> Result<Incoming, WsError> {
+        if !self.binary {
+            std::str::from_utf8(&self.data[self.checked..])?;
+        }
+        Ok(Incoming::Message {
+            data: self.data.freeze(),
+            binary: self.binary,
+        })
     }
 }
 
@@ -494,6 +540,9 @@ mod tests {
             got[0],
             Err("WebSocket protocol error: Control frame too big (payload must be 125 bytes or less)".into())
         );
+        // Invalid text fails at the fragment that holds it: the final one never comes.
+        let got = read_all([frame(0x01, b"ok"), frame(0x00, &[0xff])].concat(), 100).await;
+        assert_eq!(got[0], Err("UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 0".into()));
         // A valid character split between fragments is fine.
         let bytes = [frame(0x01, &[0xe2, 0x82]), frame(0x80, &[0xac])].concat();
         assert_eq!(read_all(bytes, 100).await[0], text("€"));
