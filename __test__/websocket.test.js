@@ -371,6 +371,16 @@ describe('WsServer: closing handshake', () => {
     assert.ok(err instanceof Error);
   });
 
+  it('server close() with no code sends a close frame without one: the client sees 1005, as with ws', async () => {
+    const ws = await connect(srv.url('/no-code'));
+    const serverSide = await srv.accepted('/no-code');
+    const onClient = closed(ws);
+    const onServer = closed(serverSide);
+    serverSide.close();
+    assert.deepEqual(await onClient, { code: 1005, reason: '' });
+    assert.equal((await onServer).code, 1005);
+  });
+
   it('close() validates code and reason like ws', async () => {
     const ws = await connect(srv.url('/close3'));
     const serverSide = await srv.accepted('/close3');
@@ -398,6 +408,36 @@ describe('WsServer: limits and protocol errors', () => {
     ws.send(Buffer.alloc(64 * 1024 + 1, 2));
     assert.equal((await onClient).code, 1009);
     assert.equal((await onServer).code, 1009);
+  });
+
+  it('a client still sending after going over maxPayload gets the 1009 close frame, with no reason (as ws); the server side has the reason', async () => {
+    // The server fails the connection at the frame's header while megabytes of it are still on
+    // their way: it must read and drop them after its close frame, or the reset of a socket closed
+    // with unread bytes makes the client lose that frame (1006).
+    for (let i = 0; i < 3; i++) {
+      const ws = await connect(srv.url(`/over-${i}`));
+      const serverSide = await srv.accepted(`/over-${i}`);
+      const onServer = closed(serverSide);
+      const onClient = closed(ws);
+      ws.send(Buffer.alloc(4 * 1024 * 1024, 3));
+      assert.deepEqual(await onClient, { code: 1009, reason: '' }, `try ${i}`);
+      const server = await onServer;
+      assert.equal(server.code, 1009);
+      assert.match(server.reason, /Message too long/);
+    }
+  });
+
+  it('a frame that can only fail is refused at its header, before its payload arrives (as ws)', async () => {
+    for (const [i, head] of [
+      // Unmasked binary frame announcing 50,000 bytes; a ping announcing 50,000 bytes.
+      Buffer.from([0x82, 126, 0xc3, 0x50]),
+      Buffer.from([0x89, 0x80 | 126, 0xc3, 0x50, 1, 2, 3, 4]),
+    ].entries()) {
+      const raw = await rawWebSocket(srv.port, `/head-${i}`);
+      raw.send(head);
+      assert.equal((await withTimeout(raw.closeFrame, 2000, 'close frame before the payload'))?.code, 1002);
+      raw.socket.destroy();
+    }
   });
 
   it('a message over maxPayload in fragments (each below it) also closes with 1009', async () => {

@@ -2,7 +2,7 @@
 // The WebSocket handed to handlers (Koatty's `ctx.websocket`): the ws.WebSocket members handlers
 // use — send (text/binary, callback), close(code, reason), terminate, ping, readyState,
 // bufferedAmount, and the 'message' / 'close' / 'error' / 'pong' events. Frames, pings, limits and
-// the closing handshake are handled in Rust (crates/core/src/protocol/ws.rs).
+// the closing handshake are handled in Rust (crates/core/src/protocol/ws/).
 const { EventEmitter } = require('node:events');
 const { codedError } = require('./errors');
 const { RequestFlag, SendResult } = require('./wire');
@@ -13,6 +13,8 @@ const OPEN = 1;
 const CLOSING = 2;
 const CLOSED = 3;
 
+/** "No status code" (RFC 6455 §7.4.1): asks the native side for a close frame without a code. */
+const NO_STATUS = 1005;
 /** Largest ping/pong payload (RFC 6455 §5.5). */
 const MAX_CONTROL_PAYLOAD = 125;
 /** The upgrade waits for this server's `handleProtocols` (set by the native side). */
@@ -128,9 +130,11 @@ class NativeWebSocket extends EventEmitter {
     this._bridge.native.wsSelectProtocol(this._id, !failed && protocol ? protocol : null, failed);
   }
 
-  close(code = 1000, reason = '') {
+  close(code, reason = '') {
     if (this.readyState === CLOSED || this.readyState === CLOSING) return;
-    if (code !== 1000 && (code < 3000 || code > 4999) && ![1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014].includes(code)) {
+    // No code: a close frame without one (the peer sees 1005), as ws sends it.
+    if (code === undefined) code = NO_STATUS;
+    else if (code !== 1000 && (code < 3000 || code > 4999) && ![1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014].includes(code)) {
       throw codedError('ERR_WS_INVALID_CLOSE_CODE', `First argument must be a valid error code number, got ${code}`);
     }
     const text = String(reason ?? '');

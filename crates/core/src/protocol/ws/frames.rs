@@ -30,10 +30,8 @@ pub(super) enum Incoming {
 /// The most one read takes while no frame is in progress. It lands on the stack; only what
 /// arrived is copied to the heap.
 const SCRATCH: usize = 16 * 1024;
-/// A partly received frame's buffer grows by at least this per read...
+/// A partly received frame's buffer grows by at least this.
 const MIN_GROW: usize = 4 * 1024;
-/// ...and at most this: a header announcing a large frame gets memory as its bytes arrive.
-const MAX_GROW: usize = 64 * 1024;
 
 /// Reads a client's frames and assembles its messages (server side: every frame must be masked).
 pub(super) struct FrameReader<R> {
@@ -85,10 +83,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     let Some((header, len)) = FrameHeader::parse(&mut cursor)? else {
                         return Ok(None);
                     };
-                    // Refused before a byte of it is buffered.
-                    if len > self.max_size as u64 {
-                        return Err(too_long(len as usize, self.max_size));
-                    }
+                    // Refused before a byte of its payload is buffered.
+                    self.check_header(&header, len)?;
                     let parsed = cursor.position() as usize;
                     self.buf.advance(parsed);
                     self.header = Some((header, len as usize));
@@ -110,76 +106,127 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// One frame, checked as tungstenite checks it (`read_message_frame`), in the same order.
+    /// Reads and drops what the peer sends until it closes the connection (or it fails).
+    pub async fn discard_until_closed(&mut self) {
+        self.buf = BytesMut::new();
+        self.fragments = None;
+        std::future::poll_fn(|cx| loop {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+            let mut into = ReadBuf::uninit(&mut scratch);
+            match ready!(Pin::new(&mut self.io).poll_read(cx, &mut into)) {
+                Ok(()) if !into.filled().is_empty() => continue,
+                _ => return Poll::Ready(()),
+            }
+        })
+        .await
+    }
+
+    /// Checks a frame's header as tungstenite checks the whole frame (`read_frame` and
+    /// `read_message_frame`, in the same order), but before its payload arrives, as ws does: a
+    /// frame that can only fail the connection is not buffered first.
+    fn check_header(&self, header: &FrameHeader, len: u64) -> Result<(), WsError> {
+        let protocol = |e| Err(WsError::Protocol(e));
+        if len > self.max_size as u64 {
+            return Err(too_long(len as usize, self.max_size));
+        }
+        if header.mask.is_none() {
+            return protocol(ProtocolError::UnmaskedFrameFromClient);
+        }
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return protocol(ProtocolError::NonZeroReservedBits);
+        }
+        match (header.opcode, self.fragments.as_ref()) {
+            (OpCode::Control(_), _) if !header.is_final => {
+                protocol(ProtocolError::FragmentedControlFrame)
+            }
+            (OpCode::Control(_), _) if len > 125 => protocol(ProtocolError::ControlFrameTooBig),
+            (OpCode::Control(Control::Reserved(i)), _) => {
+                protocol(ProtocolError::UnknownControlFrameType(i))
+            }
+            (OpCode::Control(_), _) => Ok(()),
+            (OpCode::Data(Data::Continue), None) => protocol(ProtocolError::UnexpectedContinueFrame),
+            (OpCode::Data(Data::Continue), Some(so_far)) => {
+                let size = so_far.data.len() as u64 + len;
+                if size > self.max_size as u64 {
+                    return Err(too_long(size as usize, self.max_size));
+                }
+                Ok(())
+            }
+            (OpCode::Data(data), Some(_)) => protocol(ProtocolError::ExpectedFragment(data)),
+            (OpCode::Data(Data::Reserved(i)), None) => {
+                protocol(ProtocolError::UnknownDataFrameType(i))
+            }
+            (OpCode::Data(_), None) => Ok(()),
+        }
+    }
+
+    /// One whole frame, its header checked (`check_header`).
     fn on_frame(
         &mut self,
         header: FrameHeader,
         mut payload: BytesMut,
     ) -> Result<Option<Incoming>, WsError> {
-        if header.rsv1 || header.rsv2 || header.rsv3 {
-            return Err(WsError::Protocol(ProtocolError::NonZeroReservedBits));
+        if let Some(mask) = header.mask {
+            apply_mask(&mut payload, mask);
         }
-        match header.mask {
-            Some(mask) => apply_mask(&mut payload, mask),
-            None => return Err(WsError::Protocol(ProtocolError::UnmaskedFrameFromClient)),
-        }
-        match header.opcode {
+        let binary = match header.opcode {
             OpCode::Control(control) => {
-                if !header.is_final {
-                    return Err(WsError::Protocol(ProtocolError::FragmentedControlFrame));
-                }
-                if payload.len() > 125 {
-                    return Err(WsError::Protocol(ProtocolError::ControlFrameTooBig));
-                }
                 let payload = payload.freeze();
-                Ok(Some(match control {
+                return Ok(Some(match control {
                     Control::Close => Incoming::Close(close_frame(payload)?),
                     Control::Ping => Incoming::Ping(payload),
                     Control::Pong => Incoming::Pong(payload),
-                    Control::Reserved(i) => {
-                        return Err(WsError::Protocol(ProtocolError::UnknownControlFrameType(i)))
-                    }
-                }))
+                    Control::Reserved(_) => unreachable!("refused by check_header"),
+                }));
             }
-            OpCode::Data(data) => {
-                let started = match (data, self.fragments.as_mut()) {
-                    (Data::Continue, None) => {
-                        return Err(WsError::Protocol(ProtocolError::UnexpectedContinueFrame))
-                    }
-                    (Data::Continue, Some(so_far)) => {
-                        so_far.extend(&payload, self.max_size)?;
-                        None
-                    }
-                    (_, Some(_)) => {
-                        return Err(WsError::Protocol(ProtocolError::ExpectedFragment(data)))
-                    }
-                    (Data::Text, None) => Some(false),
-                    (Data::Binary, None) => Some(true),
-                    (Data::Reserved(i), None) => {
-                        return Err(WsError::Protocol(ProtocolError::UnknownDataFrameType(i)))
-                    }
-                };
-                if let Some(binary) = started {
-                    // (Within max_size: the frame was.)
-                    if header.is_final {
-                        return message(binary, payload).map(Some);
-                    }
-                    let mut first = Fragments {
-                        binary,
-                        data: payload,
-                        checked: 0,
-                    };
-                    first.check_text()?;
-                    self.fragments = Some(first);
-                    return Ok(None);
-                }
+            OpCode::Data(Data::Continue) => {
+                let so_far = self.fragments.as_mut().expect("checked by check_header");
+                so_far.extend(&payload)?;
                 if !header.is_final {
                     return Ok(None);
                 }
-                let whole = self.fragments.take().expect("a fragmented message");
-                whole.complete().map(Some)
+                let whole = self.fragments.take().expect("checked by check_header");
+                return whole.complete().map(Some);
             }
+            OpCode::Data(Data::Text) => false,
+            OpCode::Data(_) => true,
+        };
+        if header.is_final {
+            return message(binary, payload).map(Some);
         }
+        let mut first = Fragments {
+            binary,
+            data: payload,
+            checked: 0,
+        };
+        first.check_text()?;
+        self.fragments = Some(first);
+        Ok(None)
+    }
+
+    /// Makes room to read into: at least `MIN_GROW`, doubling what is buffered (a header
+    /// announcing a large frame gets memory as its bytes arrive), but never past the end of the
+    /// frame in progress (doubling alone could hold twice its size).
+    fn grow(&mut self) {
+        let len = self.buf.len();
+        let spare = self.buf.capacity() - len;
+        if spare >= MIN_GROW {
+            return;
+        }
+        let frame_end = match self.header {
+            Some((_, frame)) if frame > len => frame,
+            _ => 0,
+        };
+        let mut capacity = (len * 2).max(len + MIN_GROW);
+        if frame_end > len {
+            capacity = capacity.min(frame_end.max(len + MIN_GROW.min(frame_end - len)));
+        }
+        if capacity <= self.buf.capacity() {
+            return;
+        }
+        let mut grown = BytesMut::with_capacity(capacity);
+        grown.extend_from_slice(&self.buf);
+        self.buf = grown;
     }
 
     /// Reads more. With nothing in progress the read lands on the stack and only what arrived is
@@ -192,11 +239,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.buf.extend_from_slice(into.filled());
             into.filled().len()
         } else {
-            let missing = match self.header {
-                Some((_, len)) => len.saturating_sub(self.buf.len()),
-                None => 0,
-            };
-            self.buf.reserve(missing.clamp(MIN_GROW, MAX_GROW));
+            self.grow();
             let mut into = ReadBuf::uninit(self.buf.spare_capacity_mut());
             ready!(Pin::new(&mut self.io).poll_read(cx, &mut into))?;
             let n = into.filled().len();
@@ -223,10 +266,8 @@ struct Fragments {
 }
 
 impl Fragments {
-    fn extend(&mut self, payload: &[u8], max_size: usize) -> Result<(), WsError> {
-        if payload.len() > max_size - self.data.len() {
-            return Err(too_long(self.data.len() + payload.len(), max_size));
-        }
+    /// Adds a fragment (its size was checked with its header).
+    fn extend(&mut self, payload: &[u8]) -> Result<(), WsError> {
         self.data.extend_from_slice(payload);
         self.check_text()
     }
@@ -416,6 +457,7 @@ fn put_header(buf: &mut BytesMut, opcode: OpCode, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// A client frame: masked, with the given first byte.
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
@@ -562,6 +604,41 @@ mod tests {
         client.write_all(&frame(0x81, b"hi")).await.unwrap();
         assert_eq!(reader.next().await.unwrap(), text("hi").unwrap());
         assert_eq!(reader.buf.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_can_only_fail_is_refused_at_its_header() {
+        // Headers only: no payload ever comes (read_all ends with the peer gone otherwise).
+        let unmasked = vec![0x82, 126, 0xc3, 0x50];
+        let big_ping = vec![0x89, 0x80 | 126, 0xc3, 0x50, 1, 2, 3, 4];
+        let orphan = vec![0x80, 0x80 | 126, 0xc3, 0x50, 1, 2, 3, 4];
+        for (head, error) in [
+            (unmasked, "WebSocket protocol error: Received an unmasked frame from client"),
+            (big_ping, "WebSocket protocol error: Control frame too big (payload must be 125 bytes or less)"),
+            (orphan, "WebSocket protocol error: Continue frame but nothing to continue"),
+        ] {
+            assert_eq!(read_all(head, 1 << 20).await, [Err(error.to_string())]);
+        }
+        // A fragment that would take the message over the limit, before its bytes arrive.
+        let mut bytes = frame(0x02, &[0; 60]);
+        bytes.extend_from_slice(&[0x80, 0x80 | 60, 1, 2, 3, 4]);
+        let got = read_all(bytes, 100).await;
+        assert_eq!(got, [Err("Space limit exceeded: Message too long: 120 > 100".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_partly_received_frame_holds_at_most_its_own_size() {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut reader = FrameReader::new(server, 1 << 20);
+        use tokio::io::AsyncWriteExt;
+        let whole = frame(0x82, &vec![1u8; 300_000]);
+        client.write_all(&whole[..250_000]).await.unwrap();
+        let pending = tokio::time::timeout(Duration::from_millis(50), reader.next()).await;
+        assert!(pending.is_err(), "the frame is not complete");
+        assert!(reader.buf.len() > 200_000);
+        assert!(reader.buf.capacity() <= 300_000, "{}", reader.buf.capacity());
+        client.write_all(&whole[250_000..]).await.unwrap();
+        assert!(matches!(reader.next().await, Ok(Incoming::Message { data, .. }) if data.len() == 300_000));
     }
 
     #[tokio::test]

@@ -271,8 +271,10 @@ pub async fn run(
     let mut pong_deadline: Option<Instant> = None;
     // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
     let mut close_deadline: Option<Instant> = None;
+    // 1005 ("no status") is never sent: it stands for a close frame without a code (`close()`
+    // with no arguments, as ws sends it).
     let send_close = |out: &mut Outgoing, code: CloseCode, reason: String| {
-        out.queue(Write::Close(Some(CloseFrame {
+        out.queue(Write::Close((code != CloseCode::Status).then(|| CloseFrame {
             code,
             reason: reason.into(),
         })));
@@ -345,9 +347,10 @@ pub async fn run(
                 Err(e) => {
                     let code = close_code_for(&e);
                     if code != CloseCode::Abnormal {
-                        let reason = e.to_string();
-                        send_close(&mut out, code, reason.clone());
-                        break (u16::from(code), reason, true);
+                        // The code alone on the wire, as ws sends it (the text would tell a
+                        // client the server's limits); the handler's 'close' gets the text.
+                        send_close(&mut out, code, String::new());
+                        break (u16::from(code), e.to_string(), true);
                     }
                     break (1006, e.to_string(), false);
                 }
@@ -425,14 +428,16 @@ pub async fn run(
         }
     };
     if graceful {
-        // Write what waits (a close reply, our close frame), briefly.
+        // Write what waits (a close reply, our close frame), then close our side and read (and
+        // drop) what the peer still sends until it closes its own: a socket closed with unread
+        // bytes sends a reset, which can make the peer lose the close frame. Briefly.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             loop {
                 if !out.is_writing() {
                     let released = out.fill(&mut messages, &metrics);
                     buffered.fetch_sub(released, Ordering::AcqRel);
                     if !out.is_writing() {
-                        return;
+                        break;
                     }
                 }
                 match std::future::poll_fn(|cx| out.poll_write(&mut socket, cx)).await {
@@ -440,6 +445,8 @@ pub async fn run(
                     Err(_) => return,
                 };
             }
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut socket).await;
+            reader.discard_until_closed().await;
         })
         .await;
     }
