@@ -237,7 +237,6 @@ pub async fn run(
     let mut reader = FrameReader::new(read_half, settings.max_payload);
     let buffered = bridge.ws_buffered(id);
     let mut out = Outgoing::default();
-    let mut messages_open = true;
     let metrics = bridge.metrics().clone();
     // Among the live connections it is a WebSocket now, closed with 1001 when an operator asks.
     metrics
@@ -286,10 +285,6 @@ pub async fn run(
     tokio::pin!(phase_step, timer);
     let mut timer_at: Option<Instant> = None;
     let (code, reason, graceful) = loop {
-        if !out.is_writing() {
-            let released = out.fill(&mut messages, &metrics);
-            buffered.fetch_sub(released, Ordering::AcqRel);
-        }
         let wake_at = [next_ping, pong_deadline, close_deadline]
             .into_iter()
             .flatten()
@@ -365,16 +360,13 @@ pub async fn run(
                 };
                 bridge.emit(id, event);
             }
-            written = std::future::poll_fn(|cx| out.poll_write(&mut socket, cx)), if out.is_writing() => match written {
-                Ok(released) => {
-                    buffered.fetch_sub(released, Ordering::AcqRel);
+            // Everything that waits is written from inside this poll, batch after batch; it
+            // completes only when a pong went out (reading resumes) or writing failed.
+            sent = std::future::poll_fn(|cx| out.poll_send(&mut socket, &mut messages, &buffered, &metrics, cx)) => {
+                if sent.is_err() {
+                    break (1006, "write failed".into(), false);
                 }
-                Err(_) => break (1006, "write failed".into(), false),
-            },
-            message = messages.next(), if messages_open && !out.is_writing() => match message {
-                Some(message) => out.add_handler_message(message, &metrics),
-                None => messages_open = false,
-            },
+            }
             request = requests.next() => match request {
                 Some(WsOutbound::Close(code, reason)) => {
                     close_deadline = close_deadline.or(send_close(&mut out, CloseCode::from(code), reason));
@@ -552,6 +544,8 @@ struct Outgoing {
     batch_buffered: usize,
     /// A close frame went into a batch.
     closed: bool,
+    /// The handler's message queue ended.
+    messages_done: bool,
 }
 
 impl Outgoing {
@@ -611,6 +605,47 @@ impl Outgoing {
             dropped += self.add(write, metrics);
         }
         dropped
+    }
+
+    /// Writes what waits — the connection's own writes, then the handler's messages — batch
+    /// after batch, until nothing is left (then waits for the handler's next message) or the
+    /// socket is full. Ready when a pong the connection owed went into a batch (reading may
+    /// resume), or with the error when writing failed.
+    fn poll_send<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut W,
+        messages: &mut WsQueueReceiver,
+        buffered: &std::sync::atomic::AtomicUsize,
+        metrics: &Metrics,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            if !self.writing {
+                let owed_pong = self.pong;
+                let released = self.fill(messages, metrics);
+                buffered.fetch_sub(released, Ordering::AcqRel);
+                if owed_pong && !self.pong {
+                    return Poll::Ready(Ok(()));
+                }
+                if !self.writing {
+                    if self.messages_done {
+                        return Poll::Pending;
+                    }
+                    match messages.poll_next_unpin(cx) {
+                        Poll::Ready(Some(message)) => self.add_handler_message(message, metrics),
+                        Poll::Ready(None) => {
+                            self.messages_done = true;
+                            return Poll::Pending;
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                    continue;
+                }
+            }
+            let released = std::task::ready!(self.poll_write(socket, cx))?;
+            buffered.fetch_sub(released, Ordering::AcqRel);
+        }
     }
 
     /// A message the handler sent, taken from its queue while nothing was being written.
