@@ -319,6 +319,32 @@ describe('WsServer: close() after a backlog, to a reader that is slow for a whil
   });
 });
 
+describe('WsServer: a client that closes first while a backlog waits for it', () => {
+  it('gets every message queued before its close frame, then the close reply, even when it reads only after 2.5 s (the final flush was cut after 1 s)', async () => {
+    const MIB = 1024 * 1024;
+    const COUNT = 24;
+    const { port } = await startOurs({ connectionPool: { protocolSpecific: { maxBufferedAmount: 64 * MIB } } }, (c) => {
+      c.on('message', () => { for (let i = 0; i < COUNT; i++) c.send(Buffer.alloc(MIB, i)); });
+    });
+    const raw = await rawUpgrade(port, { read: false });
+    assert.equal(raw.status, 101);
+    // 'go' (the handler queues 24 MiB, more than the kernel buffers take), then the close frame;
+    // nothing is read for 2.5 s.
+    raw.socket.write(frame(0x1, Buffer.from('go')));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    raw.socket.write(frame(0x8, Buffer.from([0x03, 0xe8])));
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    raw.socket.resume();
+    await withTimeout(raw.ended, 20000, 'the server closes the connection');
+    const data = raw.frames.filter((f) => f.opcode === 0x2);
+    assert.equal(data.length, COUNT, 'every message');
+    assert.ok(data.every((f, i) => f.payload.length === MIB && f.payload[0] === i), 'in order, whole');
+    const last = raw.frames[raw.frames.length - 1];
+    assert.equal(last.opcode, 0x8, 'the close reply comes last');
+    assert.equal(last.payload.readUInt16BE(0), 1000);
+  });
+});
+
 describe('WsServer: maxReceiveQueue', () => {
   it('a budget smaller than the messages still delivers every message, in order (each goes through alone)', async () => {
     const { port } = await startOurs({ connectionPool: { protocolSpecific: { maxReceiveQueue: 1024, maxPayload: 64 * 1024 } } });

@@ -12,6 +12,8 @@ const CONNECTING = 0;
 const OPEN = 1;
 const CLOSING = 2;
 const CLOSED = 3;
+/** ws's names for the states, in its "not open" error. */
+const STATE_NAMES = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
 
 /** "No status code" (RFC 6455 §7.4.1): asks the native side for a close frame without a code. */
 const NO_STATUS = 1005;
@@ -65,7 +67,7 @@ class NativeWebSocket extends EventEmitter {
       options = undefined;
     }
     if (this.readyState !== OPEN) {
-      const err = codedError('ERR_WS_NOT_OPEN', `WebSocket is not open: readyState ${this.readyState}`);
+      const err = codedError('ERR_WS_NOT_OPEN', `WebSocket is not open: readyState ${this.readyState} (${STATE_NAMES[this.readyState]})`);
       if (typeof cb === 'function') process.nextTick(cb, err);
       return;
     }
@@ -111,7 +113,7 @@ class NativeWebSocket extends EventEmitter {
     }
     if (typeof data === 'number') data = data.toString();
     if (this.readyState !== OPEN) {
-      if (typeof cb === 'function') process.nextTick(cb, codedError('ERR_WS_NOT_OPEN', `WebSocket is not open: readyState ${this.readyState}`));
+      if (typeof cb === 'function') process.nextTick(cb, codedError('ERR_WS_NOT_OPEN', `WebSocket is not open: readyState ${this.readyState} (${STATE_NAMES[this.readyState]})`));
       return;
     }
     const [buf, text] = payload(data);

@@ -420,10 +420,11 @@ pub async fn run(
         }
     };
     if graceful {
-        // Write what waits (a close reply, our close frame), then close our side and read (and
-        // drop) what the peer still sends until it closes its own: a socket closed with unread
-        // bytes sends a reset, which can make the peer lose the close frame. Briefly.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // Write what waits (the handler's messages, a close reply, our close frame) within the
+        // closing handshake's time — ws's closeTimeout from here, or what is left of ours (500 ms
+        // once the server is shutting down; never past `Forced`) — then close our side.
+        let mut deadline = close_deadline.unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT);
+        let flush = async {
             loop {
                 if !out.is_writing() {
                     let released = out.fill(&mut messages, &metrics);
@@ -434,13 +435,36 @@ pub async fn run(
                 }
                 match std::future::poll_fn(|cx| out.poll_write(&mut socket, cx)).await {
                     Ok(released) => buffered.fetch_sub(released, Ordering::AcqRel),
-                    Err(_) => return,
+                    Err(_) => return false,
                 };
             }
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut socket).await;
-            reader.discard_until_closed().await;
-        })
-        .await;
+            tokio::io::AsyncWriteExt::shutdown(&mut socket).await.is_ok()
+        };
+        let cut_off = tokio::time::sleep_until(deadline);
+        tokio::pin!(flush, cut_off);
+        let flushed = loop {
+            tokio::select! {
+                flushed = &mut flush => break flushed,
+                _ = &mut cut_off => break false,
+                signal = &mut phase_step => {
+                    if draining {
+                        break false;
+                    }
+                    draining = true;
+                    phase_step.set(phase_reached(signal, Phase::Forced));
+                    let sooner = Instant::now() + SHUTDOWN_CLOSE_TIMEOUT;
+                    if sooner < deadline {
+                        deadline = sooner;
+                        cut_off.as_mut().reset(sooner);
+                    }
+                }
+            }
+        };
+        if flushed {
+            // Read (and drop) what the peer still sends until it closes its side: a socket closed
+            // with unread bytes sends a reset, which can make the peer lose the close frame.
+            let _ = tokio::time::timeout(LINGER, reader.discard_until_closed()).await;
+        }
     }
     metrics.ws_closed(code);
     bridge.ws_closed(id, code, reason);
@@ -736,6 +760,10 @@ fn handler_write(message: WsOutbound) -> Option<Write> {
 /// How long a closing handshake may take from the handler's `close()`: ws's `closeTimeout` (30 s).
 /// It includes sending what the handler queued before the close frame, so a slow reader gets it.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long, after the closing handshake, the server reads and drops what the peer still sends
+/// before it closes the socket (a peer that keeps its side open does not hold it longer).
+const LINGER: Duration = Duration::from_secs(1);
 
 /// How long the closing handshake may take when the server closes for shutdown.
 pub const SHUTDOWN_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
