@@ -166,7 +166,14 @@ impl HttpProtocol {
             control: outbound,
             messages,
         };
-        tokio::spawn(ws::run(on_upgrade, bridge, id, settings.clone(), queues, phase));
+        tokio::spawn(ws::run(
+            on_upgrade,
+            bridge,
+            id,
+            settings.clone(),
+            queues,
+            phase,
+        ));
         response
     }
 

@@ -144,7 +144,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 protocol(ProtocolError::UnknownControlFrameType(i))
             }
             (OpCode::Control(_), _) => Ok(()),
-            (OpCode::Data(Data::Continue), None) => protocol(ProtocolError::UnexpectedContinueFrame),
+            (OpCode::Data(Data::Continue), None) => {
+                protocol(ProtocolError::UnexpectedContinueFrame)
+            }
             (OpCode::Data(Data::Continue), Some(so_far)) => {
                 let size = so_far.data.len() as u64 + len;
                 if size > self.max_size as u64 {
@@ -554,24 +556,63 @@ mod tests {
     #[tokio::test]
     async fn protocol_errors_are_the_ones_tungstenite_names() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (frame(0xc1, b"x"), "WebSocket protocol error: Reserved bits are non-zero"),
-            ({
-                let mut f = frame(0x81, b"");
-                f[1] &= 0x7f; // no mask
-                f
-            }, "WebSocket protocol error: Received an unmasked frame from client"),
-            (frame(0x83, b"x"), "WebSocket protocol error: Encountered invalid opcode: 3"),
-            (frame(0x8b, b"x"), "WebSocket protocol error: Encountered invalid opcode: 11"),
-            (frame(0x09, b"x"), "WebSocket protocol error: Fragmented control frame"),
-            (frame(0x80, b"x"), "WebSocket protocol error: Continue frame but nothing to continue"),
-            ([frame(0x01, b"a"), frame(0x81, b"b")].concat(), "WebSocket protocol error: While waiting for more fragments received: TEXT"),
-            (frame(0x81, &[0xc3, 0x28]), "UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 0"),
-            ([frame(0x01, &[0xe2, 0x82]), frame(0x80, &[0x28])].concat(), "UTF-8 encoding error: invalid utf-8 sequence of 2 bytes from index 0"),
-            (frame(0x88, &[0x03]), "WebSocket protocol error: Invalid close sequence"),
-            (frame(0x82, &[0; 101]), "Space limit exceeded: Message too long: 101 > 100"),
-            ([frame(0x02, &[0; 60]), frame(0x80, &[0; 60])].concat(), "Space limit exceeded: Message too long: 120 > 100"),
+            (
+                frame(0xc1, b"x"),
+                "WebSocket protocol error: Reserved bits are non-zero",
+            ),
+            (
+                {
+                    let mut f = frame(0x81, b"");
+                    f[1] &= 0x7f; // no mask
+                    f
+                },
+                "WebSocket protocol error: Received an unmasked frame from client",
+            ),
+            (
+                frame(0x83, b"x"),
+                "WebSocket protocol error: Encountered invalid opcode: 3",
+            ),
+            (
+                frame(0x8b, b"x"),
+                "WebSocket protocol error: Encountered invalid opcode: 11",
+            ),
+            (
+                frame(0x09, b"x"),
+                "WebSocket protocol error: Fragmented control frame",
+            ),
+            (
+                frame(0x80, b"x"),
+                "WebSocket protocol error: Continue frame but nothing to continue",
+            ),
+            (
+                [frame(0x01, b"a"), frame(0x81, b"b")].concat(),
+                "WebSocket protocol error: While waiting for more fragments received: TEXT",
+            ),
+            (
+                frame(0x81, &[0xc3, 0x28]),
+                "UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 0",
+            ),
+            (
+                [frame(0x01, &[0xe2, 0x82]), frame(0x80, &[0x28])].concat(),
+                "UTF-8 encoding error: invalid utf-8 sequence of 2 bytes from index 0",
+            ),
+            (
+                frame(0x88, &[0x03]),
+                "WebSocket protocol error: Invalid close sequence",
+            ),
+            (
+                frame(0x82, &[0; 101]),
+                "Space limit exceeded: Message too long: 101 > 100",
+            ),
+            (
+                [frame(0x02, &[0; 60]), frame(0x80, &[0; 60])].concat(),
+                "Space limit exceeded: Message too long: 120 > 100",
+            ),
             // A header announcing 2^40 bytes is refused before any payload arrives.
-            (vec![0x82, 0xff, 0, 0, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4], "Space limit exceeded: Message too long: 1099511627776 > 100"),
+            (
+                vec![0x82, 0xff, 0, 0, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+                "Space limit exceeded: Message too long: 1099511627776 > 100",
+            ),
         ];
         for (bytes, error) in cases {
             let got = read_all(bytes.clone(), 100).await;
@@ -584,7 +625,10 @@ mod tests {
         );
         // Invalid text fails at the fragment that holds it: the final one never comes.
         let got = read_all([frame(0x01, b"ok"), frame(0x00, &[0xff])].concat(), 100).await;
-        assert_eq!(got[0], Err("UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 0".into()));
+        assert_eq!(
+            got[0],
+            Err("UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 0".into())
+        );
         // A valid character split between fragments is fine.
         let bytes = [frame(0x01, &[0xe2, 0x82]), frame(0x80, &[0xac])].concat();
         assert_eq!(read_all(bytes, 100).await[0], text("€"));
@@ -598,8 +642,13 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         let mut reader = FrameReader::new(server, 1 << 20);
         use tokio::io::AsyncWriteExt;
-        client.write_all(&frame(0x82, &vec![1u8; 300_000])).await.unwrap();
-        assert!(matches!(reader.next().await, Ok(Incoming::Message { data, .. }) if data.len() == 300_000));
+        client
+            .write_all(&frame(0x82, &vec![1u8; 300_000]))
+            .await
+            .unwrap();
+        assert!(
+            matches!(reader.next().await, Ok(Incoming::Message { data, .. }) if data.len() == 300_000)
+        );
         assert_eq!(reader.buf.capacity(), 0);
         client.write_all(&frame(0x81, b"hi")).await.unwrap();
         assert_eq!(reader.next().await.unwrap(), text("hi").unwrap());
@@ -623,7 +672,12 @@ mod tests {
         let mut bytes = frame(0x02, &[0; 60]);
         bytes.extend_from_slice(&[0x80, 0x80 | 60, 1, 2, 3, 4]);
         let got = read_all(bytes, 100).await;
-        assert_eq!(got, [Err("Space limit exceeded: Message too long: 120 > 100".into())]);
+        assert_eq!(
+            got,
+            [Err(
+                "Space limit exceeded: Message too long: 120 > 100".into()
+            )]
+        );
     }
 
     #[tokio::test]
@@ -636,9 +690,15 @@ mod tests {
         let pending = tokio::time::timeout(Duration::from_millis(50), reader.next()).await;
         assert!(pending.is_err(), "the frame is not complete");
         assert!(reader.buf.len() > 200_000);
-        assert!(reader.buf.capacity() <= 300_000, "{}", reader.buf.capacity());
+        assert!(
+            reader.buf.capacity() <= 300_000,
+            "{}",
+            reader.buf.capacity()
+        );
         client.write_all(&whole[250_000..]).await.unwrap();
-        assert!(matches!(reader.next().await, Ok(Incoming::Message { data, .. }) if data.len() == 300_000));
+        assert!(
+            matches!(reader.next().await, Ok(Incoming::Message { data, .. }) if data.len() == 300_000)
+        );
     }
 
     #[tokio::test]
@@ -653,7 +713,9 @@ mod tests {
             reason: "é".repeat(70).into(),
         }));
         let (mut ours, mut theirs) = tokio::io::duplex(1 << 20);
-        std::future::poll_fn(|cx| batch.poll_write_to(&mut ours, cx)).await.unwrap();
+        std::future::poll_fn(|cx| batch.poll_write_to(&mut ours, cx))
+            .await
+            .unwrap();
         assert!(batch.is_empty());
         drop(ours);
         let mut got = Vec::new();

@@ -260,8 +260,8 @@ pub async fn run(
         Phase::Retiring
     };
     let mut draining = false;
-    let mut next_ping = (!settings.ping_interval.is_zero())
-        .then(|| Instant::now() + settings.ping_interval);
+    let mut next_ping =
+        (!settings.ping_interval.is_zero()).then(|| Instant::now() + settings.ping_interval);
     // Each server ping carries an unguessable payload (a keyed MAC of the connection and a
     // counter); only a pong echoing one still unanswered proves the peer alive — not an
     // unsolicited pong, nor one predicting the next payload from those it saw.
@@ -273,9 +273,11 @@ pub async fn run(
     // 1005 ("no status") is never sent: it stands for a close frame without a code (`close()`
     // with no arguments, as ws sends it).
     let send_close = |out: &mut Outgoing, code: CloseCode, reason: String| {
-        out.queue(Write::Close((code != CloseCode::Status).then(|| CloseFrame {
-            code,
-            reason: reason.into(),
+        out.queue(Write::Close((code != CloseCode::Status).then(|| {
+            CloseFrame {
+                code,
+                reason: reason.into(),
+            }
         })));
         Some(Instant::now() + CLOSE_TIMEOUT)
     };
@@ -438,7 +440,9 @@ pub async fn run(
                     Err(_) => return false,
                 };
             }
-            tokio::io::AsyncWriteExt::shutdown(&mut socket).await.is_ok()
+            tokio::io::AsyncWriteExt::shutdown(&mut socket)
+                .await
+                .is_ok()
         };
         let cut_off = tokio::time::sleep_until(deadline);
         tokio::pin!(flush, cut_off);
@@ -463,7 +467,12 @@ pub async fn run(
         if flushed {
             // Read (and drop) what the peer still sends until it closes its side: a socket closed
             // with unread bytes sends a reset, which can make the peer lose the close frame.
-            let _ = tokio::time::timeout(LINGER, reader.discard_until_closed()).await;
+            // (A shutdown that reaches `Forced` ends it too.)
+            let linger = tokio::time::timeout(LINGER, reader.discard_until_closed());
+            tokio::select! {
+                _ = linger => {}
+                _ = &mut phase_step, if draining => {}
+            }
         }
     }
     metrics.ws_closed(code);
@@ -586,8 +595,10 @@ impl Outgoing {
     fn queue(&mut self, write: Write) {
         if let Write::Pong(data) = write {
             if self.pong {
-                if let Some(Write::Pong(waiting)) =
-                    self.waiting.iter_mut().find(|w| matches!(w, Write::Pong(_)))
+                if let Some(Write::Pong(waiting)) = self
+                    .waiting
+                    .iter_mut()
+                    .find(|w| matches!(w, Write::Pong(_)))
                 {
                     *waiting = data;
                 }
@@ -620,7 +631,7 @@ impl Outgoing {
             }
             if let Write::Close(_) = write {
                 // The handler's messages sent before its close request go first.
-                while let Some(message) = messages.try_recv().ok() {
+                while let Ok(message) = messages.try_recv() {
                     if let Some(write) = handler_write(message) {
                         dropped += self.add(write, metrics);
                     }
@@ -997,7 +1008,10 @@ mod tests {
             })
         };
         assert_eq!(text("héllo".as_bytes()), Some((1, Bytes::from("héllo"), 6)));
-        assert_eq!(text(b"\xff\xfe"), Some((2, Bytes::from_static(b"\xff\xfe"), 2)));
+        assert_eq!(
+            text(b"\xff\xfe"),
+            Some((2, Bytes::from_static(b"\xff\xfe"), 2))
+        );
         // Binary stays binary, valid UTF-8 or not.
         let binary = WsOutbound::Message {
             data: Bytes::from_static(b"abc"),
@@ -1080,29 +1094,49 @@ mod tests {
         assert_eq!(out.fill(&mut messages, &metrics), 0);
         assert!(out.is_writing() && !out.has_pong());
         // Written: the latest pong only, then the messages.
-        assert_eq!(written(&mut out), [&[0x8a, 1, b'2'][..], &[0x81, 1, b'a'], &[0x81, 1, b'b']].concat());
+        assert_eq!(
+            written(&mut out),
+            [&[0x8a, 1, b'2'][..], &[0x81, 1, b'a'], &[0x81, 1, b'b']].concat()
+        );
         // A close request: the message sent before it goes first.
         send("c");
         out.queue(Write::Close(None));
         assert_eq!(out.fill(&mut messages, &metrics), 0);
-        assert_eq!(written(&mut out), [&[0x81, 1, b'c'][..], &[0x88, 0]].concat());
+        assert_eq!(
+            written(&mut out),
+            [&[0x81, 1, b'c'][..], &[0x88, 0]].concat()
+        );
         // After it, nothing: a message is dropped and released from bufferedAmount.
         send("late");
-        out.queue(Write::Frame(OpCode::Control(Control::Ping), Bytes::new(), 0));
+        out.queue(Write::Frame(
+            OpCode::Control(Control::Ping),
+            Bytes::new(),
+            0,
+        ));
         assert_eq!(out.fill(&mut messages, &metrics), 4, "'late' dropped");
         assert!(!out.is_writing());
-        out.add_handler_message(WsOutbound::Message { data: Bytes::from_static(b"xy"), binary: true }, &metrics);
+        out.add_handler_message(
+            WsOutbound::Message {
+                data: Bytes::from_static(b"xy"),
+                binary: true,
+            },
+            &metrics,
+        );
         assert_eq!(written(&mut out), b"", "nothing after the close frame");
     }
 
     /// What the batch writes (over a duplex).
     fn written(out: &mut Outgoing) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
             if out.is_writing() {
-                std::future::poll_fn(|cx| out.poll_write(&mut ours, cx)).await.unwrap();
+                std::future::poll_fn(|cx| out.poll_write(&mut ours, cx))
+                    .await
+                    .unwrap();
             }
             drop(ours);
             let mut bytes = Vec::new();
@@ -1111,4 +1145,3 @@ mod tests {
         })
     }
 }
-
