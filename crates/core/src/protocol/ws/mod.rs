@@ -450,6 +450,10 @@ pub async fn run(
             tokio::select! {
                 flushed = &mut flush => break flushed,
                 _ = &mut cut_off => break false,
+                // The handler's terminate() ends it at once.
+                request = requests.next() => if matches!(request, Some(WsOutbound::Terminate) | None) {
+                    break false;
+                },
                 signal = &mut phase_step => {
                     if draining {
                         break false;
