@@ -15,6 +15,11 @@ const CLOSED = 3;
 /** ws's names for the states, in its "not open" error. */
 const STATE_NAMES = ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'];
 
+/** ws's error for a send or control frame on a socket that is not open. */
+function notOpen(readyState) {
+  return codedError('ERR_WS_NOT_OPEN', `WebSocket is not open: readyState ${readyState} (${STATE_NAMES[readyState]})`);
+}
+
 /** "No status code" (RFC 6455 §7.4.1): asks the native side for a close frame without a code. */
 const NO_STATUS = 1005;
 /** Largest ping/pong payload (RFC 6455 §5.5). */
@@ -67,7 +72,7 @@ class NativeWebSocket extends EventEmitter {
       options = undefined;
     }
     if (this.readyState !== OPEN) {
-      const err = codedError('ERR_WS_NOT_OPEN', `WebSocket is not open: readyState ${this.readyState} (${STATE_NAMES[this.readyState]})`);
+      const err = notOpen(this.readyState);
       if (typeof cb === 'function') process.nextTick(cb, err);
       return;
     }
@@ -113,7 +118,7 @@ class NativeWebSocket extends EventEmitter {
     }
     if (typeof data === 'number') data = data.toString();
     if (this.readyState !== OPEN) {
-      if (typeof cb === 'function') process.nextTick(cb, codedError('ERR_WS_NOT_OPEN', `WebSocket is not open: readyState ${this.readyState} (${STATE_NAMES[this.readyState]})`));
+      if (typeof cb === 'function') process.nextTick(cb, notOpen(this.readyState));
       return;
     }
     const [buf, text] = payload(data);

@@ -1241,21 +1241,22 @@ impl FlatHeaders {
 
     /// Every field of `map`, in its order.
     pub fn extend_from_map(&mut self, map: &HeaderMap) {
-        for (name, value) in map {
-            self.push_latin1(name.as_str(), value.as_bytes());
-        }
+        self.extend_where(map, |_| true);
     }
 
     /// The fields of an HTTP/2 request: those whose value starts or ends with a space or tab
     /// are left out, as node's http2 (nghttp2) leaves them out (RFC 9113 §8.2.1 forbids them).
     pub fn extend_from_h2_map(&mut self, map: &HeaderMap) {
         let edge = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+        self.extend_where(map, |value| !edge(value.first()) && !edge(value.last()));
+    }
+
+    /// The fields of `map` whose value `keep` accepts, in its order.
+    fn extend_where(&mut self, map: &HeaderMap, keep: impl Fn(&[u8]) -> bool) {
         for (name, value) in map {
-            let bytes = value.as_bytes();
-            if edge(bytes.first()) || edge(bytes.last()) {
-                continue;
+            if keep(value.as_bytes()) {
+                self.push_latin1(name.as_str(), value.as_bytes());
             }
-            self.push_latin1(name.as_str(), bytes);
         }
     }
 

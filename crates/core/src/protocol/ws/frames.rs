@@ -111,10 +111,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.buf = BytesMut::new();
         self.fragments = None;
         std::future::poll_fn(|cx| loop {
-            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
-            let mut into = ReadBuf::uninit(&mut scratch);
-            match ready!(Pin::new(&mut self.io).poll_read(cx, &mut into)) {
-                Ok(()) if !into.filled().is_empty() => continue,
+            match ready!(poll_read_scratch(&mut self.io, cx, |_| {})) {
+                Ok(n) if n > 0 => continue,
                 _ => return Poll::Ready(()),
             }
         })
@@ -193,16 +191,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             OpCode::Data(Data::Text) => false,
             OpCode::Data(_) => true,
         };
-        if header.is_final {
-            return message(binary, payload).map(Some);
-        }
-        let mut first = Fragments {
+        let first = Fragments {
             binary,
             data: payload,
             checked: 0,
         };
-        first.check_text()?;
-        self.fragments = Some(first);
+        if header.is_final {
+            return first.complete().map(Some);
+        }
+        self.fragments = Some(first.checked_so_far()?);
         Ok(None)
     }
 
@@ -215,13 +212,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if spare >= MIN_GROW {
             return;
         }
-        let frame_end = match self.header {
-            Some((_, frame)) if frame > len => frame,
-            _ => 0,
-        };
         let mut capacity = (len * 2).max(len + MIN_GROW);
-        if frame_end > len {
-            capacity = capacity.min(frame_end.max(len + MIN_GROW.min(frame_end - len)));
+        if let Some(&(_, frame_end)) = self.header.as_ref().filter(|(_, end)| *end > len) {
+            capacity = capacity.min(frame_end);
         }
         if capacity <= self.buf.capacity() {
             return;
@@ -235,11 +228,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// kept; a partly received frame reads straight into its buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         let read = if self.buf.is_empty() {
-            let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
-            let mut into = ReadBuf::uninit(&mut scratch);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut into))?;
-            self.buf.extend_from_slice(into.filled());
-            into.filled().len()
+            let buf = &mut self.buf;
+            ready!(poll_read_scratch(&mut self.io, cx, |bytes| buf.extend_from_slice(bytes)))?
         } else {
             self.grow();
             let mut into = ReadBuf::uninit(self.buf.spare_capacity_mut());
@@ -256,6 +246,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// One read onto the stack (nothing is kept between reads); `take` gets what arrived.
+fn poll_read_scratch<R: AsyncRead + Unpin>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(&[u8]),
+) -> Poll<io::Result<usize>> {
+    let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH];
+    let mut into = ReadBuf::uninit(&mut scratch);
+    ready!(Pin::new(io).poll_read(cx, &mut into))?;
+    take(into.filled());
+    Poll::Ready(Ok(into.filled().len()))
 }
 
 /// A fragmented message being received. Its text is checked as fragments arrive, so invalid
@@ -288,6 +291,12 @@ impl Fragments {
         Ok(())
     }
 
+    fn checked_so_far(mut self) -> Result<Self, WsError> {
+        self.check_text()?;
+        Ok(self)
+    }
+
+    /// The whole message; its text must be UTF-8 to the end.
     fn complete(self) -> Result<Incoming, WsError> {
         if !self.binary {
             std::str::from_utf8(&self.data[self.checked..])?;
@@ -301,17 +310,6 @@ impl Fragments {
 
 fn too_long(size: usize, max_size: usize) -> WsError {
     WsError::Capacity(CapacityError::MessageTooLong { size, max_size })
-}
-
-/// A complete message; text must be UTF-8 (checked whole, as ws checks it).
-fn message(binary: bool, data: BytesMut) -> Result<Incoming, WsError> {
-    if !binary {
-        std::str::from_utf8(&data)?;
-    }
-    Ok(Incoming::Message {
-        data: data.freeze(),
-        binary,
-    })
 }
 
 /// A close frame's payload: nothing, or a code and a UTF-8 reason.

@@ -1,6 +1,6 @@
 //! WebSocket (RFC 6455), over the HTTP/1.1 upgrade of [`super::HttpProtocol`]: each connection is
-//! one task that reads frames (`frames::FrameReader`), and a writer task that writes what the
-//! handler sends; the connection pings on its own (`pingInterval`, peers missing `pongTimeout` are
+//! one task that reads frames (`frames::FrameReader`) and writes what it and the handler send
+//! (`Outgoing`); it pings on its own (`pingInterval`, peers missing `pongTimeout` are
 //! terminated without waking JavaScript), bounds message size (1009), invalid UTF-8 (1007) and
 //! protocol errors (1002), caps the bytes queued for a slow reader, and closes with 1001 when the
 //! server drains.
@@ -251,7 +251,7 @@ pub async fn run(
     let receive_budget = settings.max_receive_queue.clamp(1, MAX_RECEIVE_PERMITS);
     let receive_permits = Arc::new(Semaphore::new(receive_budget));
     // A received event waiting for budget; nothing more is read meanwhile.
-    let mut waiting_event: Option<(BridgeEvent, u32)> = None;
+    let mut waiting_event: Option<(Received, u32)> = None;
     // Shutdown step 1 or a restart (`Retiring` comes first in both), or step 3 (`Closing`) when
     // asked to stay through the drain delay; then `Forced`.
     let close_at = if settings.keep_open_during_drain_delay {
@@ -303,64 +303,63 @@ pub async fn run(
         // `maxBufferedAmount`).
         let reading = !out.has_pong() && waiting_event.is_none();
         tokio::select! {
-            incoming = reader.next(), if reading => match incoming {
-                Ok(Incoming::Message { data, binary }) => {
-                    metrics.ws_message_in(data.len());
-                    let cost = event_cost_of(data.len(), receive_budget);
-                    match receive_permits.clone().try_acquire_many_owned(cost) {
-                        Ok(permit) => bridge.emit(id, BridgeEvent::WsMessage { data, binary, permit: Some(permit) }),
-                        Err(_) => waiting_event = Some((BridgeEvent::WsMessage { data, binary, permit: None }, cost)),
+            incoming = reader.next(), if reading => {
+                let received = match incoming {
+                    Ok(Incoming::Message { data, binary }) => {
+                        metrics.ws_message_in(data.len());
+                        Received::Message { data, binary }
                     }
-                }
-                // Answered with a pong, unless our close frame is out (RFC 6455 §5.5.1).
-                Ok(Incoming::Ping(data)) => if close_deadline.is_none() {
-                    out.queue(Write::Pong(data));
-                },
-                Ok(Incoming::Pong(data)) => {
-                    if pong_deadline.is_some() && unanswered.answered_by(&data) {
-                        pong_deadline = None;
+                    // Answered with a pong, unless our close frame is out (RFC 6455 §5.5.1).
+                    Ok(Incoming::Ping(data)) => {
+                        if close_deadline.is_none() {
+                            out.queue(Write::Pong(data));
+                        }
+                        continue;
                     }
-                    let cost = event_cost_of(data.len(), receive_budget);
-                    match receive_permits.clone().try_acquire_many_owned(cost) {
-                        Ok(permit) => bridge.emit(id, BridgeEvent::WsPong { data, permit: Some(permit) }),
-                        Err(_) => waiting_event = Some((BridgeEvent::WsPong { data, permit: None }, cost)),
+                    Ok(Incoming::Pong(data)) => {
+                        if pong_deadline.is_some() && unanswered.answered_by(&data) {
+                            pong_deadline = None;
+                        }
+                        Received::Pong(data)
                     }
-                }
-                Ok(Incoming::Close(frame)) => {
-                    // The peer's close: echoed (a code that may not be sent becomes 1002, as
-                    // tungstenite replies), or the answer to ours.
-                    let frame = if close_deadline.is_none() {
-                        let frame = frame.map(|f| if f.code.is_allowed() { f } else {
-                            CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() }
-                        });
-                        out.queue(Write::Close(frame.clone()));
-                        frame
-                    } else {
-                        frame
-                    };
-                    let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
-                    break (code, reason, true);
-                }
-                Err(e) => {
-                    let code = close_code_for(&e);
-                    if code != CloseCode::Abnormal {
-                        // The code alone on the wire, as ws sends it (the text would tell a
-                        // client the server's limits); the handler's 'close' gets the text.
-                        send_close(&mut out, code, String::new());
-                        break (u16::from(code), e.to_string(), true);
+                    Ok(Incoming::Close(frame)) => {
+                        // The peer's close: echoed (a code that may not be sent becomes 1002, as
+                        // tungstenite replies), or the answer to ours.
+                        let frame = if close_deadline.is_none() {
+                            let frame = frame.map(|f| if f.code.is_allowed() { f } else {
+                                CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() }
+                            });
+                            out.queue(Write::Close(frame.clone()));
+                            frame
+                        } else {
+                            frame
+                        };
+                        let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                        break (code, reason, true);
                     }
-                    break (1006, e.to_string(), false);
+                    Err(e) => {
+                        let code = close_code_for(&e);
+                        if code != CloseCode::Abnormal {
+                            // The code alone on the wire, as ws sends it (the text would tell a
+                            // client the server's limits); the handler's 'close' gets the text.
+                            send_close(&mut out, code, String::new());
+                            break (u16::from(code), e.to_string(), true);
+                        }
+                        break (1006, e.to_string(), false);
+                    }
+                };
+                let cost = event_cost_of(received.len(), receive_budget);
+                match receive_permits.clone().try_acquire_many_owned(cost) {
+                    Ok(permit) => bridge.emit(id, received.into_event(permit)),
+                    Err(_) => waiting_event = Some((received, cost)),
                 }
-            },
+            }
             // (An async block: the Arc is cloned only when this branch is polled.)
             permit = async { receive_permits.clone().acquire_many_owned(event_cost).await }, if waiting_event.is_some() => {
                 let Ok(permit) = permit else { break (1011, String::new(), false) };
-                let event = match waiting_event.take() {
-                    Some((BridgeEvent::WsMessage { data, binary, .. }, _)) => BridgeEvent::WsMessage { data, binary, permit: Some(permit) },
-                    Some((BridgeEvent::WsPong { data, .. }, _)) => BridgeEvent::WsPong { data, permit: Some(permit) },
-                    _ => continue,
-                };
-                bridge.emit(id, event);
+                if let Some((received, _)) = waiting_event.take() {
+                    bridge.emit(id, received.into_event(permit));
+                }
             }
             // Everything that waits is written from inside this poll, batch after batch; it
             // completes only when a pong went out (reading resumes) or writing failed.
@@ -427,22 +426,14 @@ pub async fn run(
         // once the server is shutting down; never past `Forced`) — then close our side.
         let mut deadline = close_deadline.unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT);
         let flush = async {
-            loop {
-                if !out.is_writing() {
-                    let released = out.fill(&mut messages, &metrics);
-                    buffered.fetch_sub(released, Ordering::AcqRel);
-                    if !out.is_writing() {
-                        break;
-                    }
-                }
-                match std::future::poll_fn(|cx| out.poll_write(&mut socket, cx)).await {
-                    Ok(released) => buffered.fetch_sub(released, Ordering::AcqRel),
-                    Err(_) => return false,
-                };
-            }
-            tokio::io::AsyncWriteExt::shutdown(&mut socket)
-                .await
-                .is_ok()
+            let written = std::future::poll_fn(|cx| {
+                out.poll_write_waiting(&mut socket, &mut messages, &buffered, &metrics, false, cx)
+            })
+            .await;
+            written.is_ok()
+                && tokio::io::AsyncWriteExt::shutdown(&mut socket)
+                    .await
+                    .is_ok()
         };
         let cut_off = tokio::time::sleep_until(deadline);
         tokio::pin!(flush, cut_off);
@@ -483,6 +474,33 @@ pub async fn run(
     bridge.ws_closed(id, code, reason);
     drop(closer);
     drop(phase);
+}
+
+/// What the peer sent that goes to the handler, with its cost against `maxReceiveQueue`.
+enum Received {
+    Message { data: Bytes, binary: bool },
+    Pong(Bytes),
+}
+
+impl Received {
+    fn len(&self) -> usize {
+        match self {
+            Received::Message { data, .. } | Received::Pong(data) => data.len(),
+        }
+    }
+
+    /// The event for the handler, holding the budget it takes until the handler has it.
+    fn into_event(self, permit: tokio::sync::OwnedSemaphorePermit) -> BridgeEvent {
+        let permit = Some(permit);
+        match self {
+            Received::Message { data, binary } => BridgeEvent::WsMessage {
+                data,
+                binary,
+                permit,
+            },
+            Received::Pong(data) => BridgeEvent::WsPong { data, permit },
+        }
+    }
 }
 
 /// `signal` once the server reaches `phase`, given back for the next wait.
@@ -586,10 +604,6 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn is_writing(&self) -> bool {
-        self.writing
-    }
-
     fn has_pong(&self) -> bool {
         self.pong
     }
@@ -647,9 +661,39 @@ impl Outgoing {
     }
 
     /// Writes what waits — the connection's own writes, then the handler's messages — batch
-    /// after batch, until nothing is left (then waits for the handler's next message) or the
-    /// socket is full. Ready when a pong the connection owed went into a batch (reading may
-    /// resume), or with the error when writing failed.
+    /// after batch, until nothing is left: Ready(false). With `until_pong`, Ready(true) as soon as
+    /// a pong the connection owed went into a batch (reading may resume). Pending while the socket
+    /// is full.
+    fn poll_write_waiting<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut W,
+        messages: &mut WsQueueReceiver,
+        buffered: &std::sync::atomic::AtomicUsize,
+        metrics: &Metrics,
+        until_pong: bool,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<bool>> {
+        use std::task::Poll;
+        loop {
+            if !self.writing {
+                let owed_pong = self.pong;
+                let released = self.fill(messages, metrics);
+                buffered.fetch_sub(released, Ordering::AcqRel);
+                if until_pong && owed_pong && !self.pong {
+                    return Poll::Ready(Ok(true));
+                }
+                if !self.writing {
+                    return Poll::Ready(Ok(false));
+                }
+            }
+            let released = std::task::ready!(self.poll_write(socket, cx))?;
+            buffered.fetch_sub(released, Ordering::AcqRel);
+        }
+    }
+
+    /// [`Self::poll_write_waiting`], then waits for the handler's next message and writes it,
+    /// and so on. Ready when a pong the connection owed went into a batch (reading may resume),
+    /// or with the error when writing failed.
     fn poll_send<W: tokio::io::AsyncWrite + Unpin>(
         &mut self,
         socket: &mut W,
@@ -660,30 +704,22 @@ impl Outgoing {
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
         loop {
-            if !self.writing {
-                let owed_pong = self.pong;
-                let released = self.fill(messages, metrics);
-                buffered.fetch_sub(released, Ordering::AcqRel);
-                if owed_pong && !self.pong {
-                    return Poll::Ready(Ok(()));
-                }
-                if !self.writing {
-                    if self.messages_done {
-                        return Poll::Pending;
-                    }
-                    match messages.poll_next_unpin(cx) {
-                        Poll::Ready(Some(message)) => self.add_handler_message(message, metrics),
-                        Poll::Ready(None) => {
-                            self.messages_done = true;
-                            return Poll::Pending;
-                        }
-                        Poll::Pending => return Poll::Pending,
-                    }
-                    continue;
-                }
+            if std::task::ready!(
+                self.poll_write_waiting(socket, messages, buffered, metrics, true, cx)
+            )? {
+                return Poll::Ready(Ok(()));
             }
-            let released = std::task::ready!(self.poll_write(socket, cx))?;
-            buffered.fetch_sub(released, Ordering::AcqRel);
+            if self.messages_done {
+                return Poll::Pending;
+            }
+            match messages.poll_next_unpin(cx) {
+                Poll::Ready(Some(message)) => self.add_handler_message(message, metrics),
+                Poll::Ready(None) => {
+                    self.messages_done = true;
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
@@ -1096,7 +1132,7 @@ mod tests {
         out.queue(Write::Pong(Bytes::from_static(b"2")));
         assert!(out.has_pong(), "reading pauses while the pong waits");
         assert_eq!(out.fill(&mut messages, &metrics), 0);
-        assert!(out.is_writing() && !out.has_pong());
+        assert!(out.writing && !out.has_pong());
         // Written: the latest pong only, then the messages.
         assert_eq!(
             written(&mut out),
@@ -1118,7 +1154,7 @@ mod tests {
             0,
         ));
         assert_eq!(out.fill(&mut messages, &metrics), 4, "'late' dropped");
-        assert!(!out.is_writing());
+        assert!(!out.writing);
         out.add_handler_message(
             WsOutbound::Message {
                 data: Bytes::from_static(b"xy"),
@@ -1137,7 +1173,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
-            if out.is_writing() {
+            if out.writing {
                 std::future::poll_fn(|cx| out.poll_write(&mut ours, cx))
                     .await
                     .unwrap();
