@@ -12,6 +12,7 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, RwLock};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Request flags; bits 0–7 hold the HTTP version (10, 11, 20).
 #[napi]
@@ -181,8 +182,53 @@ pub type RequestArgs = FnArgs<(
     Option<JsPeerDetails>,
     Option<String>,
 )>;
-/// (id, kind, chunk, message)
-pub type EventArgs = FnArgs<(u32, u32, Option<JsBytes>, Option<String>)>;
+/// One event for JavaScript: `onEvent(id, kind, chunk, message)`. A message's permit (its share
+/// of the connection's receive budget) is let go as its arguments are made, on the JS thread just
+/// before the handler runs: the message has left the queue the budget bounds. Releasing it there
+/// needs no callback after the call (`call_with_return_value` boxed one per message and converted
+/// the handler's return value for it).
+pub struct EventArgs {
+    id: u32,
+    kind: u32,
+    chunk: Option<JsBytes>,
+    message: Option<String>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl EventArgs {
+    fn new(id: u32, kind: u32, chunk: Option<JsBytes>, message: Option<String>) -> Self {
+        EventArgs {
+            id,
+            kind,
+            chunk,
+            message,
+            permit: None,
+        }
+    }
+}
+
+impl JsValuesTupleIntoVec for EventArgs {
+    fn into_vec(self, env: sys::napi_env) -> Result<Vec<sys::napi_value>> {
+        let EventArgs {
+            id,
+            kind,
+            chunk,
+            message,
+            permit,
+        } = self;
+        // SAFETY: called by napi on the JS thread with its env, inside the call's handle scope.
+        let values = unsafe {
+            vec![
+                u32::to_napi_value(env, id)?,
+                u32::to_napi_value(env, kind)?,
+                Option::<JsBytes>::to_napi_value(env, chunk)?,
+                Option::<String>::to_napi_value(env, message)?,
+            ]
+        };
+        drop(permit);
+        Ok(values)
+    }
+}
 
 fn event_kind(e: &BridgeEvent) -> u32 {
     (match e {
@@ -309,7 +355,7 @@ impl RequestSink for JsSink {
             error.message
         );
         f.event.call(
-            (0, EventKind::ClientError as u32, None, Some(message)).into(),
+            EventArgs::new(0, EventKind::ClientError as u32, None, Some(message)),
             ThreadsafeFunctionCallMode::NonBlocking,
         );
     }
@@ -327,23 +373,17 @@ impl RequestSink for JsSink {
             BridgeEvent::WsMessage { data, permit, .. }
             | BridgeEvent::WsPong { data, permit }
             | BridgeEvent::GrpcMessage { data, permit } => {
-                // The permit is released once the handler has taken the message (the callback runs
-                // on the JS thread after it returns), bounding each connection's queue.
-                let args = (id, kind, Some(JsBytes(data)), None::<String>).into();
-                f.event.call_with_return_value(
-                    args,
-                    ThreadsafeFunctionCallMode::NonBlocking,
-                    move |_, _| {
-                        drop(permit);
-                        Ok(())
-                    },
-                );
+                let args = EventArgs {
+                    permit,
+                    ..EventArgs::new(id, kind, Some(JsBytes(data)), None)
+                };
+                f.event.call(args, ThreadsafeFunctionCallMode::NonBlocking);
                 return;
             }
             _ => (None, None),
         };
         f.event.call(
-            (id, kind, chunk, message).into(),
+            EventArgs::new(id, kind, chunk, message),
             ThreadsafeFunctionCallMode::NonBlocking,
         );
     }
