@@ -4,7 +4,13 @@
 // the next; p50 and p99 of the round trip, native server vs its peer, each server in its own child
 // process (the client process is neither server's JS thread).
 //
-//   node bench/latency.js [--rounds 3] [--count 2000] [--warmup 300] [--only http,h2,ws,grpc]
+//   node bench/latency.js [--rounds 3] [--count 2000] [--warmup 300] [--only http,h2,ws,grpc] [--pin]
+//
+// --pin: the client runs on the last CPU and the servers on the others (taskset), as a client on
+// another machine would be. Without it the scheduler places them: a single-threaded peer server
+// often shares a CPU with the client, and a wake-up on the same CPU costs a few µs where one
+// across CPUs costs tens of µs on a virtual machine (bench/wake-cost), which the native server,
+// whose I/O thread hands each request to the JS thread, pays on every crossing.
 //
 // Workloads (the same handler on both sides):
 //   http  node:http vs native HttpServer: GET / → 'hello' (node's http client, keep-alive agent, 1 socket)
@@ -138,10 +144,13 @@ function clientFor(kind, port) {
 
 // ------------------------------------------------------------------ orchestration
 function parseArgs(argv) {
-  const o = { rounds: 3, count: 2000, warmup: 300, only: ['http', 'h2', 'ws', 'grpc'] };
+  const o = { rounds: 3, count: 2000, warmup: 300, only: ['http', 'h2', 'ws', 'grpc'], pin: false };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
-    if (k === '--rounds') o.rounds = Number(v);
+    if (k === '--pin') {
+      o.pin = true;
+      i -= 1;
+    } else if (k === '--rounds') o.rounds = Number(v);
     else if (k === '--count') o.count = Number(v);
     else if (k === '--warmup') o.warmup = Number(v);
     else if (k === '--only') o.only = v.split(',');
@@ -150,11 +159,16 @@ function parseArgs(argv) {
   return o;
 }
 
-function startServer(kind, impl, env) {
+// --pin: the CPUs of the servers and of the client (this process).
+const lastCpu = os.cpus().length - 1;
+const SERVER_CPUS = `0-${Math.max(0, lastCpu - 1)}`;
+
+function startServer(kind, impl, env, pin) {
   const args = kind === 'ws'
     ? [path.join(__dirname, 'ws', 'echo-server.js'), impl === 'native' ? 'native' : 'ws']
     : [__filename, '--serve', kind, impl];
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const [command, commandArgs] = pin ? ['taskset', ['-c', SERVER_CPUS, process.execPath, ...args]] : [process.execPath, args];
+  const child = spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let buf = '';
     child.stdout.on('data', (d) => {
@@ -172,7 +186,7 @@ function startServer(kind, impl, env) {
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 
 async function measure(kind, impl, o, env) {
-  const { child, port } = await startServer(kind, impl, env);
+  const { child, port } = await startServer(kind, impl, env, o.pin);
   const client = clientFor(kind, port);
   if (client.ready) await client.ready;
   const out = {};
@@ -194,6 +208,11 @@ async function measure(kind, impl, o, env) {
 
 async function main() {
   const o = parseArgs(process.argv.slice(2));
+  if (o.pin) {
+    if (lastCpu < 1) throw new Error('--pin needs two CPUs');
+    const r = spawnSync('taskset', ['-a', '-p', '-c', String(lastCpu), String(process.pid)], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error('taskset failed: ' + (r.stderr || r.error));
+  }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'koatty-serve-lat-'));
   const env = { LAT_KEY: path.join(dir, 'key.pem'), LAT_CERT: path.join(dir, 'cert.pem') };
   const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
