@@ -345,6 +345,58 @@ describe('WsServer: a client that closes first while a backlog waits for it', ()
   });
 });
 
+describe('WsServer: replies to the messages just before the peer\'s close frame', () => {
+  it('go out before the close reply, as with ws, when a client sends and closes at once (none arrived before: the close reply left the I/O thread first)', async () => {
+    const COUNT = 50;
+    const CLIENTS = 10;
+    // Two replies per message, and a send after the close frame that must fail as in ws (CLOSING).
+    const lateErrors = [];
+    const { port } = await startOurs({}, (c) => {
+      c.on('message', (d) => {
+        c.send(d);
+        c.send(Buffer.concat([d, Buffer.from('!')]));
+      });
+      c.on('close', () => c.send('late', (err) => lateErrors.push(err instanceof Error)));
+    });
+    const results = await Promise.all(Array.from({ length: CLIENTS }, async () => {
+      const ws = await connect(port);
+      const got = [];
+      ws.on('message', (d) => got.push(d.toString()));
+      const closed = withTimeout(new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))), 10000, 'close');
+      for (let i = 0; i < COUNT; i++) ws.send(`m${i}`);
+      ws.close(4001, 'done');
+      return { got, ...(await closed) };
+    }));
+    const expected = [];
+    for (let i = 0; i < COUNT; i++) expected.push(`m${i}`, `m${i}!`);
+    for (const r of results) {
+      assert.deepEqual(r.got, expected, 'every reply, in order, before the close');
+      assert.equal(r.code, 4001, 'the close echoed');
+      assert.equal(r.reason, 'done');
+    }
+    await withTimeout((async () => { while (lateErrors.length < CLIENTS) await new Promise((resolve) => setTimeout(resolve, 20)); })(), 5000, 'late sends');
+    assert.deepEqual(lateErrors, Array(CLIENTS).fill(true), 'a send after the close fails, as in ws');
+  });
+
+  it('a handler whose JS thread is busy when the close frame comes still gets its replies out first', async () => {
+    const { port } = await startOurs({}, (c) => {
+      c.on('message', (d) => {
+        const end = Date.now() + 200;
+        while (Date.now() < end);
+        c.send(d);
+      });
+    });
+    const ws = await connect(port);
+    const got = [];
+    ws.on('message', (d) => got.push(d.toString()));
+    const closed = withTimeout(new Promise((resolve) => ws.on('close', resolve)), 10000, 'close');
+    ws.send('slow');
+    ws.close();
+    assert.equal(await closed, 1005);
+    assert.deepEqual(got, ['slow']);
+  });
+});
+
 describe('WsServer: maxReceiveQueue', () => {
   it('a budget smaller than the messages still delivers every message, in order (each goes through alone)', async () => {
     const { port } = await startOurs({ connectionPool: { protocolSpecific: { maxReceiveQueue: 1024, maxPayload: 64 * 1024 } } });

@@ -21,6 +21,7 @@ const EVENT_WS_TEXT = EventKind.WsText;
 const EVENT_WS_BINARY = EventKind.WsBinary;
 const EVENT_WS_PONG = EventKind.WsPong;
 const EVENT_WS_CLOSED = EventKind.WsClosed;
+const EVENT_WS_PEER_CLOSING = EventKind.WsPeerClosing;
 const EVENT_GRPC_MESSAGE = EventKind.GrpcMessage;
 const EVENT_GRPC_INPUT_END = EventKind.GrpcInputEnd;
 const EVENT_GRPC_INPUT_ERROR = EventKind.GrpcInputError;
@@ -197,6 +198,9 @@ class Bridge {
           break;
         case EVENT_WS_PONG:
           client._onPong(chunk);
+          break;
+        case EVENT_WS_PEER_CLOSING:
+          client._onPeerClosing();
           break;
         case EVENT_WS_CLOSED: {
           this.sockets.delete(id);

@@ -408,6 +408,13 @@ impl NativeServer {
         deferring_wakes(|| self.host.bridge().ws_control(id, close)).is_ok()
     }
 
+    /// The handler has taken every message before the peer's close frame (`WsPeerClosing`): the
+    /// close reply goes out after what it sent.
+    #[napi]
+    pub fn ws_close_reply(&self, id: u32) -> bool {
+        deferring_wakes(|| self.host.bridge().ws_control(id, WsOutbound::CloseReply)).is_ok()
+    }
+
     /// Drops the connection at once.
     #[napi]
     pub fn ws_terminate(&self, id: u32) -> bool {

@@ -49,6 +49,8 @@ pub enum EventKind {
     WsPong = 22,
     /// message: `"<code> <reason>"`.
     WsClosed = 23,
+    /// The peer's close frame arrived (after every message before it): answer with `wsCloseReply`.
+    WsPeerClosing = 24,
     GrpcMessage = 30,
     GrpcInputEnd = 31,
     GrpcInputError = 32,
@@ -242,6 +244,7 @@ fn event_kind(e: &BridgeEvent) -> u32 {
         BridgeEvent::WsMessage { binary: true, .. } => EventKind::WsBinary,
         BridgeEvent::WsPong { .. } => EventKind::WsPong,
         BridgeEvent::WsClosed { .. } => EventKind::WsClosed,
+        BridgeEvent::WsPeerClosing => EventKind::WsPeerClosing,
         BridgeEvent::GrpcMessage { .. } => EventKind::GrpcMessage,
         BridgeEvent::GrpcInputEnd => EventKind::GrpcInputEnd,
         BridgeEvent::GrpcInputError(_) => EventKind::GrpcInputError,

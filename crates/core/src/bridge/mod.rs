@@ -103,6 +103,10 @@ pub enum BridgeEvent {
     },
     /// The WebSocket connection ended (code 1006 when it ended without a close frame).
     WsClosed { code: u16, reason: String },
+    /// The peer's close frame arrived, after every message before it: the handler answers
+    /// (`CloseReply`) once it has taken them, so its replies to them go out before the close
+    /// reply, as with ws.
+    WsPeerClosing,
     /// A gRPC request message (raw bytes; the permit as for WebSocket messages).
     GrpcMessage {
         data: Bytes,
@@ -136,6 +140,9 @@ pub enum WsOutbound {
     Pong(Bytes),
     Close(u16, String),
     Terminate,
+    /// The handler has taken everything the peer sent before its close frame (and queued its
+    /// answers): the close reply may go out.
+    CloseReply,
 }
 
 impl WsOutbound {
@@ -146,7 +153,7 @@ impl WsOutbound {
         match self {
             WsOutbound::Message { data, .. } => data.len(),
             WsOutbound::Ping(data) | WsOutbound::Pong(data) => data.len() + CONTROL_FRAME_HEAD,
-            WsOutbound::Close(..) | WsOutbound::Terminate => 0,
+            WsOutbound::Close(..) | WsOutbound::Terminate | WsOutbound::CloseReply => 0,
         }
     }
 }

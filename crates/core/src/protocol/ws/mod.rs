@@ -270,6 +270,12 @@ pub async fn run(
     let mut pong_deadline: Option<Instant> = None;
     // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
     let mut close_deadline: Option<Instant> = None;
+    // The peer's close frame arrived first: its reply (and the code and reason the handler's
+    // 'close' gets) waits until the handler has taken the messages before it (`CloseReply`), so
+    // that its answers to them go out first, as ws sends them; at most until `reply_deadline`.
+    // (Boxed: every idle connection's task would carry it otherwise.)
+    let mut peer_close: Option<Box<PeerClose>> = None;
+    let mut reply_deadline: Option<Instant> = None;
     // 1005 ("no status") is never sent: it stands for a close frame without a code (`close()`
     // with no arguments, as ws sends it).
     let send_close = |out: &mut Outgoing, code: CloseCode, reason: String| {
@@ -287,7 +293,7 @@ pub async fn run(
     tokio::pin!(phase_step, timer);
     let mut timer_at: Option<Instant> = None;
     let (code, reason, graceful) = loop {
-        let wake_at = [next_ping, pong_deadline, close_deadline]
+        let wake_at = [next_ping, pong_deadline, close_deadline, reply_deadline]
             .into_iter()
             .flatten()
             .min();
@@ -301,7 +307,7 @@ pub async fn run(
         // Reading pauses while a pong it owes waits for the write in progress, or a received
         // event waits for budget. What the handler sends does not pause it (that is bounded by
         // `maxBufferedAmount`).
-        let reading = !out.has_pong() && waiting_event.is_none();
+        let reading = !out.has_pong() && waiting_event.is_none() && peer_close.is_none();
         tokio::select! {
             incoming = reader.next(), if reading => {
                 let received = match incoming {
@@ -323,19 +329,22 @@ pub async fn run(
                         Received::Pong(data)
                     }
                     Ok(Incoming::Close(frame)) => {
-                        // The peer's close: echoed (a code that may not be sent becomes 1002, as
-                        // tungstenite replies), or the answer to ours.
-                        let frame = if close_deadline.is_none() {
-                            let frame = frame.map(|f| if f.code.is_allowed() { f } else {
-                                CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() }
-                            });
-                            out.queue(Write::Close(frame.clone()));
-                            frame
-                        } else {
-                            frame
-                        };
-                        let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
-                        break (code, reason, true);
+                        let (code, reason) = frame.as_ref().map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                        if close_deadline.is_some() {
+                            // The answer to ours.
+                            break (code, reason, true);
+                        }
+                        // The peer's close, echoed (a code that may not be sent becomes 1002, as
+                        // tungstenite replies) once the handler has taken what came before it.
+                        let echo = frame.map(|f| if f.code.is_allowed() { f } else {
+                            CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() }
+                        });
+                        peer_close = Some(Box::new(PeerClose { echo, code, reason }));
+                        reply_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+                        next_ping = None;
+                        pong_deadline = None;
+                        bridge.emit(id, BridgeEvent::WsPeerClosing);
+                        continue;
                     }
                     Err(e) => {
                         let code = close_code_for(&e);
@@ -369,6 +378,18 @@ pub async fn run(
                 }
             }
             request = requests.next() => match request {
+                Some(WsOutbound::CloseReply) => {
+                    if let Some(peer) = peer_close.take() {
+                        out.queue(Write::Close(peer.echo));
+                        break (peer.code, peer.reason, true);
+                    }
+                }
+                // The handler closed while the peer's close waited for it: its frame is the reply.
+                Some(WsOutbound::Close(code, reason)) if peer_close.is_some() => {
+                    send_close(&mut out, CloseCode::from(code), reason);
+                    let peer = peer_close.take().expect("checked");
+                    break (peer.code, peer.reason, true);
+                }
                 Some(WsOutbound::Close(code, reason)) => {
                     close_deadline = close_deadline.or(send_close(&mut out, CloseCode::from(code), reason));
                 }
@@ -381,6 +402,13 @@ pub async fn run(
             },
             _ = &mut timer, if timer_at.is_some() => {
                 let now = Instant::now();
+                if reply_deadline.is_some_and(|d| d <= now) {
+                    // The handler did not answer in time (its thread is blocked): reply anyway.
+                    if let Some(peer) = peer_close.take() {
+                        out.queue(Write::Close(peer.echo));
+                        break (peer.code, peer.reason, true);
+                    }
+                }
                 if close_deadline.is_some_and(|d| d <= now) {
                     break (1006, "closing handshake timed out".into(), false);
                 }
@@ -416,6 +444,10 @@ pub async fn run(
                 // hold the shutdown for the whole closing-handshake timeout.
                 let shutdown_deadline = Instant::now() + SHUTDOWN_CLOSE_TIMEOUT;
                 close_deadline = Some(close_deadline.map_or(shutdown_deadline, |d| d.min(shutdown_deadline)));
+                if let Some(peer) = peer_close.take() {
+                    out.queue(Write::Close(peer.echo));
+                    break (peer.code, peer.reason, true);
+                }
                 send_close(&mut out, CloseCode::Away, "server shutting down".into());
             }
         }
@@ -480,6 +512,14 @@ pub async fn run(
     bridge.ws_closed(id, code, reason);
     drop(closer);
     drop(phase);
+}
+
+/// The peer's close frame, waiting for the handler to take what came before it: the reply to
+/// send, and the code and reason the handler's 'close' gets.
+struct PeerClose {
+    echo: Option<CloseFrame>,
+    code: u16,
+    reason: String,
 }
 
 /// What the peer sent that goes to the handler, with its cost against `maxReceiveQueue`.
@@ -809,7 +849,7 @@ fn handler_write(message: WsOutbound) -> Option<Write> {
         }
         WsOutbound::Ping(data) => (OpCode::Control(Control::Ping), data),
         WsOutbound::Pong(data) => (OpCode::Control(Control::Pong), data),
-        WsOutbound::Close(..) | WsOutbound::Terminate => return None,
+        WsOutbound::Close(..) | WsOutbound::Terminate | WsOutbound::CloseReply => return None,
     };
     Some(Write::Frame(opcode, data, len))
 }
@@ -846,10 +886,11 @@ mod tests {
 
     /// Each idle connection's task is allocated at the size of its largest state: the closing
     /// handshake's timers, kept in the loop's future, once cost every connection ≈ 380 B of RSS
-    /// (1,552 B here; 1,280 with them boxed).
+    /// (1,552 B here; 1,280 with them boxed, 1,304 with the peer's close waiting for the handler).
     #[test]
     fn an_idle_connection_task_stays_small() {
         let size = future_size(run);
+        eprintln!("ws::run's future: {size} bytes");
         assert!(size <= 1_344, "ws::run's future is {size} bytes");
     }
 
