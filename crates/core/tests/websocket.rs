@@ -146,6 +146,8 @@ async fn close_codes_cross_both_ways() {
     }))
     .await
     .unwrap();
+    // The handler side hears of the close frame after the messages before it, and answers.
+    assert_eq!(h.next_event().await, (id, "ws-peer-closing".into()));
     assert_eq!(h.next_event().await, (id, "ws-closed:4000".into()));
     // The server answered the close with the same code.
     assert_eq!(

@@ -46,6 +46,14 @@ impl RequestSink for TestSink {
             }
             BridgeEvent::WsPong { .. } => "ws-pong".into(),
             BridgeEvent::WsClosed { code, .. } => format!("ws-closed:{code}"),
+            // As js/websocket.js does once it has handled what came before the peer's close.
+            BridgeEvent::WsPeerClosing => {
+                if let Some(bridge) = self.bridge.get() {
+                    let _ =
+                        bridge.ws_control(id, koatty_serve_core::bridge::WsOutbound::CloseReply);
+                }
+                "ws-peer-closing".into()
+            }
             other => format!("{other:?}"),
         };
         let _ = self.events.send((id, text));
