@@ -378,6 +378,37 @@ describe('WsServer: replies to the messages just before the peer\'s close frame'
     assert.deepEqual(lateErrors, Array(CLIENTS).fill(true), 'a send after the close fails, as in ws');
   });
 
+  it('a close code that may not be sent is answered with 1002, and the handler hears 1002 (not the peer\'s code)', async () => {
+    const heard = [];
+    const { port } = await startOurs({}, (c) => c.on('close', (code, reason) => heard.push([code, reason.toString()])));
+    for (const code of [1006, 1005, 999, 5000]) {
+      const raw = await rawUpgrade(port);
+      assert.equal(raw.status, 101);
+      const payload = Buffer.alloc(10);
+      payload.writeUInt16BE(code);
+      payload.write('spoofed!', 2);
+      raw.socket.write(frame(0x8, payload));
+      await withTimeout(raw.ended, 5000, 'closed');
+      const last = raw.frames[raw.frames.length - 1];
+      assert.equal(last.opcode, 0x8);
+      assert.equal(last.payload.readUInt16BE(0), 1002, `reply to ${code}`);
+    }
+    await withTimeout((async () => { while (heard.length < 4) await new Promise((resolve) => setTimeout(resolve, 20)); })(), 5000, 'close events');
+    assert.deepEqual(heard, Array(4).fill([1002, 'Protocol violation']));
+  });
+
+  it('replies to a message just before a protocol error go out before the 1002, as with ws', async () => {
+    const { port } = await startOurs();
+    for (const bad of [frame(0x3, Buffer.from('x')), Buffer.from([0x81 | 0x40, 0x81, 0, 0, 0, 0, 0x68])]) {
+      const raw = await rawUpgrade(port);
+      raw.socket.write(Buffer.concat([frame(0x1, Buffer.from('hi')), bad]));
+      await withTimeout(raw.ended, 5000, 'closed');
+      assert.deepEqual(raw.frames.map((f) => f.opcode), [0x1, 0x8], 'the echo, then the close');
+      assert.equal(raw.frames[0].payload.toString(), 'hi');
+      assert.equal(raw.frames[1].payload.readUInt16BE(0), 1002);
+    }
+  });
+
   it('a handler whose JS thread is busy when the close frame comes still gets its replies out first', async () => {
     const { port } = await startOurs({}, (c) => {
       c.on('message', (d) => {

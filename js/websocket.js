@@ -174,8 +174,9 @@ class NativeWebSocket extends EventEmitter {
     this.emit('pong', data ?? Buffer.alloc(0));
   }
 
-  // The peer's close frame, after every message before it was handled: as ws, CLOSING from here
-  // (sends fail), and the close reply goes out after what those messages' handlers sent.
+  // The peer's close frame (or a protocol error), after every message before it was handled: as
+  // ws, CLOSING from here (sends fail), and the close frame goes out after what those messages'
+  // handlers sent.
   _onPeerClosing() {
     if (this.readyState === OPEN) this.readyState = CLOSING;
     this._bridge.native.wsCloseReply(this._id);

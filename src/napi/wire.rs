@@ -49,7 +49,8 @@ pub enum EventKind {
     WsPong = 22,
     /// message: `"<code> <reason>"`.
     WsClosed = 23,
-    /// The peer's close frame arrived (after every message before it): answer with `wsCloseReply`.
+    /// The peer's close frame arrived, or the peer failed the protocol (after every message before
+    /// it): answer with `wsCloseReply`.
     WsPeerClosing = 24,
     GrpcMessage = 30,
     GrpcInputEnd = 31,

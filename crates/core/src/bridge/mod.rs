@@ -103,9 +103,9 @@ pub enum BridgeEvent {
     },
     /// The WebSocket connection ended (code 1006 when it ended without a close frame).
     WsClosed { code: u16, reason: String },
-    /// The peer's close frame arrived, after every message before it: the handler answers
-    /// (`CloseReply`) once it has taken them, so its replies to them go out before the close
-    /// reply, as with ws.
+    /// The peer's close frame arrived, or the peer failed the protocol, after every message before
+    /// it: the handler answers (`CloseReply`) once it has taken them, so its replies to them go out
+    /// before the close frame, as with ws.
     WsPeerClosing,
     /// A gRPC request message (raw bytes; the permit as for WebSocket messages).
     GrpcMessage {

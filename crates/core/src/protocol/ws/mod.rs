@@ -313,7 +313,7 @@ pub async fn run(
                 let received = match incoming {
                     Ok(Incoming::Message { data, binary }) => {
                         metrics.ws_message_in(data.len());
-                        Received::Message { data, binary }
+                        Some(Received::Message { data, binary })
                     }
                     // Answered with a pong, unless our close frame is out (RFC 6455 §5.5.1).
                     Ok(Incoming::Ping(data)) => {
@@ -326,36 +326,47 @@ pub async fn run(
                         if pong_deadline.is_some() && unanswered.answered_by(&data) {
                             pong_deadline = None;
                         }
-                        Received::Pong(data)
+                        Some(Received::Pong(data))
                     }
                     Ok(Incoming::Close(frame)) => {
-                        let (code, reason) = frame.as_ref().map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                        let code_and_reason = |frame: &Option<CloseFrame>| frame.as_ref().map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
                         if close_deadline.is_some() {
                             // The answer to ours.
+                            let (code, reason) = code_and_reason(&frame);
                             break (code, reason, true);
                         }
                         // The peer's close, echoed (a code that may not be sent becomes 1002, as
-                        // tungstenite replies) once the handler has taken what came before it.
+                        // tungstenite replies, and the handler hears the 1002) once the handler
+                        // has taken what came before it.
                         let echo = frame.map(|f| if f.code.is_allowed() { f } else {
                             CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() }
                         });
+                        let (code, reason) = code_and_reason(&echo);
                         peer_close = Some(Box::new(PeerClose { echo, code, reason }));
-                        reply_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
-                        next_ping = None;
-                        pong_deadline = None;
-                        bridge.emit(id, BridgeEvent::WsPeerClosing);
-                        continue;
+                        None
                     }
                     Err(e) => {
                         let code = close_code_for(&e);
-                        if code != CloseCode::Abnormal {
-                            // The code alone on the wire, as ws sends it (the text would tell a
-                            // client the server's limits); the handler's 'close' gets the text.
-                            send_close(&mut out, code, String::new());
-                            break (u16::from(code), e.to_string(), true);
+                        if code == CloseCode::Abnormal {
+                            break (1006, e.to_string(), false);
                         }
-                        break (1006, e.to_string(), false);
+                        // Failed with `code` — the code alone on the wire, as ws sends it (the text
+                        // would tell a client the server's limits; the handler's 'close' gets it) —
+                        // after the handler's answers to what came before, as ws sends them.
+                        let echo = Some(CloseFrame { code, reason: "".into() });
+                        peer_close = Some(Box::new(PeerClose { echo, code: u16::from(code), reason: e.to_string() }));
+                        None
                     }
+                };
+                let Some(received) = received else {
+                    // The peer closed, or failed the protocol: nothing more is read, and the
+                    // reply waits for the handler to take what came before (`CloseReply`), at
+                    // the latest until `reply_deadline`.
+                    reply_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+                    next_ping = None;
+                    pong_deadline = None;
+                    bridge.emit(id, BridgeEvent::WsPeerClosing);
+                    continue;
                 };
                 let cost = event_cost_of(received.len(), receive_budget);
                 match receive_permits.clone().try_acquire_many_owned(cost) {
@@ -444,11 +455,13 @@ pub async fn run(
                 // hold the shutdown for the whole closing-handshake timeout.
                 let shutdown_deadline = Instant::now() + SHUTDOWN_CLOSE_TIMEOUT;
                 close_deadline = Some(close_deadline.map_or(shutdown_deadline, |d| d.min(shutdown_deadline)));
-                if let Some(peer) = peer_close.take() {
-                    out.queue(Write::Close(peer.echo));
-                    break (peer.code, peer.reason, true);
+                if peer_close.is_some() {
+                    // The handler's answers to what came before the peer's close still go first,
+                    // within the shutdown's closing time.
+                    reply_deadline = Some(reply_deadline.map_or(shutdown_deadline, |d| d.min(shutdown_deadline)));
+                } else {
+                    send_close(&mut out, CloseCode::Away, "server shutting down".into());
                 }
-                send_close(&mut out, CloseCode::Away, "server shutting down".into());
             }
         }
     };
