@@ -397,6 +397,38 @@ describe('WsServer: replies to the messages just before the peer\'s close frame'
     assert.deepEqual(heard, Array(4).fill([1002, 'Protocol violation']));
   });
 
+  it('the answer to our close with a code that may not be sent: the handler hears 1002, not the peer\'s code', async () => {
+    const heard = [];
+    const { port } = await startOurs({}, (c) => {
+      c.on('message', () => c.close(4002, 'srv'));
+      c.on('close', (code, reason) => heard.push([code, reason.toString()]));
+    });
+    const raw = await rawUpgrade(port);
+    raw.socket.write(frame(0x1, Buffer.from('go')));
+    await withTimeout((async () => { while (!raw.frames.some((f) => f.opcode === 0x8)) await new Promise((resolve) => setTimeout(resolve, 10)); })(), 5000, 'our close');
+    const payload = Buffer.alloc(6);
+    payload.writeUInt16BE(1006);
+    payload.write('spoo', 2);
+    raw.socket.write(frame(0x8, payload));
+    await withTimeout(raw.ended, 5000, 'closed');
+    await withTimeout((async () => { while (heard.length < 1) await new Promise((resolve) => setTimeout(resolve, 10)); })(), 5000, 'close event');
+    assert.deepEqual(heard, [[1002, 'Protocol violation']]);
+  });
+
+  it('a shutdown while the JS thread is busy still sends each waiting connection its close frame', async () => {
+    const { server, port } = await startOurs();
+    const raws = [];
+    for (let i = 0; i < 10; i++) raws.push(await rawUpgrade(port));
+    for (const [i, raw] of raws.entries()) raw.socket.write(Buffer.concat([frame(0x1, Buffer.from('hi')), i % 2 ? frame(0x8, Buffer.from([0x03, 0xe8])) : frame(0x3)]));
+    const busy = (ms) => { const end = Date.now() + ms; while (Date.now() < end); };
+    busy(600);
+    const done = server.gracefulShutdown({ drainDelay: 0, timeout: 5000, stepTimeout: 3000 });
+    busy(1500);
+    await withTimeout(Promise.all(raws.map((raw) => raw.ended)), 5000, 'every socket closed');
+    await done;
+    for (const raw of raws) assert.ok(raw.frames.some((f) => f.opcode === 0x8), 'a close frame before the socket closed');
+  });
+
   it('replies to a message just before a protocol error go out before the 1002, as with ws', async () => {
     const { port } = await startOurs();
     for (const bad of [frame(0x3, Buffer.from('x')), Buffer.from([0x81 | 0x40, 0x81, 0, 0, 0, 0, 0x68])]) {

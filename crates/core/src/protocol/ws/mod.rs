@@ -329,19 +329,17 @@ pub async fn run(
                         Some(Received::Pong(data))
                     }
                     Ok(Incoming::Close(frame)) => {
-                        let code_and_reason = |frame: &Option<CloseFrame>| frame.as_ref().map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
-                        if close_deadline.is_some() {
-                            // The answer to ours.
-                            let (code, reason) = code_and_reason(&frame);
-                            break (code, reason, true);
-                        }
-                        // The peer's close, echoed (a code that may not be sent becomes 1002, as
-                        // tungstenite replies, and the handler hears the 1002) once the handler
-                        // has taken what came before it.
+                        // A code that may not be sent becomes 1002, as tungstenite replies: the
+                        // handler hears the 1002, not a 1006 or 1005 the peer made up.
                         let echo = frame.map(|f| if f.code.is_allowed() { f } else {
                             CloseFrame { code: CloseCode::Protocol, reason: "Protocol violation".into() }
                         });
-                        let (code, reason) = code_and_reason(&echo);
+                        let (code, reason) = echo.as_ref().map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                        if close_deadline.is_some() {
+                            // The answer to ours.
+                            break (code, reason, true);
+                        }
+                        // The peer's close, echoed once the handler has taken what came before it.
                         peer_close = Some(Box::new(PeerClose { echo, code, reason }));
                         None
                     }
@@ -488,6 +486,9 @@ pub async fn run(
             tokio::pin!(flush, cut_off);
             let flushed = loop {
                 tokio::select! {
+                    // The write first: a close frame forced out at its deadline (the handler did
+                    // not answer within a shutdown's 500 ms) still goes if the socket takes it.
+                    biased;
                     flushed = &mut flush => break flushed,
                     _ = &mut cut_off => break false,
                     // The handler's terminate() ends it at once.
