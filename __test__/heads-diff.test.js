@@ -37,6 +37,19 @@ const CASES = {
       res.end('x');
     },
   },
+  // The header store must treat these as plain names (js/response.js keeps them in an object
+  // with an empty, null-prototype prototype).
+  'header names that are Object.prototype members': {
+    request: H11('/'),
+    handler: (req, res) => {
+      for (const name of ['__proto__', 'toString', 'constructor', 'hasOwnProperty']) res.setHeader(name, `v-${name}`);
+      res.appendHeader('__proto__', 'second');
+      const seen = [res.getHeaderNames().join(','), res.hasHeader('valueOf'), res.getHeader('toString'), Object.keys(res.getHeaders()).length];
+      res.removeHeader('constructor');
+      res.setHeader('X-Seen', seen.join(' '));
+      res.end('x');
+    },
+  },
   'writeHead with an array of headers': {
     request: H11('/'),
     handler: (req, res) => {

@@ -6,6 +6,12 @@ const { Stream } = require('node:stream');
 const { STATUS_CODES, validateHeaderName, validateHeaderValue } = require('node:http');
 
 const kHeaders = Symbol('outHeaders');
+// The header store's prototype: empty, with none above it, so no name ('__proto__', 'toString')
+// is inherited or special. `Object.create(null)` would be simpler, but V8 keeps such an object
+// in dictionary mode, where adding a property misses the store's inline cache every time (≈ 10 %
+// of the JS thread under a bare handler's load, `--log-ic`); an object with a prototype stays in
+// fast mode and its usual header sequences hit the cache.
+const HEADER_STORE = Object.freeze(Object.create(null));
 const kStarted = Symbol('nativeHeadSent');
 // writeHead ran (explicitly): the status and reason were validated then.
 const kHeadWritten = Symbol('headWritten');
@@ -49,7 +55,7 @@ class NativeResponse extends Stream {
     this.statusCode = 200;
     // As node: undefined until the head is written (or the handler sets it).
     this.statusMessage = undefined;
-    this[kHeaders] = Object.create(null);
+    this[kHeaders] = Object.create(HEADER_STORE);
     this[kStarted] = false;
     this[kHeadWritten] = false;
     // node's _removedContLen: no Content-Length of the server's own (chunked instead).
