@@ -222,3 +222,37 @@ describe('response heads, node:http vs HttpServer', () => {
     });
   }
 });
+
+describe('status lines, node:http vs HttpServer', () => {
+  // Every code node has a phrase for, codes it has none for, and a handler's own phrase: the
+  // native side writes node's phrase itself when the handler kept it (js/response.js sends none).
+  it('every status code gets node\'s reason phrase', async () => {
+    const codes = Object.keys(http.STATUS_CODES).map(Number).filter((c) => c >= 200);
+    const handler = (req, res) => {
+      const [code, phrase] = req.url.slice(1).split('/');
+      res.statusCode = Number(code);
+      if (phrase !== undefined) res.statusMessage = decodeURIComponent(phrase);
+      res.end();
+    };
+    const paths = [...codes.map(String), '299', '599', '999', '200/Fine', '404/Not%20Here', '418/I%27m%20a%20teapot', '200/'];
+    const lines = async (port) => {
+      const out = [];
+      for (const path of paths) out.push((await exchange(port, `GET /${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`))[0].split('\r\n')[0]);
+      return out;
+    };
+    const nodeServer = http.createServer(handler);
+    await new Promise((resolve) => nodeServer.listen(0, '127.0.0.1', resolve));
+    const fromNode = await lines(nodeServer.address().port);
+    await new Promise((resolve) => nodeServer.close(resolve));
+    const native = new HttpServer({ callback: () => handler }, { hostname: '127.0.0.1', port: 0, protocol: 'http' });
+    await new Promise((resolve, reject) => { native.once('error', reject); native.Start(resolve); });
+    let fromNative;
+    try {
+      fromNative = await lines(native.server.address().port);
+    } finally {
+      await new Promise((resolve) => native.Stop(resolve));
+    }
+    assert.ok(fromNode.includes('HTTP/1.1 418 I\'m a Teapot') && fromNode.includes('HTTP/1.1 200 Fine'), fromNode.join('\n'));
+    assert.deepEqual(fromNative, fromNode);
+  });
+});

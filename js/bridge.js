@@ -4,6 +4,7 @@
 const { NativeRequest } = require('./request');
 const { NativeResponse } = require('./response');
 const { NativeWebSocket } = require('./websocket');
+const { IdTable } = require('./id-table');
 
 const { RequestFlag, EventKind } = require('./wire');
 
@@ -29,16 +30,11 @@ const EVENT_GRPC_CANCELLED = EventKind.GrpcCancelled;
 const EVENT_GRPC_DRAIN = EventKind.GrpcDrain;
 const EVENT_CLIENT_ERROR = EventKind.ClientError;
 const EARLY_EVENT_TTL_MS = 5000;
-// A key no request has: one entry under it keeps a map of in-flight ids from ever being empty.
-// V8 rebuilds a Map's table when a delete leaves it under a quarter full, and for the smallest
-// table that is every delete of its last entry: with one request at a time, each response paid
-// for a new table (`Runtime_MapShrink`, ≈ 6 % of the JS thread under a bare handler's load).
-const KEEP_TABLE = Symbol('keepTable');
-
-function idMap() {
-  return new Map([[KEEP_TABLE, undefined]]);
-}
 const EARLY_EVENT_LIMIT = 10000;
+// A key no connection has: one entry under it keeps the map of open WebSockets from ever being
+// empty. V8 rebuilds a Map's table when a delete leaves it under a quarter full, and for the
+// smallest table that is every delete of its last entry.
+const KEEP_TABLE = Symbol('keepTable');
 
 class Bridge {
   /**
@@ -51,10 +47,12 @@ class Bridge {
    */
   constructor(native, handler, onHandlerError, onUpgrade = null, onGrpcCall = null) {
     this.native = native;
+    // What the answering calls (js/wire.js `answers`) take to find this server.
+    this.handle = native.handle;
     this.onUpgrade = onUpgrade;
     this.onGrpcCall = onGrpcCall;
-    this.sockets = idMap();
-    this.calls = idMap();
+    this.sockets = new Map([[KEEP_TABLE, undefined]]);
+    this.calls = new IdTable();
     // Requests and events travel in two native queues, so an event can overtake the request it
     // belongs to (e.g. a WebSocket's first message): such events wait here until it arrives.
     this.early = new Map();
@@ -68,7 +66,7 @@ class Bridge {
     // survive a framework swapping their prototype (js/create-server.js sets them).
     this.Request = NativeRequest;
     this.Response = NativeResponse;
-    this.open = idMap();
+    this.open = new IdTable();
     // A request head the native side answered with an error: (code, remoteAddress, remotePort,
     // message) for createServer's 'clientError'; null: nobody listens.
     this.onClientError = null;

@@ -6,7 +6,9 @@
 // own functions, here.
 const { EventEmitter } = require('node:events');
 const { Duplex } = require('node:stream');
-const { SendResult } = require('./wire');
+const { SendResult, answers } = require('./wire');
+
+const { grpcWrite, grpcReply, grpcEnd } = answers;
 const { flushWakesSoon } = require('./wakes');
 
 const FULL = SendResult.Full;
@@ -136,10 +138,8 @@ const CANCEL_REASONS = { 1: 'client cancelled', 2: 'deadline exceeded', 3: 'serv
 /** Compression algorithms by name, numbered as grpc-js's `compressionAlgorithms`. */
 const COMPRESSION = { identity: 0, deflate: 1, gzip: 2 };
 
-/** grpc-js's write flags (`WriteFlags`) as a number, or undefined. */
-const writeFlags = (flags) => (Number.isInteger(flags) ? flags : undefined);
-/** grpc-js's `WriteFlags.NoCompress`. */
-const NO_COMPRESS = 2;
+/** grpc-js's write flags (`WriteFlags`, `NoCompress` = 2 is the one read natively) as a number. */
+const writeFlags = (flags) => (Number.isInteger(flags) ? flags : 0);
 
 /**
  * One call. Streaming calls are object-mode Duplex streams (read: request messages, write:
@@ -221,7 +221,7 @@ class ServerCall extends Duplex {
   _finish(code, details, trailers) {
     if (this._ended) return;
     this._markEnded();
-    this._bridge.native.grpcEnd(this._id, code, details, toFlat(trailers));
+    grpcEnd(this._bridge.handle, this._id, code, details, toFlat(trailers));
     flushWakesSoon();
   }
 
@@ -246,7 +246,7 @@ class ServerCall extends Duplex {
     if (!ok) return;
     // Marked ended only once the native call is made, so that a throw here still finishes the
     // call (UNKNOWN) rather than leaving it to its deadline.
-    this._bridge.native.grpcReply(this._id, bytes, toFlat(trailers), writeFlags(flags));
+    grpcReply(this._bridge.handle, this._id, bytes, toFlat(trailers), writeFlags(flags));
     flushWakesSoon();
     this._headSent = true;
     this._markEnded();
@@ -256,8 +256,7 @@ class ServerCall extends Duplex {
     const [ok, bytesOrError] = this._serialize(value);
     if (!ok) return cb && cb(bytesOrError);
     this._headSent = true;
-    const native = this._bridge.native;
-    const r = writeFlags(flags) & NO_COMPRESS ? native.grpcWriteUncompressed(this._id, bytesOrError) : native.grpcWrite(this._id, bytesOrError);
+    const r = grpcWrite(this._bridge.handle, this._id, bytesOrError, writeFlags(flags));
     flushWakesSoon();
     if (r === FULL) this._pendingWrite = cb ?? true;
     else if (cb) cb();

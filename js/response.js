@@ -16,7 +16,9 @@ const kStarted = Symbol('nativeHeadSent');
 // writeHead ran (explicitly): the status and reason were validated then.
 const kHeadWritten = Symbol('headWritten');
 const { codedError } = require('./errors');
-const { FramingFlag, SendResult } = require('./wire');
+const { FramingFlag, SendResult, answers } = require('./wire');
+
+const { respond: nativeRespond, write: nativeWrite, end: nativeEnd } = answers;
 const { flushWakesSoon, flushWakesNow } = require('./wakes');
 const { ownMethodsAssigner } = require('./own-methods');
 
@@ -208,7 +210,9 @@ class NativeResponse extends Stream {
     const trace = this._trace;
     if (trace !== null) trace.headSending();
     const framing = this._removedContLen || explicitHead ? FRAMING_REMOVED_CONTENT_LENGTH : 0;
-    const result = this._bridge.native.respond(this._id, this.statusCode, this.statusMessage, this._flatHeaders(), buf, text, end, framing);
+    // node's own phrase for the code crosses as nothing: the native side writes the same one.
+    const reason = this.statusMessage === STATUS_CODES[this.statusCode] ? undefined : this.statusMessage;
+    const result = nativeRespond(this._bridge.handle, this._id, this.statusCode, reason, this._flatHeaders(), buf, text, end, framing);
     flushWakesSoon();
     if (result === LENGTH_MISMATCH) this._lengthMismatch();
     return result;
@@ -246,7 +250,7 @@ class NativeResponse extends Stream {
       return false;
     }
     const [buf, text] = toChunk(chunk, encoding);
-    const result = this[kStarted] ? this._bridge.native.write(this._id, buf, text) : this._start(buf, text, false);
+    const result = this[kStarted] ? nativeWrite(this._bridge.handle, this._id, buf, text) : this._start(buf, text, false);
     if (typeof callback === 'function') process.nextTick(callback);
     if (result === FULL) {
       this.writableNeedDrain = true;
@@ -278,7 +282,7 @@ class NativeResponse extends Stream {
     }
     const [buf, text] = toChunk(chunk, encoding);
     if (!this[kStarted]) this._start(buf, text, true);
-    else if (this._bridge.native.end(this._id, buf, text) === LENGTH_MISMATCH) this._lengthMismatch();
+    else if (nativeEnd(this._bridge.handle, this._id, buf, text) === LENGTH_MISMATCH) this._lengthMismatch();
     this.writableEnded = true;
     this.finished = true;
     this.writable = false;

@@ -5,7 +5,9 @@
 // the closing handshake are handled in Rust (crates/core/src/protocol/ws/).
 const { EventEmitter } = require('node:events');
 const { codedError } = require('./errors');
-const { RequestFlag, SendResult } = require('./wire');
+const { RequestFlag, SendResult, answers } = require('./wire');
+
+const { wsSend } = answers;
 const { flushWakesSoon } = require('./wakes');
 
 const CONNECTING = 0;
@@ -82,7 +84,7 @@ class NativeWebSocket extends EventEmitter {
       buf = Buffer.from(text);
       text = undefined;
     }
-    this._queued(this._bridge.native.wsSend(this._id, buf, text, binary), cb);
+    this._queued(wsSend(this._bridge.handle, this._id, buf, text, binary), cb);
   }
 
   /** What a native send returned: the bytes queued, or a negative SendResult (Backpressure:

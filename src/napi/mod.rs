@@ -3,12 +3,14 @@
 //!
 //! - [`runtime`]: the one tokio runtime, configured when the module loads
 //! - [`server`]: `NativeServer`, one per JavaScript server object (the core's `Host`)
+//! - [`answers`]: the calls that answer each request, message or gRPC call, on a server's handle
 //! - [`wire`]: what crosses per request and event, and the numbers both sides read
 //! - [`error`]: the one mapping from core errors to coded JavaScript errors
 //! - [`config`]: `resolveConfig`, the strict validation behind `ConfigHelper`
 //! - [`logging`]: the core's log events forwarded to the JavaScript logger
 //! - [`trace`]: native trace mode's access lines
 
+pub mod answers;
 pub mod config;
 pub mod error;
 pub mod logging;

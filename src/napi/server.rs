@@ -1,17 +1,14 @@
 //! `NativeServer`: one per JavaScript server object. Converts between JavaScript values and the
 //! core's [`Host`]; requests reach JavaScript through the [`JsSink`].
 
+use super::answers::{self, ws_queue};
 use super::error::{js_error, Code};
-use super::wire::{
-    bytes_of, error_result, send_result, EventArgs, FramingFlag, JsFunctions, JsSink, RequestArgs,
-    SendResult,
-};
-use koatty_serve_core::bridge::grpc::CallStatus;
+use super::wire::{bytes_of, send_result, EventArgs, JsFunctions, JsSink, RequestArgs, SendResult};
 use koatty_serve_core::bridge::{
-    deferring_wakes, flush_deferred_wakes, Framing, HeaderEncoding, ProtocolChoice, WsOutbound,
+    deferring_wakes, flush_deferred_wakes, ProtocolChoice, WsOutbound,
 };
 use koatty_serve_core::config::Compression;
-use koatty_serve_core::host::{Host, WsSendError};
+use koatty_serve_core::host::Host;
 use koatty_serve_core::lifecycle::{BindOptions, Sweep};
 use koatty_serve_core::trace::TraceSettings;
 use napi::bindgen_prelude::*;
@@ -20,9 +17,6 @@ use napi_derive::napi;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// grpc-js's `WriteFlags.NoCompress`: a response message goes out uncompressed.
-const WRITE_FLAG_NO_COMPRESS: u32 = 2;
 
 /// Where a server listens, or why it could not (`errorCode`/`errorMessage`: a Promise rejected
 /// from Rust cannot carry a `code`, so the outcome says it and `js/` throws).
@@ -70,8 +64,16 @@ fn ms(ms: u32) -> Duration {
 
 #[napi]
 pub struct NativeServer {
-    host: Host,
+    host: Arc<Host>,
     sink: Arc<JsSink>,
+    /// How the per-request calls (`respond`, `wsSend`, … in `answers`) find this server.
+    handle: u32,
+}
+
+impl Drop for NativeServer {
+    fn drop(&mut self) {
+        answers::unregister(self.handle);
+    }
 }
 
 #[napi]
@@ -81,8 +83,17 @@ impl NativeServer {
     #[napi(constructor)]
     pub fn new(options_json: String) -> Result<Self, Code> {
         let sink = Arc::new(JsSink::default());
-        let host = Host::new(&options_json, sink.clone()).map_err(js_error)?;
-        Ok(NativeServer { host, sink })
+        let host = Arc::new(Host::new(&options_json, sink.clone()).map_err(js_error)?);
+        let handle = answers::register(host.clone()).ok_or_else(|| {
+            napi::Error::new("ERR_SERVER_LIMIT", "65,536 servers are open in this thread")
+        })?;
+        Ok(NativeServer { host, sink, handle })
+    }
+
+    /// What the per-request calls (`respond`, `wsSend`, `grpcReply`, …) take to find this server.
+    #[napi(getter)]
+    pub fn handle(&self) -> u32 {
+        self.handle
     }
 
     /// Native trace mode (js/trace/): with a header name, request ids are resolved natively and
@@ -245,66 +256,6 @@ impl NativeServer {
         self.sink.set(None);
     }
 
-    /// Answers a request: status, reason, headers (`name\0value\0…`, as requests arrive), with the
-    /// whole body when `end`. Returns a `SendResult`.
-    #[napi]
-    #[allow(clippy::too_many_arguments)]
-    pub fn respond(
-        &self,
-        id: u32,
-        status: u32,
-        reason: Option<String>,
-        headers: String,
-        body: Option<BufferSlice<'_>>,
-        text: Option<String>,
-        end: bool,
-        framing: u32,
-    ) -> i32 {
-        let encoding = HeaderEncoding::as_node_would(&headers, text.as_deref(), end);
-        let headers: Vec<&str> = if headers.is_empty() {
-            Vec::new()
-        } else {
-            headers.split('\0').collect()
-        };
-        let framing = Framing {
-            encoding,
-            removed_length: framing & FramingFlag::RemovedContentLength as u32 != 0,
-        };
-        // js/response.js validated the code (100–999, as node's writeHead); it also schedules
-        // `flushDeferredWakes` for the end of this turn.
-        let sent = deferring_wakes(|| {
-            self.host.bridge().respond_with(
-                id,
-                status.min(999) as u16,
-                reason.as_deref(),
-                &headers,
-                framing,
-                bytes_of(body, text),
-                end,
-            )
-        });
-        match sent {
-            Ok(sent) if sent.length_mismatch => SendResult::LengthMismatch as i32,
-            other => send_result(other.map(|sent| sent.more)),
-        }
-    }
-
-    #[napi]
-    pub fn write(&self, id: u32, body: Option<BufferSlice<'_>>, text: Option<String>) -> i32 {
-        match bytes_of(body, text) {
-            Some(b) => send_result(self.host.bridge().write(id, b)),
-            None => SendResult::Sent as i32,
-        }
-    }
-
-    #[napi]
-    pub fn end(&self, id: u32, body: Option<BufferSlice<'_>>, text: Option<String>) -> i32 {
-        match self.host.bridge().end(id, bytes_of(body, text)) {
-            Ok(true) => SendResult::LengthMismatch as i32,
-            other => send_result(other.map(|_| true)),
-        }
-    }
-
     /// Abandons a request (node's `res.destroy()`).
     #[napi]
     pub fn destroy(&self, id: u32) -> bool {
@@ -350,37 +301,11 @@ impl NativeServer {
 
     // --- WebSocket -------------------------------------------------------------------------------
 
-    fn ws_queue(&self, id: u32, message: WsOutbound) -> f64 {
-        // Held until the end of the turn, as every answer (js/wakes.js flushes).
-        match deferring_wakes(|| self.host.ws_send(id, message)) {
-            Ok(queued) => queued as f64,
-            Err(WsSendError::ControlPayloadTooLarge) => {
-                SendResult::ControlPayloadTooLarge as i32 as f64
-            }
-            Err(WsSendError::Bridge(e)) => error_result(e) as i32 as f64,
-        }
-    }
-
-    /// Sends a message. Returns the bytes now queued (`bufferedAmount`), or a negative
-    /// `SendResult` (`Gone`, `Backpressure`: terminated for exceeding its buffer limit).
-    #[napi]
-    pub fn ws_send(
-        &self,
-        id: u32,
-        body: Option<BufferSlice<'_>>,
-        text: Option<String>,
-        binary: bool,
-    ) -> f64 {
-        match bytes_of(body, text) {
-            Some(data) => self.ws_queue(id, WsOutbound::Message { data, binary }),
-            None => 0.0,
-        }
-    }
-
     /// Sends a ping; as `wsSend` (`ControlPayloadTooLarge` over 125 bytes).
     #[napi]
     pub fn ws_ping(&self, id: u32, body: Option<BufferSlice<'_>>) -> f64 {
-        self.ws_queue(
+        ws_queue(
+            &self.host,
             id,
             WsOutbound::Ping(bytes_of(body, None).unwrap_or_default()),
         )
@@ -389,7 +314,8 @@ impl NativeServer {
     /// Sends an (unsolicited) pong; as `wsPing`.
     #[napi]
     pub fn ws_pong(&self, id: u32, body: Option<BufferSlice<'_>>) -> f64 {
-        self.ws_queue(
+        ws_queue(
+            &self.host,
             id,
             WsOutbound::Pong(bytes_of(body, None).unwrap_or_default()),
         )
@@ -467,51 +393,6 @@ impl NativeServer {
         };
         let set = self.host.bridge().grpc_set_compression(id, compression);
         send_result(set.map(|()| true))
-    }
-
-    /// Queues a serialised response message: a `SendResult` (`Sent`, `Full`: wait for drain,
-    /// `Gone`: the call is gone, or was ended RESOURCE_EXHAUSTED for a message over
-    /// `maxSendMessageLength`).
-    #[napi]
-    pub fn grpc_write(&self, id: u32, message: BufferSlice<'_>) -> i32 {
-        let message = bytes::Bytes::copy_from_slice(&message);
-        send_result(deferring_wakes(|| self.host.grpc_write(id, message, true)))
-    }
-
-    /// As `grpcWrite`, for a message written with grpc-js's `WriteFlags.NoCompress`: it goes out
-    /// uncompressed whatever the call's encoding (a method of its own keeps a flags argument off
-    /// the per-message path).
-    #[napi]
-    pub fn grpc_write_uncompressed(&self, id: u32, message: BufferSlice<'_>) -> i32 {
-        let message = bytes::Bytes::copy_from_slice(&message);
-        send_result(deferring_wakes(|| self.host.grpc_write(id, message, false)))
-    }
-
-    /// A unary answer in one crossing: the message, then status OK with trailing metadata;
-    /// `flags`: grpc-js's write flags (`NoCompress`, 2: the message goes out uncompressed).
-    #[napi]
-    pub fn grpc_reply(
-        &self,
-        id: u32,
-        message: BufferSlice<'_>,
-        trailers: Vec<String>,
-        flags: Option<u32>,
-    ) -> i32 {
-        let compress = flags.unwrap_or(0) & WRITE_FLAG_NO_COMPRESS == 0;
-        let message = bytes::Bytes::copy_from_slice(&message);
-        let sent = deferring_wakes(|| self.host.grpc_reply(id, message, compress, trailers));
-        send_result(sent.map(|()| true))
-    }
-
-    /// Ends a call with a status code (0 = OK), details and trailing metadata.
-    #[napi]
-    pub fn grpc_end(&self, id: u32, code: i32, details: String, trailers: Vec<String>) -> bool {
-        let status = CallStatus {
-            code,
-            details,
-            trailers,
-        };
-        deferring_wakes(|| self.host.bridge().grpc_end(id, status)).is_ok()
     }
 }
 

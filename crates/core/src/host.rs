@@ -208,6 +208,9 @@ impl Host {
     /// node's `closeIdleConnections()` / `closeAllConnections()`: the connections open now, on
     /// every listener, close when idle or at once (see [`Sweep`]); accepting goes on.
     pub fn sweep(&self, sweep: Sweep) {
+        if sweep == Sweep::Idle {
+            self.bridge.metrics().connections().mark_busy_for_sweep();
+        }
         for l in self.all_listeners() {
             l.sweep(sweep);
         }

@@ -7,7 +7,9 @@
 use crate::tls::PeerInfo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -68,6 +70,10 @@ pub struct Connection {
     pub(crate) bytes_out: AtomicU64,
     /// Requests (streams, calls) in flight; the drain logic reads it too (SeqCst there).
     pub(crate) streams: AtomicUsize,
+    /// It had a request in flight when the last idle sweep was asked for: that sweep leaves it
+    /// open even if its connection task gets to the sweep only after the request ended (node
+    /// decides at `closeIdleConnections()`'s call).
+    pub(crate) busy_at_sweep: AtomicBool,
     /// Weak: whoever serves the connection owns the closer, so an entry keeps nothing alive.
     closer: Mutex<Option<Weak<dyn GracefulClose>>>,
 }
@@ -93,6 +99,7 @@ impl Connection {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             streams: AtomicUsize::new(0),
+            busy_at_sweep: AtomicBool::new(false),
             closer: Mutex::new(None),
         }
     }
@@ -211,6 +218,16 @@ impl Registry {
             .cloned()
             .collect();
         entries.iter().map(|c| c.snapshot()).collect()
+    }
+
+    /// An idle sweep is being asked for: the connections with a request in flight now are spared
+    /// by it (see [`Connection::busy_at_sweep`]).
+    pub fn mark_busy_for_sweep(&self) {
+        for connection in self.lock().values() {
+            if connection.streams.load(Ordering::SeqCst) > 0 {
+                connection.busy_at_sweep.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// Asks connection `id` to close gracefully; false when there is no such live connection

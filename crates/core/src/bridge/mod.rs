@@ -1164,15 +1164,28 @@ fn build_response<S: AsRef<str>>(
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     *r.status_mut() = status;
     *r.headers_mut() = header_map_encoded(flat_headers, encoding);
-    // A custom reason phrase (node's statusMessage); HTTP/1 only, HTTP/2 has none.
-    // A code without a standard phrase goes out as `<code> unknown`, as node writes it (hyper
-    // would write `<none>`).
-    let reason = reason.or(status.canonical_reason().is_none().then_some("unknown"));
+    // A custom reason phrase (node's statusMessage); HTTP/1 only, HTTP/2 has none. None is
+    // node's phrase for the code (`STATUS_CODES`), where it differs from hyper's; a code without
+    // a standard phrase goes out as `<code> unknown`, as node writes it (hyper would write
+    // `<none>`).
+    let reason = reason
+        .or_else(|| node_phrase(status))
+        .or(status.canonical_reason().is_none().then_some("unknown"));
     if let Some(reason) = reason.filter(|r| Some(*r) != status.canonical_reason()) {
         r.extensions_mut()
             .insert(StatusReason(Bytes::copy_from_slice(reason.as_bytes())));
     }
     r
+}
+
+/// node's `STATUS_CODES` phrase where the http crate's canonical one differs (or has none).
+fn node_phrase(status: StatusCode) -> Option<&'static str> {
+    match status.as_u16() {
+        203 => Some("Non-Authoritative Information"),
+        418 => Some("I'm a Teapot"),
+        509 => Some("Bandwidth Limit Exceeded"),
+        _ => None,
+    }
 }
 
 /// Converts `[name, value, …]` into a header map. Names and values were validated in JavaScript

@@ -82,7 +82,11 @@ pub(crate) async fn drive<C: Future>(
                 Sweep::All => return None,
                 // An idle HTTP/1 connection (or one that has not begun a request) closes at
                 // once; one with a request in flight is left alone, as node does.
-                Sweep::Idle => !drained && requests.is_idle_http1(),
+                // Busy when the sweep was asked for: spared, even if idle by now.
+                Sweep::Idle => {
+                    let spared = requests.connection.busy_at_sweep.swap(false, Ordering::AcqRel);
+                    !drained && !spared && requests.is_idle_http1()
+                }
             },
             _ = forced_signal.reached(Phase::Forced) => return None,
         };
