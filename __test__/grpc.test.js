@@ -69,6 +69,8 @@ function makeEcho(state) {
     call.on('cancelled', (reason) => {
       rec.cancelEvents.push(reason);
       rec.cancelledFlag = call.cancelled;
+      // As on grpc-js, a write after the cancel fails (its callback gets ERR_STREAM_DESTROYED).
+      if (kind === 'serverStream' && rec.cancelEvents.length === 1) call.write({ message: 'late' }, (err) => { rec.writeAfterCancel = err ? err.code : null; });
     });
     state.calls.push(rec);
     return rec;
@@ -642,6 +644,8 @@ describe('GrpcServer: deadlines and cancellation', () => {
     await pollUntil(() => rec.cancelEvents.length, (k) => k > 0, { timeoutMs: 2000 });
     assert.equal(rec.cancelEvents.length, 1);
     assert.equal(rec.cancelledFlag, true);
+    await pollUntil(() => rec.writeAfterCancel, (v) => v !== undefined, { timeoutMs: 2000 });
+    assert.equal(rec.writeAfterCancel, 'ERR_STREAM_DESTROYED');
     const written = rec.written;
     await sleep(100);
     assert.equal(rec.written, written, 'the handler stopped writing');

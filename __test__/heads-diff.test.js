@@ -50,6 +50,27 @@ const CASES = {
       res.end('x');
     },
   },
+  'statusMessage that is not a string': {
+    request: H11('/'),
+    handler: (req, res) => {
+      res.statusMessage = 123;
+      res.end('x');
+    },
+  },
+  'writeHead with an odd-length array is refused whole': {
+    request: H11('/'),
+    handler: (req, res) => {
+      let code = 'none';
+      try {
+        res.writeHead(200, ['X-A', '1', 'x-b']);
+      } catch (err) {
+        code = err.code;
+      }
+      res.statusCode = 500;
+      res.setHeader('X-Err', code);
+      res.end();
+    },
+  },
   'writeHead with an array of headers': {
     request: H11('/'),
     handler: (req, res) => {

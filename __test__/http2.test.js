@@ -79,6 +79,12 @@ describe('Http2Server: h2 over TLS (ALPN)', () => {
     }
   });
 
+  it('a reason phrase with control characters is ignored over h2, as node\'s http2 ignores it', async () => {
+    const r = await h2request(session, { path: '/bad-reason' });
+    assert.equal(r.status, 200);
+    assert.equal(r.text(), 'refused:no');
+  });
+
   it('fields whose value starts or ends with whitespace are left out, as node\'s http2 leaves them out', async () => {
     const r = await h2request(session, { path: '/inspect', headers: { 'x-t': '\tv\t', 'x-s': '  v  ', 'x-inner': 'a\tb', 'x-plain': 'p' } });
     assert.equal(r.status, 200);

@@ -58,6 +58,16 @@ function makeApp() {
       res.setHeader('Content-Type', 'text/plain');
       res.end('hello');
     },
+    // A reason phrase HTTP/2 cannot carry: node's http2 ignores it (HTTP/1 refuses it).
+    '/bad-reason': (req, res) => {
+      let refused = 'no';
+      try {
+        res.writeHead(200, 'a\r\nb', { 'Content-Type': 'text/plain' });
+      } catch (err) {
+        refused = err.code;
+      }
+      res.end(`refused:${refused}`);
+    },
     '/id': (req, res) => {
       const i = new URL(req.url, 'http://x').searchParams.get('i');
       res.setHeader('Content-Type', 'text/plain');

@@ -7,6 +7,7 @@
 const { EventEmitter } = require('node:events');
 const { Duplex } = require('node:stream');
 const { SendResult, answers } = require('./wire');
+const { codedError } = require('./errors');
 
 const { grpcWrite, grpcReply, grpcEnd } = answers;
 const { flushWakesSoon } = require('./wakes');
@@ -269,7 +270,8 @@ class ServerCall extends Duplex {
   write(value, encoding, cb) {
     if (typeof encoding === 'function') cb = encoding;
     if (this._ended || this.cancelled) {
-      if (typeof cb === 'function') process.nextTick(cb);
+      // As grpc-js: a write after the client cancelled fails (the stream is destroyed).
+      if (typeof cb === 'function') process.nextTick(cb, this.cancelled ? codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed') : undefined);
       return false;
     }
     this._sendMessage(value, typeof cb === 'function' ? cb : undefined, encoding);

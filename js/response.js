@@ -3,6 +3,7 @@
 // `stream.pipe(res)` rely on (koatty-contract.md §3.3), writing through the native bridge. The
 // whole response goes out in one native call when the handler ends without streaming.
 const { Stream } = require('node:stream');
+const { inspect } = require('node:util');
 const { STATUS_CODES, validateHeaderName, validateHeaderValue } = require('node:http');
 
 const kHeaders = Symbol('outHeaders');
@@ -170,12 +171,18 @@ class NativeResponse extends Stream {
     this.statusCode = code;
     if (Array.isArray(headers)) {
       // [name, value, name, value, …] or [[name, value], …]
-      if (headers.length && Array.isArray(headers[0])) for (const [n, v] of headers) this.appendHeader(n, v);
-      else for (let i = 0; i < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
+      if (headers.length && Array.isArray(headers[0])) {
+        for (const [n, v] of headers) this.appendHeader(n, v);
+      } else {
+        // As node: an odd-length list is refused before any of it is applied.
+        if (headers.length % 2 !== 0) throw codedError('ERR_INVALID_ARG_VALUE', `The argument 'headers' is invalid. Received ${inspect(headers)}`, TypeError);
+        for (let i = 0; i < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
+      }
     } else if (headers) {
       for (const name of Object.keys(headers)) if (headers[name] !== undefined) this.setHeader(name, headers[name]);
     }
-    if (INVALID_REASON_CHAR.test(this.statusMessage)) throw codedError('ERR_INVALID_CHAR', 'Invalid character in statusMessage', TypeError);
+    // HTTP/2 has no reason phrase: node's http2 ignores it (the check is HTTP/1's).
+    if (this.req.httpVersionMajor < 2 && INVALID_REASON_CHAR.test(this.statusMessage)) throw codedError('ERR_INVALID_CHAR', 'Invalid character in statusMessage', TypeError);
     this[kHeadWritten] = true;
     this.headersSent = true;
     return this;
@@ -210,8 +217,10 @@ class NativeResponse extends Stream {
     const trace = this._trace;
     if (trace !== null) trace.headSending();
     const framing = this._removedContLen || explicitHead ? FRAMING_REMOVED_CONTENT_LENGTH : 0;
-    // node's own phrase for the code crosses as nothing: the native side writes the same one.
-    const reason = this.statusMessage === STATUS_CODES[this.statusCode] ? undefined : this.statusMessage;
+    // node's own phrase for the code crosses as nothing (the native side writes the same one), as
+    // does any on HTTP/2, which has none; another value goes out as its string, as node writes it.
+    const message = this.statusMessage;
+    const reason = message === STATUS_CODES[this.statusCode] || this.req.httpVersionMajor >= 2 ? undefined : typeof message === 'string' ? message : String(message);
     const result = nativeRespond(this._bridge.handle, this._id, this.statusCode, reason, this._flatHeaders(), buf, text, end, framing);
     flushWakesSoon();
     if (result === LENGTH_MISMATCH) this._lengthMismatch();
