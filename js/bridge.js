@@ -6,7 +6,7 @@ const { NativeResponse } = require('./response');
 const { NativeWebSocket } = require('./websocket');
 const { IdTable } = require('./id-table');
 
-const { RequestFlag, EventKind } = require('./wire');
+const { RequestFlag, EventKind, splitFlat } = require('./wire');
 
 const FLAG_WEBSOCKET = RequestFlag.WebSocket;
 const FLAG_GRPC = RequestFlag.Grpc;
@@ -87,7 +87,7 @@ class Bridge {
 
   announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId) {
     if ((flags & FLAG_GRPC) !== 0) {
-      const metadata = headers === '' ? [] : headers.split('\0');
+      const metadata = splitFlat(headers);
       const call = this.onGrpcCall(this, id, url, metadata, remoteAddress, remotePort);
       this.calls.set(id, call);
       // A unary or server-streaming call comes whole: its message, and the client done sending.
@@ -115,15 +115,9 @@ class Bridge {
       return;
     }
     const res = new this.Response(this, id, req);
-    // The socket's timeout tells the request (while incomplete) and the response, as node's server does.
-    req.socket._onTimeout = (socket) => {
-      // Still arriving (node's `!req.complete`): only a streamed body can be; an empty or inline
-      // one was received whole before the handler ran.
-      const stillArriving = req._streamed && !req.complete;
-      const reqHeard = stillArriving && req.emit('timeout', socket);
-      return res.emit('timeout', socket) || reqHeard;
-    };
-    req.socket._abortConnection = () => res.destroy();
+    // The socket's timeout tells the request (while incomplete) and the response, as node's
+    // server does; with nobody listening it destroys the response.
+    req.socket._response = res;
     this.open.set(id, res);
     if (this.trace !== null) this.trace.request(req, res, traceId, flags);
     try {

@@ -4,7 +4,7 @@
 const { IncomingMessage } = require('node:http');
 const { NativeSocket } = require('./socket');
 
-const { RequestFlag } = require('./wire');
+const { RequestFlag, splitFlat } = require('./wire');
 const { ownMethodsAssigner } = require('./own-methods');
 
 const FLAG_ENCRYPTED = RequestFlag.Encrypted;
@@ -40,7 +40,7 @@ class NativeRequest extends IncomingMessage {
     super(null);
     this.socket = new NativeSocket(remoteAddress, remotePort, (flags & FLAG_ENCRYPTED) !== 0, (flags & FLAG_AUTHORIZED) !== 0, tlsDetails);
     // req.socket.destroy() ends the connection, as destroying node's socket does.
-    this.socket._onDestroy = () => this.destroy();
+    this.socket._request = this;
     // The native side has let go of this request (answered, client gone, or destroyed).
     this._nativeGone = false;
     const version = flags & 0xff;
@@ -50,7 +50,7 @@ class NativeRequest extends IncomingMessage {
     this.method = method;
     this.url = url;
     // Headers cross as one `name\0value\0…` string (one string is far cheaper than many).
-    this.rawHeaders = rawHeaders === '' ? [] : rawHeaders.split('\0');
+    this.rawHeaders = splitFlat(rawHeaders);
     this[kHeaders] = null;
     this[kHeadersCount] = this.rawHeaders.length;
     this._bridge = bridge;

@@ -21,6 +21,12 @@ class NativeSocket extends EventEmitter {
     this.writable = true;
     this.readable = true;
     this.destroyed = false;
+    // The request this socket stands for (set by it), and its response (set by the bridge; none
+    // for a WebSocket's upgrade request): told of a timeout, ended by destroy(). Fields, not
+    // closures made per request.
+    this._request = null;
+    this._response = null;
+    this._timer = null;
   }
 
   // TLS details arrive as JSON and are parsed only if a handler asks.
@@ -67,10 +73,23 @@ class NativeSocket extends EventEmitter {
   }
 
   destroy() {
-    // Set by the request: ends the connection natively (as destroying node's socket does).
-    if (typeof this._onDestroy === 'function') this._onDestroy();
+    // Ends the connection natively (as destroying node's socket does).
+    if (this._request !== null) this._request.destroy();
     this._close();
     return this;
+  }
+
+  /**
+   * The socket's timeout, as node's server passes it on: to the request while its body is still
+   * arriving (node's `!req.complete`: only a streamed body can be; an empty or inline one was
+   * received whole before the handler ran), and to the response. Whether anybody listened.
+   */
+  _tellTimeout() {
+    const req = this._request;
+    const res = this._response;
+    if (res === null) return false;
+    const reqHeard = req._streamed && !req.complete && req.emit('timeout', this);
+    return res.emit('timeout', this) || reqHeard;
   }
 
   end() {
@@ -91,10 +110,10 @@ class NativeSocket extends EventEmitter {
       this._timer = setTimeout(() => {
         this._timer = null;
         const socketHeard = this.emit('timeout');
-        const told = typeof this._onTimeout === 'function' && this._onTimeout(this);
+        const told = this._tellTimeout();
         // Nobody listens: the connection goes, as node destroys the socket.
         if (!socketHeard && !told) {
-          if (typeof this._abortConnection === 'function') this._abortConnection();
+          if (this._response !== null) this._response.destroy();
           else this.destroy();
         }
       }, delay);
@@ -103,7 +122,7 @@ class NativeSocket extends EventEmitter {
   }
 
   _clearTimer() {
-    if (this._timer) {
+    if (this._timer !== null) {
       clearTimeout(this._timer);
       this._timer = null;
     }

@@ -7,4 +7,24 @@ const { RequestFlag, EventKind, SendResult, FramingFlag } = require('./binding')
 // (src/napi/answers.rs).
 const { respond, write, end, wsSend, grpcWrite, grpcReply, grpcEnd } = require('./binding');
 
-module.exports = { RequestFlag, EventKind, SendResult, FramingFlag, answers: { respond, write, end, wsSend, grpcWrite, grpcReply, grpcEnd } };
+/**
+ * `name\0value\0…` (how headers and metadata cross) as `[name, value, …]`; '' is `[]`. An
+ * indexOf/slice loop: `split('\0')` goes through V8's runtime and cost twice as much for a
+ * request's few headers (5 % of the JS thread under a bare handler's load).
+ */
+function splitFlat(text) {
+  const out = [];
+  if (text === '') return out;
+  let from = 0;
+  for (;;) {
+    const at = text.indexOf('\0', from);
+    if (at < 0) {
+      out.push(from === 0 ? text : text.slice(from));
+      return out;
+    }
+    out.push(text.slice(from, at));
+    from = at + 1;
+  }
+}
+
+module.exports = { RequestFlag, EventKind, SendResult, FramingFlag, splitFlat, answers: { respond, write, end, wsSend, grpcWrite, grpcReply, grpcEnd } };
