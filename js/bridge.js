@@ -131,18 +131,26 @@ class Bridge {
   }
 
   onEvent(id, kind, chunk, message) {
-    if (kind === EVENT_CLIENT_ERROR) {
-      if (this.onClientError !== null) {
-        const [code, address, port, text] = message.split('\0');
-        this.onClientError(code, address, Number(port), text);
+    // Routed by kind first: a WebSocket message or gRPC event finds its owner in one lookup.
+    if (kind >= EVENT_GRPC_MESSAGE) {
+      if (kind === EVENT_CLIENT_ERROR) {
+        if (this.onClientError !== null) {
+          const [code, address, port, text] = message.split('\0');
+          this.onClientError(code, address, Number(port), text);
+        }
+        return;
       }
-      return;
+      const call = this.calls.get(id);
+      if (call === undefined) return this.unknown(id, kind, chunk, message);
+      return this.onCallEvent(call, id, kind, chunk, message);
     }
-    if (!this.open.has(id) && !this.sockets.has(id) && !this.calls.has(id)) return this.hold(id, kind, chunk, message);
-    if (kind >= EVENT_GRPC_MESSAGE) return this.onCallEvent(id, kind, chunk, message);
-    if (kind >= EVENT_WS_TEXT) return this.onSocketEvent(id, kind, chunk, message);
+    if (kind >= EVENT_WS_TEXT) {
+      const client = this.sockets.get(id);
+      if (client === undefined) return this.unknown(id, kind, chunk, message);
+      return this.onSocketEvent(client, id, kind, chunk, message);
+    }
     const res = this.open.get(id);
-    if (res === undefined) return;
+    if (res === undefined) return this.unknown(id, kind, chunk, message);
     switch (kind) {
       case EVENT_BODY_CHUNK:
         res.req._onChunk(chunk);
@@ -167,6 +175,13 @@ class Bridge {
     }
   }
 
+  // An event whose owner is not where its kind says: held for a request still on the way, unless
+  // the id is known as something else (e.g. an HTTP event for an upgraded connection: dropped).
+  unknown(id, kind, chunk, message) {
+    if (this.open.has(id) || this.sockets.has(id) || this.calls.has(id)) return;
+    this.hold(id, kind, chunk, message);
+  }
+
   /**
    * An event for an id not (or no longer) known: kept briefly in case its request is still on the
    * way; events for finished requests (e.g. a late 'drain') expire with the entry.
@@ -186,9 +201,7 @@ class Bridge {
     waiting.events.push([kind, chunk, message]);
   }
 
-  onSocketEvent(id, kind, chunk, message) {
-    const client = this.sockets.get(id);
-    if (client === undefined) return;
+  onSocketEvent(client, id, kind, chunk, message) {
     try {
       switch (kind) {
         case EVENT_WS_TEXT:
@@ -216,9 +229,7 @@ class Bridge {
     }
   }
 
-  onCallEvent(id, kind, chunk, message) {
-    const call = this.calls.get(id);
-    if (call === undefined) return;
+  onCallEvent(call, id, kind, chunk, message) {
     try {
       switch (kind) {
         case EVENT_GRPC_MESSAGE:
