@@ -216,6 +216,27 @@ describe('createServer: close and the connection sweeps', () => {
     }
   });
 
+  it('closeIdleConnections() leaves a connection that has not sent a request yet, as node: its request is answered', async () => {
+    const server = serve((req, res) => res.end('fresh')).listen(0, '127.0.0.1');
+    const { port } = server.address();
+    const socket = net.connect(port, '127.0.0.1');
+    try {
+      await once(socket, 'connect');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      server.closeIdleConnections();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      let data = '';
+      socket.setEncoding('latin1');
+      socket.on('data', (d) => { data += d; });
+      socket.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      await withTimeout(once(socket, 'close'), 5000, 'the answer and the close');
+      assert.match(data, /^HTTP\/1\.1 200 /);
+      assert.match(data, /fresh$/);
+    } finally {
+      socket.destroy();
+    }
+  });
+
   it('closeAllConnections() drops every connection, requests in flight too; the server keeps accepting', async () => {
     const arrived = deferred();
     const server = serve((req, res) => {

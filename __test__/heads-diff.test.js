@@ -71,6 +71,25 @@ const CASES = {
       res.end();
     },
   },
+  'writeHead with a flat array replaces headers set before': {
+    request: H11('/'),
+    handler: (req, res) => {
+      res.setHeader('Content-Type', 'text/plain');
+      res.setHeader('X-A', 'old');
+      res.setHeader('X-Kept', 'yes');
+      res.writeHead(200, ['Content-Type', 'application/json', 'X-A', '1', 'X-A', '2', '', 'no name']);
+      res.end('{}');
+    },
+  },
+  'statusCode and statusMessage changed after writeHead': {
+    request: H11('/'),
+    handler: (req, res) => {
+      res.writeHead(201, 'Made');
+      res.statusCode = 404;
+      res.statusMessage = 'Changed';
+      res.end('x');
+    },
+  },
   'writeHead with an array of headers': {
     request: H11('/'),
     handler: (req, res) => {

@@ -485,7 +485,7 @@ describe('socket timeouts from the handler (res.setTimeout, req.setTimeout)', ()
 
   // req.setTimeout on a request already complete (a GET): node tells only the response, and with
   // nobody listening there it destroys the connection, like res.setTimeout without a listener.
-  for (const [name, arm] of [['res.setTimeout(150)', (req, res) => res.setTimeout(150)], ['req.setTimeout(150, cb) on a complete GET', (req) => req.setTimeout(150, () => {})]]) {
+  for (const [name, arm] of [['res.setTimeout(150)', (req, res) => res.setTimeout(150)], ['req.setTimeout(150, cb) on a complete GET', (req) => req.setTimeout(150, () => {})], ['req.socket.setTimeout(150, cb) (a socket listener keeps nothing)', (req) => req.socket.setTimeout(150, () => {})]]) {
     it(`${name} with no response listener destroys the connection, as node's`, async () => {
       for (const make of [nodeServer, nativeServer]) {
         const s = await make((req, res) => { arm(req, res); });

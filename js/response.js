@@ -16,6 +16,10 @@ const HEADER_STORE = Object.freeze(Object.create(null));
 const kStarted = Symbol('nativeHeadSent');
 // writeHead ran (explicitly): the status and reason were validated then.
 const kHeadWritten = Symbol('headWritten');
+// The status code and reason writeHead fixed: later changes to statusCode/statusMessage do not
+// reach the wire, as node builds the status line in writeHead.
+const kHeadStatus = Symbol('headStatus');
+const kHeadReason = Symbol('headReason');
 const { codedError } = require('./errors');
 const { FramingFlag, SendResult, answers } = require('./wire');
 
@@ -61,6 +65,8 @@ class NativeResponse extends Stream {
     this[kHeaders] = Object.create(HEADER_STORE);
     this[kStarted] = false;
     this[kHeadWritten] = false;
+    this[kHeadStatus] = 200;
+    this[kHeadReason] = undefined;
     // node's _removedContLen: no Content-Length of the server's own (chunked instead).
     this._removedContLen = false;
     this.headersSent = false;
@@ -174,9 +180,15 @@ class NativeResponse extends Stream {
       if (headers.length && Array.isArray(headers[0])) {
         for (const [n, v] of headers) this.appendHeader(n, v);
       } else {
-        // As node: an odd-length list is refused before any of it is applied.
+        // As node 20: an odd-length list is refused before any of it is applied; after headers
+        // were set, each pair is a setHeader (a later one replaces, a pair without a name is
+        // skipped); else every line goes out.
         if (headers.length % 2 !== 0) throw codedError('ERR_INVALID_ARG_VALUE', `The argument 'headers' is invalid. Received ${inspect(headers)}`, TypeError);
-        for (let i = 0; i < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
+        if (this.getHeaderNames().length > 0) {
+          for (let i = 0; i < headers.length; i += 2) if (headers[i]) this.setHeader(headers[i], headers[i + 1]);
+        } else {
+          for (let i = 0; i < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
+        }
       }
     } else if (headers) {
       for (const name of Object.keys(headers)) if (headers[name] !== undefined) this.setHeader(name, headers[name]);
@@ -184,6 +196,8 @@ class NativeResponse extends Stream {
     // HTTP/2 has no reason phrase: node's http2 ignores it (the check is HTTP/1's).
     if (this.req.httpVersionMajor < 2 && INVALID_REASON_CHAR.test(this.statusMessage)) throw codedError('ERR_INVALID_CHAR', 'Invalid character in statusMessage', TypeError);
     this[kHeadWritten] = true;
+    this[kHeadStatus] = code;
+    this[kHeadReason] = this.statusMessage;
     this.headersSent = true;
     return this;
   }
@@ -219,9 +233,10 @@ class NativeResponse extends Stream {
     const framing = this._removedContLen || explicitHead ? FRAMING_REMOVED_CONTENT_LENGTH : 0;
     // node's own phrase for the code crosses as nothing (the native side writes the same one), as
     // does any on HTTP/2, which has none; another value goes out as its string, as node writes it.
-    const message = this.statusMessage;
-    const reason = message === STATUS_CODES[this.statusCode] || this.req.httpVersionMajor >= 2 ? undefined : typeof message === 'string' ? message : String(message);
-    const result = nativeRespond(this._bridge.handle, this._id, this.statusCode, reason, this._flatHeaders(), buf, text, end, framing);
+    const status = this[kHeadStatus];
+    const message = this[kHeadReason];
+    const reason = message === STATUS_CODES[status] || this.req.httpVersionMajor >= 2 ? undefined : typeof message === 'string' ? message : String(message);
+    const result = nativeRespond(this._bridge.handle, this._id, status, reason, this._flatHeaders(), buf, text, end, framing);
     flushWakesSoon();
     if (result === LENGTH_MISMATCH) this._lengthMismatch();
     return result;

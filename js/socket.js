@@ -109,10 +109,11 @@ class NativeSocket extends EventEmitter {
     if (delay > 0 && !this.destroyed) {
       this._timer = setTimeout(() => {
         this._timer = null;
-        const socketHeard = this.emit('timeout');
-        const told = this._tellTimeout();
-        // Nobody listens: the connection goes, as node destroys the socket.
-        if (!socketHeard && !told) {
+        this.emit('timeout');
+        // Nobody listens on the request or the response: the connection goes, as node's server
+        // destroys the socket (the socket's own listeners, `socket.setTimeout(ms, cb)`'s too, run
+        // first but do not keep it).
+        if (!this._tellTimeout()) {
           if (this._response !== null) this._response.destroy();
           else this.destroy();
         }

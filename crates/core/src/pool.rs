@@ -70,9 +70,9 @@ pub struct Connection {
     pub(crate) bytes_out: AtomicU64,
     /// Requests (streams, calls) in flight; the drain logic reads it too (SeqCst there).
     pub(crate) streams: AtomicUsize,
-    /// It had a request in flight when the last idle sweep was asked for: that sweep leaves it
-    /// open even if its connection task gets to the sweep only after the request ended (node
-    /// decides at `closeIdleConnections()`'s call).
+    /// It had a request in flight, or none yet, when the last idle sweep was asked for: that
+    /// sweep leaves it open even if its connection task gets to the sweep only after a request
+    /// ended (node decides at `closeIdleConnections()`'s call).
     pub(crate) busy_at_sweep: AtomicBool,
     /// Weak: whoever serves the connection owns the closer, so an entry keeps nothing alive.
     closer: Mutex<Option<Weak<dyn GracefulClose>>>,
@@ -220,11 +220,13 @@ impl Registry {
         entries.iter().map(|c| c.snapshot()).collect()
     }
 
-    /// An idle sweep is being asked for: the connections with a request in flight now are spared
-    /// by it (see [`Connection::busy_at_sweep`]).
+    /// An idle sweep is being asked for: the connections with a request in flight now, or none
+    /// begun yet, are spared by it (see [`Connection::busy_at_sweep`]).
     pub fn mark_busy_for_sweep(&self) {
         for connection in self.lock().values() {
-            if connection.streams.load(Ordering::SeqCst) > 0 {
+            if connection.streams.load(Ordering::SeqCst) > 0
+                || connection.requests.load(Relaxed) == 0
+            {
                 connection.busy_at_sweep.store(true, Ordering::Release);
             }
         }

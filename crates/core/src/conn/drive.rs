@@ -80,12 +80,17 @@ pub(crate) async fn drive<C: Future>(
             }
             sweep = sweep_signal.next_sweep() => match sweep {
                 Sweep::All => return None,
-                // An idle HTTP/1 connection (or one that has not begun a request) closes at
-                // once; one with a request in flight is left alone, as node does.
-                // Busy when the sweep was asked for: spared, even if idle by now.
+                // An idle HTTP/1 connection closes at once; one with a request in flight is left
+                // alone, as node does, and so is one busy when the sweep was asked for (even if
+                // idle by now). One that has not begun a request stays too, as with node: this
+                // task may learn of the sweep only when its first request arrives, which would
+                // then be dropped unanswered.
                 Sweep::Idle => {
                     let spared = requests.connection.busy_at_sweep.swap(false, Ordering::AcqRel);
-                    !drained && !spared && requests.is_idle_http1()
+                    !drained
+                        && !spared
+                        && requests.begun.load(Ordering::Acquire)
+                        && requests.is_idle_http1()
                 }
             },
             _ = forced_signal.reached(Phase::Forced) => return None,
