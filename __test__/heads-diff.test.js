@@ -74,9 +74,7 @@ const CASES = {
   'writeHead with a flat array replaces headers set before': {
     request: H11('/'),
     handler: (req, res) => {
-      res.setHeader('Content-Type', 'text/plain');
-      res.setHeader('X-A', 'old');
-      res.setHeader('X-Kept', 'yes');
+      for (const [name, value] of [['Content-Type', 'text/plain'], ['X-A', 'old'], ['X-Kept', 'yes']]) res.setHeader(name, value);
       res.writeHead(200, ['Content-Type', 'application/json', 'X-A', '1', 'X-A', '2', '', 'no name']);
       res.end('{}');
     },
