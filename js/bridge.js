@@ -31,10 +31,6 @@ const EVENT_GRPC_DRAIN = EventKind.GrpcDrain;
 const EVENT_CLIENT_ERROR = EventKind.ClientError;
 const EARLY_EVENT_TTL_MS = 5000;
 const EARLY_EVENT_LIMIT = 10000;
-// A key no connection has: one entry under it keeps the map of open WebSockets from ever being
-// empty. V8 rebuilds a Map's table when a delete leaves it under a quarter full, and for the
-// smallest table that is every delete of its last entry.
-const KEEP_TABLE = Symbol('keepTable');
 
 class Bridge {
   /**
@@ -51,7 +47,7 @@ class Bridge {
     this.handle = native.handle;
     this.onUpgrade = onUpgrade;
     this.onGrpcCall = onGrpcCall;
-    this.sockets = new Map([[KEEP_TABLE, undefined]]);
+    this.sockets = new IdTable();
     this.calls = new IdTable();
     // Requests and events travel in two native queues, so an event can overtake the request it
     // belongs to (e.g. a WebSocket's first message): such events wait here until it arrives.

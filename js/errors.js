@@ -7,4 +7,9 @@ function codedError(code, message, Type = Error) {
   return err;
 }
 
-module.exports = { codedError };
+/** What a write after destroy (node's streams) or after a gRPC cancel (grpc-js) calls back with. */
+function streamDestroyedError() {
+  return codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed');
+}
+
+module.exports = { codedError, streamDestroyedError };

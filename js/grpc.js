@@ -7,10 +7,10 @@
 const { EventEmitter } = require('node:events');
 const { Duplex } = require('node:stream');
 const { SendResult, answers } = require('./wire');
-const { codedError } = require('./errors');
+const { streamDestroyedError } = require('./errors');
+const { flushWakesSoon } = require('./wakes');
 
 const { grpcWrite, grpcReply, grpcEnd } = answers;
-const { flushWakesSoon } = require('./wakes');
 
 const FULL = SendResult.Full;
 
@@ -271,7 +271,7 @@ class ServerCall extends Duplex {
     if (typeof encoding === 'function') cb = encoding;
     if (this._ended || this.cancelled) {
       // As grpc-js: a write after the client cancelled fails (the stream is destroyed).
-      if (typeof cb === 'function') process.nextTick(cb, this.cancelled ? codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed') : undefined);
+      if (typeof cb === 'function') process.nextTick(cb, this.cancelled ? streamDestroyedError() : undefined);
       return false;
     }
     this._sendMessage(value, typeof cb === 'function' ? cb : undefined, encoding);

@@ -1,5 +1,5 @@
 'use strict';
-// What is in flight, by the native side's id (requests, gRPC calls): a fixed ring of slots
+// What is in flight, by the native side's id (requests, WebSockets, gRPC calls): a fixed ring of slots
 // indexed by the id's low bits, and a Map for the few whose slot an older entry still holds. Ids
 // are handed out in order, so entries in flight together mostly sit in distinct slots, and set,
 // get and delete are an array access: no hash table grows, shrinks or rehashes as requests come

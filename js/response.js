@@ -20,12 +20,12 @@ const kHeadWritten = Symbol('headWritten');
 // reach the wire, as node builds the status line in writeHead.
 const kHeadStatus = Symbol('headStatus');
 const kHeadReason = Symbol('headReason');
-const { codedError } = require('./errors');
+const { codedError, streamDestroyedError } = require('./errors');
 const { FramingFlag, SendResult, answers } = require('./wire');
-
-const { respond: nativeRespond, write: nativeWrite, end: nativeEnd } = answers;
 const { flushWakesSoon, flushWakesNow } = require('./wakes');
 const { ownMethodsAssigner } = require('./own-methods');
+
+const { respond: nativeRespond, write: nativeWrite, end: nativeEnd } = answers;
 
 const FRAMING_REMOVED_CONTENT_LENGTH = FramingFlag.RemovedContentLength;
 // respond/end result: sent, but the handler's Content-Length disagreed with the body.
@@ -255,7 +255,7 @@ class NativeResponse extends Stream {
 
   // write/end after destroy(): as node, the callback gets ERR_STREAM_DESTROYED; nothing is sent.
   _destroyedWrite(callback) {
-    if (typeof callback === 'function') process.nextTick(callback, codedError('ERR_STREAM_DESTROYED', 'Cannot call write after a stream was destroyed'));
+    if (typeof callback === 'function') process.nextTick(callback, streamDestroyedError());
     return false;
   }
 

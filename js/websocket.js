@@ -6,9 +6,9 @@
 const { EventEmitter } = require('node:events');
 const { codedError } = require('./errors');
 const { RequestFlag, SendResult, answers } = require('./wire');
+const { flushWakesSoon } = require('./wakes');
 
 const { wsSend } = answers;
-const { flushWakesSoon } = require('./wakes');
 
 const CONNECTING = 0;
 const OPEN = 1;
