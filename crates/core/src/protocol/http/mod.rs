@@ -468,7 +468,7 @@ impl HttpProtocol {
         let tracker = requests.clone();
         let heads = head_watch.clone();
         let detecting = matches!(mode, Mode::Detect);
-        let service = service_fn(move |req: Request<Incoming>| {
+        let answer = move |req: Request<Incoming>| {
             if detecting {
                 tracker.learned(req.version() == Version::HTTP_2);
             }
@@ -484,7 +484,11 @@ impl HttpProtocol {
                     .await?;
                 Ok::<_, AbortConnection>(response.map(|body| Tracked::new(body, in_flight)))
             }
-        });
+        };
+        // HTTP/2 boxes each request's future: it is ≈ 3 KB (every protocol's answer path) and
+        // hyper moves it into a task of its own per stream, where a pointer moves instead (+5 %
+        // req/s, bench/RESULTS.md). HTTP/1 keeps it in the connection's task, unmoved: a box
+        // there is an allocation for nothing.
         // Sockets are watched for slow HTTP/1 request heads (408) and for connectionTimeout.
         let http2 = self.http2.load_full();
         type ConnError = Box<dyn std::error::Error + Send + Sync>;
@@ -492,14 +496,20 @@ impl HttpProtocol {
         let error: Option<ConnError> = match (mode, http2.as_deref()) {
             (Mode::Http2, Some(settings)) => {
                 let io = Watched::new(io, head_watch.clone(), http2_frames);
-                let conn = http2_builder(settings).serve_connection(TokioIo::new(io), service);
+                let conn = http2_builder(settings).serve_connection(
+                    TokioIo::new(io),
+                    service_fn(move |req| Box::pin(answer(req))),
+                );
                 drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 None
             }
             (Mode::Detect, Some(settings)) => {
                 let builder = self.detecting_builder(settings);
                 let io = Watched::new(io, head_watch.clone(), http2_frames);
-                let conn = builder.serve_connection(TokioIo::new(io), service);
+                let conn = builder.serve_connection(
+                    TokioIo::new(io),
+                    service_fn(move |req| Box::pin(answer(req))),
+                );
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 ended.and_then(Result::err)
             }
@@ -508,7 +518,7 @@ impl HttpProtocol {
                     .http1_builder()
                     .serve_connection(
                         TokioIo::new(Watched::new(io, head_watch.clone(), None)),
-                        service,
+                        service_fn(answer),
                     )
                     .with_upgrades();
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
@@ -517,7 +527,7 @@ impl HttpProtocol {
             _ => {
                 let conn = self.http1_builder().serve_connection(
                     TokioIo::new(Watched::new(io, head_watch.clone(), None)),
-                    service,
+                    service_fn(answer),
                 );
                 let ended = drive(conn, phase, requests.clone(), |c| c.graceful_shutdown()).await;
                 ended.and_then(Result::err).map(boxed)
