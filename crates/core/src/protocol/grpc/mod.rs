@@ -1132,7 +1132,9 @@ impl GrpcProtocol {
             let in_flight = tracker.started();
             let this = this.clone();
             let conn = conn.clone();
-            async move {
+            // Boxed, as HTTP/2 requests are (protocol/http): hyper moves each call's future into
+            // a task of its own, and a pointer is cheaper to move than the future.
+            Box::pin(async move {
                 let method = this.methods.load().lookup(req.uri().path());
                 // Counted from here; if this future is dropped (the client reset the stream before
                 // the head), the tally still ends the call, as CANCELLED.
@@ -1150,7 +1152,7 @@ impl GrpcProtocol {
                 let response = tally.protocol.call(req, &conn, &method).await;
                 let response = tally.watch(response);
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
-            }
+            })
         });
         // The same HTTP/2 settings as the HTTP/2 server (initialWindowSize included).
         let b = http2_builder(&self.settings.load().http2);
