@@ -331,6 +331,35 @@ describe('WsServer in another process: the first message of every connection arr
     }
     assert.deepEqual(lost, [], `${lost.length} of 300 first messages got no echo`);
   });
+
+  it('messages in the same TCP write as the upgrade request reach the handler after it, in order (as ws)', async () => {
+    for (let round = 0; round < 20; round++) {
+      const socket = net.connect(port, '127.0.0.1');
+      const echoes = withTimeout(new Promise((resolve, reject) => {
+        let buf = Buffer.alloc(0);
+        socket.on('error', reject);
+        socket.on('data', (d) => {
+          buf = Buffer.concat([buf, d]);
+          const end = buf.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          const { frames } = parseFrames(buf.subarray(end + 4));
+          if (frames.length >= 5) resolve(frames.map((f) => f.payload.toString()));
+        });
+      }), 5000, 'five echoes');
+      await new Promise((r) => socket.once('connect', r));
+      const messages = ['m0', 'm1', 'm2', 'm3', 'm4'];
+      socket.write(Buffer.concat([
+        Buffer.from(`GET /same-write/${round} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
+          + `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`),
+        ...messages.map((m) => frame({ opcode: 0x1, payload: Buffer.from(m) })),
+      ]));
+      try {
+        assert.deepEqual(await echoes, messages, `round ${round}`);
+      } finally {
+        socket.destroy();
+      }
+    }
+  });
 });
 
 describe('WsServer: closing handshake', () => {

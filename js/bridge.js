@@ -29,8 +29,6 @@ const EVENT_GRPC_INPUT_ERROR = EventKind.GrpcInputError;
 const EVENT_GRPC_CANCELLED = EventKind.GrpcCancelled;
 const EVENT_GRPC_DRAIN = EventKind.GrpcDrain;
 const EVENT_CLIENT_ERROR = EventKind.ClientError;
-const EARLY_EVENT_TTL_MS = 5000;
-const EARLY_EVENT_LIMIT = 10000;
 
 class Bridge {
   /**
@@ -49,9 +47,6 @@ class Bridge {
     this.onGrpcCall = onGrpcCall;
     this.sockets = new IdTable();
     this.calls = new IdTable();
-    // Requests and events travel in two native queues, so an event can overtake the request it
-    // belongs to (e.g. a WebSocket's first message): such events wait here until it arrives.
-    this.early = new Map();
     // The server's trace (js/trace, which sets it): null when off, else told of each new request
     // (`request`, `upgrade`: the response's or WebSocket's trace hook) and of a handler's 500
     // (`failed`).
@@ -70,18 +65,10 @@ class Bridge {
     this.onEvent = this.onEvent.bind(this);
   }
 
+  // Requests and events arrive in one queue, in order (src/napi/delivery.rs): an event never
+  // overtakes its request, so one for an id not (or no longer) known is dropped (e.g. a late
+  // 'drain', or an HTTP event for an upgraded connection).
   onRequest(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId) {
-    this.announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId);
-    if (this.early.size > 0) {
-      const waiting = this.early.get(id);
-      if (waiting !== undefined) {
-        this.early.delete(id);
-        for (const e of waiting.events) this.onEvent(id, e[0], e[1], e[2]);
-      }
-    }
-  }
-
-  announce(id, method, url, headers, body, flags, remoteAddress, remotePort, tlsDetails, traceId) {
     if ((flags & FLAG_GRPC) !== 0) {
       const metadata = splitFlat(headers);
       const call = this.onGrpcCall(this, id, url, metadata, remoteAddress, remotePort);
@@ -137,16 +124,16 @@ class Bridge {
         return;
       }
       const call = this.calls.get(id);
-      if (call === undefined) return this.unknown(id, kind, chunk, message);
+      if (call === undefined) return;
       return this.onCallEvent(call, id, kind, chunk, message);
     }
     if (kind >= EVENT_WS_TEXT) {
       const client = this.sockets.get(id);
-      if (client === undefined) return this.unknown(id, kind, chunk, message);
+      if (client === undefined) return;
       return this.onSocketEvent(client, id, kind, chunk, message);
     }
     const res = this.open.get(id);
-    if (res === undefined) return this.unknown(id, kind, chunk, message);
+    if (res === undefined) return;
     switch (kind) {
       case EVENT_BODY_CHUNK:
         res.req._onChunk(chunk);
@@ -169,32 +156,6 @@ class Bridge {
           res._onClose();
         }
     }
-  }
-
-  // An event whose owner is not where its kind says: held for a request still on the way, unless
-  // the id is known as something else (e.g. an HTTP event for an upgraded connection: dropped).
-  unknown(id, kind, chunk, message) {
-    if (this.open.has(id) || this.sockets.has(id) || this.calls.has(id)) return;
-    this.hold(id, kind, chunk, message);
-  }
-
-  /**
-   * An event for an id not (or no longer) known: kept briefly in case its request is still on the
-   * way; events for finished requests (e.g. a late 'drain') expire with the entry.
-   */
-  hold(id, kind, chunk, message) {
-    const now = Date.now();
-    let waiting = this.early.get(id);
-    if (waiting === undefined) {
-      for (const [key, entry] of this.early) {
-        if (now - entry.since < EARLY_EVENT_TTL_MS) break;
-        this.early.delete(key);
-      }
-      if (this.early.size >= EARLY_EVENT_LIMIT) return;
-      waiting = { since: now, events: [] };
-      this.early.set(id, waiting);
-    }
-    waiting.events.push([kind, chunk, message]);
   }
 
   onSocketEvent(client, id, kind, chunk, message) {

@@ -5,6 +5,7 @@
 //! - [`server`]: `NativeServer`, one per JavaScript server object (the core's `Host`)
 //! - [`answers`]: the calls that answer each request, message or gRPC call, on a server's handle
 //! - [`wire`]: what crosses per request and event, and the numbers both sides read
+//! - [`delivery`]: the queue that hands requests and events to JavaScript in batches
 //! - [`error`]: the one mapping from core errors to coded JavaScript errors
 //! - [`config`]: `resolveConfig`, the strict validation behind `ConfigHelper`
 //! - [`logging`]: the core's log events forwarded to the JavaScript logger
@@ -12,6 +13,7 @@
 
 pub mod answers;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod logging;
 pub mod runtime;

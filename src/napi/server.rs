@@ -2,8 +2,9 @@
 //! core's [`Host`]; requests reach JavaScript through the [`JsSink`].
 
 use super::answers::{self, ws_queue};
+use super::delivery::Delivery;
 use super::error::{js_error, Code};
-use super::wire::{bytes_of, send_result, EventArgs, JsFunctions, JsSink, RequestArgs, SendResult};
+use super::wire::{bytes_of, send_result, EventArgs, JsSink, RequestArgs, SendResult};
 use koatty_serve_core::bridge::{
     deferring_wakes, flush_deferred_wakes, ProtocolChoice, WsOutbound,
 };
@@ -12,7 +13,6 @@ use koatty_serve_core::host::Host;
 use koatty_serve_core::lifecycle::{BindOptions, Sweep};
 use koatty_serve_core::trace::TraceSettings;
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunction;
 use napi_derive::napi;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,17 +123,24 @@ impl NativeServer {
         self.host.reload_certificates().map_err(js_error)
     }
 
-    /// Sets where requests and their events go (from the event loop), then binds and serves.
+    /// Sets where requests and their events go: `onRequest(id, method, url, headers, body, flags,
+    /// remoteAddress, remotePort, tlsDetails, traceId)` and `onEvent(id, kind, chunk, message)`,
+    /// called in arrival order. Until `release`, the server keeps the event loop alive.
     #[napi]
-    pub async fn listen(
+    pub fn connect(
         &self,
-        on_request: ThreadsafeFunction<RequestArgs, (), RequestArgs, Status, false>,
-        on_event: ThreadsafeFunction<EventArgs, (), EventArgs, Status, false>,
-    ) -> ListenOutcome {
-        self.sink.set(Some(JsFunctions {
-            request: on_request,
-            event: on_event,
-        }));
+        env: Env,
+        on_request: FunctionRef<RequestArgs, ()>,
+        on_event: FunctionRef<EventArgs, ()>,
+    ) -> Result<()> {
+        self.sink
+            .set(Some(Delivery::new(&env, on_request, on_event)?));
+        Ok(())
+    }
+
+    /// Binds and serves (after `connect`).
+    #[napi]
+    pub async fn listen(&self) -> ListenOutcome {
         let started = self.host.listen().await;
         if started.is_err() {
             self.sink.set(None);
@@ -141,27 +148,24 @@ impl NativeServer {
         started.into()
     }
 
-    /// node's `server.listen()`: sets where requests and their events go, binds and starts
-    /// serving before it returns (see `Host::listen_now`). `referenced: false` (node's
+    /// node's `server.listen()`: sets where requests and their events go (as `connect`), binds and
+    /// starts serving before it returns (see `Host::listen_now`). `referenced: false` (node's
     /// `unref()`): the server does not keep the event loop alive.
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn listen_now(
         &self,
         env: Env,
-        on_request: ThreadsafeFunction<RequestArgs, (), RequestArgs, Status, false>,
-        on_event: ThreadsafeFunction<EventArgs, (), EventArgs, Status, false>,
+        on_request: FunctionRef<RequestArgs, ()>,
+        on_event: FunctionRef<EventArgs, ()>,
         hostname: Option<String>,
         port: u32,
         backlog: Option<u32>,
         ipv6_only: bool,
         reuse_port: bool,
         referenced: bool,
-    ) -> ListenOutcome {
-        self.sink.set(Some(JsFunctions {
-            request: on_request,
-            event: on_event,
-        }));
+    ) -> Result<ListenOutcome> {
+        self.connect(env, on_request, on_event)?;
         self.sink.set_referenced(&env, referenced);
         let bind = BindOptions {
             reuse_port,
@@ -176,7 +180,7 @@ impl NativeServer {
         if started.is_err() {
             self.sink.set(None);
         }
-        started.into()
+        Ok(started.into())
     }
 
     /// node's `ref()`/`unref()`: whether a listening server keeps the event loop alive.

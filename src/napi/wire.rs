@@ -2,6 +2,7 @@
 //! The enums are exported to JavaScript (`js/` imports them from the binding instead of
 //! re-declaring them).
 
+use super::delivery::{Crossing, Delivery};
 use bytes::Bytes;
 use koatty_serve_core::bridge::{
     BridgeError, BridgeEvent, ClientError, RequestBody, RequestHead, RequestSink,
@@ -9,7 +10,6 @@ use koatty_serve_core::bridge::{
 use koatty_serve_core::tls::PeerInfo;
 use koatty_serve_core::trace::RequestTrace;
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use std::sync::{Arc, RwLock};
 use tokio::sync::OwnedSemaphorePermit;
@@ -254,45 +254,53 @@ fn event_kind(e: &BridgeEvent) -> u32 {
     }) as u32
 }
 
-pub struct JsFunctions {
-    pub request: ThreadsafeFunction<RequestArgs, (), RequestArgs, Status, false>,
-    pub event: ThreadsafeFunction<EventArgs, (), EventArgs, Status, false>,
-}
-
-/// Delivers bridge calls to JavaScript. Holds the threadsafe functions only while listening, so an
-/// idle process can exit.
+/// Delivers bridge calls to JavaScript. Holds its delivery only while listening, so an idle process
+/// can exit.
 #[derive(Default)]
 pub struct JsSink {
-    functions: RwLock<Option<JsFunctions>>,
+    delivery: RwLock<Option<Arc<Delivery>>>,
 }
 
 impl JsSink {
-    pub fn set(&self, f: Option<JsFunctions>) {
-        *self.functions.write().unwrap_or_else(|e| e.into_inner()) = f;
+    /// Where requests and events go from now on (`None`: nowhere). A previous delivery is
+    /// released: what it has queued is still delivered.
+    pub fn set(&self, delivery: Option<Arc<Delivery>>) {
+        let previous = std::mem::replace(
+            &mut *self.delivery.write().unwrap_or_else(|e| e.into_inner()),
+            delivery,
+        );
+        if let Some(previous) = previous {
+            previous.release();
+        }
     }
 
     /// Whether the callbacks keep the event loop alive (node's `server.ref()`/`unref()`).
-    // napi-rs deprecates `refer`/`unref` in favour of cloning for reference counts; these are the
-    // event-loop references (`napi_ref_threadsafe_function`), which cloning does not touch.
-    #[allow(deprecated)]
     pub fn set_referenced(&self, env: &Env, referenced: bool) {
-        let mut guard = self.functions.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = guard.as_mut() {
-            let _ = if referenced {
-                f.request.refer(env).and(f.event.refer(env))
-            } else {
-                f.request.unref(env).and(f.event.unref(env))
-            };
+        if let Some(delivery) = self.delivery().as_ref() {
+            delivery.set_referenced(env, referenced);
         }
+    }
+
+    fn delivery(&self) -> std::sync::RwLockReadGuard<'_, Option<Arc<Delivery>>> {
+        self.delivery.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, crossing: Crossing) -> bool {
+        self.delivery()
+            .as_ref()
+            .is_some_and(|delivery| delivery.send(crossing))
+    }
+}
+
+/// A server collected without `release` (its host gone with it) lets the event loop end.
+impl Drop for JsSink {
+    fn drop(&mut self) {
+        self.set(None);
     }
 }
 
 impl RequestSink for JsSink {
     fn request(&self, head: RequestHead, trace: Option<RequestTrace>) -> bool {
-        let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
-        let Some(f) = guard.as_ref() else {
-            return false;
-        };
         let mut flags = head.http_version;
         let trace_id = trace.and_then(|t| {
             if t.timer_armed {
@@ -343,14 +351,10 @@ impl RequestSink for JsSink {
             head.peer.map(JsPeerDetails),
             trace_id,
         );
-        f.request
-            .call(args.into(), ThreadsafeFunctionCallMode::NonBlocking)
-            == Status::Ok
+        self.send(Crossing::Request(args.into()))
     }
 
     fn client_error(&self, error: ClientError) {
-        let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
-        let Some(f) = guard.as_ref() else { return };
         let message = format!(
             "{}\0{}\0{}\0{}",
             error.code,
@@ -358,15 +362,15 @@ impl RequestSink for JsSink {
             error.remote.port(),
             error.message
         );
-        f.event.call(
-            EventArgs::new(0, EventKind::ClientError as u32, None, Some(message)),
-            ThreadsafeFunctionCallMode::NonBlocking,
-        );
+        self.send(Crossing::Event(EventArgs::new(
+            0,
+            EventKind::ClientError as u32,
+            None,
+            Some(message),
+        )));
     }
 
     fn event(&self, id: u32, event: BridgeEvent) {
-        let guard = self.functions.read().unwrap_or_else(|e| e.into_inner());
-        let Some(f) = guard.as_ref() else { return };
         let kind = event_kind(&event);
         let (chunk, message) = match event {
             BridgeEvent::BodyChunk(b) => (Some(JsBytes(b)), None),
@@ -381,14 +385,11 @@ impl RequestSink for JsSink {
                     permit,
                     ..EventArgs::new(id, kind, Some(JsBytes(data)), None)
                 };
-                f.event.call(args, ThreadsafeFunctionCallMode::NonBlocking);
+                self.send(Crossing::Event(args));
                 return;
             }
             _ => (None, None),
         };
-        f.event.call(
-            EventArgs::new(id, kind, chunk, message),
-            ThreadsafeFunctionCallMode::NonBlocking,
-        );
+        self.send(Crossing::Event(EventArgs::new(id, kind, chunk, message)));
     }
 }
