@@ -1,5 +1,5 @@
-//! The request bridge: hands each request to a [`RequestSink`] (in the addon, one threadsafe
-//! function into JavaScript) with plain positional values, and takes the answer back through
+//! The request bridge: hands each request to a [`RequestSink`] (in the addon, a queue into
+//! JavaScript, `src/napi/delivery.rs`) with plain positional values, and takes the answer back through
 //! [`Bridge::respond`], [`Bridge::write`] and [`Bridge::end`], called from the JavaScript thread.
 //!
 //! Every request handed out lives in the pending map until it is answered, the client goes away, or

@@ -1,5 +1,5 @@
 //! What the whole-server tests share: a server on 127.0.0.1:0 whose handler is a Rust closure
-//! standing in for JavaScript (the addon's sink is a threadsafe function into JavaScript), and raw
+//! standing in for JavaScript (the addon's sink is a queue into JavaScript), and raw
 //! clients over real loopback sockets. Only the core's public API is used.
 
 // Each test binary uses a part of these helpers.
