@@ -157,6 +157,7 @@ function makeEcho(state) {
       const messages = [];
       let bytes = 0;
       call.on('data', (m) => {
+        if (m.message === 'throw') throw new Error('data listener threw');
         messages.push(m.message);
         bytes += m.blob.length;
       });
@@ -231,7 +232,10 @@ function md(entries = {}) {
   return m;
 }
 
-/** A unary (or client-streaming when `requests` is an array) call: resolves { err, value, headers, status }. */
+/**
+ * A unary (or client-streaming when `requests` is an array, or null for `onCall` to write) call:
+ * resolves { err, value, headers, status }.
+ */
 function call(c, method, request, { metadata = new grpc.Metadata(), deadline = Date.now() + 5000, onCall } = {}) {
   return new Promise((resolve) => {
     const out = { err: null, value: undefined, headers: null, status: null };
@@ -248,6 +252,9 @@ function call(c, method, request, { metadata = new grpc.Metadata(), deadline = D
       x = c[method](metadata, { deadline }, cb);
       for (const r of request) x.write(r);
       x.end();
+    } else if (request === null) {
+      // A client stream that `onCall` writes and ends.
+      x = c[method](metadata, { deadline }, cb);
     } else {
       x = c[method](request, metadata, { deadline }, cb);
     }
@@ -366,6 +373,22 @@ describe('GrpcServer: the four call kinds, metadata and status (plaintext h2c)',
     assert.equal(r.value.index, 4);
     assert.equal(r.value.blob.toString(), '10000');
     assert.deepEqual(r.status.metadata.get('x-trailer'), ['done']);
+  });
+
+  it("a 'data' listener that throws fails the call with UNKNOWN (it was answered OK without the message)", async () => {
+    // 'throw' arrives once the request stream flows, so the listener runs as the message is
+    // handed over (a message buffered before that is emitted from a tick: uncaught, as grpc-js).
+    const r = await call(echo, 'ClientStream', null, {
+      onCall: (x) => {
+        x.write({ message: 'a', blob: Buffer.alloc(1) });
+        setTimeout(() => { x.write({ message: 'throw', blob: Buffer.alloc(1) }); x.end(); }, 100);
+      },
+    });
+    assert.equal(r.err?.code, grpc.status.UNKNOWN, `status ${r.status?.code} ${r.status?.details}`);
+    assert.equal(r.status.details, 'Unknown error');
+    const ok = await call(echo, 'ClientStream', [{ message: 'after', blob: Buffer.alloc(1) }]);
+    assert.equal(ok.err, null, 'the next call on the same server is answered');
+    assert.equal(ok.value.message, 'after');
   });
 
   it('bidi: each request answered before the next is sent (ping-pong), then end', async () => {

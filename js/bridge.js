@@ -207,7 +207,10 @@ class Bridge {
           break;
       }
     } catch (err) {
+      // A listener of the call threw (its 'data', 'end', 'drain'…): the call fails as if its
+      // handler had thrown; its input is not whole any more.
       this.onHandlerError(err);
+      call._failed(err);
     }
   }
 

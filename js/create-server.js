@@ -184,7 +184,7 @@ class NodeHttpServer extends EventEmitter {
     this._bridge = new Bridge(
       this._native,
       (req, res) => this._dispatch(req, res),
-      (err, req) => this.emit('handlerError', err, req) || logger.error(`request handler failed (${req?.method} ${req?.url})`, err),
+      (err, req) => this.emit('handlerError', err, req) || logger.error(`request handler failed${req ? ` (${req.method} ${req.url})` : ''}`, err),
       (req, client) => this._onUpgrade(req, client),
     );
     // The same pool object as the other server classes: metrics per protocol, live connections,

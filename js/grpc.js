@@ -175,6 +175,16 @@ class ServerCall extends Duplex {
     return this._peer;
   }
 
+  /**
+   * The handler, or a listener of this call's messages or end, threw or rejected: the client
+   * learns that it failed, not why (its message may hold internals), as grpc-js answers a
+   * handler's throw; GRPC_NODE_DEBUG_SEND_ERROR_DETAILS sends it, with grpc-js's wording.
+   */
+  _failed(err) {
+    if (this._ended) return;
+    this._finish(Status.UNKNOWN, process.env.GRPC_NODE_DEBUG_SEND_ERROR_DETAILS ? `Server method handler threw error ${err && err.message ? err.message : String(err)}` : 'Unknown error');
+  }
+
   getPath() {
     return this._path;
   }
@@ -473,9 +483,7 @@ class GrpcDispatcher {
     } catch {
       // logging must not break the server
     }
-    // As grpc-js: the client learns that the handler failed, not why (its message may hold
-    // internals); GRPC_NODE_DEBUG_SEND_ERROR_DETAILS sends it, with grpc-js's wording.
-    if (!call._ended) call._finish(Status.UNKNOWN, process.env.GRPC_NODE_DEBUG_SEND_ERROR_DETAILS ? `Server method handler threw error ${err && err.message ? err.message : String(err)}` : 'Unknown error');
+    call._failed(err);
   }
 }
 
