@@ -65,7 +65,21 @@ pub(super) fn unregister(handle: u32) {
     });
 }
 
+thread_local! {
+    /// Answering calls made on this thread so far (see [`answers_made`]).
+    static ANSWERS_MADE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// How many answering calls (`respond`, `wsSend`, `grpcReply`, …) this JavaScript thread has made:
+/// the delivery tells by it whether a request's handler answered at once or will answer from a
+/// later microtask (src/napi/delivery.rs).
+pub(super) fn answers_made() -> u32 {
+    ANSWERS_MADE.with(|n| n.get())
+}
+
+/// The server behind `handle`, for an answering call (counted).
 fn host(handle: u32) -> Option<Arc<Host>> {
+    ANSWERS_MADE.with(|n| n.set(n.get().wrapping_add(1)));
     SERVERS.with(|s| {
         let s = s.borrow();
         let (generation, host) = s.slots.get((handle & SLOT_MASK) as usize)?;

@@ -2,16 +2,18 @@
 //! batches.
 //!
 //! The I/O side queues a crossing and wakes the JS thread only when no wake is on its way; the JS
-//! thread takes what is queued (up to [`BATCH_LIMIT`]) and calls `onRequest`/`onEvent` for each,
-//! inside the one callback scope of the wake. A threadsafe function per item (what napi-rs's `ThreadsafeFunction` is) took
-//! node's queue mutex per item — contended with the I/O thread's pushes, so the JS thread slept in
-//! `futex` waits (≈ 4 % of it under `wrk -c64`) — and opened a callback scope per item, whose close
-//! runs the tick queue. Microtasks and ticks now run after each batch, as they do in node after a
-//! socket read that held several pipelined requests.
+//! thread takes what is queued and calls `onRequest`/`onEvent` for each, inside one callback scope
+//! (up to [`BATCH_LIMIT`] items, and [`UNANSWERED_LIMIT`] whose handler answers later). A
+//! threadsafe function per item (what napi-rs's `ThreadsafeFunction` is) took node's queue mutex
+//! per item — contended with the I/O thread's pushes, so the JS thread slept in `futex` waits
+//! (≈ 4 % of it under `wrk -c64`) — and opened a callback scope per item, whose close runs the
+//! tick queue. Microtasks and ticks now run after each batch, as they do in node after a socket
+//! read that held several pipelined requests.
 //!
 //! One queue also keeps an event behind the request it belongs to (two threadsafe functions did
 //! not: `js/bridge.js` held events that overtook their request).
 
+use super::answers::answers_made;
 use super::wire::{EventArgs, RequestArgs};
 use napi::bindgen_prelude::*;
 use napi::sys;
@@ -20,12 +22,19 @@ use std::ffi::c_void;
 use std::ptr;
 use std::sync::{Arc, Mutex, RwLock};
 
-/// At most this many crossings per callback scope; the rest follow in the next turn of the event
-/// loop. Microtasks run when the scope closes, and answers are handed to the I/O thread in the turn's
-/// `setImmediate`: a Koatty handler that awaits anything finishes only then, so a long batch held
-/// every answer back (bench Koatty app over HTTP/1.1, 1,024 per scope: −5 % req/s against one per
-/// scope; 32: +2–5 %, and bare handlers keep most of the gain).
+/// At most this many crossings per callback scope; the rest follow in another scope (after the
+/// microtasks of this one). node's threadsafe functions dispatch at most 1,000 items per wake, so
+/// that a flood does not starve the event loop's timers and I/O; fewer here keeps the first
+/// answers of a batch from waiting for the last items of it.
 const BATCH_LIMIT: usize = 32;
+
+/// A scope also ends after this many items whose handler did not answer before returning (a Koatty
+/// handler answers from a microtask, which runs when the scope closes), so that their answers do
+/// not wait for 32 handlers' synchronous parts. Handlers that answer at once (bare ones, an echo)
+/// still go 32 to a scope. `bench/ab` against one scope per item (c160425), 3 interleaved rounds:
+/// Koatty app HTTP/1.1 +8–10 % req/s, WebSocket −1 to +6 % msgs/s; with 32 unanswered per scope
+/// the WebSocket app lost 7 %, with 1 it lost 1–9 % (another turn of the event loop per item).
+const UNANSWERED_LIMIT: usize = 8;
 
 /// One request or event for JavaScript.
 pub enum Crossing {
@@ -169,7 +178,7 @@ impl Delivery {
         }
     }
 
-    /// On the JS thread, for a wake: every queued crossing (up to [`BATCH_LIMIT`] per turn).
+    /// On the JS thread, for a wake: the queued crossings, a scope's worth (the rest in another).
     fn deliver(&self, env: sys::napi_env) {
         // SAFETY: called by node on the JS thread with its env.
         let js_env = Env::from_raw(env);
@@ -182,45 +191,55 @@ impl Delivery {
             return;
         };
         let mut delivered = 0;
+        let mut unanswered = 0;
         loop {
             // `woken` stays set while this runs: what arrives meanwhile is taken by this loop, not
             // by another wake (as node's threadsafe functions keep dispatching what arrives).
-            let batch = {
+            let item = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 if queue.items.is_empty() {
                     queue.woken = false;
                     return;
                 }
-                if delivered >= BATCH_LIMIT {
+                if delivered >= BATCH_LIMIT || unanswered >= UNANSWERED_LIMIT {
                     drop(queue);
-                    // The rest on the next turn; released, there is no next turn: now.
+                    // The rest in another scope: a call made while node dispatches this one makes
+                    // it dispatch again after this scope's microtasks, without a system call.
+                    // Released, there is no other scope: now.
                     if self.wake_js() {
                         return;
                     }
                     delivered = 0;
+                    unanswered = 0;
                     continue;
                 }
-                let take = queue.items.len().min(BATCH_LIMIT - delivered);
-                queue.items.drain(..take).collect::<Vec<_>>()
+                queue.items.pop_front()
             };
-            delivered += batch.len();
-            for item in batch {
-                let mut scope = ptr::null_mut();
-                // SAFETY: JS thread; each item's values live in a scope of their own.
-                unsafe { sys::napi_open_handle_scope(env, &mut scope) };
-                let called = match item {
-                    Crossing::Request(args) => on_request.call(args),
-                    Crossing::Event(args) => on_event.call(args),
-                };
-                if let Err(err) = called {
-                    // As a threadsafe function's call does: the throw is uncaught.
-                    // SAFETY: JS thread; the exception was cleared when `call` returned it.
-                    unsafe {
-                        sys::napi_fatal_exception(env, JsError::from(err).into_value(env));
-                    }
+            let Some(item) = item else { continue };
+            delivered += 1;
+            let answers_before = answers_made();
+            let mut scope = ptr::null_mut();
+            // SAFETY: JS thread; each item's values live in a scope of their own.
+            unsafe { sys::napi_open_handle_scope(env, &mut scope) };
+            let awaits_answer = match &item {
+                Crossing::Request(_) => true,
+                Crossing::Event(args) => args.awaits_answer(),
+            };
+            let called = match item {
+                Crossing::Request(args) => on_request.call(args),
+                Crossing::Event(args) => on_event.call(args),
+            };
+            if let Err(err) = called {
+                // As a threadsafe function's call does: the throw is uncaught.
+                // SAFETY: JS thread; the exception was cleared when `call` returned it.
+                unsafe {
+                    sys::napi_fatal_exception(env, JsError::from(err).into_value(env));
                 }
-                // SAFETY: the scope opened above.
-                unsafe { sys::napi_close_handle_scope(env, scope) };
+            }
+            // SAFETY: the scope opened above.
+            unsafe { sys::napi_close_handle_scope(env, scope) };
+            if awaits_answer && answers_made() == answers_before {
+                unanswered += 1;
             }
         }
     }

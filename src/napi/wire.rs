@@ -199,6 +199,17 @@ pub struct EventArgs {
 }
 
 impl EventArgs {
+    /// A message the handler may answer (a WebSocket or gRPC message, a client stream's end).
+    pub fn awaits_answer(&self) -> bool {
+        const KINDS: [u32; 4] = [
+            EventKind::WsText as u32,
+            EventKind::WsBinary as u32,
+            EventKind::GrpcMessage as u32,
+            EventKind::GrpcInputEnd as u32,
+        ];
+        KINDS.contains(&self.kind)
+    }
+
     fn new(id: u32, kind: u32, chunk: Option<JsBytes>, message: Option<String>) -> Self {
         EventArgs {
             id,
