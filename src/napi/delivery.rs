@@ -20,7 +20,7 @@ use napi::sys;
 use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// At most this many crossings per callback scope; the rest follow in another scope (after the
 /// microtasks of this one). node's threadsafe functions dispatch at most 1,000 items per wake, so
@@ -114,11 +114,16 @@ impl Delivery {
         Ok(delivery)
     }
 
+    /// The queue, whether or not a panic poisoned its lock (its state is whole between pushes).
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// From any thread: queues `item` and wakes the JS thread unless a wake is on its way.
     /// `false` when released: the item is dropped (a request's responder with it).
     pub fn send(&self, item: Crossing) -> bool {
         let wake = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = self.lock_queue();
             queue.items.push_back(item);
             !std::mem::replace(&mut queue.woken, true)
         };
@@ -127,7 +132,7 @@ impl Delivery {
         }
         // Released: nothing will take the queue. Dropped outside the lock.
         let dropped = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = self.lock_queue();
             queue.woken = false;
             std::mem::take(&mut queue.items)
         };
@@ -187,7 +192,7 @@ impl Delivery {
             self.on_event.borrow_back(&js_env),
         ) else {
             // The environment is going away: nothing can be delivered any more.
-            self.queue.lock().unwrap_or_else(|e| e.into_inner()).woken = false;
+            self.lock_queue().woken = false;
             return;
         };
         let mut delivered = 0;
@@ -196,16 +201,15 @@ impl Delivery {
             // `woken` stays set while this runs: what arrives meanwhile is taken by this loop, not
             // by another wake (as node's threadsafe functions keep dispatching what arrives).
             let item = {
-                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut queue = self.lock_queue();
                 if queue.items.is_empty() {
                     queue.woken = false;
                     return;
                 }
                 if delivered >= BATCH_LIMIT || unanswered >= UNANSWERED_LIMIT {
                     drop(queue);
-                    // The rest in another scope: a call made while node dispatches this one makes
-                    // it dispatch again after this scope's microtasks, without a system call.
-                    // Released, there is no other scope: now.
+                    // The rest in another scope, after this one's microtasks: a wake of its own,
+                    // taken on the event loop's next turn. Released, there is no other: now.
                     if self.wake_js() {
                         return;
                     }
@@ -221,13 +225,12 @@ impl Delivery {
             let mut scope = ptr::null_mut();
             // SAFETY: JS thread; each item's values live in a scope of their own.
             unsafe { sys::napi_open_handle_scope(env, &mut scope) };
-            let awaits_answer = match &item {
-                Crossing::Request(_) => true,
-                Crossing::Event(args) => args.awaits_answer(),
-            };
-            let called = match item {
-                Crossing::Request(args) => on_request.call(args),
-                Crossing::Event(args) => on_event.call(args),
+            let (called, awaits_answer) = match item {
+                Crossing::Request(args) => (on_request.call(args), true),
+                Crossing::Event(args) => {
+                    let awaits_answer = args.awaits_answer();
+                    (on_event.call(args), awaits_answer)
+                }
             };
             if let Err(err) = called {
                 // As a threadsafe function's call does: the throw is uncaught.
@@ -271,16 +274,12 @@ unsafe extern "C" fn deliver(
         // The batch in hand is lost (its requests wait for their deadline, as any the handler
         // never answers); what is still queued gets a wake of its own, or it would wait forever.
         let pending = {
-            let mut queue = delivery.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = delivery.lock_queue();
             queue.woken = !queue.items.is_empty();
             queue.woken
         };
         if pending && !delivery.wake_js() {
-            delivery
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .woken = false;
+            delivery.lock_queue().woken = false;
         }
     }
 }
