@@ -308,7 +308,7 @@ class NodeHttpServer extends EventEmitter {
     const host = options.host === undefined || options.host === null || options.host === '' ? null : String(options.host);
     const backlog = isNumeric(options.backlog) && +options.backlog >= 0 ? Math.floor(+options.backlog) : undefined;
     const bridge = this._bridge;
-    const outcome = this._native.listenNow(bridge.onRequest, bridge.onEvent, host, options.port, backlog, options.ipv6Only === true, options.reusePort === true, this._referenced);
+    const outcome = this._native.listenNow(bridge.onRequest, bridge.onEvent, bridge.staging, host, options.port, backlog, options.ipv6Only === true, options.reusePort === true, this._referenced);
     if (outcome.errorCode) {
       const err = listenError(outcome, host, options.port);
       process.nextTick(() => this.emit('error', err));

@@ -141,7 +141,7 @@ class BaseServer extends EventEmitter {
   Start(listenCallback) {
     const callback = listenCallback ?? this.listenCallback;
     const bridge = this._bridge;
-    this._native.connect(bridge.onRequest, bridge.onEvent);
+    this._native.connect(bridge.onRequest, bridge.onEvent, bridge.staging);
     this._native.listen().then(({ errorCode, errorMessage, address, port, family }) => {
       if (errorCode) {
         const err = codedError(errorCode, errorMessage);

@@ -6,6 +6,7 @@
 //! - [`answers`]: the calls that answer each request, message or gRPC call, on a server's handle
 //! - [`wire`]: what crosses per request and event, and the numbers both sides read
 //! - [`delivery`]: the queue that hands requests and events to JavaScript in batches
+//! - [`uv`]: the libuv async handle that wakes the JS thread for it
 //! - [`error`]: the one mapping from core errors to coded JavaScript errors
 //! - [`config`]: `resolveConfig`, the strict validation behind `ConfigHelper`
 //! - [`logging`]: the core's log events forwarded to the JavaScript logger
@@ -19,4 +20,5 @@ pub mod logging;
 pub mod runtime;
 pub mod server;
 pub mod trace;
+pub mod uv;
 pub mod wire;

@@ -27,6 +27,7 @@ fn init() {
     match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("koatty-serve-io")
+        .on_thread_park(crate::napi::delivery::on_io_thread_park)
         .enable_all()
         .build()
     {

@@ -4,7 +4,7 @@
 use super::answers::{self, ws_queue};
 use super::delivery::Delivery;
 use super::error::{js_error, Code};
-use super::wire::{bytes_of, send_result, EventArgs, JsSink, RequestArgs, SendResult};
+use super::wire::{bytes_of, send_result, EventArgs, JsSink, RequestArgs, SendResult, StagingArea};
 use koatty_serve_core::bridge::{
     deferring_wakes, flush_deferred_wakes, ProtocolChoice, WsOutbound,
 };
@@ -125,16 +125,20 @@ impl NativeServer {
 
     /// Sets where requests and their events go: `onRequest(id, method, url, headers, body, flags,
     /// remoteAddress, remotePort, tlsDetails, traceId)` and `onEvent(id, kind, chunk, message)`,
-    /// called in arrival order. Until `release`, the server keeps the event loop alive.
+    /// called in arrival order. Until `release`, the server keeps the event loop alive. A `body` or
+    /// `chunk` under 4 KiB arrives as its length, its bytes at the start of `staging`, to be
+    /// copied out before anything else runs.
     #[napi]
     pub fn connect(
         &self,
         env: Env,
         on_request: FunctionRef<RequestArgs, ()>,
         on_event: FunctionRef<EventArgs, ()>,
+        staging: Buffer,
     ) -> Result<()> {
+        let staging = StagingArea::new(staging);
         self.sink
-            .set(Some(Delivery::new(&env, on_request, on_event)?));
+            .set(Some(Delivery::new(&env, on_request, on_event, staging)?));
         Ok(())
     }
 
@@ -158,6 +162,7 @@ impl NativeServer {
         env: Env,
         on_request: FunctionRef<RequestArgs, ()>,
         on_event: FunctionRef<EventArgs, ()>,
+        staging: Buffer,
         hostname: Option<String>,
         port: u32,
         backlog: Option<u32>,
@@ -165,7 +170,7 @@ impl NativeServer {
         reuse_port: bool,
         referenced: bool,
     ) -> Result<ListenOutcome> {
-        self.connect(env, on_request, on_event)?;
+        self.connect(env, on_request, on_event, staging)?;
         self.sink.set_referenced(&env, referenced);
         let bind = BindOptions {
             reuse_port,
