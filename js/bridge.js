@@ -31,14 +31,17 @@ const EVENT_GRPC_DRAIN = EventKind.GrpcDrain;
 const EVENT_CLIENT_ERROR = EventKind.ClientError;
 
 // Small bodies and chunks cross staged (src/napi/wire.rs `StagingArea`): the native side copies
-// them to the start of this buffer and passes their length, and they are copied out into a Buffer
-// from node's pool at once, before anything else runs (it is overwritten for the next one). That
-// costs about a tenth of a Buffer node makes from C++ for each (its own allocation and backing
-// store). One per thread, shared by its servers: one call is made at a time.
+// them to the start of this buffer and passes their length, and they are copied out at once,
+// before anything else runs (the next one overwrites it). Each gets memory of its own, as node's
+// and ws's chunks do: from node's shared pool, another client's data would sit in the same
+// ArrayBuffer (`chunk.buffer`). Small ones (up to 64 bytes) then live in V8's heap: ≈ 90 ns
+// against ≈ 800 ns for a Buffer node makes from C++ (a malloc'ed backing store, an ArrayBuffer
+// and a prototype set per Buffer); at 1–4 KiB both cost about the same. One per thread, shared by
+// its servers: one call is made at a time.
 const staging = Buffer.allocUnsafeSlow(4096);
 
 function unstage(length) {
-  const chunk = Buffer.allocUnsafe(length);
+  const chunk = Buffer.allocUnsafeSlow(length);
   staging.copy(chunk, 0, 0, length);
   return chunk;
 }

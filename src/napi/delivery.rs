@@ -57,7 +57,7 @@ const TURN_LIMIT: usize = 1024;
 /// thread starts on a long round while the I/O thread reads the rest of it.
 const HELD_LIMIT: usize = 8;
 
-/// The longest a held wake waits for its thread to park (give or take the timer's millisecond).
+/// How long a held wake waits for its thread to park before a timer makes it (`bound_held_wakes`).
 const HOLD_LIMIT: Duration = Duration::from_millis(1);
 
 /// One request or event for JavaScript.
@@ -382,8 +382,10 @@ pub fn on_io_thread_park() {
     }
 }
 
-/// Bounds how long a held wake may wait when its thread stays busy without parking: the runtime
-/// polls its timers at least every 61 tasks, so a wake is made within about [`HOLD_LIMIT`].
+/// Bounds how long a held wake may wait when its thread stays busy without parking: about
+/// [`HOLD_LIMIT`], or longer when that thread's tasks each take long, since the runtime looks at
+/// its timers every 61 tasks (a storm of TLS handshakes, ≈ 1 ms of CPU each, held a request's
+/// wake for tens of ms; its answer then waited as long behind them, as before holding).
 async fn bound_held_wakes(delivery: Weak<Delivery>, armed: Arc<Notify>) {
     loop {
         armed.notified().await;
