@@ -80,11 +80,6 @@ class Bridge {
     // A request head the native side answered with an error: (code, remoteAddress, remotePort,
     // message) for createServer's 'clientError'; null: nobody listens.
     this.onClientError = null;
-    // HTTP requests and WebSockets the handlers have and that are not closed yet. While the server
-    // is unref'd, `onBusy(true)` at the first and `onBusy(false)` when none is left: as each
-    // socket is a handle of its own in node, they keep the process alive (createServer sets it).
-    this.live = 0;
-    this.onBusy = null;
     this.staging = staging;
     this.onRequest = this.onRequest.bind(this);
     this.onEvent = this.onEvent.bind(this);
@@ -115,7 +110,6 @@ class Bridge {
       const client = new NativeWebSocket(this, id, req, flags);
       if (this.trace !== null) this.trace.upgrade(req, client, traceId);
       this.sockets.set(id, client);
-      this.started();
       try {
         this.onUpgrade(req, client);
       } catch (err) {
@@ -129,7 +123,6 @@ class Bridge {
     // server does; with nobody listening it destroys the response.
     req.socket._response = res;
     this.open.set(id, res);
-    this.started();
     if (this.trace !== null) this.trace.request(req, res, traceId, flags);
     try {
       const result = this.handler(req, res);
@@ -181,18 +174,10 @@ class Bridge {
         break;
       default:
         if (kind >= EVENT_CLOSED_MIN && kind <= EVENT_CLOSED_MAX) {
-          this.forget(id);
+          this.open.delete(id);
           res._onClose();
         }
     }
-  }
-
-  started() {
-    if (++this.live === 1 && this.onBusy !== null) this.onBusy(true);
-  }
-
-  ended() {
-    if (--this.live === 0 && this.onBusy !== null) this.onBusy(false);
   }
 
   onSocketEvent(client, id, kind, chunk, message) {
@@ -212,7 +197,6 @@ class Bridge {
           break;
         case EVENT_WS_CLOSED: {
           this.sockets.delete(id);
-          this.ended();
           const space = message.indexOf(' ');
           client._onClose(Number(message.slice(0, space)), message.slice(space + 1));
           break;
@@ -257,7 +241,7 @@ class Bridge {
   }
 
   forget(id) {
-    if (this.open.delete(id)) this.ended();
+    this.open.delete(id);
   }
 
   // A handler threw or rejected: answer 500 if nothing was sent, else cut the response off.

@@ -391,17 +391,13 @@ class NodeHttpServer extends EventEmitter {
 
   ref() {
     this._referenced = true;
-    this._bridge.onBusy = null;
     this._native.setReferenced(true);
     return this;
   }
 
-  /** The listening server no longer keeps the process alive; requests and WebSockets in progress
-   * still do, as node's sockets do (each is a handle of its own there). */
   unref() {
     this._referenced = false;
-    this._bridge.onBusy = (busy) => this._native.setReferenced(busy);
-    this._native.setReferenced(this._bridge.live > 0);
+    this._native.setReferenced(false);
     return this;
   }
 

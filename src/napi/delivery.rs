@@ -99,6 +99,13 @@ pub struct Delivery {
     on_event: FunctionRef<EventArgs, ()>,
     /// Where small chunks cross (`StagingArea`).
     staging: StagingArea,
+    /// node's `server.ref()`/`unref()`: whether the listening server keeps the event loop alive.
+    server_referenced: AtomicBool,
+    /// Whether any connection is open: it keeps the event loop alive either way, as each socket
+    /// does in node (`follow_connections`).
+    connections_open: AtomicBool,
+    /// `connections_open` changed: the JS thread applies it at its next wake.
+    reference_changed: AtomicBool,
     /// Starts the time bound of a held wake (`bound_held_wakes`), once per bound.
     hold_bound: Arc<Notify>,
     hold_bound_armed: AtomicBool,
@@ -112,6 +119,7 @@ impl Delivery {
         on_request: FunctionRef<RequestArgs, ()>,
         on_event: FunctionRef<EventArgs, ()>,
         staging: StagingArea,
+        connections_open: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Arc<Self>> {
         let raw_env = env.raw();
         let name = env.create_string("koatty_serve")?;
@@ -154,12 +162,19 @@ impl Delivery {
             on_request,
             on_event,
             staging,
+            server_referenced: AtomicBool::new(true),
+            connections_open: AtomicBool::new(false),
+            reference_changed: AtomicBool::new(false),
             hold_bound: Arc::new(Notify::new()),
             hold_bound_armed: AtomicBool::new(false),
         });
         napi::bindgen_prelude::spawn(bound_held_wakes(
             Arc::downgrade(&delivery),
             delivery.hold_bound.clone(),
+        ));
+        napi::bindgen_prelude::spawn(follow_connections(
+            Arc::downgrade(&delivery),
+            connections_open,
         ));
         // The handle's data: one reference to the delivery, given back when it has closed.
         let data = Arc::into_raw(delivery.clone()) as *mut c_void;
@@ -239,10 +254,29 @@ impl Delivery {
         read(&self.wake).is_some_and(|wake| wake.send())
     }
 
-    /// On the JS thread: whether waiting for requests keeps the event loop alive.
+    /// On the JS thread: whether the listening server keeps the event loop alive (node's
+    /// `server.ref()`/`unref()`); open connections keep it alive either way.
     pub fn set_referenced(&self, _env: &Env, referenced: bool) {
+        self.server_referenced.store(referenced, Ordering::Release);
+        self.apply_reference();
+    }
+
+    /// On the JS thread: refs the handle while the server is referenced or a connection is open.
+    fn apply_reference(&self) {
         if !self.closed.load(Ordering::Acquire) {
-            self.handle.set_referenced(referenced);
+            self.handle.set_referenced(
+                self.server_referenced.load(Ordering::Acquire)
+                    || self.connections_open.load(Ordering::Acquire),
+            );
+        }
+    }
+
+    /// From any thread: the first connection opened or the last closed; the JS thread applies it.
+    fn connections_changed(&self, open: bool) {
+        self.connections_open.store(open, Ordering::Release);
+        self.reference_changed.store(true, Ordering::Release);
+        if let Some(wake) = *read(&self.wake) {
+            wake.send();
         }
     }
 
@@ -408,6 +442,25 @@ impl Drop for Delivery {
     }
 }
 
+/// Tells the delivery when the first connection opens and the last closes, until it closes.
+async fn follow_connections(
+    delivery: Weak<Delivery>,
+    mut open: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let now = *open.borrow_and_update();
+        match delivery.upgrade() {
+            Some(delivery) if !delivery.closed.load(Ordering::Acquire) => {
+                delivery.connections_changed(now)
+            }
+            _ => return,
+        }
+        if open.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A napi handle scope, closed when dropped (also when a panic unwinds through it).
 struct HandleScope(sys::napi_env, sys::napi_handle_scope);
 
@@ -480,6 +533,9 @@ unsafe extern "C" fn on_wake(handle: *mut UvHandle) {
     let delivery = unsafe { &*(AsyncHandle::data(handle) as *const Delivery) };
     if delivery.closed.load(Ordering::Acquire) {
         return;
+    }
+    if delivery.reference_changed.swap(false, Ordering::AcqRel) {
+        delivery.apply_reference();
     }
     // A panic must not unwind into libuv.
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| delivery.deliver())).is_err() {

@@ -137,8 +137,14 @@ impl NativeServer {
         staging: Buffer,
     ) -> Result<()> {
         let staging = StagingArea::new(staging);
-        self.sink
-            .set(Some(Delivery::new(&env, on_request, on_event, staging)?));
+        let connections_open = self.host.bridge().metrics().watch_connections_open();
+        self.sink.set(Some(Delivery::new(
+            &env,
+            on_request,
+            on_event,
+            staging,
+            connections_open,
+        )?));
         Ok(())
     }
 

@@ -225,6 +225,8 @@ pub struct Metrics {
     listeners: std::sync::atomic::AtomicI64,
     /// Mirrors `accepting()` for those who wait for it to change (the health service's Watch).
     accepting_changed: tokio::sync::watch::Sender<bool>,
+    /// Whether any connection is open, for those who wait for it to change.
+    connections_open_changed: tokio::sync::watch::Sender<bool>,
     requests_total: AtomicU64,
     requests_active: AtomicU64,
     requests_failed: AtomicU64,
@@ -299,6 +301,7 @@ impl Default for Metrics {
             rejected_connections: AtomicU64::new(0),
             listeners: std::sync::atomic::AtomicI64::new(0),
             accepting_changed: tokio::sync::watch::Sender::new(false),
+            connections_open_changed: tokio::sync::watch::Sender::new(false),
             requests_total: AtomicU64::new(0),
             requests_active: AtomicU64::new(0),
             requests_failed: AtomicU64::new(0),
@@ -339,12 +342,30 @@ fn per_request_metrics() -> bool {
 impl Metrics {
     pub(crate) fn connection_opened(&self) {
         self.total_connections.fetch_add(1, Relaxed);
-        self.active_connections.fetch_add(1, Relaxed);
+        if self.active_connections.fetch_add(1, Relaxed) == 0 {
+            self.publish_connections_open();
+        }
         self.history.slot().connections.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn connection_closed(&self) {
-        self.active_connections.fetch_sub(1, Relaxed);
+        if self.active_connections.fetch_sub(1, Relaxed) == 1 {
+            self.publish_connections_open();
+        }
+    }
+
+    /// On the first connection opening and the last closing; what is published is read under the
+    /// channel's lock, so racing transitions settle on the count as it is.
+    fn publish_connections_open(&self) {
+        self.connections_open_changed.send_if_modified(|published| {
+            let now = self.active_connections.load(Relaxed) > 0;
+            std::mem::replace(published, now) != now
+        });
+    }
+
+    /// Follows whether any connection is open (on any listener of this server).
+    pub fn watch_connections_open(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.connections_open_changed.subscribe()
     }
 
     pub(crate) fn listener_started(&self) {
