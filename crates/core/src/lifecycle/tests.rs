@@ -118,10 +118,14 @@ fn close_at(conn: Accepted, phase: Phase) -> JoinHandle<()> {
 #[tokio::test]
 async fn a_connection_is_counted_until_every_holder_of_its_signal_is_gone() {
     let mut t = capturing_server(Limits::default()).await;
+    // What keeps an unref'd server's event loop alive (src/napi/delivery.rs).
+    let any_open = t.metrics.watch_connections_open();
+    assert!(!*any_open.borrow());
     let addr = t.server.local_addr();
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     let c1 = TcpStream::connect(addr).await.unwrap();
     let a = t.next().await;
+    assert!(*any_open.borrow());
     assert_eq!(a.remote, c1.local_addr().unwrap());
     assert_eq!(a.stream.peer_addr().unwrap(), a.remote);
     let _c2 = TcpStream::connect(addr).await.unwrap();
@@ -135,9 +139,11 @@ async fn a_connection_is_counted_until_every_holder_of_its_signal_is_gone() {
     assert_eq!(t.server.open_connections(), 2);
     drop(carried);
     assert_eq!(t.server.open_connections(), 1);
+    assert!(*any_open.borrow());
     assert!(!t.server.wait_closed(Duration::from_millis(20)).await);
     drop(b);
     assert_eq!(t.server.open_connections(), 0);
+    assert!(!*any_open.borrow());
     assert!(t.server.wait_closed(Duration::ZERO).await);
     let m = t.metrics.snapshot();
     assert_eq!((m.active_connections, m.total_connections), (0, 2));
