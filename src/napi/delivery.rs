@@ -239,14 +239,20 @@ impl Delivery {
         if self.wake_js() {
             return true;
         }
-        // Released: nothing will take the queue. Dropped outside the lock.
+        // Released: nothing will take the queue.
+        self.drop_queued();
+        false
+    }
+
+    /// Nothing will take the queue any more: what it holds is dropped (outside the lock, as a
+    /// request's responder may run code when dropped).
+    fn drop_queued(&self) {
         let dropped = {
             let mut queue = self.lock_queue();
             queue.woken = false;
             std::mem::take(&mut queue.items)
         };
         drop(dropped);
-        false
     }
 
     fn wake_js(&self) -> bool {
@@ -275,9 +281,7 @@ impl Delivery {
     fn connections_changed(&self, open: bool) {
         self.connections_open.store(open, Ordering::Release);
         self.reference_changed.store(true, Ordering::Release);
-        if let Some(wake) = *read(&self.wake) {
-            wake.send();
-        }
+        self.wake_js();
     }
 
     /// From any thread: no more wakes. What is queued is still delivered (by a last wake), then
@@ -310,12 +314,7 @@ impl Delivery {
                 sys::napi_remove_env_cleanup_hook(env, Some(env_cleanup), self.data());
             }
         }
-        let dropped = {
-            let mut queue = self.lock_queue();
-            queue.woken = false;
-            std::mem::take(&mut queue.items)
-        };
-        drop(dropped);
+        self.drop_queued();
         self.hold_bound.notify_one();
         self.handle.close(on_closed);
     }
@@ -534,7 +533,10 @@ unsafe extern "C" fn on_wake(handle: *mut UvHandle) {
     if delivery.closed.load(Ordering::Acquire) {
         return;
     }
-    if delivery.reference_changed.swap(false, Ordering::AcqRel) {
+    // A plain load first: every wake passes here, and the flag is rarely set.
+    if delivery.reference_changed.load(Ordering::Acquire)
+        && delivery.reference_changed.swap(false, Ordering::AcqRel)
+    {
         delivery.apply_reference();
     }
     // A panic must not unwind into libuv.

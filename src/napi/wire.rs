@@ -171,9 +171,10 @@ impl StagingArea {
 
 /// Bytes handed to JavaScript as a Buffer, or staged (`StagingArea`): their length, for
 /// JavaScript to copy them out of the staging area into a Buffer of their own. Otherwise a small
-/// payload is copied into a Buffer V8 allocates: one memcpy, where wrapping Rust memory costs a finalizer, a global handle and external-memory
-/// accounting per Buffer (the larger share of a small WebSocket message's cost on the JS thread).
-/// A large one is handed over without a copy when the bytes are not shared.
+/// payload is copied into a Buffer V8 allocates: one memcpy, where wrapping Rust memory costs a
+/// finalizer, a global handle and external-memory accounting per Buffer (the larger share of a
+/// small WebSocket message's cost on the JS thread). A large one is handed over without a copy
+/// when the bytes are not shared.
 pub struct JsBytes(pub Bytes);
 
 impl ToNapiValue for JsBytes {
@@ -181,10 +182,11 @@ impl ToNapiValue for JsBytes {
         let bytes = val.0;
         // One chunk per call: the area is taken.
         let (area, capacity) = STAGE.replace((std::ptr::null_mut(), 0));
-        if !area.is_null() && !bytes.is_empty() && bytes.len() < STAGED_LIMIT.min(capacity + 1) {
+        let len = bytes.len();
+        if !area.is_null() && len > 0 && len < STAGED_LIMIT && len <= capacity {
             // SAFETY: the area is `capacity` bytes of a live Buffer, written on the JS thread only.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), area, bytes.len()) };
-            return unsafe { u32::to_napi_value(env, bytes.len() as u32) };
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), area, len) };
+            return unsafe { u32::to_napi_value(env, len as u32) };
         }
         if bytes.is_empty() || bytes.len() > COPY_LIMIT {
             return unsafe { Buffer::to_napi_value(env, Buffer::from(Vec::from(bytes))) };
