@@ -628,10 +628,20 @@ impl Bridge {
         body: Option<Bytes>,
         end: bool,
     ) -> Result<Sent, BridgeError> {
-        let (http2, head_request) = self
-            .shared
-            .with(id, |p| (p.http2, p.head_request))
-            .unwrap_or((false, false));
+        // A whole response takes its entry now: one lock for what it reads and removes (the
+        // handler's thread and the I/O thread both lock the map for every request).
+        let whole = if end {
+            Some(self.shared.take_in_stage(id, false)?)
+        } else {
+            None
+        };
+        let (http2, head_request) = match &whole {
+            Some(pending) => (pending.http2, pending.head_request),
+            None => self
+                .shared
+                .with(id, |p| (p.http2, p.head_request))
+                .unwrap_or((false, false)),
+        };
         let encoding = match framing.encoding {
             HeaderEncoding::Utf8 if http2 => HeaderEncoding::Latin1,
             other => other,
@@ -643,8 +653,7 @@ impl Bridge {
         // list would let a body longer than one of them through (response smuggling).
         let conflicting_length = !single_content_length(response.headers_mut());
         let declared = declared_length(response.headers());
-        if end {
-            let pending = self.shared.take_in_stage(id, false)?;
+        if let Some(pending) = whole {
             let Stage::AwaitingHead(tx) = pending.stage else {
                 unreachable!()
             };

@@ -1,6 +1,7 @@
 //! Running a connection under the server's phase: drain it when shutdown begins (or when
 //! `connectionTimeout` passes with no byte moved), drop it when forced.
 
+use super::gate::Gate;
 use super::watch::{Activity, HeadWatch};
 use super::FRESH_CONNECTION_GRACE;
 use crate::config::Limits;
@@ -24,6 +25,14 @@ use tokio::sync::Notify;
 /// too), and only the shutdown's own timeout ends it.
 pub(crate) const DRAINED_QUIET_LIMIT: Duration = Duration::from_millis(1000);
 
+/// What [`drive`]'s watch over the server and the bridge decided.
+enum Control {
+    /// Drain the connection now (`true`), or look again (`false`).
+    Drain(bool),
+    /// Drop the connection.
+    Drop,
+}
+
 /// Runs a connection until it ends; drains it (HTTP/1: `Connection: close` after the response in
 /// flight, idle ones closed; HTTP/2: GOAWAY) when the phase says so, and drops it when forced, or
 /// when drained with nothing in flight and no byte moving for [`DRAINED_QUIET_LIMIT`].
@@ -46,54 +55,68 @@ pub(crate) async fn drive<C: Future>(
         let quiet_left = requests
             .idle_limit
             .map(|limit| requests.activity.quiet_left(limit));
-        // Each branch says whether the connection is to be drained now.
+        // What the server and the bridge may ask of the connection, polled only when one of them
+        // woke the task (the connection itself wakes it several times per request).
+        let control = Gate::new(async {
+            // Each branch says whether the connection is to be drained now, or to be dropped.
+            tokio::select! {
+                // connectionTimeout: no byte moved for that long. The connection drains as at
+                // shutdown, so a request still in flight (a quiet long poll) completes first.
+                _ = tokio::time::sleep(quiet_left.unwrap_or_default()), if quiet_left.is_some() && !drained => {
+                    let idle = quiet_left.is_some_and(|left| left.is_zero());
+                    if idle {
+                        tracing::debug!("connection idle past connectionTimeout; closing");
+                    }
+                    Control::Drain(idle)
+                }
+                // HTTP/2 (and gRPC) connections go at a restart too: GOAWAY lets clients move
+                // over without a lost request. HTTP/1 ones only at shutdown: closing an idle
+                // keep-alive connection races a client that is reusing it.
+                _ = draining_signal.reached(requests.drain_phase()), if !draining => {
+                    draining = true;
+                    Control::Drain(false)
+                }
+                // A connection that has not begun a request yet may have one on the wire: give
+                // it a moment before draining (hyper would close such a connection at once).
+                _ = requests.begun_or(FRESH_CONNECTION_GRACE), if draining && !drained => Control::Drain(true),
+                // The bridge wants no further request on it (a body overran its
+                // Content-Length): drained as at shutdown — HTTP/1 closes once the response in
+                // flight is out.
+                _ = requests.close_wanted(), if !drained => Control::Drain(true),
+                // HTTP/2 (or not known yet: no request ever came): hyper's graceful HTTP/2
+                // shutdown waits for a PING answer; an HTTP/1 connection closes by itself once
+                // its response is out, and may still be handing it to a slow reader.
+                _ = requests.settled(DRAINED_QUIET_LIMIT), if drained && requests.may_hang_in_shutdown() => {
+                    tracing::debug!("drained connection quiet with nothing in flight; closing");
+                    Control::Drop
+                }
+                sweep = sweep_signal.next_sweep() => match sweep {
+                    Sweep::All => Control::Drop,
+                    // An idle HTTP/1 connection closes at once; one with a request in flight is
+                    // left alone, as node does, and so is one busy when the sweep was asked for
+                    // (even if idle by now). One that has not begun a request stays too, as
+                    // with node: this task may learn of the sweep only when its first request
+                    // arrives, which would then be dropped unanswered.
+                    Sweep::Idle => {
+                        let spared = requests.connection.busy_at_sweep.swap(false, Ordering::AcqRel);
+                        Control::Drain(
+                            !drained
+                                && !spared
+                                && requests.begun.load(Ordering::Acquire)
+                                && requests.is_idle_http1(),
+                        )
+                    }
+                },
+                _ = forced_signal.reached(Phase::Forced) => Control::Drop,
+            }
+        });
         let drain_now = tokio::select! {
+            biased;
             ended = conn.as_mut() => return Some(ended),
-            // connectionTimeout: no byte moved for that long. The connection drains as at
-            // shutdown, so a request still in flight (a quiet long poll) completes first.
-            _ = tokio::time::sleep(quiet_left.unwrap_or_default()), if quiet_left.is_some() && !drained => {
-                let idle = quiet_left.is_some_and(|left| left.is_zero());
-                if idle {
-                    tracing::debug!("connection idle past connectionTimeout; closing");
-                }
-                idle
-            }
-            // HTTP/2 (and gRPC) connections go at a restart too: GOAWAY lets clients move over
-            // without a lost request. HTTP/1 ones only at shutdown: closing an idle keep-alive
-            // connection races a client that is reusing it.
-            _ = draining_signal.reached(requests.drain_phase()), if !draining => {
-                draining = true;
-                false
-            }
-            // A connection that has not begun a request yet may have one on the wire: give it a
-            // moment before draining (hyper would close such a connection at once).
-            _ = requests.begun_or(FRESH_CONNECTION_GRACE), if draining && !drained => true,
-            // The bridge wants no further request on it (a body overran its Content-Length):
-            // drained as at shutdown — HTTP/1 closes once the response in flight is out.
-            _ = requests.close_wanted(), if !drained => true,
-            // HTTP/2 (or not known yet: no request ever came): hyper's graceful HTTP/2 shutdown
-            // waits for a PING answer; an HTTP/1 connection closes by itself once its response
-            // is out, and may still be handing it to a slow reader.
-            _ = requests.settled(DRAINED_QUIET_LIMIT), if drained && requests.may_hang_in_shutdown() => {
-                tracing::debug!("drained connection quiet with nothing in flight; closing");
-                return None;
-            }
-            sweep = sweep_signal.next_sweep() => match sweep {
-                Sweep::All => return None,
-                // An idle HTTP/1 connection closes at once; one with a request in flight is left
-                // alone, as node does, and so is one busy when the sweep was asked for (even if
-                // idle by now). One that has not begun a request stays too, as with node: this
-                // task may learn of the sweep only when its first request arrives, which would
-                // then be dropped unanswered.
-                Sweep::Idle => {
-                    let spared = requests.connection.busy_at_sweep.swap(false, Ordering::AcqRel);
-                    !drained
-                        && !spared
-                        && requests.begun.load(Ordering::Acquire)
-                        && requests.is_idle_http1()
-                }
+            control = control => match control {
+                Control::Drain(now) => now,
+                Control::Drop => return None,
             },
-            _ = forced_signal.reached(Phase::Forced) => return None,
         };
         if drain_now {
             requests.mark_drained();

@@ -7,6 +7,7 @@
 //! HTTP/2 ([`configure_http2`], shared by HTTP/2 and gRPC).
 
 mod drive;
+mod gate;
 mod stream;
 pub(crate) mod watch;
 
