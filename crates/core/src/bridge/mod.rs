@@ -273,10 +273,15 @@ impl BridgeError {
 
 enum Stage {
     /// Waiting for the handler's response head.
-    AwaitingHead(oneshot::Sender<Response<ResponseBody>>),
+    AwaitingHead(oneshot::Sender<Answer>),
     /// Head sent; streaming the body.
     Streaming(body::ResponseWriter),
 }
+
+/// What the handler side hands the task waiting for a response head: the response, and the
+/// request's hold on its connection, let go of on the I/O thread (which holds it per request: a
+/// count that stays on that thread's core).
+type Answer = (Response<ResponseBody>, Option<Arc<dyn CloseConnection>>);
 
 struct Pending {
     stage: Stage,
@@ -294,11 +299,25 @@ struct Pending {
 
 pub use crate::lifecycle::CloseConnection;
 
+/// A value aligned to (and padded to) a cache line, so that writes to its neighbours do not take
+/// the line away from another core (128: the pair of lines Intel prefetches together).
+#[repr(align(128))]
+pub(crate) struct CacheLine<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 pub(crate) struct Shared {
     sink: Arc<dyn RequestSink>,
     // Keyed by ids this side hands out, so a fast hasher is safe (no key is the client's): the
     // default SipHash was ≈ 3 % of the JS thread per request (`respond`'s lookups).
-    pending: Mutex<FxHashMap<u32, Pending>>,
+    // On a cache line of its own: both threads lock it for every request, and the I/O thread
+    // writes this struct's reference count (beside it otherwise) for every request too.
+    pending: CacheLine<Mutex<FxHashMap<u32, Pending>>>,
     websockets: Mutex<FxHashMap<u32, WsConnection>>,
     grpc_calls: Mutex<FxHashMap<u32, grpc::GrpcCall>>,
     next_id: AtomicU32,
@@ -403,7 +422,7 @@ impl Bridge {
         Bridge {
             shared: Arc::new(Shared {
                 sink,
-                pending: Mutex::new(FxHashMap::default()),
+                pending: CacheLine(Mutex::new(FxHashMap::default())),
                 websockets: Mutex::new(FxHashMap::default()),
                 grpc_calls: Mutex::new(FxHashMap::default()),
                 next_id: AtomicU32::new(1),
@@ -561,12 +580,12 @@ impl Bridge {
 
     fn head_arrived(
         &self,
-        answered: Result<Response<ResponseBody>, oneshot::error::RecvError>,
+        answered: Result<Answer, oneshot::error::RecvError>,
         guard: PendingGuard,
         deadline: tokio::time::Instant,
     ) -> Response<ResponseBody> {
         match answered {
-            Ok(mut response) => {
+            Ok((mut response, _connection)) => {
                 if let ResponseBody::Stream(s) = response.body_mut() {
                     s.attach(guard, deadline);
                 }
@@ -657,6 +676,7 @@ impl Bridge {
             let Stage::AwaitingHead(tx) = pending.stage else {
                 unreachable!()
             };
+            let connection = pending.close_connection;
             let body_len = body.as_ref().map_or(0, |b| b.len());
             self.shared
                 .metrics
@@ -699,7 +719,7 @@ impl Bridge {
                 (body, _) => ResponseBody::Full(body),
             };
             wake::send_soon(move || {
-                let _ = tx.send(response);
+                let _ = tx.send((response, connection));
             });
             Ok(Sent {
                 more: true,
@@ -728,7 +748,7 @@ impl Bridge {
                 return Err(BridgeError::Gone(id));
             }
             wake::send_soon(move || {
-                let _ = tx.send(response);
+                let _ = tx.send((response, None));
             });
             let more = match body {
                 Some(chunk) if !chunk.is_empty() => self.write(id, chunk)?,
@@ -790,7 +810,7 @@ impl Bridge {
                 self.shared.metrics.request_failed();
                 let mut abort = Response::new(ResponseBody::Full(None));
                 abort.extensions_mut().insert(AbortConnection);
-                let _ = tx.send(abort);
+                let _ = tx.send((abort, None));
                 true
             }
             Some(Pending {
@@ -988,7 +1008,7 @@ impl Bridge {
         let mut r = simple_response(status);
         r.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        let _ = tx.send(r);
+        let _ = tx.send((r, None));
         // The handler's response object is done with too ('close'; the JS side forgets it).
         self.shared
             .sink
