@@ -329,6 +329,24 @@ describe('createServer: the limit properties', () => {
     }
   });
 
+  it('timeout closes a connection that never sends a byte, as node destroys its socket (keepAliveTimeout 0)', async () => {
+    const server = serve(hello);
+    server.timeout = 500;
+    server.keepAliveTimeout = 0;
+    server.listen(0, '127.0.0.1');
+    const socket = net.connect(server.address().port, '127.0.0.1');
+    try {
+      await once(socket, 'connect');
+      const t0 = Date.now();
+      // Before session 12 it waited for headersTimeout (60 s): the timeout began with the first byte.
+      await withTimeout(once(socket, 'close'), 4000, 'silent connection closed by the server');
+      const silent = Date.now() - t0;
+      assert.ok(silent >= 400 && silent < 2500, `closed after ${silent} ms`);
+    } finally {
+      socket.destroy();
+    }
+  });
+
   it('requestTimeout 0 is no limit (node), and a request past requestTimeout is answered by the server', async () => {
     let wait = 300;
     const server = serve((req, res) => setTimeout(() => res.end('late'), wait), { requestTimeout: 0 }).listen(0, '127.0.0.1');

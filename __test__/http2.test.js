@@ -477,3 +477,27 @@ describe('h2load smoke', () => {
     });
   }
 });
+
+// A session that connected (SETTINGS exchanged) and never made a request is drained as HTTP/2 is:
+// GOAWAY at once, and Stop() does not wait out the grace an HTTP/1 connection gets for a request
+// that may be on the wire (≈ 1 s before; found by session 12's outside probe).
+describe('Http2Server: a session that never made a request does not hold Stop()', () => {
+  for (const h2c of [false, true]) {
+    it(h2c ? 'h2c (the preface tells)' : 'h2 over TLS (ALPN tells)', async () => {
+      const { app } = makeApp();
+      const server = new Http2Server(app, h2c ? { hostname: '127.0.0.1', port: 0, protocol: 'http2', h2c: true } : h2Options());
+      const port = await start(server);
+      const session = await h2connect(`${h2c ? 'http' : 'https'}://127.0.0.1:${port}`, h2c ? {} : { ca: CA });
+      await withTimeout(new Promise((resolve) => (session.remoteSettings ? resolve() : session.once('remoteSettings', resolve))), 5000, 'remote settings');
+      let goaway = null;
+      session.once('goaway', () => { goaway = Date.now(); });
+      const closed = new Promise((resolve) => session.once('close', resolve));
+      const t0 = Date.now();
+      await stop(server);
+      const took = Date.now() - t0;
+      await withTimeout(closed, 5000, 'session close');
+      assert.ok(took < 600, `Stop() took ${took} ms (a fresh HTTP/1 connection's grace is 1000 ms)`);
+      assert.ok(goaway !== null && goaway - t0 < 600, `GOAWAY ${goaway === null ? 'never came' : `after ${goaway - t0} ms`}`);
+    });
+  }
+});

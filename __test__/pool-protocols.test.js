@@ -106,6 +106,9 @@ describe('HTTP/1.1 pool (HttpServer, HttpsServer)', () => {
       release();
       const answered = await inFlight;
       assert.equal(answered.status, 200, 'the response in flight completes');
+      // What the connection does, as node says it (hyper alone would append its close to a
+      // keep-alive: `keep-alive, close`, found by session 12's outside probe).
+      assert.equal(answered.headers.connection, 'close');
       await poll(() => pool.getConnections(), (c) => c.length === 0);
       assert.deepEqual(pool.getConnections(), [], 'closed after its response');
       assert.equal(pool.getMetrics().http1.idleConnections, 0);

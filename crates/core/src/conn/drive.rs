@@ -274,12 +274,15 @@ impl ConnRequests {
         }
     }
 
-    /// Resolves at once if a request has begun, else when one does or `grace` passes.
+    /// Resolves at once if a request has begun or the connection speaks HTTP/2, else when one
+    /// begins or `grace` passes. HTTP/2's own graceful shutdown (a GOAWAY that still admits every
+    /// stream, a PING, then the GOAWAY naming the last one) covers a request already on the wire;
+    /// waiting would only hold an idle session's GOAWAY (and the shutdown) for the whole grace.
     async fn begun_or(&self, grace: Duration) {
         let notified = self.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if self.begun.load(Ordering::Acquire) {
+        if self.begun.load(Ordering::Acquire) || self.http2.load(Ordering::Relaxed) {
             return;
         }
         tokio::select! {
@@ -300,6 +303,12 @@ impl ConnRequests {
 
     fn is_drained(&self) -> bool {
         self.drained.load(Ordering::SeqCst)
+    }
+
+    /// The connection closes after the response in flight: drained (`closeConnection(id)`,
+    /// `connectionTimeout`, a sweep) or asked to close by the bridge.
+    pub(crate) fn closing(&self) -> bool {
+        self.is_drained() || self.close_wanted.load(Ordering::Acquire)
     }
 
     /// The drain began (see [`ConnRequests::settled`]).

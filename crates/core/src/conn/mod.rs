@@ -83,6 +83,29 @@ impl ConnectionInfo {
     }
 }
 
+/// Whether the bytes waiting in a cleartext socket begin with the HTTP/2 client preface
+/// (`PRI * HTTP/2.0`), looked at without taking them. `false` when too few have arrived to tell.
+pub(crate) fn starts_with_h2_preface(socket: Option<drive::SocketFd>) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+    #[cfg(unix)]
+    if let Some(fd) = socket {
+        let mut head = [0u8; PREFACE.len()];
+        // SAFETY: a non-blocking peek into a stack buffer of the given length; `fd` is the
+        // connection's open socket, owned by the task that asks.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                head.as_mut_ptr().cast(),
+                head.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        return n == PREFACE.len() as isize && head == *PREFACE;
+    }
+    let _ = socket;
+    false
+}
+
 /// How long a draining connection that has not begun its first request waits for one.
 pub(crate) const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(1000);
 
@@ -101,6 +124,12 @@ pub(crate) async fn establish(
         Some(handshake_timeout)
     } else {
         limits.header_read_timeout()
+    };
+    // `connectionTimeout` (no byte moved for that long) holds from the accept, as node's
+    // `server.timeout` does for a socket that never sends.
+    let within = match (within, limits.connection_timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     };
     if !first_bytes(&stream, within, &phase).await {
         return None;

@@ -307,7 +307,9 @@ impl HttpProtocol {
         if let (Version::HTTP_11 | Version::HTTP_10, Some(client_keeps_alive)) =
             (version, client_keeps_alive)
         {
-            let draining = conn.phase.current() != Phase::Running;
+            // The server's shutdown, or this connection's own drain: hyper would append its
+            // `close` to a `keep-alive` (node says `close`).
+            let draining = conn.phase.current() != Phase::Running || requests.closing();
             let keep_alive_timeout = self.limits.load().keep_alive_timeout;
             node_connection_headers(
                 &mut response,
@@ -463,6 +465,12 @@ impl HttpProtocol {
         };
         let (head_watch, requests) =
             watch_connection(&self.limits.load(), io.socket_fd(), &phase, protocol);
+        // h2c is known from its preface, already waiting in the socket: a session that never
+        // makes a request is then drained as HTTP/2 is (GOAWAY at once), not as a fresh HTTP/1
+        // connection that may have a request on the wire.
+        if matches!(mode, Mode::Detect) && crate::conn::starts_with_h2_preface(io.socket_fd()) {
+            requests.learned(true);
+        }
         let info = Arc::new(info);
         let this = self.clone();
         let tracker = requests.clone();
