@@ -501,3 +501,27 @@ describe('Http2Server: a session that never made a request does not hold Stop()'
     });
   }
 });
+
+// hyper waits for the rest of a partial HTTP/2 preface with no timer of its own: on a port serving
+// HTTP/1.1 and h2c, such a client held its connection for good (session 12's second probe).
+describe('Http2Server: h2c port, a partial preface and nothing more', () => {
+  it('is closed after the header timer, as a partial HTTP/1.1 head is', async () => {
+    const { app } = makeApp();
+    const server = new Http2Server(app, {
+      hostname: '127.0.0.1', port: 0, protocol: 'http2', h2c: true,
+      connectionPool: { keepAliveTimeout: 400, headersTimeout: 400 },
+    });
+    const port = await start(server);
+    try {
+      const socket = require('net').connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      await new Promise((resolve) => socket.once('connect', resolve));
+      const t0 = Date.now();
+      socket.write('PRI * HTTP/2.0\r\n');
+      const closed = await withTimeout(new Promise((resolve) => socket.once('close', resolve)).then(() => Date.now() - t0), 5000, 'partial preface closed');
+      assert.ok(closed >= 300 && closed < 2500, `closed after ${closed} ms`);
+    } finally {
+      await stop(server);
+    }
+  });
+});

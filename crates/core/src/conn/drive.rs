@@ -25,6 +25,14 @@ use tokio::sync::Notify;
 /// too), and only the shutdown's own timeout ends it.
 pub(crate) const DRAINED_QUIET_LIMIT: Duration = Duration::from_millis(1000);
 
+/// Resolves at `at`, or never.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What [`drive`]'s watch over the server and the bridge decided.
 enum Control {
     /// Drain the connection now (`true`), or look again (`false`).
@@ -108,6 +116,15 @@ pub(crate) async fn drive<C: Future>(
                     }
                 },
                 _ = forced_signal.reached(Phase::Forced) => Control::Drop,
+                // A part of the h2c preface and nothing more within the header timer.
+                _ = until(requests.detect_deadline.get().copied()), if requests.undetected() => {
+                    if requests.undetected() {
+                        tracing::debug!("no request and no complete HTTP/2 preface within the header timeout; closing");
+                        Control::Drop
+                    } else {
+                        Control::Drain(false)
+                    }
+                }
             }
         });
         let drain_now = tokio::select! {
@@ -152,6 +169,7 @@ pub(crate) fn watch_connection<I>(
         activity,
         idle_limit: limits.connection_timeout,
         socket,
+        detect_deadline: std::sync::OnceLock::new(),
     });
     if protocol != WireProtocol::Unknown {
         metrics.connections.set_protocol(&connection, protocol);
@@ -190,6 +208,9 @@ pub(crate) struct ConnRequests {
     idle_limit: Option<Duration>,
     /// The connection's socket, to ask the kernel whether bytes are still on their way out.
     socket: Option<SocketFd>,
+    /// A port serving HTTP/1.1 and h2c, whose client sent a part of the HTTP/2 preface: by then it
+    /// must have begun a request or turned out to speak HTTP/2 (see [`ConnRequests::detect_within`]).
+    detect_deadline: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 /// A socket's file descriptor (Unix), for [`unsent_bytes`].
@@ -303,6 +324,29 @@ impl ConnRequests {
 
     fn is_drained(&self) -> bool {
         self.drained.load(Ordering::SeqCst)
+    }
+
+    /// The client sent a part of the HTTP/2 preface and nothing else yet: hyper waits for the rest
+    /// with no timer. Unless a request begins or the connection turns out to speak HTTP/2 within
+    /// `within` (the header timer a parser would run), it is dropped.
+    pub(crate) fn detect_within(&self, within: Duration) {
+        let _ = self
+            .detect_deadline
+            .set(tokio::time::Instant::now() + within);
+    }
+
+    /// Still waiting to know what the connection speaks (see [`ConnRequests::detect_within`]).
+    fn undetected(&self) -> bool {
+        if self.begun.load(Ordering::Acquire) || self.http2.load(Ordering::Relaxed) {
+            return false;
+        }
+        // hyper answers an HTTP/2 preface with its SETTINGS at once; HTTP/1 writes nothing
+        // before a request. A preface that came in pieces is known this way.
+        if self.connection.bytes_out.load(Ordering::Relaxed) > 0 {
+            self.learned(true);
+            return false;
+        }
+        true
     }
 
     /// The connection closes after the response in flight: drained (`closeConnection(id)`,

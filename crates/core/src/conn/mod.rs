@@ -83,10 +83,21 @@ impl ConnectionInfo {
     }
 }
 
-/// Whether the bytes waiting in a cleartext socket begin with the HTTP/2 client preface
-/// (`PRI * HTTP/2.0`), looked at without taking them. `false` when too few have arrived to tell.
-pub(crate) fn starts_with_h2_preface(socket: Option<drive::SocketFd>) -> bool {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// What the bytes waiting in a cleartext socket say of its protocol, looked at without taking
+/// them (a port that serves both HTTP/1.1 and h2c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Preface {
+    /// The HTTP/2 client preface.
+    Http2,
+    /// A part of it, and nothing else yet: hyper waits for the rest with no timer of its own.
+    Partial,
+    /// Something else (HTTP/1.1), or nothing to look at.
+    Other,
+}
+
+/// See [`Preface`].
+pub(crate) fn peek_preface(socket: Option<drive::SocketFd>) -> Preface {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     #[cfg(unix)]
     if let Some(fd) = socket {
         let mut head = [0u8; PREFACE.len()];
@@ -100,10 +111,18 @@ pub(crate) fn starts_with_h2_preface(socket: Option<drive::SocketFd>) -> bool {
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
-        return n == PREFACE.len() as isize && head == *PREFACE;
+        let Ok(n) = usize::try_from(n) else {
+            return Preface::Other;
+        };
+        return match n {
+            0 => Preface::Other,
+            n if head[..n] != PREFACE[..n] => Preface::Other,
+            n if n == PREFACE.len() => Preface::Http2,
+            _ => Preface::Partial,
+        };
     }
     let _ = socket;
-    false
+    Preface::Other
 }
 
 /// How long a draining connection that has not begun its first request waits for one.
@@ -138,8 +157,11 @@ pub(crate) async fn establish(
     let (io, peer) = match tls {
         None => (ConnStream::Plain(stream), None),
         Some(tls) => {
-            let (tls_stream, peer) =
-                accept_tls(tls, stream, handshake_timeout, remote, &phase).await?;
+            // `connectionTimeout`, when smaller, bounds the handshake too.
+            let within = limits
+                .connection_timeout
+                .map_or(handshake_timeout, |c| c.min(handshake_timeout));
+            let (tls_stream, peer) = accept_tls(tls, stream, within, remote, &phase).await?;
             let peer = Arc::new(peer);
             phase.connection().set_peer(peer.clone());
             (ConnStream::Tls(Box::new(tls_stream)), Some(peer))

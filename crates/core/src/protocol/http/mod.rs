@@ -13,7 +13,7 @@ use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, 
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
 use crate::conn::{
     configure_http2, drive, establish, http2_builder, watch_connection, ConnRequests, ConnStream,
-    ConnectionInfo, Tracked,
+    ConnectionInfo, Preface, Tracked,
 };
 use crate::lifecycle::{BoxFuture, ConnectionHandler, Phase, PhaseSignal};
 use crate::pool::WireProtocol;
@@ -467,9 +467,18 @@ impl HttpProtocol {
             watch_connection(&self.limits.load(), io.socket_fd(), &phase, protocol);
         // h2c is known from its preface, already waiting in the socket: a session that never
         // makes a request is then drained as HTTP/2 is (GOAWAY at once), not as a fresh HTTP/1
-        // connection that may have a request on the wire.
-        if matches!(mode, Mode::Detect) && crate::conn::starts_with_h2_preface(io.socket_fd()) {
-            requests.learned(true);
+        // connection that may have a request on the wire. A part of the preface alone gets the
+        // header timer a parser would run: hyper waits for the rest with none.
+        if matches!(mode, Mode::Detect) {
+            match crate::conn::peek_preface(io.socket_fd()) {
+                Preface::Http2 => requests.learned(true),
+                Preface::Partial => {
+                    if let Some(within) = self.limits.load().header_read_timeout() {
+                        requests.detect_within(within);
+                    }
+                }
+                Preface::Other => {}
+            }
         }
         let info = Arc::new(info);
         let this = self.clone();
