@@ -233,6 +233,28 @@ describe('HttpsServer: handshake timeout', () => {
   });
 });
 
+describe('HttpsServer: a stalled handshake during a shutdown', () => {
+  // It held Stop() for the whole handshakeTimeout (10 s) before session 12's second outside probe.
+  it('is dropped a grace (1 s) after the drain began, not at handshakeTimeout', async () => {
+    const { app } = makeApp();
+    const server = new HttpsServer(app, httpsOptions(SSL));
+    const port = await start(server);
+    const partial = rawConnection({ port, send: Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]) });
+    await partial.connected;
+    try {
+      await sleep(100);
+      const t0 = Date.now();
+      await stop(server, 8000);
+      const took = Date.now() - t0;
+      assert.ok(took < 3000, `Stop() took ${took} ms (handshakeTimeout: 10000)`);
+      const closed = await withTimeout(partial.closed, 5000, 'stalled handshake closed');
+      assert.ok(closed.bytes === 0, 'nothing was answered');
+    } finally {
+      partial.destroy();
+    }
+  });
+});
+
 describe('HttpsServer: key and certificate forms', () => {
   it('key and cert as PEM text', async () => {
     await withServer(httpsOptions({ mode: 'manual', key: certs.server.keyPem, cert: certs.server.certPem }), async (port) => {

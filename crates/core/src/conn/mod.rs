@@ -216,6 +216,14 @@ async fn accept_tls(
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, PeerInfo)> {
     let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(stream));
     let mut until_forced = phase.clone();
+    let mut draining = phase.clone();
+    // A handshake under way when the drain begins gets the grace a fresh connection gets: a live
+    // client completes it within milliseconds, and one that stalled its ClientHello must not hold
+    // the shutdown for the whole handshake timeout.
+    let drained_past_grace = async {
+        draining.reached(Phase::Draining).await;
+        tokio::time::sleep(FRESH_CONNECTION_GRACE).await;
+    };
     let tls_stream = tokio::select! {
         r = handshake => match r {
             Ok(Ok(s)) => s,
@@ -228,8 +236,11 @@ async fn accept_tls(
                 return None;
             }
         },
-        // A handshake under way when draining starts completes (its request is served with the
-        // drain); only a forced close abandons it.
+        // A handshake that completes within the grace has its request served with the drain.
+        _ = drained_past_grace => {
+            tracing::debug!(%remote, "TLS handshake still under way a grace after the drain began; closing");
+            return None;
+        }
         _ = until_forced.reached(Phase::Forced) => return None,
     };
     let peer = tls.peer_info(tls_stream.get_ref().1);
