@@ -3,7 +3,7 @@
 
 use super::gate::Gate;
 use super::watch::{Activity, HeadWatch};
-use super::FRESH_CONNECTION_GRACE;
+use super::{until, FRESH_CONNECTION_GRACE};
 use crate::config::Limits;
 use crate::lifecycle::CloseConnection;
 use crate::lifecycle::{Phase, PhaseSignal, Sweep};
@@ -24,14 +24,6 @@ use tokio::sync::Notify;
 /// still sit in buffers, waiting for a slow reader or a flow-control window (node waits for it
 /// too), and only the shutdown's own timeout ends it.
 pub(crate) const DRAINED_QUIET_LIMIT: Duration = Duration::from_millis(1000);
-
-/// Resolves at `at`, or never.
-async fn until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// What [`drive`]'s watch over the server and the bridge decided.
 enum Control {
@@ -303,7 +295,7 @@ impl ConnRequests {
         let notified = self.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if self.begun.load(Ordering::Acquire) || self.http2.load(Ordering::Relaxed) {
+        if self.begun_or_http2() {
             return;
         }
         tokio::select! {
@@ -337,7 +329,7 @@ impl ConnRequests {
 
     /// Still waiting to know what the connection speaks (see [`ConnRequests::detect_within`]).
     fn undetected(&self) -> bool {
-        if self.begun.load(Ordering::Acquire) || self.http2.load(Ordering::Relaxed) {
+        if self.begun_or_http2() {
             return false;
         }
         // hyper answers an HTTP/2 preface with its SETTINGS at once; HTTP/1 writes nothing
@@ -347,6 +339,11 @@ impl ConnRequests {
             return false;
         }
         true
+    }
+
+    /// A request has begun, or the connection speaks HTTP/2 (known before its first request).
+    fn begun_or_http2(&self) -> bool {
+        self.begun.load(Ordering::Acquire) || self.http2.load(Ordering::Relaxed)
     }
 
     /// The connection closes after the response in flight: drained (`closeConnection(id)`,

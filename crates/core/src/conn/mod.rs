@@ -125,12 +125,21 @@ pub(crate) fn peek_preface(socket: Option<drive::SocketFd>) -> Preface {
     Preface::Other
 }
 
+/// Resolves at `at`, or never.
+pub(crate) async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How long a draining connection that has not begun its first request waits for one.
 pub(crate) const FRESH_CONNECTION_GRACE: Duration = Duration::from_millis(1000);
 
 /// Turns an accepted socket into a ready connection: waits for its first bytes (bounded by the
 /// header timer a parser would run, or by `handshakeTimeout` over TLS), then does the TLS
-/// handshake when `tls` is given (bounded by `handshakeTimeout`). `None`: the connection is closed.
+/// handshake when `tls` is given (bounded by `handshakeTimeout`); `connectionTimeout` bounds both
+/// when smaller. `None`: the connection is closed.
 pub(crate) async fn establish(
     stream: TcpStream,
     remote: SocketAddr,
@@ -138,17 +147,17 @@ pub(crate) async fn establish(
     tls: Option<&TlsSource>,
     limits: &Limits,
 ) -> Option<(ConnStream, ConnectionInfo)> {
-    let handshake_timeout = limits.handshake_timeout;
-    let within = if tls.is_some() {
-        Some(handshake_timeout)
-    } else {
-        limits.header_read_timeout()
-    };
     // `connectionTimeout` (no byte moved for that long) holds from the accept, as node's
-    // `server.timeout` does for a socket that never sends.
-    let within = match (within, limits.connection_timeout) {
+    // `server.timeout` does for a socket that never sends, and bounds the TLS handshake too.
+    let or_sooner = |timer: Option<Duration>| match (timer, limits.connection_timeout) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    };
+    let handshake_timeout = or_sooner(Some(limits.handshake_timeout));
+    let within = if tls.is_some() {
+        handshake_timeout
+    } else {
+        or_sooner(limits.header_read_timeout())
     };
     if !first_bytes(&stream, within, &phase).await {
         return None;
@@ -157,10 +166,7 @@ pub(crate) async fn establish(
     let (io, peer) = match tls {
         None => (ConnStream::Plain(stream), None),
         Some(tls) => {
-            // `connectionTimeout`, when smaller, bounds the handshake too.
-            let within = limits
-                .connection_timeout
-                .map_or(handshake_timeout, |c| c.min(handshake_timeout));
+            let within = handshake_timeout.unwrap_or(limits.handshake_timeout);
             let (tls_stream, peer) = accept_tls(tls, stream, within, remote, &phase).await?;
             let peer = Arc::new(peer);
             phase.connection().set_peer(peer.clone());
@@ -186,16 +192,10 @@ async fn first_bytes(stream: &TcpStream, within: Option<Duration>, phase: &Phase
     let mut draining = phase.clone();
     let mut one = [0u8; 1];
     let deadline = within.map(|d| Instant::now() + d);
-    let expired = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
         // `peek`, not `readable()`: the latter may report a fresh socket ready with nothing to read.
         ready = stream.peek(&mut one) => return ready.is_ok(),
-        _ = expired => return false,
+        _ = until(deadline) => return false,
         _ = draining.reached(Phase::Draining) => {}
     }
     let grace = Instant::now() + FRESH_CONNECTION_GRACE;

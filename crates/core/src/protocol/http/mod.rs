@@ -463,23 +463,27 @@ impl HttpProtocol {
             // The first request (the client preface, for the frames) tells.
             Mode::Detect => (WireProtocol::Unknown, Some(false)),
         };
-        let (head_watch, requests) =
-            watch_connection(&self.limits.load(), io.socket_fd(), &phase, protocol);
-        // h2c is known from its preface, already waiting in the socket: a session that never
-        // makes a request is then drained as HTTP/2 is (GOAWAY at once), not as a fresh HTTP/1
-        // connection that may have a request on the wire. A part of the preface alone gets the
-        // header timer a parser would run: hyper waits for the rest with none.
-        if matches!(mode, Mode::Detect) {
-            match crate::conn::peek_preface(io.socket_fd()) {
-                Preface::Http2 => requests.learned(true),
-                Preface::Partial => {
-                    if let Some(within) = self.limits.load().header_read_timeout() {
-                        requests.detect_within(within);
+        let (head_watch, requests) = {
+            let limits = self.limits.load();
+            let (head_watch, requests) =
+                watch_connection(&limits, io.socket_fd(), &phase, protocol);
+            // h2c is known from its preface, already waiting in the socket: a session that never
+            // makes a request is then drained as HTTP/2 is (GOAWAY at once), not as a fresh
+            // HTTP/1 connection that may have a request on the wire. A part of the preface alone
+            // gets the header timer a parser would run: hyper waits for the rest with none.
+            if matches!(mode, Mode::Detect) {
+                match crate::conn::peek_preface(io.socket_fd()) {
+                    Preface::Http2 => requests.learned(true),
+                    Preface::Partial => {
+                        if let Some(within) = limits.header_read_timeout() {
+                            requests.detect_within(within);
+                        }
                     }
+                    Preface::Other => {}
                 }
-                Preface::Other => {}
             }
-        }
+            (head_watch, requests)
+        };
         let info = Arc::new(info);
         let this = self.clone();
         let tracker = requests.clone();
