@@ -21,6 +21,8 @@ const nodeSymbol = (() => {
 const kHeaders = nodeSymbol('kHeaders') ?? Symbol('headers');
 const kHeadersCount = nodeSymbol('kHeadersCount') ?? Symbol('headersCount');
 const kBody = Symbol('inlineBody');
+// `httpVersion` for the versions the native side serves: one string each, not one per request.
+const VERSION_TEXT = { 10: '1.0', 11: '1.1', 20: '2.0' };
 const kTraceId = Symbol('traceId');
 const { randomUUID } = require('node:crypto');
 
@@ -46,7 +48,7 @@ class NativeRequest extends IncomingMessage {
     const version = flags & 0xff;
     this.httpVersionMajor = (version / 10) | 0;
     this.httpVersionMinor = version % 10;
-    this.httpVersion = `${this.httpVersionMajor}.${this.httpVersionMinor}`;
+    this.httpVersion = VERSION_TEXT[version] ?? `${this.httpVersionMajor}.${this.httpVersionMinor}`;
     this.method = method;
     this.url = url;
     // Headers cross as one `name\0value\0…` string (one string is far cheaper than many).

@@ -41,13 +41,18 @@ function validStatusCode(statusCode) {
   return code;
 }
 
-function toChunk(chunk, encoding) {
-  if (typeof chunk === 'string') {
-    return encoding && encoding !== 'utf8' && encoding !== 'utf-8' ? [Buffer.from(chunk, encoding), undefined] : [undefined, chunk];
-  }
-  if (chunk == null) return [undefined, undefined];
-  if (Buffer.isBuffer(chunk)) return [chunk, undefined];
-  if (chunk instanceof Uint8Array) return [Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength), undefined];
+// A chunk as the native calls take it: bytes, or text sent as UTF-8 (a string in another
+// encoding becomes bytes). `chunkText` says which; `chunkBytes` returns the bytes (two functions,
+// not an array made per write).
+function chunkText(chunk, encoding) {
+  return typeof chunk === 'string' && (!encoding || encoding === 'utf8' || encoding === 'utf-8') ? chunk : undefined;
+}
+
+function chunkBytes(chunk, encoding) {
+  if (typeof chunk === 'string') return encoding && encoding !== 'utf8' && encoding !== 'utf-8' ? Buffer.from(chunk, encoding) : undefined;
+  if (chunk == null) return undefined;
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   throw codedError('ERR_INVALID_ARG_TYPE', 'The "chunk" argument must be of type string or an instance of Buffer or Uint8Array');
 }
 
@@ -85,11 +90,13 @@ class NativeResponse extends Stream {
   }
 
   /**
-   * A header known to be valid (`key` its name lower-cased), put in the header map as setHeader
-   * would, without running node's validators again (js/trace presets koatty_trace's headers).
+   * A header known to be valid (`key` its name lower-cased, `entry` its `[name, value]`), put in
+   * the header map as setHeader would, without running node's validators again (js/trace presets
+   * koatty_trace's headers). Entries are never changed in place, so a constant one can be shared
+   * by every response.
    */
-  _presetHeader(key, name, value) {
-    this[kHeaders][key] = [name, value];
+  _presetHeader(key, entry) {
+    this[kHeaders][key] = entry;
   }
 
   get connection() {
@@ -123,7 +130,8 @@ class NativeResponse extends Stream {
     if (this.headersSent) throw codedError('ERR_HTTP_HEADERS_SENT', 'Cannot append headers after they are sent to the client');
     validateHeaderValue(name, value);
     const prev = Array.isArray(existing[1]) ? existing[1] : [existing[1]];
-    existing[1] = prev.concat(value);
+    // A new entry: the old one may be shared (_presetHeader).
+    this[kHeaders][key] = [existing[0], prev.concat(value)];
     return this;
   }
 
@@ -209,14 +217,17 @@ class NativeResponse extends Stream {
 
   /** The headers as `name\0value\0…` for the native side (validated by setHeader). */
   _flatHeaders() {
-    let flat = '';
+    // Joined once into a flat string: concatenating built a rope of pieces, which the native side
+    // then had to flatten (a copy), ≈ 700 bytes and 60 ns more per response of a Koatty app.
+    const parts = [];
     const headers = this[kHeaders];
     for (const key in headers) {
-      const [name, value] = headers[key];
-      if (Array.isArray(value)) for (const v of value) flat += flat === '' ? `${name}\0${v}` : `\0${name}\0${v}`;
-      else flat += flat === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
+      const entry = headers[key];
+      const value = entry[1];
+      if (Array.isArray(value)) for (let i = 0; i < value.length; i++) parts.push(entry[0], value[i]);
+      else parts.push(entry[0], value);
     }
-    return flat;
+    return parts.join('\0');
   }
 
   // Sends the head natively (with a first chunk, or the whole body when `end`). Without an
@@ -273,7 +284,8 @@ class NativeResponse extends Stream {
       });
       return false;
     }
-    const [buf, text] = toChunk(chunk, encoding);
+    const buf = chunkBytes(chunk, encoding);
+    const text = chunkText(chunk, encoding);
     const result = this[kStarted] ? nativeWrite(this._bridge.handle, this._id, buf, text) : this._start(buf, text, false);
     if (typeof callback === 'function') process.nextTick(callback);
     if (result === FULL) {
@@ -304,7 +316,8 @@ class NativeResponse extends Stream {
       this.finished = true;
       return this;
     }
-    const [buf, text] = toChunk(chunk, encoding);
+    const buf = chunkBytes(chunk, encoding);
+    const text = chunkText(chunk, encoding);
     if (!this[kStarted]) this._start(buf, text, true);
     else if (nativeEnd(this._bridge.handle, this._id, buf, text) === LENGTH_MISMATCH) this._lengthMismatch();
     this.writableEnded = true;
