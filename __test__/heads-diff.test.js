@@ -37,6 +37,16 @@ const CASES = {
       res.end('x');
     },
   },
+  // As node: `${value}` (the flat head is joined, and join alone makes them '').
+  'null and undefined header values': {
+    request: H11('/'),
+    handler: (req, res) => {
+      res.setHeader('X-Null', null);
+      res.setHeader('X-List', ['a', null, undefined, 7]);
+      res.setHeader('X-Num', 42);
+      res.end('x');
+    },
+  },
   // The header store must treat these as plain names (js/response.js keeps them in an object
   // with an empty, null-prototype prototype).
   'header names that are Object.prototype members': {

@@ -36,6 +36,7 @@ const HTTP_CASES = [
   ['plain middleware 201', { path: '/mw/201' }],
   ['plain middleware 404 + body', { path: '/mw/404body' }],
   ['ctx state', { path: '/td/ctxinfo', headers: { 'X-Request-Id': 'ctx-1' } }],
+  ['traps', { path: '/td/traps' }],
   ['ctx state, generated id', { path: '/td/ctxinfo?x=1' }],
   ['unknown route', { path: '/td/nope' }],
   ['405', { method: 'POST', path: '/td/str', body: 'x' }],
@@ -302,6 +303,14 @@ const SCENARIOS = [
     kind: 'http',
     env: { config_config__trace_header: 'Bad Header' },
     cases: ['str', 'id: query', 'unknown route', 'HEAD string'],
+  },
+  // createContext returns a Proxy that refuses deletes and records its traps (the record is the
+  // 'traps' case's body): the tracer's own work on the context must not show.
+  {
+    name: 'http, context in a Proxy refusing deletes',
+    kind: 'http',
+    env: { KOATTY_TRACE_DIFF_PROXY_CTX: '1' },
+    cases: ['str', 'traps', 'ctx state', 'boom', 'unknown route'],
   },
   { name: 'http, DefaultLogger.Info/Error wrapped, logs_level warning', kind: 'http', env: { LOGS_LEVEL: 'warning', KOATTY_TRACE_DIFF_WRAP_LOGGER: '1' } },
   { name: 'https', kind: 'https', env: () => ({ KOATTY_TEST_PROTOCOL: 'https', ...tlsEnv() }) },

@@ -20,6 +20,7 @@ const { randomUUID } = require('node:crypto');
 const { inspect } = require('node:util');
 const { Stream } = require('node:stream');
 const { validateHeaderName } = require('node:http');
+const { isProxy } = require('node:util').types;
 const { createAccessLog, DROP } = require('./access-log');
 
 let binding = null;
@@ -173,8 +174,10 @@ function define(obj, key, value) {
 // same order, as before.
 const kScratchFirst = Symbol('koattyServe.scratchFirst');
 const kScratchSecond = Symbol('koattyServe.scratchSecond');
+// A Proxy (an app whose createContext returns one) is left alone: its traps would see the
+// symbols, and one that refuses deletes would fail the request.
 function toDictionaryMode(obj) {
-  if (!Object.isExtensible(obj)) return;
+  if (isProxy(obj) || !Object.isExtensible(obj)) return;
   obj[kScratchFirst] = undefined;
   obj[kScratchSecond] = undefined;
   delete obj[kScratchFirst];
