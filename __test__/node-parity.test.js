@@ -552,3 +552,40 @@ describe('a handler Content-Length given several times (issue 16 §9, re-probe)'
     });
   }
 });
+
+describe('chunks write() and end() refuse, as node (outside probe, session 13)', () => {
+  const vm = require('vm');
+  const CHUNKS = {
+    'write(null)': (res) => res.write(null),
+    'write(undefined)': (res) => res.write(undefined),
+    'write(5)': (res) => res.write(5),
+    'write({})': (res) => res.write({}),
+    'write(DataView)': (res) => res.write(new DataView(new ArrayBuffer(2))),
+    'write(Uint8Array of another realm)': (res) => res.write(vm.runInNewContext('new Uint8Array([104, 105])')),
+    'end(0)': (res) => res.end(0),
+    'end(false)': (res) => res.end(false),
+    'end(null)': (res) => res.end(null),
+    'end(5)': (res) => res.end(5),
+    'end(DataView)': (res) => res.end(new DataView(new ArrayBuffer(2))),
+    'end() then write(null)': (res) => { res.end(); res.write(null); },
+  };
+  for (const [name, act] of Object.entries(CHUNKS)) {
+    it(`${name}: the same error (class, code, message) and the same response`, async () => {
+      const seen = [];
+      const handler = (req, res) => {
+        let outcome = 'no throw';
+        try {
+          act(res);
+        } catch (err) {
+          outcome = `${err.constructor.name} ${err.code} ${err.message}`;
+        }
+        seen.push(outcome);
+        if (!res.writableEnded) res.end('x');
+      };
+      const [onNode, onNative] = await both(handler, GET('/', 'Connection: close\r\n'));
+      assert.equal(seen[1], seen[0]);
+      assert.equal(onNative.body, onNode.body);
+      assert.equal(onNative.head.split('\r\n')[0], onNode.head.split('\r\n')[0]);
+    });
+  }
+});

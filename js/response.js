@@ -3,7 +3,7 @@
 // `stream.pipe(res)` rely on (koatty-contract.md §3.3), writing through the native bridge. The
 // whole response goes out in one native call when the handler ends without streaming.
 const { Stream } = require('node:stream');
-const { inspect } = require('node:util');
+const { inspect, types: { isUint8Array } } = require('node:util');
 const { STATUS_CODES, validateHeaderName, validateHeaderValue } = require('node:http');
 
 const kHeaders = Symbol('outHeaders');
@@ -20,7 +20,7 @@ const kHeadWritten = Symbol('headWritten');
 // reach the wire, as node builds the status line in writeHead.
 const kHeadStatus = Symbol('headStatus');
 const kHeadReason = Symbol('headReason');
-const { codedError, streamDestroyedError } = require('./errors');
+const { codedError, streamDestroyedError, invalidArgType } = require('./errors');
 const { FramingFlag, SendResult, answers } = require('./wire');
 const { flushWakesSoon, flushWakesNow } = require('./wakes');
 const { ownMethodsAssigner } = require('./own-methods');
@@ -57,8 +57,18 @@ function chunkBytes(chunk, encoding) {
   if (typeof chunk === 'string') return encoding && encoding !== 'utf8' && encoding !== 'utf-8' ? Buffer.from(chunk, encoding) : undefined;
   if (chunk == null) return undefined;
   if (Buffer.isBuffer(chunk)) return chunk;
-  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  throw codedError('ERR_INVALID_ARG_TYPE', 'The "chunk" argument must be of type string or an instance of Buffer or Uint8Array');
+  if (isUint8Array(chunk)) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  throw invalidChunk(chunk);
+}
+
+/** What node's write refuses before anything else (null, or not a string, Buffer or Uint8Array). */
+function checkChunk(chunk) {
+  if (chunk === null) throw codedError('ERR_STREAM_NULL_VALUES', 'May not write null values to stream', TypeError);
+  if (typeof chunk !== 'string' && !isUint8Array(chunk)) throw invalidChunk(chunk);
+}
+
+function invalidChunk(chunk) {
+  return invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', chunk);
 }
 
 class NativeResponse extends Stream {
@@ -281,6 +291,8 @@ class NativeResponse extends Stream {
       callback = encoding;
       encoding = undefined;
     }
+    // As node: the chunk is checked first (a bad one throws even after end or destroy).
+    checkChunk(chunk);
     if (this.destroyed) return this._destroyedWrite(callback);
     if (this.writableEnded) {
       const err = codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
@@ -309,6 +321,8 @@ class NativeResponse extends Stream {
       callback = encoding;
       encoding = undefined;
     }
+    // As node: a falsy chunk (0, false, null, '') is no chunk; another is checked as write does.
+    if (!chunk) chunk = undefined;
     if (this.writableEnded) {
       if (typeof callback === 'function') {
         if (this.writableFinished) process.nextTick(callback, codedError('ERR_STREAM_ALREADY_FINISHED', 'Cannot call end after a stream was finished'));
@@ -316,6 +330,7 @@ class NativeResponse extends Stream {
       }
       return this;
     }
+    if (chunk !== undefined) checkChunk(chunk);
     if (this.destroyed) {
       this._destroyedWrite(callback);
       this.writableEnded = true;
