@@ -569,6 +569,26 @@ describe('chunks write() and end() refuse, as node (outside probe, session 13)',
     'end(DataView)': (res) => res.end(new DataView(new ArrayBuffer(2))),
     'end() then write(null)': (res) => { res.end(); res.write(null); },
   };
+  // After end(): what the callback and the 'error' event get.
+  const AFTER_END = {
+    "end('a') then end('b', cb)": (res, note) => { res.end('a'); res.end('b', (err) => note(`cb ${err && err.code}`)); },
+    "end('a') then write('b', cb)": (res, note) => { res.end('a'); res.write('b', (err) => note(`cb ${err && err.code}`)); },
+    "destroy() then end('a') then write('b', cb)": (res, note) => { res.destroy(); res.end('a'); res.write('b', (err) => note(`cb ${err && err.code}`)); },
+  };
+  for (const [name, act] of Object.entries(AFTER_END)) {
+    it(`${name}: the same callback and 'error' events`, async () => {
+      const seen = [[], []];
+      let n = 0;
+      const handler = (req, res) => {
+        const mine = seen[n++];
+        res.on('error', (err) => mine.push(`error ${err.code}`));
+        act(res, (what) => mine.push(what));
+      };
+      await both(handler, GET('/', 'Connection: close\r\n'));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(seen[1], seen[0]);
+    });
+  }
   for (const [name, act] of Object.entries(CHUNKS)) {
     it(`${name}: the same error (class, code, message) and the same response`, async () => {
       const seen = [];

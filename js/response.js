@@ -280,6 +280,16 @@ class NativeResponse extends Stream {
     }
   }
 
+  // A chunk after end(): as node, the callback gets ERR_STREAM_WRITE_AFTER_END, and 'error' is
+  // emitted unless the response was destroyed.
+  _writeAfterEnd(callback) {
+    const err = codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
+    process.nextTick(() => {
+      if (typeof callback === 'function') callback(err);
+      if (!this.destroyed) this.emit('error', err);
+    });
+  }
+
   // write/end after destroy(): as node, the callback gets ERR_STREAM_DESTROYED; nothing is sent.
   _destroyedWrite(callback) {
     if (typeof callback === 'function') process.nextTick(callback, streamDestroyedError());
@@ -293,15 +303,12 @@ class NativeResponse extends Stream {
     }
     // As node: the chunk is checked first (a bad one throws even after end or destroy).
     checkChunk(chunk);
-    if (this.destroyed) return this._destroyedWrite(callback);
+    // Ended first, then destroyed, as node's write_ looks.
     if (this.writableEnded) {
-      const err = codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
-      process.nextTick(() => {
-        if (typeof callback === 'function') callback(err);
-        this.emit('error', err);
-      });
+      this._writeAfterEnd(callback);
       return false;
     }
+    if (this.destroyed) return this._destroyedWrite(callback);
     const buf = chunkBytes(chunk, encoding);
     const text = chunkText(chunk, encoding);
     const result = this[kStarted] ? nativeWrite(this._bridge.handle, this._id, buf, text) : this._start(buf, text, false);
@@ -324,6 +331,11 @@ class NativeResponse extends Stream {
     // As node: a falsy chunk (0, false, null, '') is no chunk; another is checked as write does.
     if (!chunk) chunk = undefined;
     if (this.writableEnded) {
+      // As node: a chunk after the end is an error; without one, the callback waits for 'finish'.
+      if (chunk !== undefined) {
+        this._writeAfterEnd(callback);
+        return this;
+      }
       if (typeof callback === 'function') {
         if (this.writableFinished) process.nextTick(callback, codedError('ERR_STREAM_ALREADY_FINISHED', 'Cannot call end after a stream was finished'));
         else this.once('finish', callback);
