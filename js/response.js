@@ -96,6 +96,8 @@ class NativeResponse extends Stream {
     this.writableNeedDrain = false;
     this.writable = true;
     this.destroyed = false;
+    // As node's: the error destroy() was given.
+    this.errored = null;
     this.sendDate = true;
     this.chunkedEncoding = false;
     this.shouldKeepAlive = true;
@@ -280,13 +282,30 @@ class NativeResponse extends Stream {
     }
   }
 
-  // A chunk after end(): as node, the callback gets ERR_STREAM_WRITE_AFTER_END, and 'error' is
-  // emitted unless the response was destroyed.
-  _writeAfterEnd(callback) {
+  // A chunk after end(), as node: the callback gets ERR_STREAM_WRITE_AFTER_END and 'error' is
+  // emitted; once the response is destroyed (from 'close' on), write's callback alone hears of it
+  // and end's nothing.
+  _writeAfterEnd(callback, fromEnd) {
     const err = codedError('ERR_STREAM_WRITE_AFTER_END', 'write after end');
+    if (this.destroyed) {
+      if (!fromEnd && typeof callback === 'function') process.nextTick(callback, err);
+      return;
+    }
+    // Decided now: this response's 'close' (next tick) comes sooner than node's (after the socket
+    // took the bytes), so an end() twice in one turn still gets its 'error' as with node. With
+    // nobody listening, node's 'error' would end the process; here the server reports it
+    // ('handlerError', README "Differences from node").
     process.nextTick(() => {
       if (typeof callback === 'function') callback(err);
-      if (!this.destroyed) this.emit('error', err);
+      if (this.listenerCount('error') > 0) {
+        this.emit('error', err);
+        return;
+      }
+      try {
+        this._bridge.onHandlerError(err, this.req);
+      } catch {
+        // reporting must not break the server
+      }
     });
   }
 
@@ -305,7 +324,7 @@ class NativeResponse extends Stream {
     checkChunk(chunk);
     // Ended first, then destroyed, as node's write_ looks.
     if (this.writableEnded) {
-      this._writeAfterEnd(callback);
+      this._writeAfterEnd(callback, false);
       return false;
     }
     if (this.destroyed) return this._destroyedWrite(callback);
@@ -333,7 +352,7 @@ class NativeResponse extends Stream {
     if (this.writableEnded) {
       // As node: a chunk after the end is an error; without one, the callback waits for 'finish'.
       if (chunk !== undefined) {
-        this._writeAfterEnd(callback);
+        this._writeAfterEnd(callback, true);
         return this;
       }
       if (typeof callback === 'function') {
@@ -344,7 +363,8 @@ class NativeResponse extends Stream {
     }
     if (chunk !== undefined) checkChunk(chunk);
     if (this.destroyed) {
-      this._destroyedWrite(callback);
+      // As node: end's callback waits for a 'finish' that never comes.
+      if (typeof callback === 'function') this.once('finish', callback);
       this.writableEnded = true;
       this.finished = true;
       return this;
@@ -362,10 +382,13 @@ class NativeResponse extends Stream {
   }
 
   // As node (the socket is destroyed): the connection closes without a response, or is cut off
-  // mid-body; req is aborted; nothing written afterwards goes out.
+  // mid-body; req is aborted; nothing written afterwards goes out. As node's, `err` is kept in
+  // `errored` and not emitted on the response (node hands it to the socket, whose server listens):
+  // an 'error' nobody listened for would end the process.
   destroy(err) {
     if (this.destroyed) return this;
     this.destroyed = true;
+    this.errored = err ?? null;
     this.writable = false;
     if (this._trace !== null) this._trace.closed();
     // A head given this turn is still held (js/wakes.js): send it first, as node has written it
@@ -374,10 +397,7 @@ class NativeResponse extends Stream {
     this._bridge.native.destroy(this._id);
     this._bridge.forget(this._id);
     this.req._onAbort();
-    process.nextTick(() => {
-      if (err) this.emit('error', err);
-      this.emit('close');
-    });
+    process.nextTick(() => this.emit('close'));
     return this;
   }
 
@@ -424,7 +444,11 @@ function finish(res) {
   res.writableFinished = true;
   res._bridge.forget(res._id);
   res.emit('finish');
-  if (!res.destroyed) res.emit('close');
+  // As node's: destroyed from 'close' on (so a late write is an error for its callback only).
+  if (!res.destroyed) {
+    res.destroyed = true;
+    res.emit('close');
+  }
   // As node's server does once a response is done: a request body nobody read is dumped, so
   // req then emits 'end' and 'close' (only worth the work when someone listens; a streamed body
   // still arriving is dropped natively instead).
