@@ -632,3 +632,31 @@ describe('chunks write() and end() refuse, as node (outside probe, session 13)',
     });
   }
 });
+
+describe('destroy() a turn after write() (outside probe, session 13)', () => {
+  it('the head and the chunk written before reach the client every time, as node (40 runs)', async () => {
+    const handler = (req, res) => {
+      res.write('a');
+      setImmediate(() => res.destroy());
+    };
+    const s = await nativeServer(handler);
+    try {
+      for (let i = 0; i < 40; i++) {
+        const r = await rawExchange(s.port, GET('/', 'Connection: close\r\n'));
+        assert.ok(r.head, `run ${i}: a head (got ${JSON.stringify(r)})`);
+        assert.match(r.head, /^HTTP\/1\.1 200 OK/);
+        assert.equal(r.body, '1\r\na\r\n', `run ${i}: the chunk written before destroy()`);
+      }
+    } finally {
+      await s.close();
+    }
+    // node, for reference
+    const n = await nodeServer(handler);
+    try {
+      const r = await rawExchange(n.port, GET('/', 'Connection: close\r\n'));
+      assert.equal(r.body, '1\r\na\r\n');
+    } finally {
+      await n.close();
+    }
+  });
+});

@@ -117,6 +117,7 @@ pub(crate) fn channel(
             declared,
             sent: 0,
             peeked: None,
+            owes_flush: true,
         },
     )
 }
@@ -138,6 +139,11 @@ pub struct StreamBody {
     sent: u64,
     /// A chunk taken from the queue ahead of its turn (to see whether the body ends next).
     peeked: Option<Chunk>,
+    /// The head or a chunk was handed to hyper and it has not been given a chance to flush since
+    /// (it flushes when the body is pending). An abort then waits one turn: hyper fails the
+    /// connection on a body error without flushing what it buffered, and the handler wrote it
+    /// before it destroyed the response (as under node, whose socket has it by then).
+    owes_flush: bool,
 }
 
 impl Drop for StreamBody {
@@ -167,6 +173,7 @@ impl Drop for StreamBody {
             declared: None,
             sent: 0,
             peeked: self.peeked.take(),
+            owes_flush: false,
         };
         runtime.spawn(async move {
             while let Some(Ok(_)) = std::future::poll_fn(|cx| rest.poll_chunk(cx)).await {}
@@ -301,11 +308,19 @@ impl StreamBody {
                     Ok(other) => self.peeked = Some(other),
                     Err(_) => {}
                 }
+                self.owes_flush = true;
                 Poll::Ready(Some(Ok(Frame::data(b))))
             }
             Poll::Ready(Some(Chunk::End)) => {
                 self.done = true;
                 Poll::Ready(None)
+            }
+            Poll::Ready(Some(Chunk::Abort)) if self.owes_flush => {
+                // What was written goes out first: hyper flushes while the body is pending.
+                self.owes_flush = false;
+                self.peeked = Some(Chunk::Abort);
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
             Poll::Ready(Some(Chunk::Abort)) | Poll::Ready(None) => {
                 self.done = true;
@@ -328,6 +343,7 @@ impl StreamBody {
                         "request timeout while streaming the response",
                     ))));
                 }
+                self.owes_flush = false;
                 Poll::Pending
             }
         }
