@@ -195,6 +195,8 @@ pub enum ResponseBody {
     Unsized {
         bytes: Option<Bytes>,
         taken: bool,
+        /// See [`ResponseBody::short_of_length`].
+        flush_before_end: bool,
     },
     Stream(StreamBody),
 }
@@ -210,6 +212,19 @@ impl ResponseBody {
         ResponseBody::Unsized {
             bytes: bytes.filter(|b| !b.is_empty()),
             taken: false,
+            flush_before_end: false,
+        }
+    }
+
+    /// A whole body shorter than the head's `Content-Length`: hyper fails the connection at its
+    /// end without flushing what it buffered, so the body is pending once before it ends. The
+    /// head and what there is go out, then the connection closes (with nothing at all sent
+    /// otherwise when the body was empty).
+    pub fn short_of_length(bytes: Option<Bytes>) -> ResponseBody {
+        ResponseBody::Unsized {
+            bytes: bytes.filter(|b| !b.is_empty()),
+            taken: false,
+            flush_before_end: true,
         }
     }
 
@@ -247,9 +262,20 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Unsized { bytes, taken } => {
+            ResponseBody::Unsized {
+                bytes,
+                taken,
+                flush_before_end,
+            } => {
                 *taken = true;
-                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+                if let Some(b) = bytes.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                if std::mem::take(flush_before_end) {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Ready(None)
             }
             ResponseBody::Stream(s) => loop {
                 match s.poll_chunk(cx) {
@@ -264,7 +290,11 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(b) => b.is_none(),
             // Never at its end before the first poll, so hyper frames it (even when empty).
-            ResponseBody::Unsized { bytes, taken } => *taken && bytes.is_none(),
+            ResponseBody::Unsized {
+                bytes,
+                taken,
+                flush_before_end,
+            } => *taken && bytes.is_none() && !*flush_before_end,
             ResponseBody::Stream(s) => s.done,
         }
     }
@@ -279,6 +309,11 @@ impl Body for ResponseBody {
 }
 
 impl StreamBody {
+    /// Fewer bytes handed out than the head announced.
+    fn short_of_declared(&self) -> bool {
+        self.declared.is_some_and(|d| self.sent < d)
+    }
+
     fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
@@ -304,12 +339,22 @@ impl StreamBody {
                 // flushed before hyper closes the connection (ending it on a later poll makes
                 // hyper fail the connection with the last chunk still unflushed).
                 match self.rx.try_recv() {
-                    Ok(Chunk::End) => self.done = true,
+                    // Short of the announced length, the end is a failure for hyper: it waits
+                    // for its turn (below).
+                    Ok(Chunk::End) if !self.short_of_declared() => self.done = true,
                     Ok(other) => self.peeked = Some(other),
                     Err(_) => {}
                 }
                 self.owes_flush = true;
                 Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Chunk::End)) if self.owes_flush && self.short_of_declared() => {
+                // hyper fails a body short of its Content-Length at its end without flushing:
+                // what was written goes out first.
+                self.owes_flush = false;
+                self.peeked = Some(Chunk::End);
+                cx.waker().wake_by_ref();
+                Poll::Pending
             }
             Poll::Ready(Some(Chunk::End)) => {
                 self.done = true;

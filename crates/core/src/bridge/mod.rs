@@ -711,7 +711,7 @@ impl Bridge {
                             ResponseBody::Full(Some(b.slice(..announced as usize)))
                         }
                         // Short: sent as announced, hyper closes the connection at its end.
-                        short => ResponseBody::without_length(short),
+                        short => ResponseBody::short_of_length(short),
                     }
                 }
                 // No Content-Length of the server's own (node: chunked on HTTP/1.1).
