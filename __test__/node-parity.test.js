@@ -568,6 +568,9 @@ describe('chunks write() and end() refuse, as node (outside probe, session 13)',
     'end(5)': (res) => res.end(5),
     'end(DataView)': (res) => res.end(new DataView(new ArrayBuffer(2))),
     'end() then write(null)': (res) => { res.end(); res.write(null); },
+    // node writes a string given with 'buffer' as UTF-8
+    "write('é', 'buffer')": (res) => { res.write('é', 'buffer'); res.end(); },
+    "end('é', 'buffer')": (res) => res.end('é', 'buffer'),
   };
   // After end(): what the callback and the 'error' event get.
   const AFTER_END = {

@@ -50,15 +50,20 @@ function headerText(value) {
 // encoding becomes bytes). `chunkText` says which; `chunkBytes` returns the bytes (two functions,
 // not an array made per write).
 function chunkText(chunk, encoding) {
-  return typeof chunk === 'string' && (!encoding || encoding === 'utf8' || encoding === 'utf-8') ? chunk : undefined;
+  return typeof chunk === 'string' && sentAsUtf8(encoding) ? chunk : undefined;
 }
 
 function chunkBytes(chunk, encoding) {
-  if (typeof chunk === 'string') return encoding && encoding !== 'utf8' && encoding !== 'utf-8' ? Buffer.from(chunk, encoding) : undefined;
+  if (typeof chunk === 'string') return sentAsUtf8(encoding) ? undefined : Buffer.from(chunk, encoding);
   if (chunk == null) return undefined;
   if (Buffer.isBuffer(chunk)) return chunk;
   if (isUint8Array(chunk)) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   throw invalidChunk(chunk);
+}
+
+// Encodings whose strings go out as UTF-8 text; node writes a string with 'buffer' as UTF-8 too.
+function sentAsUtf8(encoding) {
+  return !encoding || encoding === 'utf8' || encoding === 'utf-8' || encoding === 'buffer';
 }
 
 /** What node's write refuses before anything else (null, or not a string, Buffer or Uint8Array). */
