@@ -636,6 +636,24 @@ describe('chunks write() and end() refuse, as node (outside probe, session 13)',
   }
 });
 
+describe('appendHeader onto an array given to setHeader (outside probe, session 13)', () => {
+  it('pushes into that array, as node: getHeader returns it, the head carries every value', async () => {
+    const seen = [];
+    const handler = (req, res) => {
+      const given = ['a=1'];
+      res.setHeader('Set-Cookie', given);
+      res.appendHeader('Set-Cookie', 'b=2');
+      res.appendHeader('Set-Cookie', ['c=3']);
+      seen.push(JSON.stringify([given, res.getHeader('set-cookie') === given]));
+      res.end('x');
+    };
+    const [onNode, onNative] = await both(handler, GET('/', 'Connection: close\r\n'));
+    assert.equal(seen[1], seen[0]);
+    const cookies = (head) => head.split('\r\n').filter((l) => /^set-cookie:/i.test(l)).map((l) => l.slice(12).trim());
+    assert.deepEqual(cookies(onNative.head), cookies(onNode.head));
+  });
+});
+
 describe('destroy() a turn after write() (outside probe, session 13)', () => {
   it('the head and the chunk written before reach the client every time, as node (40 runs)', async () => {
     const handler = (req, res) => {

@@ -151,9 +151,15 @@ class NativeResponse extends Stream {
     if (!existing) return this.setHeader(name, value);
     if (this.headersSent) throw codedError('ERR_HTTP_HEADERS_SENT', 'Cannot append headers after they are sent to the client');
     validateHeaderValue(name, value);
-    const prev = Array.isArray(existing[1]) ? existing[1] : [existing[1]];
-    // A new entry: the old one may be shared (_presetHeader).
-    this[kHeaders][key] = [existing[0], prev.concat(value)];
+    const prev = existing[1];
+    if (Array.isArray(prev)) {
+      // As node: into the stored array (the one setHeader was given, getHeader returns).
+      if (Array.isArray(value)) for (const v of value) prev.push(v);
+      else prev.push(value);
+    } else {
+      // A new entry: the old one may be shared (_presetHeader).
+      this[kHeaders][key] = [existing[0], [prev].concat(value)];
+    }
     return this;
   }
 
