@@ -53,12 +53,11 @@ function chunkText(chunk, encoding) {
   return typeof chunk === 'string' && sentAsUtf8(encoding) ? chunk : undefined;
 }
 
+// `chunk`: undefined, or one `checkChunk` let through.
 function chunkBytes(chunk, encoding) {
   if (typeof chunk === 'string') return sentAsUtf8(encoding) ? undefined : Buffer.from(chunk, encoding);
-  if (chunk == null) return undefined;
-  if (Buffer.isBuffer(chunk)) return chunk;
-  if (isUint8Array(chunk)) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  throw invalidChunk(chunk);
+  if (chunk === undefined || Buffer.isBuffer(chunk)) return chunk;
+  return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
 }
 
 // Encodings whose strings go out as UTF-8 text; node writes a string with 'buffer' as UTF-8 too.
@@ -69,11 +68,7 @@ function sentAsUtf8(encoding) {
 /** What node's write refuses before anything else (null, or not a string, Buffer or Uint8Array). */
 function checkChunk(chunk) {
   if (chunk === null) throw codedError('ERR_STREAM_NULL_VALUES', 'May not write null values to stream', TypeError);
-  if (typeof chunk !== 'string' && !isUint8Array(chunk)) throw invalidChunk(chunk);
-}
-
-function invalidChunk(chunk) {
-  return invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', chunk);
+  if (typeof chunk !== 'string' && !isUint8Array(chunk)) throw invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', chunk);
 }
 
 class NativeResponse extends Stream {
@@ -285,7 +280,11 @@ class NativeResponse extends Stream {
   // Issue 16 §9: the handler's Content-Length disagreed with its body. The native side sent no
   // more than announced and closes the connection; the server reports it ('handlerError').
   _lengthMismatch() {
-    const err = codedError('ERR_HTTP_CONTENT_LENGTH_MISMATCH', `ERR_HTTP_CONTENT_LENGTH_MISMATCH: the body of ${this.req.method} ${this.req.url} disagrees with its Content-Length (${this.getHeader('content-length')}); the connection was closed after the announced bytes`);
+    this._report(codedError('ERR_HTTP_CONTENT_LENGTH_MISMATCH', `ERR_HTTP_CONTENT_LENGTH_MISMATCH: the body of ${this.req.method} ${this.req.url} disagrees with its Content-Length (${this.getHeader('content-length')}); the connection was closed after the announced bytes`));
+  }
+
+  // A handler's mistake, told to the server ('handlerError').
+  _report(err) {
     try {
       this._bridge.onHandlerError(err, this.req);
     } catch {
@@ -308,15 +307,8 @@ class NativeResponse extends Stream {
     // ('handlerError', README "Differences from node").
     process.nextTick(() => {
       if (typeof callback === 'function') callback(err);
-      if (this.listenerCount('error') > 0) {
-        this.emit('error', err);
-        return;
-      }
-      try {
-        this._bridge.onHandlerError(err, this.req);
-      } catch {
-        // reporting must not break the server
-      }
+      if (this.listenerCount('error') > 0) this.emit('error', err);
+      else this._report(err);
     });
   }
 

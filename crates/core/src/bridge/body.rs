@@ -314,6 +314,20 @@ impl StreamBody {
         self.declared.is_some_and(|d| self.sent < d)
     }
 
+    /// Puts `ending` (an end hyper will fail on, or an abort) back for the next poll and is
+    /// pending once: hyper flushes what it buffered while the body is pending, and fails the
+    /// connection without flushing (see `owes_flush`).
+    fn flush_before(
+        &mut self,
+        ending: Chunk,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.owes_flush = false;
+        self.peeked = Some(ending);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
@@ -348,24 +362,16 @@ impl StreamBody {
                 self.owes_flush = true;
                 Poll::Ready(Some(Ok(Frame::data(b))))
             }
+            // hyper fails a body short of its Content-Length at its end, as it does an aborted one.
             Poll::Ready(Some(Chunk::End)) if self.owes_flush && self.short_of_declared() => {
-                // hyper fails a body short of its Content-Length at its end without flushing:
-                // what was written goes out first.
-                self.owes_flush = false;
-                self.peeked = Some(Chunk::End);
-                cx.waker().wake_by_ref();
-                Poll::Pending
+                self.flush_before(Chunk::End, cx)
             }
             Poll::Ready(Some(Chunk::End)) => {
                 self.done = true;
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Chunk::Abort)) if self.owes_flush => {
-                // What was written goes out first: hyper flushes while the body is pending.
-                self.owes_flush = false;
-                self.peeked = Some(Chunk::Abort);
-                cx.waker().wake_by_ref();
-                Poll::Pending
+                self.flush_before(Chunk::Abort, cx)
             }
             Poll::Ready(Some(Chunk::Abort)) | Poll::Ready(None) => {
                 self.done = true;

@@ -153,9 +153,13 @@ pub(crate) async fn establish(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let handshake_timeout = or_sooner(Some(limits.handshake_timeout));
+    let handshake_timeout = limits
+        .connection_timeout
+        .map_or(limits.handshake_timeout, |c| {
+            c.min(limits.handshake_timeout)
+        });
     let within = if tls.is_some() {
-        handshake_timeout
+        Some(handshake_timeout)
     } else {
         or_sooner(limits.header_read_timeout())
     };
@@ -166,8 +170,8 @@ pub(crate) async fn establish(
     let (io, peer) = match tls {
         None => (ConnStream::Plain(stream), None),
         Some(tls) => {
-            let within = handshake_timeout.unwrap_or(limits.handshake_timeout);
-            let (tls_stream, peer) = accept_tls(tls, stream, within, remote, &phase).await?;
+            let (tls_stream, peer) =
+                accept_tls(tls, stream, handshake_timeout, remote, &phase).await?;
             let peer = Arc::new(peer);
             phase.connection().set_peer(peer.clone());
             (ConnStream::Tls(Box::new(tls_stream)), Some(peer))
