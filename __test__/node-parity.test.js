@@ -681,3 +681,37 @@ describe('destroy() a turn after write() (outside probe, session 13)', () => {
     }
   });
 });
+
+describe('chunks around the staging limits (session 14: small chunks cross staged)', () => {
+  // js/wire.js `staged`: a chunk up to 1 KiB is copied into one shared area and passed as its
+  // length; each call must send its own bytes, whatever it was given (a Buffer slice, a
+  // Uint8Array, one V8 keeps in its heap), also several calls in one turn.
+  const crypto = require('crypto');
+  const SIZES = [0, 1, 63, 64, 65, 1023, 1024, 1025, 4096, 70000];
+  const pieces = SIZES.map((n) => crypto.randomBytes(n));
+  const big = Buffer.concat(pieces);
+  it('write() and end() of Buffers, slices and Uint8Arrays send the same body as node', async () => {
+    const handler = (req, res) => {
+      res.setHeader('Content-Length', String(big.length * 2 + 3));
+      res.write(new Uint8Array([1, 2, 3]));
+      let at = 0;
+      for (const p of pieces) {
+        res.write(big.subarray(at, at + p.length));
+        at += p.length;
+        res.write(new Uint8Array(p));
+      }
+      res.end(Buffer.alloc(0));
+    };
+    const [onNode, onNative] = await both(handler, GET('/', 'Connection: close\r\n'));
+    assert.equal(onNode.body.length, big.length * 2 + 3);
+    assert.equal(onNative.body, onNode.body);
+  });
+  for (const n of [5, 64, 1024, 1025]) {
+    it(`a ${n}-byte body given whole to end() is sent as node sends it`, async () => {
+      const body = crypto.randomBytes(n);
+      const [onNode, onNative] = await both((req, res) => res.end(new Uint8Array(body)), GET('/', 'Connection: close\r\n'));
+      assert.equal(onNode.body, body.toString('latin1'));
+      assert.equal(onNative.body, onNode.body);
+    });
+  }
+});

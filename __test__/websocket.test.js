@@ -210,6 +210,35 @@ describe('WsServer: messages', () => {
     ws.close();
   });
 
+  it('messages of every size around the staging limits go out byte for byte, several sends in one turn', async () => {
+    // Small chunks cross to the native side staged (js/wire.js `staged`): each send copies into
+    // one shared area, so two sends in one turn must not see each other's bytes.
+    const twice = await startWs({
+      onConnection: (client) => client.on('message', (data, isBinary) => {
+        client.send(data, { binary: isBinary });
+        client.send(Buffer.from(data).reverse(), { binary: true });
+        client.send(new Uint8Array(data), { binary: true });
+      }),
+    });
+    try {
+      const ws = await connect(twice.url('/sizes'));
+      const sizes = [0, 1, 5, 63, 64, 65, 1023, 1024, 1025, 4095, 4096, 4097, 70000];
+      const replies = nextMessages(ws, sizes.length * 3, 10000);
+      const sent = sizes.map((n) => crypto.randomBytes(n));
+      for (const b of sent) ws.send(b);
+      const got = await replies;
+      sent.forEach((b, i) => {
+        const [same, reversed, view] = got.slice(i * 3, i * 3 + 3);
+        assert.ok(same.data.equals(b), `${b.length} bytes as sent`);
+        assert.ok(reversed.data.equals(Buffer.from(b).reverse()), `${b.length} bytes reversed`);
+        assert.ok(view.data.equals(b), `${b.length} bytes from a Uint8Array`);
+      });
+      ws.close();
+    } finally {
+      await stopWs(twice.server);
+    }
+  });
+
   it('per message calls app.callback(protocol)(upgradeReq, client) with upgradeReq.data (contract §4.1)', async () => {
     const before = srv.app.calls.length;
     const callbacksBefore = srv.app.callbackProtocols.length;

@@ -6,7 +6,7 @@ const { NativeResponse } = require('./response');
 const { NativeWebSocket } = require('./websocket');
 const { IdTable } = require('./id-table');
 
-const { RequestFlag, EventKind, splitFlat } = require('./wire');
+const { RequestFlag, EventKind, splitFlat, staging, unstage } = require('./wire');
 
 const FLAG_WEBSOCKET = RequestFlag.WebSocket;
 const FLAG_GRPC = RequestFlag.Grpc;
@@ -29,22 +29,6 @@ const EVENT_GRPC_INPUT_ERROR = EventKind.GrpcInputError;
 const EVENT_GRPC_CANCELLED = EventKind.GrpcCancelled;
 const EVENT_GRPC_DRAIN = EventKind.GrpcDrain;
 const EVENT_CLIENT_ERROR = EventKind.ClientError;
-
-// Small bodies and chunks cross staged (src/napi/wire.rs `StagingArea`): the native side copies
-// them to the start of this buffer and passes their length, and they are copied out at once,
-// before anything else runs (the next one overwrites it). Each gets memory of its own, as node's
-// and ws's chunks do: from node's shared pool, another client's data would sit in the same
-// ArrayBuffer (`chunk.buffer`). Small ones (up to 64 bytes) then live in V8's heap: ≈ 90 ns
-// against ≈ 800 ns for a Buffer node makes from C++ (a malloc'ed backing store, an ArrayBuffer
-// and a prototype set per Buffer); at 1–4 KiB both cost about the same. One per thread, shared by
-// its servers: one call is made at a time.
-const staging = Buffer.allocUnsafeSlow(4096);
-
-function unstage(length) {
-  const chunk = Buffer.allocUnsafeSlow(length);
-  staging.copy(chunk, 0, 0, length);
-  return chunk;
-}
 
 class Bridge {
   /**

@@ -21,7 +21,7 @@ const kHeadWritten = Symbol('headWritten');
 const kHeadStatus = Symbol('headStatus');
 const kHeadReason = Symbol('headReason');
 const { codedError, streamDestroyedError, invalidArgType } = require('./errors');
-const { FramingFlag, SendResult, answers } = require('./wire');
+const { FramingFlag, SendResult, answers, staged } = require('./wire');
 const { flushWakesSoon, flushWakesNow } = require('./wakes');
 const { ownMethodsAssigner } = require('./own-methods');
 
@@ -271,7 +271,7 @@ class NativeResponse extends Stream {
     const status = this[kHeadStatus];
     const message = this[kHeadReason];
     const reason = message === STATUS_CODES[status] || this.req.httpVersionMajor >= 2 ? undefined : typeof message === 'string' ? message : String(message);
-    const result = nativeRespond(this._bridge.handle, this._id, status, reason, this._flatHeaders(), buf, text, end, framing);
+    const result = nativeRespond(this._bridge.handle, this._id, status, reason, this._flatHeaders(), staged(buf), text, end, framing);
     flushWakesSoon();
     if (result === LENGTH_MISMATCH) this._lengthMismatch();
     return result;
@@ -333,7 +333,7 @@ class NativeResponse extends Stream {
     if (this.destroyed) return this._destroyedWrite(callback);
     const buf = chunkBytes(chunk, encoding);
     const text = chunkText(chunk, encoding);
-    const result = this[kStarted] ? nativeWrite(this._bridge.handle, this._id, buf, text) : this._start(buf, text, false);
+    const result = this[kStarted] ? nativeWrite(this._bridge.handle, this._id, staged(buf), text) : this._start(buf, text, false);
     if (typeof callback === 'function') process.nextTick(callback);
     if (result === FULL) {
       this.writableNeedDrain = true;
@@ -375,7 +375,7 @@ class NativeResponse extends Stream {
     const buf = chunkBytes(chunk, encoding);
     const text = chunkText(chunk, encoding);
     if (!this[kStarted]) this._start(buf, text, true);
-    else if (nativeEnd(this._bridge.handle, this._id, buf, text) === LENGTH_MISMATCH) this._lengthMismatch();
+    else if (nativeEnd(this._bridge.handle, this._id, staged(buf), text) === LENGTH_MISMATCH) this._lengthMismatch();
     this.writableEnded = true;
     this.finished = true;
     this.writable = false;

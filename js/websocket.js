@@ -5,7 +5,7 @@
 // the closing handshake are handled in Rust (crates/core/src/protocol/ws/).
 const { EventEmitter } = require('node:events');
 const { codedError } = require('./errors');
-const { RequestFlag, SendResult, answers } = require('./wire');
+const { RequestFlag, SendResult, answers, staged } = require('./wire');
 const { flushWakesSoon } = require('./wakes');
 
 const { wsSend } = answers;
@@ -84,7 +84,7 @@ class NativeWebSocket extends EventEmitter {
       buf = Buffer.from(text);
       text = undefined;
     }
-    this._queued(wsSend(this._bridge.handle, this._id, buf, text, binary), cb);
+    this._queued(wsSend(this._bridge.handle, this._id, staged(buf), text, binary), cb);
   }
 
   /** What a native send returned: the bytes queued, or a negative SendResult (Backpressure:

@@ -4,7 +4,9 @@
 //! registration and its release): ≈ 5 % of the JS thread per request under a bare handler's load
 //! (`perf`, session 9). A handle is an index into this thread's table of servers.
 
-use super::wire::{bytes_of, error_result, send_result, FramingFlag, SendResult};
+use super::wire::{
+    chunk_bytes, error_result, send_result, Chunk, FramingFlag, SendResult, StagedView, StagingArea,
+};
 use koatty_serve_core::bridge::grpc::CallStatus;
 use koatty_serve_core::bridge::{deferring_wakes, Framing, HeaderEncoding, WsOutbound};
 use koatty_serve_core::host::{Host, WsSendError};
@@ -23,8 +25,16 @@ const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 
 #[derive(Default)]
 struct Servers {
-    slots: Vec<(u32, Option<Arc<Host>>)>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    host: Option<Arc<Host>>,
+    /// Where JavaScript stages the small chunks it answers with (set by `connect`).
+    staging: Option<Arc<StagingArea>>,
 }
 
 thread_local! {
@@ -39,16 +49,27 @@ pub(super) fn register(host: Arc<Host>) -> Option<u32> {
         let slot = match s.free.pop() {
             Some(slot) => slot,
             None if s.slots.len() <= SLOT_MASK as usize => {
-                s.slots.push((0, None));
+                s.slots.push(Slot::default());
                 (s.slots.len() - 1) as u32
             }
             None => return None,
         };
         let entry = &mut s.slots[slot as usize];
-        entry.0 = entry.0.wrapping_add(1) & (u32::MAX >> SLOT_BITS);
-        entry.1 = Some(host);
-        Some(entry.0 << SLOT_BITS | slot)
+        entry.generation = entry.generation.wrapping_add(1) & (u32::MAX >> SLOT_BITS);
+        entry.host = Some(host);
+        Some(entry.generation << SLOT_BITS | slot)
     })
+}
+
+/// Where the server behind `handle` reads staged chunks (its delivery's staging area).
+pub(super) fn set_staging(handle: u32, staging: Arc<StagingArea>) {
+    SERVERS.with(|s| {
+        if let Some(entry) = s.borrow_mut().slots.get_mut((handle & SLOT_MASK) as usize) {
+            if entry.generation == handle >> SLOT_BITS && entry.host.is_some() {
+                entry.staging = Some(staging);
+            }
+        }
+    });
 }
 
 /// The server is gone (its JavaScript object was collected): its handle finds nothing from now on.
@@ -58,7 +79,8 @@ pub(super) fn unregister(handle: u32) {
         let mut s = s.borrow_mut();
         let slot = handle & SLOT_MASK;
         if let Some(entry) = s.slots.get_mut(slot as usize) {
-            if entry.0 == handle >> SLOT_BITS && entry.1.take().is_some() {
+            if entry.generation == handle >> SLOT_BITS && entry.host.take().is_some() {
+                entry.staging = None;
                 s.free.push(slot);
             }
         }
@@ -79,13 +101,21 @@ pub(super) fn answers_made() -> u32 {
 
 /// The server behind `handle`, for an answering call (counted).
 fn host(handle: u32) -> Option<Arc<Host>> {
+    served(handle).map(|(host, _)| host)
+}
+
+/// The server behind `handle` and where its small chunks are staged, for an answering call
+/// (counted).
+fn served(handle: u32) -> Option<(Arc<Host>, Option<StagedView>)> {
     ANSWERS_MADE.with(|n| n.set(n.get().wrapping_add(1)));
     SERVERS.with(|s| {
         let s = s.borrow();
-        let (generation, host) = s.slots.get((handle & SLOT_MASK) as usize)?;
-        (*generation == handle >> SLOT_BITS)
-            .then(|| host.clone())
-            .flatten()
+        let entry = s.slots.get((handle & SLOT_MASK) as usize)?;
+        if entry.generation != handle >> SLOT_BITS {
+            return None;
+        }
+        let host = entry.host.clone()?;
+        Some((host, entry.staging.as_ref().map(|area| area.view())))
     })
 }
 
@@ -102,12 +132,12 @@ pub fn respond(
     status: u32,
     reason: Option<String>,
     headers: String,
-    body: Option<BufferSlice<'_>>,
+    #[napi(ts_arg_type = "Buffer | number | undefined | null")] body: Option<Chunk<'_>>,
     text: Option<String>,
     end: bool,
     framing: u32,
 ) -> i32 {
-    let Some(host) = host(server) else {
+    let Some((host, staged)) = served(server) else {
         return GONE;
     };
     let encoding = HeaderEncoding::as_node_would(&headers, text.as_deref(), end);
@@ -129,7 +159,7 @@ pub fn respond(
             reason.as_deref(),
             &headers,
             framing,
-            bytes_of(body, text),
+            chunk_bytes(body, text, staged),
             end,
         )
     });
@@ -141,11 +171,16 @@ pub fn respond(
 
 /// A chunk of a response whose head went out (`res.write`). Returns a `SendResult`.
 #[napi]
-pub fn write(server: u32, id: u32, body: Option<BufferSlice<'_>>, text: Option<String>) -> i32 {
-    let Some(host) = host(server) else {
+pub fn write(
+    server: u32,
+    id: u32,
+    #[napi(ts_arg_type = "Buffer | number | undefined | null")] body: Option<Chunk<'_>>,
+    text: Option<String>,
+) -> i32 {
+    let Some((host, staged)) = served(server) else {
         return GONE;
     };
-    match bytes_of(body, text) {
+    match chunk_bytes(body, text, staged) {
         Some(b) => send_result(host.bridge().write(id, b)),
         None => SendResult::Sent as i32,
     }
@@ -153,11 +188,16 @@ pub fn write(server: u32, id: u32, body: Option<BufferSlice<'_>>, text: Option<S
 
 /// The end of a response whose head went out, with a last chunk (`res.end`).
 #[napi]
-pub fn end(server: u32, id: u32, body: Option<BufferSlice<'_>>, text: Option<String>) -> i32 {
-    let Some(host) = host(server) else {
+pub fn end(
+    server: u32,
+    id: u32,
+    #[napi(ts_arg_type = "Buffer | number | undefined | null")] body: Option<Chunk<'_>>,
+    text: Option<String>,
+) -> i32 {
+    let Some((host, staged)) = served(server) else {
         return GONE;
     };
-    match host.bridge().end(id, bytes_of(body, text)) {
+    match host.bridge().end(id, chunk_bytes(body, text, staged)) {
         Ok(true) => SendResult::LengthMismatch as i32,
         other => send_result(other.map(|_| true)),
     }
@@ -182,14 +222,14 @@ pub(super) fn ws_queue(host: &Host, id: u32, message: WsOutbound) -> f64 {
 pub fn ws_send(
     server: u32,
     id: u32,
-    body: Option<BufferSlice<'_>>,
+    #[napi(ts_arg_type = "Buffer | number | undefined | null")] body: Option<Chunk<'_>>,
     text: Option<String>,
     binary: bool,
 ) -> f64 {
-    let Some(host) = host(server) else {
+    let Some((host, staged)) = served(server) else {
         return GONE as f64;
     };
-    match bytes_of(body, text) {
+    match chunk_bytes(body, text, staged) {
         Some(data) => ws_queue(&host, id, WsOutbound::Message { data, binary }),
         None => 0.0,
     }

@@ -98,7 +98,7 @@ pub struct Delivery {
     on_request: FunctionRef<RequestArgs, ()>,
     on_event: FunctionRef<EventArgs, ()>,
     /// Where small chunks cross (`StagingArea`).
-    staging: StagingArea,
+    staging: Arc<StagingArea>,
     /// node's `server.ref()`/`unref()`: whether the listening server keeps the event loop alive.
     server_referenced: AtomicBool,
     /// Whether any connection is open: it keeps the event loop alive either way, as each socket
@@ -118,7 +118,7 @@ impl Delivery {
         env: &Env,
         on_request: FunctionRef<RequestArgs, ()>,
         on_event: FunctionRef<EventArgs, ()>,
-        staging: StagingArea,
+        staging: Arc<StagingArea>,
         connections_open: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Arc<Self>> {
         let raw_env = env.raw();

@@ -127,7 +127,8 @@ impl NativeServer {
     /// remoteAddress, remotePort, tlsDetails, traceId)` and `onEvent(id, kind, chunk, message)`,
     /// called in arrival order. Until `release`, the server keeps the event loop alive. A `body` or
     /// `chunk` under 4 KiB arrives as its length, its bytes at the start of `staging`, to be
-    /// copied out before anything else runs.
+    /// copied out before anything else runs; the answering calls (`answers`) read small chunks
+    /// from the same area.
     #[napi]
     pub fn connect(
         &self,
@@ -136,7 +137,8 @@ impl NativeServer {
         on_event: FunctionRef<EventArgs, ()>,
         staging: Buffer,
     ) -> Result<()> {
-        let staging = StagingArea::new(staging);
+        let staging = Arc::new(StagingArea::new(staging));
+        answers::set_staging(self.handle, staging.clone());
         let connections_open = self.host.bridge().metrics().watch_connections_open();
         self.sink.set(Some(Delivery::new(
             &env,

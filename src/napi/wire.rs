@@ -118,6 +118,54 @@ pub fn bytes_of(body: Option<BufferSlice<'_>>, text: Option<String>) -> Option<B
     }
 }
 
+/// A chunk an answering call gives (`respond`, `write`, `end`, `wsSend`): a Buffer, or the length
+/// of the bytes JavaScript copied to the start of its server's staging area (`js/bridge.js`
+/// `staged`). Small chunks are staged because reading a Buffer's bytes through Node-API
+/// (`napi_get_buffer_info`) makes V8 move a typed array that lives in its heap (up to 64 bytes,
+/// what node gives small chunks, and what an echo sends back) out to a `malloc`ed backing store:
+/// 15 % of the JS thread under the WebSocket echo load (`perf`, session 14).
+pub enum Chunk<'a> {
+    Buffer(BufferSlice<'a>),
+    Staged(u32),
+}
+
+impl FromNapiValue for Chunk<'_> {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        let mut kind = 0;
+        check_status!(unsafe { sys::napi_typeof(env, value, &mut kind) })?;
+        Ok(if kind == sys::ValueType::napi_number {
+            Chunk::Staged(unsafe { u32::from_napi_value(env, value) }?)
+        } else {
+            Chunk::Buffer(unsafe { BufferSlice::from_napi_value(env, value) }?)
+        })
+    }
+}
+
+impl TypeName for Chunk<'_> {
+    fn type_name() -> &'static str {
+        "Buffer | number"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
+}
+
+/// A chunk given as a [`Chunk`] or as a string, copied once (from the Buffer or the staging area
+/// `staged`); a staged length beyond the area is refused with `None`, which JavaScript never asks.
+pub fn chunk_bytes(
+    body: Option<Chunk<'_>>,
+    text: Option<String>,
+    staged: Option<StagedView>,
+) -> Option<Bytes> {
+    match (body, text) {
+        (Some(Chunk::Buffer(b)), _) => Some(Bytes::copy_from_slice(&b)),
+        (Some(Chunk::Staged(len)), _) => staged.and_then(|area| area.bytes(len as usize)),
+        (None, Some(t)) => Some(Bytes::from(t)),
+        (None, None) => None,
+    }
+}
+
 /// Payloads up to this size reach JavaScript copied into memory V8 owns; larger ones are wrapped.
 const COPY_LIMIT: usize = 16 * 1024;
 
@@ -143,7 +191,36 @@ pub struct StagingArea {
 unsafe impl Send for StagingArea {}
 unsafe impl Sync for StagingArea {}
 
+/// A server's staging area as an answering call reads it, on the JS thread: valid while the
+/// server's slot (src/napi/answers.rs) holds the area.
+#[derive(Clone, Copy)]
+pub struct StagedView {
+    start: *const u8,
+    len: usize,
+}
+
+impl StagedView {
+    /// A copy of the first `len` bytes, or `None` beyond the area.
+    fn bytes(self, len: usize) -> Option<Bytes> {
+        debug_assert!(
+            len <= self.len,
+            "JavaScript staged more than the area holds"
+        );
+        // SAFETY: `len` bytes of the area's live Buffer, written by JavaScript on this thread.
+        (len <= self.len)
+            .then(|| Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(self.start, len) }))
+    }
+}
+
 impl StagingArea {
+    /// Where answering calls read what JavaScript staged.
+    pub fn view(&self) -> StagedView {
+        StagedView {
+            start: self.start,
+            len: self.len,
+        }
+    }
+
     pub fn new(mut buffer: Buffer) -> Self {
         let start = buffer.as_mut_ptr();
         let len = buffer.len();
