@@ -1226,7 +1226,10 @@ pub fn header_map<S: AsRef<str>>(flat: &[S]) -> HeaderMap {
 }
 
 fn header_map_encoded<S: AsRef<str>>(flat: &[S], encoding: HeaderEncoding) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(flat.len() / 2);
+    // Room for the two a response usually gains later (hyper's HTTP/2 `content-length` and
+    // `date`): sized to the handler's alone, the map grew and rehashed for them on every HTTP/2
+    // response (`perf`, session 14).
+    let mut map = HeaderMap::with_capacity(flat.len() / 2 + 2);
     for pair in flat.chunks_exact(2) {
         let text = pair[1].as_ref();
         let value = if encoding == HeaderEncoding::Latin1 && !text.is_ascii() {
