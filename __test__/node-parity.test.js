@@ -706,6 +706,24 @@ describe('chunks around the staging limits (session 14: small chunks cross stage
     assert.equal(onNode.body.length, big.length * 2 + 3);
     assert.equal(onNative.body, onNode.body);
   });
+  it("a chunk whose own length getter lies sends its real bytes, never the area's stale ones", async () => {
+    const secret = Buffer.alloc(900, 's');
+    const liar = Buffer.from('hello');
+    Object.defineProperty(liar, 'length', { get: () => 900 });
+    Object.defineProperty(liar, 'byteLength', { get: () => 900 });
+    const s = await nativeServer((req, res) => {
+      // More than either body: what arrives before the close is all that was sent.
+      res.setHeader('Content-Length', '2000');
+      res.write(secret); // leaves 900 bytes of 's' in the area
+      res.end(liar);
+    });
+    try {
+      const got = await rawExchange(s.port, GET('/', 'Connection: close\r\n'));
+      assert.equal(got.body, `${secret.toString('latin1')}hello`, 'the real 5 bytes went, not 900');
+    } finally {
+      await s.close();
+    }
+  });
   for (const n of [5, 64, 1024, 1025]) {
     it(`a ${n}-byte body given whole to end() is sent as node sends it`, async () => {
       const body = crypto.randomBytes(n);

@@ -52,11 +52,17 @@ function unstage(length) {
 // Buffer through Node-API even when it needs no move.
 const SEND_STAGED_LIMIT = 1024;
 
-/** What an answering call takes for `bytes` (a Buffer, or undefined): small ones staged. */
+// The length a typed array really has: a subclass's own `length` or `byteLength` getter is not
+// asked (a wrong one would send stale bytes of the area: another connection's).
+const byteLengthOf = Function.prototype.call.bind(Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), 'byteLength').get);
+
+/** What an answering call takes for `bytes` (a Uint8Array, or undefined): small ones staged. */
 function staged(bytes) {
-  if (bytes === undefined || bytes.length > SEND_STAGED_LIMIT) return bytes;
+  if (bytes === undefined) return bytes;
+  const length = byteLengthOf(bytes);
+  if (length > SEND_STAGED_LIMIT) return bytes;
   staging.set(bytes);
-  return bytes.length;
+  return length;
 }
 
 module.exports = { RequestFlag, EventKind, SendResult, FramingFlag, splitFlat, staging, unstage, staged, answers: { respond, write, end, wsSend, grpcWrite, grpcReply, grpcEnd } };
