@@ -724,6 +724,28 @@ describe('chunks around the staging limits (session 14: small chunks cross stage
       await s.close();
     }
   });
+  it('a detached Buffer (its ArrayBuffer transferred away) writes nothing, as node', async () => {
+    const detached = () => {
+      const b = Buffer.from(new Uint8Array([1, 2, 3]).buffer);
+      structuredClone(b.buffer, { transfer: [b.buffer] });
+      return b;
+    };
+    const seen = [];
+    const handler = (req, res) => {
+      try {
+        res.write('a');
+        res.write(detached());
+        res.end(detached());
+        seen.push('no throw');
+      } catch (err) {
+        seen.push(`${err.constructor.name} ${err.code} ${err.message}`);
+        res.end('error');
+      }
+    };
+    const [onNode, onNative] = await both(handler, GET('/', 'Connection: close\r\n'));
+    assert.deepEqual(seen, ['no throw', 'no throw']);
+    assert.equal(onNative.body, onNode.body);
+  });
   for (const n of [5, 64, 1024, 1025]) {
     it(`a ${n}-byte body given whole to end() is sent as node sends it`, async () => {
       const body = crypto.randomBytes(n);

@@ -239,6 +239,29 @@ describe('WsServer: messages', () => {
     }
   });
 
+  it('a detached Buffer goes out as an empty binary message, as ws sends it', async () => {
+    const detached = await startWs({
+      onConnection: (client) => client.on('message', () => {
+        const b = Buffer.from(new Uint8Array([1, 2, 3]).buffer);
+        structuredClone(b.buffer, { transfer: [b.buffer] });
+        client.send(b);
+        client.send('after');
+      }),
+    });
+    try {
+      const ws = await connect(detached.url('/detached'));
+      const replies = nextMessages(ws, 2);
+      ws.send('go');
+      const [empty, after] = await replies;
+      assert.equal(empty.isBinary, true);
+      assert.equal(empty.data.length, 0);
+      assert.equal(after.data.toString(), 'after');
+      ws.close();
+    } finally {
+      await stopWs(detached.server);
+    }
+  });
+
   it('per message calls app.callback(protocol)(upgradeReq, client) with upgradeReq.data (contract §4.1)', async () => {
     const before = srv.app.calls.length;
     const callbacksBefore = srv.app.callbackProtocols.length;

@@ -59,9 +59,11 @@ const byteLengthOf = Function.prototype.call.bind(Object.getOwnPropertyDescripto
 /** What an answering call takes for `bytes` (a Uint8Array, or undefined): small ones staged. */
 function staged(bytes) {
   if (bytes === undefined) return bytes;
+  // 0 also for a detached one (its ArrayBuffer transferred away), which `set` would refuse: node
+  // writes nothing for it, ws an empty frame.
   const length = byteLengthOf(bytes);
   if (length > SEND_STAGED_LIMIT) return bytes;
-  staging.set(bytes);
+  if (length !== 0) staging.set(bytes);
   return length;
 }
 
