@@ -33,6 +33,36 @@ describe('worker threads', () => {
     assert.match(r.out, /all workers done/);
   });
 
+  it('workers that stop their servers and exit at once (the stop still running natively): no crash', () => {
+    // The shutdown steps ran in futures that borrowed the server object; the worker's exit freed
+    // it under them (SIGSEGV in about half the runs, outside probe of session 14).
+    const worker = `
+      const { parentPort } = require('worker_threads');
+      const { createServer, WsServer } = require(${JSON.stringify(ROOT)});
+      const h = createServer((req, res) => res.end('x'));
+      const ws = new WsServer({ callback: () => () => {}, config: () => undefined }, { hostname: '127.0.0.1', port: 0, protocol: 'ws' });
+      h.listen(0, '127.0.0.1', () => ws.Start(() => parentPort.postMessage('up')));
+      parentPort.once('message', () => { h.close(); ws.Stop(() => {}); process.exit(0); });
+    `;
+    const r = run(`
+      const { Worker } = require('worker_threads');
+      require(${JSON.stringify(ROOT)});
+      (async () => {
+        for (let round = 0; round < 4; round++) {
+          const ws = Array.from({ length: 2 }, () => new Worker(${JSON.stringify(worker)}, { eval: true }));
+          await Promise.all(ws.map((w) => new Promise((resolve) => w.once('message', resolve))));
+          ws.forEach((w) => w.postMessage('stop'));
+          const codes = await Promise.all(ws.map((w) => new Promise((resolve) => w.once('exit', resolve))));
+          if (codes.some((c) => c !== 0)) throw new Error('exit codes ' + codes);
+        }
+        console.log('all rounds done');
+      })();
+    `);
+    assert.equal(r.signal, null, `the process died of ${r.signal}\n${r.out}`);
+    assert.equal(r.status, 0, r.out);
+    assert.match(r.out, /all rounds done/);
+  });
+
   it('a worker serving requests is terminated under load, and the next worker serves again', () => {
     const worker = `
       const { parentPort } = require('worker_threads');

@@ -151,13 +151,16 @@ impl NativeServer {
     }
 
     /// Binds and serves (after `connect`).
-    #[napi]
-    pub async fn listen(&self) -> ListenOutcome {
-        let started = self.host.listen().await;
-        if started.is_err() {
-            self.sink.set(None);
-        }
-        started.into()
+    #[napi(ts_return_type = "Promise<ListenOutcome>")]
+    pub fn listen<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ListenOutcome>> {
+        let (host, sink) = (self.host.clone(), self.sink.clone());
+        env.spawn_future(async move {
+            let started = host.listen().await;
+            if started.is_err() {
+                sink.set(None);
+            }
+            Ok(started.into())
+        })
     }
 
     /// node's `server.listen()`: sets where requests and their events go (as `connect`), binds and
@@ -222,12 +225,20 @@ impl NativeServer {
 
     /// Restarts on new options with no refused connection; on failure the old server keeps
     /// running.
-    #[napi]
-    pub async fn restart(&self, options_json: String, drain_timeout_ms: u32) -> ListenOutcome {
-        self.host
-            .restart(&options_json, ms(drain_timeout_ms))
-            .await
-            .into()
+    #[napi(ts_return_type = "Promise<ListenOutcome>")]
+    pub fn restart<'env>(
+        &self,
+        env: &'env Env,
+        options_json: String,
+        drain_timeout_ms: u32,
+    ) -> Result<PromiseRaw<'env, ListenOutcome>> {
+        let host = self.host.clone();
+        env.spawn_future(async move {
+            Ok(host
+                .restart(&options_json, ms(drain_timeout_ms))
+                .await
+                .into())
+        })
     }
 
     /// The last step of a restart: the replaced listener drains in the background.
@@ -237,32 +248,53 @@ impl NativeServer {
     }
 
     /// Shutdown step 1: stop new work everywhere.
-    #[napi]
-    pub async fn stop_accepting(&self) {
-        self.host.stop_accepting().await
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop_accepting<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let host = self.host.clone();
+        env.spawn_future(async move {
+            host.stop_accepting().await;
+            Ok(())
+        })
     }
 
     /// Shutdown step 2: resolves whether the open connections closed by themselves in time.
-    #[napi]
-    pub async fn wait_idle(&self, timeout_ms: u32) -> bool {
-        self.host.wait_idle(ms(timeout_ms)).await
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn wait_idle<'env>(
+        &self,
+        env: &'env Env,
+        timeout_ms: u32,
+    ) -> Result<PromiseRaw<'env, bool>> {
+        let host = self.host.clone();
+        env.spawn_future(async move { Ok(host.wait_idle(ms(timeout_ms)).await) })
     }
 
     /// Shutdown step 3: ask every connection to finish and close, wait up to `timeoutMs`.
-    #[napi]
-    pub async fn drain(&self, timeout_ms: u32) -> DrainOutcome {
-        let d = self.host.drain(ms(timeout_ms)).await;
-        DrainOutcome {
-            drained: d.drained,
-            open_at_start: d.open_at_start as u32,
-            still_open: d.still_open as u32,
-        }
+    #[napi(ts_return_type = "Promise<DrainOutcome>")]
+    pub fn drain<'env>(
+        &self,
+        env: &'env Env,
+        timeout_ms: u32,
+    ) -> Result<PromiseRaw<'env, DrainOutcome>> {
+        let host = self.host.clone();
+        env.spawn_future(async move {
+            let d = host.drain(ms(timeout_ms)).await;
+            Ok(DrainOutcome {
+                drained: d.drained,
+                open_at_start: d.open_at_start as u32,
+                still_open: d.still_open as u32,
+            })
+        })
     }
 
     /// Shutdown step 4: close every remaining connection; resolves how many were.
-    #[napi]
-    pub async fn force_close(&self, grace_ms: u32) -> u32 {
-        self.host.force_close(ms(grace_ms)).await as u32
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn force_close<'env>(
+        &self,
+        env: &'env Env,
+        grace_ms: u32,
+    ) -> Result<PromiseRaw<'env, u32>> {
+        let host = self.host.clone();
+        env.spawn_future(async move { Ok(host.force_close(ms(grace_ms)).await as u32) })
     }
 
     /// Shutdown step 5: drop the listener and release the JavaScript callbacks, so an idle process
