@@ -700,3 +700,48 @@ describe('WsServer subprotocols (Sec-WebSocket-Protocol) as ws selects them (iss
     assert.throws(() => new WsServer({ callback: () => () => {} }, { hostname: '127.0.0.1', port: 0, protocol: 'ws', handleProtocols: 'first' }), { code: 'ERR_INVALID_CONFIG' });
   });
 });
+
+describe('NativeWebSocket send() takes what ws takes (outside probe, session 14)', () => {
+  const vm = require('vm');
+  // What the server sends, by name: each value given to client.send() on both servers.
+  const VALUES = {
+    'a number': () => 42,
+    'zero': () => 0,
+    'false': () => false,
+    'null': () => null,
+    'an array of bytes': () => [104, 105],
+    'an ArrayBuffer': () => new Uint8Array([1, 2]).buffer,
+    'an ArrayBuffer of another realm': () => vm.runInNewContext('new Uint8Array([3, 4]).buffer'),
+    'a Uint16Array': () => new Uint16Array([0x0102]),
+    'an object with toString': () => ({ toString: () => 'text' }),
+    'a plain object': () => ({ a: 1 }),
+  };
+  /** For each value: what the client received (kind and bytes) or what send threw. */
+  async function outcomes(start) {
+    const results = {};
+    const { port } = await start((client) => client.on('message', (name) => {
+      try {
+        client.send(VALUES[name.toString()]());
+      } catch (err) {
+        client.send(`threw ${err.constructor.name} ${err.code}`);
+      }
+    }));
+    const ws = await connect(port);
+    for (const name of Object.keys(VALUES)) {
+      const reply = new Promise((resolve) => ws.once('message', (data, isBinary) => resolve(`${isBinary ? 'binary' : 'text'} ${data.toString('hex')} ${isBinary ? '' : data}`)));
+      ws.send(name);
+      results[name] = await withTimeout(reply, 5000, name);
+    }
+    ws.close();
+    return results;
+  }
+  it('numbers, falsy values, byte arrays and ArrayBuffers of any realm as ws sends them; other objects throw as in ws', async () => {
+    const reference = await outcomes(async (onConnection) => {
+      const ref = await startReference();
+      ref.server.on('connection', onConnection);
+      return ref;
+    });
+    const ours = await outcomes((onConnection) => startOurs({}, onConnection));
+    assert.deepEqual(ours, reference);
+  });
+});

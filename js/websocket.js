@@ -33,11 +33,13 @@ const BACKPRESSURE = SendResult.Backpressure;
 /** Payload as (buffer, text) for the native call; strings stay strings (sent as text frames). */
 function payload(data) {
   if (typeof data === 'string') return [undefined, data];
+  if (typeof data === 'number') return [undefined, data.toString()];
+  if (!data) return [Buffer.alloc(0), undefined];
   if (Buffer.isBuffer(data)) return [data, undefined];
   if (ArrayBuffer.isView(data)) return [Buffer.from(data.buffer, data.byteOffset, data.byteLength), undefined];
-  if (data instanceof ArrayBuffer) return [Buffer.from(data), undefined];
-  if (data === undefined || data === null) return [Buffer.alloc(0), undefined];
-  return [undefined, String(data)];
+  // An ArrayBuffer of any realm, an array of bytes; anything else throws node's
+  // ERR_INVALID_ARG_TYPE, as ws's send does (it was sent as its String()).
+  return [Buffer.from(data), undefined];
 }
 
 /** The subprotocols an upgrade request offers, in order (the native side checked the header). */
