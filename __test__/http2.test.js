@@ -525,3 +525,63 @@ describe('Http2Server: h2c port, a partial preface and nothing more', () => {
     }
   });
 });
+
+describe('Http2Server: a body written on a 204 or 304, or to HEAD, as node http2 answers it (outside probe, session 14)', () => {
+  // node drops what a handler writes where no content may follow; hyper's HTTP/2 sent it as DATA
+  // (and a HEAD of a 204 got a Content-Length), which node's client refuses with a stream reset.
+  const handler = (req, res) => {
+    const [, status, how] = req.url.split('/');
+    res.statusCode = Number(status);
+    if (how === 'write') {
+      res.write(new Uint8Array([1, 2, 3]));
+      res.end();
+    } else if (how === 'end') {
+      res.end(new Uint8Array([1, 2, 3]));
+    } else {
+      res.end();
+    }
+  };
+  const CASES = [];
+  for (const status of [204, 304, 200]) {
+    for (const how of ['write', 'end', 'none']) {
+      for (const method of ['GET', 'HEAD']) CASES.push({ method, path: `/${status}/${how}` });
+    }
+  }
+  async function answers(port) {
+    const session = await h2connect(`https://127.0.0.1:${port}`, { ca: CA, servername: 'localhost' });
+    try {
+      const out = [];
+      for (const c of CASES) {
+        const r = await h2request(session, c).then(
+          (res) => `${res.status} content-length=${res.headers['content-length']} body=${res.body.toString('hex')}`,
+          (err) => `${err.code}`,
+        );
+        out.push(`${c.method} ${c.path}: ${r}`);
+      }
+      return out;
+    } finally {
+      await h2close(session);
+    }
+  }
+  it('the same status, length and body on every case', async () => {
+    const ref = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, handler);
+    await new Promise((resolve) => ref.listen(0, '127.0.0.1', resolve));
+    let onNode;
+    try {
+      onNode = await answers(ref.address().port);
+    } finally {
+      await new Promise((resolve) => ref.close(resolve));
+    }
+    const server = new Http2Server({ callback: () => handler, config: () => undefined }, h2Options());
+    const port = await start(server);
+    try {
+      const onNative = await answers(port);
+      // node's compat API leaves the length of a whole 200 out; this server sends it (listed in
+      // the README): compared without it there.
+      const lengthless = (line) => (/ \/200\/end: 200 /.test(line) ? line.replace(/content-length=\d+/, 'content-length=undefined') : line);
+      assert.deepEqual(onNative.map(lengthless), onNode);
+    } finally {
+      await stop(server);
+    }
+  });
+});

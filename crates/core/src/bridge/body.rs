@@ -182,6 +182,11 @@ impl Drop for StreamBody {
 }
 
 impl StreamBody {
+    /// What the handler writes is read and dropped: no content may follow the head.
+    pub(crate) fn discard_data(&mut self) {
+        self.discard_data = true;
+    }
+
     pub(crate) fn attach(&mut self, guard: PendingGuard, deadline: Instant) {
         self.guard = Some(guard);
         self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));

@@ -685,9 +685,15 @@ impl Bridge {
             *response.body_mut() = match (body.filter(|b| !b.is_empty()), declared) {
                 // HEAD, 204, 304: nothing follows the head (node drops what was written). On
                 // HTTP/2 a HEAD keeps the length a GET would have had (node's http2 does; its
-                // http/1 sends none).
+                // http/1 sends none), unless the status has no body: a length on a 204 is a
+                // malformed response to HTTP/2 clients (node's client resets the stream).
                 (body, declared) if no_body => {
-                    if http2 && head_request && declared.is_none() && !framing.removed_length {
+                    if http2
+                        && head_request
+                        && declared.is_none()
+                        && !framing.removed_length
+                        && status_has_body(response.status())
+                    {
                         if let Some(b) = body {
                             response
                                 .headers_mut()
@@ -726,12 +732,17 @@ impl Bridge {
                 length_mismatch: length_mismatch || conflicting_length,
             })
         } else {
-            let (writer, stream) = body::channel(
+            let (writer, mut stream) = body::channel(
                 self.shared.clone(),
                 id,
                 status,
                 if no_body { Some(0) } else { declared },
             );
+            // HTTP/1 framing sends nothing after such a head; hyper's HTTP/2 would send what is
+            // written as DATA, which clients take for a malformed response (a stream reset).
+            if http2 && no_body {
+                stream.discard_data();
+            }
             *response.body_mut() = ResponseBody::Stream(stream);
             let sent = self.shared.with(id, |p| {
                 match std::mem::replace(&mut p.stage, Stage::Streaming(writer)) {
