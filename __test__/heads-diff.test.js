@@ -81,6 +81,35 @@ const CASES = {
       res.end();
     },
   },
+  // node: undefined is refused (ERR_HTTP_INVALID_HEADER_VALUE), null sent as 'null'; the
+  // response stays open for the error answer.
+  'writeHead with an object holding undefined and null': {
+    request: H11('/'),
+    handler: (req, res) => {
+      let code = 'none';
+      try {
+        res.writeHead(200, { 'X-Null': null, 'X-Undefined': undefined });
+      } catch (err) {
+        code = err.code;
+      }
+      if (!res.headersSent) res.setHeader('X-Err', code);
+      res.end('x');
+    },
+  },
+  'writeHead with an object holding undefined, after setHeader': {
+    request: H11('/'),
+    handler: (req, res) => {
+      res.setHeader('X-Before', '1');
+      let code = 'none';
+      try {
+        res.writeHead(200, { 'X-Null': null, 'X-Undefined': undefined });
+      } catch (err) {
+        code = err.code;
+      }
+      if (!res.headersSent) res.setHeader('X-Err', code);
+      res.end('x');
+    },
+  },
   'writeHead with a flat array replaces headers set before': {
     request: H11('/'),
     handler: (req, res) => {

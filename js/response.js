@@ -222,7 +222,19 @@ class NativeResponse extends Stream {
         }
       }
     } else if (headers) {
-      for (const name of Object.keys(headers)) if (headers[name] !== undefined) this.setHeader(name, headers[name]);
+      // As node 20: after headers were set, each one is a setHeader (a bad one throws with those
+      // before it applied); else all are checked first (an undefined value is
+      // ERR_HTTP_INVALID_HEADER_VALUE) and none applies when one is refused.
+      const names = Object.keys(headers);
+      if (this.getHeaderNames().length > 0) {
+        for (const name of names) if (name) this.setHeader(name, headers[name]);
+      } else {
+        for (const name of names) {
+          validateHeaderName(name);
+          validateHeaderValue(name, headers[name]);
+        }
+        for (const name of names) this.setHeader(name, headers[name]);
+      }
     }
     // HTTP/2 has no reason phrase: node's http2 ignores it (the check is HTTP/1's).
     if (this.req.httpVersionMajor < 2 && INVALID_REASON_CHAR.test(this.statusMessage)) throw codedError('ERR_INVALID_CHAR', 'Invalid character in statusMessage', TypeError);
