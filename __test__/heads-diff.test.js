@@ -110,6 +110,23 @@ const CASES = {
       res.end('x');
     },
   },
+  // node 20, after a setHeader: only flat pairs (a pair given as an array is a name it refuses)
+  'writeHead with [[name, value], …] after setHeader': {
+    request: H11('/'),
+    handler: (req, res) => {
+      const codes = [];
+      for (const list of [[['X-A', '1']], [['X-A', '1'], ['X-B', '2']]]) {
+        res.setHeader('X-Before', '1');
+        try {
+          res.writeHead(200, list);
+        } catch (err) {
+          codes.push(err.code);
+        }
+      }
+      if (!res.headersSent) res.setHeader('X-Err', codes.join(' '));
+      res.end('x');
+    },
+  },
   'writeHead with a flat array replaces headers set before': {
     request: H11('/'),
     handler: (req, res) => {

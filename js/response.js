@@ -207,15 +207,17 @@ class NativeResponse extends Stream {
     }
     this.statusCode = code;
     if (Array.isArray(headers)) {
-      // [name, value, name, value, …] or [[name, value], …]
-      if (headers.length && Array.isArray(headers[0])) {
+      // [name, value, name, value, …] or [[name, value], …]. As node 20: after headers were set,
+      // only the flat form (an odd-length list is refused before any of it applies, each pair is
+      // a setHeader: a later one replaces, one without a name is skipped, a pair given as an
+      // array is a name setHeader refuses); else every line goes out.
+      const nested = headers.length > 0 && Array.isArray(headers[0]);
+      const setBefore = this.getHeaderNames().length > 0;
+      if (nested && !setBefore) {
         for (const [n, v] of headers) this.appendHeader(n, v);
       } else {
-        // As node 20: an odd-length list is refused before any of it is applied; after headers
-        // were set, each pair is a setHeader (a later one replaces, a pair without a name is
-        // skipped); else every line goes out.
         if (headers.length % 2 !== 0) throw codedError('ERR_INVALID_ARG_VALUE', `The argument 'headers' is invalid. Received ${inspect(headers)}`, TypeError);
-        if (this.getHeaderNames().length > 0) {
+        if (setBefore) {
           for (let i = 0; i < headers.length; i += 2) if (headers[i]) this.setHeader(headers[i], headers[i + 1]);
         } else {
           for (let i = 0; i < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
