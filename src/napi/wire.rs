@@ -119,7 +119,7 @@ pub fn bytes_of(body: Option<BufferSlice<'_>>, text: Option<String>) -> Option<B
 }
 
 /// A chunk an answering call gives (`respond`, `write`, `end`, `wsSend`): a Buffer, or the length
-/// of the bytes JavaScript copied to the start of its server's staging area (`js/bridge.js`
+/// of the bytes JavaScript copied to the start of its server's staging area (`js/wire.js`
 /// `staged`). Small chunks are staged because reading a Buffer's bytes through Node-API
 /// (`napi_get_buffer_info`) makes V8 move a typed array that lives in its heap (up to 64 bytes,
 /// what node gives small chunks, and what an echo sends back) out to a `malloc`ed backing store:
