@@ -16,6 +16,28 @@ failIfKeptAlive(__filename);
 
 const H11 = (path, extra = '') => `GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
 
+/**
+ * writeHead given `{ 'X-Null': null, 'X-Undefined': undefined }`, after a setHeader or not. node
+ * refuses undefined (ERR_HTTP_INVALID_HEADER_VALUE) and sends null as 'null'; the response stays
+ * open for the error answer.
+ */
+function writeHeadWithUndefined(setBefore) {
+  return {
+    request: H11('/'),
+    handler: (req, res) => {
+      if (setBefore) res.setHeader('X-Before', '1');
+      let code = 'none';
+      try {
+        res.writeHead(200, { 'X-Null': null, 'X-Undefined': undefined });
+      } catch (err) {
+        code = err.code;
+      }
+      if (!res.headersSent) res.setHeader('X-Err', code);
+      res.end('x');
+    },
+  };
+}
+
 /** name → { request, handler } */
 const CASES = {
   'end(body)': { request: H11('/'), handler: (req, res) => res.end('hello') },
@@ -81,35 +103,8 @@ const CASES = {
       res.end();
     },
   },
-  // node: undefined is refused (ERR_HTTP_INVALID_HEADER_VALUE), null sent as 'null'; the
-  // response stays open for the error answer.
-  'writeHead with an object holding undefined and null': {
-    request: H11('/'),
-    handler: (req, res) => {
-      let code = 'none';
-      try {
-        res.writeHead(200, { 'X-Null': null, 'X-Undefined': undefined });
-      } catch (err) {
-        code = err.code;
-      }
-      if (!res.headersSent) res.setHeader('X-Err', code);
-      res.end('x');
-    },
-  },
-  'writeHead with an object holding undefined, after setHeader': {
-    request: H11('/'),
-    handler: (req, res) => {
-      res.setHeader('X-Before', '1');
-      let code = 'none';
-      try {
-        res.writeHead(200, { 'X-Null': null, 'X-Undefined': undefined });
-      } catch (err) {
-        code = err.code;
-      }
-      if (!res.headersSent) res.setHeader('X-Err', code);
-      res.end('x');
-    },
-  },
+  'writeHead with an object holding undefined and null': writeHeadWithUndefined(false),
+  'writeHead with an object holding undefined, after setHeader': writeHeadWithUndefined(true),
   // node 20, after a setHeader: only flat pairs (a pair given as an array is a name it refuses)
   'writeHead with [[name, value], …] after setHeader': {
     request: H11('/'),
