@@ -526,7 +526,7 @@ describe('Http2Server: h2c port, a partial preface and nothing more', () => {
   });
 });
 
-describe('Http2Server: a body written on a 204 or 304, or to HEAD, as node http2 answers it (outside probe, session 14)', () => {
+describe('Http2Server: a body written on a 204, 205 or 304, or to HEAD, as node http2 answers it (outside probe, session 14)', () => {
   // node drops what a handler writes where no content may follow; hyper's HTTP/2 sent it as DATA
   // (and a HEAD of a 204 got a Content-Length), which node's client refuses with a stream reset.
   const handler = (req, res) => {
@@ -542,7 +542,7 @@ describe('Http2Server: a body written on a 204 or 304, or to HEAD, as node http2
     }
   };
   const CASES = [];
-  for (const status of [204, 304, 200]) {
+  for (const status of [204, 205, 304, 200]) {
     for (const how of ['write', 'end', 'none']) {
       for (const method of ['GET', 'HEAD']) CASES.push({ method, path: `/${status}/${how}` });
     }
@@ -580,6 +580,54 @@ describe('Http2Server: a body written on a 204 or 304, or to HEAD, as node http2
       // the README): compared without it there.
       const lengthless = (line) => (/ \/200\/end: 200 /.test(line) ? line.replace(/content-length=\d+/, 'content-length=undefined') : line);
       assert.deepEqual(onNative.map(lengthless), onNode);
+    } finally {
+      await stop(server);
+    }
+  });
+});
+
+describe('Http2Server: writeHead as node http2\'s compatibility API applies it (outside probe, session 14)', () => {
+  // After a setHeader, pairs given as arrays replace and append (node's http refuses them there);
+  // undefined or null is refused with http2's code, and the status stays as it was.
+  const handler = (req, res) => {
+    const seen = [];
+    res.setHeader('X-Pre', '1');
+    const tries = req.url === '/pairs' ? [[['a', '1'], ['b', '2']]] : [{ c: undefined }, { d: null }];
+    for (const headers of tries) {
+      try {
+        res.writeHead(201, headers);
+      } catch (err) {
+        seen.push(err.code);
+      }
+    }
+    res.end(`${seen.join(' ')} ${res.statusCode}`);
+  };
+  async function answer(port) {
+    const session = await h2connect(`https://127.0.0.1:${port}`, { ca: CA, servername: 'localhost' });
+    try {
+      const out = [];
+      for (const path of ['/pairs', '/errors']) {
+        const r = await h2request(session, { path });
+        out.push(`${r.status} a=${r.headers.a} b=${r.headers.b} x-pre=${r.headers['x-pre']} ${r.body}`);
+      }
+      return out;
+    } finally {
+      await h2close(session);
+    }
+  }
+  it('the same head and the same errors as node', async () => {
+    const ref = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, handler);
+    await new Promise((resolve) => ref.listen(0, '127.0.0.1', resolve));
+    let onNode;
+    try {
+      onNode = await answer(ref.address().port);
+    } finally {
+      await new Promise((resolve) => ref.close(resolve));
+    }
+    const server = new Http2Server({ callback: () => handler, config: () => undefined }, h2Options());
+    const port = await start(server);
+    try {
+      assert.deepEqual(await answer(port), onNode);
     } finally {
       await stop(server);
     }

@@ -140,7 +140,8 @@ pub fn respond(
     let Some((host, staged)) = served(server) else {
         return GONE;
     };
-    let encoding = HeaderEncoding::as_node_would(&headers, text.as_deref(), end);
+    let removed_length = framing & FramingFlag::RemovedContentLength as u32 != 0;
+    let encoding = HeaderEncoding::as_node_would(&headers, text.as_deref(), end, removed_length);
     let headers: Vec<&str> = if headers.is_empty() {
         Vec::new()
     } else {
@@ -148,7 +149,7 @@ pub fn respond(
     };
     let framing = Framing {
         encoding,
-        removed_length: framing & FramingFlag::RemovedContentLength as u32 != 0,
+        removed_length,
     };
     // js/response.js validated the code (100–999, as node's writeHead); it also schedules
     // `flushDeferredWakes` for the end of this turn.

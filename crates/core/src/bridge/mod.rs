@@ -667,7 +667,10 @@ impl Bridge {
         };
         let mut response =
             build_response(status, reason, headers, encoding, ResponseBody::Full(None));
-        let no_body = head_request || !status_has_body(response.status());
+        // node's http2 sends no content on a 205 either (RFC 9110 §15.3.6); its http/1 does.
+        let content_allowed = status_has_body(response.status())
+            && !(http2 && response.status() == StatusCode::RESET_CONTENT);
+        let no_body = head_request || !content_allowed;
         // Several values (an array, `2, 2`, `2, 3`) become one, or none when they disagree: a
         // list would let a body longer than one of them through (response smuggling).
         let conflicting_length = !single_content_length(response.headers_mut());
@@ -685,14 +688,14 @@ impl Bridge {
             *response.body_mut() = match (body.filter(|b| !b.is_empty()), declared) {
                 // HEAD, 204, 304: nothing follows the head (node drops what was written). On
                 // HTTP/2 a HEAD keeps the length a GET would have had (node's http2 does; its
-                // http/1 sends none), unless the status has no body: a length on a 204 is a
-                // malformed response to HTTP/2 clients (node's client resets the stream).
+                // http/1 sends none), unless the status allows no content: a length on a 204 is
+                // a malformed response to HTTP/2 clients (node's client resets the stream).
                 (body, declared) if no_body => {
                     if http2
                         && head_request
                         && declared.is_none()
                         && !framing.removed_length
-                        && status_has_body(response.status())
+                        && content_allowed
                     {
                         if let Some(b) = body {
                             response
@@ -1161,8 +1164,15 @@ impl HeaderEncoding {
     /// How Node's `http` would encode a head's header values: UTF-8 when the head goes out in one
     /// write with a string chunk — `end(nonEmptyString)`, a string `write` on a response that is
     /// not chunked, `write('')`/`flushHeaders()` — else latin1. `flat` is `name\0value\0…`;
-    /// `text` is the chunk sent with the head when it is a string.
-    pub fn as_node_would(flat: &str, text: Option<&str>, end: bool) -> HeaderEncoding {
+    /// `text` is the chunk sent with the head when it is a string. `without_own_length`: the
+    /// server adds no `Content-Length` (a head `writeHead` fixed, or one the handler removed), so
+    /// without the handler's own the body is chunked and its first write is the chunk size.
+    pub fn as_node_would(
+        flat: &str,
+        text: Option<&str>,
+        end: bool,
+        without_own_length: bool,
+    ) -> HeaderEncoding {
         // ASCII values are the same bytes either way; latin1 spares the HTTP/2 check.
         let Some(text) = text.filter(|_| !flat.is_ascii()) else {
             return HeaderEncoding::Latin1;
@@ -1177,6 +1187,7 @@ impl HeaderEncoding {
                 chunked |= value.to_ascii_lowercase().contains("chunked");
             }
         }
+        chunked |= without_own_length && !has_length;
         let utf8 = if end {
             !text.is_empty() && !chunked
         } else {

@@ -65,37 +65,49 @@ fn header_encoding_is_nodes() {
     let accented = "x-a\0é";
     // ASCII heads are the same either way.
     assert_eq!(
-        HeaderEncoding::as_node_would(plain, Some("hi"), true),
+        HeaderEncoding::as_node_would(plain, Some("hi"), true, false),
         Latin1
     );
     // end(nonEmptyString): UTF-8; end('') or a Buffer: latin1.
     assert_eq!(
-        HeaderEncoding::as_node_would(accented, Some("hi"), true),
+        HeaderEncoding::as_node_would(accented, Some("hi"), true, false),
         Utf8
     );
     assert_eq!(
-        HeaderEncoding::as_node_would(accented, Some(""), true),
+        HeaderEncoding::as_node_would(accented, Some(""), true, false),
         Latin1
     );
-    assert_eq!(HeaderEncoding::as_node_would(accented, None, true), Latin1);
+    assert_eq!(
+        HeaderEncoding::as_node_would(accented, None, true, false),
+        Latin1
+    );
     // A chunked end: latin1.
     let chunked = "x-a\0é\0transfer-encoding\0chunked";
     assert_eq!(
-        HeaderEncoding::as_node_would(chunked, Some("hi"), true),
+        HeaderEncoding::as_node_would(chunked, Some("hi"), true, false),
         Latin1
     );
     // write(string): UTF-8 only with a Content-Length (not chunked); write('') always.
     assert_eq!(
-        HeaderEncoding::as_node_would(accented, Some("hi"), false),
+        HeaderEncoding::as_node_would(accented, Some("hi"), false, false),
         Latin1
     );
     let sized = "x-a\0é\0Content-Length\0\x32";
     assert_eq!(
-        HeaderEncoding::as_node_would(sized, Some("hi"), false),
+        HeaderEncoding::as_node_would(sized, Some("hi"), false, false),
         Utf8
     );
     assert_eq!(
-        HeaderEncoding::as_node_would(accented, Some(""), false),
+        HeaderEncoding::as_node_would(accented, Some(""), false, false),
+        Utf8
+    );
+    // A head writeHead fixed is chunked unless it has its own Content-Length: latin1.
+    assert_eq!(
+        HeaderEncoding::as_node_would(accented, Some("hi"), true, true),
+        Latin1
+    );
+    assert_eq!(
+        HeaderEncoding::as_node_would(sized, Some("hi"), true, true),
         Utf8
     );
 }
