@@ -104,6 +104,32 @@ const CASES = {
     },
   },
   'writeHead with an object holding undefined and null': writeHeadWithUndefined(false),
+  // Checked line by line (each value of an array) before any applies; a name given twice in two
+  // cases goes out twice (outside probe, session 14).
+  'writeHead with shapes node checks whole': {
+    request: H11('/'),
+    handler: (req, res) => {
+      const codes = [];
+      for (const headers of [{ a: [undefined] }, { a: ['1', undefined] }, [['a', '1'], 'b', '2']]) {
+        try {
+          res.writeHead(201, headers);
+        } catch (err) {
+          codes.push(err.code);
+        }
+      }
+      if (!res.headersSent) res.setHeader('X-Err', codes.join(' '));
+      res.writeHead(200, { Foo: 'x', foo: 'y' });
+      res.end('x');
+    },
+  },
+  // A head writeHead fixed is chunked: node writes it with the chunk size, a latin1 string.
+  'writeHead then end(string) with a non-ASCII header value': {
+    request: H11('/'),
+    handler: (req, res) => {
+      res.writeHead(200, { 'X-Name': 'caf\u00e9' });
+      res.end('x');
+    },
+  },
   'writeHead with an object holding undefined, after setHeader': writeHeadWithUndefined(true),
   // node 20, after a setHeader: only flat pairs (a pair given as an array is a name it refuses)
   'writeHead with [[name, value], …] after setHeader': {

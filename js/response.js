@@ -42,6 +42,35 @@ function validStatusCode(statusCode) {
 }
 
 /** A header value as node's head puts it: strings as they are, anything else as `${value}`. */
+function invalidHeadersArgument(headers) {
+  return codedError('ERR_INVALID_ARG_VALUE', `The argument 'headers' is invalid. Received ${inspect(headers)}`, TypeError);
+}
+
+/** writeHead's headers as [name, value] lines: `{name: value}`, `[[name, value], …]` or a flat list. */
+function headLines(headers) {
+  if (!headers) return [];
+  if (!Array.isArray(headers)) return Object.keys(headers).map((name) => [name, headers[name]]);
+  if (headers.length > 0 && Array.isArray(headers[0])) return headers.map((entry) => [entry[0], entry[1]]);
+  if (headers.length % 2 !== 0) throw invalidHeadersArgument(headers);
+  const lines = [];
+  for (let i = 0; i < headers.length; i += 2) lines.push([headers[i], headers[i + 1]]);
+  return lines;
+}
+
+/** `value`, unless node's http2 compatibility API refuses it (undefined, null). */
+function http2HeaderValue(name, value) {
+  if (value === undefined || value === null) throw codedError('ERR_HTTP2_INVALID_HEADER_VALUE', `Invalid value "${value}" for header "${name}"`, TypeError);
+  return value;
+}
+
+/** node's check of a writeHead line before it is stored (each value of an array on its own). */
+function checkHeadLine(name, value) {
+  validateHeaderName(name);
+  if (!Array.isArray(value)) validateHeaderValue(name, value);
+  else if (value.length >= 2 && String(name).toLowerCase() === 'cookie') validateHeaderValue(name, value.join('; '));
+  else for (const each of value) validateHeaderValue(name, each);
+}
+
 function headerText(value) {
   return typeof value === 'string' ? value : `${value}`;
 }
@@ -205,38 +234,13 @@ class NativeResponse extends Stream {
       this.statusMessage ||= STATUS_CODES[code] || 'unknown';
       headers ??= reason;
     }
-    this.statusCode = code;
-    if (Array.isArray(headers)) {
-      // [name, value, name, value, …] or [[name, value], …]. As node 20: after headers were set,
-      // only the flat form (an odd-length list is refused before any of it applies, each pair is
-      // a setHeader: a later one replaces, one without a name is skipped, a pair given as an
-      // array is a name setHeader refuses); else every line goes out.
-      const nested = headers.length > 0 && Array.isArray(headers[0]);
-      const setBefore = this.getHeaderNames().length > 0;
-      if (nested && !setBefore) {
-        for (const [n, v] of headers) this.appendHeader(n, v);
-      } else {
-        if (headers.length % 2 !== 0) throw codedError('ERR_INVALID_ARG_VALUE', `The argument 'headers' is invalid. Received ${inspect(headers)}`, TypeError);
-        if (setBefore) {
-          for (let i = 0; i < headers.length; i += 2) if (headers[i]) this.setHeader(headers[i], headers[i + 1]);
-        } else {
-          for (let i = 0; i < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
-        }
-      }
-    } else if (headers) {
-      // As node 20: after headers were set, each one is a setHeader (a bad one throws with those
-      // before it applied); else all are checked first (an undefined value is
-      // ERR_HTTP_INVALID_HEADER_VALUE) and none applies when one is refused.
-      const names = Object.keys(headers);
-      if (this.getHeaderNames().length > 0) {
-        for (const name of names) if (name) this.setHeader(name, headers[name]);
-      } else {
-        for (const name of names) {
-          validateHeaderName(name);
-          validateHeaderValue(name, headers[name]);
-        }
-        for (const name of names) this.setHeader(name, headers[name]);
-      }
+    // node's http sets the code before the headers, its http2 after them (a throw keeps the old).
+    if (this.req.httpVersionMajor >= 2) {
+      this._headHeadersHttp2(headers);
+      this.statusCode = code;
+    } else {
+      this.statusCode = code;
+      this._headHeaders(headers);
     }
     // HTTP/2 has no reason phrase: node's http2 ignores it (the check is HTTP/1's).
     if (this.req.httpVersionMajor < 2 && INVALID_REASON_CHAR.test(this.statusMessage)) throw codedError('ERR_INVALID_CHAR', 'Invalid character in statusMessage', TypeError);
@@ -245,6 +249,38 @@ class NativeResponse extends Stream {
     this[kHeadReason] = this.statusMessage;
     this.headersSent = true;
     return this;
+  }
+
+  // writeHead's headers as node 20's http applies them: with nothing set before, every line is
+  // checked (names, values, each value of an array) before any applies, and each goes out (a name
+  // given twice in two cases, twice); after a setHeader, each pair is a setHeader (a later one
+  // replaces, one without a name is skipped, a pair given as an array is a name it refuses).
+  _headHeaders(headers) {
+    if (this.getHeaderNames().length === 0) {
+      const lines = headLines(headers);
+      for (const [name, value] of lines) checkHeadLine(name, value);
+      for (const [name, value] of lines) this.appendHeader(name, value);
+      return;
+    }
+    if (Array.isArray(headers)) {
+      if (headers.length % 2 !== 0) throw invalidHeadersArgument(headers);
+      for (let i = 0; i < headers.length; i += 2) if (headers[i]) this.setHeader(headers[i], headers[i + 1]);
+    } else if (headers) {
+      for (const name of Object.keys(headers)) if (name) this.setHeader(name, headers[name]);
+    }
+  }
+
+  // The same as node 20's http2 compatibility API: a list replaces what was set under its names
+  // and appends each line (pairs given as arrays too); an object is a setHeader per name.
+  // (A value undefined or null is refused there, with its own code.)
+  _headHeadersHttp2(headers) {
+    if (Array.isArray(headers)) {
+      const lines = headLines(headers);
+      if (this.getHeaderNames().length > 0) for (const [name] of lines) this.removeHeader(name);
+      for (const [name, value] of lines) this.appendHeader(name, http2HeaderValue(name, value));
+    } else if (headers !== null && typeof headers === 'object') {
+      for (const name of Object.keys(headers)) this.setHeader(name, http2HeaderValue(name, headers[name]));
+    }
   }
 
   flushHeaders() {
