@@ -716,12 +716,24 @@ describe('NativeWebSocket send() takes what ws takes (outside probe, session 14)
     'an object with toString': () => ({ toString: () => 'text' }),
     'a plain object': () => ({ a: 1 }),
   };
+  // (data, options) pairs: ws spreads the options over its default, so an own `binary` counts by
+  // its truthiness, undefined included.
+  const WITH_OPTIONS = {
+    'a Buffer with binary: undefined': () => [Buffer.from('ab'), { binary: undefined }],
+    'a Buffer with binary: 0': () => [Buffer.from('ab'), { binary: 0 }],
+    'a string with binary: 1': () => ['ab', { binary: 1 }],
+    "a string with binary: 'yes'": () => ['ab', { binary: 'yes' }],
+    'a string with options null': () => ['ab', null],
+  };
+  for (const [name, make] of Object.entries(WITH_OPTIONS)) VALUES[name] = make;
   /** For each value: what the client received (kind and bytes) or what send threw. */
   async function outcomes(start) {
     const results = {};
     const { port } = await start((client) => client.on('message', (name) => {
       try {
-        client.send(VALUES[name.toString()]());
+        const key = name.toString();
+        if (key in WITH_OPTIONS) client.send(...VALUES[key]());
+        else client.send(VALUES[key]());
       } catch (err) {
         client.send(`threw ${err.constructor.name} ${err.code}`);
       }

@@ -30,6 +30,8 @@ const MAX_CONTROL_PAYLOAD = 125;
 const FLAG_WS_CHOOSE_PROTOCOL = RequestFlag.WsChooseProtocol;
 const BACKPRESSURE = SendResult.Backpressure;
 
+const { propertyIsEnumerable } = Object.prototype;
+
 /** Payload as (buffer, text) for the native call; strings stay strings (sent as text frames). */
 function payload(data) {
   if (typeof data === 'string') return [undefined, data];
@@ -75,13 +77,17 @@ class NativeWebSocket extends EventEmitter {
       cb = options;
       options = undefined;
     }
+    // Converted first: what ws cannot send throws also once the socket is closing, as in ws.
+    let [buf, text] = payload(data);
     if (this.readyState !== OPEN) {
       const err = notOpen(this.readyState);
       if (typeof cb === 'function') process.nextTick(cb, err);
       return;
     }
-    let [buf, text] = payload(data);
-    const binary = options?.binary ?? buf !== undefined;
+    // As ws's `{ binary: typeof data !== 'string', ...options }`: an own `binary` counts by its
+    // truthiness, also when undefined.
+    const given = options?.binary;
+    const binary = given !== undefined ? Boolean(given) : options != null && propertyIsEnumerable.call(options, 'binary') ? false : buf !== undefined;
     if (binary && text !== undefined) {
       buf = Buffer.from(text);
       text = undefined;
@@ -99,7 +105,7 @@ class NativeWebSocket extends EventEmitter {
       this.emit('error', err);
       return;
     }
-    if (typeof cb === 'function') process.nextTick(cb, queued < 0 ? codedError('ERR_WS_NOT_OPEN', 'WebSocket is closed') : undefined);
+    if (typeof cb === 'function') process.nextTick(cb, queued < 0 ? codedError('ERR_WS_NOT_OPEN', 'WebSocket is closed') : null);
   }
 
   /** `ping([data][, mask][, cb])` as ws: a payload over 125 bytes throws ws's RangeError. */
@@ -121,11 +127,11 @@ class NativeWebSocket extends EventEmitter {
       cb = mask;
     }
     if (typeof data === 'number') data = data.toString();
+    const [buf, text] = payload(data);
     if (this.readyState !== OPEN) {
       if (typeof cb === 'function') process.nextTick(cb, notOpen(this.readyState));
       return;
     }
-    const [buf, text] = payload(data);
     const bytes = buf ?? Buffer.from(text);
     if (bytes.length > MAX_CONTROL_PAYLOAD) throw new RangeError('The data size must not be greater than 125 bytes');
     // Counted in bufferedAmount (payload + frame head) and against maxBufferedAmount, as sends are.
