@@ -32,6 +32,14 @@ const BACKPRESSURE = SendResult.Backpressure;
 
 const { propertyIsEnumerable } = Object.prototype;
 
+/** ws's `{ binary: typeof data !== 'string', ...options }.binary`, taken by its truthiness. */
+function binaryOption(options, byDefault) {
+  const given = options?.binary;
+  if (given !== undefined) return Boolean(given);
+  // An own `binary: undefined` still replaces the default in ws's spread.
+  return options != null && propertyIsEnumerable.call(options, 'binary') ? false : byDefault;
+}
+
 /** Payload as (buffer, text) for the native call; strings stay strings (sent as text frames). */
 function payload(data) {
   if (typeof data === 'string') return [undefined, data];
@@ -84,10 +92,7 @@ class NativeWebSocket extends EventEmitter {
       if (typeof cb === 'function') process.nextTick(cb, err);
       return;
     }
-    // As ws's `{ binary: typeof data !== 'string', ...options }`: an own `binary` counts by its
-    // truthiness, also when undefined.
-    const given = options?.binary;
-    const binary = given !== undefined ? Boolean(given) : options != null && propertyIsEnumerable.call(options, 'binary') ? false : buf !== undefined;
+    const binary = binaryOption(options, buf !== undefined);
     if (binary && text !== undefined) {
       buf = Buffer.from(text);
       text = undefined;
