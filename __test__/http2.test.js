@@ -633,3 +633,58 @@ describe('Http2Server: writeHead as node http2\'s compatibility API applies it (
     }
   });
 });
+
+describe('Http2Server: a request the client cancels (session 13 probe)', () => {
+  // node's http2 compatibility API emits 'finish' then 'close' on the response of a stream that
+  // closed before the answer (koatty_trace writes its access line on 'finish'); node's http emits
+  // 'close' alone.
+  function makeHandler() {
+    const events = [];
+    let held = null;
+    const handler = (req, res) => {
+      if (req.url === '/events') {
+        res.end(JSON.stringify(events));
+        return;
+      }
+      res.on('finish', () => events.push('finish'));
+      res.on('close', () => {
+        events.push('close');
+        res.end('late', () => events.push('end callback'));
+      });
+      held = res;
+    };
+    return { handler, held: () => held };
+  }
+  async function cancelled(port, held) {
+    const session = await h2connect(`https://127.0.0.1:${port}`, { ca: CA, servername: 'localhost' });
+    try {
+      const stream = session.request({ ':path': '/hold' });
+      stream.on('error', () => {});
+      await pollUntil(() => held(), (r) => r !== null, { timeoutMs: 3000 });
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      return (await h2request(session, { path: '/events' })).text();
+    } finally {
+      await h2close(session);
+    }
+  }
+  it("the response emits 'finish', then 'close', and a later end(cb) calls back, as on node", async () => {
+    const ref = makeHandler();
+    const node = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, ref.handler);
+    await new Promise((resolve) => node.listen(0, '127.0.0.1', resolve));
+    let onNode;
+    try {
+      onNode = await cancelled(node.address().port, ref.held);
+    } finally {
+      await new Promise((resolve) => node.close(resolve));
+    }
+    const ours = makeHandler();
+    const server = new Http2Server({ callback: () => ours.handler, config: () => undefined }, h2Options());
+    const port = await start(server);
+    try {
+      assert.equal(await cancelled(port, ours.held), onNode);
+    } finally {
+      await stop(server);
+    }
+  });
+});

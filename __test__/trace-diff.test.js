@@ -72,7 +72,7 @@ const HTTP_CASES = [
   ['client gone before the timeout', { path: '/td/slow', timeout: 300, settle: 1300 }],
   // many requests at once: access lines (native writes) interleave with ERROR and user lines (JS)
   ['concurrent mix', { concurrent: 28 }],
-  ['circular JSON (no answer)', { path: '/td/circular', timeout: 700 }],
+  ['circular JSON (no answer)', { path: '/td/circular', timeout: 700, settle: 1300 }],
 ];
 const HTTP_SHUTDOWN_CASES = [
   ['shutdown GET', { path: '/td/str' }],

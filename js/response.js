@@ -416,8 +416,12 @@ class NativeResponse extends Stream {
     }
     if (chunk !== undefined) checkChunk(chunk);
     if (this.destroyed) {
-      // As node: end's callback waits for a 'finish' that never comes.
-      if (typeof callback === 'function') this.once('finish', callback);
+      // As node: end's callback waits for a 'finish' that never comes (HTTP/2, where a closed
+      // stream finished the response, calls it back).
+      if (typeof callback === 'function') {
+        if (this.writableFinished) process.nextTick(callback);
+        else this.once('finish', callback);
+      }
       this.writableEnded = true;
       this.finished = true;
       return this;
@@ -461,7 +465,14 @@ class NativeResponse extends Stream {
     this.destroyed = true;
     this.writable = false;
     this.req._onAbort();
-    process.nextTick(() => this.emit('close'));
+    // node's http2 compatibility API ends a response whose stream closed with 'finish' too (so
+    // koatty_trace writes its access line for a cancelled request); its http with 'close' alone.
+    const finishes = this.req.httpVersionMajor >= 2 && !this.writableFinished;
+    if (finishes) this.writableFinished = true;
+    process.nextTick(() => {
+      if (finishes) this.emit('finish');
+      this.emit('close');
+    });
   }
 
   _onDrain() {
