@@ -668,6 +668,65 @@ describe('Http2Server: a request the client cancels (session 13 probe)', () => {
       await h2close(session);
     }
   }
+  // A handler that ends at once while the reset is on its way (one 'finish', not two), and one
+  // that destroys its response (node's compatibility API finishes it too).
+  function makeQuickHandler() {
+    const events = [];
+    const handler = (req, res) => {
+      if (req.url === '/events') {
+        res.end(JSON.stringify(events));
+        return;
+      }
+      res.on('finish', () => events.push(`${req.url} finish`));
+      res.on('close', () => events.push(`${req.url} close`));
+      if (req.url === '/destroy') {
+        res.write('x');
+        res.destroy();
+      } else {
+        res.end('ok');
+      }
+    };
+    return { handler };
+  }
+  async function quick(port) {
+    const session = await h2connect(`https://127.0.0.1:${port}`, { ca: CA, servername: 'localhost' });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const stream = session.request({ ':path': '/sync' });
+        stream.on('error', () => {});
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      }
+      const destroyed = session.request({ ':path': '/destroy' });
+      destroyed.on('error', () => {});
+      destroyed.resume();
+      await new Promise((resolve) => destroyed.on('close', resolve));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Counts per event: which stream got there first may differ.
+      const counts = {};
+      for (const e of JSON.parse((await h2request(session, { path: '/events' })).text())) counts[e] = (counts[e] ?? 0) + 1;
+      return counts;
+    } finally {
+      await h2close(session);
+    }
+  }
+  it("one 'finish' for a response ended at once as its stream is reset, and 'finish' after destroy(), as on node", async () => {
+    const node = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, makeQuickHandler().handler);
+    await new Promise((resolve) => node.listen(0, '127.0.0.1', resolve));
+    let onNode;
+    try {
+      onNode = await quick(node.address().port);
+    } finally {
+      await new Promise((resolve) => node.close(resolve));
+    }
+    const ours = makeQuickHandler();
+    const server = new Http2Server({ callback: () => ours.handler, config: () => undefined }, h2Options());
+    const port = await start(server);
+    try {
+      assert.deepEqual(await quick(port), onNode);
+    } finally {
+      await stop(server);
+    }
+  });
   it("the response emits 'finish', then 'close', and a later end(cb) calls back, as on node", async () => {
     const ref = makeHandler();
     const node = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, ref.handler);

@@ -20,6 +20,8 @@ const kHeadWritten = Symbol('headWritten');
 // reach the wire, as node builds the status line in writeHead.
 const kHeadStatus = Symbol('headStatus');
 const kHeadReason = Symbol('headReason');
+// HTTP/2: the stream closed before the end (see `_emitClosed`).
+const kStreamClosed = Symbol('streamClosed');
 const { codedError, streamDestroyedError, invalidArgType } = require('./errors');
 const { FramingFlag, SendResult, answers, staged } = require('./wire');
 const { flushWakesSoon, flushWakesNow } = require('./wakes');
@@ -400,6 +402,11 @@ class NativeResponse extends Stream {
       callback = encoding;
       encoding = undefined;
     }
+    if (this[kStreamClosed]) {
+      // As node's http2: the stream closed, end() calls back and does nothing else.
+      if (typeof callback === 'function') process.nextTick(callback);
+      return this;
+    }
     // As node: a falsy chunk (0, false, null, '') is no chunk; another is checked as write does.
     if (!chunk) chunk = undefined;
     if (this.writableEnded) {
@@ -416,12 +423,8 @@ class NativeResponse extends Stream {
     }
     if (chunk !== undefined) checkChunk(chunk);
     if (this.destroyed) {
-      // As node: end's callback waits for a 'finish' that never comes (HTTP/2, where a closed
-      // stream finished the response, calls it back).
-      if (typeof callback === 'function') {
-        if (this.writableFinished) process.nextTick(callback);
-        else this.once('finish', callback);
-      }
+      // As node: end's callback waits for a 'finish' that never comes.
+      if (typeof callback === 'function') this.once('finish', callback);
       this.writableEnded = true;
       this.finished = true;
       return this;
@@ -454,7 +457,7 @@ class NativeResponse extends Stream {
     this._bridge.native.destroy(this._id);
     this._bridge.forget(this._id);
     this.req._onAbort();
-    process.nextTick(() => this.emit('close'));
+    this._emitClosed();
     return this;
   }
 
@@ -465,10 +468,18 @@ class NativeResponse extends Stream {
     this.destroyed = true;
     this.writable = false;
     this.req._onAbort();
-    // node's http2 compatibility API ends a response whose stream closed with 'finish' too (so
-    // koatty_trace writes its access line for a cancelled request); its http with 'close' alone.
-    const finishes = this.req.httpVersionMajor >= 2 && !this.writableFinished;
-    if (finishes) this.writableFinished = true;
+    this._emitClosed();
+  }
+
+  // A response over before its end: 'close', as node's http; node's http2 compatibility API emits
+  // 'finish' first (koatty_trace writes its access line on it), unless end() has one on its way,
+  // and later end() calls only call back.
+  _emitClosed() {
+    const finishes = this.req.httpVersionMajor >= 2 && !this.writableEnded && !this.writableFinished;
+    if (finishes) {
+      this.writableFinished = true;
+      this[kStreamClosed] = true;
+    }
     process.nextTick(() => {
       if (finishes) this.emit('finish');
       this.emit('close');
