@@ -14,6 +14,7 @@ use koatty_serve_core::lifecycle::{BindOptions, Sweep};
 use koatty_serve_core::trace::TraceSettings;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,23 @@ pub struct DrainOutcome {
     pub drained: bool,
     pub open_at_start: u32,
     pub still_open: u32,
+}
+
+/// Runs `step` on the server's `Host` and resolves a Promise with its outcome. The future owns an
+/// `Arc<Host>`: as a napi `async fn` method it borrowed the `NativeServer`, which a worker's exit
+/// frees while the step still runs on the I/O thread (SIGSEGV, session 14's outside probe).
+fn on_host<'env, T, F, Fut>(
+    env: &'env Env,
+    host: &Arc<Host>,
+    step: F,
+) -> Result<PromiseRaw<'env, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: FnOnce(Arc<Host>) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let step = step(host.clone());
+    env.spawn_future(async move { Ok(step.await) })
 }
 
 fn ms(ms: u32) -> Duration {
@@ -153,13 +171,13 @@ impl NativeServer {
     /// Binds and serves (after `connect`).
     #[napi(ts_return_type = "Promise<ListenOutcome>")]
     pub fn listen<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ListenOutcome>> {
-        let (host, sink) = (self.host.clone(), self.sink.clone());
-        env.spawn_future(async move {
+        let sink = self.sink.clone();
+        on_host(env, &self.host, |host| async move {
             let started = host.listen().await;
             if started.is_err() {
                 sink.set(None);
             }
-            Ok(started.into())
+            started.into()
         })
     }
 
@@ -232,12 +250,10 @@ impl NativeServer {
         options_json: String,
         drain_timeout_ms: u32,
     ) -> Result<PromiseRaw<'env, ListenOutcome>> {
-        let host = self.host.clone();
-        env.spawn_future(async move {
-            Ok(host
-                .restart(&options_json, ms(drain_timeout_ms))
+        on_host(env, &self.host, |host| async move {
+            host.restart(&options_json, ms(drain_timeout_ms))
                 .await
-                .into())
+                .into()
         })
     }
 
@@ -250,10 +266,8 @@ impl NativeServer {
     /// Shutdown step 1: stop new work everywhere.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn stop_accepting<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let host = self.host.clone();
-        env.spawn_future(async move {
-            host.stop_accepting().await;
-            Ok(())
+        on_host(env, &self.host, |host| async move {
+            host.stop_accepting().await
         })
     }
 
@@ -264,8 +278,9 @@ impl NativeServer {
         env: &'env Env,
         timeout_ms: u32,
     ) -> Result<PromiseRaw<'env, bool>> {
-        let host = self.host.clone();
-        env.spawn_future(async move { Ok(host.wait_idle(ms(timeout_ms)).await) })
+        on_host(env, &self.host, |host| async move {
+            host.wait_idle(ms(timeout_ms)).await
+        })
     }
 
     /// Shutdown step 3: ask every connection to finish and close, wait up to `timeoutMs`.
@@ -275,14 +290,13 @@ impl NativeServer {
         env: &'env Env,
         timeout_ms: u32,
     ) -> Result<PromiseRaw<'env, DrainOutcome>> {
-        let host = self.host.clone();
-        env.spawn_future(async move {
+        on_host(env, &self.host, |host| async move {
             let d = host.drain(ms(timeout_ms)).await;
-            Ok(DrainOutcome {
+            DrainOutcome {
                 drained: d.drained,
                 open_at_start: d.open_at_start as u32,
                 still_open: d.still_open as u32,
-            })
+            }
         })
     }
 
@@ -293,8 +307,9 @@ impl NativeServer {
         env: &'env Env,
         grace_ms: u32,
     ) -> Result<PromiseRaw<'env, u32>> {
-        let host = self.host.clone();
-        env.spawn_future(async move { Ok(host.force_close(ms(grace_ms)).await as u32) })
+        on_host(env, &self.host, |host| async move {
+            host.force_close(ms(grace_ms)).await as u32
+        })
     }
 
     /// Shutdown step 5: drop the listener and release the JavaScript callbacks, so an idle process
@@ -356,7 +371,7 @@ impl NativeServer {
         ws_queue(
             &self.host,
             id,
-            WsOutbound::Ping(bytes_of(body, None).unwrap_or_default()),
+            WsOutbound::Ping(bytes_of(body).unwrap_or_default()),
         )
     }
 
@@ -366,7 +381,7 @@ impl NativeServer {
         ws_queue(
             &self.host,
             id,
-            WsOutbound::Pong(bytes_of(body, None).unwrap_or_default()),
+            WsOutbound::Pong(bytes_of(body).unwrap_or_default()),
         )
     }
 

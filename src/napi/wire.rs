@@ -108,14 +108,10 @@ pub fn error_result(e: BridgeError) -> SendResult {
     }
 }
 
-/// A body given as a Buffer or as a string. The Buffer is borrowed for the call only
+/// A payload given as a Buffer (a ping's or pong's). The Buffer is borrowed for the call only
 /// (`BufferSlice`: no reference is created, as a `Buffer` parameter would) and copied once.
-pub fn bytes_of(body: Option<BufferSlice<'_>>, text: Option<String>) -> Option<Bytes> {
-    match (body, text) {
-        (Some(b), _) => Some(Bytes::copy_from_slice(&b)),
-        (None, Some(t)) => Some(Bytes::from(t)),
-        (None, None) => None,
-    }
+pub fn bytes_of(body: Option<BufferSlice<'_>>) -> Option<Bytes> {
+    chunk_bytes(body.map(Chunk::Buffer), None, None)
 }
 
 /// A chunk an answering call gives (`respond`, `write`, `end`, `wsSend`): a Buffer, or the length
