@@ -20,8 +20,6 @@ const kHeadWritten = Symbol('headWritten');
 // reach the wire, as node builds the status line in writeHead.
 const kHeadStatus = Symbol('headStatus');
 const kHeadReason = Symbol('headReason');
-// HTTP/2: the stream closed before the end (see `_emitClosed`).
-const kStreamClosed = Symbol('streamClosed');
 const { codedError, streamDestroyedError, invalidArgType } = require('./errors');
 const { FramingFlag, SendResult, answers, staged } = require('./wire');
 const { flushWakesSoon, flushWakesNow } = require('./wakes');
@@ -43,7 +41,6 @@ function validStatusCode(statusCode) {
   return code;
 }
 
-/** A header value as node's head puts it: strings as they are, anything else as `${value}`. */
 function invalidHeadersArgument(headers) {
   return codedError('ERR_INVALID_ARG_VALUE', `The argument 'headers' is invalid. Received ${inspect(headers)}`, TypeError);
 }
@@ -73,6 +70,7 @@ function checkHeadLine(name, value) {
   else for (const each of value) validateHeaderValue(name, each);
 }
 
+/** A header value as node's head puts it: strings as they are, anything else as `${value}`. */
 function headerText(value) {
   return typeof value === 'string' ? value : `${value}`;
 }
@@ -402,8 +400,9 @@ class NativeResponse extends Stream {
       callback = encoding;
       encoding = undefined;
     }
-    if (this[kStreamClosed]) {
-      // As node's http2: the stream closed, end() calls back and does nothing else.
+    if (this.writableFinished && !this.writableEnded) {
+      // As node's http2: the stream closed before the end (`_emitClosed`), end() calls back and
+      // does nothing else.
       if (typeof callback === 'function') process.nextTick(callback);
       return this;
     }
@@ -476,10 +475,7 @@ class NativeResponse extends Stream {
   // and later end() calls only call back.
   _emitClosed() {
     const finishes = this.req.httpVersionMajor >= 2 && !this.writableEnded && !this.writableFinished;
-    if (finishes) {
-      this.writableFinished = true;
-      this[kStreamClosed] = true;
-    }
+    if (finishes) this.writableFinished = true;
     process.nextTick(() => {
       if (finishes) this.emit('finish');
       this.emit('close');

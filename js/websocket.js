@@ -131,7 +131,6 @@ class NativeWebSocket extends EventEmitter {
     } else if (typeof mask === 'function') {
       cb = mask;
     }
-    if (typeof data === 'number') data = data.toString();
     const [buf, text] = payload(data);
     if (this.readyState !== OPEN) {
       if (typeof cb === 'function') process.nextTick(cb, notOpen(this.readyState));
