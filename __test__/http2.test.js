@@ -34,6 +34,30 @@ function chunksOf(buf, size) {
   return out;
 }
 
+/**
+ * `exercise(port, made)` against node's http2 compatibility server, then against an Http2Server,
+ * each serving the `handler` of its own `make()` (`made`); resolves [onNode, onNative].
+ */
+async function onNodeAndNative(make, exercise) {
+  const forNode = make();
+  const ref = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, forNode.handler);
+  await new Promise((resolve) => ref.listen(0, '127.0.0.1', resolve));
+  let onNode;
+  try {
+    onNode = await exercise(ref.address().port, forNode);
+  } finally {
+    await new Promise((resolve) => ref.close(resolve));
+  }
+  const forNative = make();
+  const server = new Http2Server({ callback: () => forNative.handler, config: () => undefined }, h2Options());
+  const port = await start(server);
+  try {
+    return [onNode, await exercise(port, forNative)];
+  } finally {
+    await stop(server);
+  }
+}
+
 async function expectFailure(promise, what) {
   let res;
   try {
@@ -564,25 +588,11 @@ describe('Http2Server: a body written on a 204, 205 or 304, or to HEAD, as node 
     }
   }
   it('the same status, length and body on every case', async () => {
-    const ref = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, handler);
-    await new Promise((resolve) => ref.listen(0, '127.0.0.1', resolve));
-    let onNode;
-    try {
-      onNode = await answers(ref.address().port);
-    } finally {
-      await new Promise((resolve) => ref.close(resolve));
-    }
-    const server = new Http2Server({ callback: () => handler, config: () => undefined }, h2Options());
-    const port = await start(server);
-    try {
-      const onNative = await answers(port);
-      // node's compat API leaves the length of a whole 200 out; this server sends it (listed in
-      // the README): compared without it there.
-      const lengthless = (line) => (/ \/200\/end: 200 /.test(line) ? line.replace(/content-length=\d+/, 'content-length=undefined') : line);
-      assert.deepEqual(onNative.map(lengthless), onNode);
-    } finally {
-      await stop(server);
-    }
+    const [onNode, onNative] = await onNodeAndNative(() => ({ handler }), answers);
+    // node's compat API leaves the length of a whole 200 out; this server sends it (listed in
+    // the README): compared without it there.
+    const lengthless = (line) => (/ \/200\/end: 200 /.test(line) ? line.replace(/content-length=\d+/, 'content-length=undefined') : line);
+    assert.deepEqual(onNative.map(lengthless), onNode);
   });
 });
 
@@ -616,21 +626,8 @@ describe('Http2Server: writeHead as node http2\'s compatibility API applies it (
     }
   }
   it('the same head and the same errors as node', async () => {
-    const ref = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, handler);
-    await new Promise((resolve) => ref.listen(0, '127.0.0.1', resolve));
-    let onNode;
-    try {
-      onNode = await answer(ref.address().port);
-    } finally {
-      await new Promise((resolve) => ref.close(resolve));
-    }
-    const server = new Http2Server({ callback: () => handler, config: () => undefined }, h2Options());
-    const port = await start(server);
-    try {
-      assert.deepEqual(await answer(port), onNode);
-    } finally {
-      await stop(server);
-    }
+    const [onNode, onNative] = await onNodeAndNative(() => ({ handler }), answer);
+    assert.deepEqual(onNative, onNode);
   });
 });
 
@@ -710,40 +707,11 @@ describe('Http2Server: a request the client cancels (session 13 probe)', () => {
     }
   }
   it("one 'finish' for a response ended at once as its stream is reset, and 'finish' after destroy(), as on node", async () => {
-    const node = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, makeQuickHandler().handler);
-    await new Promise((resolve) => node.listen(0, '127.0.0.1', resolve));
-    let onNode;
-    try {
-      onNode = await quick(node.address().port);
-    } finally {
-      await new Promise((resolve) => node.close(resolve));
-    }
-    const ours = makeQuickHandler();
-    const server = new Http2Server({ callback: () => ours.handler, config: () => undefined }, h2Options());
-    const port = await start(server);
-    try {
-      assert.deepEqual(await quick(port), onNode);
-    } finally {
-      await stop(server);
-    }
+    const [onNode, onNative] = await onNodeAndNative(makeQuickHandler, quick);
+    assert.deepEqual(onNative, onNode);
   });
   it("the response emits 'finish', then 'close', and a later end(cb) calls back, as on node", async () => {
-    const ref = makeHandler();
-    const node = http2.createSecureServer({ key: fs.readFileSync(certs.server.key), cert: fs.readFileSync(certs.server.cert) }, ref.handler);
-    await new Promise((resolve) => node.listen(0, '127.0.0.1', resolve));
-    let onNode;
-    try {
-      onNode = await cancelled(node.address().port, ref.held);
-    } finally {
-      await new Promise((resolve) => node.close(resolve));
-    }
-    const ours = makeHandler();
-    const server = new Http2Server({ callback: () => ours.handler, config: () => undefined }, h2Options());
-    const port = await start(server);
-    try {
-      assert.equal(await cancelled(port, ours.held), onNode);
-    } finally {
-      await stop(server);
-    }
+    const [onNode, onNative] = await onNodeAndNative(makeHandler, (port, made) => cancelled(port, made.held));
+    assert.equal(onNative, onNode);
   });
 });
