@@ -537,12 +537,13 @@ export interface NativeWebSocket extends EventEmitter {
   readonly bufferedAmount: number;
   readonly protocol: string;
   readonly url: string;
-  send(data: string | Buffer | ArrayBuffer | ArrayBufferView, options?: { binary?: boolean } | null, cb?: (err?: Error) => void): void;
-  send(data: string | Buffer | ArrayBuffer | ArrayBufferView, cb?: (err?: Error) => void): void;
+  /** A `Blob` is read first, then sent; what is sent after it waits for it, in order (as ws 8.18+). */
+  send(data: string | number | Buffer | ArrayBuffer | ArrayBufferView | Blob, options?: { binary?: boolean } | null, cb?: (err?: Error) => void): void;
+  send(data: string | number | Buffer | ArrayBuffer | ArrayBufferView | Blob, cb?: (err?: Error) => void): void;
   /** Throws ws's RangeError for a payload over 125 bytes; `cb` gets an error when not open. Counts toward `bufferedAmount` like `send`. */
-  ping(data?: string | Buffer | number, mask?: boolean, cb?: (err?: Error) => void): void;
+  ping(data?: string | Buffer | number | Blob, mask?: boolean, cb?: (err?: Error) => void): void;
   /** An unsolicited pong (pings are answered automatically); as `ping`. */
-  pong(data?: string | Buffer | number, mask?: boolean, cb?: (err?: Error) => void): void;
+  pong(data?: string | Buffer | number | Blob, mask?: boolean, cb?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
   terminate(): void;
   on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): this;

@@ -7,6 +7,8 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('crypto');
 const fs = require('fs');
+const os = require('os');
+const path = require('path');
 const net = require('net');
 const { spawn } = require('child_process');
 const WebSocket = require('ws');
@@ -755,5 +757,106 @@ describe('NativeWebSocket send() takes what ws takes (outside probe, session 14)
     });
     const ours = await outcomes((onConnection) => startOurs({}, onConnection));
     assert.deepEqual(ours, reference);
+  });
+});
+
+describe('NativeWebSocket send()/ping() of a Blob as ws 8.18+ (read, then sent in order)', () => {
+  /** What a client of the server sees: messages (kind, hex), pings, the close; and the callbacks. */
+  async function observe(start, script) {
+    const calls = [];
+    const { port } = await start((client) => script(client, calls));
+    // (Listening from the start: ws's frames can come with its 101, before 'open' is handled.)
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+    ws.on('error', () => {});
+    const seen = [];
+    ws.on('message', (data, isBinary) => seen.push(`${isBinary ? 'binary' : 'text'} ${Buffer.from(data).toString('hex')}`));
+    ws.on('ping', (data) => seen.push(`ping ${data.toString('hex')}`));
+    const code = await withTimeout(new Promise((resolve) => ws.on('close', (c, reason) => resolve(`close ${c} ${reason}`))), 5000, 'close');
+    seen.push(code);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return { seen, calls };
+  }
+  const onReference = async (onConnection) => {
+    const ref = await startReference();
+    ref.server.on('connection', onConnection);
+    return ref;
+  };
+  const onOurs = (onConnection) => startOurs({}, onConnection);
+  const note = (calls, name) => (err) => calls.push(`${name} ${err ? err.message : 'sent'}`);
+
+  it('what is sent after a Blob waits for it: every frame in the order sent, callbacks and bufferedAmount as ws', async () => {
+    const script = (c, calls) => {
+      c.send('a', note(calls, 'a'));
+      c.send(new Blob(['bb']), note(calls, 'blob bb'));
+      calls.push(`bufferedAmount counts the blob: ${c.bufferedAmount >= 2}`);
+      c.send(Buffer.from('c'), note(calls, 'c'));
+      c.send(new Blob([new Uint8Array([1, 2, 3])]), { binary: false }, note(calls, 'blob as text'));
+      c.ping(new Blob(['p']), false, note(calls, 'ping blob'));
+      c.ping('q');
+      c.send(new File(['ff'], 'f.txt'), note(calls, 'file'));
+      c.send('e');
+      c.close(1000, 'bye');
+      calls.push(`state after close ${c.readyState}`);
+    };
+    const reference = await observe(onReference, script);
+    const ours = await observe(onOurs, script);
+    assert.deepEqual(ours.seen, reference.seen);
+    assert.deepEqual(ours.seen, ['text 61', 'binary 6262', 'binary 63', 'text 010203', 'ping 70', 'ping 71', 'binary 6666', 'text 65', 'close 1000 bye']);
+    assert.deepEqual(ours.calls.sort(), reference.calls.sort());
+  });
+
+  it('a ping Blob over 125 bytes throws RangeError; a Blob sent to a closed socket gets ERR_WS_NOT_OPEN-style errors, as ws', async () => {
+    const script = (c, calls) => {
+      try {
+        c.ping(new Blob([Buffer.alloc(126)]));
+      } catch (err) {
+        calls.push(`ping threw ${err.constructor.name} ${err.message}`);
+      }
+      c.close(1000);
+      c.send(new Blob(['late']), note(calls, 'after close'));
+    };
+    const reference = await observe(onReference, script);
+    const ours = await observe(onOurs, script);
+    assert.deepEqual(ours.seen, reference.seen);
+    assert.deepEqual(ours.calls, reference.calls);
+    assert.equal(ours.calls.length, 2);
+  });
+
+  it('a reply Blob to the message just before the peer\'s close goes out before the close reply, as with ws', async () => {
+    // A Blob backed by a file: it is read on libuv's thread pool, after the close frame is handled.
+    const file = path.join(os.tmpdir(), `ks-blob-${process.pid}.txt`);
+    fs.writeFileSync(file, 'from a file');
+    const fromFile = await fs.openAsBlob(file);
+    const run = async (start) => {
+      const { port } = await start((c) => c.on('message', (d) => {
+        c.send(new Blob([d, '!']));
+        c.send(fromFile);
+      }));
+      const { socket, frames, ended } = await rawUpgrade(port);
+      // The message and the close frame in one write: both reach the handler in one turn, while
+      // the reply's Blob is still being read.
+      const close = Buffer.concat([Buffer.from([0x03, 0xe8]), Buffer.from('client done')]);
+      socket.write(Buffer.concat([wsFrame({ opcode: 1, payload: Buffer.from('last') }), wsFrame({ opcode: 8, payload: close })]));
+      await withTimeout(ended, 5000, 'closed');
+      return frames.map((f) => `${f.opcode} ${f.payload.toString('latin1')}`);
+    };
+    const reference = await run(onReference);
+    const ours = await run(onOurs);
+    assert.deepEqual(ours, reference);
+    fs.unlinkSync(file);
+    assert.deepEqual(ours, ['2 last!', '2 from a file', '8 \x03\xe8client done']);
+  });
+
+  it('terminate() while a Blob is read: its callback and those behind it get ws\'s error, nothing is sent', async () => {
+    const script = (c, calls) => {
+      c.send(new Blob(['never']), note(calls, 'blob'));
+      c.send('behind', note(calls, 'behind'));
+      c.terminate();
+    };
+    const reference = await observe(onReference, script);
+    const ours = await observe(onOurs, script);
+    assert.deepEqual(ours.seen, reference.seen);
+    assert.deepEqual(ours.calls, reference.calls);
+    assert.deepEqual(ours.calls, ['blob The socket was closed while the blob was being read', 'behind The socket was closed while the blob was being read']);
   });
 });

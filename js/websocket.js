@@ -40,17 +40,41 @@ function binaryOption(options, byDefault) {
   return options != null && propertyIsEnumerable.call(options, 'binary') ? false : byDefault;
 }
 
-/** Payload as (buffer, text) for the native call; strings stay strings (sent as text frames). */
+/** ws's test for a Blob or File, of any realm (ws 8.18+ reads one, then sends its bytes). */
+function isBlob(value) {
+  return (
+    typeof value === 'object' &&
+    typeof value.arrayBuffer === 'function' &&
+    typeof value.type === 'string' &&
+    typeof value.stream === 'function' &&
+    (value[Symbol.toStringTag] === 'Blob' || value[Symbol.toStringTag] === 'File')
+  );
+}
+
+/**
+ * Payload as (buffer, text, blob) for the native call; strings stay strings (sent as text
+ * frames); a Blob is read first (`_inOrder`).
+ */
 function payload(data) {
-  if (typeof data === 'string') return [undefined, data];
-  if (typeof data === 'number') return [undefined, data.toString()];
-  if (!data) return [Buffer.alloc(0), undefined];
-  if (Buffer.isBuffer(data)) return [data, undefined];
-  if (ArrayBuffer.isView(data)) return [Buffer.from(data.buffer, data.byteOffset, data.byteLength), undefined];
+  if (typeof data === 'string') return [undefined, data, undefined];
+  if (typeof data === 'number') return [undefined, data.toString(), undefined];
+  if (!data) return [Buffer.alloc(0), undefined, undefined];
+  if (Buffer.isBuffer(data)) return [data, undefined, undefined];
+  if (ArrayBuffer.isView(data)) return [Buffer.from(data.buffer, data.byteOffset, data.byteLength), undefined, undefined];
+  if (isBlob(data)) return [undefined, undefined, data];
   // An ArrayBuffer of any realm, an array of bytes; anything else throws node's
   // ERR_INVALID_ARG_TYPE, as ws's send does (it was sent as its String()).
-  return [Buffer.from(data), undefined];
+  return [Buffer.from(data), undefined, undefined];
 }
+
+/** What a send waiting behind a Blob counts in `bufferedAmount` (ws counts its byte length). */
+function byteLengthOf(buf, text) {
+  return buf !== undefined ? buf.length : Buffer.byteLength(text);
+}
+
+// While a Blob is read, what the handler sends after it (messages, pings, the close frame) waits
+// here, in order, as ws's sender queues it: { sends: [{ run, cb, bytes, blob }], bytes, terminated }.
+const kWaiting = Symbol('koattyServe.wsWaitingForBlob');
 
 /** The subprotocols an upgrade request offers, in order (the native side checked the header). */
 function offeredProtocols(req) {
@@ -72,11 +96,13 @@ class NativeWebSocket extends EventEmitter {
     this.binaryType = 'nodebuffer';
     this.url = req.url;
     this.isPaused = false;
+    this[kWaiting] = null;
     Object.defineProperty(this, '_socket', { value: req.socket, enumerable: false });
   }
 
   get bufferedAmount() {
-    return this.readyState === CLOSED ? 0 : this._bridge.native.wsBufferedAmount(this._id);
+    if (this.readyState === CLOSED) return 0;
+    return this._bridge.native.wsBufferedAmount(this._id) + (this[kWaiting]?.bytes ?? 0);
   }
 
   /** `send(data[, options][, cb])`: strings go as text frames unless `options.binary`. */
@@ -86,18 +112,81 @@ class NativeWebSocket extends EventEmitter {
       options = undefined;
     }
     // Converted first: what ws cannot send throws also once the socket is closing, as in ws.
-    let [buf, text] = payload(data);
+    let [buf, text, blob] = payload(data);
     if (this.readyState !== OPEN) {
       const err = notOpen(this.readyState);
       if (typeof cb === 'function') process.nextTick(cb, err);
       return;
     }
-    const binary = binaryOption(options, buf !== undefined);
+    const binary = binaryOption(options, text === undefined);
     if (binary && text !== undefined) {
       buf = Buffer.from(text);
       text = undefined;
     }
-    this._queued(wsSend(this._bridge.handle, this._id, staged(buf), text, binary), cb);
+    if (blob === undefined && this[kWaiting] === null) {
+      this._queued(wsSend(this._bridge.handle, this._id, staged(buf), text, binary), cb);
+      return;
+    }
+    // (Staged only when it goes: the staging area is shared by every send of this thread.)
+    const send = (bytes) => this._queued(wsSend(this._bridge.handle, this._id, staged(bytes ?? buf), text, binary), cb);
+    this._inOrder(send, cb, blob === undefined ? byteLengthOf(buf, text) : blob.size, blob);
+  }
+
+  /**
+   * `send(bytes)` after what waits — at once unless a Blob is being read — or, with `blob`, once
+   * that is read, with its bytes (ws 8.18+). `bytes`: counted in `bufferedAmount` meanwhile.
+   */
+  _inOrder(send, cb, bytes, blob) {
+    const waiting = this[kWaiting];
+    if (waiting === null) {
+      if (blob === undefined) send();
+      else this._readBlob((this[kWaiting] = { sends: [], bytes, terminated: false }), blob, send, cb);
+      return;
+    }
+    waiting.bytes += bytes;
+    waiting.sends.push({ run: send, cb, bytes, blob });
+  }
+
+  /** Reads `blob`, sends it, then what waited behind it, up to the next Blob. */
+  _readBlob(waiting, blob, send, cb) {
+    blob.arrayBuffer().then((arrayBuffer) => {
+      if (waiting.terminated || this.readyState === CLOSED) {
+        // As ws: nothing more goes out; the callbacks hear why (the sends stay waiting).
+        const err = new Error('The socket was closed while the blob was being read');
+        process.nextTick(() => this._failWaiting(waiting, err, cb));
+        return;
+      }
+      waiting.bytes -= blob.size;
+      send(Buffer.from(arrayBuffer));
+      while (waiting.sends.length > 0) {
+        const next = waiting.sends.shift();
+        if (next.blob !== undefined) {
+          this._readBlob(waiting, next.blob, next.run, next.cb);
+          return;
+        }
+        waiting.bytes -= next.bytes;
+        next.run();
+      }
+      this[kWaiting] = null;
+    }, (err) => {
+      // As ws: the callbacks get the error, then the socket is closed (the peer sees 1006) and
+      // 'error' is emitted.
+      process.nextTick(() => {
+        this._failWaiting(waiting, err, cb);
+        if (this.readyState === CLOSED) return;
+        this.readyState = CLOSING;
+        waiting.terminated = true;
+        this._bridge.native.wsTerminate(this._id);
+        flushWakesSoon();
+        this.emit('error', err);
+      });
+    });
+  }
+
+  /** The callbacks of a Blob that will not be sent and of every send behind it get `err`. */
+  _failWaiting(waiting, err, cb) {
+    if (typeof cb === 'function') cb(err);
+    for (const { cb: next } of waiting.sends) if (typeof next === 'function') next(err);
   }
 
   /** What a native send returned: the bytes queued, or a negative SendResult (Backpressure:
@@ -131,15 +220,16 @@ class NativeWebSocket extends EventEmitter {
     } else if (typeof mask === 'function') {
       cb = mask;
     }
-    const [buf, text] = payload(data);
+    const [buf, text, blob] = payload(data);
     if (this.readyState !== OPEN) {
       if (typeof cb === 'function') process.nextTick(cb, notOpen(this.readyState));
       return;
     }
-    const bytes = buf ?? Buffer.from(text);
-    if (bytes.length > MAX_CONTROL_PAYLOAD) throw new RangeError('The data size must not be greater than 125 bytes');
+    const bytes = blob === undefined ? buf ?? Buffer.from(text) : undefined;
+    if ((blob?.size ?? bytes.length) > MAX_CONTROL_PAYLOAD) throw new RangeError('The data size must not be greater than 125 bytes');
     // Counted in bufferedAmount (payload + frame head) and against maxBufferedAmount, as sends are.
-    this._queued(this._bridge.native[nativeCall](this._id, bytes), cb);
+    const send = (read) => this._queued(this._bridge.native[nativeCall](this._id, read ?? bytes), cb);
+    this._inOrder(send, cb, blob?.size ?? bytes.length, blob);
   }
 
   /**
@@ -161,13 +251,17 @@ class NativeWebSocket extends EventEmitter {
     const text = String(reason ?? '');
     if (Buffer.byteLength(text) > 123) throw codedError('ERR_WS_INVALID_CLOSE_REASON', 'The message must not be greater than 123 bytes');
     this.readyState = CLOSING;
-    this._bridge.native.wsClose(this._id, code, text);
-    flushWakesSoon();
+    // After a Blob being read and what waits behind it, as ws queues its close frame.
+    this._inOrder(() => {
+      this._bridge.native.wsClose(this._id, code, text);
+      flushWakesSoon();
+    }, undefined, 0, undefined);
   }
 
   terminate() {
     if (this.readyState === CLOSED) return;
     this.readyState = CLOSING;
+    if (this[kWaiting] !== null) this[kWaiting].terminated = true;
     this._bridge.native.wsTerminate(this._id);
     flushWakesSoon();
   }
@@ -193,8 +287,10 @@ class NativeWebSocket extends EventEmitter {
   // handlers sent.
   _onPeerClosing() {
     if (this.readyState === OPEN) this.readyState = CLOSING;
-    this._bridge.native.wsCloseReply(this._id);
-    flushWakesSoon();
+    this._inOrder(() => {
+      this._bridge.native.wsCloseReply(this._id);
+      flushWakesSoon();
+    }, undefined, 0, undefined);
   }
 
   _onClose(code, reason) {

@@ -310,6 +310,7 @@ ws.on('connection', (client: NativeWebSocket, req) => {
   client.on('close', (code: number, reason: Buffer) => void [code, reason]);
   client.on('pong', (data: Buffer) => void data);
   client.ping('hb');
+  client.send(new Blob(['read, then sent']), (err) => void err);
   client.pong(Buffer.alloc(0), undefined, (err?: Error) => void err);
   if (client.readyState === 1 && client.bufferedAmount > 1 << 20) client.terminate();
   else client.close(1000, `bye ${first?.length} ${url} ${client.protocol} ${client.url}`);
