@@ -847,6 +847,101 @@ describe('NativeWebSocket send()/ping() of a Blob as ws 8.18+ (read, then sent i
     assert.deepEqual(ours, ['2 last!', '2 from a file', '8 \x03\xe8client done']);
   });
 
+  it('a Blob whose read fails: what was sent before it still arrives, then a close (1011), its callback and those behind it get the error, then \'error\' (outside probe)', async () => {
+    const MIB = 1024 * 1024;
+    const file = path.join(os.tmpdir(), `ks-blob-gone-${process.pid}.txt`);
+    fs.writeFileSync(file, 'soon changed');
+    const stale = await fs.openAsBlob(file);
+    fs.writeFileSync(file, 'changed after the Blob was made: node can no longer read it');
+    const calls = [];
+    const errors = [];
+    const { port } = await startOurs({}, (c) => {
+      c.on('error', (err) => errors.push(err.name));
+      for (let i = 0; i < 5; i++) c.send(Buffer.alloc(MIB, i), note(calls, `MiB ${i}`));
+      c.send(stale, note(calls, 'stale blob'));
+      c.send('behind', note(calls, 'behind'));
+    });
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+    ws.on('error', () => {});
+    const got = [];
+    ws.on('message', (d) => got.push(d.length));
+    const closed = withTimeout(new Promise((resolve) => ws.on('close', (code) => resolve(code))), 10000, 'close');
+    await new Promise((resolve) => ws.once('open', resolve));
+    ws._socket.pause(); // a slow reader: the 5 MiB are still queued when the read fails
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    ws._socket.resume();
+    assert.equal(await closed, 1011);
+    fs.unlinkSync(file);
+    assert.deepEqual(got, [MIB, MIB, MIB, MIB, MIB], 'everything sent before the Blob arrived');
+    assert.deepEqual(calls.slice(0, 5), ['MiB 0 sent', 'MiB 1 sent', 'MiB 2 sent', 'MiB 3 sent', 'MiB 4 sent']);
+    assert.ok(calls[5].startsWith('stale blob ') && calls[6].startsWith('behind '), calls.join('; '));
+    assert.ok(calls.slice(5).every((c) => / could not be read/i.test(c)), calls.join('; '));
+    assert.deepEqual(errors, ['NotReadableError']);
+  });
+
+  it('sends waiting behind a Blob count against maxBufferedAmount: past it ERR_WS_BACKPRESSURE, CLOSING at once, not an endless queue (outside probe)', async () => {
+    // A Blob read on the thread pool: the sends after it wait in JavaScript meanwhile.
+    const file = path.join(os.tmpdir(), `ks-blob-slow-${process.pid}.txt`);
+    fs.writeFileSync(file, 'x'.repeat(500));
+    const fromFile = await fs.openAsBlob(file);
+    const seen = {};
+    const done = new Promise((resolve) => {
+      startOurs({ connectionPool: { protocolSpecific: { maxBufferedAmount: 1024 } } }, (c) => {
+        c.on('error', (err) => {
+          seen.error = err.code;
+          seen.stateInError = c.readyState;
+        });
+        c.send(fromFile);
+        let sent = 0;
+        let peak = 0;
+        for (let i = 0; i < 2000 && c.readyState === 1; i++) {
+          c.send(Buffer.alloc(100, 1));
+          sent++;
+          peak = Math.max(peak, c.bufferedAmount);
+        }
+        Object.assign(seen, { sent, peak, state: c.readyState });
+        c.on('close', resolve);
+      }).then(({ port }) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+        ws.on('error', () => {});
+      });
+    });
+    await withTimeout(done, 5000, 'closed');
+    fs.unlinkSync(file);
+    assert.equal(seen.error, 'ERR_WS_BACKPRESSURE');
+    assert.equal(seen.stateInError, 2, 'CLOSING inside the error listener');
+    assert.equal(seen.state, 2);
+    assert.ok(seen.sent < 20, `stopped after ${seen.sent} sends`);
+    assert.ok(seen.peak <= 1024, `bufferedAmount peaked at ${seen.peak}`);
+  });
+
+  it('close() behind a Blob whose read never ends terminates after ws\'s close timeout (30 s), and a Blob that outgrows its size for ping() gets RangeError', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    const never = { size: 3, type: '', stream() {}, arrayBuffer: () => new Promise(() => {}), [Symbol.toStringTag]: 'Blob' };
+    const liar = { size: 3, type: '', stream() {}, arrayBuffer: async () => new ArrayBuffer(200), [Symbol.toStringTag]: 'Blob' };
+    const pingResult = {};
+    let onClient;
+    const clientReady = new Promise((resolve) => { onClient = resolve; });
+    const { port } = await startOurs({}, (c) => onClient(c));
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+    ws.on('error', () => {});
+    // (Its time limit is set once the clock is real again.)
+    const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+    const c = await withTimeout(clientReady, 5000, 'connection');
+    await new Promise((resolve) => c.ping(liar, false, (err) => { pingResult.err = err?.constructor.name; resolve(); }));
+    assert.equal(pingResult.err, 'RangeError');
+    assert.equal(c.readyState, 1, 'still open');
+    c.send(never);
+    c.close(1000, 'never goes');
+    assert.equal(c.readyState, 2);
+    t.mock.timers.tick(29_999);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(ws.readyState, 1, 'open until the close timeout');
+    t.mock.timers.tick(1);
+    t.mock.timers.reset();
+    assert.equal(await withTimeout(closed, 5000, 'close'), 1006, 'terminated');
+  });
+
   it('terminate() while a Blob is read: its callback and those behind it get ws\'s error, nothing is sent', async () => {
     const script = (c, calls) => {
       c.send(new Blob(['never']), note(calls, 'blob'));

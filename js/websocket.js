@@ -26,6 +26,10 @@ function notOpen(readyState) {
 const NO_STATUS = 1005;
 /** Largest ping/pong payload (RFC 6455 §5.5). */
 const MAX_CONTROL_PAYLOAD = 125;
+/** What a ping or pong adds to `bufferedAmount` besides its payload (as the native side counts). */
+const CONTROL_FRAME_COST = 2;
+/** ws's `closeTimeout` (and the native side's): a close frame waiting behind a Blob waits no longer. */
+const CLOSE_TIMEOUT_MS = 30_000;
 /** The upgrade waits for this server's `handleProtocols` (set by the native side). */
 const FLAG_WS_CHOOSE_PROTOCOL = RequestFlag.WsChooseProtocol;
 const BACKPRESSURE = SendResult.Backpressure;
@@ -134,13 +138,27 @@ class NativeWebSocket extends EventEmitter {
 
   /**
    * `send(bytes)` after what waits — at once unless a Blob is being read — or, with `blob`, once
-   * that is read, with its bytes (ws 8.18+). `bytes`: counted in `bufferedAmount` meanwhile.
+   * that is read, with its bytes (ws 8.18+). `bytes`: counted in `bufferedAmount` meanwhile, and
+   * against `maxBufferedAmount` as the native side counts what it queues (0: not counted).
    */
   _inOrder(send, cb, bytes, blob) {
     const waiting = this[kWaiting];
+    if (waiting === null && blob === undefined) {
+      send();
+      return;
+    }
+    if (bytes > 0) {
+      // Past the limit the connection is terminated; one send larger than it may wait when
+      // nothing else does (it goes out alone, as the native side lets it).
+      const before = this._bridge.native.wsBufferedAmount(this._id) + (waiting?.bytes ?? 0);
+      if (before > 0 && before + bytes > this._bridge.native.wsMaxBufferedAmount()) {
+        this._bridge.native.wsTerminate(this._id);
+        this._queued(BACKPRESSURE, cb);
+        return;
+      }
+    }
     if (waiting === null) {
-      if (blob === undefined) send();
-      else this._readBlob((this[kWaiting] = { sends: [], bytes, terminated: false }), blob, send, cb);
+      this._readBlob((this[kWaiting] = { sends: [], bytes, terminated: false, closeTimer: undefined }), blob, send, cb);
       return;
     }
     waiting.bytes += bytes;
@@ -157,27 +175,39 @@ class NativeWebSocket extends EventEmitter {
         return;
       }
       waiting.bytes -= blob.size;
-      send(Buffer.from(arrayBuffer));
-      while (waiting.sends.length > 0) {
-        const next = waiting.sends.shift();
-        if (next.blob !== undefined) {
-          this._readBlob(waiting, next.blob, next.run, next.cb);
-          return;
+      try {
+        send(Buffer.from(arrayBuffer));
+        while (waiting.sends.length > 0) {
+          const next = waiting.sends.shift();
+          if (next.blob !== undefined) {
+            this._readBlob(waiting, next.blob, next.run, next.cb);
+            return;
+          }
+          waiting.bytes -= next.bytes;
+          next.run();
         }
-        waiting.bytes -= next.bytes;
-        next.run();
+        this[kWaiting] = null;
+      } catch (err) {
+        // A listener's throw ('error' on backpressure) surfaces as it would from send() itself,
+        // not as a rejection of this read.
+        process.nextTick(() => {
+          throw err;
+        });
       }
-      this[kWaiting] = null;
     }, (err) => {
-      // As ws: the callbacks get the error, then the socket is closed (the peer sees 1006) and
-      // 'error' is emitted.
+      // As ws: the callbacks get the error, nothing after the Blob is sent, what was sent before
+      // still goes out, and 'error' is emitted. ws then ends the socket without a close frame (the
+      // peer sees 1006); here the close frame is 1011 (README).
       process.nextTick(() => {
         this._failWaiting(waiting, err, cb);
         if (this.readyState === CLOSED) return;
         this.readyState = CLOSING;
-        waiting.terminated = true;
-        this._bridge.native.wsTerminate(this._id);
-        flushWakesSoon();
+        if (!waiting.terminated) {
+          waiting.terminated = true;
+          clearTimeout(waiting.closeTimer);
+          this._bridge.native.wsClose(this._id, 1011, '');
+          flushWakesSoon();
+        }
         this.emit('error', err);
       });
     });
@@ -194,6 +224,9 @@ class NativeWebSocket extends EventEmitter {
   _queued(queued, cb) {
     flushWakesSoon();
     if (queued === BACKPRESSURE) {
+      // Terminated: CLOSING until its 'close', as after terminate().
+      if (this.readyState === OPEN) this.readyState = CLOSING;
+      if (this[kWaiting] !== null) this[kWaiting].terminated = true;
       const err = codedError('ERR_WS_BACKPRESSURE', 'ERR_WS_BACKPRESSURE: too much unsent data queued for a slow peer; the connection was terminated');
       if (typeof cb === 'function') process.nextTick(cb, err);
       this.emit('error', err);
@@ -228,8 +261,15 @@ class NativeWebSocket extends EventEmitter {
     const bytes = blob === undefined ? buf ?? Buffer.from(text) : undefined;
     if ((blob?.size ?? bytes.length) > MAX_CONTROL_PAYLOAD) throw new RangeError('The data size must not be greater than 125 bytes');
     // Counted in bufferedAmount (payload + frame head) and against maxBufferedAmount, as sends are.
-    const send = (read) => this._queued(this._bridge.native[nativeCall](this._id, read ?? bytes), cb);
-    this._inOrder(send, cb, blob?.size ?? bytes.length, blob);
+    const send = (read) => {
+      // A Blob whose bytes outgrew its size.
+      if (read !== undefined && read.length > MAX_CONTROL_PAYLOAD) {
+        if (typeof cb === 'function') process.nextTick(cb, new RangeError('The data size must not be greater than 125 bytes'));
+        return;
+      }
+      this._queued(this._bridge.native[nativeCall](this._id, read ?? bytes), cb);
+    };
+    this._inOrder(send, cb, (blob?.size ?? bytes.length) + CONTROL_FRAME_COST, blob);
   }
 
   /**
@@ -251,8 +291,14 @@ class NativeWebSocket extends EventEmitter {
     const text = String(reason ?? '');
     if (Buffer.byteLength(text) > 123) throw codedError('ERR_WS_INVALID_CLOSE_REASON', 'The message must not be greater than 123 bytes');
     this.readyState = CLOSING;
+    const waiting = this[kWaiting];
+    if (waiting !== null) {
+      // As ws's close timer: a Blob whose read never ends does not keep the socket open.
+      waiting.closeTimer = setTimeout(() => this.terminate(), CLOSE_TIMEOUT_MS);
+    }
     // After a Blob being read and what waits behind it, as ws queues its close frame.
     this._inOrder(() => {
+      if (waiting !== null) clearTimeout(waiting.closeTimer);
       this._bridge.native.wsClose(this._id, code, text);
       flushWakesSoon();
     }, undefined, 0, undefined);
@@ -295,6 +341,7 @@ class NativeWebSocket extends EventEmitter {
 
   _onClose(code, reason) {
     this.readyState = CLOSED;
+    if (this[kWaiting] !== null) clearTimeout(this[kWaiting].closeTimer);
     this._socket._close();
     this.emit('close', code, Buffer.from(reason ?? ''));
   }

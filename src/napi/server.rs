@@ -391,6 +391,12 @@ impl NativeServer {
         self.host.bridge().ws_buffered_amount(id) as f64
     }
 
+    /// `maxBufferedAmount` in force (sends waiting in JavaScript behind a Blob count against it).
+    #[napi]
+    pub fn ws_max_buffered_amount(&self) -> f64 {
+        self.host.ws_max_buffered() as f64
+    }
+
     /// Starts the closing handshake (code 1000–4999, reason ≤ 123 bytes, checked in JS).
     #[napi]
     pub fn ws_close(&self, id: u32, code: u32, reason: String) -> bool {

@@ -419,15 +419,19 @@ impl Host {
                 return Err(WsSendError::ControlPayloadTooLarge);
             }
         }
-        let max = self.config(|c| {
+        self.bridge
+            .ws_send(id, message, self.ws_max_buffered())
+            .map_err(WsSendError::Bridge)
+    }
+
+    /// `maxBufferedAmount` in force: the unsent bytes a WebSocket connection may queue.
+    pub fn ws_max_buffered(&self) -> usize {
+        self.config(|c| {
             c.websocket
                 .as_ref()
                 .map(|w| w.max_buffered)
                 .unwrap_or(usize::MAX)
-        });
-        self.bridge
-            .ws_send(id, message, max)
-            .map_err(WsSendError::Bridge)
+        })
     }
 
     // --- gRPC ------------------------------------------------------------------------------------
