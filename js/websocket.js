@@ -188,11 +188,9 @@ class NativeWebSocket extends EventEmitter {
         }
         this[kWaiting] = null;
       } catch (err) {
-        // A listener's throw ('error' on backpressure) surfaces as it would from send() itself,
-        // not as a rejection of this read.
-        process.nextTick(() => {
-          throw err;
-        });
+        // A listener's throw ('error' on backpressure) goes where a throwing 'message' listener's
+        // goes ('handlerError'), not to an unhandled rejection of this read.
+        this._bridge.onHandlerError(err);
       }
     }, (err) => {
       // As ws: the callbacks get the error, nothing after the Blob is sent, what was sent before
