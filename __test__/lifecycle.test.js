@@ -443,6 +443,61 @@ describe('gracefulShutdown: options, steps and report', () => {
 
 // ---------------------------------------------------------------------------------------------------
 
+describe('Start() again after a shutdown (outside probe, session 15)', () => {
+  it('Stop → Start → Stop on one server, same port: it serves again with status reset, and the second Stop is a shutdown of its own', async () => {
+    const port = await freePort();
+    const { app } = makeApp();
+    const server = new HttpServer(app, options('http', { port }));
+    let stopped = 0;
+    server.on('stopped', () => stopped++);
+    await start(server);
+    const first = server.gracefulShutdown({ drainDelay: 0 });
+    await first;
+    assert.equal(server.status, 503);
+    assert.equal((await settle(request({ port, path: '/hello', timeout: 1000 }))).error, 'ECONNREFUSED');
+    await start(server);
+    assert.equal(server.status, undefined, 'status back to serving');
+    assert.equal((await settle(request({ port, path: '/hello' }))).status, 200);
+    const second = server.gracefulShutdown({ drainDelay: 0 });
+    assert.notEqual(second, first, 'a new shutdown');
+    await withTimeout(second, 5000, 'second shutdown');
+    assert.equal(stopped, 2);
+    assert.equal(server.server.listening, false);
+    assert.equal((await settle(request({ port, path: '/hello', timeout: 1000 }))).error, 'ECONNREFUSED', 'the port is closed again');
+  });
+
+  it('Start() while the shutdown is still draining throws ERR_SERVER_STATE; the request in flight completes', async () => {
+    const { server, port } = await serve('http');
+    const inFlight = settle(request({ port, path: '/slow?ms=400' }));
+    await sleep(50);
+    const shutdown = server.gracefulShutdown({ drainDelay: 0, timeout: 5000 });
+    await sleep(20);
+    assert.throws(() => server.Start(), { code: 'ERR_SERVER_STATE' });
+    assert.equal((await inFlight).status, 200);
+    await withTimeout(shutdown, 5000, 'shutdown');
+    await start(server);
+    assert.equal((await settle(request({ port: server.server.address().port, path: '/hello' }))).status, 200, 'serves once the shutdown ended');
+    await cleanup(server);
+  });
+
+  it('CreateTerminus: the signal handlers leave with the first stop and come back with the next Start', async () => {
+    const { CreateTerminus } = require('..');
+    const before = process.listenerCount('SIGTERM');
+    const { server } = await serve('http');
+    const dispose = CreateTerminus(server);
+    assert.equal(process.listenerCount('SIGTERM'), before + 1);
+    await server.gracefulShutdown({ drainDelay: 0 });
+    assert.equal(process.listenerCount('SIGTERM'), before, 'removed once stopped');
+    await start(server);
+    assert.equal(process.listenerCount('SIGTERM'), before + 1, 'installed again when listening again');
+    dispose();
+    assert.equal(process.listenerCount('SIGTERM'), before);
+    await start(server).catch(() => {});
+    await cleanup(server);
+    assert.equal(process.listenerCount('SIGTERM'), before, 'not again once disposed');
+  });
+});
+
 describe('updateConfig', () => {
   it('maxConnections lowered at run time: existing keep-alive connections keep working, the next new one gets 503', async () => {
     const { server, port } = await serve('http');

@@ -93,6 +93,8 @@ class BaseServer extends EventEmitter {
     Object.defineProperty(this, '_native', { value: native, enumerable: false });
     Object.defineProperty(this, '_bridge', { value: bridge, enumerable: false });
     Object.defineProperty(this, '_stopping', { value: null, writable: true, enumerable: false });
+    // The shutdown `_stopping` stands for has ended: Start() may serve again.
+    Object.defineProperty(this, '_stopped', { value: false, writable: true, enumerable: false });
     this.connectionPool = createConnectionPool(this.protocol, native, options);
     // `trace` (js/trace): native trace mode for a Koatty app (chosen now, before any
     // app.callback()); for another app X-Request-Id echoed, switched at run time by `_setTrace`.
@@ -139,6 +141,16 @@ class BaseServer extends EventEmitter {
    * A bind failure is emitted as 'error' (with `code`), never thrown from here.
    */
   Start(listenCallback) {
+    if (this._stopping !== null) {
+      if (!this._stopped) {
+        throw codedError('ERR_SERVER_STATE', 'ERR_SERVER_STATE: Start() while a shutdown is in progress: start again once it has ended (Stop\'s callback, \'stopped\')');
+      }
+      // Stopped: it serves again, as node's servers listen again after close(), and the next
+      // Stop() is a shutdown of its own.
+      this._stopping = null;
+      this._stopped = false;
+      this.status = undefined;
+    }
     const callback = listenCallback ?? this.listenCallback;
     const bridge = this._bridge;
     this._native.connect(bridge.onRequest, bridge.onEvent, bridge.staging);
@@ -191,6 +203,7 @@ class BaseServer extends EventEmitter {
   gracefulShutdown(options) {
     if (this._stopping) return this._stopping;
     this._stopping = runShutdown(this, this._native, options).then((report) => {
+      this._stopped = true;
       this.connectionPool.stopMonitoring();
       this.server.listening = false;
       this.server.emit('close');

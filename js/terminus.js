@@ -47,21 +47,38 @@ async function onSignal(event, server, forceTimeout) {
   });
 }
 
-/** Installs SIGINT/SIGTERM handlers that stop `server`; they are removed when it has stopped. */
+/**
+ * Installs SIGINT/SIGTERM handlers that stop `server`; they are removed when it has stopped, and
+ * installed again when it listens again (Start() after a Stop()). The function returned removes
+ * them for good.
+ */
 function CreateTerminus(server, options) {
   const opts = { signals: ['SIGINT', 'SIGTERM'], timeout: 60000, onSignal, ...options };
-  const installed = opts.signals.map((signal) => {
-    const handler = () => {
-      Promise.resolve(opts.onSignal(signal, server, opts.timeout)).catch((err) => logger.error('shutdown failed', err));
-    };
-    process.on(signal, handler);
-    return [signal, handler];
-  });
+  let installed = [];
+  let disposed = false;
+  const install = () => {
+    if (disposed || installed.length > 0) return;
+    installed = opts.signals.map((signal) => {
+      const handler = () => {
+        Promise.resolve(opts.onSignal(signal, server, opts.timeout)).catch((err) => logger.error('shutdown failed', err));
+      };
+      process.on(signal, handler);
+      return [signal, handler];
+    });
+  };
   const remove = () => {
     for (const [signal, handler] of installed) process.removeListener(signal, handler);
+    installed = [];
   };
-  if (server && typeof server.once === 'function') server.once('stopped', remove);
-  return remove;
+  install();
+  if (server && typeof server.on === 'function') {
+    server.on('stopped', remove);
+    server.on('listening', install);
+  }
+  return () => {
+    disposed = true;
+    remove();
+  };
 }
 
 module.exports = { CreateTerminus, BindProcessEvent };
