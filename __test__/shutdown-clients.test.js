@@ -223,6 +223,80 @@ describe('shutdown is not held by a peer that went silent', () => {
   }
 });
 
+// RFC 9113 §6.8: a server shutting down gracefully sends GOAWAY(2^31-1), then the final GOAWAY once
+// its PING comes back; a stream the client opened before it saw the first one is not for the app.
+// It is reset with REFUSED_STREAM, which clients retry (grpc-js transparently, on another server
+// when it has one). A 503 or UNAVAILABLE told them it was processed: grpc-js gave it to the caller.
+describe('a stream opened after shutdown began is refused (REFUSED_STREAM), not answered 503 / UNAVAILABLE (outside probe, session 15)', () => {
+  const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+  const frame = (type, flags, stream, payload = Buffer.alloc(0)) => {
+    const head = Buffer.alloc(9);
+    head.writeUIntBE(payload.length, 0, 3);
+    head[3] = type;
+    head[4] = flags;
+    head.writeUInt32BE(stream, 5);
+    return Buffer.concat([head, payload]);
+  };
+  const str = (v) => Buffer.concat([Buffer.from([Buffer.byteLength(v)]), Buffer.from(v)]);
+  /** A request head (HPACK literals without indexing, names from the static table or new). */
+  const requestHead = (method, requestPath, extra = []) => Buffer.concat([
+    Buffer.from([method === 'POST' ? 0x83 : 0x82, 0x86]), // :method, :scheme http
+    Buffer.from([0x04]), str(requestPath), // :path
+    Buffer.from([0x01]), str('localhost'), // :authority
+    ...extra.map(([name, value]) => Buffer.concat([Buffer.from([0x00]), str(name), str(value)])),
+  ]);
+  const { Echo } = grpc.loadPackageDefinition(protoLoader.loadSync(path.join(__dirname, 'protos', 'echo.proto'), { keepCase: true })).koatty.test;
+  const cases = [
+    ['HTTP/2 (h2c)', () => new Http2Server({ callback: () => (req, res) => res.end('ok') }, { hostname: '127.0.0.1', port: 0, protocol: 'http2', h2c: true }),
+      requestHead('GET', '/')],
+    ['gRPC', () => {
+      const server = new GrpcServer({}, { hostname: '127.0.0.1', port: 0, protocol: 'grpc' });
+      server.RegisterService({ service: Echo.service, implementation: { Unary: (call, cb) => cb(null, call.request) } });
+      return server;
+    }, requestHead('POST', '/koatty.test.Echo/Unary', [['content-type', 'application/grpc'], ['te', 'trailers']])],
+  ];
+  for (const [name, make, head] of cases) {
+    it(name, async () => {
+      const server = make();
+      server.on('error', () => {});
+      await new Promise((resolve) => server.Start(resolve));
+      const port = server.server.address().port;
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      const seen = { goaways: [], resets: {}, heads: [] };
+      let buf = Buffer.alloc(0);
+      socket.on('data', (d) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 9) {
+          const len = buf.readUIntBE(0, 3);
+          if (buf.length < 9 + len) break;
+          const [type, flags, stream, payload] = [buf[3], buf[4], buf.readUInt32BE(5) & 0x7fffffff, buf.subarray(9, 9 + len)];
+          buf = buf.subarray(9 + len);
+          if (type === 4 && !(flags & 1)) socket.write(frame(4, 1, 0)); // SETTINGS ack; PINGs go unanswered
+          if (type === 7) seen.goaways.push(payload.readUInt32BE(0) & 0x7fffffff);
+          if (type === 3) seen.resets[stream] = payload.readUInt32BE(0);
+          if (type === 1) seen.heads.push(stream);
+        }
+      });
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.write(Buffer.concat([PREFACE, frame(4, 0, 0)]));
+      try {
+        const shutdown = server.gracefulShutdown({ drainDelay: 2000, timeout: 3000 });
+        await withTimeout((async () => { while (seen.goaways.length === 0) await new Promise((resolve) => setTimeout(resolve, 5)); })(), 3000, 'first GOAWAY');
+        assert.equal(seen.goaways[0], 2 ** 31 - 1, 'the first GOAWAY admits streams still on their way');
+        socket.write(frame(1, 0x4 | 0x1, 1, head)); // HEADERS, END_HEADERS | END_STREAM, stream 1
+        await withTimeout((async () => { while (!(1 in seen.resets) && !seen.heads.includes(1)) await new Promise((resolve) => setTimeout(resolve, 5)); })(), 3000, 'an answer to stream 1');
+        assert.deepEqual(seen.heads, [], 'no response head (a 503 / UNAVAILABLE)');
+        assert.equal(seen.resets[1], 7, 'RST_STREAM REFUSED_STREAM');
+        socket.destroy();
+        await withTimeout(shutdown, 5000, 'shutdown');
+      } finally {
+        socket.destroy();
+      }
+    });
+  }
+});
+
 describe('shutdown does not cut a response still on its way to a slow reader', () => {
   // The handler ends long before the reader has read everything: the rest waits in socket and TLS
   // buffers while nothing moves for stretches, which must not count as a dead peer.

@@ -1085,6 +1085,62 @@ impl std::fmt::Display for AbortConnection {
 
 impl std::error::Error for AbortConnection {}
 
+/// Marks a "response" that is none: the request's HTTP/2 stream is reset with REFUSED_STREAM,
+/// which tells the client it was not processed and may be sent again (grpc-js retries such a call
+/// transparently, on another server when it has one; node's client refuses it as retryable).
+#[derive(Debug, Clone, Copy)]
+pub struct RefuseStream;
+
+impl RefuseStream {
+    /// A response carrying the mark (`body` is never sent).
+    pub fn response<B>(body: B) -> http::Response<B> {
+        let mut response = http::Response::new(body);
+        response.extensions_mut().insert(RefuseStream);
+        response
+    }
+}
+
+/// Why hyper gets no response for a request (a service error): the connection is aborted
+/// (HTTP/2: the stream reset with INTERNAL_ERROR), or the stream refused — hyper resets it with
+/// the h2 reason it finds among the error's sources.
+#[derive(Debug)]
+pub enum Unanswered {
+    Aborted,
+    Refused(h2::Error),
+}
+
+impl Unanswered {
+    /// What the mark in `response`'s extensions asks for, if it has one.
+    pub fn marked<B>(response: &http::Response<B>) -> Option<Self> {
+        let extensions = response.extensions();
+        if extensions.get::<AbortConnection>().is_some() {
+            Some(Self::Aborted)
+        } else if extensions.get::<RefuseStream>().is_some() {
+            Some(Self::Refused(h2::Reason::REFUSED_STREAM.into()))
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Aborted => AbortConnection.fmt(f),
+            Self::Refused(_) => f.write_str("refused: the server stopped taking new work"),
+        }
+    }
+}
+
+impl std::error::Error for Unanswered {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Aborted => None,
+            Self::Refused(reason) => Some(reason),
+        }
+    }
+}
+
 /// Whether a response with this status carries a body (not 1xx, 204, 304).
 fn status_has_body(status: StatusCode) -> bool {
     !(status.is_informational()

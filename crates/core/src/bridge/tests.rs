@@ -126,3 +126,21 @@ fn buffered_amount_counts_payloads_and_control_frame_heads() {
     assert_eq!(WsOutbound::Close(1000, "bye".into()).buffered_len(), 0);
     assert_eq!(WsOutbound::Terminate.buffered_len(), 0);
 }
+
+#[test]
+fn a_refused_stream_carries_the_h2_reason_hyper_resets_it_with() {
+    use std::error::Error as _;
+    let refused = Unanswered::marked(&RefuseStream::response(())).expect("marked");
+    let reason = refused
+        .source()
+        .and_then(|e| e.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason);
+    assert_eq!(reason, Some(h2::Reason::REFUSED_STREAM));
+    let mut aborted = http::Response::new(());
+    aborted.extensions_mut().insert(AbortConnection);
+    assert!(matches!(
+        Unanswered::marked(&aborted),
+        Some(Unanswered::Aborted)
+    ));
+    assert!(Unanswered::marked(&http::Response::new(())).is_none());
+}

@@ -13,7 +13,7 @@ use crate::bridge::grpc::{
     CallCancel, CallGuard, CallOutput, CallStatus, OpenedCall, OutMessage, OutState,
     GRPC_HIGH_WATER_MARK,
 };
-use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead};
+use crate::bridge::{Bridge, BridgeEvent, RequestBody, RequestHead, Unanswered};
 use crate::config::Compression;
 use crate::config::{GrpcSettings, LiveLimits, ServerConfig};
 use crate::conn::watch::Watched;
@@ -32,7 +32,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -416,10 +415,6 @@ impl GrpcProtocol {
             };
             advertise_encodings(response.headers_mut());
             return response;
-        }
-        // Refused as UNAVAILABLE, never reaching the handler (koatty_trace would answer INTERNAL).
-        if conn.refuses_new_work(self.bridge.metrics()) {
-            return Status::unavailable("server is shutting down").into_http();
         }
         let (max_receive, default_compression) = {
             let settings = self.settings.load();
@@ -1136,6 +1131,13 @@ impl GrpcProtocol {
             // a task of its own, and a pointer is cheaper to move than the future.
             Box::pin(async move {
                 let method = this.methods.load().lookup(req.uri().path());
+                // A call to the app that arrives once the server stopped taking new work (a
+                // stream opened before the client saw the GOAWAY) never reaches the handler: its
+                // stream is refused, which grpc-js retries (UNAVAILABLE would count as processed).
+                // Health checks and reflection are still answered.
+                if method.shape.is_some() && conn.refuses_new_work(this.bridge.metrics()) {
+                    return Err(Unanswered::Refused(h2::Reason::REFUSED_STREAM.into()));
+                }
                 // Counted from here; if this future is dropped (the client reset the stream before
                 // the head), the tally still ends the call, as CANCELLED.
                 let tally = CallTally::begin(this, &method);
@@ -1151,7 +1153,7 @@ impl GrpcProtocol {
                 req.extensions_mut().insert(target);
                 let response = tally.protocol.call(req, &conn, &method).await;
                 let response = tally.watch(response);
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                Ok::<_, Unanswered>(response.map(|body| Tracked::new(body, in_flight)))
             })
         });
         // The same HTTP/2 settings as the HTTP/2 server (initialWindowSize included).

@@ -6,8 +6,9 @@ mod request_body;
 
 use super::ws;
 use crate::bridge::{
-    simple_response, AbortConnection, Bridge, ClientError, CloseConnection, FlatHeaders,
-    ProtocolChoice, RequestBody, RequestHead, ResponseBody, StatusReason, INLINE_BODY_LIMIT,
+    simple_response, Bridge, ClientError, CloseConnection, FlatHeaders, ProtocolChoice,
+    RefuseStream, RequestBody, RequestHead, ResponseBody, StatusReason, Unanswered,
+    INLINE_BODY_LIMIT,
 };
 use crate::config::{Endpoints, Http2Settings, Limits, LiveLimits, ServerConfig, WsSettings};
 use crate::conn::watch::{answer_request_timeout, is_header_timeout, Watched};
@@ -279,7 +280,7 @@ impl HttpProtocol {
         conn: &ConnectionInfo,
         requests: &Arc<ConnRequests>,
         ordinal: usize,
-    ) -> Result<Response<ResponseBody>, AbortConnection> {
+    ) -> Result<Response<ResponseBody>, Unanswered> {
         let version = req.version();
         let head_on_h2 = version == Version::HTTP_2 && req.method() == http::Method::HEAD;
         let client_keeps_alive = client_wants_keep_alive(&req);
@@ -295,8 +296,8 @@ impl HttpProtocol {
             requests.close_after_response();
         }
         let mut response = self.respond(req, conn, requests).await;
-        if response.extensions().get::<AbortConnection>().is_some() {
-            return Err(AbortConnection);
+        if let Some(unanswered) = Unanswered::marked(&response) {
+            return Err(unanswered);
         }
         // The handler's reason phrase, in hyper's terms (HTTP/1 writes it).
         if let Some(StatusReason(reason)) = response.extensions_mut().remove::<StatusReason>() {
@@ -338,6 +339,11 @@ impl HttpProtocol {
             }
         }
         if conn.refuses_new_work(self.bridge.metrics()) {
+            // A stream opened before the client saw the GOAWAY: REFUSED_STREAM, which clients
+            // retry (a 503 would count as processed).
+            if req.version() == Version::HTTP_2 {
+                return RefuseStream::response(ResponseBody::full(None));
+            }
             let mut refused = closing(StatusCode::SERVICE_UNAVAILABLE);
             refused
                 .headers_mut()
@@ -503,7 +509,7 @@ impl HttpProtocol {
                 let response = this
                     .handle(req, &info, in_flight.connection(), ordinal)
                     .await?;
-                Ok::<_, AbortConnection>(response.map(|body| Tracked::new(body, in_flight)))
+                Ok::<_, Unanswered>(response.map(|body| Tracked::new(body, in_flight)))
             }
         };
         // HTTP/2 boxes each request's future: it is ≈ 3 KB (every protocol's answer path) and
