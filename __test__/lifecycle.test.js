@@ -480,6 +480,43 @@ describe('Start() again after a shutdown (outside probe, session 15)', () => {
     await cleanup(server);
   });
 
+  it('Start() twice throws ERR_SERVER_ALREADY_LISTEN (as node\'s listen()), and the first listener keeps serving', async () => {
+    const { server, port } = await serve('http');
+    try {
+      assert.throws(() => server.Start(), { code: 'ERR_SERVER_ALREADY_LISTEN' });
+      await sleep(50);
+      assert.equal((await settle(request({ port, path: '/hello' }))).status, 200);
+      assert.equal(server.server.address().port, port);
+    } finally {
+      await cleanup(server);
+    }
+  });
+
+  it('Stop() in the turn of Start(): it binds, then shuts down ("listening" before "stopped"); the port is not left bound', async () => {
+    const port = await freePort();
+    const { app } = makeApp();
+    const server = new HttpServer(app, { hostname: 'localhost', port, protocol: 'http' });
+    const events = [];
+    server.on('listening', () => events.push('listening'));
+    server.on('stopped', () => events.push('stopped'));
+    server.Start();
+    assert.throws(() => server.Start(), { code: 'ERR_SERVER_ALREADY_LISTEN' }, 'a second Start() while binding');
+    await withTimeout(server.gracefulShutdown({ drainDelay: 0, skipSteps: ['waitDrainDelay', 'waitForConnectionCompletion'] }), 5000, 'shutdown');
+    assert.deepEqual(events, ['listening', 'stopped']);
+    assert.equal(server.server.listening, false);
+    assert.equal((await settle(request({ port, path: '/hello', timeout: 1000 }))).error, 'ECONNREFUSED');
+  });
+
+  it('a shutdown with invalid options before Start() rejects and changes nothing: Start() and a real shutdown still work', async () => {
+    const { app } = makeApp();
+    const server = new HttpServer(app, options('http'));
+    await assert.rejects(server.gracefulShutdown({ timeout: -1 }), { code: 'ERR_INVALID_CONFIG' });
+    const port = await start(server);
+    assert.equal((await settle(request({ port, path: '/hello' }))).status, 200);
+    await withTimeout(server.gracefulShutdown({ drainDelay: 0 }), 5000, 'shutdown');
+    assert.equal(server.server.listening, false);
+  });
+
   it('CreateTerminus: the signal handlers leave with the first stop and come back with the next Start', async () => {
     const { CreateTerminus } = require('..');
     const before = process.listenerCount('SIGTERM');

@@ -147,4 +147,4 @@ function analyzeConfigChanges(current, partial) {
   return { next, changedKeys: keys, requiresRestart: keys.some(needsRestart) };
 }
 
-module.exports = { SHUTDOWN_STEPS, runShutdown, analyzeConfigChanges, isPlainObject };
+module.exports = { SHUTDOWN_STEPS, runShutdown, shutdownOptions, analyzeConfigChanges, isPlainObject };

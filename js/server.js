@@ -15,7 +15,7 @@ const { GrpcDispatcher } = require('./grpc');
 const { traceServer, koattyDefaultLogger } = require('./trace');
 const { offeredProtocols } = require('./websocket');
 
-const { runShutdown, analyzeConfigChanges } = require('./lifecycle');
+const { runShutdown, shutdownOptions, analyzeConfigChanges } = require('./lifecycle');
 const { invalidConfig, optionsJson } = require('./config');
 
 const DEFAULT_SHUTDOWN = { timeout: 30000 };
@@ -95,6 +95,8 @@ class BaseServer extends EventEmitter {
     Object.defineProperty(this, '_stopping', { value: null, writable: true, enumerable: false });
     // The shutdown `_stopping` stands for has ended: Start() may serve again.
     Object.defineProperty(this, '_stopped', { value: false, writable: true, enumerable: false });
+    // A Start() whose listener is not bound yet: settles once it is (or failed to be).
+    Object.defineProperty(this, '_starting', { value: null, writable: true, enumerable: false });
     this.connectionPool = createConnectionPool(this.protocol, native, options);
     // `trace` (js/trace): native trace mode for a Koatty app (chosen now, before any
     // app.callback()); for another app X-Request-Id echoed, switched at run time by `_setTrace`.
@@ -138,7 +140,9 @@ class BaseServer extends EventEmitter {
 
   /**
    * Binds and serves. Returns the listener handle at once; `listenCallback` runs when listening.
-   * A bind failure is emitted as 'error' (with `code`), never thrown from here.
+   * A bind failure is emitted as 'error' (with `code`), never thrown from here; a Start() while
+   * listening or starting throws ERR_SERVER_ALREADY_LISTEN (as node's listen()), one during a
+   * shutdown ERR_SERVER_STATE.
    */
   Start(listenCallback) {
     if (this._stopping !== null) {
@@ -151,10 +155,20 @@ class BaseServer extends EventEmitter {
       this._stopped = false;
       this.status = undefined;
     }
+    if (this._starting !== null || this.server.listening) {
+      // As node's listen() twice: the listener that serves is kept.
+      throw codedError('ERR_SERVER_ALREADY_LISTEN', 'Listen method has been called more than once without closing.');
+    }
     const callback = listenCallback ?? this.listenCallback;
     const bridge = this._bridge;
     this._native.connect(bridge.onRequest, bridge.onEvent, bridge.staging);
-    this._native.listen().then(({ errorCode, errorMessage, address, port, family }) => {
+    const listened = this._native.listen();
+    this._starting = listened.then(() => {
+      this._starting = null;
+    }, () => {
+      this._starting = null;
+    });
+    listened.then(({ errorCode, errorMessage, address, port, family }) => {
       if (errorCode) {
         const err = codedError(errorCode, errorMessage);
         err.syscall = 'listen';
@@ -202,7 +216,17 @@ class BaseServer extends EventEmitter {
    */
   gracefulShutdown(options) {
     if (this._stopping) return this._stopping;
-    this._stopping = runShutdown(this, this._native, options).then((report) => {
+    // Invalid options reject without marking the server as stopping.
+    try {
+      shutdownOptions(options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // A Start() not bound yet binds first, then shuts down (the port is not left bound).
+    const shutdown = this._starting === null
+      ? runShutdown(this, this._native, options)
+      : this._starting.then(() => runShutdown(this, this._native, options));
+    const stopping = shutdown.then((report) => {
       this._stopped = true;
       this.connectionPool.stopMonitoring();
       this.server.listening = false;
@@ -211,11 +235,12 @@ class BaseServer extends EventEmitter {
       this.emit('stopped', report);
       return report;
     });
-    // Invalid options reject without marking the server as stopping.
-    this._stopping.catch(() => {
-      if (this.server.listening) this._stopping = null;
+    this._stopping = stopping;
+    // A shutdown that failed may be asked for again.
+    stopping.catch(() => {
+      if (this._stopping === stopping) this._stopping = null;
     });
-    return this._stopping;
+    return stopping;
   }
 
   /**
