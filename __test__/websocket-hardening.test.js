@@ -760,6 +760,47 @@ describe('NativeWebSocket send() takes what ws takes (outside probe, session 14)
   });
 });
 
+describe('NativeWebSocket sends after the server\'s own close frame fail instead of vanishing (outside probe, session 15)', () => {
+  it('a shutdown: what was sent before gracefulShutdown() arrives before the 1001; a send after it (same turn) gets ERR_WS_NOT_OPEN, as after ws\'s close()', async () => {
+    const calls = [];
+    let server;
+    const { port } = await startOurs({}, (c) => {
+      c.send('before', (err) => calls.push(`before ${err ? err.code : 'sent'}`));
+      server.gracefulShutdown({ drainDelay: 0, timeout: 2000 });
+      calls.push(`state ${c.readyState}`);
+      c.send('after', (err) => calls.push(`after ${err ? err.code : 'sent'}`));
+    }).then((started) => {
+      server = started.server;
+      return started;
+    });
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+    ws.on('error', () => {});
+    const got = [];
+    ws.on('message', (d) => got.push(d.toString()));
+    const code = await withTimeout(new Promise((resolve) => ws.on('close', (c) => resolve(c))), 5000, 'close');
+    assert.equal(code, 1001);
+    assert.deepEqual(got, ['before']);
+    assert.deepEqual(calls, ['state 2', 'before sent', 'after ERR_WS_NOT_OPEN']);
+  });
+
+  it('closeConnection(): a send in a later turn, while the peer has not answered the 1001, gets ERR_WS_NOT_OPEN (it was dropped with a success callback)', async () => {
+    let client;
+    const { server, port } = await startOurs({}, (c) => { client = c; });
+    const { socket } = await rawUpgrade(port, { read: false }); // never answers the close frame
+    try {
+      await withTimeout((async () => { while (!client) await new Promise((resolve) => setTimeout(resolve, 5)); })(), 3000, 'connection');
+      const [live] = server.connectionPool.getConnections(10);
+      assert.ok(server.connectionPool.closeConnection(live.id));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const result = await new Promise((resolve) => client.send('late', (err) => resolve(err ? err.code : 'sent')));
+      assert.equal(result, 'ERR_WS_NOT_OPEN');
+      assert.equal(client.readyState, 2, 'CLOSING');
+    } finally {
+      socket.destroy();
+    }
+  });
+});
+
 describe('NativeWebSocket send()/ping() of a Blob as ws 8.18+ (read, then sent in order)', () => {
   /** What a client of the server sees: messages (kind, hex), pings, the close; and the callbacks. */
   async function observe(start, script) {

@@ -220,6 +220,11 @@ class Bridge {
     }
   }
 
+  /** The server is closing every WebSocket (shutdown step 1): each is CLOSING from here. */
+  webSocketsClosing() {
+    for (const client of this.sockets.values()) client._closingByServer();
+  }
+
   forgetCall(id) {
     this.calls.delete(id);
   }

@@ -79,6 +79,10 @@ async function runShutdown(server, native, options) {
   };
 
   report.connectionsAtStart = JSON.parse(native.metricsJson()).activeConnections;
+  // WebSockets get their close frame (1001) in step 1 unless kept open through the drain delay:
+  // from now on a send fails (ERR_WS_NOT_OPEN), as after ws's close(), instead of being queued
+  // behind a close frame it cannot follow.
+  if (server.options?.connectionPool?.protocolSpecific?.keepOpenDuringDrainDelay !== true) server._bridge.webSocketsClosing();
   // Each native step resolves `true`/an outcome (never undefined: that means the step timed out).
   await step('stopAcceptingNewConnections', opts.stepTimeout, () => native.stopAccepting().then(() => true));
   // Steps 2 and 3 are bounded on the native side (their own timeout argument).

@@ -230,7 +230,13 @@ class NativeWebSocket extends EventEmitter {
       this.emit('error', err);
       return;
     }
-    if (typeof cb === 'function') process.nextTick(cb, queued < 0 ? codedError('ERR_WS_NOT_OPEN', 'WebSocket is closed') : null);
+    if (queued < 0) {
+      // The native side has closed it (its close frame went out, or the connection ended).
+      if (this.readyState === OPEN) this.readyState = CLOSING;
+      if (typeof cb === 'function') process.nextTick(cb, codedError('ERR_WS_NOT_OPEN', 'WebSocket is closed'));
+      return;
+    }
+    if (typeof cb === 'function') process.nextTick(cb, null);
   }
 
   /** `ping([data][, mask][, cb])` as ws: a payload over 125 bytes throws ws's RangeError. */
@@ -300,6 +306,15 @@ class NativeWebSocket extends EventEmitter {
       this._bridge.native.wsClose(this._id, code, text);
       flushWakesSoon();
     }, undefined, 0, undefined);
+  }
+
+  /**
+   * The server sends its close frame (a shutdown): sends fail from here, as after close(), and so
+   * do those waiting behind a Blob (the close frame does not wait for them).
+   */
+  _closingByServer() {
+    if (this.readyState === OPEN) this.readyState = CLOSING;
+    if (this[kWaiting] !== null) this[kWaiting].terminated = true;
   }
 
   terminate() {

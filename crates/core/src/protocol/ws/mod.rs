@@ -721,7 +721,10 @@ impl Outgoing {
                 self.pong = false;
             }
             if let Write::Close(_) = write {
-                // The handler's messages sent before its close request go first.
+                // The handler's messages sent before its close request go first; one sent after
+                // it could not go out (no data frame follows a close frame): the channel is closed,
+                // so its send fails (`ERR_WS_NOT_OPEN`) instead of being dropped unheard.
+                messages.close();
                 while let Ok(message) = messages.try_recv() {
                     if let Some(write) = handler_write(message) {
                         dropped += self.add(write, metrics);
