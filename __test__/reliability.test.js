@@ -758,15 +758,7 @@ function defineTests() {
   // 3. HTTP/2 abuse (raw frames over h2c, node's http2 client over TLS)
 
   const h2 = (() => {
-    const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-    const frame = (type, flags, stream, payload = Buffer.alloc(0)) => {
-      const head = Buffer.alloc(9);
-      head.writeUIntBE(payload.length, 0, 3);
-      head[3] = type;
-      head[4] = flags;
-      head.writeUInt32BE(stream & 0x7fffffff, 5);
-      return Buffer.concat([head, payload]);
-    };
+    const { PREFACE, frame } = require('./h2-frames');
     const int = (value, prefixBits, flags) => {
       const max = (1 << prefixBits) - 1;
       if (value < max) return Buffer.from([flags | value]);

@@ -17,6 +17,7 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const WebSocket = require('ws');
 const { getCerts } = require('./certs');
+const { PREFACE, frame } = require('./h2-frames');
 const https = require('https');
 const { Http2Server, GrpcServer, WsServer, HttpsServer } = require('..');
 const { startKoattyApp, request, h2connect, h2request, withTimeout } = require('./helpers');
@@ -170,7 +171,6 @@ describe('shutdown releases every client at once (Koatty app, SIGTERM, default o
 // open and never answers again. HTTP/2's graceful shutdown waits for an answer to its PING; grpc-js's
 // tryShutdown and node's http2 close() do not wait for such a peer, nor must this server.
 describe('shutdown is not held by a peer that went silent', () => {
-  const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
   const EMPTY_SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
   const app = { callback: () => (req, res) => res.end('ok') };
 
@@ -228,15 +228,6 @@ describe('shutdown is not held by a peer that went silent', () => {
 // It is reset with REFUSED_STREAM, which clients retry (grpc-js transparently, on another server
 // when it has one). A 503 or UNAVAILABLE told them it was processed: grpc-js gave it to the caller.
 describe('a stream opened after shutdown began is refused (REFUSED_STREAM), not answered 503 / UNAVAILABLE (outside probe, session 15)', () => {
-  const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-  const frame = (type, flags, stream, payload = Buffer.alloc(0)) => {
-    const head = Buffer.alloc(9);
-    head.writeUIntBE(payload.length, 0, 3);
-    head[3] = type;
-    head[4] = flags;
-    head.writeUInt32BE(stream, 5);
-    return Buffer.concat([head, payload]);
-  };
   const str = (v) => Buffer.concat([Buffer.from([Buffer.byteLength(v)]), Buffer.from(v)]);
   /** A request head (HPACK literals without indexing, names from the static table or new). */
   const requestHead = (method, requestPath, extra = []) => Buffer.concat([
