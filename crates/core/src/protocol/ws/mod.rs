@@ -1247,14 +1247,20 @@ mod tests {
             written(&mut out),
             [&[0x81, 1, b'c'][..], &[0x88, 0]].concat()
         );
-        // After it, nothing: a message is dropped and released from bufferedAmount.
-        send("late");
+        // After it, nothing: the handler's channel is closed, so its send fails (ERR_WS_NOT_OPEN
+        // in JavaScript) instead of being dropped unheard; a write of the connection's own is
+        // dropped.
+        let late = handler.unbounded_send(WsOutbound::Message {
+            data: Bytes::from_static(b"late"),
+            binary: false,
+        });
+        assert!(late.is_err(), "a send after the close frame fails");
         out.queue(Write::Frame(
             OpCode::Control(Control::Ping),
             Bytes::new(),
             0,
         ));
-        assert_eq!(out.fill(&mut messages, &metrics), 4, "'late' dropped");
+        assert_eq!(out.fill(&mut messages, &metrics), 0);
         assert!(!out.writing);
         out.add_handler_message(
             WsOutbound::Message {
