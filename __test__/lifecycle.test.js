@@ -517,6 +517,22 @@ describe('Start() again after a shutdown (outside probe, session 15)', () => {
     assert.equal(server.server.listening, false);
   });
 
+  it('updateConfig({ port }) during a shutdown throws ERR_SERVER_STATE (it bound a new listener that served through the shutdown)', async () => {
+    const { server, port } = await serve('http');
+    const agent = keepAliveAgent();
+    try {
+      assert.equal((await request({ port, path: '/hello', agent })).status, 200); // keeps the drain delay running
+      const shutdown = server.gracefulShutdown({ drainDelay: 1000, timeout: 3000 });
+      const other = await freePort();
+      await assert.rejects(server.updateConfig({ port: other }), { code: 'ERR_SERVER_STATE' });
+      assert.equal((await settle(request({ port: other, path: '/hello', timeout: 1000 }))).error, 'ECONNREFUSED');
+      agent.destroy();
+      await withTimeout(shutdown, 5000, 'shutdown');
+    } finally {
+      agent.destroy();
+    }
+  });
+
   it('CreateTerminus: the signal handlers leave with the first stop and come back with the next Start', async () => {
     const { CreateTerminus } = require('..');
     const before = process.listenerCount('SIGTERM');

@@ -783,6 +783,23 @@ describe('NativeWebSocket sends after the server\'s own close frame fail instead
     assert.deepEqual(calls, ['state 2', 'before sent', 'after ERR_WS_NOT_OPEN']);
   });
 
+  it('closeConnection() in the turn of 50 sends: all 50 arrive, then the 1001 (the close overtook sends held for the end of the turn)', async () => {
+    let server;
+    const started = await startOurs({}, (c) => {
+      const [live] = server.connectionPool.getConnections(10);
+      for (let i = 0; i < 50; i++) c.send(`m${i}`);
+      server.connectionPool.closeConnection(live.id);
+    });
+    server = started.server;
+    const ws = new WebSocket(`ws://127.0.0.1:${started.port}/`);
+    ws.on('error', () => {});
+    const got = [];
+    ws.on('message', (d) => got.push(d.toString()));
+    const code = await withTimeout(new Promise((resolve) => ws.on('close', (c) => resolve(c))), 5000, 'close');
+    assert.equal(code, 1001);
+    assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => `m${i}`));
+  });
+
   it('closeConnection(): a send in a later turn, while the peer has not answered the 1001, gets ERR_WS_NOT_OPEN (it was dropped with a success callback)', async () => {
     let client;
     const { server, port } = await startOurs({}, (c) => { client = c; });

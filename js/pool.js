@@ -8,6 +8,7 @@
 // thresholds that `connectionPool.health` may override.
 const { performance } = require('node:perf_hooks');
 const { codedError } = require('./errors');
+const { flushWakesNow } = require('./wakes');
 
 /** The native counters (one JSON conversion in Rust for every field). */
 function nativeMetrics(native) {
@@ -139,6 +140,9 @@ class ConnectionPoolManager {
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) {
       throw codedError('ERR_INVALID_ARG_VALUE', `The argument 'id' must be a connection id from getConnections(). Received ${String(id)}`, TypeError);
     }
+    // What handlers answered or sent in this turn goes out before the close (a WebSocket's
+    // messages before its 1001), as the shutdown steps flush first.
+    flushWakesNow();
     return this._native.closeConnection(id);
   }
 

@@ -291,6 +291,10 @@ class BaseServer extends EventEmitter {
     if (!this.server.listening) {
       throw codedError('ERR_SERVER_STATE', 'ERR_SERVER_STATE: a restart-requiring change needs a listening server (Start it first)');
     }
+    if (this._stopping !== null) {
+      // A new listener would serve through (or after) the shutdown, as Start() may not.
+      throw codedError('ERR_SERVER_STATE', 'ERR_SERVER_STATE: a restart-requiring change during a shutdown');
+    }
     const json = this.nativeOptionsJson(next);
     const drainTimeout = Math.min(Math.max(0, (this.options.connectionPool?.requestTimeout ?? DEFAULT_SHUTDOWN.timeout) | 0), DEFAULT_SHUTDOWN.timeout);
     flushWakesNow();
