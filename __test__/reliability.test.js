@@ -758,7 +758,7 @@ function defineTests() {
   // 3. HTTP/2 abuse (raw frames over h2c, node's http2 client over TLS)
 
   const h2 = (() => {
-    const { PREFACE, frame } = require('./h2-frames');
+    const { PREFACE, frame, onFrames } = require('./h2-frames');
     const int = (value, prefixBits, flags) => {
       const max = (1 << prefixBits) - 1;
       if (value < max) return Buffer.from([flags | value]);
@@ -794,24 +794,13 @@ function defineTests() {
         ? tls.connect({ host: '127.0.0.1', port, ca: CA, servername: 'localhost', ALPNProtocols: ['h2'] })
         : net.connect({ host: '127.0.0.1', port });
       const st = { s, frames: 0, goaway: null, rstCodes: [], headers: [], pings: 0, closed: false, settings: 0 };
-      let buf = Buffer.alloc(0);
-      s.on('data', (d) => {
-        buf = Buffer.concat([buf, d]);
-        while (buf.length >= 9) {
-          const len = buf.readUIntBE(0, 3);
-          if (buf.length < 9 + len) break;
-          const type = buf[3];
-          const flags = buf[4];
-          const stream = buf.readUInt32BE(5) & 0x7fffffff;
-          const payload = buf.subarray(9, 9 + len);
-          buf = buf.subarray(9 + len);
-          st.frames++;
-          if (type === TYPE.GOAWAY) st.goaway = { lastStream: payload.readUInt32BE(0), code: payload.readUInt32BE(4), debug: payload.subarray(8).toString() };
-          else if (type === TYPE.RST_STREAM) st.rstCodes.push(payload.readUInt32BE(0));
-          else if (type === TYPE.HEADERS) st.headers.push(stream);
-          else if (type === TYPE.PING && (flags & FLAG.ACK)) st.pings++;
-          else if (type === TYPE.SETTINGS && !(flags & FLAG.ACK)) { st.settings++; s.write(frame(TYPE.SETTINGS, FLAG.ACK, 0)); }
-        }
+      onFrames(s, (type, flags, stream, payload) => {
+        st.frames++;
+        if (type === TYPE.GOAWAY) st.goaway = { lastStream: payload.readUInt32BE(0), code: payload.readUInt32BE(4), debug: payload.subarray(8).toString() };
+        else if (type === TYPE.RST_STREAM) st.rstCodes.push(payload.readUInt32BE(0));
+        else if (type === TYPE.HEADERS) st.headers.push(stream);
+        else if (type === TYPE.PING && (flags & FLAG.ACK)) st.pings++;
+        else if (type === TYPE.SETTINGS && !(flags & FLAG.ACK)) { st.settings++; s.write(frame(TYPE.SETTINGS, FLAG.ACK, 0)); }
       });
       s.on('error', (e) => { st.error = e; });
       st.closedP = new Promise((resolve) => s.on('close', () => { st.closed = true; resolve(); }));

@@ -17,7 +17,7 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const WebSocket = require('ws');
 const { getCerts } = require('./certs');
-const { PREFACE, frame } = require('./h2-frames');
+const { PREFACE, frame, onFrames } = require('./h2-frames');
 const https = require('https');
 const { Http2Server, GrpcServer, WsServer, HttpsServer } = require('..');
 const { startKoattyApp, request, h2connect, h2request, withTimeout } = require('./helpers');
@@ -255,19 +255,11 @@ describe('a stream opened after shutdown began is refused (REFUSED_STREAM), not 
       const socket = net.connect(port, '127.0.0.1');
       socket.on('error', () => {});
       const seen = { goaways: [], resets: {}, heads: [] };
-      let buf = Buffer.alloc(0);
-      socket.on('data', (d) => {
-        buf = Buffer.concat([buf, d]);
-        while (buf.length >= 9) {
-          const len = buf.readUIntBE(0, 3);
-          if (buf.length < 9 + len) break;
-          const [type, flags, stream, payload] = [buf[3], buf[4], buf.readUInt32BE(5) & 0x7fffffff, buf.subarray(9, 9 + len)];
-          buf = buf.subarray(9 + len);
-          if (type === 4 && !(flags & 1)) socket.write(frame(4, 1, 0)); // SETTINGS ack; PINGs go unanswered
-          if (type === 7) seen.goaways.push(payload.readUInt32BE(0) & 0x7fffffff);
-          if (type === 3) seen.resets[stream] = payload.readUInt32BE(0);
-          if (type === 1) seen.heads.push(stream);
-        }
+      onFrames(socket, (type, flags, stream, payload) => {
+        if (type === 4 && !(flags & 1)) socket.write(frame(4, 1, 0)); // SETTINGS ack; PINGs go unanswered
+        if (type === 7) seen.goaways.push(payload.readUInt32BE(0) & 0x7fffffff);
+        if (type === 3) seen.resets[stream] = payload.readUInt32BE(0);
+        if (type === 1) seen.heads.push(stream);
       });
       await new Promise((resolve) => socket.once('connect', resolve));
       socket.write(Buffer.concat([PREFACE, frame(4, 0, 0)]));

@@ -222,7 +222,7 @@ class Bridge {
 
   /** The server is closing every WebSocket (shutdown step 1): each is CLOSING from here. */
   webSocketsClosing() {
-    for (const client of this.sockets.values()) client._closingByServer();
+    for (const client of this.sockets.values()) client._stopSending();
   }
 
   forgetCall(id) {

@@ -163,11 +163,10 @@ class BaseServer extends EventEmitter {
     const bridge = this._bridge;
     this._native.connect(bridge.onRequest, bridge.onEvent, bridge.staging);
     const listened = this._native.listen();
-    this._starting = listened.then(() => {
+    const bound = () => {
       this._starting = null;
-    }, () => {
-      this._starting = null;
-    });
+    };
+    this._starting = listened.then(bound, bound);
     listened.then(({ errorCode, errorMessage, address, port, family }) => {
       if (errorCode) {
         const err = codedError(errorCode, errorMessage);

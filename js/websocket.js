@@ -72,7 +72,7 @@ function payload(data) {
 }
 
 /** What a send waiting behind a Blob counts in `bufferedAmount` (ws counts its byte length). */
-function byteLengthOf(buf, text) {
+function sendLength(buf, text) {
   return buf !== undefined ? buf.length : Buffer.byteLength(text);
 }
 
@@ -133,7 +133,7 @@ class NativeWebSocket extends EventEmitter {
     }
     // (Staged only when it goes: the staging area is shared by every send of this thread.)
     const send = (bytes) => this._queued(wsSend(this._bridge.handle, this._id, staged(bytes ?? buf), text, binary), cb);
-    this._inOrder(send, cb, blob === undefined ? byteLengthOf(buf, text) : blob.size, blob);
+    this._inOrder(send, cb, blob === undefined ? sendLength(buf, text) : blob.size, blob);
   }
 
   /**
@@ -223,8 +223,7 @@ class NativeWebSocket extends EventEmitter {
     flushWakesSoon();
     if (queued === BACKPRESSURE) {
       // Terminated: CLOSING until its 'close', as after terminate().
-      if (this.readyState === OPEN) this.readyState = CLOSING;
-      if (this[kWaiting] !== null) this[kWaiting].terminated = true;
+      this._stopSending();
       const err = codedError('ERR_WS_BACKPRESSURE', 'ERR_WS_BACKPRESSURE: too much unsent data queued for a slow peer; the connection was terminated');
       if (typeof cb === 'function') process.nextTick(cb, err);
       this.emit('error', err);
@@ -309,18 +308,18 @@ class NativeWebSocket extends EventEmitter {
   }
 
   /**
-   * The server sends its close frame (a shutdown): sends fail from here, as after close(), and so
-   * do those waiting behind a Blob (the close frame does not wait for them).
+   * The connection is going without waiting for what the handler sends (terminated, or the
+   * server's own close frame in a shutdown): sends fail from here, as after close(), and so do
+   * those waiting behind a Blob.
    */
-  _closingByServer() {
+  _stopSending() {
     if (this.readyState === OPEN) this.readyState = CLOSING;
     if (this[kWaiting] !== null) this[kWaiting].terminated = true;
   }
 
   terminate() {
     if (this.readyState === CLOSED) return;
-    this.readyState = CLOSING;
-    if (this[kWaiting] !== null) this[kWaiting].terminated = true;
+    this._stopSending();
     this._bridge.native.wsTerminate(this._id);
     flushWakesSoon();
   }

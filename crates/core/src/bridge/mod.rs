@@ -1110,13 +1110,18 @@ pub enum Unanswered {
 }
 
 impl Unanswered {
+    /// The stream is reset with REFUSED_STREAM.
+    pub fn refused() -> Self {
+        Self::Refused(h2::Reason::REFUSED_STREAM.into())
+    }
+
     /// What the mark in `response`'s extensions asks for, if it has one.
     pub fn marked<B>(response: &http::Response<B>) -> Option<Self> {
         let extensions = response.extensions();
         if extensions.get::<AbortConnection>().is_some() {
             Some(Self::Aborted)
         } else if extensions.get::<RefuseStream>().is_some() {
-            Some(Self::Refused(h2::Reason::REFUSED_STREAM.into()))
+            Some(Self::refused())
         } else {
             None
         }

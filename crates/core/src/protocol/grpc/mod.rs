@@ -1136,7 +1136,7 @@ impl GrpcProtocol {
                 // stream is refused, which grpc-js retries (UNAVAILABLE would count as processed).
                 // Health checks and reflection are still answered.
                 if method.shape.is_some() && conn.refuses_new_work(this.bridge.metrics()) {
-                    return Err(Unanswered::Refused(h2::Reason::REFUSED_STREAM.into()));
+                    return Err(Unanswered::refused());
                 }
                 // Counted from here; if this future is dropped (the client reset the stream before
                 // the head), the tally still ends the call, as CANCELLED.
