@@ -273,6 +273,12 @@ describe('a stream opened after shutdown began is refused (REFUSED_STREAM), not 
         assert.equal(seen.resets[1], 7, 'RST_STREAM REFUSED_STREAM');
         socket.destroy();
         await withTimeout(shutdown, 5000, 'shutdown');
+        // Counted as refused, but not as overload: health after the shutdown (and after a restart)
+        // is not `overloaded` for the window's minute (third probe, session 15).
+        assert.ok(server.connectionPool.getMetrics().http2.refusedStreams >= 1, 'the refusal is counted');
+        const health = server.connectionPool.getHealth();
+        assert.equal(health.refusedStreamRate, 0, JSON.stringify(health));
+        assert.equal(health.status, 'healthy', JSON.stringify(health.reasons));
       } finally {
         socket.destroy();
       }

@@ -463,10 +463,16 @@ impl Metrics {
         }
     }
 
-    /// The server refused an HTTP/2 stream (RST_STREAM REFUSED_STREAM).
-    pub(crate) fn h2_stream_refused(&self) {
+    /// The server refused an HTTP/2 stream (RST_STREAM REFUSED_STREAM). One refused after the
+    /// connection's GOAWAY (a stream that crossed it, refused by the drain of a shutdown or a
+    /// restart) counts in the total but not in the history the health rates are taken from: it
+    /// tells of a connection ending, not of overload (`getHealth()` read `overloaded` for a
+    /// minute after a shutdown, and after the restart that followed it).
+    pub(crate) fn h2_stream_refused(&self, after_goaway: bool) {
         self.http2.refused_streams.fetch_add(1, Relaxed);
-        self.history.slot().refused_streams.fetch_add(1, Relaxed);
+        if !after_goaway {
+            self.history.slot().refused_streams.fetch_add(1, Relaxed);
+        }
     }
 
     /// A client reset an HTTP/2 stream.

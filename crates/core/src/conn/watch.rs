@@ -156,7 +156,9 @@ impl<I> Watched<I> {
                 let part = &slice[..left.min(slice.len())];
                 left -= part.len();
                 frames.written.feed(part, |frame| match frame {
-                    Frame::Reset(REFUSED_STREAM) => metrics.h2_stream_refused(),
+                    Frame::Reset(REFUSED_STREAM) => {
+                        metrics.h2_stream_refused(frames.goaway_counted)
+                    }
                     Frame::Reset(_) => {}
                     Frame::GoAway => {
                         if !frames.goaway_counted {
