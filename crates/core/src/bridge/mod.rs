@@ -10,7 +10,9 @@
 mod body;
 pub mod grpc;
 mod wake;
+mod ws_queue;
 pub use wake::{deferring_wakes, flush_deferred_wakes};
+pub use ws_queue::{message_queue, MessageReceiver, MessageSender};
 
 pub use body::{BodyChunks, BodyFeed, BodySource, ResponseBody};
 
@@ -183,7 +185,7 @@ struct WsConnection {
     tx: WsQueue,
     /// Messages, pings and pongs, straight to the connection's writer (one wake per message, not
     /// two); bounded by `max_buffered`.
-    messages: WsQueue,
+    messages: MessageSender,
     buffered: Arc<std::sync::atomic::AtomicUsize>,
     /// Until the handler chose the subprotocol (`handleProtocols`): where its answer goes.
     protocol_choice: Option<oneshot::Sender<ProtocolChoice>>,
@@ -206,7 +208,7 @@ pub struct OpenedWebSocket {
     /// What the handler asks of the connection (close, terminate).
     pub outbound: WsQueueReceiver,
     /// What the handler sends (messages, pings, pongs), for the connection's writer.
-    pub messages: WsQueueReceiver,
+    pub messages: MessageReceiver,
     /// The handler's subprotocol choice, when it was asked for one.
     pub protocol_choice: Option<oneshot::Receiver<ProtocolChoice>>,
     /// The upgrade's share of the in-flight cap: dropped once the upgrade is answered.
@@ -869,7 +871,7 @@ impl Bridge {
             RequestBody::Upgrade
         };
         let (tx, rx) = futures_channel::mpsc::unbounded();
-        let (messages, messages_rx) = futures_channel::mpsc::unbounded();
+        let (messages, messages_rx) = message_queue();
         let (choice_tx, choice_rx) = if choose_protocol {
             let (t, r) = oneshot::channel();
             (Some(t), Some(r))
@@ -945,7 +947,12 @@ impl Bridge {
             let _ = conn.tx.unbounded_send(WsOutbound::Terminate);
             return Err(BridgeError::Backpressure(id));
         }
-        queue_soon(&conn.messages, id, message)?;
+        // Queued now, so that it lands before a close frame the writer queues in this turn or
+        // fails now (`Gone`: ERR_WS_NOT_OPEN), never accepted and then dropped; only the wake
+        // waits for the end of the turn.
+        conn.messages
+            .send_soon(message)
+            .map_err(|_| BridgeError::Gone(id))?;
         Ok(queued)
     }
 

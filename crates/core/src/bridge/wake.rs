@@ -17,6 +17,8 @@ thread_local! {
     static DEFERRED: RefCell<Vec<Send>> = const { RefCell::new(Vec::new()) };
     /// When the oldest held send was held.
     static HELD_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Sends that needed no wake of their own (one already held serves them: [`held_again`]).
+    static ALSO_HELD: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Runs `f` with this thread's wake-up sends held until [`flush_deferred_wakes`].
@@ -54,6 +56,21 @@ pub(crate) fn send_soon(send: impl FnOnce() + 'static) {
         d.push(Box::new(send));
         d.len()
     });
+    flush_at_limits(held + ALSO_HELD.get());
+}
+
+/// Counts a send whose wake is among the held ones already (a WebSocket's later messages in the
+/// turn): it waits as they do, so it counts towards the same limits, and the writer still starts
+/// on a long turn's messages every `MAX_HELD` sends or `MAX_HOLD`.
+pub(crate) fn held_again() {
+    if !DEFERRING.get() {
+        return;
+    }
+    ALSO_HELD.set(ALSO_HELD.get() + 1);
+    flush_at_limits(DEFERRED.with_borrow(|d| d.len()) + ALSO_HELD.get());
+}
+
+fn flush_at_limits(held: usize) {
     let now = Instant::now();
     let since = match HELD_SINCE.get() {
         Some(since) if held > 1 => since,
@@ -70,6 +87,7 @@ pub(crate) fn send_soon(send: impl FnOnce() + 'static) {
 /// Makes every held send, in order; returns how many there were.
 pub fn flush_deferred_wakes() -> usize {
     HELD_SINCE.set(None);
+    ALSO_HELD.set(0);
     let sends = DEFERRED.take();
     let n = sends.len();
     for send in sends {

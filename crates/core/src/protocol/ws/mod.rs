@@ -7,7 +7,7 @@
 
 mod frames;
 
-use crate::bridge::{Bridge, BridgeEvent, WsOutbound, WsQueueReceiver};
+use crate::bridge::{Bridge, BridgeEvent, MessageReceiver, WsOutbound, WsQueueReceiver};
 use crate::config::WsSettings;
 use crate::lifecycle::{Phase, PhaseSignal};
 use crate::metrics::Metrics;
@@ -705,13 +705,13 @@ impl Outgoing {
     /// Puts what waits into the batch — the connection's own writes, then the handler's messages
     /// — up to `WRITES_PER_BATCH`, and starts writing it. Returns the `bufferedAmount` bytes of
     /// messages dropped because a close frame went before them.
-    fn fill(&mut self, messages: &mut WsQueueReceiver, metrics: &Metrics) -> usize {
+    fn fill(&mut self, messages: &mut MessageReceiver, metrics: &Metrics) -> usize {
         let mut taken = 0;
         let mut dropped = 0;
         while taken < WRITES_PER_BATCH {
             let write = match self.waiting.pop_front() {
                 Some(write) => write,
-                None => match messages.try_recv().ok().and_then(handler_write) {
+                None => match messages.try_recv().and_then(handler_write) {
                     Some(write) => write,
                     None => break,
                 },
@@ -725,7 +725,7 @@ impl Outgoing {
                 // it could not go out (no data frame follows a close frame): the channel is closed,
                 // so its send fails (`ERR_WS_NOT_OPEN`) instead of being dropped unheard.
                 messages.close();
-                while let Ok(message) = messages.try_recv() {
+                while let Some(message) = messages.try_recv() {
                     if let Some(write) = handler_write(message) {
                         dropped += self.add(write, metrics);
                     }
@@ -743,7 +743,7 @@ impl Outgoing {
     fn poll_write_waiting<W: tokio::io::AsyncWrite + Unpin>(
         &mut self,
         socket: &mut W,
-        messages: &mut WsQueueReceiver,
+        messages: &mut MessageReceiver,
         buffered: &std::sync::atomic::AtomicUsize,
         metrics: &Metrics,
         until_pong: bool,
@@ -773,7 +773,7 @@ impl Outgoing {
     fn poll_send<W: tokio::io::AsyncWrite + Unpin>(
         &mut self,
         socket: &mut W,
-        messages: &mut WsQueueReceiver,
+        messages: &mut MessageReceiver,
         buffered: &std::sync::atomic::AtomicUsize,
         metrics: &Metrics,
         cx: &mut std::task::Context<'_>,
@@ -788,7 +788,7 @@ impl Outgoing {
             if self.messages_done {
                 return Poll::Pending;
             }
-            match messages.poll_next_unpin(cx) {
+            match messages.poll_recv(cx) {
                 Poll::Ready(Some(message)) => self.add_handler_message(message, metrics),
                 Poll::Ready(None) => {
                     self.messages_done = true;
@@ -861,7 +861,7 @@ enum Write {
 /// `maxBufferedAmount`).
 pub struct Outbound {
     pub control: WsQueueReceiver,
-    pub messages: WsQueueReceiver,
+    pub messages: MessageReceiver,
 }
 
 /// Writes taken per batch: what is ready goes out together (one write for a burst), within this.
@@ -1217,15 +1217,15 @@ mod tests {
     #[test]
     fn own_writes_go_first_a_close_after_the_messages_before_it_and_nothing_after_it() {
         let metrics = Metrics::default();
-        let (handler, mut messages) = futures_channel::mpsc::unbounded();
+        let (handler, mut messages) = crate::bridge::message_queue();
         let mut out = Outgoing::default();
         let send = |text: &str| {
-            handler
-                .unbounded_send(WsOutbound::Message {
+            assert!(handler
+                .send_soon(WsOutbound::Message {
                     data: Bytes::copy_from_slice(text.as_bytes()),
                     binary: false,
                 })
-                .unwrap()
+                .is_ok())
         };
         send("a");
         send("b");
@@ -1250,7 +1250,7 @@ mod tests {
         // After it, nothing: the handler's channel is closed, so its send fails (ERR_WS_NOT_OPEN
         // in JavaScript) instead of being dropped unheard; a write of the connection's own is
         // dropped.
-        let late = handler.unbounded_send(WsOutbound::Message {
+        let late = handler.send_soon(WsOutbound::Message {
             data: Bytes::from_static(b"late"),
             binary: false,
         });
