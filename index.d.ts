@@ -32,7 +32,7 @@ export interface ConnectionPoolConfig {
   requestTimeout?: number;
   /** Time for the request headers to arrive, ms (default 60000). */
   headersTimeout?: number;
-  /** Requests handed to JavaScript and not yet answered, at most (default 4096); when full, reading pauses. */
+  /** Requests handed to JavaScript whose response head has not gone out yet, at most (default 4096); when full, reading pauses. */
   maxInFlight?: number;
   /** Request line + headers size limit in bytes (default 16384 → 431). */
   maxHeaderSize?: number;

@@ -758,6 +758,32 @@ describe('GrpcServer: maxInFlight bounds calls as it bounds HTTP requests', () =
   });
 });
 
+describe('GrpcServer: a streaming call leaves maxInFlight once its head is out (outside probe, session 16)', () => {
+  it('with maxInFlight 2, three server-streaming calls streaming slowly do not hold the cap: a unary call is served', async () => {
+    const ctx = await startServer({ options: { connectionPool: { maxInFlight: 2 } } });
+    try {
+      const echo = client(Echo, ctx.address);
+      // 3 × (40 replies, 100 ms apart): 4 s each, far longer than the unary call below may take.
+      const streams = [0, 1, 2].map(() => {
+        const s = echo.ServerStream({ message: 'sub', count: 40, delay_ms: 100 });
+        let got = 0;
+        s.on('data', () => { got++; });
+        s.on('error', () => {});
+        return { s, got: () => got };
+      });
+      await pollUntil(() => Math.min(...streams.map((x) => x.got())), (n) => n >= 2, { timeoutMs: 5000 });
+      const r = await call(echo, 'Unary', { message: 'through' }, { deadline: Date.now() + 2000 });
+      assert.equal(r.err, null, `a unary call beside 3 streaming calls (cap 2): ${r.err && r.err.message}`);
+      for (const x of streams) x.s.cancel();
+      echo.close();
+      clients.delete(echo);
+      await expectPendingZero(ctx.server);
+    } finally {
+      await stopServer(ctx.server);
+    }
+  });
+});
+
 describe('GrpcServer: message size limits', () => {
   const LIMIT = 64 * 1024;
   let ctx;

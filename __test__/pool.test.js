@@ -386,6 +386,35 @@ describe('maxConnections', () => {
   });
 });
 
+describe('maxInFlight', () => {
+  it('long-lived responses leave the cap once their head is out: with maxInFlight 2, a plain GET is served beside 3 event streams (outside probe, session 16: it hung)', async () => {
+    const timers = new Set();
+    const { server, port } = await startServer((req, res) => {
+      if (req.url !== '/events') return res.end('hello');
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const timer = setInterval(() => res.write('data: tick\n\n'), 50);
+      timers.add(timer);
+      res.on('close', () => { clearInterval(timer); timers.delete(timer); });
+    }, { connectionPool: { maxInFlight: 2 } });
+    const http = require('http');
+    const subscribers = [];
+    try {
+      const ticks = [0, 0, 0];
+      for (let i = 0; i < 3; i++) {
+        subscribers.push(http.get({ port, host: '127.0.0.1', path: '/events', agent: false }, (res) => res.on('data', () => { ticks[i]++; })).on('error', () => {}));
+      }
+      await pollUntil(() => Math.min(...ticks), (n) => n >= 2, { timeoutMs: 5000 });
+      const r = await withTimeout(request({ port, path: '/' }), 2000, 'GET / beside three event streams (cap 2)');
+      assert.equal(r.status, 200);
+      assert.equal(r.body.toString(), 'hello');
+    } finally {
+      for (const s of subscribers) s.destroy();
+      for (const t of timers) clearInterval(t);
+      await stop(server);
+    }
+  });
+});
+
 describe('timeouts', () => {
   it('slowloris: a client sending header bytes every 100 ms is cut after headersTimeout; others are served meanwhile', async () => {
     const { server, port, pool } = await startServer((req, res) => res.end('fast'), { connectionPool: { headersTimeout: 300 } });

@@ -86,13 +86,21 @@ pub enum CallCancel {
     Shutdown = 3,
 }
 
-/// Removes a call when the request side goes away before the handler ended it. It also holds
-/// the call's share of the in-flight cap.
+/// Removes a call when the request side goes away before the handler ended it. Until the
+/// response head goes out it also holds the call's share of the in-flight cap.
 pub struct CallGuard {
     shared: Arc<Shared>,
     id: u32,
     pub(crate) reason: CallCancel,
-    _in_flight: InFlight,
+    in_flight: Option<InFlight>,
+}
+
+impl CallGuard {
+    /// The response head is out: the call leaves the in-flight cap (a server-streaming or bidi
+    /// call may last for hours; as for HTTP responses, [`super::PendingGuard`]).
+    pub(crate) fn head_sent(&mut self) {
+        self.in_flight = None;
+    }
 }
 
 impl Drop for CallGuard {
@@ -149,7 +157,7 @@ impl Bridge {
             shared: self.shared.clone(),
             id,
             reason: CallCancel::Client,
-            _in_flight: in_flight,
+            in_flight: Some(in_flight),
         };
         self.shared.metrics.request_started();
         if self.shared.sink.request(head, None) {

@@ -366,17 +366,26 @@ impl Shared {
 }
 
 /// Removes a pending entry when its waiter goes away without the response having completed, and
-/// tells the handler side. It also holds the request's share of the in-flight cap.
+/// tells the handler side. Until the response head goes out it also holds the request's share of
+/// the in-flight cap.
 pub struct PendingGuard {
     shared: Arc<Shared>,
     id: u32,
     reason: CloseReason,
-    _in_flight: InFlight,
+    in_flight: Option<InFlight>,
 }
 
 impl PendingGuard {
     fn set_reason(&mut self, reason: CloseReason) {
         self.reason = reason;
+    }
+
+    /// The response head is out: the request leaves the in-flight cap, which bounds what waits
+    /// for the handler's answer. A long-lived response (server-sent events, a download to a slow
+    /// reader) held its unit for as long as it lasted, and enough of them — 4,096 subscribers at
+    /// the default — stopped the server reading anyone's requests.
+    fn head_sent(&mut self) {
+        self.in_flight = None;
     }
 }
 
@@ -392,7 +401,8 @@ impl Drop for PendingGuard {
 }
 
 /// One unit of the in-flight cap (`maxInFlight`), held while a request, a gRPC call or a
-/// WebSocket upgrade is with the handler: every way in takes one, so the cap bounds them all.
+/// WebSocket upgrade waits for the handler's answer (its response head): every way in takes one,
+/// so the cap bounds them all.
 /// Dropped, it returns its unit — or retires it, when the cap was lowered meanwhile.
 pub struct InFlight {
     shared: Arc<Shared>,
@@ -543,7 +553,7 @@ impl Bridge {
             shared: self.shared.clone(),
             id,
             reason: CloseReason::ClientGone,
-            _in_flight: in_flight,
+            in_flight: Some(in_flight),
         };
         self.shared.metrics.request_started();
         if let (Some(source), Some((_, pull_rx))) = (streamed_body, pull) {
@@ -583,11 +593,12 @@ impl Bridge {
     fn head_arrived(
         &self,
         answered: Result<Answer, oneshot::error::RecvError>,
-        guard: PendingGuard,
+        mut guard: PendingGuard,
         deadline: tokio::time::Instant,
     ) -> Response<ResponseBody> {
         match answered {
             Ok((mut response, _connection)) => {
+                guard.head_sent();
                 if let ResponseBody::Stream(s) = response.body_mut() {
                     s.attach(guard, deadline);
                 }

@@ -821,7 +821,7 @@ impl JsCall {
             head: head_rx,
             output: out_rx,
             out_state,
-            guard,
+            mut guard,
         }) = bridge.open_grpc_call(head).await
         else {
             return Err(Status::unavailable("server is shutting down"));
@@ -847,6 +847,7 @@ impl JsCall {
             .await
             .map_err(|_| Status::cancelled("call ended"))?
             .map_err(status_of)?;
+        guard.head_sent();
         let stream = OutStream {
             rx: out_rx,
             state: out_state,
