@@ -13,7 +13,7 @@ const net = require('net');
 const { spawn } = require('child_process');
 const WebSocket = require('ws');
 const { WsServer } = require('..');
-const { withTimeout, failIfKeptAlive } = require('./helpers');
+const { withTimeout, failIfKeptAlive, pollUntil } = require('./helpers');
 const { NO_PROC_STATUS } = require('./platform');
 const { frame: wsFrame, parseFrames } = require('./ws-frames');
 
@@ -757,6 +757,53 @@ describe('NativeWebSocket send() takes what ws takes (outside probe, session 14)
     });
     const ours = await outcomes((onConnection) => startOurs({}, onConnection));
     assert.deepEqual(ours, reference);
+  });
+});
+
+describe('floods ws 8.23 cuts off are cut off here too (outside probe, session 16)', () => {
+  /** What a raw client sees after writing `bytes` at once: close codes of the close frames it got, and whether the socket ended. */
+  async function afterFlood(port, bytes) {
+    const peer = await rawUpgrade(port);
+    assert.equal(peer.status, 101);
+    peer.socket.write(bytes);
+    const ended = await withTimeout(peer.ended.then(() => true), 5000, 'the server ends the connection').catch(() => false);
+    peer.socket.destroy();
+    const closes = peer.frames.filter((f) => f.opcode === 8).map((f) => (f.payload.length >= 2 ? f.payload.readUInt16BE(0) : 1005));
+    return { ended, closes };
+  }
+  const servers = () => [startOurs({}, () => {}), startReference().then((ref) => { ref.server.on('connection', (c) => c.on('error', () => {})); return ref; })];
+
+  it('a message in more than 16,384 frames (empty continuations, which never reach maxPayload): close 1008, as ws', async () => {
+    const parts = [wsFrame({ opcode: 1, payload: Buffer.from('a'), fin: false })];
+    for (let i = 0; i < 20000; i++) parts.push(wsFrame({ opcode: 0, fin: false }));
+    const bytes = Buffer.concat(parts);
+    const [ours, reference] = await Promise.all(servers());
+    const got = { ours: await afterFlood(ours.port, bytes), ws: await afterFlood(reference.port, bytes) };
+    assert.deepEqual(got.ws, { ended: true, closes: [1008] }, 'ws (the reference)');
+    assert.deepEqual(got.ours, got.ws);
+  });
+
+  it('200 pings back to back from a client that reads the pongs: the connection is cut off, as ws cuts it (maxPendingAutoPongs)', async () => {
+    const bytes = Buffer.concat(Array.from({ length: 200 }, () => frame(0x9, Buffer.from('p'))));
+    const [ours, reference] = await Promise.all(servers());
+    const got = { ours: await afterFlood(ours.port, bytes), ws: await afterFlood(reference.port, bytes) };
+    assert.equal(got.ws.ended, true, 'ws ends it');
+    assert.equal(got.ours.ended, true, 'ended here too');
+    assert.deepEqual(got.ours.closes, [], 'without a close frame (terminated), as ws');
+  });
+
+  it('pings spaced out are all answered (a keepalive is not a flood)', async () => {
+    const { port } = await startOurs({}, () => {});
+    const peer = await rawUpgrade(port);
+    try {
+      for (let i = 0; i < 80; i++) {
+        peer.socket.write(frame(0x9, Buffer.from(String(i))));
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      await pollUntil(() => peer.frames.filter((f) => f.opcode === 0xa).length, (n) => n === 80, { timeoutMs: 3000 });
+    } finally {
+      peer.socket.destroy();
+    }
   });
 });
 

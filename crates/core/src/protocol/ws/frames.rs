@@ -32,6 +32,10 @@ pub(super) enum Incoming {
 const SCRATCH: usize = 16 * 1024;
 /// A partly received frame's buffer grows by at least this.
 const MIN_GROW: usize = 4 * 1024;
+/// Frames one message may come in, at most: ws's `maxFragments` default (8.23). Empty
+/// continuation frames never reach `maxPayload`, and a peer sending them without end kept a CPU
+/// busy (outside probe); ws fails such a message with 1008.
+pub(super) const MAX_FRAGMENTS: u32 = 16 * 1024;
 
 /// Reads a client's frames and assembles its messages (server side: every frame must be masked).
 pub(super) struct FrameReader<R> {
@@ -106,6 +110,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Whether bytes the peer sent wait here, not yet taken as frames.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// Reads and drops what the peer sends until it closes the connection (or it fails).
     pub async fn discard_until_closed(&mut self) {
         self.buf = BytesMut::new();
@@ -150,6 +159,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 if size > self.max_size as u64 {
                     return Err(too_long(size as usize, self.max_size));
                 }
+                if so_far.frames >= MAX_FRAGMENTS {
+                    return Err(WsError::AttackAttempt);
+                }
                 Ok(())
             }
             (OpCode::Data(data), Some(_)) => protocol(ProtocolError::ExpectedFragment(data)),
@@ -181,6 +193,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             OpCode::Data(Data::Continue) => {
                 let so_far = self.fragments.as_mut().expect("checked by check_header");
+                so_far.frames += 1;
                 so_far.extend(&payload)?;
                 if !header.is_final {
                     return Ok(None);
@@ -195,6 +208,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             binary,
             data: payload,
             checked: 0,
+            frames: 1,
         };
         if header.is_final {
             return first.complete().map(Some);
@@ -268,6 +282,8 @@ struct Fragments {
     data: BytesMut,
     /// Bytes of `data` known to be valid UTF-8 (text only).
     checked: usize,
+    /// Frames received so far (at most `MAX_FRAGMENTS`).
+    frames: u32,
 }
 
 impl Fragments {
@@ -511,6 +527,27 @@ mod tests {
     }
 
     const EOF: &str = "WebSocket protocol error: Connection reset without closing handshake";
+
+    #[tokio::test]
+    async fn a_message_may_come_in_max_fragments_frames_and_not_one_more() {
+        let message = |frames: u32| {
+            let mut bytes = frame(0x01, b"a");
+            for _ in 1..frames - 1 {
+                bytes.extend(frame(0x00, b""));
+            }
+            bytes.extend(frame(0x80, b""));
+            bytes
+        };
+        let mut bytes = message(MAX_FRAGMENTS);
+        bytes.extend(message(MAX_FRAGMENTS + 1));
+        let got = read_all(bytes, 1 << 20).await;
+        assert_eq!(got[0], text("a"), "{MAX_FRAGMENTS} frames: one message");
+        assert_eq!(
+            got[1],
+            Err(WsError::AttackAttempt.to_string()),
+            "one more: refused"
+        );
+    }
 
     #[tokio::test]
     async fn messages_fragments_and_control_frames_arrive_whole_and_unmasked() {

@@ -195,6 +195,17 @@ pub fn switching_protocols(
     Ok(r)
 }
 
+/// Pings read back to back (see `run`) before the peer is cut off: ws's `maxPendingAutoPongs`.
+const MAX_PINGS_IN_A_ROW: u32 = 60;
+
+/// What the handler's 'close' gets as the reason of a read that failed.
+fn failure_reason(e: &WsError) -> String {
+    match e {
+        WsError::AttackAttempt => "Too many message fragments".into(),
+        e => e.to_string(),
+    }
+}
+
 fn close_code_for(e: &WsError) -> CloseCode {
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
@@ -205,6 +216,8 @@ fn close_code_for(e: &WsError) -> CloseCode {
         // The peer went away without a close frame: 1006, as ws reports it.
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => CloseCode::Abnormal,
         WsError::Protocol(_) => CloseCode::Protocol,
+        // A message in more than `MAX_FRAGMENTS` frames: 1008, as ws closes it.
+        WsError::AttackAttempt => CloseCode::Policy,
         _ => CloseCode::Abnormal,
     }
 }
@@ -268,6 +281,7 @@ pub async fn run(
     let mut ping_seq: u64 = 0;
     let mut unanswered = UnansweredPings::default();
     let mut pong_deadline: Option<Instant> = None;
+    let mut pings_in_a_row: u32 = 0;
     // Set once the server sent its close frame: the peer has CLOSE_TIMEOUT to answer.
     let mut close_deadline: Option<Instant> = None;
     // The peer's close frame arrived first (or the peer failed the protocol): the reply (and the
@@ -317,6 +331,13 @@ pub async fn run(
                     }
                     // Answered with a pong, unless our close frame is out (RFC 6455 §5.5.1).
                     Ok(Incoming::Ping(data)) => {
+                        // Pings back to back in what was read (each answer a write of its own):
+                        // past ws's `maxPendingAutoPongs` (60) the peer is flooding, and it is
+                        // cut off as ws cuts it off (a ping flood kept a CPU busy: outside probe).
+                        pings_in_a_row = if reader.has_buffered() { pings_in_a_row + 1 } else { 0 };
+                        if pings_in_a_row >= MAX_PINGS_IN_A_ROW {
+                            break (1006, "too many pings in a row".into(), false);
+                        }
                         if close_deadline.is_none() {
                             out.queue(Write::Pong(data));
                         }
@@ -352,7 +373,7 @@ pub async fn run(
                         // would tell a client the server's limits; the handler's 'close' gets it) —
                         // after the handler's answers to what came before, as ws sends them.
                         let echo = Some(CloseFrame { code, reason: "".into() });
-                        peer_close = Some(PeerClose::waiting(echo, u16::from(code), e.to_string()));
+                        peer_close = Some(PeerClose::waiting(echo, u16::from(code), failure_reason(&e)));
                         None
                     }
                 };
