@@ -455,6 +455,18 @@ export interface ListenerHandle extends EventEmitter {
   readonly listening: boolean;
   address(): ListenerAddress | null;
   close(callback?: () => void): this;
+  /** `cb(null, count)` with the connections open now. */
+  getConnections(callback: (err: Error | null, count: number) => void): this;
+  /** Sets `timeout` (`connectionPool.connectionTimeout`); `'timeout'` is never emitted. */
+  setTimeout(ms: number, callback?: () => void): this;
+  /** node's http.Server properties: they read and write the matching `connectionPool` keys, applied at once. */
+  keepAliveTimeout: number;
+  headersTimeout: number;
+  requestTimeout: number;
+  timeout: number;
+  maxHeadersCount: number | null;
+  maxRequestsPerSocket: number;
+  maxConnections: number | undefined;
 }
 
 /** The interface koatty_core's `KoattyServer` describes, as every server class implements it. */

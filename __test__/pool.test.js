@@ -386,6 +386,37 @@ describe('maxConnections', () => {
   });
 });
 
+describe("server.server takes node's http.Server properties (outside probe, session 16: they were dropped silently)", () => {
+  it('keepAliveTimeout set on server.server applies to the next idle connection; setTimeout and getConnections are there, as on node', async () => {
+    const { server, port } = await startServer((req, res) => res.end('ok'));
+    try {
+      const handle = server.server;
+      assert.equal(handle.keepAliveTimeout, 5000, "node's default, read back");
+      handle.keepAliveTimeout = 300;
+      assert.equal(handle.keepAliveTimeout, 300);
+      assert.equal(server.options.connectionPool.keepAliveTimeout, 300, 'it is connectionPool.keepAliveTimeout');
+      assert.equal(handle.setTimeout(0), handle, 'setTimeout(0) returns the server, as node');
+      assert.equal(handle.timeout, 0);
+      // A raw client: node's Agent closes a socket itself on the Keep-Alive hint.
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      let answer = '';
+      await new Promise((resolve) => {
+        socket.on('data', (d) => { answer += d; if (answer.endsWith('ok')) resolve(); });
+        socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      });
+      const count = await new Promise((resolve) => handle.getConnections((err, n) => resolve(err ?? n)));
+      assert.equal(count, 1, 'getConnections counts the open one');
+      const t0 = Date.now();
+      await withTimeout(new Promise((resolve) => socket.once('close', resolve)), 3000, 'the idle keep-alive connection is closed');
+      const idle = Date.now() - t0;
+      assert.ok(idle >= 200 && idle < 2000, `closed by the server after ${idle} ms (keepAliveTimeout 300; the default is 5000)`);
+    } finally {
+      await stop(server);
+    }
+  });
+});
+
 describe('maxInFlight', () => {
   it('long-lived responses leave the cap once their head is out: with maxInFlight 2, a plain GET is served beside 3 event streams (outside probe, session 16: it hung)', async () => {
     const timers = new Set();

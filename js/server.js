@@ -34,6 +34,28 @@ function traceTag(req) {
   return typeof id === 'string' && id !== '' ? ` [trace ${id}]` : '';
 }
 
+/**
+ * node's http.Server properties that `server.server` forwards to `connectionPool` (property →
+ * [pool key, the value when the pool has none]). With 2.3.0 `server.server` is node's server, and
+ * apps set them — `keepAliveTimeout` above a load balancer's idle timeout is common advice — so an
+ * assignment must not be silently lost.
+ */
+const NODE_SERVER_LIMITS = {
+  keepAliveTimeout: ['keepAliveTimeout', 5000],
+  headersTimeout: ['headersTimeout', 60000],
+  requestTimeout: ['requestTimeout', 300000],
+  timeout: ['connectionTimeout', 0],
+  maxHeadersCount: ['maxHeadersCount', null],
+  maxRequestsPerSocket: ['maxRequestsPerSocket', 0],
+  maxConnections: ['maxConnections', undefined],
+};
+
+/** A millisecond or count as node's server properties take it: a non-negative integer, else 0 (off). */
+function nonNegative(value) {
+  const n = Math.floor(Number(value));
+  return Number.isFinite(n) && n > 0 ? n : 0;
+}
+
 /** What `server.server` is (and what Start returns): a small handle shaped like node's net.Server. */
 class ListenerHandle extends EventEmitter {
   constructor(owner) {
@@ -51,6 +73,37 @@ class ListenerHandle extends EventEmitter {
     this._owner.Stop(callback);
     return this;
   }
+
+  /** node's `setTimeout(ms[, cb])`: sets `timeout` (`connectionPool.connectionTimeout`); `cb` listens for 'timeout', which is never emitted (README). */
+  setTimeout(ms, callback) {
+    this.timeout = ms;
+    if (typeof callback === 'function') this.on('timeout', callback);
+    return this;
+  }
+
+  /** `cb(null, count)` with the connections open now, as node's. */
+  getConnections(callback) {
+    const count = this._owner._native.openConnections();
+    if (typeof callback === 'function') process.nextTick(callback, null, count);
+    return this;
+  }
+}
+
+for (const [property, [key, fallback]] of Object.entries(NODE_SERVER_LIMITS)) {
+  Object.defineProperty(ListenerHandle.prototype, property, {
+    get() {
+      return this._owner.options.connectionPool?.[key] ?? fallback;
+    },
+    set(value) {
+      // undefined, null or Infinity: no limit, as node reads maxConnections and maxHeadersCount.
+      const unset = value === undefined || value === null || value === Infinity;
+      const pool = unset ? { [key]: undefined } : { [key]: nonNegative(value) };
+      // In place (these keys need no restart): applied before updateConfig returns its promise.
+      this._owner.updateConfig({ connectionPool: pool }).catch((err) => logger.warn(`server.server.${property} could not be applied`, err));
+    },
+    configurable: true,
+    enumerable: true,
+  });
 }
 
 /** The options the native side needs (ext and TLS material stay in JS). */
