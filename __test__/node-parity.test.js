@@ -755,3 +755,35 @@ describe('chunks around the staging limits (session 14: small chunks cross stage
     });
   }
 });
+
+describe('a client that goes away mid-upload (outside probe, session 16)', () => {
+  it("req gets node's Error('aborted') with code ECONNRESET (it was ERR_REQUEST_BODY), then 'close'", async () => {
+    const outcome = async (start) => {
+      let resolveSeen;
+      const seen = new Promise((resolve) => { resolveSeen = resolve; });
+      const events = [];
+      const s = await start((req) => {
+        req.on('data', () => {});
+        req.on('aborted', () => events.push('aborted'));
+        req.on('error', (err) => events.push(`error ${err.code} ${err.message}`));
+        req.on('close', () => { events.push('close'); resolveSeen(); });
+      });
+      try {
+        const socket = net.connect(s.port, '127.0.0.1');
+        socket.on('error', () => {});
+        await new Promise((resolve) => socket.once('connect', resolve));
+        socket.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n');
+        socket.write(Buffer.alloc(1000, 0x61));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        socket.destroy();
+        await withTimeout(seen, 3000, "req 'close'");
+        return events.filter((e) => e !== 'aborted');
+      } finally {
+        await s.close();
+      }
+    };
+    const reference = await outcome(nodeServer);
+    assert.deepEqual(reference, ['error ECONNRESET aborted', 'close'], 'node (the reference)');
+    assert.deepEqual(await outcome(nativeServer), reference);
+  });
+});

@@ -139,8 +139,10 @@ class NativeRequest extends IncomingMessage {
   }
 
   _onBodyError(message) {
-    const err = new Error(message);
-    err.code = message.split(':', 1)[0];
+    const code = message.split(':', 1)[0];
+    // A client that went away mid-body: node's own error, which apps filter client aborts by.
+    const err = new Error(code === 'ECONNRESET' ? 'aborted' : message);
+    err.code = code;
     // The native side has already answered (400/408/413) or lost the request.
     this._nativeGone = true;
     this.destroy(err);

@@ -36,7 +36,9 @@ fn body_failed(to_handler: &BodyChunks, e: &hyper::Error) {
     if malformed {
         to_handler.fail(StatusCode::BAD_REQUEST, error);
     } else {
-        to_handler.broken(error);
+        // The client went away mid-body: node's `req` gets `Error('aborted')`, code ECONNRESET,
+        // and apps filter client aborts on that.
+        to_handler.broken(format!("ECONNRESET: aborted ({e})"));
     }
 }
 
