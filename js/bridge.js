@@ -23,6 +23,7 @@ const EVENT_WS_BINARY = EventKind.WsBinary;
 const EVENT_WS_PONG = EventKind.WsPong;
 const EVENT_WS_CLOSED = EventKind.WsClosed;
 const EVENT_WS_PEER_CLOSING = EventKind.WsPeerClosing;
+const EVENT_WS_WRITTEN = EventKind.WsWritten;
 const EVENT_GRPC_MESSAGE = EventKind.GrpcMessage;
 const EVENT_GRPC_INPUT_END = EventKind.GrpcInputEnd;
 const EVENT_GRPC_INPUT_ERROR = EventKind.GrpcInputError;
@@ -179,10 +180,15 @@ class Bridge {
         case EVENT_WS_PEER_CLOSING:
           client._onPeerClosing();
           break;
+        case EVENT_WS_WRITTEN:
+          client._onWritten(Number(message));
+          break;
         case EVENT_WS_CLOSED: {
           this.sockets.delete(id);
+          // "<code> <bytes written> <reason>"
           const space = message.indexOf(' ');
-          client._onClose(Number(message.slice(0, space)), message.slice(space + 1));
+          const second = message.indexOf(' ', space + 1);
+          client._onClose(Number(message.slice(0, space)), message.slice(second + 1), Number(message.slice(space + 1, second)));
           break;
         }
       }

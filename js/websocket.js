@@ -101,6 +101,9 @@ class NativeWebSocket extends EventEmitter {
     this.url = req.url;
     this.isPaused = false;
     this[kWaiting] = null;
+    // Send callbacks waiting for their bytes to be written, as ws calls them: position (bytes
+    // queued on the connection up to the send's end), callback, … oldest first; null while none.
+    this._unwritten = null;
     Object.defineProperty(this, '_socket', { value: req.socket, enumerable: false });
   }
 
@@ -235,7 +238,43 @@ class NativeWebSocket extends EventEmitter {
       if (typeof cb === 'function') process.nextTick(cb, codedError('ERR_WS_NOT_OPEN', 'WebSocket is closed'));
       return;
     }
-    if (typeof cb === 'function') process.nextTick(cb, null);
+    if (typeof cb === 'function') this._whenWritten(queued, cb);
+  }
+
+  /**
+   * `cb` is called once the bytes up to `position` are written to the socket, as ws calls a
+   * send's callback: a sender that waits for each callback is paced by the peer's reading (it
+   * was called at once, and such a sender ran into `maxBufferedAmount`).
+   */
+  _whenWritten(position, cb) {
+    const unwritten = (this._unwritten ??= []);
+    unwritten.push(position, cb);
+    if (unwritten.length === 2) this._askWritten(position);
+  }
+
+  /** The native side tells (`WsWritten`) once `position` bytes are written, or says they are. */
+  _askWritten(position) {
+    const total = this._bridge.native.wsNotifyWhenWritten(this._id, position);
+    // -1: not yet (an event comes); -2: the connection is gone ('close' fails the callbacks).
+    if (total >= 0) process.nextTick(() => this._onWritten(total));
+  }
+
+  /** `total` bytes are written: the callbacks of the sends they cover, in order. */
+  _onWritten(total) {
+    if (this._unwritten === null || this.readyState === CLOSED) return;
+    this._settleWritten(total);
+    if (this._unwritten !== null) this._askWritten(this._unwritten[0]);
+  }
+
+  _settleWritten(total) {
+    const unwritten = this._unwritten;
+    let done = 0;
+    while (done < unwritten.length && unwritten[done] <= total) {
+      process.nextTick(unwritten[done + 1], null);
+      done += 2;
+    }
+    unwritten.splice(0, done);
+    if (unwritten.length === 0) this._unwritten = null;
   }
 
   /** `ping([data][, mask][, cb])` as ws: a payload over 125 bytes throws ws's RangeError. */
@@ -351,9 +390,17 @@ class NativeWebSocket extends EventEmitter {
     }, undefined, 0, undefined);
   }
 
-  _onClose(code, reason) {
+  _onClose(code, reason, written) {
     this.readyState = CLOSED;
     if (this[kWaiting] !== null) clearTimeout(this[kWaiting].closeTimer);
+    // What went out before the end succeeded; sends never written (the connection ended first):
+    // their callbacks get an error, as ws's.
+    if (this._unwritten !== null && written > 0) this._settleWritten(written);
+    const unwritten = this._unwritten;
+    this._unwritten = null;
+    for (let i = 1; unwritten !== null && i < unwritten.length; i += 2) {
+      process.nextTick(unwritten[i], codedError('ERR_WS_NOT_OPEN', 'WebSocket is closed'));
+    }
     this._socket._close();
     this.emit('close', code, Buffer.from(reason ?? ''));
   }

@@ -217,8 +217,9 @@ pub(super) fn ws_queue(host: &Host, id: u32, message: WsOutbound) -> f64 {
     }
 }
 
-/// Sends a WebSocket message. Returns the bytes now queued (`bufferedAmount`), or a negative
-/// `SendResult` (`Gone`, `Backpressure`: terminated for exceeding its buffer limit).
+/// Sends a WebSocket message. Returns where it ends among the bytes queued on the connection
+/// since it opened (its callback waits for that many to be written: `wsNotifyWhenWritten`), or a
+/// negative `SendResult` (`Gone`, `Backpressure`: terminated for exceeding its buffer limit).
 #[napi]
 pub fn ws_send(
     server: u32,

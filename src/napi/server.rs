@@ -391,6 +391,18 @@ impl NativeServer {
         self.host.bridge().ws_buffered_amount(id) as f64
     }
 
+    /// A send's callback waits until `at` bytes of what the handler sent are written: a
+    /// `WsWritten` event comes then. Returns the total written when they already are (no event
+    /// comes), -1 when they are not yet, -2 when the connection is gone.
+    #[napi]
+    pub fn ws_notify_when_written(&self, id: u32, at: f64) -> f64 {
+        match self.host.bridge().ws_notify_when_written(id, at as u64) {
+            Ok(Some(total)) => total as f64,
+            Ok(None) => -1.0,
+            Err(_) => -2.0,
+        }
+    }
+
     /// `maxBufferedAmount` in force (sends waiting in JavaScript behind a Blob count against it).
     #[napi]
     pub fn ws_max_buffered_amount(&self) -> f64 {

@@ -48,11 +48,14 @@ pub enum EventKind {
     WsText = 20,
     WsBinary = 21,
     WsPong = 22,
-    /// message: `"<code> <reason>"`.
+    /// message: `"<code> <bytes of the handler's written> <reason>"`.
     WsClosed = 23,
     /// The peer's close frame arrived, or the peer failed the protocol (after every message before
     /// it): answer with `wsCloseReply`.
     WsPeerClosing = 24,
+    /// What the handler sent is written up to where a send's callback waits; message: the total
+    /// bytes written.
+    WsWritten = 25,
     GrpcMessage = 30,
     GrpcInputEnd = 31,
     GrpcInputError = 32,
@@ -389,6 +392,7 @@ fn event_kind(e: &BridgeEvent) -> u32 {
         BridgeEvent::WsPong { .. } => EventKind::WsPong,
         BridgeEvent::WsClosed { .. } => EventKind::WsClosed,
         BridgeEvent::WsPeerClosing => EventKind::WsPeerClosing,
+        BridgeEvent::WsWritten(_) => EventKind::WsWritten,
         BridgeEvent::GrpcMessage { .. } => EventKind::GrpcMessage,
         BridgeEvent::GrpcInputEnd => EventKind::GrpcInputEnd,
         BridgeEvent::GrpcInputError(_) => EventKind::GrpcInputError,
@@ -518,7 +522,12 @@ impl RequestSink for JsSink {
         let (chunk, message) = match event {
             BridgeEvent::BodyChunk(b) => (Some(JsBytes(b)), None),
             BridgeEvent::BodyError(m) => (None, Some(m)),
-            BridgeEvent::WsClosed { code, reason } => (None, Some(format!("{code} {reason}"))),
+            BridgeEvent::WsClosed {
+                code,
+                reason,
+                written,
+            } => (None, Some(format!("{code} {written} {reason}"))),
+            BridgeEvent::WsWritten(total) => (None, Some(total.to_string())),
             BridgeEvent::GrpcInputError(m) => (None, Some(m)),
             BridgeEvent::GrpcCancelled(reason) => (None, Some((reason as u32).to_string())),
             BridgeEvent::WsMessage { data, permit, .. }

@@ -411,9 +411,10 @@ impl Host {
 
     // --- WebSocket -------------------------------------------------------------------------------
 
-    /// Queues a message, ping or pong under `maxBufferedAmount`; returns the bytes now queued.
+    /// Queues a message, ping or pong under `maxBufferedAmount`; returns where it ends among the
+    /// bytes queued on the connection (see [`crate::bridge::Bridge::ws_send`]).
     /// `ERR_WS_CONTROL_PAYLOAD` for a ping/pong over 125 bytes (RFC 6455 §5.5).
-    pub fn ws_send(&self, id: u32, message: WsOutbound) -> Result<usize, WsSendError> {
+    pub fn ws_send(&self, id: u32, message: WsOutbound) -> Result<u64, WsSendError> {
         if let WsOutbound::Ping(d) | WsOutbound::Pong(d) = &message {
             if d.len() > MAX_CONTROL_PAYLOAD {
                 return Err(WsSendError::ControlPayloadTooLarge);

@@ -113,7 +113,11 @@ async fn messages_cross_both_ways_as_text_or_binary() {
             usize::MAX,
         )
         .unwrap();
-    assert_eq!(queued, "héllo".len(), "counted in bufferedAmount");
+    assert_eq!(
+        queued,
+        "héllo".len() as u64,
+        "its end among the bytes sent on the connection"
+    );
     assert_eq!(next_frame(&mut ws).await, Message::text("héllo"));
     // Text that is not UTF-8 goes out binary.
     h.bridge

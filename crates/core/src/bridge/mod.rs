@@ -12,7 +12,7 @@ pub mod grpc;
 mod wake;
 mod ws_queue;
 pub use wake::{deferring_wakes, flush_deferred_wakes};
-pub use ws_queue::{message_queue, MessageReceiver, MessageSender};
+pub use ws_queue::{message_queue, MessageReceiver, MessageSender, WsProgress};
 
 pub use body::{BodyChunks, BodyFeed, BodySource, ResponseBody};
 
@@ -91,6 +91,9 @@ pub enum BridgeEvent {
     Drain,
     /// The request is gone before its response completed (client disconnect, timeout, reset).
     Closed(CloseReason),
+    /// What the handler sent to a WebSocket is written up to the point it asked about
+    /// (`ws_notify_when_written`): the total bytes written.
+    WsWritten(u64),
     /// A WebSocket message. The permit (its share of `maxReceiveQueue`) bounds the bytes a
     /// connection has in the handler's queue; the sink drops it once the handler has taken it.
     WsMessage {
@@ -103,8 +106,14 @@ pub enum BridgeEvent {
         data: Bytes,
         permit: Option<OwnedSemaphorePermit>,
     },
-    /// The WebSocket connection ended (code 1006 when it ended without a close frame).
-    WsClosed { code: u16, reason: String },
+    /// The WebSocket connection ended (code 1006 when it ended without a close frame); `written`:
+    /// the bytes of the handler's that went out (send callbacks up to there succeeded, the rest
+    /// fail).
+    WsClosed {
+        code: u16,
+        reason: String,
+        written: u64,
+    },
     /// The peer's close frame arrived, or the peer failed the protocol, after every message before
     /// it: the handler answers (`CloseReply`) once it has taken them, so its replies to them go out
     /// before the close frame, as with ws.
@@ -186,7 +195,7 @@ struct WsConnection {
     /// Messages, pings and pongs, straight to the connection's writer (one wake per message, not
     /// two); bounded by `max_buffered`.
     messages: MessageSender,
-    buffered: Arc<std::sync::atomic::AtomicUsize>,
+    progress: Arc<WsProgress>,
     /// Until the handler chose the subprotocol (`handleProtocols`): where its answer goes.
     protocol_choice: Option<oneshot::Sender<ProtocolChoice>>,
 }
@@ -898,7 +907,7 @@ impl Bridge {
                 WsConnection {
                     tx,
                     messages,
-                    buffered: Default::default(),
+                    progress: Default::default(),
                     protocol_choice: choice_tx,
                 },
             );
@@ -924,17 +933,31 @@ impl Bridge {
         }
     }
 
-    pub(crate) fn ws_buffered(&self, id: u32) -> Arc<std::sync::atomic::AtomicUsize> {
+    pub(crate) fn ws_progress(&self, id: u32) -> Arc<WsProgress> {
         self.shared
             .websockets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
-            .map(|c| c.buffered.clone())
+            .map(|c| c.progress.clone())
             .unwrap_or_default()
     }
 
-    /// Queues a message, ping or pong; returns the bytes now queued (`bufferedAmount`). Past
+    /// A send's callback waits: the handler gets `WsWritten` once `at` bytes of what it sent are
+    /// written (counted as `bufferedAmount` counts them). Returns the total written if they
+    /// already are.
+    pub fn ws_notify_when_written(&self, id: u32, at: u64) -> Result<Option<u64>, BridgeError> {
+        let map = self
+            .shared
+            .websockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
+        Ok(conn.progress.notify_when_written(at))
+    }
+
+    /// Queues a message, ping or pong; returns the bytes queued on the connection since it opened,
+    /// these included: once that many are written, so are these ([`Bridge::ws_notify_when_written`]). Past
     /// `max_buffered` the connection is terminated instead and `Backpressure` returned — unless
     /// nothing else is queued: one message larger than the limit goes out alone (the limit is for
     /// a peer that does not read, not for big messages).
@@ -943,8 +966,7 @@ impl Bridge {
         id: u32,
         message: WsOutbound,
         max_buffered: usize,
-    ) -> Result<usize, BridgeError> {
-        use std::sync::atomic::Ordering::AcqRel;
+    ) -> Result<u64, BridgeError> {
         let len = message.buffered_len();
         let map = self
             .shared
@@ -952,7 +974,7 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
-        let before = conn.buffered.fetch_add(len, AcqRel);
+        let (before, position) = conn.progress.queued(len);
         let queued = before + len;
         if queued > max_buffered && before > 0 {
             let _ = conn.tx.unbounded_send(WsOutbound::Terminate);
@@ -964,7 +986,7 @@ impl Bridge {
         conn.messages
             .send_soon(message)
             .map_err(|_| BridgeError::Gone(id))?;
-        Ok(queued)
+        Ok(position)
     }
 
     pub fn ws_buffered_amount(&self, id: u32) -> usize {
@@ -973,7 +995,7 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
-            .map(|c| c.buffered.load(std::sync::atomic::Ordering::Acquire))
+            .map(|c| c.progress.buffered())
             .unwrap_or(0)
     }
 
@@ -1012,14 +1034,21 @@ impl Bridge {
 
     /// A WebSocket connection ended: forget it and tell the handler.
     pub(crate) fn ws_closed(&self, id: u32, code: u16, reason: String) {
-        self.shared
+        let gone = self
+            .shared
             .websockets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        self.shared
-            .sink
-            .event(id, BridgeEvent::WsClosed { code, reason });
+        let written = gone.map_or(0, |c| c.progress.written());
+        self.shared.sink.event(
+            id,
+            BridgeEvent::WsClosed {
+                code,
+                reason,
+                written,
+            },
+        );
     }
 
     /// The request body failed (too large, too slow, malformed): the handler's `req` gets `error`,

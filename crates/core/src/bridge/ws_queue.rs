@@ -9,6 +9,7 @@
 use super::wake;
 use super::WsOutbound;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -123,6 +124,76 @@ impl Drop for MessageReceiver {
     }
 }
 
+/// How far the writer has got with what the handler sent: the bytes queued and not yet written
+/// (`bufferedAmount`), the bytes written so far, and the point at which the handler wants to hear
+/// of it (a send's callback, which ws calls once its data is written — a sender that waits for
+/// each callback is then paced by the peer's reading, as with ws).
+#[derive(Default)]
+pub struct WsProgress {
+    buffered: AtomicUsize,
+    /// Bytes queued since the connection opened.
+    sent: AtomicU64,
+    written: AtomicU64,
+    /// `written` at which the handler wants a `WsWritten` event (0: it wants none).
+    notify_at: AtomicU64,
+}
+
+impl WsProgress {
+    /// Bytes queued and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// `len` more bytes queued; returns how many were waiting before, and the bytes queued
+    /// since the connection opened with these (once that many are written, these are).
+    pub fn queued(&self, len: usize) -> (usize, u64) {
+        let before = self.buffered.fetch_add(len, Ordering::AcqRel);
+        let sent = self.sent.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+        (before, sent)
+    }
+
+    /// Queued bytes that will never be written (they came after a close frame).
+    pub fn dropped(&self, len: usize) {
+        self.buffered.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    /// `len` bytes went to the socket. Returns the total written if the handler asked to hear
+    /// of it by now (once per ask).
+    pub fn wrote(&self, len: usize) -> Option<u64> {
+        if len == 0 {
+            return None;
+        }
+        self.buffered.fetch_sub(len, Ordering::AcqRel);
+        let total = self.written.fetch_add(len as u64, Ordering::SeqCst) + len as u64;
+        self.take_notice(total)
+    }
+
+    /// The handler wants a `WsWritten` event once `at` bytes are written. Returns the total if
+    /// they already are (then no event comes).
+    pub fn notify_when_written(&self, at: u64) -> Option<u64> {
+        self.notify_at.store(at, Ordering::SeqCst);
+        self.take_notice(self.written.load(Ordering::SeqCst))
+    }
+
+    /// Whichever of the writer and the handler sees `written` reach `notify_at` first takes the
+    /// notice (SeqCst on both: at least one of them sees the other's store).
+    fn take_notice(&self, written: u64) -> Option<u64> {
+        let at = self.notify_at.load(Ordering::SeqCst);
+        (at != 0
+            && written >= at
+            && self
+                .notify_at
+                .compare_exchange(at, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok())
+        .then_some(written)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +282,23 @@ mod tests {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         assert!(matches!(rx.poll_recv(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn the_handler_hears_once_when_what_it_waits_for_is_written() {
+        let progress = WsProgress::default();
+        assert_eq!(progress.queued(10), (0, 10));
+        assert_eq!(progress.notify_when_written(6), None, "nothing written yet");
+        assert_eq!(progress.wrote(4), None, "4 of 6");
+        assert_eq!(progress.wrote(3), Some(7), "past 6: the writer tells");
+        assert_eq!(progress.wrote(3), None, "once per ask");
+        assert_eq!(progress.buffered(), 0);
+        assert_eq!(
+            progress.notify_when_written(9),
+            Some(10),
+            "already written: told at once"
+        );
+        assert_eq!(progress.wrote(1), None);
     }
 
     #[test]

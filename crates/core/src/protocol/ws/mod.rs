@@ -7,7 +7,9 @@
 
 mod frames;
 
-use crate::bridge::{Bridge, BridgeEvent, MessageReceiver, WsOutbound, WsQueueReceiver};
+use crate::bridge::{
+    Bridge, BridgeEvent, MessageReceiver, WsOutbound, WsProgress, WsQueueReceiver,
+};
 use crate::config::WsSettings;
 use crate::lifecycle::{Phase, PhaseSignal};
 use crate::metrics::Metrics;
@@ -17,7 +19,6 @@ use frames::{FrameBatch, FrameReader, Incoming};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -248,9 +249,15 @@ pub async fn run(
     } = outbound;
     let (read_half, mut socket) = tokio::io::split(TokioIo::new(upgraded));
     let mut reader = FrameReader::new(read_half, settings.max_payload);
-    let buffered = bridge.ws_buffered(id);
+    let progress = bridge.ws_progress(id);
     let mut out = Outgoing::default();
     let metrics = bridge.metrics().clone();
+    let report = WriteReport {
+        progress: &progress,
+        metrics: &metrics,
+        bridge: &bridge,
+        id,
+    };
     // Among the live connections it is a WebSocket now, closed with 1001 when an operator asks.
     metrics
         .connections
@@ -400,7 +407,7 @@ pub async fn run(
             }
             // Everything that waits is written from inside this poll, batch after batch; it
             // completes only when a pong went out (reading resumes) or writing failed.
-            sent = std::future::poll_fn(|cx| out.poll_send(&mut socket, &mut messages, &buffered, &metrics, cx)) => {
+            sent = std::future::poll_fn(|cx| out.poll_send(&mut socket, &mut messages, &report, cx)) => {
                 if sent.is_err() {
                     break (1006, "write failed".into(), false);
                 }
@@ -489,7 +496,7 @@ pub async fn run(
             let mut deadline = close_deadline.unwrap_or_else(|| Instant::now() + CLOSE_TIMEOUT);
             let flush = async {
                 let written = std::future::poll_fn(|cx| {
-                    out.poll_write_waiting(&mut socket, &mut messages, &buffered, &metrics, false, cx)
+                    out.poll_write_waiting(&mut socket, &mut messages, &report, false, cx)
                 })
                 .await;
                 written.is_ok()
@@ -765,8 +772,7 @@ impl Outgoing {
         &mut self,
         socket: &mut W,
         messages: &mut MessageReceiver,
-        buffered: &std::sync::atomic::AtomicUsize,
-        metrics: &Metrics,
+        report: &WriteReport<'_>,
         until_pong: bool,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<bool>> {
@@ -774,8 +780,8 @@ impl Outgoing {
         loop {
             if !self.writing {
                 let owed_pong = self.pong;
-                let released = self.fill(messages, metrics);
-                buffered.fetch_sub(released, Ordering::AcqRel);
+                let dropped = self.fill(messages, report.metrics);
+                report.progress.dropped(dropped);
                 if until_pong && owed_pong && !self.pong {
                     return Poll::Ready(Ok(true));
                 }
@@ -783,8 +789,8 @@ impl Outgoing {
                     return Poll::Ready(Ok(false));
                 }
             }
-            let released = std::task::ready!(self.poll_write(socket, cx))?;
-            buffered.fetch_sub(released, Ordering::AcqRel);
+            let written = std::task::ready!(self.poll_write(socket, cx))?;
+            report.wrote(written);
         }
     }
 
@@ -795,22 +801,19 @@ impl Outgoing {
         &mut self,
         socket: &mut W,
         messages: &mut MessageReceiver,
-        buffered: &std::sync::atomic::AtomicUsize,
-        metrics: &Metrics,
+        report: &WriteReport<'_>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
         loop {
-            if std::task::ready!(
-                self.poll_write_waiting(socket, messages, buffered, metrics, true, cx)
-            )? {
+            if std::task::ready!(self.poll_write_waiting(socket, messages, report, true, cx))? {
                 return Poll::Ready(Ok(()));
             }
             if self.messages_done {
                 return Poll::Pending;
             }
             match messages.poll_recv(cx) {
-                Poll::Ready(Some(message)) => self.add_handler_message(message, metrics),
+                Poll::Ready(Some(message)) => self.add_handler_message(message, report.metrics),
                 Poll::Ready(None) => {
                     self.messages_done = true;
                     return Poll::Pending;
@@ -865,6 +868,23 @@ impl Outgoing {
         std::task::ready!(self.batch.poll_write_to(socket, cx))?;
         self.writing = false;
         std::task::Poll::Ready(Ok(std::mem::take(&mut self.batch_buffered)))
+    }
+}
+
+/// Where the writer reports what became of the handler's bytes.
+struct WriteReport<'a> {
+    progress: &'a WsProgress,
+    metrics: &'a Metrics,
+    bridge: &'a Bridge,
+    id: u32,
+}
+
+impl WriteReport<'_> {
+    /// `len` bytes of the handler's went to the socket: send callbacks waiting for them are told.
+    fn wrote(&self, len: usize) {
+        if let Some(total) = self.progress.wrote(len) {
+            self.bridge.emit(self.id, BridgeEvent::WsWritten(total));
+        }
     }
 }
 
