@@ -8,8 +8,11 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-/// Bytes of a streamed body read ahead of the handler's pulls.
-const READ_AHEAD: usize = 256 * 1024;
+/// Bytes of a streamed body read ahead of the handler's pulls. 256 KiB made a body the handler
+/// never reads cost ≈ 360 KiB per HTTP/1.1 connection (node ≈ 77) and ≈ 340 KiB per HTTP/2 stream
+/// (83 MiB per connection of 250); 64 KiB (node's read size) takes that to ≈ 138 KiB, with upload
+/// throughput unchanged (bench/RESULTS.md, session 16).
+const READ_AHEAD: usize = 64 * 1024;
 
 /// Request body still arriving when the response has been sent is read and dropped up to this
 /// many bytes (node keeps reading too, so the client can finish sending and read the answer);
