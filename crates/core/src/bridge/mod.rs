@@ -947,13 +947,21 @@ impl Bridge {
     /// written (counted as `bufferedAmount` counts them). Returns the total written if they
     /// already are.
     pub fn ws_notify_when_written(&self, id: u32, at: u64) -> Result<Option<u64>, BridgeError> {
+        self.with_websocket(id, |conn| Ok(conn.progress.notify_when_written(at)))
+    }
+
+    /// `f` on WebSocket connection `id`'s entry (under the map's lock); `Gone` without one.
+    fn with_websocket<R>(
+        &self,
+        id: u32,
+        f: impl FnOnce(&WsConnection) -> Result<R, BridgeError>,
+    ) -> Result<R, BridgeError> {
         let map = self
             .shared
             .websockets
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
-        Ok(conn.progress.notify_when_written(at))
+        f(map.get(&id).ok_or(BridgeError::Gone(id))?)
     }
 
     /// Queues a message, ping or pong; returns the bytes queued on the connection since it opened,
@@ -968,25 +976,20 @@ impl Bridge {
         max_buffered: usize,
     ) -> Result<u64, BridgeError> {
         let len = message.buffered_len();
-        let map = self
-            .shared
-            .websockets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
-        let (before, position) = conn.progress.queued(len);
-        let queued = before + len;
-        if queued > max_buffered && before > 0 {
-            let _ = conn.tx.unbounded_send(WsOutbound::Terminate);
-            return Err(BridgeError::Backpressure(id));
-        }
-        // Queued now, so that it lands before a close frame the writer queues in this turn or
-        // fails now (`Gone`: ERR_WS_NOT_OPEN), never accepted and then dropped; only the wake
-        // waits for the end of the turn.
-        conn.messages
-            .send_soon(message)
-            .map_err(|_| BridgeError::Gone(id))?;
-        Ok(position)
+        self.with_websocket(id, |conn| {
+            let (before, position) = conn.progress.queued(len);
+            if before + len > max_buffered && before > 0 {
+                let _ = conn.tx.unbounded_send(WsOutbound::Terminate);
+                return Err(BridgeError::Backpressure(id));
+            }
+            // Queued now, so that it lands before a close frame the writer queues in this turn or
+            // fails now (`Gone`: ERR_WS_NOT_OPEN), never accepted and then dropped; only the wake
+            // waits for the end of the turn.
+            conn.messages
+                .send_soon(message)
+                .map_err(|_| BridgeError::Gone(id))?;
+            Ok(position)
+        })
     }
 
     pub fn ws_buffered_amount(&self, id: u32) -> usize {
@@ -1014,13 +1017,7 @@ impl Bridge {
 
     /// Sends a control request (close, terminate) to a WebSocket connection.
     pub fn ws_control(&self, id: u32, what: WsOutbound) -> Result<(), BridgeError> {
-        let map = self
-            .shared
-            .websockets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let conn = map.get(&id).ok_or(BridgeError::Gone(id))?;
-        queue_soon(&conn.tx, id, what)
+        self.with_websocket(id, |conn| queue_soon(&conn.tx, id, what))
     }
 
     /// Open WebSocket connections.
