@@ -787,3 +787,23 @@ describe('a client that goes away mid-upload (outside probe, session 16)', () =>
     assert.deepEqual(await outcome(nativeServer), reference);
   });
 });
+
+describe('request methods node does not know (outside probe, session 16)', () => {
+  for (const method of ['FOOBAR', 'get', 'BREW']) {
+    it(`${method} / is answered 400 without reaching the handler, as node's parser answers it`, async () => {
+      const statuses = {};
+      for (const [name, start] of [['node', nodeServer], ['native', nativeServer]]) {
+        let called = false;
+        const s = await start((req, res) => { called = true; res.end('reached'); });
+        try {
+          const r = await rawExchange(s.port, `${method} / HTTP/1.1\r\nHost: x\r\n\r\n`);
+          statuses[name] = `${r.head ? r.head.split('\r\n')[0].split(' ')[1] : r.error}${called ? ' handler called' : ''}`;
+        } finally {
+          await s.close();
+        }
+      }
+      assert.equal(statuses.node, '400', 'node (the reference)');
+      assert.deepEqual(statuses.native, statuses.node);
+    });
+  }
+});

@@ -365,6 +365,11 @@ impl HttpProtocol {
         if req.version() == Version::HTTP_11 && !req.headers().contains_key(http::header::HOST) {
             return closing(StatusCode::BAD_REQUEST);
         }
+        // node's parser knows its methods (`http.METHODS`, upper case) and answers 400 to any
+        // other; hyper takes every token, and the app then answered 500 or 404 to `FOOBAR`.
+        if req.version() <= Version::HTTP_11 && !is_node_method(req.method()) {
+            return closing(StatusCode::BAD_REQUEST);
+        }
         let limits = self.limits.load_full();
         let deadline = limits.request_deadline(Instant::now());
         let (parts, body) = req.into_parts();
@@ -587,6 +592,54 @@ impl HttpProtocol {
 
 /// A request head hyper refused (and answered: 400, 414 or 431), as node's `'clientError'` code
 /// (llhttp's) and message; `None` for any other end of a connection.
+/// node's `http.METHODS` (node 20): what its HTTP/1 parser accepts, sorted.
+const NODE_METHODS: [&str; 35] = [
+    "ACL",
+    "BIND",
+    "CHECKOUT",
+    "CONNECT",
+    "COPY",
+    "DELETE",
+    "GET",
+    "HEAD",
+    "LINK",
+    "LOCK",
+    "M-SEARCH",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MOVE",
+    "NOTIFY",
+    "OPTIONS",
+    "PATCH",
+    "POST",
+    "PROPFIND",
+    "PROPPATCH",
+    "PURGE",
+    "PUT",
+    "QUERY",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "SOURCE",
+    "SUBSCRIBE",
+    "TRACE",
+    "UNBIND",
+    "UNLINK",
+    "UNLOCK",
+    "UNSUBSCRIBE",
+];
+
+/// Whether node's HTTP/1 parser accepts `method`.
+fn is_node_method(method: &http::Method) -> bool {
+    // The common ones without a search.
+    matches!(
+        *method,
+        http::Method::GET | http::Method::POST | http::Method::HEAD
+    ) || NODE_METHODS.binary_search(&method.as_str()).is_ok()
+}
+
 fn refused_head(error: &(dyn std::error::Error + 'static)) -> Option<(&'static str, String)> {
     let e = error.downcast_ref::<hyper::Error>()?;
     if !e.is_parse() {

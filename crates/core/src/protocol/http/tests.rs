@@ -452,3 +452,27 @@ async fn the_connections_http_version_follows_alpn_or_h2c() {
         .is_none());
     assert!(protocol(Some(h2_only)).mode_for(&chose_none).is_none());
 }
+
+#[test]
+fn methods_are_node_s_upper_case_list() {
+    assert!(NODE_METHODS.windows(2).all(|w| w[0] < w[1]), "sorted");
+    for m in [
+        "GET",
+        "M-SEARCH",
+        "QUERY",
+        "UNSUBSCRIBE",
+        "CONNECT",
+        "PATCH",
+    ] {
+        assert!(
+            is_node_method(&http::Method::from_bytes(m.as_bytes()).unwrap()),
+            "{m}"
+        );
+    }
+    for m in ["FOOBAR", "get", "Get", "PRI", "BREW"] {
+        assert!(
+            !is_node_method(&http::Method::from_bytes(m.as_bytes()).unwrap()),
+            "{m}"
+        );
+    }
+}
