@@ -807,3 +807,49 @@ describe('request methods node does not know (outside probe, session 16)', () =>
     });
   }
 });
+
+describe('an HTTP/2 upload the client resets (re-probe, session 16)', () => {
+  it("req gets 'aborted' and 'close' and no 'error', as node's http2 compatibility API", async () => {
+    const http2 = require('http2');
+    const { Http2Server } = require('..');
+    const outcome = async (listen) => {
+      const events = [];
+      let resolveClosed;
+      const closed = new Promise((resolve) => { resolveClosed = resolve; });
+      const handler = (req) => {
+        req.on('data', () => {});
+        req.on('aborted', () => events.push('aborted'));
+        req.on('error', (err) => events.push(`error ${err.code}`));
+        req.on('close', () => { events.push('close'); resolveClosed(); });
+      };
+      const { port, close } = await listen(handler);
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      session.on('error', () => {});
+      try {
+        const stream = session.request({ ':method': 'POST', ':path': '/', 'content-length': '100000' });
+        stream.on('error', () => {});
+        stream.write(Buffer.alloc(1000, 0x61));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        await withTimeout(closed, 3000, "req 'close'");
+        return events;
+      } finally {
+        session.destroy();
+        await close();
+      }
+    };
+    const reference = await outcome(async (handler) => {
+      const server = http2.createServer(handler);
+      await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+      return { port: server.address().port, close: () => new Promise((resolve) => server.close(() => resolve())) };
+    });
+    const ours = await outcome(async (handler) => {
+      const server = new Http2Server({ callback: () => handler }, { hostname: '127.0.0.1', port: 0, protocol: 'http2', h2c: true });
+      await new Promise((resolve) => server.Start(resolve));
+      return { port: server.server.address().port, close: () => server.gracefulShutdown({ drainDelay: 0, timeout: 2000 }) };
+    });
+    assert.ok(!reference.some((e) => e.startsWith('error')), `node: ${reference}`);
+    assert.ok(!ours.some((e) => e.startsWith('error')), `ours: ${ours} (node: ${reference})`);
+    assert.ok(ours.includes('aborted') && ours.includes('close'), `ours: ${ours}`);
+  });
+});

@@ -411,6 +411,16 @@ describe("server.server takes node's http.Server properties (outside probe, sess
       await withTimeout(new Promise((resolve) => socket.once('close', resolve)), 3000, 'the idle keep-alive connection is closed');
       const idle = Date.now() - t0;
       assert.ok(idle >= 200 && idle < 2000, `closed by the server after ${idle} ms (keepAliveTimeout 300; the default is 5000)`);
+      // node reads maxConnections as `if (maxConnections && …)`: 0, NaN and a non-number limit
+      // nothing (re-probe: 0 refused every connection here).
+      for (const value of [0, NaN, 'abc', null]) {
+        handle.maxConnections = value;
+        assert.equal(handle.maxConnections, undefined, `${String(value)}: no limit`);
+        const r = await request({ port, path: '/' });
+        assert.equal(r.status, 200, `served with maxConnections = ${String(value)}`);
+      }
+      handle.maxConnections = '5000';
+      assert.equal(handle.maxConnections, 5000);
     } finally {
       await stop(server);
     }

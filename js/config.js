@@ -63,4 +63,16 @@ const ConfigHelper = {
   createWebSocketConfig: (options) => create('ws', options),
 };
 
-module.exports = { ConfigHelper, invalidConfig, optionsJson };
+/**
+ * A `maxConnections` given as node's servers take it, as the `connectionPool.maxConnections` it
+ * stands for: `undefined` for no limit — node checks `if (maxConnections && …)`, so 0, NaN,
+ * null, undefined and Infinity limit nothing — else a whole count (a negative one refuses every
+ * connection, as node's does).
+ */
+function nodeMaxConnections(value) {
+  const n = Number(value);
+  if (!value || Number.isNaN(n) || n === Infinity) return undefined;
+  return Math.max(0, Math.floor(n));
+}
+
+module.exports = { ConfigHelper, invalidConfig, optionsJson, nodeMaxConnections };

@@ -13,7 +13,7 @@ const { SwapSafeRequest } = require('./request');
 const { SwapSafeResponse } = require('./response');
 const { NativeSocket } = require('./socket');
 const { codedError } = require('./errors');
-const { optionsJson } = require('./config');
+const { optionsJson, nodeMaxConnections } = require('./config');
 const logger = require('./logger');
 const { offeredProtocols } = require('./websocket');
 const { createConnectionPool } = require('./pool');
@@ -210,9 +210,8 @@ class NodeHttpServer extends EventEmitter {
     pool.connectionTimeout = nonNegative(l.timeout);
     if (l.maxHeadersCount !== null && l.maxHeadersCount !== undefined) pool.maxHeadersCount = nonNegative(l.maxHeadersCount);
     pool.maxRequestsPerSocket = nonNegative(l.maxRequestsPerSocket);
-    // undefined, null or Infinity: no limit (node's).
-    const max = l.maxConnections === null || l.maxConnections === undefined ? NaN : Number(l.maxConnections);
-    if (Number.isFinite(max) && max >= 0) pool.maxConnections = Math.floor(max);
+    const max = nodeMaxConnections(l.maxConnections);
+    if (max !== undefined) pool.maxConnections = max;
     return optionsJson({ ...this._baseOptions, connectionPool: pool });
   }
 

@@ -140,6 +140,12 @@ class NativeRequest extends IncomingMessage {
 
   _onBodyError(message) {
     const code = message.split(':', 1)[0];
+    if (code === 'ECONNRESET' && this.httpVersionMajor === 2) {
+      // node's http2 compatibility API: a reset upload is 'aborted' and 'close', no 'error'.
+      this._nativeGone = true;
+      this.destroy();
+      return;
+    }
     // A client that went away mid-body: node's own error, which apps filter client aborts by.
     const err = new Error(code === 'ECONNRESET' ? 'aborted' : message);
     err.code = code;

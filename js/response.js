@@ -505,6 +505,11 @@ class NativeResponse extends Stream {
 
   writeProcessing() {}
 
+  /** 103 Early Hints are not sent (hyper sends no other 1xx heads; README): the callback still runs. */
+  writeEarlyHints(_hints, callback) {
+    if (typeof callback === 'function') process.nextTick(callback);
+  }
+
   assignSocket() {}
 
   detachSocket() {}
@@ -542,9 +547,6 @@ const SWAP_SAFE_RESPONSE_METHODS = (() => {
   // node's alias, and what a module that replaces writeHead (on-headers) may call.
   methods.push(['writeHeader', proto.writeHead], ['_implicitHeader', function _implicitHeader() {
     this.writeHead(this.statusCode);
-  }], ['writeEarlyHints', function writeEarlyHints(_hints, callback) {
-    // 103 Early Hints are not sent (README, "Use with Koa / Express / Fastify").
-    if (typeof callback === 'function') process.nextTick(callback);
   }]);
   return methods;
 })();

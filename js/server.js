@@ -16,7 +16,7 @@ const { traceServer, koattyDefaultLogger } = require('./trace');
 const { offeredProtocols } = require('./websocket');
 
 const { runShutdown, shutdownOptions, analyzeConfigChanges } = require('./lifecycle');
-const { invalidConfig, optionsJson } = require('./config');
+const { invalidConfig, optionsJson, nodeMaxConnections } = require('./config');
 
 const DEFAULT_SHUTDOWN = { timeout: 30000 };
 /** Protocols one native server can switch between on restart. */
@@ -89,17 +89,32 @@ class ListenerHandle extends EventEmitter {
   }
 }
 
+/**
+ * One timer bounds both the wait for a request head and keep-alive idle time (README), so a
+ * `keepAliveTimeout` above `headersTimeout` — the usual recipe behind a load balancer — is
+ * capped: said once, when it is set so.
+ */
+function warnIdleCap(handle) {
+  const idle = handle.keepAliveTimeout;
+  const heads = handle.headersTimeout;
+  if (idle > 0 && heads > 0 && idle > heads) {
+    logger.warn(`server.server: keepAliveTimeout ${idle} ms is above headersTimeout ${heads} ms; idle keep-alive connections close after ${heads} ms (one timer serves both: raise headersTimeout too)`);
+  }
+}
+
 for (const [property, [key, fallback]] of Object.entries(NODE_SERVER_LIMITS)) {
   Object.defineProperty(ListenerHandle.prototype, property, {
     get() {
       return this._owner.options.connectionPool?.[key] ?? fallback;
     },
     set(value) {
-      // undefined, null or Infinity: no limit, as node reads maxConnections and maxHeadersCount.
-      const unset = value === undefined || value === null || value === Infinity;
-      const pool = unset ? { [key]: undefined } : { [key]: nonNegative(value) };
+      let taken;
+      if (property === 'maxConnections') taken = nodeMaxConnections(value);
+      // undefined, null or Infinity: no limit, as node reads maxHeadersCount.
+      else if (value !== undefined && value !== null && value !== Infinity) taken = nonNegative(value);
       // In place (these keys need no restart): applied before updateConfig returns its promise.
-      this._owner.updateConfig({ connectionPool: pool }).catch((err) => logger.warn(`server.server.${property} could not be applied`, err));
+      this._owner.updateConfig({ connectionPool: { [key]: taken } }).catch((err) => logger.warn(`server.server.${property} could not be applied`, err));
+      if (property === 'keepAliveTimeout' || property === 'headersTimeout') warnIdleCap(this);
     },
     configurable: true,
     enumerable: true,
