@@ -521,7 +521,8 @@ describe('createServer: events', () => {
       return { code: err.code, remote: errSocket.remoteAddress };
     };
     try {
-      for (const raw of ['GET / HTTP/1.1\r\nBad Header\r\n\r\n', 'GET / HTTP/9.9\r\nHost: x\r\n\r\n', `GET / HTTP/1.1\r\nHost: x\r\nX: ${'a'.repeat(20000)}\r\n\r\n`]) {
+      // (FOOBAR: a method node's parser does not know; re-probe, session 16.)
+      for (const raw of ['GET / HTTP/1.1\r\nBad Header\r\n\r\n', 'GET / HTTP/9.9\r\nHost: x\r\n\r\n', `GET / HTTP/1.1\r\nHost: x\r\nX: ${'a'.repeat(20000)}\r\n\r\n`, 'FOOBAR / HTTP/1.1\r\nHost: x\r\n\r\n']) {
         assert.deepEqual(await clientError(ours, raw), await clientError(node, raw), JSON.stringify(raw.slice(0, 30)));
       }
     } finally {

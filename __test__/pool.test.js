@@ -421,6 +421,27 @@ describe("server.server takes node's http.Server properties (outside probe, sess
       }
       handle.maxConnections = '5000';
       assert.equal(handle.maxConnections, 5000);
+      handle.maxConnections = 1.5;
+      assert.equal(handle.maxConnections, 2, 'node admits two at 1.5 (it refuses once connections >= 1.5)');
+    } finally {
+      await stop(server);
+    }
+  });
+});
+
+describe('the Keep-Alive hint is the idle time a connection gets (re-probe, session 16)', () => {
+  it('keepAliveTimeout 5000 with headersTimeout 2000: Keep-Alive: timeout=2 (one timer serves both), not 5', async () => {
+    const { server, port } = await startServer((req, res) => res.end('ok'), { connectionPool: { keepAliveTimeout: 5000, headersTimeout: 2000 } });
+    try {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      let head = '';
+      await withTimeout(new Promise((resolve) => {
+        socket.on('data', (d) => { head += d; if (head.includes('\r\n\r\n')) resolve(); });
+        socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      }), 3000, 'the response head');
+      socket.destroy();
+      assert.match(head, /\r\nkeep-alive: timeout=2\r\n/i, head);
     } finally {
       await stop(server);
     }

@@ -1094,6 +1094,8 @@ describe('NativeWebSocket send()/ping() of a Blob as ws 8.18+ (read, then sent i
     // (Its time limit is set once the clock is real again.)
     const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
     const c = await withTimeout(clientReady, 5000, 'connection');
+    // The server hears of the connection with its 101; the client may not have read it yet.
+    if (ws.readyState !== WebSocket.OPEN) await withTimeout(new Promise((resolve) => ws.once('open', resolve)), 5000, 'client open');
     await new Promise((resolve) => c.ping(liar, false, (err) => { pingResult.err = err?.constructor.name; resolve(); }));
     assert.equal(pingResult.err, 'RangeError');
     assert.equal(c.readyState, 1, 'still open');

@@ -72,7 +72,18 @@ const ConfigHelper = {
 function nodeMaxConnections(value) {
   const n = Number(value);
   if (!value || Number.isNaN(n) || n === Infinity) return undefined;
-  return Math.max(0, Math.floor(n));
+  // node refuses once `connections >= maxConnections`: 1.5 admits two.
+  return Math.max(0, Math.ceil(n));
 }
 
-module.exports = { ConfigHelper, invalidConfig, optionsJson, nodeMaxConnections };
+/**
+ * One timer bounds both the wait for a request head and keep-alive idle time (README), so a
+ * `keepAliveTimeout` above `headersTimeout` — the usual recipe behind a load balancer — is capped
+ * by it: the warning to give when they are set so, else null.
+ */
+function idleCapWarning(keepAliveTimeout, headersTimeout) {
+  if (!(keepAliveTimeout > 0 && headersTimeout > 0 && keepAliveTimeout > headersTimeout)) return null;
+  return `keepAliveTimeout ${keepAliveTimeout} ms is above headersTimeout ${headersTimeout} ms: idle keep-alive connections close after ${headersTimeout} ms (one timer serves both; raise headersTimeout too)`;
+}
+
+module.exports = { ConfigHelper, invalidConfig, optionsJson, nodeMaxConnections, idleCapWarning };

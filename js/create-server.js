@@ -13,7 +13,7 @@ const { SwapSafeRequest } = require('./request');
 const { SwapSafeResponse } = require('./response');
 const { NativeSocket } = require('./socket');
 const { codedError } = require('./errors');
-const { optionsJson, nodeMaxConnections } = require('./config');
+const { optionsJson, nodeMaxConnections, idleCapWarning } = require('./config');
 const logger = require('./logger');
 const { offeredProtocols } = require('./websocket');
 const { createConnectionPool } = require('./pool');
@@ -159,6 +159,7 @@ class NodeHttpServer extends EventEmitter {
     logger.forwardNative(binding);
     this._limits = { ...LIMIT_DEFAULTS };
     for (const key of LIMIT_OPTIONS) if (options[key] !== undefined) this._limits[key] = options[key];
+    this._warnIdleCap();
     this._pool = { ...options.connectionPool };
     if (options.maxHeaderSize !== undefined) this._pool.maxHeaderSize = nonNegative(options.maxHeaderSize);
     this._joinDuplicateHeaders = options.joinDuplicateHeaders === true;
@@ -215,6 +216,12 @@ class NodeHttpServer extends EventEmitter {
     return optionsJson({ ...this._baseOptions, connectionPool: pool });
   }
 
+  /** Says when the keep-alive time is capped by the headers timeout (`idleCapWarning`). */
+  _warnIdleCap() {
+    const warning = idleCapWarning(nonNegative(this._limits.keepAliveTimeout), nonNegative(this._limits.headersTimeout));
+    if (warning !== null) logger.warn(`createServer: ${warning}`);
+  }
+
   /** Property changes reach the native side together on the next tick (new requests use them). */
   _scheduleLimits() {
     if (this._limitsPending) return;
@@ -225,6 +232,7 @@ class NodeHttpServer extends EventEmitter {
   _applyLimits() {
     if (!this._limitsPending) return;
     this._limitsPending = false;
+    this._warnIdleCap();
     try {
       this._native.applyInPlace(this._nativeOptionsJson());
     } catch (err) {

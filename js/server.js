@@ -16,7 +16,7 @@ const { traceServer, koattyDefaultLogger } = require('./trace');
 const { offeredProtocols } = require('./websocket');
 
 const { runShutdown, shutdownOptions, analyzeConfigChanges } = require('./lifecycle');
-const { invalidConfig, optionsJson, nodeMaxConnections } = require('./config');
+const { invalidConfig, optionsJson, nodeMaxConnections, idleCapWarning } = require('./config');
 
 const DEFAULT_SHUTDOWN = { timeout: 30000 };
 /** Protocols one native server can switch between on restart. */
@@ -89,17 +89,10 @@ class ListenerHandle extends EventEmitter {
   }
 }
 
-/**
- * One timer bounds both the wait for a request head and keep-alive idle time (README), so a
- * `keepAliveTimeout` above `headersTimeout` — the usual recipe behind a load balancer — is
- * capped: said once, when it is set so.
- */
+/** Says when `server.server`'s keep-alive time is capped by its headers timeout (`idleCapWarning`). */
 function warnIdleCap(handle) {
-  const idle = handle.keepAliveTimeout;
-  const heads = handle.headersTimeout;
-  if (idle > 0 && heads > 0 && idle > heads) {
-    logger.warn(`server.server: keepAliveTimeout ${idle} ms is above headersTimeout ${heads} ms; idle keep-alive connections close after ${heads} ms (one timer serves both: raise headersTimeout too)`);
-  }
+  const warning = idleCapWarning(handle.keepAliveTimeout, handle.headersTimeout);
+  if (warning !== null) logger.warn(`server.server: ${warning}`);
 }
 
 for (const [property, [key, fallback]] of Object.entries(NODE_SERVER_LIMITS)) {

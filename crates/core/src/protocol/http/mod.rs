@@ -311,12 +311,18 @@ impl HttpProtocol {
             // The server's shutdown, or this connection's own drain: hyper would append its
             // `close` to a `keep-alive` (node says `close`).
             let draining = conn.phase.current() != Phase::Running || requests.closing();
-            let keep_alive_timeout = self.limits.load().keep_alive_timeout;
+            // The hint is the idle time the connection really gets: one timer serves it and
+            // headersTimeout (`Limits::header_read_timeout`), so the smaller of the two.
+            let limits = self.limits.load();
+            let idle = match limits.keep_alive_timeout {
+                off if off.is_zero() => off,
+                keep_alive => limits.header_read_timeout().unwrap_or(keep_alive),
+            };
             node_connection_headers(
                 &mut response,
                 version,
                 client_keeps_alive && !draining && !last_allowed,
-                keep_alive_timeout,
+                idle,
             );
         }
         if !head_on_h2 {
@@ -368,6 +374,11 @@ impl HttpProtocol {
         // node's parser knows its methods (`http.METHODS`, upper case) and answers 400 to any
         // other; hyper takes every token, and the app then answered 500 or 404 to `FOOBAR`.
         if req.version() <= Version::HTTP_11 && !is_node_method(req.method()) {
+            self.bridge.client_error(ClientError {
+                code: "HPE_INVALID_METHOD",
+                message: "Invalid method encountered".into(),
+                remote: conn.remote,
+            });
             return closing(StatusCode::BAD_REQUEST);
         }
         let limits = self.limits.load_full();
