@@ -720,7 +720,11 @@ function defineTests() {
       if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.send({ cmd: 'stop' });
-      await Promise.race([exited, sleep(5000)]);
+      // (A timer cleared once the child exits: a pending one kept this process alive for 5 s
+      // after the last test, which failIfKeptAlive reports.)
+      let timer;
+      await Promise.race([exited, new Promise((resolve) => { timer = setTimeout(resolve, 5000); })]);
+      clearTimeout(timer);
       if (child.exitCode === null) child.kill('SIGKILL');
     };
     return { child, port: listening.port, stats, stop: stopChild, output: () => output };
