@@ -64,6 +64,27 @@ const ConfigHelper = {
 };
 
 /**
+ * node's http.Server properties that map onto `connectionPool` keys: property → [pool key,
+ * node's default]. `createServer`'s server has them, and so has `server.server` of the server
+ * classes (with 2.3.0 it was node's server, and apps set them).
+ */
+const NODE_SERVER_LIMITS = {
+  timeout: ['connectionTimeout', 0],
+  keepAliveTimeout: ['keepAliveTimeout', 5000],
+  headersTimeout: ['headersTimeout', 60000],
+  requestTimeout: ['requestTimeout', 300000],
+  maxHeadersCount: ['maxHeadersCount', null],
+  maxRequestsPerSocket: ['maxRequestsPerSocket', 0],
+  maxConnections: ['maxConnections', undefined],
+};
+
+/** A millisecond or count property as node reads it: a non-negative integer, anything else 0 (off). */
+function nonNegative(value) {
+  const n = Math.floor(Number(value));
+  return Number.isFinite(n) && n > 0 ? n : 0;
+}
+
+/**
  * A `maxConnections` given as node's servers take it, as the `connectionPool.maxConnections` it
  * stands for: `undefined` for no limit — node checks `if (maxConnections && …)`, so 0, NaN,
  * null, undefined and Infinity limit nothing — else a whole count (a negative one refuses every
@@ -86,4 +107,4 @@ function idleCapWarning(keepAliveTimeout, headersTimeout) {
   return `keepAliveTimeout ${keepAliveTimeout} ms is above headersTimeout ${headersTimeout} ms: idle keep-alive connections close after ${headersTimeout} ms (one timer serves both; raise headersTimeout too)`;
 }
 
-module.exports = { ConfigHelper, invalidConfig, optionsJson, nodeMaxConnections, idleCapWarning };
+module.exports = { ConfigHelper, invalidConfig, optionsJson, NODE_SERVER_LIMITS, nonNegative, nodeMaxConnections, idleCapWarning };

@@ -13,7 +13,7 @@ const { SwapSafeRequest } = require('./request');
 const { SwapSafeResponse } = require('./response');
 const { NativeSocket } = require('./socket');
 const { codedError } = require('./errors');
-const { optionsJson, nodeMaxConnections, idleCapWarning } = require('./config');
+const { optionsJson, NODE_SERVER_LIMITS, nonNegative, nodeMaxConnections, idleCapWarning } = require('./config');
 const logger = require('./logger');
 const { offeredProtocols } = require('./websocket');
 const { createConnectionPool } = require('./pool');
@@ -26,15 +26,7 @@ const CONTINUE_EXPECTATION = /(?:^|\W)100-continue(?:$|\W)/i;
 const UNBOUNDED_MS = 2 ** 31 - 1;
 
 /** node's http.Server defaults for the properties that map onto native limits. */
-const LIMIT_DEFAULTS = {
-  timeout: 0,
-  keepAliveTimeout: 5000,
-  headersTimeout: 60000,
-  requestTimeout: 300000,
-  maxHeadersCount: null,
-  maxRequestsPerSocket: 0,
-  maxConnections: undefined,
-};
+const LIMIT_DEFAULTS = Object.fromEntries(Object.entries(NODE_SERVER_LIMITS).map(([property, [, byDefault]]) => [property, byDefault]));
 /** createServer options that set those properties. */
 const LIMIT_OPTIONS = ['keepAliveTimeout', 'headersTimeout', 'requestTimeout'];
 /** node's TLS options this server passes on (the rest of `ssl` is this package's own). */
@@ -42,12 +34,6 @@ const TLS_OPTIONS = ['ca', 'passphrase', 'ciphers', 'honorCipherOrder', 'secureP
 
 function notSupported(what) {
   return codedError('ERR_NOT_SUPPORTED', `ERR_NOT_SUPPORTED: ${what} is not supported by koatty_serve's createServer (README, "Use with Koa / Express / Fastify")`);
-}
-
-/** A millisecond or count property as node reads it: a non-negative integer, anything else 0 (off). */
-function nonNegative(value) {
-  const n = Math.floor(Number(value));
-  return Number.isFinite(n) && n > 0 ? n : 0;
 }
 
 /** node's validatePort: 0–65535, as a number or a numeric string; else ERR_SOCKET_BAD_PORT. */

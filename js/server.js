@@ -16,7 +16,7 @@ const { traceServer, koattyDefaultLogger } = require('./trace');
 const { offeredProtocols } = require('./websocket');
 
 const { runShutdown, shutdownOptions, analyzeConfigChanges } = require('./lifecycle');
-const { invalidConfig, optionsJson, nodeMaxConnections, idleCapWarning } = require('./config');
+const { invalidConfig, optionsJson, NODE_SERVER_LIMITS, nonNegative, nodeMaxConnections, idleCapWarning } = require('./config');
 
 const DEFAULT_SHUTDOWN = { timeout: 30000 };
 /** Protocols one native server can switch between on restart. */
@@ -32,28 +32,6 @@ function traceTag(req) {
     id = undefined;
   }
   return typeof id === 'string' && id !== '' ? ` [trace ${id}]` : '';
-}
-
-/**
- * node's http.Server properties that `server.server` forwards to `connectionPool` (property →
- * [pool key, the value when the pool has none]). With 2.3.0 `server.server` is node's server, and
- * apps set them — `keepAliveTimeout` above a load balancer's idle timeout is common advice — so an
- * assignment must not be silently lost.
- */
-const NODE_SERVER_LIMITS = {
-  keepAliveTimeout: ['keepAliveTimeout', 5000],
-  headersTimeout: ['headersTimeout', 60000],
-  requestTimeout: ['requestTimeout', 300000],
-  timeout: ['connectionTimeout', 0],
-  maxHeadersCount: ['maxHeadersCount', null],
-  maxRequestsPerSocket: ['maxRequestsPerSocket', 0],
-  maxConnections: ['maxConnections', undefined],
-};
-
-/** A millisecond or count as node's server properties take it: a non-negative integer, else 0 (off). */
-function nonNegative(value) {
-  const n = Math.floor(Number(value));
-  return Number.isFinite(n) && n > 0 ? n : 0;
 }
 
 /** What `server.server` is (and what Start returns): a small handle shaped like node's net.Server. */
@@ -95,6 +73,7 @@ function warnIdleCap(handle) {
   if (warning !== null) logger.warn(`server.server: ${warning}`);
 }
 
+// node's http.Server properties, forwarded to `connectionPool` so that an assignment is not lost.
 for (const [property, [key, fallback]] of Object.entries(NODE_SERVER_LIMITS)) {
   Object.defineProperty(ListenerHandle.prototype, property, {
     get() {
